@@ -1,0 +1,50 @@
+# Two commands do all set-up: `make serve` and `make test`.
+# The virtual environment is built from the pinned, hashed lock the first time either runs.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-from-lock
+
+# MLServer's settings.json would override environment variables, so the ports live here
+# (and in the Dockerfile / kserve manifests) rather than in settings.json.
+export MLSERVER_HOST ?= 127.0.0.1
+export MLSERVER_HTTP_PORT ?= 8080
+export MLSERVER_GRPC_PORT ?= 8081
+export MLSERVER_METRICS_PORT ?= 8082
+
+.PHONY: venv serve test test-unit test-integration train bench lock clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24,<26"
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements.lock
+	touch $@
+
+serve: venv
+	$(VENV)/bin/mlserver start .
+
+# The runtime (which imports mlserver) and the V2 clients of kserve/tritonclient register the
+# same protobuf symbols, so the two kinds of tests run in separate pytest processes.
+test: test-unit
+
+test-unit: venv
+	$(PY) -m pytest -q tests/unit
+
+test-integration: venv
+	$(PY) -m pytest -q tests/integration
+
+train: venv
+	$(PY) -m runtime.train
+
+bench: venv
+	$(PY) -m bench.run
+
+# Regenerate the lock after editing pyproject.toml (needs pip-tools, installed on the fly).
+lock: venv
+	$(PY) -m pip install --quiet pip-tools
+	$(VENV)/bin/pip-compile --generate-hashes --strip-extras --extra dev -q -o requirements.lock pyproject.toml
+
+clean:
+	rm -rf $(VENV) .pytest_cache

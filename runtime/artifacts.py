@@ -1,0 +1,140 @@
+"""The model directory: its manifest, artifact hashes and safe loading.
+
+A model version directory holds `manifest.json`, `model.joblib` and optionally `scaler.joblib`.
+Every artifact is read into memory, hashed, compared with the manifest and only then
+deserialised from those same bytes, so a file swapped after the check is never unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import joblib
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from runtime.errors import ArtifactError
+
+MANIFEST_FILE = "manifest.json"
+
+
+class ArtifactRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file: str
+    sha256: str
+
+
+class FeatureRanges(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min: list[float]
+    max: list[float]
+
+
+class Manifest(BaseModel):
+    """What a model version promises; written by `runtime.train`, checked at every load."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: str
+    kind: Literal["regressor", "classifier"]
+    estimator: str
+    feature_names: list[str]
+    classes: Optional[list[int]] = None
+    trained_with: dict[str, str]
+    model: ArtifactRef
+    scaler: Optional[ArtifactRef] = None
+    feature_ranges: FeatureRanges
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Manifest":
+        n = len(self.feature_names)
+        if len(set(self.feature_names)) != n:
+            raise ValueError("feature_names must be unique")
+        if len(self.feature_ranges.min) != n or len(self.feature_ranges.max) != n:
+            raise ValueError("feature_ranges must have one min and one max per feature")
+        if (self.kind == "classifier") != (self.classes is not None):
+            raise ValueError("classes must be given for classifiers and only for them")
+        return self
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+
+@dataclass(frozen=True)
+class LoadedPipeline:
+    manifest: Manifest
+    scaler: Optional[Any]
+    model: Any
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_manifest(model_dir: Path) -> Manifest:
+    path = model_dir / MANIFEST_FILE
+    try:
+        return Manifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: manifest is missing") from None
+    except (ValueError, ValidationError) as exc:
+        raise ArtifactError(f"{path}: invalid manifest: {exc}") from None
+
+
+def read_verified(model_dir: Path, ref: ArtifactRef) -> bytes:
+    """The artifact's bytes, only if they hash to what the manifest pins."""
+    path = model_dir / ref.file
+    if path.resolve().parent != model_dir.resolve():
+        raise ArtifactError(f"{path}: artifacts must sit directly in the model directory")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: artifact is missing") from None
+    actual = sha256_hex(data)
+    if actual != ref.sha256:
+        raise ArtifactError(
+            f"{path}: sha256 mismatch (manifest {ref.sha256}, file {actual}); refusing to load it"
+        )
+    return data
+
+
+def _load_verified(model_dir: Path, ref: ArtifactRef) -> Any:
+    return joblib.load(io.BytesIO(read_verified(model_dir, ref)))
+
+
+def _check_feature_count(name: str, estimator: Any, expected: int) -> None:
+    got = getattr(estimator, "n_features_in_", None)
+    if got != expected:
+        raise ArtifactError(
+            f"{name} expects {got} features but the manifest names {expected}"
+        )
+
+
+def _check_classes(model: Any, manifest: Manifest) -> None:
+    if manifest.kind != "classifier":
+        return
+    classes = [int(c) for c in getattr(model, "classes_", [])]
+    if classes != manifest.classes:
+        raise ArtifactError(f"model classes {classes} differ from the manifest's {manifest.classes}")
+    if not hasattr(model, "predict_proba"):
+        raise ArtifactError("the manifest says classifier but the model has no predict_proba")
+
+
+def load_pipeline(model_dir: Path) -> LoadedPipeline:
+    """Verify and load one model version directory, or raise ArtifactError naming the problem."""
+    manifest = read_manifest(model_dir)
+    scaler = _load_verified(model_dir, manifest.scaler) if manifest.scaler else None
+    model = _load_verified(model_dir, manifest.model)
+    if scaler is not None:
+        _check_feature_count(f"scaler {manifest.scaler.file}", scaler, manifest.n_features)
+    _check_feature_count(f"model {manifest.model.file}", model, manifest.n_features)
+    _check_classes(model, manifest)
+    return LoadedPipeline(manifest=manifest, scaler=scaler, model=model)

@@ -1,0 +1,308 @@
+"""The input contract: a V2 request becomes one validated float64 matrix, or an error that
+names the input and, where it applies, the row and column.
+
+Accepted layouts: one 2-D tensor [N, F] under any name, or one 1-D tensor [N] per feature named
+as in the manifest. The fast path is one `np.asarray` over the payload; the slower,
+element-by-element walk runs only to explain a payload the fast path rejected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+from mlserver.types import InferenceRequest, RequestInput
+
+from runtime.errors import (
+    BatchSizeError,
+    DatatypeError,
+    FeatureCountError,
+    FeatureNameError,
+    InputLayoutError,
+    MalformedDataError,
+    NonFiniteError,
+    OutputError,
+    ShapeError,
+    ValueRangeError,
+)
+
+NUMERIC_DATATYPES: dict[str, np.dtype] = {
+    name: np.dtype(dtype)
+    for name, dtype in {
+        "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+        "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
+        "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+    }.items()
+}  # fmt: skip
+NUMERIC_HINT = "use a numeric datatype (FP16/FP32/FP64, INT8..INT64, UINT8..UINT64)"
+DEFAULT_OUTPUT = "predict"
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    features: np.ndarray  # float64 [N, F], finite
+    outputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Contract:
+    feature_names: tuple[str, ...]
+    offered_outputs: tuple[str, ...]
+    max_rows: int
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    def parse(self, request: InferenceRequest) -> ParsedRequest:
+        return ParsedRequest(self._features(request.inputs), self._outputs(request))
+
+    def _outputs(self, request: InferenceRequest) -> tuple[str, ...]:
+        if not request.outputs:
+            return (DEFAULT_OUTPUT,)
+        names = tuple(dict.fromkeys(o.name for o in request.outputs))
+        for name in names:
+            if name not in self.offered_outputs:
+                raise OutputError(
+                    f"unknown output '{name}'; this model offers: {', '.join(self.offered_outputs)}"
+                )
+        return names
+
+    def _features(self, inputs: Sequence[RequestInput]) -> np.ndarray:
+        if not inputs:
+            raise InputLayoutError(self._layout_hint("no inputs"))
+        matrices = [i for i in inputs if len(i.shape) == 2]
+        if len(matrices) > 1:
+            names = ", ".join(f"'{i.name}'" for i in matrices)
+            raise InputLayoutError(self._layout_hint(f"{len(matrices)} two-dimensional inputs ({names})"))
+        if matrices and len(inputs) > 1:
+            raise InputLayoutError(
+                self._layout_hint(f"input '{matrices[0].name}' is 2-D but sent with other inputs")
+            )
+        if matrices:
+            return self._matrix(matrices[0])
+        return self._columns(inputs)
+
+    def _layout_hint(self, problem: str) -> str:
+        return f"{problem}; send one [N, {self.n_features}] tensor or one 1-D tensor per feature"
+
+    def _matrix(self, inp: RequestInput) -> np.ndarray:
+        rows, cols = inp.shape
+        if cols != self.n_features:
+            raise FeatureCountError(
+                f"input '{inp.name}': expected {self.n_features} features (columns), got {cols}"
+            )
+        self._check_rows(inp.name, rows)
+        return decode_tensor(inp, (rows, cols), self.feature_names)
+
+    def _columns(self, inputs: Sequence[RequestInput]) -> np.ndarray:
+        for inp in inputs:
+            if len(inp.shape) != 1:
+                raise ShapeError(
+                    f"input '{inp.name}': shape {list(inp.shape)} has {len(inp.shape)} dimensions; "
+                    f"expected [N, {self.n_features}] or, per feature, [N]"
+                )
+        by_name = self._index_columns(inputs)
+        rows = inputs[0].shape[0]
+        for inp in inputs:
+            if inp.shape[0] != rows:
+                raise ShapeError(
+                    f"input '{inp.name}' has {inp.shape[0]} rows but input '{inputs[0].name}' has {rows}"
+                )
+        self._check_rows(inputs[0].name, rows)
+        matrix = np.empty((rows, self.n_features), dtype=np.float64)
+        for col, name in enumerate(self.feature_names):
+            inp = by_name[name]
+            matrix[:, col] = decode_tensor(inp, (rows,), (name,))
+        return matrix
+
+    def _index_columns(self, inputs: Sequence[RequestInput]) -> dict[str, RequestInput]:
+        known = set(self.feature_names)
+        by_name: dict[str, RequestInput] = {}
+        for inp in inputs:
+            if inp.name not in known:
+                raise FeatureNameError(
+                    f"input '{inp.name}': unknown feature name; expected one of: "
+                    f"{', '.join(self.feature_names)} (or one [N, {self.n_features}] tensor)"
+                )
+            if inp.name in by_name:
+                raise FeatureNameError(f"input '{inp.name}': feature given more than once")
+            by_name[inp.name] = inp
+        missing = [f"'{n}'" for n in self.feature_names if n not in by_name]
+        if missing:
+            raise FeatureNameError(
+                f"missing feature input(s): {', '.join(missing)}; "
+                "column style needs one 1-D input per feature"
+            )
+        return by_name
+
+    def _check_rows(self, name: str, rows: int) -> None:
+        if rows == 0:
+            raise BatchSizeError(f"input '{name}': empty batch (0 rows)")
+        if rows < 0:
+            raise ShapeError(f"input '{name}': negative row count {rows}")
+        if rows > self.max_rows:
+            raise BatchSizeError(
+                f"input '{name}': {rows} rows exceed this model's limit of "
+                f"{self.max_rows} rows per request"
+            )
+
+
+def decode_tensor(inp: RequestInput, shape: tuple[int, ...], columns: Sequence[str]) -> np.ndarray:
+    """The tensor's data as a finite float64 array of `shape`, within its datatype's range."""
+    datatype = _numeric_dtype(inp)
+    if any(d < 0 for d in shape):
+        raise ShapeError(f"input '{inp.name}': shape {list(inp.shape)} has a negative dimension")
+    data = inp.data.root
+    try:
+        raw = np.asarray(data)
+    except (ValueError, TypeError):
+        raw = None
+    if raw is None or raw.dtype.kind not in "fiu":
+        _explain_bad_elements(inp.name, data, shape, columns)
+        raise MalformedDataError(f"input '{inp.name}': data is not a rectangular array of numbers")
+    raw = _reshape(inp.name, raw, shape)
+    _check_range(inp.name, raw, datatype, columns)
+    return raw.astype(np.float64, copy=False)
+
+
+def _numeric_dtype(inp: RequestInput) -> np.dtype:
+    name = getattr(inp.datatype, "value", inp.datatype)
+    try:
+        return NUMERIC_DATATYPES[name]
+    except KeyError:
+        raise DatatypeError(
+            f"input '{inp.name}': datatype {name} is not supported; {NUMERIC_HINT}"
+        ) from None
+
+
+def _reshape(name: str, raw: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    expected = prod(shape)
+    if raw.size != expected:
+        raise ShapeError(
+            f"input '{name}': shape {list(shape)} holds {expected} values but data has {raw.size}"
+        )
+    if raw.ndim > 1 and raw.shape != shape:
+        raise ShapeError(
+            f"input '{name}': data is nested as {list(raw.shape)} but shape says {list(shape)}"
+        )
+    return raw.reshape(shape)
+
+
+def _position(name: str, index: tuple[int, ...], columns: Sequence[str]) -> str:
+    """'input 'X': row 3, column 2 ('bmi')' for a 2-D index, 'input 'bmi': row 3' for 1-D."""
+    if len(index) == 1:
+        return f"input '{name}': row {index[0]}"
+    row, col = index
+    return f"input '{name}': row {row}, column {col} ('{columns[col]}')"
+
+
+def _check_range(name: str, values: np.ndarray, datatype: np.dtype, columns: Sequence[str]) -> None:
+    if values.dtype.kind == "f":
+        finite = np.isfinite(values)
+        if not finite.all():
+            index = _first(~finite)
+            raise NonFiniteError(
+                f"{_position(name, index, columns)}: {_describe(values[index])} is not allowed "
+                "(values must be finite)"
+            )
+    if datatype.kind in "iu":
+        _check_integer_range(name, values, datatype, columns)
+    elif datatype != np.float64:
+        limit = float(np.finfo(datatype).max)
+        too_big = np.abs(values) > limit
+        if too_big.any():
+            index = _first(too_big)
+            raise ValueRangeError(
+                f"{_position(name, index, columns)}: value {values[index].item()!r} is out of range "
+                f"for {_v2_name(datatype)} [-{limit:g}, {limit:g}]"
+            )
+
+
+def _check_integer_range(
+    name: str, values: np.ndarray, datatype: np.dtype, columns: Sequence[str]
+) -> None:
+    if values.dtype.kind == "f":
+        fractional = values != np.trunc(values)
+        if fractional.any():
+            index = _first(fractional)
+            raise ValueRangeError(
+                f"{_position(name, index, columns)}: value {values[index].item()!r} is not an integer, "
+                f"as {_v2_name(datatype)} requires"
+            )
+    info = np.iinfo(datatype)
+    outside = (values < info.min) | (values > info.max)
+    if outside.any():
+        index = _first(outside)
+        raise ValueRangeError(
+            f"{_position(name, index, columns)}: value {values[index].item()!r} is out of range "
+            f"for {_v2_name(datatype)} [{info.min}, {info.max}]"
+        )
+
+
+def _first(mask: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
+def _describe(value: float) -> str:
+    return "NaN" if np.isnan(value) else ("+Inf" if value > 0 else "-Inf")
+
+
+def _v2_name(datatype: np.dtype) -> str:
+    return next(k for k, v in NUMERIC_DATATYPES.items() if v == datatype)
+
+
+def _explain_bad_elements(
+    name: str, data: Any, shape: tuple[int, ...], columns: Sequence[str]
+) -> None:
+    """Raise the most specific error for data the fast path could not turn into numbers."""
+    if not isinstance(data, list):
+        raise MalformedDataError(f"input '{name}': data must be a list of numbers")
+    width = shape[1] if len(shape) == 2 else 1
+    nested = len(shape) == 2 and any(isinstance(row, list) for row in data)
+    if nested:
+        for row, values in enumerate(data):
+            if not isinstance(values, list):
+                raise MalformedDataError(
+                    f"input '{name}': row {row}: expected a list of {width} numbers, "
+                    f"got {_kind(values)}"
+                )
+            if len(values) != width:
+                raise MalformedDataError(
+                    f"input '{name}': row {row} has {len(values)} values, expected {width}"
+                )
+    for index, value in _elements(data, nested, width):
+        _check_element(_position(name, index if len(shape) == 2 else index[:1], columns), value)
+
+
+def _elements(data: list, nested: bool, width: int) -> Iterator[tuple[tuple[int, int], Any]]:
+    if nested:
+        for row, values in enumerate(data):
+            for col, value in enumerate(values):
+                yield (row, col), value
+    else:
+        for flat, value in enumerate(data):
+            yield divmod(flat, width), value
+
+
+def _check_element(where: str, value: Any) -> None:
+    if value is None:
+        raise NonFiniteError(f"{where}: null is not a number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MalformedDataError(f"{where}: expected a number, got {_kind(value)}")
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        raise ValueRangeError(f"{where}: value {value} is out of range for any 64-bit integer")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"

@@ -1,0 +1,69 @@
+"""The response side: what outputs a model offers (for metadata) and how results are encoded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from mlserver.types import InferenceResponse, MetadataTensor, Parameters, ResponseOutput
+
+from runtime.artifacts import Manifest
+from runtime.predictor import PREDICT, PREDICT_PROBA
+
+INPUT_NAME = "features"
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    datatype: str  # V2 datatype of the encoded tensor
+    width: int  # 0 for a 1-D output [N], else the second dimension
+
+
+def output_specs(manifest: Manifest) -> dict[str, OutputSpec]:
+    if manifest.kind == "regressor":
+        return {PREDICT: OutputSpec(PREDICT, "FP64", 0)}
+    n_classes = len(manifest.classes or [])
+    return {
+        PREDICT: OutputSpec(PREDICT, "INT64", 0),
+        PREDICT_PROBA: OutputSpec(PREDICT_PROBA, "FP64", n_classes),
+    }
+
+
+def input_metadata(manifest: Manifest) -> list[MetadataTensor]:
+    return [
+        MetadataTensor(
+            name=INPUT_NAME,
+            datatype="FP64",
+            shape=[-1, manifest.n_features],
+            parameters=Parameters(feature_names=manifest.feature_names),
+        )
+    ]
+
+
+def output_metadata(specs: dict[str, OutputSpec]) -> list[MetadataTensor]:
+    return [
+        MetadataTensor(name=s.name, datatype=s.datatype, shape=[-1, s.width] if s.width else [-1])
+        for s in specs.values()
+    ]
+
+
+def encode_response(
+    model_name: str,
+    model_version: str,
+    results: dict[str, np.ndarray],
+    specs: dict[str, OutputSpec],
+) -> InferenceResponse:
+    outputs = []
+    for name, values in results.items():
+        spec = specs[name]
+        outputs.append(
+            ResponseOutput(
+                name=name,
+                shape=list(values.shape),
+                datatype=spec.datatype,
+                # Flat data: valid V2 for any shape, and the cheapest form to serialise.
+                data=values.ravel().tolist(),
+            )
+        )
+    return InferenceResponse(model_name=model_name, model_version=model_version, outputs=outputs)
