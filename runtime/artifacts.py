@@ -57,6 +57,8 @@ class Manifest(BaseModel):
         n = len(self.feature_names)
         if len(set(self.feature_names)) != n:
             raise ValueError("feature_names must be unique")
+        if any("," in f or not f for f in self.feature_names):
+            raise ValueError("feature names must be non-empty and free of commas (metadata joins them)")
         if len(self.feature_ranges.min) != n or len(self.feature_ranges.max) != n:
             raise ValueError("feature_ranges must have one min and one max per feature")
         if (self.kind == "classifier") != (self.classes is not None):

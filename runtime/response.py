@@ -36,7 +36,8 @@ def input_metadata(manifest: Manifest) -> list[MetadataTensor]:
             name=INPUT_NAME,
             datatype="FP64",
             shape=[-1, manifest.n_features],
-            parameters=Parameters(feature_names=manifest.feature_names),
+            # A string, not a list: MLServer drops list parameters from gRPC metadata.
+            parameters=Parameters(feature_names=",".join(manifest.feature_names)),
         )
     ]
 
