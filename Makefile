@@ -44,7 +44,7 @@ bench: venv
 # Regenerate the lock after editing pyproject.toml (needs pip-tools, installed on the fly).
 lock: venv
 	$(PY) -m pip install --quiet pip-tools
-	$(VENV)/bin/pip-compile --generate-hashes --strip-extras --extra dev -q -o requirements.lock pyproject.toml
+	$(VENV)/bin/pip-compile --generate-hashes --allow-unsafe --strip-extras --extra dev -q -o requirements.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,8 +1,10 @@
 """The model directory: its manifest, artifact hashes and safe loading.
 
-A model version directory holds `manifest.json`, `model.joblib` and optionally `scaler.joblib`.
-Every artifact is read into memory, hashed, compared with the manifest and only then
-deserialised from those same bytes, so a file swapped after the check is never unpickled.
+A model version directory holds `manifest.json`, the model artifact and optionally a scaler
+artifact, each in skops format (the default: only types on a trusted list are ever built) or
+joblib (pickle: safe only because its sha256 is pinned). Every artifact is read into memory,
+hashed, compared with the manifest and only then deserialised from those same bytes, so a file
+swapped after the check is never deserialised.
 """
 
 from __future__ import annotations
@@ -10,16 +12,30 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import joblib
+import sklearn
+import skops.io
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from runtime.errors import ArtifactError
 
 MANIFEST_FILE = "manifest.json"
+
+logger = logging.getLogger("runtime.artifacts")
+
+# Types a skops artifact may contain beyond skops' own defaults; anything else is refused
+# unless the model's settings add it (parameters.extra.trusted_types).
+TRUSTED_TYPES: tuple[str, ...] = (
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.linear_model._base.LinearRegression",
+    "sklearn.linear_model._ridge.Ridge",
+    "sklearn.linear_model._logistic.LogisticRegression",
+)
 
 
 class ArtifactRef(BaseModel):
@@ -27,6 +43,15 @@ class ArtifactRef(BaseModel):
 
     file: str
     sha256: str
+    format: Literal["skops", "joblib"] = "joblib"
+
+
+@dataclass(frozen=True)
+class LoadPolicy:
+    """What a load may accept beyond the safe defaults; set from parameters.extra."""
+
+    extra_trusted_types: tuple[str, ...] = ()
+    allow_sklearn_version_mismatch: bool = False
 
 
 class FeatureRanges(BaseModel):
@@ -108,8 +133,36 @@ def read_verified(model_dir: Path, ref: ArtifactRef) -> bytes:
     return data
 
 
-def _load_verified(model_dir: Path, ref: ArtifactRef) -> Any:
-    return joblib.load(io.BytesIO(read_verified(model_dir, ref)))
+def _load_verified(model_dir: Path, ref: ArtifactRef, policy: LoadPolicy) -> Any:
+    data = read_verified(model_dir, ref)
+    if ref.format == "joblib":
+        return joblib.load(io.BytesIO(data))
+    trusted = TRUSTED_TYPES + policy.extra_trusted_types
+    untrusted = [t for t in skops.io.get_untrusted_types(data=data) if t not in trusted]
+    if untrusted:
+        raise ArtifactError(
+            f"{model_dir / ref.file}: refusing untrusted types {untrusted}; add them to "
+            "parameters.extra.trusted_types only if you trust this artifact's author"
+        )
+    return skops.io.loads(data, trusted=list(trusted))
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def check_sklearn_version(manifest: Manifest, policy: LoadPolicy) -> None:
+    """Pickled estimators are only promised to work on the scikit-learn minor that wrote them."""
+    trained = manifest.trained_with.get("scikit-learn", "unknown")
+    installed = sklearn.__version__
+    if _minor(trained) == _minor(installed):
+        return
+    message = f"artifacts were trained with scikit-learn {trained} but {installed} is installed"
+    if not policy.allow_sklearn_version_mismatch:
+        raise ArtifactError(
+            f"{message}; retrain them or set parameters.extra.allow_sklearn_version_mismatch"
+        )
+    logger.warning("%s; loading anyway because allow_sklearn_version_mismatch is set", message)
 
 
 def _check_feature_count(name: str, estimator: Any, expected: int) -> None:
@@ -130,11 +183,12 @@ def _check_classes(model: Any, manifest: Manifest) -> None:
         raise ArtifactError("the manifest says classifier but the model has no predict_proba")
 
 
-def load_pipeline(model_dir: Path) -> LoadedPipeline:
+def load_pipeline(model_dir: Path, policy: LoadPolicy = LoadPolicy()) -> LoadedPipeline:
     """Verify and load one model version directory, or raise ArtifactError naming the problem."""
     manifest = read_manifest(model_dir)
-    scaler = _load_verified(model_dir, manifest.scaler) if manifest.scaler else None
-    model = _load_verified(model_dir, manifest.model)
+    check_sklearn_version(manifest, policy)
+    scaler = _load_verified(model_dir, manifest.scaler, policy) if manifest.scaler else None
+    model = _load_verified(model_dir, manifest.model, policy)
     if scaler is not None:
         _check_feature_count(f"scaler {manifest.scaler.file}", scaler, manifest.n_features)
     _check_feature_count(f"model {manifest.model.file}", model, manifest.n_features)

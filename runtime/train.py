@@ -1,8 +1,9 @@
 """Regenerate every shipped model from scikit-learn's bundled datasets (no downloads).
 
-    python -m runtime.train [--out models]
+    python -m runtime.train [--out models] [--format skops|joblib]
 
-Each version directory gets scaler.joblib, model.joblib, manifest.json and model-settings.json.
+Each version directory gets its scaler and model artifacts (skops by default: loading them
+never runs pickle), manifest.json and model-settings.json.
 Training is deterministic, so a rerun predicts exactly what the committed artifacts predict.
 """
 
@@ -18,6 +19,7 @@ from typing import Any, Callable
 import joblib
 import numpy as np
 import sklearn
+import skops.io
 from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 from sklearn.preprocessing import StandardScaler
@@ -50,9 +52,13 @@ SPECS = [
 ]
 
 
-def _dump(obj: Any, path: Path) -> str:
-    joblib.dump(obj, path)
-    return sha256_hex(path.read_bytes())
+def _dump(obj: Any, version_dir: Path, stem: str, fmt: str) -> dict[str, str]:
+    path = version_dir / f"{stem}.{fmt}"
+    if fmt == "skops":
+        skops.io.dump(obj, path)
+    else:
+        joblib.dump(obj, path)
+    return {"file": path.name, "sha256": sha256_hex(path.read_bytes()), "format": fmt}
 
 
 def _write_json(path: Path, doc: dict) -> None:
@@ -67,7 +73,7 @@ def model_settings(name: str, version: str) -> dict:
     }
 
 
-def train_one(spec: ModelSpec, out_dir: Path) -> Path:
+def train_one(spec: ModelSpec, out_dir: Path, fmt: str = "skops") -> Path:
     data = spec.load_data()
     x = np.asarray(data.data, dtype=np.float64)
     y = np.asarray(data.target)
@@ -89,14 +95,11 @@ def train_one(spec: ModelSpec, out_dir: Path) -> Path:
             "numpy": np.__version__,
             "python": platform.python_version(),
         },
-        "model": {"file": "model.joblib", "sha256": _dump(model, version_dir / "model.joblib")},
+        "model": _dump(model, version_dir, "model", fmt),
         "feature_ranges": {"min": x.min(axis=0).tolist(), "max": x.max(axis=0).tolist()},
     }
     if scaler is not None:
-        manifest["scaler"] = {
-            "file": "scaler.joblib",
-            "sha256": _dump(scaler, version_dir / "scaler.joblib"),
-        }
+        manifest["scaler"] = _dump(scaler, version_dir, "scaler", fmt)
     _write_json(version_dir / MANIFEST_FILE, manifest)
     _write_json(version_dir / "model-settings.json", model_settings(spec.name, spec.version))
     return version_dir
@@ -105,9 +108,10 @@ def train_one(spec: ModelSpec, out_dir: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("models"))
+    parser.add_argument("--format", choices=["skops", "joblib"], default="skops")
     args = parser.parse_args(argv)
     for spec in SPECS:
-        print(f"wrote {train_one(spec, args.out)}")
+        print(f"wrote {train_one(spec, args.out, args.format)}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from runtime.artifacts import load_pipeline, sha256_hex
+import logging
+
+import skops.io
+import sklearn
+from sklearn.datasets import load_diabetes
+from sklearn.tree import DecisionTreeRegressor
+
+from runtime.artifacts import LoadPolicy, load_pipeline, sha256_hex
 from runtime.errors import ArtifactError
 from runtime.train import SPECS, train_one
 
@@ -31,11 +38,21 @@ def model_copy(models_dir, tmp_path) -> Path:
     return target
 
 
+def _manifest(model_dir: Path) -> dict:
+    return json.loads((model_dir / "manifest.json").read_text())
+
+
 def _edit_manifest(model_dir: Path, **changes) -> None:
-    path = model_dir / "manifest.json"
-    manifest = json.loads(path.read_text())
+    manifest = _manifest(model_dir)
     manifest.update(changes)
-    path.write_text(json.dumps(manifest))
+    (model_dir / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _replace_artifact(model_dir: Path, role: str, data: bytes, fmt: str) -> None:
+    """Swap an artifact for `data` and re-pin its hash, as a legitimate publisher would."""
+    name = f"{role}.{fmt}"
+    (model_dir / name).write_bytes(data)
+    _edit_manifest(model_dir, **{role: {"file": name, "sha256": sha256_hex(data), "format": fmt}})
 
 
 class _Boom:
@@ -48,18 +65,45 @@ class _Boom:
         return (Path.write_text, (self.marker, "unpickled"))
 
 
-def test_tampered_artifact_is_refused_before_unpickling(model_copy, tmp_path):
+@pytest.mark.parametrize("fmt", ["skops", "joblib"])
+def test_tampered_artifact_is_refused_before_deserialising(tmp_path, fmt):
+    model_dir = train_one(SPECS[0], tmp_path / "trained", fmt)
     marker = tmp_path / "marker"
-    (model_copy / "model.joblib").write_bytes(pickle.dumps(_Boom(marker)))
-    with pytest.raises(ArtifactError, match=r"model\.joblib: sha256 mismatch"):
-        load_pipeline(model_copy)
+    (model_dir / f"model.{fmt}").write_bytes(pickle.dumps(_Boom(marker)))
+    with pytest.raises(ArtifactError, match=rf"model\.{fmt}: sha256 mismatch"):
+        load_pipeline(model_dir)
     assert not marker.exists()
 
 
+def test_joblib_artifacts_still_load(tmp_path):
+    pipeline = load_pipeline(train_one(SPECS[0], tmp_path, "joblib"))
+    assert pipeline.manifest.model.format == "joblib"
+
+
 def test_missing_artifact_is_named(model_copy):
-    (model_copy / "scaler.joblib").unlink()
-    with pytest.raises(ArtifactError, match=r"scaler\.joblib: artifact is missing"):
+    (model_copy / "scaler.skops").unlink()
+    with pytest.raises(ArtifactError, match=r"scaler\.skops: artifact is missing"):
         load_pipeline(model_copy)
+
+
+def test_untrusted_skops_types_are_refused_unless_trusted_explicitly(model_copy):
+    data = load_diabetes()
+    tree = DecisionTreeRegressor(max_depth=2, random_state=0).fit(data.data, data.target)
+    _replace_artifact(model_copy, "model", skops.io.dumps(tree), "skops")
+    with pytest.raises(ArtifactError, match=r"refusing untrusted types \['sklearn.tree._tree.Tree'\]"):
+        load_pipeline(model_copy)
+    trusted = LoadPolicy(extra_trusted_types=("sklearn.tree._tree.Tree",))
+    assert isinstance(load_pipeline(model_copy, trusted).model, DecisionTreeRegressor)
+
+
+def test_other_sklearn_minor_is_refused_naming_both_versions(model_copy, caplog):
+    trained_with = dict(_manifest(model_copy)["trained_with"], **{"scikit-learn": "0.24.2"})
+    _edit_manifest(model_copy, trained_with=trained_with)
+    with pytest.raises(ArtifactError, match=rf"trained with scikit-learn 0\.24\.2 but {sklearn.__version__} is installed"):
+        load_pipeline(model_copy)
+    with caplog.at_level(logging.WARNING, logger="runtime.artifacts"):
+        load_pipeline(model_copy, LoadPolicy(allow_sklearn_version_mismatch=True))
+    assert "loading anyway" in caplog.text
 
 
 def test_missing_manifest_is_named(model_copy):
@@ -80,9 +124,9 @@ def test_feature_count_disagreement_is_refused(model_copy):
 
 
 def test_artifact_outside_the_model_directory_is_refused(model_copy, models_dir):
-    outside = models_dir / "diabetes" / "2" / "model.joblib"
+    outside = models_dir / "diabetes" / "2" / "model.skops"
     _edit_manifest(model_copy, model={"file": "../" + outside.relative_to(models_dir.parent).as_posix(),
-                                      "sha256": sha256_hex(outside.read_bytes())})
+                                      "sha256": sha256_hex(outside.read_bytes()), "format": "skops"})
     with pytest.raises(ArtifactError, match="directly in the model directory"):
         load_pipeline(model_copy)
 
