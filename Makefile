@@ -27,7 +27,7 @@ serve: venv
 
 # The runtime (which imports mlserver) and the V2 clients of kserve/tritonclient register the
 # same protobuf symbols, so the two kinds of tests run in separate pytest processes.
-test: test-unit
+test: test-unit test-integration
 
 test-unit: venv
 	$(PY) -m pytest -q tests/unit
