@@ -12,14 +12,13 @@ export MLSERVER_HTTP_PORT ?= 8080
 export MLSERVER_GRPC_PORT ?= 8081
 export MLSERVER_METRICS_PORT ?= 8082
 
-.PHONY: venv serve test test-unit test-integration train bench lock clean
+.PHONY: venv serve test test-unit test-integration test-deploy train bench lock clean
 
 venv: $(STAMP)
 
-$(STAMP): requirements.lock
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade "pip>=24,<26"
-	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements.lock
+# The same install script the Dockerfile runs, so the image and the tests share one environment.
+$(STAMP): requirements.lock deploy/install-venv.sh
+	PYTHON=$(PYTHON) sh deploy/install-venv.sh $(VENV) requirements.lock
 	touch $@
 
 serve: venv
@@ -27,13 +26,17 @@ serve: venv
 
 # The runtime (which imports mlserver) and the V2 clients of kserve/tritonclient register the
 # same protobuf symbols, so the two kinds of tests run in separate pytest processes.
-test: test-unit test-integration
+test: test-unit test-integration test-deploy
 
 test-unit: venv
 	$(PY) -m pytest -q tests/unit
 
 test-integration: venv
 	$(PY) -m pytest -q tests/integration
+
+# Dockerfile lint, kustomize + CRD validation, rollout patches, and the image's commands run here.
+test-deploy: venv
+	$(PY) -m pytest -q tests/deploy
 
 train: venv
 	$(PY) -m runtime.train

@@ -1,19 +1,33 @@
-"""The MLServer adapter: wires artifacts -> contract -> predictor -> response, nothing more."""
+"""The MLServer adapter: wires artifacts -> contract -> predictor -> response, nothing more.
+
+Each request runs inside an observation (runtime.metrics) that times the stages, counts the
+outcome, logs the request and opens the tracing spans (stages are the `stage` metric label):
+
+    predict span
+    |- validate span: the ood_flags parameter, then stages decode (contract.parse: V2 tensors to
+    |                 a checked float64 matrix) and validate (the out-of-distribution check)
+    |- transform span: stage predict (the scaler + model pipeline)
+    `- encode span: stage encode (the V2 response, with OOD flags if asked)
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
+import numpy as np
 from mlserver import MLModel
 from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse
 from mlserver.utils import get_model_uri
 
-from runtime import grpc_compat
+from runtime import grpc_compat, tracing
 from runtime.artifacts import load_pipeline
 from runtime.contract import Contract
+from runtime.drift import OodDetector, OodReport, attach_flags, wants_flags
 from runtime.errors import InternalPredictionError
+from runtime.metrics import Observer
 from runtime.options import RuntimeOptions
 from runtime.predictor import compile_predictor
 from runtime.response import encode_response, input_metadata, output_metadata, output_specs
@@ -27,6 +41,7 @@ class PipelineRuntime(MLModel):
     """Serves one verified scaler+model pipeline version with a strict input contract."""
 
     async def load(self) -> bool:
+        started = time.perf_counter()
         model_dir = Path(await get_model_uri(self._settings))
         options = RuntimeOptions.from_extra(self._settings.parameters.extra)
         pipeline = load_pipeline(model_dir)
@@ -34,10 +49,14 @@ class PipelineRuntime(MLModel):
         self._specs = output_specs(manifest)
         self._contract = Contract(tuple(manifest.feature_names), tuple(self._specs), options.max_rows)
         self._predictor = compile_predictor(pipeline)
+        self._ood = OodDetector.from_pipeline(pipeline, options.ood_z_threshold)
         # The unversioned stable alias still reports the version it actually serves.
         self._served_version = self.version or manifest.version
+        self._observer = Observer(self.name, self._served_version, manifest)
         self.inputs = input_metadata(manifest)
         self.outputs = output_metadata(self._specs)
+        load_seconds = time.perf_counter() - started
+        self._observer.metrics.loaded(manifest, self._predictor.kind, load_seconds)
         logger.info(
             "loaded %s version %s from %s (%s path)",
             self.name, self._served_version, model_dir, self._predictor.kind,
@@ -45,13 +64,28 @@ class PipelineRuntime(MLModel):
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        parsed = self._contract.parse(payload)
         try:
-            results = self._predictor.predict(parsed.features, parsed.outputs)
-            return encode_response(self.name, self._served_version, results, self._specs)
+            with self._observer.observe(payload) as obs:
+                with obs.span("validate"):
+                    with_flags = wants_flags(payload)
+                    parsed = obs.timed("decode", self._contract.parse, payload)
+                    obs.rows = len(parsed.features)
+                    ood = obs.timed("validate", self._ood.check, parsed.features, with_flags)
+                    obs.ood = ood
+                with obs.span("transform"):
+                    predict = self._predictor.predict
+                    results = obs.timed("predict", predict, parsed.features, parsed.outputs)
+                with obs.span("encode"):
+                    return obs.timed("encode", self._encode, results, ood)
         except MLServerError:
             raise
         except Exception:
-            # Logged here with its traceback; the client gets a short message only.
-            logger.exception("prediction failed for model %s", self.name)
+            # The observation logged it with its traceback; the client gets a short message only.
             raise InternalPredictionError("internal error while predicting; see server logs") from None
+
+    def _encode(self, results: dict[str, np.ndarray], ood: OodReport) -> InferenceResponse:
+        response = encode_response(self.name, self._served_version, results, self._specs)
+        return attach_flags(response, ood)
+
+
+tracing.install(PipelineRuntime)

@@ -1,0 +1,272 @@
+"""Prometheus metrics of the runtime, and the per-request observation feeding them, the request
+log line and the tracing spans.
+
+The metrics live in prometheus_client's default registry, created lazily at the first model load:
+- MLServer 1.7.1's `/metrics` serves that registry when `parallel_workers` is 0, and NOT the
+  separate registry of its own `mlserver.metrics.register/log` helpers (SeldonIO/MLServer#1151),
+  so metrics registered there would never show in that mode.
+- With parallel workers, `/metrics` reads the multiprocess files of every worker. A worker writes
+  them for any metric created after MLServer switched it to multiprocess values
+  (`configure_metrics`, before any model loads): hence lazy creation, never at import.
+
+Label values are bounded by the server, never by a client: model and version come from the
+model settings, features from the manifest, outcomes from the error classes and stages from
+the code. Each model version binds its label children once, at load.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from typing import Any, Callable, ContextManager, Iterator, Optional, TypeVar
+
+import numpy as np
+from mlserver.types import InferenceRequest
+from opentelemetry.context import Context
+from opentelemetry.trace import Status, StatusCode, Tracer
+from prometheus_client import Counter, Gauge, Histogram
+
+from runtime import errors, tracing
+from runtime.artifacts import Manifest
+from runtime.drift import OodReport
+from runtime.logs import log_request
+
+logger = logging.getLogger("runtime")
+
+OK = "ok"
+INTERNAL_ERROR = "internal_error"
+STAGES = ("decode", "validate", "predict", "encode")
+ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+SECONDS_BUCKETS = (
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0,
+)  # fmt: skip
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Families:
+    requests: Counter
+    rows: Histogram
+    stage_seconds: Histogram
+    model_info: Gauge
+    load_seconds: Gauge
+    load_timestamp: Gauge
+    ood_values: Counter
+    ood_rows: Counter
+
+
+@lru_cache(maxsize=1)
+def _families() -> _Families:
+    per_model = ["model", "version"]
+    # Gauges: across parallel workers, the largest value (every worker loads every model).
+    return _Families(
+        requests=Counter(
+            "pipeline_requests", "Inference requests seen by the runtime, by outcome.",
+            per_model + ["outcome"],
+        ),
+        rows=Histogram(
+            "pipeline_request_rows", "Rows per request whose inputs decoded (all OOD-checked).",
+            per_model,
+            buckets=ROW_BUCKETS,
+        ),
+        stage_seconds=Histogram(
+            "pipeline_stage_seconds", "Time spent per request in each stage of the runtime.",
+            per_model + ["stage"], buckets=SECONDS_BUCKETS,
+        ),
+        model_info=Gauge(
+            "pipeline_model_info", "The loaded model version (always 1); artifacts in labels.",
+            per_model + ["predictor", "model_sha256", "scaler_sha256"], multiprocess_mode="max",
+        ),
+        load_seconds=Gauge(
+            "pipeline_model_load_seconds", "How long loading and verifying the model took.",
+            per_model, multiprocess_mode="max",
+        ),
+        load_timestamp=Gauge(
+            "pipeline_model_load_timestamp_seconds", "When the model was loaded (Unix time).",
+            per_model, multiprocess_mode="max",
+        ),
+        ood_values=Counter(
+            "pipeline_ood_values", "Input values outside the training band, per feature.",
+            per_model + ["feature"],
+        ),
+        ood_rows=Counter(
+            "pipeline_ood_rows", "Input rows with at least one value outside the training band.",
+            per_model,
+        ),
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ outcomes
+
+
+@cache
+def _reason(error_class: type) -> str:
+    """'FeatureCountError' -> 'feature_count', 'InvalidRequest' -> 'invalid_request'."""
+    name = error_class.__name__.removesuffix("Error") or error_class.__name__
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def outcome_of(error: Optional[BaseException]) -> str:
+    if error is None:
+        return OK
+    if isinstance(error, errors.InvalidRequest):
+        return _reason(type(error))
+    return INTERNAL_ERROR
+
+
+def known_outcomes() -> tuple[str, ...]:
+    """Every outcome the runtime's error classes can produce, so each series exists from load."""
+    pending, found = [errors.InvalidRequest], []
+    while pending:
+        cls = pending.pop()
+        found.append(_reason(cls))
+        pending.extend(cls.__subclasses__())
+    return (OK, *sorted(found), INTERNAL_ERROR)
+
+
+# ------------------------------------------------------------------------------ one model version
+
+
+class ModelMetrics:
+    """One model version's metric children, bound once so a request does no label lookups."""
+
+    def __init__(self, model: str, version: str, features: tuple[str, ...]):
+        families = _families()
+        self._labels = (model, version)
+        self._requests = {o: families.requests.labels(model, version, o) for o in known_outcomes()}
+        self._rows = families.rows.labels(model, version)
+        self._stages = {s: families.stage_seconds.labels(model, version, s) for s in STAGES}
+        self._ood_values = tuple(families.ood_values.labels(model, version, f) for f in features)
+        self._ood_rows = families.ood_rows.labels(model, version)
+
+    def loaded(self, manifest: Manifest, predictor: str, seconds: float) -> None:
+        families = _families()
+        artifacts = (manifest.model.sha256, manifest.scaler.sha256 if manifest.scaler else "")
+        families.model_info.labels(*self._labels, predictor, *artifacts).set(1)
+        families.load_seconds.labels(*self._labels).set(seconds)
+        families.load_timestamp.labels(*self._labels).set(time.time())
+
+    def record(self, outcome: str, rows: Optional[int], stage_seconds: dict[str, float]) -> None:
+        child = self._requests.get(outcome)
+        if child is None:  # an InvalidRequest subclass defined after this model loaded
+            child = _families().requests.labels(*self._labels, outcome)
+        child.inc()
+        if rows is not None:
+            self._rows.observe(rows)
+        for stage, seconds in stage_seconds.items():
+            self._stages[stage].observe(seconds)
+
+    def record_ood(self, report: OodReport) -> None:
+        if not report.rows:
+            return
+        for feature in np.flatnonzero(report.per_feature):  # only the features that had any
+            self._ood_values[feature].inc(int(report.per_feature[feature]))
+        self._ood_rows.inc(report.rows)
+
+
+# -------------------------------------------------------------------------------- one request
+
+
+class Observer:
+    """What one model version records about each request: metrics, a log line and spans."""
+
+    def __init__(self, model: str, version: str, manifest: Manifest):
+        self.model, self.version = model, version
+        self.metrics = ModelMetrics(model, version, tuple(manifest.feature_names))
+        self.tracing = tracing.runtime_tracing()
+
+    def observe(self, request: InferenceRequest) -> "Observation":
+        return Observation(self, request)
+
+
+class Observation:
+    """One request, as `with observer.observe(request) as obs:` around the whole of predict.
+
+    The block runs inside the runtime's `predict` span; `span()` opens a child span, `timed()`
+    times a stage. On exit the outcome (from the exception, if any) goes to the request counter,
+    the histograms, the log line (debug when ok, warning for a client error, error with the
+    traceback otherwise) and each span's attributes.
+    """
+
+    def __init__(self, observer: Observer, request: InferenceRequest):
+        self._observer = observer
+        self._request_id = request.id
+        self._parent: Optional[Context] = None
+        if observer.tracing is not None:
+            self._parent = tracing.parent_context(observer.tracing, request)
+        self._stage_seconds: dict[str, float] = {}
+        self._root: ContextManager[None] = nullcontext()
+        self._started = 0.0
+        self.rows: Optional[int] = None
+        self.ood: Optional[OodReport] = None
+
+    def __enter__(self) -> "Observation":
+        self._started = time.perf_counter()
+        self._root = self.span("predict", parent=self._parent)
+        self._root.__enter__()
+        return self
+
+    def __exit__(self, exc_type: Any, error: Optional[BaseException], tb: Any) -> None:
+        seconds = time.perf_counter() - self._started
+        self._root.__exit__(exc_type, error, tb)
+        outcome = outcome_of(error)
+        metrics = self._observer.metrics
+        metrics.record(outcome, self.rows, self._stage_seconds)
+        if self.ood is not None:
+            metrics.record_ood(self.ood)
+        internal = outcome == INTERNAL_ERROR
+        log_request(
+            logger,
+            logging.DEBUG if error is None else logging.ERROR if internal else logging.WARNING,
+            request_id=self._request_id,
+            model=self._observer.model,
+            version=self._observer.version,
+            rows=self.rows,
+            seconds=seconds,
+            outcome=outcome,
+            error=error,
+            traceback=internal,
+        )
+
+    def timed(self, stage: str, fn: Callable[..., T], *args: Any) -> T:
+        started = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self._stage_seconds[stage] = time.perf_counter() - started
+
+    def span(self, name: str, parent: Optional[Context] = None) -> ContextManager[None]:
+        """A child of the current span (or of `parent`); nothing when tracing is off."""
+        if self._observer.tracing is None:
+            return nullcontext()
+        return self._span(self._observer.tracing.tracer, name, parent)
+
+    @contextmanager
+    def _span(self, tracer: Tracer, name: str, parent: Optional[Context]) -> Iterator[None]:
+        # Status is set here, not by OpenTelemetry: a client's mistake is not a span error.
+        with tracer.start_as_current_span(
+            name, context=parent, record_exception=False, set_status_on_exception=False
+        ) as span:
+            error: Optional[BaseException] = None
+            try:
+                yield
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                outcome = outcome_of(error)
+                observer = self._observer
+                span.set_attributes(
+                    {"model": observer.model, "version": observer.version, "outcome": outcome}
+                )
+                if self.rows is not None:
+                    span.set_attribute("rows", self.rows)
+                if error is not None and outcome == INTERNAL_ERROR:
+                    span.record_exception(error)
+                    span.set_status(Status(StatusCode.ERROR, type(error).__name__))
