@@ -15,6 +15,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from mlserver.types import InferenceRequest, RequestInput
 
+from runtime.artifacts import Manifest
 from runtime.errors import (
     BatchSizeError,
     DatatypeError,
@@ -27,6 +28,7 @@ from runtime.errors import (
     ShapeError,
     ValueRangeError,
 )
+from runtime.predictor import offered_outputs
 
 NUMERIC_DATATYPES: dict[str, np.dtype] = {
     name: np.dtype(dtype)
@@ -51,6 +53,10 @@ class Contract:
     feature_names: tuple[str, ...]
     offered_outputs: tuple[str, ...]
     max_rows: int
+
+    @classmethod
+    def for_manifest(cls, manifest: Manifest, max_rows: int) -> "Contract":
+        return cls(tuple(manifest.feature_names), offered_outputs(manifest), max_rows)
 
     @property
     def n_features(self) -> int:

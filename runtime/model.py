@@ -22,7 +22,7 @@ from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse
 from mlserver.utils import get_model_uri
 
-from runtime import grpc_compat, tracing
+from runtime import batching, grpc_compat, tracing
 from runtime.artifacts import load_pipeline
 from runtime.contract import Contract
 from runtime.drift import OodDetector, OodReport, attach_flags, wants_flags
@@ -47,7 +47,7 @@ class PipelineRuntime(MLModel):
         pipeline = load_pipeline(model_dir)
         manifest = pipeline.manifest
         self._specs = output_specs(manifest)
-        self._contract = Contract(tuple(manifest.feature_names), tuple(self._specs), options.max_rows)
+        self._contract = Contract.for_manifest(manifest, options.max_rows)
         self._predictor = compile_predictor(pipeline)
         self._ood = OodDetector.from_pipeline(pipeline, options.ood_z_threshold)
         # The unversioned stable alias still reports the version it actually serves.
@@ -55,6 +55,7 @@ class PipelineRuntime(MLModel):
         self._observer = Observer(self.name, self._served_version, manifest)
         self.inputs = input_metadata(manifest)
         self.outputs = output_metadata(self._specs)
+        batching.isolate(self, self._contract)
         load_seconds = time.perf_counter() - started
         self._observer.metrics.loaded(manifest, self._predictor.kind, load_seconds)
         logger.info(
@@ -89,3 +90,4 @@ class PipelineRuntime(MLModel):
 
 
 tracing.install(PipelineRuntime)
+batching.install(PipelineRuntime)

@@ -18,7 +18,7 @@ import sklearn
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 from sklearn.preprocessing import StandardScaler
 
-from runtime.artifacts import LoadedPipeline
+from runtime.artifacts import LoadedPipeline, Manifest
 
 logger = logging.getLogger("runtime.predictor")
 
@@ -29,6 +29,11 @@ RTOL = 1e-9
 ATOL = 1e-12
 
 OutputFn = Callable[[np.ndarray], np.ndarray]
+
+
+def offered_outputs(manifest: Manifest) -> tuple[str, ...]:
+    """The outputs a model version answers: `predict`, plus `predict_proba` for classifiers."""
+    return (PREDICT, PREDICT_PROBA) if manifest.kind == "classifier" else (PREDICT,)
 
 
 @dataclass(frozen=True)
@@ -84,9 +89,7 @@ def _sklearn_predictor(pipeline: LoadedPipeline) -> Predictor:
 
         return run
 
-    outputs = {PREDICT: call(PREDICT)}
-    if pipeline.manifest.kind == "classifier":
-        outputs[PREDICT_PROBA] = call(PREDICT_PROBA)
+    outputs = {name: call(name) for name in offered_outputs(pipeline.manifest)}
     return Predictor(kind="sklearn", outputs=outputs)
 
 

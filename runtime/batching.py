@@ -1,0 +1,103 @@
+"""Per-request isolation under MLServer's adaptive batching.
+
+MLServer merges concurrent requests into one before the model sees them, so one bad request
+would fail every request batched with it. Each request is therefore checked against the input
+contract *before* it joins a batch: a bad one fails alone with its own 400, a good one enters
+the batch in one canonical form (a single FP64 [N, F] tensor named `features`), whatever
+layout the client used, so requests in different layouts still merge.
+
+MLServer 1.7.1 installs its batcher as an instance attribute `predict` (mlserver/batching/
+hooks.py `load_batching`) before it calls the model's `load()`; the wrapper goes around it:
+- without parallel workers, from `PipelineRuntime.load()` on the runtime itself;
+- with parallel workers, around the server process's `ParallelModel` (the model runs in the
+  workers, the batcher in the server process), whose `load()` `install()` extends to read the
+  version's manifest: no artifact is deserialised in the server process.
+"""
+
+from __future__ import annotations
+
+from functools import wraps
+from pathlib import Path
+from typing import Awaitable, Callable, Optional
+
+from mlserver import MLModel
+from mlserver.parallel.model import ParallelModel
+from mlserver.types import InferenceRequest, InferenceResponse, RequestInput, TensorData
+from mlserver.utils import get_model_uri
+
+from runtime.artifacts import read_manifest
+from runtime.contract import Contract, ParsedRequest
+from runtime.drift import wants_flags
+from runtime.options import RuntimeOptions
+from runtime.response import INPUT_NAME
+
+Predict = Callable[[InferenceRequest], Awaitable[InferenceResponse]]
+
+# Attribute MLServer's load_batching sets on a model whose requests it batches.
+_BATCHER_ATTRIBUTE = "__adaptive_batching__"
+_ISOLATED = "_pipeline_runtime_isolated"
+
+
+def isolate(model: MLModel, contract: Contract) -> None:
+    """Check requests against `contract` before MLServer's batcher, if it batches `model`."""
+    batched: Optional[Predict] = model.__dict__.get("predict")
+    batcher = getattr(model, _BATCHER_ATTRIBUTE, None)
+    if batched is None or batcher is None or getattr(batched, _ISOLATED, False):
+        return
+    unbatched: Predict = batcher._predict_fn  # the model's own predict, saved by the batcher
+
+    @wraps(batched)
+    async def predict(payload: InferenceRequest) -> InferenceResponse:
+        # Per-row OOD flags live in the response's request-level parameters, which the batcher
+        # would copy to every request of the batch: such requests are served on their own.
+        if wants_flags(payload):
+            return await unbatched(payload)
+        parsed = contract.parse(payload)
+        response = await batched(canonical_request(payload, parsed))
+        # The batch answers the union of the outputs its requests asked for.
+        response.outputs = [o for o in response.outputs if o.name in parsed.outputs]
+        return response
+
+    setattr(predict, _ISOLATED, True)
+    model.predict = predict  # type: ignore[method-assign]
+
+
+def canonical_request(payload: InferenceRequest, parsed: ParsedRequest) -> InferenceRequest:
+    """The validated request as one FP64 [N, F] tensor; already checked, so not re-validated."""
+    rows, cols = parsed.features.shape
+    tensor = RequestInput.model_construct(
+        name=INPUT_NAME,
+        shape=[rows, cols],
+        datatype="FP64",
+        parameters=None,
+        data=TensorData.model_construct(root=parsed.features.ravel().tolist()),
+    )
+    return InferenceRequest.model_construct(
+        id=payload.id,
+        parameters=payload.parameters,
+        inputs=[tensor],
+        outputs=payload.outputs,
+    )
+
+
+async def contract_from_settings(model: MLModel) -> Contract:
+    """The contract of a model version, from its manifest and options alone."""
+    manifest = read_manifest(Path(await get_model_uri(model.settings)))
+    options = RuntimeOptions.from_extra(model.settings.parameters.extra)
+    return Contract.for_manifest(manifest, options.max_rows)
+
+
+def install(runtime_class: type) -> None:
+    """Isolate batched requests in the server process when parallel workers serve the model."""
+    original = ParallelModel.load
+    if getattr(original, _ISOLATED, False):
+        return
+
+    async def load(self: ParallelModel) -> bool:
+        ready = await original(self)
+        if isinstance(self._model, runtime_class) and _BATCHER_ATTRIBUTE in vars(self):
+            isolate(self, await contract_from_settings(self))
+        return ready
+
+    setattr(load, _ISOLATED, True)
+    ParallelModel.load = load  # type: ignore[method-assign]
