@@ -1,0 +1,211 @@
+"""Targets, Markdown table and PNG chart from a bench result (`python -m bench.report results/latest.json`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+LOAD_TITLES = {"1row_c1": "1 row, c=1", "1row_c16": "1 row, c=16", "100rows_c4": "100 rows, c=4"}
+PROTO_TITLES = {"rest": "REST", "grpc": "gRPC"}
+
+
+def _ok_runs(result: dict) -> list[dict]:
+    return [r for r in result["runs"] if "failed" not in r and "rps" in r]
+
+
+def _best(runs, server, proto, load, key, lower=False):
+    cands = [r for r in runs if r["server"] == server and r["protocol"] == proto and r["load"] == load
+             and r.get("errors_all_rounds", r.get("errors", 0)) == 0]
+    if not cands:
+        return None
+    return (min if lower else max)(cands, key=lambda r: r[key])
+
+
+def evaluate_targets(result: dict) -> list[dict]:
+    """The issue's targets, each comparing each server in the settings it runs best with for that
+    metric (max req/s or rows/s, min p50 or p99), in the same run."""
+    runs = _ok_runs(result)
+    out = []
+
+    def add(name, o, s, key, threshold, higher_is_better, vs="stock"):
+        if not o or not s or not s[key]:
+            return
+        ratio = o[key] / s[key]
+        out.append({
+            "target": name, "metric": key, "ours": o[key], "ours_config": o["config"],
+            vs: s[key], f"{vs}_config": s["config"], "vs": vs, "ratio": ratio, "threshold": threshold,
+            "higher_is_better": higher_is_better,
+            "pass": ratio >= threshold if higher_is_better else ratio <= threshold,
+        })
+
+    protos = sorted({r["protocol"] for r in runs}, key=lambda p: list(PROTO_TITLES).index(p))
+    for proto in protos:
+        P = PROTO_TITLES[proto]
+        o, s = _best(runs, "ours", proto, "1row_c16", "rps"), _best(runs, "stock", proto, "1row_c16", "rps")
+        add(f"{P} 1 row c=16: req/s >= 2x stock", o, s, "rps", 2.0, True)
+        o, s = (_best(runs, k, proto, "1row_c16", "p99_ms", lower=True) for k in ("ours", "stock"))
+        add(f"{P} 1 row c=16: p99 <= 0.5x stock", o, s, "p99_ms", 0.5, False)
+        o, s = (_best(runs, k, proto, "1row_c1", "p50_ms", lower=True) for k in ("ours", "stock"))
+        add(f"{P} 1 row c=1: p50 <= 0.5x stock", o, s, "p50_ms", 0.5, False)
+        o, s = (_best(runs, k, proto, "100rows_c4", "rows_per_s") for k in ("ours", "stock"))
+        add(f"{P} 100 rows c=4: rows/s >= 2x stock", o, s, "rows_per_s", 2.0, True)
+        for load in LOAD_TITLES:
+            o, k = _best(runs, "ours", proto, load, "rps"), _best(runs, "kserve", proto, load, "rps")
+            add(f"{P} {LOAD_TITLES[load]}: req/s >= 1.5x KServe", o, k, "rps", 1.5, True, vs="kserve")
+    return out
+
+
+def _same_config(runs, r, server="stock"):
+    for s in runs:
+        if (s["server"] == server and s["config"] == r["config"] and s["protocol"] == r["protocol"]
+                and s["load"] == r["load"]):
+            return s
+    return None
+
+
+def _f(v, nd=1):
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if v != v:
+            return "nan"
+        return f"{v:,.{nd}f}"
+    return str(v)
+
+
+def markdown(result: dict) -> str:
+    meta, runs = result["meta"], _ok_runs(result)
+    lines = [
+        f"# Benchmark {meta['stamp']}",
+        "",
+        f"Command: `{meta['command'].strip()}` — per scenario {meta.get('rounds', 1)} round(s) of {meta['duration_s']} s "
+        f"(best round kept; {meta['warmup_s']} s warmup before the first), {meta['wall_s']} s in all, {meta['cpus']} CPUs, load average at end "
+        f"{', '.join(f'{x:.2f}' for x in meta['loadavg_end'])}. Loopback only; one server under load at a time. "
+        f"Adaptive batching (+batch): max_batch_size {meta['max_batch_size']}, max_batch_time "
+        f"{meta['max_batch_time']} s. pw = MLServer `parallel_workers` (default = 1).",
+        f"Tools: {', '.join(f'{k} {v}' for k, v in meta['tools'].items() if v)}.",
+        "",
+        "## In-process floor (pipeline.predict, same artifacts)",
+        "",
+        "| rows | p50 µs/call | p99 µs/call | calls/s (1 core) | rows/s |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for n, f in result["floor"].items():
+        lines.append(f"| {n} | {_f(f['p50_us'])} | {_f(f['p99_us'])} | {_f(f['rps'], 0)} | {_f(f['rows_per_s'], 0)} |")
+    lines += ["", "## Targets (each server in the config it runs best with for that metric, same run)", "",
+              "| target | ours | config | baseline | config | ratio | needed | |", "|---|---:|---|---:|---|---:|---:|---|"]
+    for t in result.get("targets", []):
+        vs = t["vs"]
+        lines.append(
+            f"| {t['target']} | {_f(t['ours'], 2)} | {t['ours_config']} | {_f(t[vs], 2)} | {t[vs + '_config']} "
+            f"| {t['ratio']:.2f} | {'>=' if t['higher_is_better'] else '<='} {t['threshold']} "
+            f"| {'PASS' if t['pass'] else 'FAIL'} |")
+    lines += ["", "## All scenarios", "",
+              "Ratios are this runtime ÷ stock in the same config (req/s: higher is better; latency: lower is "
+              "better). CPU is per completed request: server = the server's process tree, client = wrk/h2load; "
+              "bg cores = CPU used meanwhile by everything else on the machine (other sessions' work); "
+              "CPU/req ÷ stock is the least noise-sensitive ratio (server CPU per request, lower is better).",
+              ""]
+    head = ("| load | proto | server | config | req/s | rows/s | p50 ms | p90 ms | p99 ms | errors | "
+            "srv CPU µs/req | cli CPU µs/req | bg cores | req/s ÷ stock | p50 ÷ stock | p99 ÷ stock | CPU/req ÷ stock |")
+    lines += [head, "|" + "---|" * 4 + "---:|" * 13]
+    order = {"ours": 0, "stock": 1, "kserve": 2}
+    for load in LOAD_TITLES:
+        for proto in PROTO_TITLES:
+            sel = sorted((r for r in runs if r["load"] == load and r["protocol"] == proto),
+                         key=lambda r: (r["config"] if r["server"] != "kserve" else "~", order[r["server"]]))
+            for r in sel:
+                ratios = ["", "", "", ""]
+                s = _same_config(runs, r) if r["server"] == "ours" else None
+                if s and s["rps"]:
+                    ratios = [f"**{r['rps'] / s['rps']:.2f}**", f"{r['p50_ms'] / s['p50_ms']:.2f}",
+                              f"{r['p99_ms'] / s['p99_ms']:.2f}",
+                              f"{r['server_cpu_us_per_req'] / s['server_cpu_us_per_req']:.2f}"]
+                lines.append(
+                    f"| {LOAD_TITLES[load]} | {PROTO_TITLES[proto]} | {r['server']} | {r['config']} | {_f(r['rps'])} "
+                    f"| {_f(r['rows_per_s'], 0)} | {_f(r['p50_ms'], 2)} | {_f(r['p90_ms'], 2)} | {_f(r['p99_ms'], 2)} "
+                    f"| {r.get('errors_all_rounds', r['errors'])} | {_f(r['server_cpu_us_per_req'], 0)} | {_f(r['client_cpu_us_per_req'], 0)} "
+                    f"| {_f(r.get('other_cpu_cores'), 2)} "
+                    f"| {' | '.join(ratios)} |")
+    failed = [r for r in result["runs"] if "failed" in r]
+    if failed:
+        lines += ["", "## Failed", ""]
+        lines += [f"- {r['server']} {r.get('config', '')} {r.get('protocol', '')} {r.get('load', '')}: "
+                  f"`{r['failed'][:300]}`" for r in failed]
+    notes = sorted({r["note"] for r in runs if r.get("note")})
+    if notes:
+        lines += ["", "Notes: " + "; ".join(notes)]
+    return "\n".join(lines) + "\n"
+
+
+def chart(result: dict, path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    runs = _ok_runs(result)
+    protos = [p for p in PROTO_TITLES if any(r["protocol"] == p for r in runs)]
+    loads = [l for l in LOAD_TITLES if any(r["load"] == l for r in runs)]
+    if not protos or not loads:
+        return None
+    configs = []
+    for r in runs:
+        if r["server"] != "kserve" and r["config"] not in configs:
+            configs.append(r["config"])
+    fig, axes = plt.subplots(len(protos), len(loads), figsize=(5.2 * len(loads), 4.2 * len(protos)),
+                             squeeze=False)
+    colors = {"ours": "#1f77b4", "stock": "#ff7f0e", "kserve": "#2ca02c"}
+    for i, proto in enumerate(protos):
+        for j, load in enumerate(loads):
+            ax = axes[i][j]
+            key = "rows_per_s" if load.startswith("100") else "rps"
+            sel = {(r["server"], r["config"]): r for r in runs if r["protocol"] == proto and r["load"] == load}
+            w = 0.38
+            for x, cfg in enumerate(configs):
+                o, s = sel.get(("ours", cfg)), sel.get(("stock", cfg))
+                if o:
+                    ax.bar(x - w / 2, o[key], w, color=colors["ours"], label="ours" if x == 0 else None)
+                if s:
+                    ax.bar(x + w / 2, s[key], w, color=colors["stock"], label="stock" if x == 0 else None)
+                if o and s and s[key]:
+                    ax.annotate(f"{o[key] / s[key]:.2f}x", (x, max(o[key], s[key])), ha="center", va="bottom",
+                                fontsize=9, fontweight="bold")
+            ks = [r for (srv, _), r in sel.items() if srv == "kserve"]
+            labels = list(configs)
+            if ks:
+                ax.bar(len(configs), ks[0][key], w, color=colors["kserve"], label="kserve")
+                labels.append("kserve")
+            ax.set_xticks(range(len(labels)))
+            ax.set_xticklabels([l.replace("pw=", "pw ").replace(" +batch", "\n+batch").replace("kserve workers=1", "kserve")
+                                for l in labels], fontsize=8)
+            ax.set_title(f"{PROTO_TITLES[proto]} — {LOAD_TITLES[load]}", fontsize=10)
+            ax.set_ylabel("rows/s" if key == "rows_per_s" else "req/s")
+            ax.margins(y=0.15)
+            if i == 0 and j == 0:
+                ax.legend(fontsize=8)
+    fig.suptitle(f"pipeline-runtime benchmark {result['meta']['stamp']} (labels: ours ÷ stock, same config)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None) -> int:
+    argv = argv if argv is not None else sys.argv[1:]
+    src = Path(argv[0]) if argv else Path(__file__).parent / "results" / "latest.json"
+    result = json.loads(src.read_text())
+    result["targets"] = evaluate_targets(result)
+    md = markdown(result)
+    src.with_suffix(".md").write_text(md)
+    src.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    chart(result, src.with_suffix(".png"))
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
