@@ -264,6 +264,8 @@ def _explain_bad_elements(
     name: str, data: Any, shape: tuple[int, ...], columns: Sequence[str]
 ) -> None:
     """Raise the most specific error for data the fast path could not turn into numbers."""
+    if isinstance(data, np.ndarray):  # gRPC contents arrive as arrays (runtime.grpc_compat)
+        data = data.tolist()
     if not isinstance(data, list):
         raise MalformedDataError(f"input '{name}': data must be a list of numbers")
     width = shape[1] if len(shape) == 2 else 1

@@ -1,36 +1,61 @@
-"""Keep malformed gRPC requests a client error.
+"""Decode gRPC inference requests straight into numpy, and keep malformed ones a client error.
 
-MLServer 1.7.1 decodes a gRPC ModelInferRequest (including `raw_input_contents`) before any
-runtime sees it, and a raw buffer whose size disagrees with its shape, or an unknown datatype,
-escapes as a struct/Value error that MLServer reports as INTERNAL. We check those requests
-first and raise our own 400, which MLServer maps to INVALID_ARGUMENT. Installed once, from the
-process that hosts the gRPC server, when the runtime module is imported.
+MLServer 1.7.1 turns a ModelInferRequest into its pydantic types before any runtime sees it
+(`ModelInferRequestConverter.to_types`): typed contents become Python lists that pydantic then
+validates element by element, and `raw_input_contents` are unpacked with `struct` into lists.
+A raw buffer whose size disagrees with its shape, or an unknown datatype, escapes as a
+struct/Value error that MLServer reports as INTERNAL.
+
+This replacement checks raw buffers first (a 400, which MLServer maps to INVALID_ARGUMENT,
+naming the input) and hands each tensor's values over as one numpy array: `np.frombuffer` for
+raw contents, one `np.fromiter` for typed ones. The input contract validates everything else,
+exactly as for REST. Installed once, in the process that hosts the gRPC server, when the
+runtime module is imported.
 """
 
 from __future__ import annotations
 
 from math import prod
+from typing import Optional
 
+import numpy as np
+from mlserver import types
 from mlserver.grpc import dataplane_pb2 as pb
-from mlserver.grpc.converters import ModelInferRequestConverter
+from mlserver.grpc.converters import (
+    InferRequestedOutputTensorConverter,
+    ModelInferRequestConverter,
+    ParametersConverter,
+)
 
 from runtime.contract import NUMERIC_DATATYPES, NUMERIC_HINT
 from runtime.errors import DatatypeError, MalformedDataError, ShapeError
 
 _GUARD_ATTRIBUTE = "_pipeline_runtime_guarded"
 
+# The numpy type of each typed-contents field: values keep their exact wire value, and the
+# contract then checks them against the datatype the tensor declares.
+_CONTENTS_DTYPES = {
+    "int_contents": np.int32,
+    "int64_contents": np.int64,
+    "uint_contents": np.uint32,
+    "uint64_contents": np.uint64,
+    "fp32_contents": np.float32,
+    "fp64_contents": np.float64,
+}
 
-def check_raw_contents(request: pb.ModelInferRequest) -> None:
-    """Refuse raw tensor contents that MLServer's decoder would choke on, naming the input."""
+
+def raw_buffers(request: pb.ModelInferRequest) -> dict[int, bytes]:
+    """Raw contents by input index, refusing buffers MLServer's decoder would choke on."""
     raw = list(request.raw_input_contents)
     if not raw:
-        return
-    pending = [inp for inp in request.inputs if not inp.HasField("contents")]
+        return {}
+    pending = [i for i, inp in enumerate(request.inputs) if not inp.HasField("contents")]
     if len(pending) != len(raw):
         raise MalformedDataError(
             f"{len(raw)} raw_input_contents for {len(pending)} inputs without contents"
         )
-    for inp, buffer in zip(pending, raw):
+    for index, buffer in zip(pending, raw):
+        inp = request.inputs[index]
         if inp.datatype not in NUMERIC_DATATYPES:
             raise DatatypeError(
                 f"input '{inp.name}': datatype {inp.datatype} is not supported; {NUMERIC_HINT}"
@@ -43,16 +68,47 @@ def check_raw_contents(request: pb.ModelInferRequest) -> None:
                 f"input '{inp.name}': shape {list(inp.shape)} of {inp.datatype} needs {expected} "
                 f"raw bytes but {len(buffer)} were sent"
             )
+    return dict(zip(pending, raw))
+
+
+def tensor_values(inp: pb.ModelInferRequest.InferInputTensor, raw: Optional[bytes]) -> object:
+    """The tensor's values: a numpy array where the wire format allows, else a list."""
+    if raw is not None:
+        # The V2 raw format is little-endian; frombuffer views the bytes without copying.
+        return np.frombuffer(raw, dtype=NUMERIC_DATATYPES[inp.datatype].newbyteorder("<"))
+    fields = inp.contents.ListFields()
+    if not fields:
+        return []
+    descriptor, values = fields[0]
+    dtype = _CONTENTS_DTYPES.get(descriptor.name)
+    if dtype is None:  # bool or bytes contents: the contract refuses them with their datatype
+        return list(values)
+    return np.fromiter(values, dtype=dtype, count=len(values))
+
+
+def to_types(request: pb.ModelInferRequest) -> types.InferenceRequest:
+    raw = raw_buffers(request)
+    inputs = [
+        types.RequestInput.model_construct(
+            name=inp.name,
+            shape=list(inp.shape),
+            datatype=inp.datatype,
+            parameters=ParametersConverter.to_types(inp.parameters),
+            data=types.TensorData.model_construct(root=tensor_values(inp, raw.get(index))),
+        )
+        for index, inp in enumerate(request.inputs)
+    ]
+    outputs = [InferRequestedOutputTensorConverter.to_types(o) for o in request.outputs]
+    return types.InferenceRequest.model_construct(
+        id=request.id,
+        parameters=ParametersConverter.to_types(request.parameters),
+        inputs=inputs,
+        outputs=outputs or None,
+    )
 
 
 def install() -> None:
-    original = ModelInferRequestConverter.to_types
-    if getattr(original, _GUARD_ATTRIBUTE, False):
+    if getattr(ModelInferRequestConverter.to_types, _GUARD_ATTRIBUTE, False):
         return
-
-    def to_types(pb_object: pb.ModelInferRequest):  # type: ignore[no-untyped-def]
-        check_raw_contents(pb_object)
-        return original(pb_object)
-
     setattr(to_types, _GUARD_ATTRIBUTE, True)
     ModelInferRequestConverter.to_types = staticmethod(to_types)  # type: ignore[method-assign]

@@ -1,0 +1,66 @@
+"""gRPC requests decode straight into numpy, and malformed raw contents are a 400."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mlserver.grpc import dataplane_pb2 as pb
+from mlserver.grpc.converters import ModelInferRequestConverter
+
+import runtime.model  # noqa: F401  (installs the decoder, as loading the runtime does)
+from runtime.contract import Contract
+from runtime.errors import DatatypeError, MalformedDataError, ShapeError
+
+CONTRACT = Contract(("a", "b"), ("predict",), max_rows=10)
+
+
+def _request(datatype: str, shape: list[int]) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="m", id="req-1")
+    tensor = request.inputs.add()
+    tensor.name, tensor.datatype = "X", datatype
+    tensor.shape.extend(shape)
+    return request
+
+
+def test_raw_contents_become_one_array_with_the_declared_type():
+    x = np.array([[1.5, -2.0], [3.25, 4.0]], dtype=np.float32)
+    request = _request("FP32", [2, 2])
+    request.raw_input_contents.append(x.tobytes())
+    request.outputs.add().name = "predict"
+    decoded = ModelInferRequestConverter.to_types(request)
+    data = decoded.inputs[0].data.root
+    assert isinstance(data, np.ndarray) and data.dtype == np.float32
+    np.testing.assert_array_equal(CONTRACT.parse(decoded).features, x.astype(np.float64))
+    assert decoded.id == "req-1" and [o.name for o in decoded.outputs] == ["predict"]
+
+
+def test_typed_contents_keep_their_wire_values_for_the_contract_to_check():
+    request = _request("INT8", [1, 2])
+    request.inputs[0].contents.int_contents.extend([7, 300])
+    decoded = ModelInferRequestConverter.to_types(request)
+    assert decoded.inputs[0].data.root.tolist() == [7, 300]
+    with pytest.raises(Exception, match=r"row 0, column 1 \('b'\): value 300 is out of range for INT8"):
+        CONTRACT.parse(decoded)
+
+
+@pytest.mark.parametrize(
+    "datatype,shape,raw,error,message",
+    [
+        ("FP64", [1, 2], b"\0" * 15, ShapeError, "shape [1, 2] of FP64 needs 16 raw bytes but 15 were sent"),
+        ("FP128", [1, 2], b"\0" * 16, DatatypeError, "datatype FP128 is not supported"),
+        ("FP64", [-1, 2], b"", ShapeError, "negative dimension"),
+    ],
+)
+def test_malformed_raw_contents_are_refused_naming_the_input(datatype, shape, raw, error, message):
+    request = _request(datatype, shape)
+    request.raw_input_contents.append(raw)
+    with pytest.raises(error) as caught:
+        ModelInferRequestConverter.to_types(request)
+    assert caught.value.status_code == 400 and "input 'X'" in str(caught.value) and message in str(caught.value)
+
+
+def test_more_raw_buffers_than_inputs_without_contents_is_refused():
+    request = _request("FP64", [1, 2])
+    request.raw_input_contents.extend([b"\0" * 16, b"\0" * 16])
+    with pytest.raises(MalformedDataError, match="2 raw_input_contents for 1 inputs"):
+        ModelInferRequestConverter.to_types(request)
