@@ -36,6 +36,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     MLSERVER_PARALLEL_WORKERS=0 \
     MLSERVER_METRICS_ENDPOINT=/metrics \
     MLSERVER_LOGGING_SETTINGS=./runtime/logging.json
+# Graceful drain on SIGTERM (runtime/lifecycle.py): readiness false at once, serve on for the delay,
+# close the listeners, let accepted requests finish within the timeout, exit 1 at the hard exit if
+# anything hangs. 5 + 15 < 25 s fits Kubernetes' default 30 s grace period; `docker stop` waits only
+# 10 s before SIGKILL, so run with `--stop-timeout 30` (or `docker stop -t 30`).
+ENV PIPELINE_DRAIN_DELAY_S=5 \
+    PIPELINE_DRAIN_TIMEOUT_S=15 \
+    PIPELINE_DRAIN_HARD_EXIT_S=25
 WORKDIR /opt/mlserver
 # Baked-in models for standalone use: MLSERVER_MODELS_DIR=/opt/mlserver serves exactly what
 # `make serve` serves (settings.json, the stable alias model-settings.json and every models/ version).

@@ -12,7 +12,7 @@ export MLSERVER_HTTP_PORT ?= 8080
 export MLSERVER_GRPC_PORT ?= 8081
 export MLSERVER_METRICS_PORT ?= 8082
 
-.PHONY: venv serve test test-unit test-integration test-deploy train bench lock clean
+.PHONY: venv serve test test-unit test-integration test-deploy test-reliability train bench lock clean
 
 venv: $(STAMP)
 
@@ -26,13 +26,17 @@ serve: venv
 
 # The runtime (which imports mlserver) and the V2 clients of kserve/tritonclient register the
 # same protobuf symbols, so the two kinds of tests run in separate pytest processes.
-test: test-unit test-integration test-deploy
+test: test-unit test-integration test-deploy test-reliability
 
 test-unit: venv
 	$(PY) -m pytest -q tests/unit
 
 test-integration: venv
 	$(PY) -m pytest -q tests/integration
+
+# SIGTERM drain, reload under load, overload, deadlines, auth, artifact refusals: real servers.
+test-reliability: venv
+	$(PY) -m pytest -q tests/reliability
 
 # Dockerfile lint, kustomize + CRD validation, rollout patches, and the image's commands run here.
 test-deploy: venv

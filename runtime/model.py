@@ -8,6 +8,10 @@ outcome, logs the request and opens the tracing spans (stages are the `stage` me
     |                 a checked float64 matrix) and validate (the out-of-distribution check)
     |- transform span: stage predict (the scaler + model pipeline)
     `- encode span: stage encode (the V2 response, with OOD flags if asked)
+
+Admission (auth, deadlines, the in-flight cap) happens before MLServer calls predict, in
+runtime.admission; the graceful drain on SIGTERM is runtime.lifecycle. Both install once in the
+process hosting the servers when this module is first imported.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse
 from mlserver.utils import get_model_uri
 
-from runtime import batching, grpc_compat, tracing
+from runtime import admission, auth, batching, grpc_compat, lifecycle, tracing
 from runtime.artifacts import load_pipeline
 from runtime.contract import Contract
 from runtime.drift import OodDetector, OodReport, attach_flags, wants_flags
@@ -35,6 +39,8 @@ from runtime.response import encode_response, input_metadata, output_metadata, o
 logger = logging.getLogger("runtime")
 
 grpc_compat.install()
+admission.install()
+lifecycle.install()
 
 
 class PipelineRuntime(MLModel):
@@ -44,7 +50,9 @@ class PipelineRuntime(MLModel):
         started = time.perf_counter()
         model_dir = Path(await get_model_uri(self._settings))
         options = RuntimeOptions.from_extra(self._settings.parameters.extra)
-        pipeline = load_pipeline(model_dir)
+        auth.check_configured(options.auth_token_file, options.auth_token_env)
+        pipeline = load_pipeline(model_dir, options.load_policy())
+        self._offload = options.offload
         manifest = pipeline.manifest
         self._specs = output_specs(manifest)
         self._contract = Contract.for_manifest(manifest, options.max_rows)
@@ -65,6 +73,10 @@ class PipelineRuntime(MLModel):
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        # Refused (504) instead of computed if the request's deadline passed while it waited.
+        return await admission.compute(self._predict, payload, self._offload)
+
+    def _predict(self, payload: InferenceRequest) -> InferenceResponse:
         try:
             with self._observer.observe(payload) as obs:
                 with obs.span("validate"):

@@ -6,6 +6,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from runtime.artifacts import LoadPolicy
 from runtime.errors import ArtifactError
 
 DEFAULT_MAX_ROWS = 10_000
@@ -15,9 +16,58 @@ DEFAULT_MAX_ROWS = 10_000
 DEFAULT_OOD_Z_THRESHOLD = 4.0
 
 
-class RuntimeOptions(BaseModel):
+class AdmissionOptions(BaseModel):
+    """What the server process checks before a request reaches the model (runtime.admission).
+
+    Read from the same `parameters.extra` in the process hosting the REST/gRPC servers, which
+    with parallel workers never runs `load()`; unknown keys are ignored here and refused by
+    `RuntimeOptions` at load.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    max_in_flight: int = Field(
+        0,
+        ge=0,
+        description="Requests this model may have in flight; more are refused at once with 503 / "
+        "gRPC UNAVAILABLE. 0: no cap.",
+    )
+    request_timeout_ms: Optional[float] = Field(
+        None,
+        gt=0,
+        description="Default deadline of a request, from its arrival; an X-Request-Timeout-Ms header "
+        "(gRPC metadata x-request-timeout-ms) replaces it per request. Work whose deadline passed "
+        "before it starts is refused with 504 / gRPC DEADLINE_EXCEEDED. null: no default.",
+    )
+    offload_compute: Optional[bool] = Field(
+        None,
+        description="Run the computation on one dedicated thread, so that the event loop keeps "
+        "accepting, counting and refusing requests meanwhile. null (auto): on when max_in_flight or "
+        "request_timeout_ms is set (without it, parallel_workers 0 serialises requests before "
+        "anything can count them), off otherwise (saves the thread hop).",
+    )
+    auth_token_file: Optional[str] = Field(
+        None,
+        description="Require `Authorization: Bearer <token>` for inference; tokens are the non-empty "
+        "lines of this file (re-read when it changes). Overrides PIPELINE_AUTH_TOKEN_FILE / "
+        "PIPELINE_AUTH_TOKENS for this model.",
+    )
+    auth_token_env: Optional[str] = Field(
+        None,
+        description="Like auth_token_file, with the tokens (comma-separated) in this environment "
+        "variable.",
+    )
+
+    @property
+    def offload(self) -> bool:
+        if self.offload_compute is not None:
+            return self.offload_compute
+        return bool(self.max_in_flight) or self.request_timeout_ms is not None
+
+
+class RuntimeOptions(AdmissionOptions):
     # Unknown keys are refused so a misspelt option fails the load instead of being ignored.
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_rows: int = Field(DEFAULT_MAX_ROWS, ge=1, description="Row cap per request.")
     ood_z_threshold: Optional[float] = Field(
@@ -26,6 +76,16 @@ class RuntimeOptions(BaseModel):
         description="A value further than this many training standard deviations from the training "
         "mean counts as out of distribution; null checks the training range only.",
     )
+    trusted_types: list[str] = Field(
+        default_factory=list,
+        description="Types a skops artifact may contain beyond the runtime's trusted list (full "
+        "import paths). Only for artifacts whose author you trust.",
+    )
+    allow_sklearn_version_mismatch: bool = Field(
+        False,
+        description="Load artifacts trained with another scikit-learn minor version (logged as a "
+        "warning) instead of refusing them.",
+    )
 
     @classmethod
     def from_extra(cls, extra: Optional[dict[str, Any]]) -> "RuntimeOptions":
@@ -33,3 +93,9 @@ class RuntimeOptions(BaseModel):
             return cls.model_validate(extra or {})
         except ValidationError as exc:
             raise ArtifactError(f"invalid parameters.extra: {exc}") from None
+
+    def load_policy(self) -> LoadPolicy:
+        return LoadPolicy(
+            extra_trusted_types=tuple(self.trusted_types),
+            allow_sklearn_version_mismatch=self.allow_sklearn_version_mismatch,
+        )

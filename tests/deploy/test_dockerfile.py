@@ -183,3 +183,14 @@ def test_entrypoint_refuses_a_models_dir_that_is_not_there(tmp_path: Path) -> No
         ["sh", str(REPO / "deploy" / "docker-entrypoint.sh")], env=env, capture_output=True, text=True, timeout=30
     )
     assert out.returncode == 66 and "MLSERVER_MODELS_DIR=/opt/mlserver" in out.stderr
+
+
+def test_image_drain_settings_fit_kubernetes_default_grace_period() -> None:
+    """runtime/lifecycle.py's knobs, explicit in the image: delay + timeout <= hard exit < 30 s."""
+    env = parse_env(read_dockerfile()[-1])
+    delay, timeout, hard_exit = (
+        float(env[f"PIPELINE_DRAIN_{k}"]) for k in ("DELAY_S", "TIMEOUT_S", "HARD_EXIT_S")
+    )
+    assert 0 < delay and 0 < timeout and delay + timeout <= hard_exit < 30
+    # Auth is off in the image: nothing configures tokens by default.
+    assert not {k for k in env if k.startswith("PIPELINE_AUTH")}

@@ -158,11 +158,46 @@ def port_problems(objects: Objects) -> list[str]:
     return problems
 
 
+DRAIN_KEYS = ("PIPELINE_DRAIN_DELAY_S", "PIPELINE_DRAIN_TIMEOUT_S", "PIPELINE_DRAIN_HARD_EXIT_S")
+
+
+def drain_problems(objects: Objects) -> list[str]:
+    """The graceful drain fits the pod's grace period, which Knative sets to the predictor's
+    `timeout` (and does not let you set otherwise): delay + timeout <= hard exit < grace period."""
+    runtimes = by_kind(objects, "ServingRuntime")
+    problems = []
+    for name, isvc in by_kind(objects, "InferenceService").items():
+        predictor = isvc["spec"]["predictor"]
+        runtime = runtimes.get(predictor["model"]["runtime"])
+        if runtime is None:
+            continue  # model_problems reports it
+        # KServe's merge order: the image's ENV, the ServingRuntime's env, the InferenceService's.
+        env = {k: v for k, v in IMAGE_ENV.items() if k in DRAIN_KEYS}
+        env.update(env_map(runtime["spec"]["containers"][0]["env"]))
+        env.update(env_map(predictor["model"].get("env")))
+        try:
+            delay, timeout, hard_exit = (float(env[k]) for k in DRAIN_KEYS)
+        except (KeyError, ValueError) as exc:
+            problems.append(f"{name}: drain settings {DRAIN_KEYS} incomplete or not numbers: {exc}")
+            continue
+        if not (0 <= delay and 0 < timeout and delay + timeout <= hard_exit):
+            problems.append(f"{name}: drain delay {delay} + timeout {timeout} exceed hard exit {hard_exit}")
+        if "terminationGracePeriodSeconds" in predictor:
+            problems.append(f"{name}: Knative refuses terminationGracePeriodSeconds in Serverless mode")
+        elif hard_exit >= predictor["timeout"]:
+            problems.append(
+                f"{name}: the drain's hard exit ({hard_exit}s) is not below the grace period Knative "
+                f"derives from timeout ({predictor['timeout']}s): the pod would be SIGKILLed mid-drain"
+            )
+    return problems
+
+
 CHECKS: list[Callable[[Objects], list[str]]] = [
     canary_problems,
     splitter_problems,
     model_problems,
     port_problems,
+    drain_problems,
 ]
 
 
@@ -374,6 +409,20 @@ MISTAKES = {  # id -> (the check that must catch it, overlay, object, path, wron
         "ServingRuntime/pipeline-runtime",
         ("spec", "annotations", "prometheus.io/port"),
         "8080",
+    ),
+    "drain-beyond-grace": (
+        drain_problems,
+        "canary",
+        "InferenceService/diabetes-grpc",
+        "spec.predictor.timeout",
+        20,
+    ),
+    "grace-in-serverless": (
+        drain_problems,
+        "base",
+        "InferenceService/diabetes",
+        "spec.predictor.terminationGracePeriodSeconds",
+        60,
     ),
 }
 

@@ -1,0 +1,160 @@
+"""Overload and time: the per-model cap on requests in flight and per-request deadlines, over REST
+and gRPC, with and without parallel workers.
+
+Models (parameters.extra), all but `diabetes` computing for SLOW_MS per request:
+- `capped`: max_in_flight 2: requests beyond it get 503 / gRPC UNAVAILABLE at once;
+- `deadline`: request_timeout_ms 150 (the default deadline): requests still queued when it
+  passes get 504 / gRPC DEADLINE_EXCEEDED instead of being computed; X-Request-Timeout-Ms
+  replaces it per request;
+- `slow`: no admission options, offload_compute on: gRPC's own deadline is honoured;
+- `diabetes`: the real runtime, nothing set: the header alone gives it a deadline.
+"Not computed" is checked with the runtime's own counter of requests it computed.
+"""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from tritonclient.utils import InferenceServerException
+
+import rel_support as rs
+
+SLOW_MS = 400
+CAP = 2
+DEFAULT_TIMEOUT_MS = 150
+OVERLOAD_MESSAGE = f"already has {CAP} request(s) in flight, its limit; retry later"
+
+
+@pytest.fixture(scope="module", params=[0, 1], ids=["workers-0", "workers-1"])
+def server(request, tmp_path_factory):
+    root = rs.make_repository(tmp_path_factory.mktemp(f"admission-{request.param}") / "repo",
+                              workers=request.param)  # fmt: skip
+    rs.add_model(root, "capped", implementation=rs.SLOW_RUNTIME, extra={"max_in_flight": CAP})
+    rs.add_model(root, "deadline", implementation=rs.SLOW_RUNTIME,
+                 extra={"request_timeout_ms": DEFAULT_TIMEOUT_MS})  # fmt: skip
+    rs.add_model(root, "slow", implementation=rs.SLOW_RUNTIME, extra={"offload_compute": True})
+    rs.add_model(root, "diabetes")
+    env = {"SLOW_RUNTIME_DELAY_MS": str(SLOW_MS), "PIPELINE_DRAIN_DELAY_S": "0"}
+    srv = rs.Server.start(root, env=env, ready=["capped", "deadline", "slow", "diabetes"])
+    try:
+        yield srv
+    finally:
+        srv.kill()
+
+
+@pytest.fixture(scope="module")
+def grpc_clients(server):
+    clients = [server.grpc_client() for _ in range(6)]
+    for client in clients:  # connected before any burst, so all requests leave together
+        rs.grpc_infer(client, "diabetes")
+    yield clients
+    for client in clients:
+        client.close()
+
+
+def computed(server: rs.Server, model: str) -> float:
+    return server.metric("pipeline_requests_total", model=model, outcome="ok")
+
+
+def classify(result) -> tuple[str, str]:
+    value, _ = result
+    if isinstance(value, requests.Response):
+        return (("ok" if value.status_code == 200 else f"http-{value.status_code}"),
+                value.json().get("error", "") if value.status_code != 200 else "")  # fmt: skip
+    if isinstance(value, InferenceServerException):
+        return f"grpc-{rs.grpc_status(value)}", str(value.message())
+    if isinstance(value, Exception):
+        raise value
+    return "ok", ""
+
+
+# ------------------------------------------------------------------------------ overload
+
+
+def test_requests_beyond_the_cap_are_refused_at_once_and_the_rest_succeed(server, grpc_clients):
+    before = computed(server, "capped")
+
+    def call(i: int):
+        if i % 2:
+            return rs.grpc_infer(grpc_clients[i], "capped", client_timeout=30)
+        return server.rest_infer("capped", timeout=30)
+
+    results = rs.burst(6, call)
+    kinds = [classify(r) for r in results]
+    ok = [r for r, (k, _) in zip(results, kinds) if k == "ok"]
+    refused = [(r, m) for r, (k, m) in zip(results, kinds) if k in ("http-503", "grpc-UNAVAILABLE")]
+    print(f"burst of 6 at cap {CAP}: {sorted(k for k, _ in kinds)}; refusals answered in "
+          f"{max(r[1] for r, _ in refused) * 1000:.0f} ms at most")  # fmt: skip
+    assert len(ok) + len(refused) == 6, kinds
+    assert len(ok) >= CAP and len(refused) >= 3, kinds
+    if len(ok) == CAP:  # 3 REST + 3 gRPC, 2 admitted: each protocol had a refusal
+        assert {k for k, _ in kinds} == {"ok", "http-503", "grpc-UNAVAILABLE"}, kinds
+    assert all(OVERLOAD_MESSAGE in m and "capped" in m for _, m in refused), refused
+    # Refused at once (not queued behind the computations), and never computed.
+    assert all(r[1] < SLOW_MS / 1000 for r, _ in refused)
+    assert all(r[1] >= SLOW_MS / 1000 * 0.9 for r in ok)
+    assert computed(server, "capped") - before == len(ok)
+    # Once the burst is over, the model answers again.
+    assert server.rest_infer("capped").status_code == 200
+
+
+# ------------------------------------------------------------------------------ deadlines
+
+
+def test_a_deadline_already_passed_is_refused_without_computing(server, grpc_clients):
+    before = computed(server, "diabetes")
+    rest = server.rest_infer("diabetes", headers={"X-Request-Timeout-Ms": "0"})
+    assert rest.status_code == 504, rest.text
+    assert "deadline passed before the request was admitted" in rest.json()["error"]
+    with pytest.raises(InferenceServerException) as grpc_error:
+        rs.grpc_infer(grpc_clients[0], "diabetes", headers={"x-request-timeout-ms": "0"})
+    assert rs.grpc_status(grpc_error.value) == "DEADLINE_EXCEEDED"
+    assert "deadline passed before the request was admitted" in grpc_error.value.message()
+    assert computed(server, "diabetes") == before
+    # A generous deadline changes nothing.
+    assert server.rest_infer("diabetes", headers={"X-Request-Timeout-Ms": "60000"}).status_code == 200
+
+
+def test_the_default_deadline_refuses_what_waited_too_long_for_its_turn(server, grpc_clients):
+    before = computed(server, "deadline")
+
+    def call(i: int):
+        if i % 2:
+            return rs.grpc_infer(grpc_clients[i], "deadline", client_timeout=30)
+        return server.rest_infer("deadline", timeout=30)
+
+    results = rs.burst(3, call)
+    kinds = [classify(r) for r in results]
+    print(f"burst of 3, default deadline {DEFAULT_TIMEOUT_MS} ms, {SLOW_MS} ms compute: "
+          f"{sorted(k for k, _ in kinds)}")  # fmt: skip
+    ok = [k for k, _ in kinds if k == "ok"]
+    late = [m for k, m in kinds if k in ("http-504", "grpc-DEADLINE_EXCEEDED")]
+    assert len(ok) + len(late) == 3 and ok and late, kinds
+    assert all("deadline passed before its computation started" in m for m in late), late
+    assert computed(server, "deadline") - before == len(ok)
+
+
+def test_the_request_header_replaces_the_default_deadline(server):
+    before = computed(server, "deadline")
+    results = rs.burst(3, lambda i: server.rest_infer("deadline", headers={"X-Request-Timeout-Ms": "20000"},
+                                                     timeout=30))  # fmt: skip
+    assert [classify(r)[0] for r in results] == ["ok"] * 3
+    assert computed(server, "deadline") - before == 3
+
+
+def test_the_grpc_deadline_is_honoured_by_the_server(server, grpc_clients):
+    before = computed(server, "slow")
+    results = rs.burst(3, lambda i: rs.grpc_infer(grpc_clients[i], "slow", client_timeout=0.15))
+    assert [classify(r)[0] for r in results] == ["grpc-DEADLINE_EXCEEDED"] * 3
+    # The first started before its deadline and was computed; the two queued behind it were not.
+    # (Wait until the server is done with them: the server holds at most three 400 ms jobs.)
+    assert server.rest_infer("slow", timeout=30).status_code == 200
+    assert computed(server, "slow") - before == 2  # the first of the burst + the check just above
+
+
+def test_a_malformed_timeout_is_a_client_error(server, grpc_clients):
+    rest = server.rest_infer("diabetes", headers={"X-Request-Timeout-Ms": "soon"})
+    assert rest.status_code == 400 and "x-request-timeout-ms" in rest.json()["error"]
+    with pytest.raises(InferenceServerException) as grpc_error:
+        rs.grpc_infer(grpc_clients[0], "diabetes", headers={"x-request-timeout-ms": "-5"})
+    assert rs.grpc_status(grpc_error.value) == "INVALID_ARGUMENT"

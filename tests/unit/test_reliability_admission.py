@@ -1,0 +1,385 @@
+"""runtime.admission, runtime.auth and the new options, in process: the admission steps around
+MLServer's DataPlane with a stand-in model registry, deadlines, bearer tokens, compute offload.
+The same behaviour over real servers is in tests/reliability."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hmac
+import logging
+import threading
+import time
+from types import SimpleNamespace
+from typing import Any, Optional
+
+import pytest
+from mlserver.errors import ModelNotFound
+from mlserver.handlers.dataplane import DataPlane
+from mlserver.parallel.dispatcher import AsyncResponses
+from mlserver import MLModel
+from mlserver.settings import ModelParameters, ModelSettings, Settings
+from mlserver.types import InferenceRequest, InferenceResponse, Parameters
+
+import runtime.model  # noqa: F401  (installs the patches)
+from runtime import admission, auth
+from runtime.errors import ArtifactError, DeadlineExceeded, InvalidTimeoutError, Overloaded, Unauthenticated
+from runtime.options import AdmissionOptions, RuntimeOptions
+
+# ------------------------------------------------------------------------------ options
+
+
+def test_options_accept_the_reliability_keys_and_still_refuse_unknown_ones():
+    options = RuntimeOptions.from_extra(
+        {"max_in_flight": 4, "request_timeout_ms": 250, "trusted_types": ["a.B"],
+         "allow_sklearn_version_mismatch": True, "auth_token_file": "/run/secrets/tokens"}  # fmt: skip
+    )
+    policy = options.load_policy()
+    assert policy.extra_trusted_types == ("a.B",) and policy.allow_sklearn_version_mismatch
+    assert RuntimeOptions.from_extra(None).load_policy() == type(policy)()
+    with pytest.raises(ArtifactError, match="max_in_flgiht"):
+        RuntimeOptions.from_extra({"max_in_flgiht": 4})
+    with pytest.raises(ArtifactError):
+        RuntimeOptions.from_extra({"max_in_flight": -1})
+    with pytest.raises(ArtifactError):
+        RuntimeOptions.from_extra({"request_timeout_ms": 0})
+    # The server process reads only its own keys and ignores the rest.
+    assert AdmissionOptions.model_validate({"max_rows": 5, "max_in_flight": 2}).max_in_flight == 2
+
+
+@pytest.mark.parametrize(
+    "extra,offload",
+    [({}, False), ({"max_in_flight": 3}, True), ({"request_timeout_ms": 100}, True),
+     ({"max_in_flight": 3, "offload_compute": False}, False), ({"offload_compute": True}, True)],
+)  # fmt: skip
+def test_compute_is_offloaded_only_when_something_needs_to_see_the_queue(extra, offload):
+    assert AdmissionOptions.model_validate(extra).offload is offload
+
+
+# ------------------------------------------------------------------------------ deadlines
+
+
+def test_stamp_records_arrival_and_deadlines_and_ignores_client_sent_values():
+    before = time.time()
+    headers = admission.stamp(
+        {"x-request-timeout-ms": "250", admission.DEADLINE_AT: "1e12", admission.GRPC_DEADLINE_AT: "1e12"},
+        grpc_remaining=0.1,
+    )
+    received = float(headers[admission.RECEIVED_AT])
+    assert before <= received <= time.time()
+    assert float(headers[admission.DEADLINE_AT]) == pytest.approx(received + 0.25)
+    assert float(headers[admission.GRPC_DEADLINE_AT]) == pytest.approx(received + 0.1)
+    plain = admission.stamp({admission.DEADLINE_AT: "1e12"})
+    assert admission.DEADLINE_AT not in plain and admission.GRPC_DEADLINE_AT not in plain
+
+
+@pytest.mark.parametrize("raw", ["soon", "-1", "nan", "inf", ""])
+def test_a_malformed_timeout_is_a_400(raw):
+    with pytest.raises(InvalidTimeoutError, match="x-request-timeout-ms") as error:
+        admission.stamp({"x-request-timeout-ms": raw})
+    assert error.value.status_code == 400
+
+
+def _settled(header_ms: Optional[float], default_ms: Optional[float], grpc_s: Optional[float]) -> Any:
+    headers = {"x-request-timeout-ms": str(header_ms)} if header_ms is not None else {}
+    admission.stamp(headers, grpc_s)
+    admission.settle_deadline(headers, default_ms)
+    if admission.DEADLINE_AT not in headers:
+        return None
+    return round((float(headers[admission.DEADLINE_AT]) - float(headers[admission.RECEIVED_AT])) * 1000)
+
+
+def test_the_header_replaces_the_default_and_grpc_caps_both():
+    assert _settled(None, None, None) is None
+    assert _settled(None, 150, None) == 150
+    assert _settled(5000, 150, None) == 5000  # the client may ask for longer
+    assert _settled(50, 150, None) == 50
+    assert _settled(None, 150, 30.0) == 150  # a long transport timeout does not lift the default
+    assert _settled(5000, 150, 0.2) == 200
+    assert _settled(None, None, 0.2) == 200
+
+
+def test_check_deadline_names_where_and_how_long_it_waited():
+    admission.check_deadline(None, "x")
+    admission.check_deadline({}, "x")
+    now = time.time()
+    admission.check_deadline({admission.DEADLINE_AT: repr(now + 60)}, "x")
+    waited = r"before its computation started \(request waited [12]\d\d ms\)"
+    with pytest.raises(DeadlineExceeded, match=waited) as e:
+        admission.check_deadline(
+            {admission.DEADLINE_AT: repr(now - 0.1), admission.RECEIVED_AT: repr(now - 0.15)},
+            "its computation started",
+        )
+    assert e.value.status_code == 504
+
+
+# ------------------------------------------------------------------------------ compute
+
+
+def _payload(headers: Optional[dict] = None) -> InferenceRequest:
+    return InferenceRequest(inputs=[], parameters=Parameters(headers=headers or {}))
+
+
+VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
+
+
+def test_offloaded_compute_runs_on_the_compute_thread_with_the_callers_context():
+    def fn(payload):
+        return threading.current_thread().name, VAR.get()
+
+    async def main():
+        VAR.set("from the request")
+        offloaded = await admission.compute(fn, _payload(), offload=True)
+        return offloaded, await admission.compute(fn, _payload(), offload=False)
+
+    (thread, value), (inline_thread, _) = asyncio.run(main())
+    assert thread.startswith("pipeline-compute") and value == "from the request"
+    assert inline_thread == threading.current_thread().name
+
+
+@pytest.mark.parametrize("offload", [True, False])
+def test_compute_refuses_work_whose_deadline_passed_without_running_it(offload):
+    ran = []
+    late = _payload({admission.DEADLINE_AT: repr(time.time() - 1)})
+    with pytest.raises(DeadlineExceeded, match="its computation started"):
+        asyncio.run(admission.compute(ran.append, late, offload))
+    assert ran == []
+
+
+def test_the_deadline_is_checked_when_the_compute_thread_picks_the_job_up():
+    ran = []
+
+    async def main():
+        blocker = asyncio.ensure_future(admission.compute(lambda p: time.sleep(0.3), _payload(), True))
+        await asyncio.sleep(0.05)
+        queued = _payload({admission.DEADLINE_AT: repr(time.time() + 0.1)})  # valid when queued
+        with pytest.raises(DeadlineExceeded):
+            await admission.compute(ran.append, queued, True)
+        await blocker
+
+    asyncio.run(main())
+    assert ran == []
+
+
+# ------------------------------------------------------------------------------ auth
+
+
+def test_tokens_parse_from_lines_and_commas():
+    assert len(auth.parse_tokens("a, b\n\n# comment\n c \n")) == 3
+    assert auth.parse_tokens("") == () and auth.parse_tokens(" , \n") == ()
+
+
+class _Tokens:
+    description = "test tokens"
+
+    def __init__(self, *tokens: str) -> None:
+        self._digests = auth.parse_tokens("\n".join(tokens))
+
+    def digests(self):
+        return self._digests
+
+
+@pytest.mark.parametrize("value", ["Bearer one", "bearer two", "BEARER   one  ", "Bearer two "])
+def test_a_valid_bearer_token_passes(value):
+    auth.Authenticator(_Tokens("one", "two")).check({"authorization": value})
+
+
+@pytest.mark.parametrize(
+    "headers,message",
+    [(None, "missing"), ({}, "missing"), ({"authorization": ""}, "missing"),
+     ({"authorization": "Bearer"}, "missing"), ({"authorization": "Basic one"}, "missing"),
+     ({"authorization": "one"}, "missing"), ({"authorization": "Bearer three"}, "invalid"),
+     ({"authorization": "Bearer one two"}, "invalid"), ({"Authorization": "Bearer one"}, "missing")],
+)  # fmt: skip
+def test_anything_else_is_401_without_echoing_the_token(headers, message):
+    with pytest.raises(Unauthenticated, match=message) as error:
+        auth.Authenticator(_Tokens("one", "two")).check(headers)
+    assert error.value.status_code == 401
+    assert "three" not in str(error.value) and "one" not in str(error.value)
+
+
+def test_every_token_is_compared_in_constant_time_with_no_early_exit(monkeypatch):
+    calls = []
+    real = hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((len(a), len(b)))
+        return real(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
+    checker = auth.Authenticator(_Tokens("first", "second-and-longer", "third"))
+    checker.check({"authorization": "Bearer first"})  # matches the first: the others still compared
+    with pytest.raises(Unauthenticated):
+        checker.check({"authorization": "Bearer " + "x" * 500})
+    # Digests of equal length whatever the token lengths: no length leak either.
+    assert calls == [(32, 32)] * 6
+
+
+def test_a_token_file_is_re_read_when_it_changes_and_fails_closed(tmp_path, caplog):
+    path = tmp_path / "tokens"
+    path.write_text("one\n")
+    tokens = auth.FileTokens(str(path), recheck_s=0.0)
+    checker = auth.Authenticator(tokens)
+    checker.check({"authorization": "Bearer one"})
+    path.write_text("two\n")
+    checker.check({"authorization": "Bearer two"})
+    with pytest.raises(Unauthenticated):
+        checker.check({"authorization": "Bearer one"})
+    path.unlink()  # a Secret being swapped: keep the last tokens, say so
+    with caplog.at_level(logging.ERROR, logger="runtime.auth"):
+        checker.check({"authorization": "Bearer two"})
+    assert "cannot read token file" in caplog.text
+    missing = auth.Authenticator(auth.FileTokens(str(tmp_path / "never-there")))
+    with pytest.raises(Unauthenticated):
+        missing.check({"authorization": "Bearer two"})
+
+
+def test_the_models_setting_wins_over_the_server_wide_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv(auth.ENV_TOKEN_FILE, raising=False)
+    monkeypatch.delenv(auth.ENV_TOKENS, raising=False)
+    assert auth.from_options(None, None) is None  # off by default
+    monkeypatch.setenv(auth.ENV_TOKENS, "server")
+    monkeypatch.setenv("MY_TOKENS", "mine")
+    assert auth.from_options(None, None).source.description == f"environment variable {auth.ENV_TOKENS}"
+    assert auth.from_options(None, "MY_TOKENS").source.description == "environment variable MY_TOKENS"
+    (tmp_path / "t").write_text("filed")
+    assert auth.from_options(str(tmp_path / "t"), "MY_TOKENS").source.description.startswith("token file")
+    monkeypatch.setenv(auth.ENV_TOKEN_FILE, str(tmp_path / "t"))
+    assert auth.from_options(None, None).source.description.startswith("token file")
+
+
+def test_an_auth_setting_without_tokens_fails_the_load(tmp_path, monkeypatch):
+    monkeypatch.delenv(auth.ENV_TOKEN_FILE, raising=False)
+    monkeypatch.setenv(auth.ENV_TOKENS, " , ")
+    with pytest.raises(ArtifactError, match=f"environment variable {auth.ENV_TOKENS} holds no token"):
+        auth.check_configured(None, None)
+    monkeypatch.delenv(auth.ENV_TOKENS)
+    auth.check_configured(None, None)  # auth off: nothing to check
+    with pytest.raises(ArtifactError, match="holds no token"):
+        auth.check_configured(str(tmp_path / "missing"), None)
+
+
+# ------------------------------------------------------------------------------ the DataPlane wrapper
+
+
+class _Model:
+    def __init__(self, name: str, version: Optional[str], extra: dict) -> None:
+        self.name, self.version, self.ready = name, version, True
+        self.settings = ModelSettings(
+            name=name, implementation=MLModel, parameters=ModelParameters(version=version, extra=extra)
+        )
+        self.release = asyncio.Event()
+        self.calls: list[InferenceRequest] = []
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        self.calls.append(payload)
+        await self.release.wait()
+        return InferenceResponse(model_name=self.name, outputs=[])
+
+
+class _Registry:
+    def __init__(self, *models: _Model) -> None:
+        self.models = {m.name: m for m in models}
+
+    async def get_model(self, name: str, version: Optional[str] = None) -> Any:
+        if name not in self.models:
+            raise ModelNotFound(name, version)
+        return self.models[name]
+
+
+@pytest.fixture(scope="module")
+def dataplane() -> DataPlane:
+    return DataPlane(Settings(), _Registry())  # one per process: it registers Prometheus metrics
+
+
+def test_the_cap_refuses_at_once_and_frees_up_when_requests_finish(dataplane, monkeypatch):
+    model = _Model("capped", "1", {"max_in_flight": 2})
+    monkeypatch.setattr(dataplane, "_model_registry", _Registry(model))
+
+    async def main():
+        first = [asyncio.ensure_future(dataplane.infer(_payload(), "capped")) for _ in range(2)]
+        await asyncio.sleep(0.01)
+        assert admission.IN_FLIGHT.per_model[("capped", "1")] == 2
+        with pytest.raises(Overloaded, match="'capped' already has 2 request"):
+            await dataplane.infer(_payload(), "capped")
+        model.release.set()
+        await asyncio.gather(*first)
+        assert admission.IN_FLIGHT.per_model[("capped", "1")] == 0
+        await dataplane.infer(_payload(), "capped")
+
+    asyncio.run(main())
+    assert len(model.calls) == 3  # the refused one never reached the model
+
+
+def test_an_expired_deadline_or_a_missing_token_never_reaches_the_model(dataplane, monkeypatch, tmp_path):
+    (tmp_path / "tokens").write_text("sesame\n")
+    model = _Model("guarded", None, {"auth_token_file": str(tmp_path / "tokens"), "request_timeout_ms": 1})
+    model.release.set()
+    monkeypatch.setattr(dataplane, "_model_registry", _Registry(model))
+
+    async def main():
+        with pytest.raises(Unauthenticated):
+            await dataplane.infer(_payload(), "guarded")
+        stale = _payload({"authorization": "Bearer sesame", admission.RECEIVED_AT: repr(time.time() - 1)})
+        with pytest.raises(DeadlineExceeded, match="before the request was admitted"):
+            await dataplane.infer(stale, "guarded")
+        with pytest.raises(ModelNotFound):
+            await dataplane.infer(_payload(), "unknown")
+        fresh = _payload({"authorization": "Bearer sesame", admission.RECEIVED_AT: repr(time.time())})
+        await dataplane.infer(fresh, "guarded")
+
+    asyncio.run(main())
+    assert len(model.calls) == 1
+    assert "authorization" not in model.calls[0].parameters.headers  # consumed, not passed on
+    assert admission.IN_FLIGHT.total == 0
+
+
+def test_streams_are_admitted_and_counted_too(dataplane, monkeypatch):
+    model = _Model("capped-stream", "1", {"max_in_flight": 1})
+    seen = []
+
+    async def predict_stream(payloads):
+        async for payload in payloads:
+            seen.append(payload)
+            yield InferenceResponse(model_name="capped-stream", outputs=[])
+
+    model.predict_stream = predict_stream
+    monkeypatch.setattr(dataplane, "_model_registry", _Registry(model))
+
+    async def payloads(n):
+        for _ in range(n):
+            yield _payload()
+
+    async def main():
+        stream = dataplane.infer_stream(payloads(3), "capped-stream")
+        first = await stream.__anext__()
+        assert admission.IN_FLIGHT.per_model[("capped-stream", "1")] == 1
+        with pytest.raises(Overloaded):
+            async for _ in dataplane.infer_stream(payloads(1), "capped-stream"):
+                pass
+        rest = [r async for r in stream]
+        return [first, *rest]
+
+    assert len(asyncio.run(main())) == 3 and len(seen) == 3
+    assert admission.IN_FLIGHT.per_model[("capped-stream", "1")] == 0
+
+
+# ------------------------------------------------------------------------------ MLServer fixes
+
+
+def test_a_late_worker_answer_for_a_caller_that_left_is_dropped():
+    responses = AsyncResponses()
+    responses.resolve(SimpleNamespace(id="gone", exception=None))  # KeyError before the patch
+
+
+def test_refusals_do_not_log_a_traceback_on_the_grpc_logger():
+    quiet = admission._QuietRefusals()
+
+    def record(exc: Exception) -> logging.LogRecord:
+        return logging.LogRecord("mlserver.grpc", logging.ERROR, "", 0, exc, None, (type(exc), exc, None))
+
+    assert not quiet.filter(record(Overloaded("x")))
+    assert not quiet.filter(record(DeadlineExceeded("x")))
+    assert not quiet.filter(record(Unauthenticated("x")))
+    assert quiet.filter(record(ArtifactError("x")))
+    assert quiet.filter(record(ValueError("x")))
