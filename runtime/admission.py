@@ -52,7 +52,7 @@ from typing import Any, AsyncIterator, Callable, Optional, TypeVar
 from mlserver.errors import MLServerError
 from pydantic import ValidationError
 
-from runtime import auth
+from runtime import auth, metrics
 from runtime.errors import (
     GRPC_CODES,
     DeadlineExceeded,
@@ -120,6 +120,7 @@ class _Refusals:
         self._last_log = 0.0
 
     def add(self, model: str, error: Exception) -> None:
+        metrics.count_refusal(model, error)
         reason = type(error).__name__
         self.counts[(model, reason)] += 1
         self.total[reason] += 1

@@ -59,6 +59,7 @@ class _Families:
     load_timestamp: Gauge
     ood_values: Counter
     ood_rows: Counter
+    refusals: Counter
 
 
 @lru_cache(maxsize=1)
@@ -99,10 +100,21 @@ def _families() -> _Families:
             "pipeline_ood_rows", "Input rows with at least one value outside the training band.",
             per_model,
         ),
+        # Only `model` (an existing model's name: unknown ones are a 404 first) and the reason.
+        refusals=Counter(
+            "pipeline_admission_refusals",
+            "Requests refused before any computation: unauthenticated, overloaded, deadline_exceeded.",
+            ["model", "reason"],
+        ),
     )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------ outcomes
+
+
+def count_refusal(model: str, error: BaseException) -> None:
+    """One request refused by admission (runtime.admission), by its error class."""
+    _families().refusals.labels(model, _reason(type(error))).inc()
 
 
 @cache

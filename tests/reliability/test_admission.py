@@ -73,6 +73,7 @@ def classify(result) -> tuple[str, str]:
 
 def test_requests_beyond_the_cap_are_refused_at_once_and_the_rest_succeed(server, grpc_clients):
     before = computed(server, "capped")
+    refusals_before = server.metric("pipeline_admission_refusals_total", model="capped", reason="overloaded")
 
     def call(i: int):
         if i % 2:
@@ -94,6 +95,8 @@ def test_requests_beyond_the_cap_are_refused_at_once_and_the_rest_succeed(server
     assert all(r[1] < SLOW_MS / 1000 for r, _ in refused)
     assert all(r[1] >= SLOW_MS / 1000 * 0.9 for r in ok)
     assert computed(server, "capped") - before == len(ok)
+    refusals = server.metric("pipeline_admission_refusals_total", model="capped", reason="overloaded")
+    assert refusals - refusals_before == len(refused)
     # Once the burst is over, the model answers again.
     assert server.rest_infer("capped").status_code == 200
 
