@@ -12,7 +12,7 @@ export MLSERVER_HTTP_PORT ?= 8080
 export MLSERVER_GRPC_PORT ?= 8081
 export MLSERVER_METRICS_PORT ?= 8082
 
-.PHONY: venv serve test test-unit test-integration test-deploy test-reliability train bench lock clean
+.PHONY: venv serve test test-unit test-integration test-deploy test-reliability test-fuzz train bench lock clean
 
 venv: $(STAMP)
 
@@ -26,7 +26,7 @@ serve: venv
 
 # The runtime (which imports mlserver) and the V2 clients of kserve/tritonclient register the
 # same protobuf symbols, so the two kinds of tests run in separate pytest processes.
-test: test-unit test-integration test-deploy test-reliability
+test: test-unit test-integration test-deploy test-reliability test-fuzz
 
 test-unit: venv
 	$(PY) -m pytest -q tests/unit
@@ -37,6 +37,11 @@ test-integration: venv
 # SIGTERM drain, reload under load, overload, deadlines, auth, artifact refusals: real servers.
 test-reliability: venv
 	$(PY) -m pytest -q tests/reliability
+
+# Property-based fuzzing of V2 requests over both protocols (2,000 examples each) and a short soak.
+# The long runs are bench commands: python -m bench.fuzz --examples 10000, python -m bench.soak --seconds 60.
+test-fuzz: venv
+	$(PY) -m pytest -q tests/fuzz
 
 # Dockerfile lint, kustomize + CRD validation, rollout patches, and the image's commands run here.
 test-deploy: venv

@@ -1,0 +1,1381 @@
+"""Hypothesis strategies for raw Open Inference Protocol V2 inference requests (REST and gRPC).
+
+Shared by the CI fuzz tests (tests/fuzz/test_fuzz.py), `python -m bench.fuzz` and the soak
+(bench/soak.py, tests/fuzz/test_soak.py). Client side only: nothing here imports mlserver or the
+runtime (see CONTEXT: the protobuf trap); what the models accept comes from their manifests.
+
+Every drawn case carries an expectation derived from the V2 contract of the runtime:
+
+    OK      a valid request: must answer 200 / OK with well-formed outputs matching the pipeline
+    REJECT  certainly invalid: must be refused with a client error (REST 4xx, gRPC INVALID_ARGUMENT,
+            or NOT_FOUND for a model/version that is not served), with a message
+    ANY     anything but a server error (the outcome is not pinned by the contract)
+
+Families of cases (one `one_of`, so hypothesis shrinks within a family):
+- structured: a valid request for a served model (random rows, layout, datatypes, names, outputs,
+  parameters, flat or nested data, typed or raw gRPC contents) plus at most one mutation from a
+  catalogue, each with its own expectation; sometimes 2-4 stacked mutations (then ANY);
+- chaos: arbitrary JSON documents / arbitrary ModelInferRequest protos built from the V2 vocabulary;
+- raw text (REST only): malformed JSON, truncations, invalid UTF-8, deep nesting, 1e400, NaN.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Optional
+from urllib.parse import quote
+
+import numpy as np
+from hypothesis import strategies as st
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODELS_DIR = REPO_ROOT / "models"
+
+OK, REJECT, ANY = "ok", "reject", "any"
+
+NUMERIC: dict[str, np.dtype] = {
+    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
+    "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"), "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"),
+}  # fmt: skip
+V2_DATATYPES = tuple(NUMERIC) + ("BOOL", "BYTES")
+# datatype -> InferTensorContents field (FP16 has none: raw_input_contents only)
+GRPC_FIELD = {
+    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
+    "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
+    "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
+    "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+}  # fmt: skip
+GRPC_FIELDS = ("bool_contents", "int_contents", "int64_contents", "uint_contents",
+               "uint64_contents", "fp32_contents", "fp64_contents", "bytes_contents")
+PARAM_KINDS = ("bool_param", "int64_param", "string_param", "double_param", "uint64_param")
+# Parameter names something on the server reads: MLServer (content_type, headers) or the runtime.
+SPECIAL_PARAMS = ("content_type", "headers", "ood_flags", "pipeline_traceparent")
+MAX_ROWS = 10_000  # the shipped models' row cap (model-settings.json parameters.extra.max_rows)
+
+
+# ============================================================================================
+# The served models, from the repository (manifests and model-settings)
+# ============================================================================================
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    versions: tuple[str, ...]
+    default_version: str  # what a request naming no version gets
+    kind: str  # "regressor" | "classifier"
+    features: tuple[str, ...]
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return ("predict", "predict_proba") if self.kind == "classifier" else ("predict",)
+
+
+@lru_cache(maxsize=None)
+def models() -> dict[str, Model]:
+    found: dict[str, dict] = {}
+    for ms in sorted(MODELS_DIR.glob("*/*/model-settings.json")):
+        cfg = json.loads(ms.read_text())
+        manifest = json.loads((ms.parent / "manifest.json").read_text())
+        version = str(cfg.get("parameters", {}).get("version") or ms.parent.name)
+        entry = found.setdefault(cfg["name"], {"versions": [], "manifest": manifest})
+        entry["versions"].append(version)
+        assert tuple(manifest["feature_names"]) == tuple(entry["manifest"]["feature_names"]), ms
+    aliases: dict[str, str] = {}
+    top = REPO_ROOT / "model-settings.json"
+    if top.exists():  # the unversioned stable alias names the version directory it serves
+        cfg = json.loads(top.read_text())
+        aliases[cfg["name"]] = Path(cfg["parameters"]["uri"]).name
+    out = {}
+    for name, entry in found.items():
+        m = entry["manifest"]
+        versions = tuple(sorted(entry["versions"], key=lambda v: (len(v), v)))
+        out[name] = Model(
+            name=name,
+            versions=versions,
+            default_version=aliases.get(name, versions[-1]),
+            kind=m.get("kind", "regressor"),
+            features=tuple(m["feature_names"]),
+            low=tuple(float(v) for v in m["feature_ranges"]["min"]),
+            high=tuple(float(v) for v in m["feature_ranges"]["max"]),
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a request goes: a model name and an optional version, served or not."""
+
+    model: str
+    version: Optional[str]  # None: the request names no version
+
+    @property
+    def spec(self) -> Optional[Model]:
+        return models().get(self.model)
+
+    @property
+    def served(self) -> bool:
+        spec = self.spec
+        return spec is not None and (self.version is None or self.version in spec.versions)
+
+    @property
+    def resolved_version(self) -> Optional[str]:
+        spec = self.spec
+        if not self.served or spec is None:
+            return None
+        return self.version if self.version is not None else spec.default_version
+
+    def rest_path(self) -> str:
+        name = quote(self.model, safe="")
+        if self.version is None:
+            return f"/v2/models/{name}/infer"
+        return f"/v2/models/{name}/versions/{quote(self.version, safe='')}/infer"
+
+
+def served_targets() -> list[Target]:
+    out = []
+    for name, spec in models().items():
+        out.append(Target(name, None))
+        out.extend(Target(name, v) for v in spec.versions)
+    return out
+
+
+# ============================================================================================
+# Cases
+# ============================================================================================
+
+
+@dataclass
+class Case:
+    protocol: str
+    target: Target
+    expect: str
+    notes: tuple[str, ...]
+    # For OK cases: the float64 matrix the server must predict on, and the outputs it must return.
+    x: Optional[np.ndarray] = field(default=None, repr=False)
+    outputs: tuple[str, ...] = ()
+    # Whether the request asks for ood flags (then the response carries a parameter).
+    flags: bool = False
+
+
+@dataclass
+class RestCase(Case):
+    body: bytes = b""
+    content_type: Optional[str] = "application/json"
+
+    def __repr__(self) -> str:
+        text = self.body.decode("utf-8", errors="backslashreplace")
+        if len(text) > 4000:
+            text = text[:2000] + f"...<{len(text) - 4000} chars>..." + text[-2000:]
+        return (f"RestCase(expect={self.expect}, notes={list(self.notes)}, "
+                f"POST {self.target.rest_path()}, content_type={self.content_type!r}, "
+                f"body={text})")
+
+    def describe(self) -> str:
+        return repr(self)
+
+
+@dataclass
+class GrpcCase(Case):
+    request: Any = None  # tritonclient.grpc.service_pb2.ModelInferRequest
+
+    def __repr__(self) -> str:
+        from google.protobuf import text_format
+
+        text = text_format.MessageToString(self.request, as_one_line=True, as_utf8=False)
+        if len(text) > 4000:
+            text = text[:2000] + f"...<{len(text) - 4000} chars>..." + text[-2000:]
+        return f"GrpcCase(expect={self.expect}, notes={list(self.notes)}, request={{{text}}})"
+
+    def describe(self) -> str:
+        return repr(self)
+
+
+def _pb():
+    from tritonclient.grpc import service_pb2
+
+    return service_pb2
+
+
+# ============================================================================================
+# JSON text with tokens the json module will not write (NaN, 1e400, deep nesting, ...)
+# ============================================================================================
+
+
+class Raw(str):
+    """A JSON token written verbatim."""
+
+
+def dumps(obj: Any) -> str:
+    if isinstance(obj, Raw):
+        return str(obj)
+    if obj is None:
+        return "null"
+    if obj is True:
+        return "true"
+    if obj is False:
+        return "false"
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, int):
+        return str(obj)
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return "NaN"
+        if math.isinf(obj):
+            return "Infinity" if obj > 0 else "-Infinity"
+        return repr(obj)
+    if isinstance(obj, str):
+        return json.dumps(obj)  # ensure_ascii: lone surrogates become \udxxx escapes
+    if isinstance(obj, (list, tuple)):
+        return "[" + ",".join(dumps(v) for v in obj) + "]"
+    if isinstance(obj, dict):
+        return "{" + ",".join(dumps(str(k)) + ":" + dumps(v) for k, v in obj.items()) + "}"
+    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+# ============================================================================================
+# Building blocks
+# ============================================================================================
+
+# Text that is valid UTF-8 (protobuf strings must be) and valid in JSON after escaping.
+SAFE_CHARS = st.characters(exclude_categories=("Cs",))
+names = st.text(SAFE_CHARS, max_size=12)
+small_text = st.text(SAFE_CHARS, max_size=20)
+# gRPC request ids are printable ASCII here: MLServer echoes the id as trailing metadata, and any
+# other character makes the call hang until the client's deadline (a known server bug with its own
+# xfail test in test_regressions.py; generating it here would cost a deadline per example).
+grpc_ids = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20)
+
+
+@lru_cache(maxsize=None)
+def unknown_datatype() -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.sampled_from(["FP128", "fp64", "Fp32", "INT128", "UINT", "FLOAT", "float64", "",
+                         " FP64", "FP64 ", "STRING", "BF16", "TYPE_FP64", "int"]),
+        small_text,
+    ).filter(lambda s: s not in V2_DATATYPES)
+
+
+@lru_cache(maxsize=None)
+def valid_scalar(datatype: str) -> st.SearchStrategy:
+    """A value exactly representable in the datatype, small enough that outputs stay finite."""
+    dtype = NUMERIC[datatype]
+    if dtype.kind == "f":
+        width = dtype.itemsize * 8
+        tiny = float(np.finfo(dtype).smallest_subnormal)
+        return st.one_of(
+            st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False, width=width),
+            st.sampled_from([0.0, -0.0, tiny, -tiny, 1.0, -1.0]),
+        )
+    info = np.iinfo(dtype)
+    return st.integers(int(info.min), int(info.max))
+
+
+def _base_matrix(draw, model: Model, n: int) -> np.ndarray:
+    """float64 [n, F] inside the training ranges, from a drawn seed (cheap, deterministic)."""
+    seed = draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    return rng.uniform(np.asarray(model.low), np.asarray(model.high), size=(n, len(model.features)))
+
+
+def _as_dtype(col: np.ndarray, datatype: str) -> np.ndarray:
+    dtype = NUMERIC[datatype]
+    if dtype.kind == "f":
+        return col.astype(dtype)
+    info = np.iinfo(dtype)
+    if dtype.kind == "u":
+        col = np.abs(col)
+    return np.clip(np.rint(col), info.min, info.max).astype(dtype)
+
+
+@dataclass
+class Tensor:
+    """A valid input tensor before it is written in either protocol."""
+
+    name: str
+    datatype: str
+    values: np.ndarray  # of NUMERIC[datatype], shape [n, F] (matrix) or [n] (column)
+
+    @property
+    def shape(self) -> list[int]:
+        return list(self.values.shape)
+
+
+@dataclass
+class ValidRequest:
+    target: Target
+    layout: str  # "matrix" | "columns"
+    tensors: list[Tensor]
+    outputs: Optional[list[str]]  # None: no outputs key / field
+    ood_flags: Optional[bool]
+    extra_params: dict[str, Any]
+
+    @property
+    def model(self) -> Model:
+        spec = self.target.spec
+        assert spec is not None
+        return spec
+
+    def matrix(self) -> np.ndarray:
+        """float64 [n, F] as the server must see it (features in manifest order)."""
+        if self.layout == "matrix":
+            return self.tensors[0].values.astype(np.float64)
+        by_name = {t.name: t.values for t in self.tensors}
+        return np.column_stack([by_name[f].astype(np.float64) for f in self.model.features])
+
+    def expected_outputs(self) -> tuple[str, ...]:
+        if not self.outputs:
+            return ("predict",)
+        return tuple(dict.fromkeys(self.outputs))
+
+
+_DATATYPE = st.sampled_from(tuple(NUMERIC))
+_EXTRA_PARAMS = st.dictionaries(
+    names.filter(lambda k: k not in SPECIAL_PARAMS),
+    st.one_of(small_text, st.integers(-(2**63), 2**63 - 1), st.booleans(),
+              st.floats(allow_nan=False, allow_infinity=False)),
+    max_size=2,
+)
+_OOD = st.sampled_from((None, None, True, False))
+
+
+@st.composite
+def valid_requests(draw, protocol: str, max_rows: int = 5) -> ValidRequest:
+    target = draw(st.sampled_from(tuple(served_targets())))
+    model = target.spec
+    assert model is not None
+    n = draw(st.integers(1, max_rows))
+    base = _base_matrix(draw, model, n)
+    layout = draw(st.sampled_from(("matrix", "columns")))
+    F = len(model.features)
+    first = draw(_DATATYPE)
+    # Per-column datatypes and column order come from a seeded generator: a handful of draws
+    # instead of ~2F (breast-cancer has 30 features), at the price of coarser shrinking.
+    mix = "same" if layout == "matrix" else draw(st.sampled_from(("same", "mixed")))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    if mix == "same":
+        datatypes = [first] * F
+    else:
+        datatypes = [first] + [str(d) for d in rng.choice(tuple(NUMERIC), size=F - 1)]
+    cols = [_as_dtype(base[:, j], datatypes[j]) for j in range(F)]
+    # A few cells overridden with values drawn by hypothesis (shrinkable; hits -0.0, extremes).
+    for _ in range(draw(st.integers(0, 3))):
+        r, c = draw(st.integers(0, n - 1)), draw(st.integers(0, F - 1))
+        cols[c] = cols[c].copy()
+        cols[c][r] = draw(valid_scalar(datatypes[c]))
+    if layout == "matrix":
+        values = np.column_stack(cols).astype(NUMERIC[datatypes[0]])
+        tensors = [Tensor(draw(names), datatypes[0], values)]
+    else:
+        order = draw(st.sampled_from(("manifest", "reversed", "shuffled")))
+        index = list(range(F))
+        if order == "reversed":
+            index.reverse()
+        elif order == "shuffled":
+            rng.shuffle(index)
+        tensors = [Tensor(model.features[j], datatypes[j], cols[j]) for j in index]
+    outputs = draw(st.one_of(st.none(), st.lists(st.sampled_from(model.outputs), max_size=3)))
+    ood = draw(_OOD)
+    extra = draw(_EXTRA_PARAMS)
+    return ValidRequest(target, layout, tensors, outputs, ood, extra)
+
+
+# ============================================================================================
+# REST
+# ============================================================================================
+
+
+@dataclass
+class RestDraft:
+    """A REST body as JSON objects, mutable by the mutation catalogue."""
+
+    valid: ValidRequest
+    target: Target
+    body: dict
+    nested: bool  # matrix data written as rows
+    content_type: Optional[str] = "application/json"
+    raw: Optional[bytes] = None  # when set, sent instead of the body
+    x_overrides: list = field(default_factory=list)
+
+    @property
+    def F(self) -> int:
+        return len(self.valid.model.features)
+
+    @property
+    def n(self) -> int:
+        return self.valid.tensors[0].values.shape[0]
+
+    def encode(self) -> bytes:
+        return self.raw if self.raw is not None else dumps(self.body).encode("utf-8")
+
+
+def _rest_draft(draw, valid: ValidRequest) -> RestDraft:
+    nested = draw(st.booleans())
+    inputs = []
+    for t in valid.tensors:
+        if valid.layout == "matrix":
+            data = t.values.tolist() if nested else t.values.ravel().tolist()
+        else:
+            data = t.values.tolist()
+        inputs.append({"name": t.name, "shape": t.shape, "datatype": t.datatype, "data": data})
+    body: dict[str, Any] = {"inputs": inputs}
+    if draw(st.booleans()):
+        body["id"] = draw(small_text)
+    params = dict(valid.extra_params)
+    if valid.ood_flags is not None:
+        params["ood_flags"] = valid.ood_flags
+    if params or draw(st.booleans()):
+        body["parameters"] = params
+    if valid.outputs is not None:
+        body["outputs"] = [{"name": o} for o in valid.outputs]
+    return RestDraft(valid, valid.target, body, nested)
+
+
+@lru_cache(maxsize=None)
+def json_values(max_leaves: int = 20) -> st.SearchStrategy:
+    scalars = st.one_of(
+        st.none(), st.booleans(), st.integers(), st.floats(), small_text,
+        st.sampled_from(list(V2_DATATYPES) + ["predict", "predict_proba", "X", "age", "inputs"]),
+        st.sampled_from([Raw("1e400"), Raw("-1e400"), Raw("-0.0"), Raw("1E+999"), Raw("NaN"),
+                         Raw("5e-324"), Raw("1e-400"), Raw(str(2**64)), Raw(str(-(2**63) - 1)),
+                         Raw("123456789012345678901234567890")]),
+    )
+    keys = st.one_of(
+        st.sampled_from(["name", "shape", "datatype", "data", "parameters", "inputs", "outputs",
+                         "id", "content_type", "headers", "ood_flags", "pipeline_traceparent"]),
+        names,
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: st.one_of(st.lists(inner, max_size=5),
+                                st.dictionaries(keys, inner, max_size=4)),
+        max_leaves=max_leaves,
+    )
+
+
+def _cell_path(draft: RestDraft, draw) -> tuple[dict, Callable[[Any], None], int, int]:
+    """A random cell of the valid data: (its tensor, a setter, row, column index)."""
+    v = draft.valid
+    r = draw(st.integers(0, draft.n - 1))
+    if v.layout == "matrix":
+        t = draft.body["inputs"][0]
+        c = draw(st.integers(0, draft.F - 1))
+        if draft.nested:
+            def setter(value, t=t, r=r, c=c):
+                t["data"][r][c] = value
+        else:
+            def setter(value, t=t, r=r, c=c):
+                t["data"][r * draft.F + c] = value
+        return t, setter, r, c
+    i = draw(st.integers(0, len(draft.body["inputs"]) - 1))
+    t = draft.body["inputs"][i]
+
+    def setter(value, t=t, r=r):
+        t["data"][r] = value
+
+    return t, setter, r, v.model.features.index(t["name"])
+
+
+def _bad_value_for(datatype: str, draw) -> Any:
+    """A number outside the datatype's range (with margin: 64-bit checks go through float64)."""
+    dtype = NUMERIC[datatype]
+    if dtype.kind == "f":
+        limit = float(np.finfo(dtype).max)
+        if datatype == "FP64":
+            return Raw(draw(st.sampled_from(["1e400", "-1e400", "1e309"])))
+        return draw(st.sampled_from([limit * 2, -limit * 2, limit * 1.5]))
+    info = np.iinfo(dtype)
+    if dtype.itemsize == 8:
+        return draw(st.sampled_from([2**65, -(2**64), 2**70] if dtype.kind == "i" else [2**65, -1, -(2**40)]))
+    return draw(st.sampled_from([int(info.max) + 1, int(info.min) - 1, int(info.max) * 4 + 3]))
+
+
+# ---- the REST mutation catalogue: each returns (expectation, note) ---------------------------
+
+
+def m_cell_special(draft: RestDraft, draw):
+    t, setter, r, c = _cell_path(draft, draw)
+    kind = draw(st.sampled_from(["nan", "inf", "null", "string", "list", "empty-list", "object",
+                                 "bool", "neg-zero", "out-of-range", "fraction", "huge-finite",
+                                 "subnormal", "big-int-token", "exp-float"]))
+    dtype = NUMERIC[t["datatype"]]
+    if kind == "nan":
+        setter(Raw(draw(st.sampled_from(["NaN", "nan", "-NaN"]))))
+        return REJECT, "cell NaN literal"
+    if kind == "inf":
+        setter(Raw(draw(st.sampled_from(["Infinity", "-Infinity", "inf", "1e400", "-1e400"]))))
+        return REJECT, "cell Infinity / 1e400"
+    if kind == "null":
+        setter(None)
+        return REJECT, "cell null"
+    if kind == "string":
+        setter(draw(st.one_of(small_text, st.sampled_from(["1.0", "0", "NaN", ""]))))
+        return REJECT, "cell string"
+    if kind == "list":
+        setter(draw(st.lists(st.floats(-1, 1), min_size=1, max_size=3)))
+        return REJECT, "cell list"
+    if kind == "empty-list":
+        setter([])
+        return REJECT, "cell []"
+    if kind == "object":
+        setter(draw(st.dictionaries(names, st.integers(), max_size=2)))
+        return REJECT, "cell object"
+    if kind == "bool":
+        setter(draw(st.booleans()))
+        return ANY, "cell boolean (contract unclear: see test_regressions)"
+    if kind == "neg-zero":
+        setter(-0.0 if dtype.kind == "f" else Raw("-0"))
+        _set_valid_cell(draft, r, c, 0.0)
+        return OK, "cell -0.0"
+    if kind == "out-of-range":
+        setter(_bad_value_for(t["datatype"], draw))
+        return REJECT, f"cell out of range for {t['datatype']}"
+    if kind == "fraction":
+        if dtype.kind == "f":
+            setter(0.5)
+            _set_valid_cell(draft, r, c, 0.5)
+            return OK, "cell 0.5"
+        setter(draw(st.sampled_from([0.5, -1.25, 3.000001])))
+        return REJECT, f"cell fraction for {t['datatype']}"
+    if kind == "huge-finite":
+        setter(draw(st.sampled_from([1e300, -1e300, 1.7976931348623157e308, 1e38, 2.0**64])))
+        return ANY, "cell huge finite value (outputs may overflow)"
+    if kind == "subnormal":
+        token = draw(st.sampled_from(["5e-324", "1e-400", "-1e-400", "4.9e-324"]))
+        setter(Raw(token))
+        if dtype.kind != "f":
+            return ANY, "cell subnormal/underflow for an integer datatype"
+        _set_valid_cell(draft, r, c, float(token))
+        return OK, "cell subnormal/underflow"
+    if kind == "big-int-token":
+        setter(Raw(draw(st.sampled_from([str(10**30), str(-(10**30)), str(2**64), "1" + "0" * 400]))))
+        return ANY, "cell integer beyond 64 bits"
+    setter(Raw(draw(st.sampled_from(["1E2", "1e+2", "-0e0", "0.0e-0"]))))
+    return ANY, "cell exponent notation"
+
+
+def _set_valid_cell(draft: RestDraft, r: int, c: int, value: float) -> None:
+    """Record an intended numeric change of a cell (row, feature index) in the OK oracle (x)."""
+    draft.x_overrides.append((r, c, value))
+
+
+def m_shape(draft: RestDraft, draw):
+    t = draw(st.sampled_from(draft.body["inputs"]))
+    old = list(t["shape"])
+    new = draw(st.one_of(
+        st.lists(st.integers(-3, 12), max_size=4),
+        st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=3),
+        st.just([MAX_ROWS + 1] + old[1:]),
+        st.just([0] + old[1:]),
+        st.just([-1] + old[1:]),
+        st.just(old + [1]),
+        st.just(old[::-1]),
+    ))
+    if new == old:
+        return OK, "shape unchanged"
+    t["shape"] = new
+    return REJECT, "shape changed"
+
+
+def m_shape_types(draft: RestDraft, draw):
+    t = draw(st.sampled_from(draft.body["inputs"]))
+    i = draw(st.integers(0, len(t["shape"]) - 1))
+    choice = draw(st.sampled_from(["bad", "bad", "bad", "lax"]))
+    if choice == "lax":
+        # pydantic's lax mode reads "2", 2.0 and true as integers: fine if they equal the dimension
+        t["shape"][i] = draw(st.sampled_from([str(t["shape"][i]), float(t["shape"][i])]))
+        return ANY, "shape element a numeric string / integral float"
+    bad = draw(st.sampled_from([1.5, "x", "", None, [], {}, Raw("1e400"), Raw(str(2**70)), -0.5,
+                                Raw("NaN")]))
+    t["shape"][i] = bad
+    return REJECT, "shape element not an integer"
+
+
+def m_shape_not_list(draft: RestDraft, draw):
+    t = draw(st.sampled_from(draft.body["inputs"]))
+    t["shape"] = draw(st.one_of(st.integers(), small_text, st.none(), st.just({})))
+    return REJECT, "shape not a list"
+
+
+def m_datatype(draft: RestDraft, draw):
+    t = draw(st.sampled_from(draft.body["inputs"]))
+    choice = draw(st.sampled_from(["numeric", "bool-bytes", "unknown", "not-a-string"]))
+    if choice == "numeric":
+        t["datatype"] = draw(st.sampled_from(list(NUMERIC)))
+        return ANY, "datatype changed to another numeric type"
+    if choice == "bool-bytes":
+        t["datatype"] = draw(st.sampled_from(["BOOL", "BYTES"]))
+        return REJECT, "datatype BOOL/BYTES"
+    if choice == "unknown":
+        t["datatype"] = draw(unknown_datatype())
+        return REJECT, "unknown datatype"
+    t["datatype"] = draw(st.one_of(st.integers(), st.none(), st.just([]), st.just({})))
+    return REJECT, "datatype not a string"
+
+
+def m_names(draft: RestDraft, draw):
+    v = draft.valid
+    inputs = draft.body["inputs"]
+    if v.layout == "matrix":
+        choice = draw(st.sampled_from(["rename", "not-a-string", "surrogate"]))
+        if choice == "rename":
+            inputs[0]["name"] = draw(names)
+            return OK, "matrix renamed"
+        if choice == "surrogate":
+            inputs[0]["name"] = "X\ud800"
+            return REJECT, "name with a lone surrogate"
+        inputs[0]["name"] = draw(st.one_of(st.integers(), st.none(), st.just([])))
+        return REJECT, "name not a string"
+    choice = draw(st.sampled_from(["unknown", "duplicate", "drop", "extra", "not-a-string"]))
+    i = draw(st.integers(0, len(inputs) - 1))
+    if choice == "unknown":
+        inputs[i]["name"] = draw(names.filter(lambda s: s not in v.model.features))
+        return REJECT, "column renamed to an unknown feature"
+    if choice == "duplicate":
+        inputs.append(dict(inputs[i]))
+        return REJECT, "column duplicated"
+    if choice == "drop":
+        inputs.pop(i)
+        return REJECT, "column dropped"
+    if choice == "extra":
+        inputs.append({**inputs[i], "name": draw(names.filter(lambda s: s not in v.model.features))})
+        return REJECT, "extra unknown column"
+    inputs[i]["name"] = draw(st.one_of(st.integers(), st.none(), st.just({})))
+    return REJECT, "column name not a string"
+
+
+def m_data_container(draft: RestDraft, draw):
+    t = draw(st.sampled_from(draft.body["inputs"]))
+    choice = draw(st.sampled_from(["scalar", "string", "null", "object", "wrap", "deep",
+                                   "drop-value", "add-value", "drop-row", "add-row", "missing"]))
+    data = t["data"]
+    if choice == "scalar":
+        t["data"] = draw(st.one_of(st.integers(-5, 5), st.floats(-5, 5)))
+        if math.prod(t["shape"]) == 1:  # one value for a one-value tensor: lenient, not wrong
+            return ANY, "data a scalar for a single value"
+        return REJECT, "data a scalar"
+    if choice == "string":
+        t["data"] = draw(small_text)
+        return REJECT, "data a string"
+    if choice == "null":
+        t["data"] = None
+        return REJECT, "data null"
+    if choice == "object":
+        t["data"] = draw(st.dictionaries(names, st.integers(), max_size=3))
+        return REJECT, "data an object"
+    if choice == "wrap":
+        t["data"] = [data]
+        if draft.valid.layout == "matrix" and not draft.nested and draft.n == 1:
+            return OK, "flat data of one row wrapped: the nested form"
+        return REJECT, "data wrapped in one more list"
+    if choice == "deep":
+        depth = draw(st.sampled_from([3, 10, 64, 200, 600, 5000]))
+        t["data"] = Raw("[" * depth + "1" + "]" * depth)
+        return REJECT, f"data nested {depth} deep"
+    if choice == "missing":
+        del t["data"]
+        return REJECT, "data missing"
+    nested_rows = isinstance(data[0], list)
+    if choice in ("drop-value", "add-value"):
+        row = data[draw(st.integers(0, len(data) - 1))] if nested_rows else data
+        if choice == "drop-value":
+            row.pop()
+        else:
+            row.append(draw(st.floats(-1, 1)))
+        return REJECT, f"data {choice}"
+    if choice == "drop-row":
+        if nested_rows:
+            data.pop()
+        else:
+            del data[-(len(data) // draft.n):]
+        return REJECT, "data row dropped"
+    data.append(list(data[0]) if nested_rows else data[0])
+    return REJECT, "data row added"
+
+
+def m_outputs(draft: RestDraft, draw):
+    model = draft.valid.model
+    choice = draw(st.sampled_from(["unknown", "proba-on-regressor", "not-a-list", "bad-entry",
+                                   "name-not-string", "params"]))
+    if choice == "proba-on-regressor" and model.kind == "regressor":
+        draft.body["outputs"] = [{"name": "predict_proba"}]
+        return REJECT, "predict_proba from a regressor"
+    if choice in ("unknown", "proba-on-regressor"):
+        bad = draw(names.filter(lambda s: s not in model.outputs))
+        draft.body["outputs"] = [{"name": o} for o in model.outputs[:1]] + [{"name": bad}]
+        return REJECT, "unknown output"
+    if choice == "not-a-list":
+        draft.body["outputs"] = draw(st.one_of(small_text, st.integers(), st.just({"name": "predict"})))
+        return REJECT, "outputs not a list"
+    if choice == "bad-entry":
+        draft.body["outputs"] = [draw(st.one_of(small_text, st.integers(), st.none(), st.just([])))]
+        return REJECT, "outputs entry not an object"
+    if choice == "name-not-string":
+        draft.body["outputs"] = [{"name": draw(st.one_of(st.integers(), st.none(), st.just([])))}]
+        return REJECT, "output name not a string"
+    draft.body["outputs"] = [{"name": "predict", "parameters": draw(json_values(8))}]
+    return ANY, "output parameters random"
+
+
+def m_parameters(draft: RestDraft, draw):
+    where = draw(st.sampled_from(["request", "input", "output"]))
+    if where == "request":
+        holder = draft.body
+    elif where == "input":
+        holder = draw(st.sampled_from(draft.body["inputs"]))
+    else:
+        holder = draft.body.setdefault("outputs", [{"name": "predict"}])
+        if not holder:
+            holder.append({"name": "predict"})
+        holder = holder[0]
+    choice = draw(st.sampled_from(["special", "random", "not-an-object"]))
+    if choice == "not-an-object":
+        holder["parameters"] = draw(st.one_of(st.integers(), small_text, st.just([]), st.none()))
+        return ANY, f"{where} parameters not an object"
+    params = holder.setdefault("parameters", {})
+    if not isinstance(params, dict):
+        params = holder["parameters"] = {}
+    if choice == "random":
+        params.update(draw(st.dictionaries(names, json_values(8), min_size=1, max_size=3)))
+        return ANY, f"{where} parameters random"
+    key = draw(st.sampled_from(SPECIAL_PARAMS))
+    value = draw(json_values(6))
+    params[key] = value
+    if where == "request" and key == "ood_flags" and value is not None and not isinstance(value, bool):
+        return REJECT, "ood_flags not a boolean"
+    if key == "content_type" and value is not None and not isinstance(value, str):
+        return REJECT, f"{where} content_type not a string"
+    if key == "headers" and value is not None and not isinstance(value, dict):
+        return REJECT, f"{where} headers not an object"
+    return ANY, f"{where} parameter {key} random"
+
+
+def m_target(draft: RestDraft, draw):
+    spec = draft.valid.model
+    choice = draw(st.sampled_from(["unknown-model", "unknown-version", "other-model"]))
+    if choice == "unknown-model":
+        name = draw(st.one_of(names, st.sampled_from(["Diabetes", "diabetes ", "diabetes/1", "..",
+                                                       "%2e%2e", "breast_cancer"])))
+        draft.target = Target(name, draw(st.sampled_from([None, "1", "2"])))
+        return (ANY if draft.target.served else REJECT), "unknown model"
+    if choice == "unknown-version":
+        version = draw(st.one_of(st.sampled_from(["0", "3", "01", "1.0", "v1", "-1", " 1", "latest"]),
+                                 names.filter(lambda s: s != "")))
+        draft.target = Target(spec.name, version)
+        return (OK if draft.target.served else REJECT), "version changed"
+    other = [t for t in served_targets() if t.model != spec.name]
+    draft.target = draw(st.sampled_from(other))
+    return REJECT, "request for another model's features"
+
+
+def m_top_level(draft: RestDraft, draw):
+    choice = draw(st.sampled_from(["id-not-string", "unknown-key", "inputs-missing", "inputs-empty",
+                                   "inputs-not-list", "input-not-object", "field-missing",
+                                   "body-not-object", "content-type"]))
+    b = draft.body
+    if choice == "id-not-string":
+        b["id"] = draw(st.one_of(st.integers(), st.none(), st.just([]), st.just({})))
+        return (ANY if b["id"] is None else REJECT), "id not a string"
+    if choice == "unknown-key":
+        b[draw(names.filter(lambda k: k not in ("inputs", "outputs", "parameters", "id")))] = \
+            draw(json_values(6))
+        return ANY, "unknown top-level key"
+    if choice == "inputs-missing":
+        del b["inputs"]
+        return REJECT, "inputs missing"
+    if choice == "inputs-empty":
+        b["inputs"] = []
+        return REJECT, "inputs empty"
+    if choice == "inputs-not-list":
+        b["inputs"] = draw(st.one_of(st.just(b["inputs"][0]), small_text, st.integers(), st.none()))
+        return REJECT, "inputs not a list"
+    if choice == "input-not-object":
+        b["inputs"][0] = draw(st.one_of(small_text, st.integers(), st.none(), st.just([])))
+        return REJECT, "input entry not an object"
+    if choice == "field-missing":
+        del b["inputs"][0][draw(st.sampled_from(["name", "shape", "datatype", "data"]))]
+        return REJECT, "input field missing"
+    if choice == "body-not-object":
+        draft.body = draw(st.one_of(st.just(b["inputs"]), st.just([b]), small_text, st.integers(),
+                                    st.none()))
+        return REJECT, "body not an object"
+    draft.content_type = draw(st.sampled_from([None, "text/plain", "application/x-www-form-urlencoded",
+                                               "application/json; charset=utf-8", "application/octet-stream",
+                                               "multipart/form-data"]))
+    return ANY, f"content-type {draft.content_type}"
+
+
+REST_MUTATIONS = [m_cell_special, m_shape, m_shape_types, m_shape_not_list, m_datatype, m_names,
+                  m_data_container, m_outputs, m_parameters, m_target, m_top_level]
+
+
+def _rest_case_from(draft: RestDraft, expect: str, notes: list[str], valid: ValidRequest) -> RestCase:
+    x, outputs = None, ()
+    if expect == OK:
+        x = valid.matrix()
+        for r, c, value in draft.x_overrides:
+            x[r, c] = value
+        outputs = valid.expected_outputs()
+    return RestCase(
+        protocol="rest", target=draft.target, expect=expect, notes=tuple(notes), x=x,
+        outputs=outputs, flags=bool(valid.ood_flags), body=draft.encode(),
+        content_type=draft.content_type,
+    )
+
+
+@st.composite
+def rest_structured(draw) -> RestCase:
+    valid = draw(valid_requests("rest"))
+    draft = _rest_draft(draw, valid)
+    mode = draw(st.sampled_from(("valid", "one", "one", "one", "one", "stacked")))
+    notes: list[str] = []
+    expect = OK
+    if mode == "one":
+        mutation = draw(st.sampled_from(tuple(REST_MUTATIONS)))
+        expect, note = mutation(draft, draw)
+        notes.append(note)
+    elif mode == "stacked":
+        for mutation in draw(st.lists(st.sampled_from(tuple(REST_MUTATIONS)), min_size=2, max_size=4)):
+            try:
+                _, note = mutation(draft, draw)
+            except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+                note = f"{mutation.__name__} not applicable"  # an earlier mutation broke its path
+            notes.append(note)
+        expect = ANY
+    return _rest_case_from(draft, expect, notes, valid)
+
+
+@st.composite
+def rest_chaos(draw) -> RestCase:
+    """Arbitrary JSON shaped like a V2 request (or not) to any target."""
+    target = draw(st.one_of(st.sampled_from(served_targets()), st.builds(Target, names, st.none())))
+    tensor = st.fixed_dictionaries(
+        {},
+        optional={
+            "name": st.one_of(names, json_values(4)),
+            "shape": st.one_of(st.lists(st.integers(-3, 40), max_size=4),
+                               st.lists(st.integers(), max_size=3), json_values(4)),
+            "datatype": st.one_of(st.sampled_from(V2_DATATYPES), unknown_datatype(), json_values(2)),
+            "data": json_values(30),
+            "parameters": st.one_of(st.dictionaries(
+                st.one_of(st.sampled_from(SPECIAL_PARAMS), names), json_values(4), max_size=3),
+                json_values(3)),
+        },
+    )
+    body = draw(st.one_of(
+        st.fixed_dictionaries({"inputs": st.lists(tensor, max_size=4)},
+                              optional={"outputs": json_values(6), "parameters": json_values(6),
+                                        "id": json_values(2)}),
+        json_values(25),
+    ))
+    return RestCase(protocol="rest", target=target, expect=ANY, notes=("chaos json",),
+                    body=dumps(body).encode("utf-8"))
+
+
+@st.composite
+def rest_raw_text(draw) -> RestCase:
+    """Malformed bodies: truncated or corrupted valid JSON, random bytes, odd tokens."""
+    valid = draw(valid_requests("rest", max_rows=2))
+    draft = _rest_draft(draw, valid)
+    text = dumps(draft.body).encode("utf-8")
+    choice = draw(st.sampled_from(["truncate", "insert", "replace", "binary", "invalid-utf8",
+                                   "empty", "bom", "tokens", "trailing", "duplicate-key"]))
+    expect = REJECT
+    if choice == "truncate":
+        body = text[: draw(st.integers(0, len(text) - 1))]
+    elif choice == "insert":
+        i = draw(st.integers(0, len(text)))
+        body = text[:i] + draw(st.binary(min_size=1, max_size=4)) + text[i:]
+        expect = ANY
+    elif choice == "replace":
+        i = draw(st.integers(0, len(text) - 1))
+        body = text[:i] + draw(st.binary(min_size=1, max_size=1)) + text[i + 1:]
+        expect = ANY
+    elif choice == "binary":
+        body = draw(st.binary(max_size=200))
+    elif choice == "invalid-utf8":
+        i = draw(st.integers(0, len(text)))
+        body = text[:i] + draw(st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\x80"])) + text[i:]
+    elif choice == "empty":
+        body = draw(st.sampled_from([b"", b" ", b"\n", b"{}", b"[]", b"null", b"0", b'""']))
+    elif choice == "bom":
+        body = b"\xef\xbb\xbf" + text
+        expect = ANY
+    elif choice == "tokens":
+        body = draw(st.sampled_from([b"NaN", b"Infinity", b"1e400", b"{", b"}", b"[", b"{]",
+                                     b'{"inputs": [}', b'{"inputs": NaN}', b"{'inputs': []}",
+                                     b'{"inputs": [1,]}', b"\x00", b'{"inputs": [] "outputs": []}']))
+    elif choice == "trailing":
+        body = text + draw(st.sampled_from([b"}", b",", b"x", b"{}", b"\x00"]))
+    else:
+        body = b'{"inputs": [], ' + text[1:]  # the later "inputs" wins in most parsers
+        expect = ANY
+    return RestCase(protocol="rest", target=valid.target, expect=expect,
+                    notes=(f"raw text: {choice}",), body=body)
+
+
+@st.composite
+def _weighted(draw, *families: tuple[int, st.SearchStrategy]):
+    """Draw from one family, chosen with the given integer weights (shrinks to the first)."""
+    index = draw(st.sampled_from([i for i, (w, _) in enumerate(families) for _ in range(w)]))
+    return draw(families[index][1])
+
+
+@lru_cache(maxsize=None)
+def rest_cases() -> st.SearchStrategy[RestCase]:
+    return _weighted((3, rest_structured()), (1, rest_chaos()), (1, rest_raw_text()))
+
+
+# ============================================================================================
+# gRPC
+# ============================================================================================
+
+
+@dataclass
+class GrpcDraft:
+    valid: ValidRequest
+    target: Target
+    request: Any  # ModelInferRequest (mutable)
+    raw_mode: bool
+    x_overrides: list = field(default_factory=list)
+
+    @property
+    def F(self) -> int:
+        return len(self.valid.model.features)
+
+    @property
+    def n(self) -> int:
+        return self.valid.tensors[0].values.shape[0]
+
+
+def _set_param(params, key: str, kind: str, value: Any) -> None:
+    p = params[key]
+    setattr(p, kind, value)
+
+
+@lru_cache(maxsize=None)
+def param_values(kind: str) -> st.SearchStrategy:
+    return {
+        "bool_param": st.booleans(),
+        "int64_param": st.integers(-(2**63), 2**63 - 1),
+        "string_param": small_text,
+        "double_param": st.floats(),
+        "uint64_param": st.integers(0, 2**64 - 1),
+    }[kind]
+
+
+def _grpc_draft(draw, valid: ValidRequest) -> GrpcDraft:
+    pb = _pb()
+    raw_mode = draw(st.booleans()) or any(t.datatype == "FP16" for t in valid.tensors)
+    req = pb.ModelInferRequest(model_name=valid.target.model, model_version=valid.target.version or "")
+    if draw(st.booleans()):
+        req.id = draw(grpc_ids)
+    for t in valid.tensors:
+        tensor = req.inputs.add(name=t.name, datatype=t.datatype, shape=t.shape)
+        flat = t.values.ravel()
+        if raw_mode:
+            req.raw_input_contents.append(flat.astype(NUMERIC[t.datatype]).tobytes())
+        else:
+            getattr(tensor.contents, GRPC_FIELD[t.datatype]).extend(flat.tolist())
+    for key, value in valid.extra_params.items():
+        if isinstance(value, bool):
+            req.parameters[key].bool_param = value
+        elif isinstance(value, int):
+            req.parameters[key].int64_param = value
+        elif isinstance(value, float):
+            req.parameters[key].double_param = value
+        else:
+            req.parameters[key].string_param = value
+    if valid.ood_flags is not None:
+        req.parameters["ood_flags"].bool_param = valid.ood_flags
+    for o in valid.outputs or ():
+        req.outputs.add(name=o)
+    return GrpcDraft(valid, valid.target, req, raw_mode)
+
+
+def _raw_index(draft: GrpcDraft, tensor_index: int) -> int:
+    return sum(1 for t in draft.request.inputs[:tensor_index] if not t.HasField("contents"))
+
+
+def g_cell_special(draft: GrpcDraft, draw):
+    v = draft.valid
+    i = draw(st.integers(0, len(draft.request.inputs) - 1))
+    t = draft.request.inputs[i]
+    r = draw(st.integers(0, draft.n - 1))
+    width = draft.F if v.layout == "matrix" else 1
+    c = draw(st.integers(0, width - 1))
+    flat = r * width + c
+    col = c if v.layout == "matrix" else v.model.features.index(t.name)
+    dtype = NUMERIC[t.datatype]
+    kinds = ["neg-zero", "out-of-range"] + (["nan", "inf", "huge-finite", "subnormal"] if dtype.kind == "f" else [])
+    kind = draw(st.sampled_from(kinds))
+    if kind == "nan":
+        value = draw(st.sampled_from([float("nan"), -float("nan")]))
+        expect, note = REJECT, "cell NaN"
+    elif kind == "inf":
+        value = draw(st.sampled_from([float("inf"), -float("inf")]))
+        expect, note = REJECT, "cell Inf"
+    elif kind == "neg-zero":
+        value, expect, note = (-0.0 if dtype.kind == "f" else 0), OK, "cell -0.0"
+        draft.x_overrides.append((r, col, 0.0))
+    elif kind == "huge-finite":
+        value = float(np.finfo(dtype).max) * draw(st.sampled_from([1.0, -1.0, 0.5]))
+        expect, note = ANY, "cell huge finite (outputs may overflow)"
+    elif kind == "subnormal":
+        value = float(np.finfo(dtype).smallest_subnormal) * draw(st.sampled_from([1, -1, 3]))
+        expect, note = OK, "cell subnormal"
+        draft.x_overrides.append((r, col, value))
+    else:  # out-of-range: only expressible for narrow integer types in typed contents, or raw
+        if dtype.kind == "f" or dtype.itemsize >= 4:
+            return ANY, "cell out-of-range not expressible for this datatype"
+        info = np.iinfo(dtype)
+        if dtype.kind == "u":
+            value = draw(st.sampled_from([int(info.max) + 1, 2**32 - 1]))
+        else:
+            value = draw(st.sampled_from([int(info.max) + 1, int(info.min) - 1, 2**31 - 1]))
+        if draft.raw_mode or not t.HasField("contents"):
+            return ANY, "cell out-of-range not expressible in raw bytes"
+        expect, note = REJECT, f"cell out of range for {t.datatype}"
+    if t.HasField("contents"):
+        getattr(t.contents, GRPC_FIELD[t.datatype])[flat] = value
+    else:
+        k = _raw_index(draft, i)
+        buf = bytearray(draft.request.raw_input_contents[k])
+        size = dtype.itemsize
+        buf[flat * size:(flat + 1) * size] = np.asarray([value]).astype(dtype).tobytes()
+        draft.request.raw_input_contents[k] = bytes(buf)
+    return expect, note
+
+
+def g_shape(draft: GrpcDraft, draw):
+    t = draw(st.sampled_from(list(draft.request.inputs)))
+    old = list(t.shape)
+    new = draw(st.one_of(
+        st.lists(st.integers(-3, 12), max_size=4),
+        st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=3),
+        st.just([MAX_ROWS + 1] + old[1:]),
+        st.just([0] + old[1:]),
+        st.just([-1] + old[1:]),
+        st.just([2**62, 2**62]),
+        st.just(old + [1]),
+        st.just(old[::-1]),
+    ))
+    if new == old:
+        return OK, "shape unchanged"
+    del t.shape[:]
+    t.shape.extend(new)
+    return REJECT, "shape changed"
+
+
+def g_datatype(draft: GrpcDraft, draw):
+    t = draw(st.sampled_from(list(draft.request.inputs)))
+    choice = draw(st.sampled_from(["numeric", "bool-bytes", "unknown"]))
+    if choice == "numeric":
+        t.datatype = draw(st.sampled_from(list(NUMERIC)))
+        return ANY, "datatype changed to another numeric type"
+    t.datatype = draw(st.sampled_from(["BOOL", "BYTES"])) if choice == "bool-bytes" else draw(unknown_datatype())
+    return REJECT, f"datatype {t.datatype!r}"
+
+
+def g_contents(draft: GrpcDraft, draw):
+    req = draft.request
+    i = draw(st.integers(0, len(req.inputs) - 1))
+    t = req.inputs[i]
+    choice = draw(st.sampled_from(["other-field", "second-field", "bytes", "clear", "raw-length",
+                                   "extra-raw", "drop-raw", "raw-and-typed", "to-raw", "to-typed"]))
+    n_values = int(np.prod(list(t.shape))) if t.shape else 0
+    if choice == "other-field" and t.HasField("contents"):
+        old = GRPC_FIELD.get(t.datatype)
+        values = list(getattr(t.contents, old))
+        t.ClearField("contents")
+        new = draw(st.sampled_from([f for f in GRPC_FIELDS if f not in (old, "bytes_contents", "bool_contents")]))
+        getattr(t.contents, new).extend(_coerce_for_field(new, values))
+        return ANY, f"values in {new} instead of {old}"
+    if choice == "second-field" and t.HasField("contents"):
+        new = draw(st.sampled_from(GRPC_FIELDS))
+        getattr(t.contents, new).extend(draw(_field_values(new, max_size=n_values + 2)))
+        return ANY, f"values also in {new}"
+    if choice == "bytes":
+        if t.HasField("contents"):
+            t.ClearField("contents")
+        elif req.raw_input_contents:
+            del req.raw_input_contents[_raw_index(draft, i)]
+        t.contents.bytes_contents.extend(draw(st.lists(st.binary(max_size=8), min_size=1, max_size=max(n_values, 1))))
+        return REJECT, "bytes_contents for a numeric datatype"
+    if choice == "clear" and t.HasField("contents"):
+        t.ClearField("contents")
+        if not req.raw_input_contents:
+            return REJECT, "no contents at all"
+        return REJECT, "contents removed (raw buffers now misassigned)"
+    if choice == "raw-length" and req.raw_input_contents:
+        k = draw(st.integers(0, len(req.raw_input_contents) - 1))
+        old = req.raw_input_contents[k]
+        new = draw(st.binary(max_size=600))
+        if len(new) == len(old):
+            return ANY, "raw buffer replaced by random bytes of the same length"
+        req.raw_input_contents[k] = new
+        return REJECT, "raw buffer of a wrong length"
+    if choice == "extra-raw":
+        req.raw_input_contents.append(draw(st.binary(max_size=100)))
+        return REJECT, "one raw buffer too many"
+    if choice == "drop-raw" and req.raw_input_contents:
+        del req.raw_input_contents[draw(st.integers(0, len(req.raw_input_contents) - 1))]
+        return REJECT, "one raw buffer missing"
+    if choice == "raw-and-typed" and t.HasField("contents"):
+        values = np.asarray(list(getattr(t.contents, GRPC_FIELD[t.datatype])))
+        req.raw_input_contents.append(values.astype(NUMERIC[t.datatype]).tobytes())
+        return REJECT, "raw buffer for an input that has typed contents"
+    if choice == "to-raw" and t.HasField("contents") and not req.raw_input_contents:
+        # One input raw, the others typed: allowed by the V2 spec? MLServer pairs buffers with
+        # the inputs lacking contents, in order.
+        values = np.asarray(list(getattr(t.contents, GRPC_FIELD[t.datatype])))
+        t.ClearField("contents")
+        req.raw_input_contents.append(values.astype(NUMERIC[t.datatype]).tobytes())
+        return ANY, "mixed typed and raw inputs"
+    if choice == "to-typed" and not t.HasField("contents") and t.datatype in GRPC_FIELD:
+        k = _raw_index(draft, i)
+        values = np.frombuffer(req.raw_input_contents[k], dtype=NUMERIC[t.datatype])
+        del req.raw_input_contents[k]
+        getattr(t.contents, GRPC_FIELD[t.datatype]).extend(values.tolist())
+        return ANY, "mixed raw and typed inputs"
+    return OK, f"contents mutation {choice} not applicable"
+
+
+def _coerce_for_field(fname: str, values: list) -> list:
+    out = []
+    for v in values:
+        if fname in ("int_contents",):
+            out.append(int(max(-(2**31), min(2**31 - 1, int(v) if math.isfinite(v) else 0))))
+        elif fname == "int64_contents":
+            out.append(int(max(-(2**63), min(2**63 - 1, int(v) if math.isfinite(v) else 0))))
+        elif fname == "uint_contents":
+            out.append(int(max(0, min(2**32 - 1, int(v) if math.isfinite(v) else 0))))
+        elif fname == "uint64_contents":
+            out.append(int(max(0, min(2**64 - 1, int(v) if math.isfinite(v) else 0))))
+        else:
+            out.append(float(v))
+    return out
+
+
+@lru_cache(maxsize=None)
+def _field_values(fname: str, max_size: int = 40) -> st.SearchStrategy[list]:
+    element = {
+        "bool_contents": st.booleans(),
+        "int_contents": st.integers(-(2**31), 2**31 - 1),
+        "int64_contents": st.integers(-(2**63), 2**63 - 1),
+        "uint_contents": st.integers(0, 2**32 - 1),
+        "uint64_contents": st.integers(0, 2**64 - 1),
+        "fp32_contents": st.floats(width=32),
+        "fp64_contents": st.floats(),
+        "bytes_contents": st.binary(max_size=12),
+    }[fname]
+    return st.lists(element, max_size=max_size)
+
+
+def g_names(draft: GrpcDraft, draw):
+    v = draft.valid
+    req = draft.request
+    if v.layout == "matrix":
+        req.inputs[0].name = draw(names)
+        return OK, "matrix renamed"
+    choice = draw(st.sampled_from(["unknown", "duplicate", "drop", "extra"]))
+    i = draw(st.integers(0, len(req.inputs) - 1))
+    unknown = names.filter(lambda s: s not in v.model.features)
+    if choice == "unknown":
+        req.inputs[i].name = draw(unknown)
+        return REJECT, "column renamed to an unknown feature"
+    if choice in ("duplicate", "extra"):
+        copy = req.inputs.add()
+        copy.CopyFrom(req.inputs[i])
+        if choice == "extra":
+            copy.name = draw(unknown)
+        if not req.inputs[i].HasField("contents"):
+            req.raw_input_contents.append(req.raw_input_contents[_raw_index(draft, i)])
+        return REJECT, f"column {choice}"
+    if not req.inputs[i].HasField("contents"):
+        del req.raw_input_contents[_raw_index(draft, i)]
+    del req.inputs[i]
+    return REJECT, "column dropped"
+
+
+def g_outputs(draft: GrpcDraft, draw):
+    model = draft.valid.model
+    req = draft.request
+    choice = draw(st.sampled_from(["unknown", "proba-on-regressor", "params", "duplicates"]))
+    if choice == "duplicates":
+        del req.outputs[:]
+        for _ in range(draw(st.integers(2, 4))):
+            req.outputs.add(name="predict")
+        draft.valid.outputs = ["predict"]
+        return OK, "output predict requested several times"
+    if choice == "params":
+        o = req.outputs.add(name="predict") if not req.outputs else req.outputs[0]
+        for _ in range(draw(st.integers(1, 3))):
+            kind = draw(st.sampled_from(PARAM_KINDS))
+            key = draw(st.one_of(st.sampled_from(SPECIAL_PARAMS + ("binary_data",)), names))
+            _set_param(o.parameters, key, kind, draw(param_values(kind)))
+        return ANY, "output parameters random"
+    del req.outputs[:]
+    if choice == "proba-on-regressor" and model.kind == "regressor":
+        req.outputs.add(name="predict_proba")
+        return REJECT, "predict_proba from a regressor"
+    req.outputs.add(name="predict")
+    req.outputs.add(name=draw(names.filter(lambda s: s not in model.outputs)))
+    return REJECT, "unknown output"
+
+
+def g_parameters(draft: GrpcDraft, draw):
+    req = draft.request
+    where = draw(st.sampled_from(["request", "input", "output"]))
+    if where == "request":
+        params = req.parameters
+    elif where == "input":
+        params = draw(st.sampled_from(list(req.inputs))).parameters
+    else:
+        params = (req.outputs[0] if req.outputs else req.outputs.add(name="predict")).parameters
+    key = draw(st.one_of(st.sampled_from(SPECIAL_PARAMS), names))
+    kind = draw(st.sampled_from(PARAM_KINDS + ("unset",)))
+    if kind == "unset":
+        params[key].SetInParent()  # an InferParameter with no value set
+        return ANY, f"{where} parameter {key!r} with no value"
+    value = draw(param_values(kind))
+    _set_param(params, key, kind, value)
+    # MLServer 1.7.1's InferParameter has only bool/int64/string (tritonclient's also has
+    # double/uint64, which MLServer drops as unknown fields), and it reads the value through
+    # ListFields(), so a zero/empty value arrives as None: only a non-default int64/string
+    # ood_flags is certainly refused.
+    if key == "ood_flags" and where == "request" and kind in ("int64_param", "string_param") \
+            and value:
+        return REJECT, f"ood_flags as {kind}"
+    # content_type must be a string and headers a dict (inexpressible in gRPC): refusing or
+    # ignoring them are both fine; a server error is not (see KNOWN_ISSUES in fuzz_support).
+    return ANY, f"{where} parameter {key!r} as {kind}"
+
+
+def g_target(draft: GrpcDraft, draw):
+    spec = draft.valid.model
+    choice = draw(st.sampled_from(["unknown-model", "unknown-version", "other-model"]))
+    if choice == "unknown-model":
+        name = draw(st.one_of(names, st.sampled_from(["Diabetes", "diabetes ", "diabetes/1", "breast_cancer"])))
+        version = draw(st.sampled_from(["", "1", "2"]))
+        draft.target = Target(name, version or None)
+        expect = ANY if draft.target.served else REJECT
+    elif choice == "unknown-version":
+        version = draw(st.one_of(st.sampled_from(["0", "3", "01", "1.0", "v1", "-1", " 1", "latest"]),
+                                 names.filter(lambda s: s != "")))
+        draft.target = Target(spec.name, version)
+        expect = OK if draft.target.served else REJECT
+    else:
+        draft.target = draw(st.sampled_from([t for t in served_targets() if t.model != spec.name]))
+        expect = REJECT
+    draft.request.model_name = draft.target.model
+    draft.request.model_version = draft.target.version or ""
+    return expect, f"target {choice}"
+
+
+def g_layout(draft: GrpcDraft, draw):
+    """Two 2-D tensors, a 3-D one, no inputs."""
+    req = draft.request
+    choice = draw(st.sampled_from(["no-inputs", "two-matrices", "3d"]))
+    if choice == "no-inputs":
+        del req.inputs[:]
+        del req.raw_input_contents[:]
+        return REJECT, "no inputs"
+    if choice == "two-matrices" and draft.valid.layout == "matrix":
+        copy = req.inputs.add()
+        copy.CopyFrom(req.inputs[0])
+        copy.name = copy.name + "2"
+        if draft.raw_mode:
+            req.raw_input_contents.append(req.raw_input_contents[0])
+        return REJECT, "two 2-D inputs"
+    t = req.inputs[0]
+    shape = list(t.shape)
+    del t.shape[:]
+    t.shape.extend([1] + shape)
+    return REJECT, "3-D input"
+
+
+GRPC_MUTATIONS = [g_cell_special, g_shape, g_datatype, g_contents, g_names, g_outputs,
+                  g_parameters, g_target, g_layout]
+
+
+@st.composite
+def grpc_structured(draw) -> GrpcCase:
+    valid = draw(valid_requests("grpc"))
+    draft = _grpc_draft(draw, valid)
+    mode = draw(st.sampled_from(("valid", "one", "one", "one", "one", "stacked")))
+    notes: list[str] = []
+    expect = OK
+    if mode == "one":
+        expect, note = draw(st.sampled_from(tuple(GRPC_MUTATIONS)))(draft, draw)
+        notes.append(note)
+    elif mode == "stacked":
+        for mutation in draw(st.lists(st.sampled_from(tuple(GRPC_MUTATIONS)), min_size=2, max_size=4)):
+            try:
+                _, note = mutation(draft, draw)
+            except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+                note = f"{mutation.__name__} not applicable"
+            notes.append(note)
+        expect = ANY
+    x, outputs = None, ()
+    if expect == OK:
+        x = valid.matrix()
+        for r, c, value in draft.x_overrides:
+            x[r, c] = value
+        outputs = valid.expected_outputs()
+    return GrpcCase(protocol="grpc", target=draft.target, expect=expect, notes=tuple(notes), x=x,
+                    outputs=outputs, flags=bool(valid.ood_flags), request=draft.request)
+
+
+@st.composite
+def grpc_chaos(draw) -> GrpcCase:
+    """A ModelInferRequest with every field random (typed contents of every kind, raw buffers
+    of random lengths, random datatypes and shapes, parameters of each kind)."""
+    pb = _pb()
+    target = draw(st.one_of(st.sampled_from(served_targets()),
+                            st.builds(Target, names, st.one_of(st.none(), names))))
+    req = pb.ModelInferRequest(model_name=target.model, model_version=target.version or "")
+    model = target.spec
+    input_names = st.one_of(names, st.sampled_from(model.features if model else ("X",)))
+    for _ in range(draw(st.integers(0, 4))):
+        t = req.inputs.add(
+            name=draw(input_names),
+            datatype=draw(st.one_of(st.sampled_from(V2_DATATYPES), unknown_datatype())),
+            shape=draw(st.one_of(st.lists(st.integers(-2, 12), max_size=4),
+                                 st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3))),
+        )
+        for fname in draw(st.lists(st.sampled_from(GRPC_FIELDS), max_size=2, unique=True)):
+            getattr(t.contents, fname).extend(draw(_field_values(fname)))
+        for _ in range(draw(st.integers(0, 2))):
+            kind = draw(st.sampled_from(PARAM_KINDS))
+            _set_param(t.parameters, draw(st.one_of(st.sampled_from(SPECIAL_PARAMS), names)), kind,
+                       draw(param_values(kind)))
+    for _ in range(draw(st.integers(0, 3))):
+        req.raw_input_contents.append(draw(st.binary(max_size=400)))
+    for _ in range(draw(st.integers(0, 2))):
+        kind = draw(st.sampled_from(PARAM_KINDS))
+        _set_param(req.parameters, draw(st.one_of(st.sampled_from(SPECIAL_PARAMS), names)), kind,
+                   draw(param_values(kind)))
+    for _ in range(draw(st.integers(0, 2))):
+        o = req.outputs.add(name=draw(st.one_of(st.sampled_from(["predict", "predict_proba"]), names)))
+        if draw(st.booleans()):
+            kind = draw(st.sampled_from(PARAM_KINDS))
+            _set_param(o.parameters, draw(st.one_of(st.sampled_from(SPECIAL_PARAMS), names)), kind,
+                       draw(param_values(kind)))
+    if draw(st.booleans()):
+        req.id = draw(grpc_ids)
+    return GrpcCase(protocol="grpc", target=target, expect=ANY, notes=("chaos proto",), request=req)
+
+
+@lru_cache(maxsize=None)
+def grpc_cases() -> st.SearchStrategy[GrpcCase]:
+    return _weighted((3, grpc_structured()), (1, grpc_chaos()))
