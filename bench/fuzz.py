@@ -7,9 +7,8 @@
 Same strategies and judge as the CI fuzz (tests/fuzz/strategies.py, tests/fuzz/fuzz_support.py,
 imported by path; what an answer may be is documented there). Starts its own `mlserver start .`
 on free loopback ports, never imports mlserver or the runtime. Prints a table of answers per
-protocol and expectation, the known server errors seen (each has an xfail test in
-tests/fuzz/test_regressions.py) and any new violation with its minimal (shrunk) request; writes
-bench/results/fuzz-<stamp>.json. Exit status 1 on a new violation or a failed health check.
+protocol and expectation and any violation with its minimal (shrunk) request; writes
+bench/results/fuzz-<stamp>.json. Exit status 1 on a violation or a failed health check.
 """
 
 from __future__ import annotations

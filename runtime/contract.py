@@ -9,6 +9,7 @@ element-by-element walk runs only to explain a payload the fast path rejected.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from math import prod
 from typing import Any, Iterator, Sequence
 
@@ -25,6 +26,7 @@ from runtime.errors import (
     MalformedDataError,
     NonFiniteError,
     OutputError,
+    RequestIdError,
     ShapeError,
     ValueRangeError,
 )
@@ -63,6 +65,7 @@ class Contract:
         return len(self.feature_names)
 
     def parse(self, request: InferenceRequest) -> ParsedRequest:
+        check_request_id(request.id)
         return ParsedRequest(self._features(request.inputs), self._outputs(request))
 
     def _outputs(self, request: InferenceRequest) -> tuple[str, ...]:
@@ -156,6 +159,14 @@ class Contract:
             )
 
 
+def check_request_id(request_id: str | None) -> None:
+    """MLServer echoes the id in response headers: only printable ASCII survives that."""
+    if request_id and not (request_id.isascii() and request_id.isprintable()):
+        raise RequestIdError(
+            f"request id {request_id!r} must be printable ASCII (it is echoed in response headers)"
+        )
+
+
 def decode_tensor(inp: RequestInput, shape: tuple[int, ...], columns: Sequence[str]) -> np.ndarray:
     """The tensor's data as a finite float64 array of `shape`, within its datatype's range."""
     datatype = _numeric_dtype(inp)
@@ -166,12 +177,20 @@ def decode_tensor(inp: RequestInput, shape: tuple[int, ...], columns: Sequence[s
         raw = np.asarray(data)
     except (ValueError, TypeError):
         raw = None
-    if raw is None or raw.dtype.kind not in "fiu":
+    if raw is None or raw.dtype.kind not in "fiu" or _holds_booleans(data):
         _explain_bad_elements(inp.name, data, shape, columns)
         raise MalformedDataError(f"input '{inp.name}': data is not a rectangular array of numbers")
     raw = _reshape(inp.name, raw, shape)
     _check_range(inp.name, raw, datatype, columns)
     return raw.astype(np.float64, copy=False)
+
+
+def _holds_booleans(data: Any) -> bool:
+    """JSON true/false among numbers: numpy would silently read them as 1/0."""
+    if not isinstance(data, list):  # gRPC contents arrive as typed arrays
+        return False
+    values = chain.from_iterable(data) if data and isinstance(data[0], list) else data
+    return bool in set(map(type, values))
 
 
 def _numeric_dtype(inp: RequestInput) -> np.dtype:
@@ -239,6 +258,9 @@ def _check_integer_range(
                 f"as {_v2_name(datatype)} requires"
             )
     info = np.iinfo(datatype)
+    # JSON integers past int64 reach numpy as float64 (from MLServer's parser, or when mixed with
+    # other numbers), where 2**63 - 1 and 2**63 (2**64 - 1 and 2**64) are the same value: the
+    # legitimate maximum wins, so one past the 64-bit maximum slips through as that maximum.
     outside = (values < info.min) | (values > info.max)
     if outside.any():
         index = _first(outside)

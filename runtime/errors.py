@@ -86,6 +86,19 @@ class InputLayoutError(InvalidRequest):
     """Inputs that are neither one [N, F] tensor nor one 1-D tensor per feature."""
 
 
+class RequestIdError(InvalidRequest):
+    """A request id that is not printable ASCII: MLServer echoes it in response headers, where
+    anything else breaks the response (REST 500 or a dropped connection, a gRPC call that hangs)."""
+
+
+class ParameterError(InvalidRequest):
+    """A gRPC request or tensor parameter of the wrong type for MLServer (e.g. content_type)."""
+
+
+class NonFiniteOutputError(InvalidRequest):
+    """Finite inputs whose prediction overflows (values far outside the model's numeric range)."""
+
+
 class ArtifactError(MLServerError):
     """A model directory that cannot be loaded safely: refused at load, never served."""
 

@@ -21,14 +21,11 @@ from typing import Optional
 import numpy as np
 from mlserver import types
 from mlserver.grpc import dataplane_pb2 as pb
-from mlserver.grpc.converters import (
-    InferRequestedOutputTensorConverter,
-    ModelInferRequestConverter,
-    ParametersConverter,
-)
+from mlserver.grpc.converters import ModelInferRequestConverter, ParametersConverter
+from pydantic import ValidationError
 
 from runtime.contract import NUMERIC_DATATYPES, NUMERIC_HINT
-from runtime.errors import DatatypeError, MalformedDataError, ShapeError
+from runtime.errors import DatatypeError, MalformedDataError, ParameterError, ShapeError
 
 _GUARD_ATTRIBUTE = "_pipeline_runtime_guarded"
 
@@ -86,6 +83,17 @@ def tensor_values(inp: pb.ModelInferRequest.InferInputTensor, raw: Optional[byte
     return np.fromiter(values, dtype=dtype, count=len(values))
 
 
+def parameters(params: object, owner: str) -> Optional[types.Parameters]:
+    """MLServer's typed parameters (content_type a string, headers a map), or a 400 naming them."""
+    try:
+        return ParametersConverter.to_types(params)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"'{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise ParameterError(f"{owner} parameters: {problems}") from None
+
+
 def to_types(request: pb.ModelInferRequest) -> types.InferenceRequest:
     raw = raw_buffers(request)
     inputs = [
@@ -93,15 +101,20 @@ def to_types(request: pb.ModelInferRequest) -> types.InferenceRequest:
             name=inp.name,
             shape=list(inp.shape),
             datatype=inp.datatype,
-            parameters=ParametersConverter.to_types(inp.parameters),
+            parameters=parameters(inp.parameters, f"input '{inp.name}'"),
             data=types.TensorData.model_construct(root=tensor_values(inp, raw.get(index))),
         )
         for index, inp in enumerate(request.inputs)
     ]
-    outputs = [InferRequestedOutputTensorConverter.to_types(o) for o in request.outputs]
+    outputs = [
+        types.RequestOutput.model_construct(
+            name=o.name, parameters=parameters(o.parameters, f"output '{o.name}'")
+        )
+        for o in request.outputs
+    ]
     return types.InferenceRequest.model_construct(
         id=request.id,
-        parameters=ParametersConverter.to_types(request.parameters),
+        parameters=parameters(request.parameters, "request"),
         inputs=inputs,
         outputs=outputs or None,
     )

@@ -19,6 +19,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 from sklearn.preprocessing import StandardScaler
 
 from runtime.artifacts import LoadedPipeline, Manifest
+from runtime.errors import NonFiniteOutputError
 
 logger = logging.getLogger("runtime.predictor")
 
@@ -44,7 +45,25 @@ class Predictor:
     outputs: dict[str, OutputFn]
 
     def predict(self, features: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-        return {name: self.outputs[name](features) for name in names}
+        # Overflow is detected below and refused; numpy's warning would only add a log line.
+        with np.errstate(over="ignore", invalid="ignore"):
+            results = {name: self.outputs[name](features) for name in names}
+        for values in results.values():
+            if values.dtype.kind == "f":
+                require_finite(values)
+        return results
+
+
+def require_finite(values: np.ndarray) -> np.ndarray:
+    """Finite inputs can still overflow (e.g. 1e308 times a weight): refuse, never answer NaN."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        row = int(np.argwhere(~finite)[0][0])
+        raise NonFiniteOutputError(
+            f"row {row}: the prediction is not finite; its inputs lie far outside the range "
+            "the model can compute with"
+        )
+    return values
 
 
 def compile_predictor(pipeline: LoadedPipeline, seed: int = 0) -> Predictor:
@@ -126,21 +145,21 @@ def _logistic(weights: np.ndarray, bias: np.ndarray, classes: np.ndarray) -> Pre
         w, b = weights[:, 0].copy(), float(bias[0])
 
         def proba(x: np.ndarray) -> np.ndarray:
-            positive = 1.0 / (1.0 + np.exp(-(x @ w + b)))
+            positive = 1.0 / (1.0 + np.exp(-require_finite(x @ w + b)))
             return np.column_stack([1.0 - positive, positive])
 
         def predict(x: np.ndarray) -> np.ndarray:
-            return classes[(x @ w + b > 0).astype(np.intp)]
+            return classes[(require_finite(x @ w + b) > 0).astype(np.intp)]
 
     else:
 
         def proba(x: np.ndarray) -> np.ndarray:
-            scores = x @ weights + bias
+            scores = require_finite(x @ weights + bias)
             scores -= scores.max(axis=1, keepdims=True)
             np.exp(scores, out=scores)
             return scores / scores.sum(axis=1, keepdims=True)
 
         def predict(x: np.ndarray) -> np.ndarray:
-            return classes[np.argmax(x @ weights + bias, axis=1)]
+            return classes[np.argmax(require_finite(x @ weights + bias), axis=1)]
 
     return Predictor(kind="folded-linear", outputs={PREDICT: predict, PREDICT_PROBA: proba})

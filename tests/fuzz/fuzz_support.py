@@ -23,13 +23,12 @@ Both   no error text may carry a traceback; OK cases must answer with the pipeli
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 FUZZ_DIR = Path(__file__).resolve().parent
 INTEGRATION_DIR = FUZZ_DIR.parent / "integration"
@@ -171,96 +170,6 @@ class Client:
         return self.grpc(case.request)
 
 
-# ---- known server errors (kept visible: each has an xfail regression test) -------------------
-
-
-@dataclass(frozen=True)
-class KnownIssue:
-    id: str
-    summary: str
-    matches: Callable[[S.Case, Outcome], bool]
-
-
-def _grpc_param_maps(request) -> list:
-    maps = [request.parameters]
-    maps += [t.parameters for t in request.inputs]
-    maps += [o.parameters for o in request.outputs]
-    return maps
-
-
-def _has_mistyped_mlserver_param(request) -> bool:
-    """A `content_type` that is not a string, or any `headers` (a dict in MLServer's model, which
-    gRPC's InferParameter cannot express), at request, input or output level. Only the kinds
-    MLServer 1.7.1's own InferParameter knows (bool/int64/string) reach its converter."""
-    for params in _grpc_param_maps(request):
-        for key, value in params.items():
-            kind = value.WhichOneof("parameter_choice")
-            if key == "content_type" and kind in ("bool_param", "int64_param"):
-                return True
-            if key == "headers" and kind in ("bool_param", "int64_param", "string_param"):
-                return True
-    return False
-
-
-def _rest_request_id(case: S.Case) -> Optional[str]:
-    if not isinstance(case, S.RestCase):
-        return None
-    try:
-        body = json.loads(case.body)
-    except ValueError:
-        return None
-    rid = body.get("id") if isinstance(body, dict) else None
-    return rid if isinstance(rid, str) else None
-
-
-def _beyond_latin1(text: Optional[str]) -> bool:
-    return text is not None and any(ord(ch) > 0xFF for ch in text)
-
-
-def _header_control_chars(text: Optional[str]) -> bool:
-    """Characters uvicorn refuses in a header value (it then drops the connection)."""
-    return text is not None and any(ord(ch) < 0x20 and ch != "\t" or ord(ch) == 0x7F for ch in text)
-
-
-KNOWN_ISSUES = [
-    KnownIssue(
-        "rest-request-id-beyond-latin1-500",
-        "REST: a request `id` with a character beyond U+00FF -> 500 Internal Server Error "
-        "(MLServer's CloudEvents middleware copies the id into the Ce-Id/Ce-Requestid response "
-        "headers, which must encode as latin-1)",
-        lambda case, out: (
-            out.status == "500" and _beyond_latin1(_rest_request_id(case))
-        ),
-    ),
-    KnownIssue(
-        "rest-request-id-control-char-disconnect",
-        "REST: a request `id` with a control character (e.g. \\n, \\x1f, \\x7f) -> the server "
-        "closes the connection without any answer (uvicorn: 'Invalid HTTP header value' for Ce-Id)",
-        lambda case, out: (
-            out.status == "DISCONNECTED" and _header_control_chars(_rest_request_id(case))
-            and not _beyond_latin1(_rest_request_id(case))
-        ),
-    ),
-    KnownIssue(
-        "grpc-mistyped-parameter-internal",
-        "gRPC: parameter content_type as bool/int64/double/uint64 (or headers as any kind) -> "
-        "INTERNAL '1 validation error for Parameters' (MLServer's request converter; REST gives 422)",
-        lambda case, out: (
-            isinstance(case, S.GrpcCase) and out.status == "INTERNAL"
-            and re.search(r"validation errors? for Parameters", out.message) is not None
-            and _has_mistyped_mlserver_param(case.request)
-        ),
-    ),
-]
-
-
-def known_issue(case: S.Case, outcome: Outcome) -> Optional[KnownIssue]:
-    for issue in KNOWN_ISSUES:
-        if issue.matches(case, outcome):
-            return issue
-    return None
-
-
 # ---- judging one answer ---------------------------------------------------------------------
 
 
@@ -384,11 +293,6 @@ def _check_predictions(case: S.Case, outcome: Outcome, arrays: dict[str, np.ndar
 
 def judge(case: S.Case, outcome: Outcome, stats: "Stats") -> str:
     """Raise AssertionError if the answer breaks the contract; return its class for the tally."""
-    issue = known_issue(case, outcome)
-    if issue is not None:
-        stats.known[issue.id] += 1
-        stats.known_examples.setdefault(issue.id, case.describe())
-        return f"known:{issue.id}"
     rest = isinstance(case, S.RestCase)
     if rest:
         if outcome.status == "DISCONNECTED":
@@ -428,8 +332,6 @@ def judge(case: S.Case, outcome: Outcome, stats: "Stats") -> str:
 @dataclass
 class Stats:
     outcomes: Counter = field(default_factory=Counter)  # (protocol, expect, status) -> n
-    known: Counter = field(default_factory=Counter)
-    known_examples: dict = field(default_factory=dict)
     findings: Counter = field(default_factory=Counter)
     finding_examples: dict = field(default_factory=dict)
     health_checks: int = 0
@@ -448,8 +350,6 @@ class Stats:
         for proto, n in sorted(self.examples.items()):
             lines.append(f"{proto}: {n} examples, {self.seconds[proto]:.1f}s waiting for answers")
         lines.append(f"health checks: {self.health_checks}, failures: {len(self.health_failures)}")
-        for fid, n in self.known.items():
-            lines.append(f"KNOWN SERVER ERROR {fid}: {n}x, e.g. {self.known_examples[fid][:600]}")
         for fid, n in self.findings.items():
             summary, example = self.finding_examples[fid]
             lines.append(f"finding {fid} ({summary}): {n}x, e.g. {example[:600]}")
@@ -461,8 +361,6 @@ class Stats:
             "seconds_waiting": {k: round(v, 2) for k, v in self.seconds.items()},
             "outcomes": [{"protocol": p, "expect": e, "answer": s, "count": n}
                          for (p, e, s), n in sorted(self.outcomes.items())],
-            "known_server_errors": {k: {"count": n, "example": self.known_examples[k]}
-                                    for k, n in self.known.items()},
             "findings": {k: {"count": n, "summary": self.finding_examples[k][0],
                              "example": self.finding_examples[k][1]}
                          for k, n in self.findings.items()},

@@ -17,6 +17,7 @@ from runtime.errors import (
     MalformedDataError,
     NonFiniteError,
     OutputError,
+    RequestIdError,
     ShapeError,
     ValueRangeError,
 )
@@ -95,6 +96,8 @@ BAD = [
     ("column lengths differ", columns(b=tensor("b", (3,), data=[1, 2, 3])), ShapeError, ["input 'b' has 3 rows"]),
     ("no inputs", [], InputLayoutError, ["no inputs"]),
     ("unknown datatype", [tensor(datatype="FP128")], DatatypeError, ["datatype FP128 is not supported"]),
+    ("boolean among numbers", [tensor(data=[[0, 1, 2], [3, True, 5]])], MalformedDataError, ["row 1, column 1 ('b')", "got a boolean"]),
+    ("boolean among floats", [tensor(data=[0.5, 1, 2, 3, 4, False])], MalformedDataError, ["row 1, column 2 ('c')", "got a boolean"]),
 ]
 
 
@@ -111,6 +114,16 @@ def test_bad_requests_name_the_problem(label, inputs, error, fragments):
     assert caught.value.status_code == 400
     for fragment in fragments:
         assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize("request_id", ["\u0100", "\n", "a\tb", "\x7f", "é"])
+def test_request_ids_must_survive_being_echoed_in_headers(request_id):
+    req = request(tensor())
+    req.id = request_id
+    with pytest.raises(RequestIdError, match="must be printable ASCII"):
+        CONTRACT.parse(req)
+    req.id = "order-42 (retry 1)"
+    assert CONTRACT.parse(req).features.shape == (2, 3)
 
 
 def test_requested_outputs_select_and_unknown_ones_are_refused():

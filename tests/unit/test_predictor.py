@@ -11,6 +11,7 @@ from sklearn.tree import DecisionTreeRegressor
 
 from runtime import predictor as predictor_module
 from runtime.artifacts import LoadedPipeline, load_pipeline
+from runtime.errors import NonFiniteOutputError
 from runtime.predictor import compile_predictor, reference_rows
 from runtime.train import SPECS, train_one
 
@@ -69,3 +70,13 @@ def test_without_scaler_the_folded_path_is_the_plain_model(tmp_path):
     compiled = compile_predictor(pipeline)
     rows = reference_rows(pipeline, seed=3)
     np.testing.assert_allclose(compiled.predict(rows, ("predict",))["predict"], pipeline.model.predict(rows), rtol=1e-9)
+
+
+@pytest.mark.parametrize("name,outputs", [("diabetes", ("predict",)), ("breast-cancer", ("predict",)),
+                                          ("breast-cancer", ("predict_proba",))])
+def test_finite_inputs_that_overflow_are_refused_naming_the_row(models_dir, name, outputs):
+    pipeline = load_pipeline(models_dir / name / "1")
+    rows = np.zeros((3, pipeline.manifest.n_features))
+    rows[2] = np.where(np.arange(rows.shape[1]) % 2, 1e308, -1e308)
+    with pytest.raises(NonFiniteOutputError, match="row 2: the prediction is not finite"):
+        compile_predictor(pipeline).predict(rows, outputs)
