@@ -217,11 +217,16 @@ def served_models() -> list[tuple[str, str | None]]:
 
 @dataclass
 class Server:
+    """`mlserver start .` in `root` (the repository by default) on free loopback ports."""
+
     proc: subprocess.Popen
     log_path: Path
     http_port: int
     grpc_port: int
     metrics_port: int
+    root: Path = REPO_ROOT
+    # (name, version) whose readiness wait_ready checks; version None = an unversioned model.
+    models: tuple[tuple[str, str | None], ...] = ()
     _log_file: Any = field(repr=False, default=None)
 
     @property
@@ -236,6 +241,10 @@ class Server:
     def grpc_url(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
     def log_tail(self, lines: int = 60) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
@@ -245,21 +254,34 @@ class Server:
 
     @classmethod
     def start(cls, log_path: Path, attempts: int = 2) -> "Server":
-        """Start on fresh free ports; retry once if another process grabbed a port meanwhile."""
+        """The repository's server, ready; retry once if another process grabbed a port meanwhile."""
         for attempt in range(1, attempts + 1):
+            server = cls.launch(log_path, models=tuple(served_models()))
             try:
-                return cls._start_once(log_path)
+                server.wait_ready()
+                return server
             except RuntimeError as exc:
+                server.stop()
                 lost_port_race = "address already in use" in str(exc).lower()
                 if not lost_port_race or attempt == attempts:
                     raise
         raise AssertionError("unreachable")
 
     @classmethod
-    def _start_once(cls, log_path: Path) -> "Server":
+    def launch(
+        cls,
+        log_path: Path,
+        root: Path = REPO_ROOT,
+        models: Iterable[tuple[str, str | None]] = (),
+        env: dict[str, str] | None = None,
+        base_env: dict[str, str] | None = None,
+    ) -> "Server":
+        """Start without waiting (several servers can then become ready side by side); the
+        environment is `base_env` (default: this process's) updated with `env` and the ports."""
         http_port, grpc_port, metrics_port = free_ports(3)
-        env = dict(os.environ)
-        env.update(
+        full_env = dict(os.environ if base_env is None else base_env)
+        full_env.update(env or {})
+        full_env.update(
             MLSERVER_HOST="127.0.0.1",
             MLSERVER_HTTP_PORT=str(http_port),
             MLSERVER_GRPC_PORT=str(grpc_port),
@@ -269,31 +291,25 @@ class Server:
         log_file = open(log_path, "wb")
         proc = subprocess.Popen(
             [mlserver_executable(), "start", "."],
-            cwd=REPO_ROOT,
-            env=env,
+            cwd=root,
+            env=full_env,
             stdout=log_file,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.STDOUT,  # every line the server writes lands in one log
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # its worker processes share a group we can signal
         )
-        server = cls(proc, log_path, http_port, grpc_port, metrics_port, log_file)
-        try:
-            server.wait_ready(STARTUP_TIMEOUT_S)
-        except BaseException:
-            server.stop()
-            raise
-        return server
+        return cls(proc, log_path, http_port, grpc_port, metrics_port, root, tuple(models), log_file)
 
     def _ready_urls(self) -> list[str]:
         urls = [f"{self.http_url}/v2/health/ready"]
-        for name, version in served_models():
+        for name, version in self.models:
             if version is None:
                 urls.append(f"{self.http_url}/v2/models/{name}/ready")
             else:
                 urls.append(f"{self.http_url}/v2/models/{name}/versions/{version}/ready")
         return urls
 
-    def wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
         urls = self._ready_urls()
         last = "no attempt yet"
@@ -320,19 +336,26 @@ class Server:
             stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
             return stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=2).ready
 
+    def wait_exit(self, timeout_s: float) -> int | None:
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # MLServer stops its own workers on SIGTERM
-            try:
-                self.proc.wait(timeout=SHUTDOWN_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        # Anything left in the server's own process group (a stuck worker) goes too.
+            # SIGINT: the runtime drains without the SIGTERM delay meant for load balancers.
+            self.proc.send_signal(signal.SIGINT)
+            self.wait_exit(SHUTDOWN_TIMEOUT_S)
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL to the server's own process group: the server and any worker left behind."""
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        self.proc.wait(timeout=10)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

@@ -8,14 +8,11 @@ a subprocess and is reached over loopback only.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
 import threading
 import time
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
@@ -25,10 +22,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.proto.trace.v1 import trace_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-from itest_support import MODELS_DIR, REPO_ROOT, free_ports, mlserver_executable
+from itest_support import MODELS_DIR, REPO_ROOT, Server
 
-STARTUP_TIMEOUT_S = 90.0
-SHUTDOWN_TIMEOUT_S = 20.0
 HTTP_TIMEOUT_S = 30.0
 
 
@@ -111,63 +106,9 @@ class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
 # --------------------------------------------------------------------------------- the server
 
 
-@dataclass
-class ObsServer:
-    """`mlserver start .` in its own directory: runtime/ linked, models chosen, own settings."""
-
-    root: Path
-    proc: subprocess.Popen
-    ports: dict[str, int]
-    models: tuple[tuple[str, str], ...]
-    _log_file: Any = field(repr=False)
-
-    @property
-    def log_path(self) -> Path:
-        return self.root / "server.log"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['http']}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.ports['grpc']}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['metrics']}/metrics"
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
-        models = [f"/v2/models/{name}/versions/{version}/ready" for name, version in self.models]
-        urls = [f"{self.http_url}{path}" for path in ["/v2/health/ready", *models]]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlserver exited early; log tail:\n{self.log_tail()}")
-            try:
-                if all(requests.get(u, timeout=2).status_code == 200 for u in urls):
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.25)
-        raise RuntimeError(f"mlserver not ready after {timeout:.0f}s; log tail:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=SHUTDOWN_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # a worker left behind in its group
-        except (ProcessLookupError, PermissionError):
-            pass
-        self._log_file.close()
+# A server in its own directory (runtime/ linked, models chosen, own settings): the suite's one
+# server class, started without waiting so that several can become ready side by side.
+ObsServer = Server
 
 
 def prepare_root(
@@ -197,28 +138,7 @@ def prepare_root(
 
 
 def start_server(root: Path, models: Iterable[tuple[str, str]], env: dict[str, str]) -> ObsServer:
-    http, grpc_port, metrics = free_ports(3)
-    full_env = dict(os.environ)
-    full_env.update(
-        MLSERVER_HOST="127.0.0.1",
-        MLSERVER_HTTP_PORT=str(http),
-        MLSERVER_GRPC_PORT=str(grpc_port),
-        MLSERVER_METRICS_PORT=str(metrics),
-        PYTHONUNBUFFERED="1",
-        **env,
-    )
-    log_file = open(root / "server.log", "wb")
-    proc = subprocess.Popen(
-        [mlserver_executable(), "start", "."],
-        cwd=root,
-        env=full_env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,  # stderr too: every line the server writes must be JSON
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    ports = {"http": http, "grpc": grpc_port, "metrics": metrics}
-    return ObsServer(root, proc, ports, tuple(models), log_file)
+    return Server.launch(root / "server.log", root=root, models=models, env=env)
 
 
 # ------------------------------------------------------------------------------------ scraping

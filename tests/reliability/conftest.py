@@ -22,7 +22,7 @@ def start_server() -> Iterator:
     started: list[rs.Server] = []
 
     def start(root: Path, **kwargs) -> rs.Server:
-        server = rs.Server.start(root, **kwargs)
+        server = rs.start_server(root, **kwargs)
         started.append(server)
         _SERVERS.append(server)
         return server

@@ -13,13 +13,10 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
@@ -29,13 +26,18 @@ import tritonclient.grpc as tgrpc
 from tritonclient.utils import InferenceServerException
 
 REPO = Path(__file__).resolve().parents[2]
+if str(REPO / "tests" / "integration") not in sys.path:  # the suites' shared server helpers
+    sys.path.insert(0, str(REPO / "tests" / "integration"))
+
+import itest_support as its  # noqa: E402
+from itest_support import free_ports  # noqa: E402
+
 MODELS = REPO / "models"
 SERVER_SIDE = Path(__file__).resolve().parent / "server_side"
 RUNTIME = "runtime.PipelineRuntime"
 SLOW_RUNTIME = "slow_runtime.SlowRuntime"
 
 STARTUP_TIMEOUT_S = 90.0
-STOP_TIMEOUT_S = 30.0
 HTTP_TIMEOUT_S = 15.0
 MAX_REQUESTS_PER_CLIENT = 3000  # every load loop is bounded in count as well as in time
 
@@ -43,19 +45,6 @@ ROW = [0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, -0.003, 0.02, -0.02]
 
 
 # ------------------------------------------------------------------------------ repositories
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def make_repository(root: Path, workers: int = 0) -> Path:
@@ -142,73 +131,12 @@ def predict_locally(model_dir: Path, x: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------ the server
 
 
-@dataclass
-class Server:
-    root: Path
-    proc: subprocess.Popen
-    log_path: Path
-    http_port: int
-    grpc_port: int
-    metrics_port: int
-    _log: Any = field(repr=False, default=None)
+class Server(its.Server):
+    """The suites' server (itest_support.Server) plus signals, logs and requests for these tests."""
 
     @property
     def http(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    @classmethod
-    def start(cls, root: Path, env: Optional[dict[str, str]] = None, ready: Iterable[str] = ()) -> "Server":
-        http_port, grpc_port, metrics_port = free_ports(3)
-        full_env = dict(os.environ)
-        for key in [k for k in full_env if k.startswith(("PIPELINE_", "MLSERVER_"))]:
-            del full_env[key]  # nothing from the developer's shell leaks into the server
-        full_env.update(
-            MLSERVER_HOST="127.0.0.1",
-            MLSERVER_HTTP_PORT=str(http_port),
-            MLSERVER_GRPC_PORT=str(grpc_port),
-            MLSERVER_METRICS_PORT=str(metrics_port),
-            MLSERVER_METRICS_DIR=str(root / ".metrics"),
-            PYTHONPATH=os.pathsep.join([str(REPO), str(SERVER_SIDE)]),
-            PYTHONUNBUFFERED="1",
-        )
-        full_env.update(env or {})
-        log_path = root / "server.log"
-        log = open(log_path, "ab")
-        exe = Path(sys.executable).with_name("mlserver")
-        proc = subprocess.Popen(
-            [str(exe if exe.exists() else shutil.which("mlserver")), "start", "."],
-            cwd=root,
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        server = cls(root, proc, log_path, http_port, grpc_port, metrics_port, log)
-        try:
-            server.wait_ready(ready)
-        except BaseException:
-            server.kill()
-            raise
-        return server
-
-    def wait_ready(self, models: Iterable[str] = (), timeout_s: float = STARTUP_TIMEOUT_S) -> None:
-        urls = [f"{self.http}/v2/health/ready"] + [f"{self.http}/v2/models/{m}/ready" for m in models]
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlserver exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if all(requests.get(u, timeout=2).status_code == 200 for u in urls):
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"mlserver not ready after {timeout_s:.0f}s:\n{self.log_tail()}")
+        return self.http_url
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -222,38 +150,8 @@ class Server:
                 continue
         return out
 
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
-
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)  # the main process only, as the kubelet does
-
-    def wait_exit(self, timeout_s: float) -> Optional[int]:
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # Ctrl-C: drains with no delay
-            if self.wait_exit(STOP_TIMEOUT_S) is None:
-                self.kill()
-        self._close()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: the server and its workers
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=10)
-        self._close()
-
-    def _close(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     # -------------------------------------------------------------- requests
 
@@ -274,13 +172,32 @@ class Server:
     def metric(self, name: str, **labels: str) -> float:
         from prometheus_client.parser import text_string_to_metric_families
 
-        text = requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
+        text = requests.get(self.metrics_url, timeout=10).text
         total = 0.0
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                     total += sample.value
         return total
+
+
+def start_server(root: Path, env: Optional[dict[str, str]] = None, ready: Iterable[str] = ()) -> Server:
+    """`mlserver start .` in `root`, ready once the server and the `ready` models are."""
+    # Nothing from the developer's shell that configures MLServer or the runtime leaks in.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "MLSERVER_"))}
+    clean.update(
+        MLSERVER_METRICS_DIR=str(root / ".metrics"),
+        PYTHONPATH=os.pathsep.join([str(REPO), str(SERVER_SIDE)]),
+        **(env or {}),
+    )
+    server = Server.launch(root / "server.log", root=root, models=[(m, None) for m in ready],
+                           env=clean, base_env={})  # fmt: skip
+    try:
+        server.wait_ready(STARTUP_TIMEOUT_S)
+    except BaseException:
+        server.kill()
+        raise
+    return server
 
 
 def grpc_infer(

@@ -35,7 +35,7 @@ def server(request, tmp_path_factory):
     rs.add_model(root, "slow", implementation=rs.SLOW_RUNTIME, extra={"offload_compute": True})
     rs.add_model(root, "diabetes")
     env = {"SLOW_RUNTIME_DELAY_MS": str(SLOW_MS), "PIPELINE_DRAIN_DELAY_S": "0"}
-    srv = rs.Server.start(root, env=env, ready=["capped", "deadline", "slow", "diabetes"])
+    srv = rs.start_server(root, env=env, ready=["capped", "deadline", "slow", "diabetes"])
     try:
         yield srv
     finally:

@@ -29,7 +29,7 @@ OLD_SKLEARN = "0.24.2"
 def server(tmp_path_factory):
     root = rs.make_repository(tmp_path_factory.mktemp("artifacts") / "repo")
     rs.add_model(root, "diabetes")
-    srv = rs.Server.start(root, env={"PIPELINE_DRAIN_DELAY_S": "0"}, ready=["diabetes"])
+    srv = rs.start_server(root, env={"PIPELINE_DRAIN_DELAY_S": "0"}, ready=["diabetes"])
     try:
         yield srv
     finally:

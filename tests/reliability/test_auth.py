@@ -32,7 +32,7 @@ def server(tmp_path_factory, tokens_file):
     root = rs.make_repository(tmp_path_factory.mktemp("auth") / "repo")
     rs.add_model(root, "diabetes")
     rs.add_model(root, "filed", extra={"auth_token_file": str(tokens_file)})
-    srv = rs.Server.start(root, env={"PIPELINE_AUTH_TOKENS": f"{OLD}, {NEW}", "PIPELINE_DRAIN_DELAY_S": "0"},
+    srv = rs.start_server(root, env={"PIPELINE_AUTH_TOKENS": f"{OLD}, {NEW}", "PIPELINE_DRAIN_DELAY_S": "0"},
                           ready=["diabetes", "filed"])  # fmt: skip
     try:
         yield srv
