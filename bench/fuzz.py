@@ -22,12 +22,7 @@ import time
 import traceback
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-FUZZ_DIR = REPO / "tests" / "fuzz"
-RESULTS = REPO / "bench" / "results"
-for _p in (str(FUZZ_DIR), str(REPO / "tests" / "integration")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+from bench._tests_on_path import REPO, RESULTS
 
 import fuzz_support as fs  # noqa: E402  (tests/fuzz, by path)
 import strategies as S  # noqa: E402

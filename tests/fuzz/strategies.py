@@ -394,8 +394,22 @@ def valid_requests(draw, protocol: str, max_rows: int = 5) -> ValidRequest:
 # ============================================================================================
 
 
+class _DraftShape:
+    """Rows and features of the valid request a draft (REST or gRPC) was built from."""
+
+    valid: ValidRequest
+
+    @property
+    def F(self) -> int:
+        return len(self.valid.model.features)
+
+    @property
+    def n(self) -> int:
+        return self.valid.tensors[0].values.shape[0]
+
+
 @dataclass
-class RestDraft:
+class RestDraft(_DraftShape):
     """A REST body as JSON objects, mutable by the mutation catalogue."""
 
     valid: ValidRequest
@@ -405,14 +419,6 @@ class RestDraft:
     content_type: Optional[str] = "application/json"
     raw: Optional[bytes] = None  # when set, sent instead of the body
     x_overrides: list = field(default_factory=list)
-
-    @property
-    def F(self) -> int:
-        return len(self.valid.model.features)
-
-    @property
-    def n(self) -> int:
-        return self.valid.tensors[0].values.shape[0]
 
     def encode(self) -> bytes:
         return self.raw if self.raw is not None else dumps(self.body).encode("utf-8")
@@ -941,20 +947,12 @@ def rest_cases() -> st.SearchStrategy[RestCase]:
 
 
 @dataclass
-class GrpcDraft:
+class GrpcDraft(_DraftShape):
     valid: ValidRequest
     target: Target
     request: Any  # ModelInferRequest (mutable)
     raw_mode: bool
     x_overrides: list = field(default_factory=list)
-
-    @property
-    def F(self) -> int:
-        return len(self.valid.model.features)
-
-    @property
-    def n(self) -> int:
-        return self.valid.tensors[0].values.shape[0]
 
 
 def _set_param(params, key: str, kind: str, value: Any) -> None:
