@@ -170,10 +170,11 @@ def prepare_mlserver_dir(kind: str, workdir: Path, cfg: MLServerConfig) -> Path:
     model_dir = root / MODEL_NAME
     root.mkdir(parents=True)
     settings = base_server_settings()
-    if kind == "stock" and "runtime" in str(settings.get("logging_settings", "")):
-        # The project's log config formats with runtime.logs; the stock server keeps MLServer's own.
-        # Neither writes a line per request (debug false: no access log).
-        settings.pop("logging_settings")
+    if kind == "stock":
+        # The stock server runs without this project's code: its log config (runtime.logs) and
+        # repository class go; neither server writes a line per request (debug false).
+        for key in [k for k, v in settings.items() if "runtime" in str(v)]:
+            settings.pop(key)
     if cfg.parallel_workers is not None:
         settings["parallel_workers"] = cfg.parallel_workers
     _write_json(root / "settings.json", settings)

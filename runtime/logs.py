@@ -71,6 +71,14 @@ def _dumps(doc: dict[str, Any]) -> str:
         return json.dumps({key: repr(value) for key, value in doc.items()})
 
 
+def use_json_on_mlserver_console() -> None:
+    """JSON on the console handler MLServer's CLI installs before it reads `logging_settings`
+    (which, once applied, replaces it with logging.json's handler)."""
+    for handler in logging.getLogger("mlserver").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setFormatter(JsonFormatter())
+
+
 def stdout_handler() -> logging.Handler:
     """The one handler of logging.json: stdout, after routing Python warnings through logging."""
     # Otherwise `warnings.warn` (e.g. a library's deprecation notice) writes plain text to stderr.
