@@ -1255,7 +1255,7 @@ def g_parameters(draft: GrpcDraft, draw):
             and value:
         return REJECT, f"ood_flags as {kind}"
     # content_type must be a string and headers a dict (inexpressible in gRPC): refusing or
-    # ignoring them are both fine; a server error is not (see KNOWN_ISSUES in fuzz_support).
+    # ignoring them are both fine; a server error is not (test_regressions.py).
     return ANY, f"{where} parameter {key!r} as {kind}"
 
 

@@ -44,7 +44,7 @@ def _pb_zeros(model="diabetes", rid=""):
     return req
 
 
-# ---- server errors and dropped/hung calls (also tolerated by the fuzzer as KNOWN_ISSUES) -----
+# ---- former server errors and dropped/hung calls --------------------------------------------
 
 # MLServer copies the request id into the Ce-Id/Ce-Requestid response headers (REST) and the
 # trailing metadata (gRPC) unchecked: it used to answer 500, drop the connection or hang.
