@@ -8,7 +8,7 @@ import numpy as np
 from mlserver.types import InferenceResponse, MetadataTensor, Parameters, ResponseOutput
 
 from runtime.artifacts import Manifest
-from runtime.predictor import PREDICT, PREDICT_PROBA
+from runtime.predictor import PREDICT, PREDICT_PROBA, offered_outputs
 
 INPUT_NAME = "features"
 
@@ -21,13 +21,14 @@ class OutputSpec:
 
 
 def output_specs(manifest: Manifest) -> dict[str, OutputSpec]:
-    if manifest.kind == "regressor":
-        return {PREDICT: OutputSpec(PREDICT, "FP64", 0)}
-    n_classes = len(manifest.classes or [])
-    return {
-        PREDICT: OutputSpec(PREDICT, "INT64", 0),
-        PREDICT_PROBA: OutputSpec(PREDICT_PROBA, "FP64", n_classes),
+    """How each output the predictor offers for this version is encoded."""
+    classifier = manifest.kind == "classifier"
+    specs = {
+        # Classifiers predict class labels; regressors predict values.
+        PREDICT: OutputSpec(PREDICT, "INT64" if classifier else "FP64", 0),
+        PREDICT_PROBA: OutputSpec(PREDICT_PROBA, "FP64", len(manifest.classes or [])),
     }
+    return {name: specs[name] for name in offered_outputs(manifest)}
 
 
 def input_metadata(manifest: Manifest) -> list[MetadataTensor]:
