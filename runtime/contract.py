@@ -14,9 +14,9 @@ from math import prod
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-from mlserver.types import InferenceRequest, RequestInput
 
 from runtime.artifacts import Manifest
+from runtime.datatypes import NUMERIC_DATATYPES, NUMERIC_HINT, v2_name
 from runtime.errors import (
     BatchSizeError,
     DatatypeError,
@@ -32,16 +32,17 @@ from runtime.errors import (
 )
 from runtime.predictor import offered_outputs
 
-NUMERIC_DATATYPES: dict[str, np.dtype] = {
-    name: np.dtype(dtype)
-    for name, dtype in {
-        "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
-        "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-        "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    }.items()
-}  # fmt: skip
-NUMERIC_HINT = "use a numeric datatype (FP16/FP32/FP64, INT8..INT64, UINT8..UINT64)"
 DEFAULT_OUTPUT = "predict"
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One V2 input tensor as the transport delivered it, before any check."""
+
+    name: str
+    shape: Sequence[int]
+    datatype: str
+    data: Any  # nested lists of JSON values (REST), or a flat numpy array (gRPC)
 
 
 @dataclass(frozen=True)
@@ -64,14 +65,17 @@ class Contract:
     def n_features(self) -> int:
         return len(self.feature_names)
 
-    def parse(self, request: InferenceRequest) -> ParsedRequest:
-        check_request_id(request.id)
-        return ParsedRequest(self._features(request.inputs), self._outputs(request))
+    def parse(
+        self, request_id: str | None, inputs: Sequence[Tensor], outputs: Sequence[str] = ()
+    ) -> ParsedRequest:
+        """The request's features and the outputs it asks for (`predict` when none)."""
+        check_request_id(request_id)
+        return ParsedRequest(self._features(inputs), self._outputs(outputs))
 
-    def _outputs(self, request: InferenceRequest) -> tuple[str, ...]:
-        if not request.outputs:
+    def _outputs(self, requested: Sequence[str]) -> tuple[str, ...]:
+        if not requested:
             return (DEFAULT_OUTPUT,)
-        names = tuple(dict.fromkeys(o.name for o in request.outputs))
+        names = tuple(dict.fromkeys(requested))
         for name in names:
             if name not in self.offered_outputs:
                 raise OutputError(
@@ -79,7 +83,7 @@ class Contract:
                 )
         return names
 
-    def _features(self, inputs: Sequence[RequestInput]) -> np.ndarray:
+    def _features(self, inputs: Sequence[Tensor]) -> np.ndarray:
         if not inputs:
             raise InputLayoutError(self._layout_hint("no inputs"))
         matrices = [i for i in inputs if len(i.shape) == 2]
@@ -97,7 +101,7 @@ class Contract:
     def _layout_hint(self, problem: str) -> str:
         return f"{problem}; send one [N, {self.n_features}] tensor or one 1-D tensor per feature"
 
-    def _matrix(self, inp: RequestInput) -> np.ndarray:
+    def _matrix(self, inp: Tensor) -> np.ndarray:
         rows, cols = inp.shape
         if cols != self.n_features:
             raise FeatureCountError(
@@ -106,7 +110,7 @@ class Contract:
         self._check_rows(inp.name, rows)
         return decode_tensor(inp, (rows, cols), self.feature_names)
 
-    def _columns(self, inputs: Sequence[RequestInput]) -> np.ndarray:
+    def _columns(self, inputs: Sequence[Tensor]) -> np.ndarray:
         for inp in inputs:
             if len(inp.shape) != 1:
                 raise ShapeError(
@@ -127,9 +131,9 @@ class Contract:
             matrix[:, col] = decode_tensor(inp, (rows,), (name,))
         return matrix
 
-    def _index_columns(self, inputs: Sequence[RequestInput]) -> dict[str, RequestInput]:
+    def _index_columns(self, inputs: Sequence[Tensor]) -> dict[str, Tensor]:
         known = set(self.feature_names)
-        by_name: dict[str, RequestInput] = {}
+        by_name: dict[str, Tensor] = {}
         for inp in inputs:
             if inp.name not in known:
                 raise FeatureNameError(
@@ -167,12 +171,12 @@ def check_request_id(request_id: str | None) -> None:
         )
 
 
-def decode_tensor(inp: RequestInput, shape: tuple[int, ...], columns: Sequence[str]) -> np.ndarray:
+def decode_tensor(inp: Tensor, shape: tuple[int, ...], columns: Sequence[str]) -> np.ndarray:
     """The tensor's data as a finite float64 array of `shape`, within its datatype's range."""
     datatype = _numeric_dtype(inp)
     if any(d < 0 for d in shape):
         raise ShapeError(f"input '{inp.name}': shape {list(inp.shape)} has a negative dimension")
-    data = inp.data.root
+    data = inp.data
     try:
         raw = np.asarray(data)
     except (ValueError, TypeError):
@@ -193,8 +197,8 @@ def _holds_booleans(data: Any) -> bool:
     return bool in set(map(type, values))
 
 
-def _numeric_dtype(inp: RequestInput) -> np.dtype:
-    name = getattr(inp.datatype, "value", inp.datatype)
+def _numeric_dtype(inp: Tensor) -> np.dtype:
+    name = inp.datatype
     try:
         return NUMERIC_DATATYPES[name]
     except KeyError:
@@ -242,7 +246,7 @@ def _check_range(name: str, values: np.ndarray, datatype: np.dtype, columns: Seq
             index = _first(too_big)
             raise ValueRangeError(
                 f"{_position(name, index, columns)}: value {values[index].item()!r} is out of range "
-                f"for {_v2_name(datatype)} [-{limit:g}, {limit:g}]"
+                f"for {v2_name(datatype)} [-{limit:g}, {limit:g}]"
             )
 
 
@@ -255,7 +259,7 @@ def _check_integer_range(
             index = _first(fractional)
             raise ValueRangeError(
                 f"{_position(name, index, columns)}: value {values[index].item()!r} is not an integer, "
-                f"as {_v2_name(datatype)} requires"
+                f"as {v2_name(datatype)} requires"
             )
     info = np.iinfo(datatype)
     # JSON integers past int64 reach numpy as float64 (from MLServer's parser, or when mixed with
@@ -266,7 +270,7 @@ def _check_integer_range(
         index = _first(outside)
         raise ValueRangeError(
             f"{_position(name, index, columns)}: value {values[index].item()!r} is out of range "
-            f"for {_v2_name(datatype)} [{info.min}, {info.max}]"
+            f"for {v2_name(datatype)} [{info.min}, {info.max}]"
         )
 
 
@@ -278,15 +282,11 @@ def _describe(value: float) -> str:
     return "NaN" if np.isnan(value) else ("+Inf" if value > 0 else "-Inf")
 
 
-def _v2_name(datatype: np.dtype) -> str:
-    return next(k for k, v in NUMERIC_DATATYPES.items() if v == datatype)
-
-
 def _explain_bad_elements(
     name: str, data: Any, shape: tuple[int, ...], columns: Sequence[str]
 ) -> None:
     """Raise the most specific error for data the fast path could not turn into numbers."""
-    if isinstance(data, np.ndarray):  # gRPC contents arrive as arrays (runtime.grpc_compat)
+    if isinstance(data, np.ndarray):  # gRPC contents arrive as arrays (runtime.integration.grpc)
         data = data.tolist()
     if not isinstance(data, list):
         raise MalformedDataError(f"input '{name}': data must be a list of numbers")

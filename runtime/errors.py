@@ -1,16 +1,11 @@
-"""Every user-facing error and the status it maps to, in one place.
+"""Every user-facing error and the HTTP status it maps to, in one place.
 
-All of them subclass MLServer's `MLServerError`, which MLServer turns into the HTTP status
-below and, over gRPC, into the matching code (400 -> INVALID_ARGUMENT, 500 -> INTERNAL).
-Each takes only a message so it survives pickling across MLServer's parallel workers.
-
-MLServer 1.7.1 maps only 400/404/422/500 to gRPC codes (anything else becomes UNKNOWN), so
-`register_grpc_codes()` adds the codes of the admission errors below to its table.
+Plain exceptions: the core raises them without knowing MLServer. The adapter (runtime.model) and
+the integration package turn them into MLServer's errors at the edge, and over gRPC the status
+becomes its code (400 -> INVALID_ARGUMENT, 401 -> UNAUTHENTICATED, 503 -> UNAVAILABLE,
+504 -> DEADLINE_EXCEEDED, 500 -> INTERNAL; runtime.integration.grpc). Each takes only a message
+so it survives pickling across MLServer's parallel workers.
 """
-
-import grpc
-from mlserver.errors import MLServerError
-from mlserver.grpc import utils as grpc_utils
 
 BAD_REQUEST = 400
 UNAUTHORIZED = 401
@@ -18,32 +13,20 @@ INTERNAL = 500
 SERVICE_UNAVAILABLE = 503
 GATEWAY_TIMEOUT = 504
 
-# HTTP status -> gRPC status code, for the statuses MLServer 1.7.1 does not map itself.
-GRPC_CODES = {
-    UNAUTHORIZED: grpc.StatusCode.UNAUTHENTICATED,
-    SERVICE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-    GATEWAY_TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
+
+class PipelineError(Exception):
+    """Base of every error the runtime reports to a caller; `status` is its HTTP status."""
+
+    status = INTERNAL
+
+    def __init__(self, msg: str):
+        super().__init__(msg)
 
 
-def register_grpc_codes() -> None:
-    """Teach MLServer's gRPC error handler our codes (idempotent; never overrides its own).
-
-    MLServer 1.7.1 `mlserver.grpc.utils._grpc_status_code` looks the status up in the module
-    dict `STATUS_CODE_MAPPING` at call time, so adding entries is enough; the gRPC server runs
-    in the main process, where the runtime module is imported too (in every worker mode).
-    """
-    for status, code in GRPC_CODES.items():
-        grpc_utils.STATUS_CODE_MAPPING.setdefault(status, code)
-
-
-class InvalidRequest(MLServerError):
+class InvalidRequest(PipelineError):
     """Base for mistakes in the request: always a 4xx, never a 5xx."""
 
     status = BAD_REQUEST
-
-    def __init__(self, msg: str):
-        super().__init__(msg, self.status)
 
 
 class FeatureCountError(InvalidRequest):
@@ -99,43 +82,38 @@ class NonFiniteOutputError(InvalidRequest):
     """Finite inputs whose prediction overflows (values far outside the model's numeric range)."""
 
 
-class ArtifactError(MLServerError):
+class ArtifactError(PipelineError):
     """A model directory that cannot be loaded safely: refused at load, never served."""
 
-    def __init__(self, msg: str):
-        super().__init__(msg, INTERNAL)
+    status = INTERNAL
 
 
-class InternalPredictionError(MLServerError):
+class InternalPredictionError(PipelineError):
     """An unexpected failure inside the prediction path: a short message, no traceback."""
 
-    def __init__(self, msg: str):
-        super().__init__(msg, INTERNAL)
+    status = INTERNAL
 
 
 class InvalidTimeoutError(InvalidRequest):
     """An `X-Request-Timeout-Ms` header (or gRPC metadata) that is not a number of milliseconds."""
 
 
-class Unauthenticated(MLServerError):
+class Unauthenticated(PipelineError):
     """Inference without a valid bearer token on a model that requires one: HTTP 401,
     gRPC UNAUTHENTICATED. The message never echoes what the client sent."""
 
-    def __init__(self, msg: str):
-        super().__init__(msg, UNAUTHORIZED)
+    status = UNAUTHORIZED
 
 
-class Overloaded(MLServerError):
+class Overloaded(PipelineError):
     """The model already has its `max_in_flight` requests in flight: refused at once, not
     queued. HTTP 503, gRPC UNAVAILABLE (retry later, preferably elsewhere)."""
 
-    def __init__(self, msg: str):
-        super().__init__(msg, SERVICE_UNAVAILABLE)
+    status = SERVICE_UNAVAILABLE
 
 
-class DeadlineExceeded(MLServerError):
+class DeadlineExceeded(PipelineError):
     """The request's deadline passed before its computation started, so it was not computed:
     HTTP 504, gRPC DEADLINE_EXCEEDED."""
 
-    def __init__(self, msg: str):
-        super().__init__(msg, GATEWAY_TIMEOUT)
+    status = GATEWAY_TIMEOUT

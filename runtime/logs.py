@@ -1,7 +1,8 @@
 """JSON-lines logs for MLServer's own loggers and the runtime's, from one logging configuration.
 
 `runtime/logging.json` (settings.json `logging_settings`) sends every logger (root, mlserver,
-uvicorn, runtime) to one stdout handler using `JsonFormatter`. MLServer applies it in the main
+uvicorn, runtime) to one stdout handler using `JsonFormatter` (with MLServer's model context:
+runtime.integration.log_format). MLServer applies it in the main
 process and in each parallel worker, and uvicorn applies it again for the REST and metrics
 servers, so every process writes the same format.
 
@@ -18,8 +19,6 @@ import sys
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from mlserver.context import model_name_var, model_version_var
-
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is emitted.
 # uvicorn's `color_message` repeats the message with terminal colour codes.
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -29,6 +28,10 @@ _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, No
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message, pid, model context and extras."""
+
+    def context(self) -> dict[str, Any]:
+        """Fields of the surrounding context (e.g. the model a line is about); none here."""
+        return {}
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
@@ -41,9 +44,8 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _RECORD_ATTRIBUTES:
                 doc.setdefault(key, value)
-        # MLServer's model context, for its own lines about a model (e.g. "Loaded model ...").
-        doc.setdefault("model", model_name_var.get("") or None)
-        doc.setdefault("version", model_version_var.get("") or None)
+        for key, value in self.context().items():
+            doc.setdefault(key, value)
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
@@ -69,14 +71,6 @@ def _dumps(doc: dict[str, Any]) -> str:
         return json.dumps(doc, default=repr)
     except ValueError:  # a circular structure in an extra
         return json.dumps({key: repr(value) for key, value in doc.items()})
-
-
-def use_json_on_mlserver_console() -> None:
-    """JSON on the console handler MLServer's CLI installs before it reads `logging_settings`
-    (which, once applied, replaces it with logging.json's handler)."""
-    for handler in logging.getLogger("mlserver").handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.setFormatter(JsonFormatter())
 
 
 def stdout_handler() -> logging.Handler:

@@ -1,5 +1,5 @@
-"""Prometheus metrics of the runtime, and the per-request observation feeding them, the request
-log line and the tracing spans.
+"""Prometheus metrics of the runtime: the metric families and each model version's children
+(fed per request by runtime.observation).
 
 The metrics live in prometheus_client's default registry, created lazily at the first model load:
 - MLServer 1.7.1's `/metrics` serves that registry when `parallel_workers` is 0, and NOT the
@@ -16,26 +16,18 @@ the code. Each model version binds its label children once, at load.
 
 from __future__ import annotations
 
-import logging
 import re
 import time
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from typing import Any, Callable, ContextManager, Iterator, Optional, TypeVar
+from typing import Optional
 
 import numpy as np
-from mlserver.types import InferenceRequest
-from opentelemetry.context import Context
-from opentelemetry.trace import Status, StatusCode, Tracer
 from prometheus_client import Counter, Gauge, Histogram
 
-from runtime import errors, tracing
+from runtime import errors
 from runtime.artifacts import Manifest
-from runtime.drift import OodReport
-from runtime.logs import log_request
-
-logger = logging.getLogger("runtime")
+from runtime.ood import OodReport
 
 OK = "ok"
 INTERNAL_ERROR = "internal_error"
@@ -45,8 +37,6 @@ SECONDS_BUCKETS = (
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
     0.05, 0.1, 0.25, 0.5, 1.0,
 )  # fmt: skip
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -180,105 +170,3 @@ class ModelMetrics:
         for feature in np.flatnonzero(report.per_feature):  # only the features that had any
             self._ood_values[feature].inc(int(report.per_feature[feature]))
         self._ood_rows.inc(report.rows)
-
-
-# -------------------------------------------------------------------------------- one request
-
-
-class Observer:
-    """What one model version records about each request: metrics, a log line and spans."""
-
-    def __init__(self, model: str, version: str, manifest: Manifest):
-        self.model, self.version = model, version
-        self.metrics = ModelMetrics(model, version, tuple(manifest.feature_names))
-        self.tracing = tracing.runtime_tracing()
-
-    def observe(self, request: InferenceRequest) -> "Observation":
-        return Observation(self, request)
-
-
-class Observation:
-    """One request, as `with observer.observe(request) as obs:` around the whole of predict.
-
-    The block runs inside the runtime's `predict` span; `span()` opens a child span, `timed()`
-    times a stage. On exit the outcome (from the exception, if any) goes to the request counter,
-    the histograms, the log line (debug when ok, warning for a client error, error with the
-    traceback otherwise) and each span's attributes.
-    """
-
-    def __init__(self, observer: Observer, request: InferenceRequest):
-        self._observer = observer
-        self._request_id = request.id
-        self._parent: Optional[Context] = None
-        if observer.tracing is not None:
-            self._parent = tracing.parent_context(observer.tracing, request)
-        self._stage_seconds: dict[str, float] = {}
-        self._root: ContextManager[None] = nullcontext()
-        self._started = 0.0
-        self.rows: Optional[int] = None
-        self.ood: Optional[OodReport] = None
-
-    def __enter__(self) -> "Observation":
-        self._started = time.perf_counter()
-        self._root = self.span("predict", parent=self._parent)
-        self._root.__enter__()
-        return self
-
-    def __exit__(self, exc_type: Any, error: Optional[BaseException], tb: Any) -> None:
-        seconds = time.perf_counter() - self._started
-        self._root.__exit__(exc_type, error, tb)
-        outcome = outcome_of(error)
-        metrics = self._observer.metrics
-        metrics.record(outcome, self.rows, self._stage_seconds)
-        if self.ood is not None:
-            metrics.record_ood(self.ood)
-        internal = outcome == INTERNAL_ERROR
-        log_request(
-            logger,
-            logging.DEBUG if error is None else logging.ERROR if internal else logging.WARNING,
-            request_id=self._request_id,
-            model=self._observer.model,
-            version=self._observer.version,
-            rows=self.rows,
-            seconds=seconds,
-            outcome=outcome,
-            error=error,
-            traceback=internal,
-        )
-
-    def timed(self, stage: str, fn: Callable[..., T], *args: Any) -> T:
-        started = time.perf_counter()
-        try:
-            return fn(*args)
-        finally:
-            self._stage_seconds[stage] = time.perf_counter() - started
-
-    def span(self, name: str, parent: Optional[Context] = None) -> ContextManager[None]:
-        """A child of the current span (or of `parent`); nothing when tracing is off."""
-        if self._observer.tracing is None:
-            return nullcontext()
-        return self._span(self._observer.tracing.tracer, name, parent)
-
-    @contextmanager
-    def _span(self, tracer: Tracer, name: str, parent: Optional[Context]) -> Iterator[None]:
-        # Status is set here, not by OpenTelemetry: a client's mistake is not a span error.
-        with tracer.start_as_current_span(
-            name, context=parent, record_exception=False, set_status_on_exception=False
-        ) as span:
-            error: Optional[BaseException] = None
-            try:
-                yield
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                outcome = outcome_of(error)
-                observer = self._observer
-                span.set_attributes(
-                    {"model": observer.model, "version": observer.version, "outcome": outcome}
-                )
-                if self.rows is not None:
-                    span.set_attribute("rows", self.rows)
-                if error is not None and outcome == INTERNAL_ERROR:
-                    span.record_exception(error)
-                    span.set_status(Status(StatusCode.ERROR, type(error).__name__))

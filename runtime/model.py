@@ -1,17 +1,9 @@
 """The MLServer adapter: wires artifacts -> contract -> predictor -> response, nothing more.
 
-Each request runs inside an observation (runtime.metrics) that times the stages, counts the
-outcome, logs the request and opens the tracing spans (stages are the `stage` metric label):
-
-    predict span
-    |- validate span: the ood_flags parameter, then stages decode (contract.parse: V2 tensors to
-    |                 a checked float64 matrix) and validate (the out-of-distribution check)
-    |- transform span: stage predict (the scaler + model pipeline)
-    `- encode span: stage encode (the V2 response, with OOD flags if asked)
-
-Admission (auth, deadlines, the in-flight cap) happens before MLServer calls predict, in
-runtime.admission; the graceful drain on SIGTERM is runtime.lifecycle. Both install once in the
-process hosting the servers when this module is first imported.
+Each request runs inside an observation (runtime.observation) that times the stages, counts the
+outcome, logs the request and opens the tracing spans. Admission (auth, deadlines, the in-flight
+cap) happens before MLServer calls predict, and the graceful drain on SIGTERM around MLServer's
+stop: both live in runtime.integration, installed here once per process.
 """
 
 from __future__ import annotations
@@ -22,25 +14,27 @@ from pathlib import Path
 
 import numpy as np
 from mlserver import MLModel
-from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse
 from mlserver.utils import get_model_uri
 
-from runtime import admission, auth, batching, grpc_compat, lifecycle, tracing
+from runtime import auth, integration
 from runtime.artifacts import load_pipeline
+from runtime.compute import compute
 from runtime.contract import Contract
-from runtime.drift import OodDetector, OodReport, attach_flags, wants_flags
-from runtime.errors import InternalPredictionError
-from runtime.metrics import Observer
+from runtime.errors import InternalPredictionError, PipelineError
+from runtime.integration import batching, tracing, v2
+from runtime.observation import Observer
+from runtime.ood import FLAGS_PARAMETER, OodDetector, OodReport, wants_flags
 from runtime.options import RuntimeOptions
 from runtime.predictor import compile_predictor
-from runtime.response import encode_response, input_metadata, output_metadata, output_specs
+from runtime.response import (
+    encode_outputs,
+    input_description,
+    output_descriptions,
+    output_specs,
+)
 
 logger = logging.getLogger("runtime")
-
-grpc_compat.install()
-admission.install()
-lifecycle.install()
 
 
 class PipelineRuntime(MLModel):
@@ -48,10 +42,13 @@ class PipelineRuntime(MLModel):
 
     async def load(self) -> bool:
         started = time.perf_counter()
-        model_dir = Path(await get_model_uri(self._settings))
-        options = RuntimeOptions.from_extra(self._settings.parameters.extra)
-        auth.check_configured(options.auth_token_file, options.auth_token_env)
-        pipeline = load_pipeline(model_dir, options.load_policy())
+        try:
+            model_dir = Path(await get_model_uri(self.settings))
+            options = RuntimeOptions.from_extra(self.settings.parameters.extra)
+            auth.check_configured(options.auth_token_file, options.auth_token_env)
+            pipeline = load_pipeline(model_dir, options.load_policy())
+        except PipelineError as error:
+            raise v2.as_mlserver_error(error) from None
         self._offload = options.offload
         manifest = pipeline.manifest
         self._specs = output_specs(manifest)
@@ -60,9 +57,11 @@ class PipelineRuntime(MLModel):
         self._ood = OodDetector.from_pipeline(pipeline, options.ood_z_threshold)
         # The unversioned stable alias still reports the version it actually serves.
         self._served_version = self.version or manifest.version
-        self._observer = Observer(self.name, self._served_version, manifest)
-        self.inputs = input_metadata(manifest)
-        self.outputs = output_metadata(self._specs)
+        self._observer = Observer(
+            self.name, self._served_version, manifest, tracing.runtime_tracing()
+        )
+        self.inputs = [v2.metadata(input_description(manifest))]
+        self.outputs = [v2.metadata(d) for d in output_descriptions(self._specs)]
         batching.isolate(self, self._contract)
         load_seconds = time.perf_counter() - started
         self._observer.metrics.loaded(manifest, self._predictor.kind, load_seconds)
@@ -73,15 +72,23 @@ class PipelineRuntime(MLModel):
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        # Refused (504) instead of computed if the request's deadline passed while it waited.
-        return await admission.compute(self._predict, payload, self._offload)
+        try:
+            # Refused (504) instead of computed if the deadline passed while it waited.
+            return await compute(self._predict, payload, v2.headers(payload), self._offload)
+        except PipelineError as error:
+            raise v2.as_mlserver_error(error) from None
 
     def _predict(self, payload: InferenceRequest) -> InferenceResponse:
+        parent = tracing.parent_context(payload) if self._observer.tracing else None
         try:
-            with self._observer.observe(payload) as obs:
+            with self._observer.observe(payload.id, parent) as obs:
                 with obs.span("validate"):
-                    with_flags = wants_flags(payload)
-                    parsed = obs.timed("decode", self._contract.parse, payload)
+                    with_flags = wants_flags(v2.request_parameter(payload, FLAGS_PARAMETER))
+                    parsed = obs.timed(
+                        "decode",
+                        self._contract.parse,
+                        payload.id, v2.tensors(payload), v2.output_names(payload),
+                    )  # fmt: skip
                     obs.rows = len(parsed.features)
                     ood = obs.timed("validate", self._ood.check, parsed.features, with_flags)
                     obs.ood = ood
@@ -90,16 +97,15 @@ class PipelineRuntime(MLModel):
                     results = obs.timed("predict", predict, parsed.features, parsed.outputs)
                 with obs.span("encode"):
                     return obs.timed("encode", self._encode, results, ood)
-        except MLServerError:
+        except PipelineError:
             raise
         except Exception:
             # The observation logged it with its traceback; the client gets a short message only.
             raise InternalPredictionError("internal error while predicting; see server logs") from None
 
     def _encode(self, results: dict[str, np.ndarray], ood: OodReport) -> InferenceResponse:
-        response = encode_response(self.name, self._served_version, results, self._specs)
-        return attach_flags(response, ood)
+        outputs = encode_outputs(results, self._specs)
+        return v2.response(self.name, self._served_version, outputs, ood.flags)
 
 
-tracing.install(PipelineRuntime)
-batching.install(PipelineRuntime)
+integration.install(PipelineRuntime)

@@ -1,11 +1,12 @@
-"""The response side: what outputs a model offers (for metadata) and how results are encoded."""
+"""The response side: what outputs a model offers, how they are described in metadata and how
+results are encoded as V2 tensors (plain data; the adapter wraps them in MLServer's types)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-from mlserver.types import InferenceResponse, MetadataTensor, Parameters, ResponseOutput
 
 from runtime.artifacts import Manifest
 from runtime.predictor import PREDICT, PREDICT_PROBA, offered_outputs
@@ -20,6 +21,26 @@ class OutputSpec:
     width: int  # 0 for a 1-D output [N], else the second dimension
 
 
+@dataclass(frozen=True)
+class TensorDescription:
+    """One tensor of the model's V2 metadata."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EncodedOutput:
+    """One V2 output tensor, ready to serialise."""
+
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+
+
 def output_specs(manifest: Manifest) -> dict[str, OutputSpec]:
     """How each output the predictor offers for this version is encoded."""
     classifier = manifest.kind == "classifier"
@@ -31,41 +52,28 @@ def output_specs(manifest: Manifest) -> dict[str, OutputSpec]:
     return {name: specs[name] for name in offered_outputs(manifest)}
 
 
-def input_metadata(manifest: Manifest) -> list[MetadataTensor]:
-    return [
-        MetadataTensor(
-            name=INPUT_NAME,
-            datatype="FP64",
-            shape=[-1, manifest.n_features],
-            # A string, not a list: MLServer drops list parameters from gRPC metadata.
-            parameters=Parameters(feature_names=",".join(manifest.feature_names)),
-        )
-    ]
+def input_description(manifest: Manifest) -> TensorDescription:
+    return TensorDescription(
+        name=INPUT_NAME,
+        datatype="FP64",
+        shape=[-1, manifest.n_features],
+        # A string, not a list: MLServer drops list parameters from gRPC metadata.
+        parameters={"feature_names": ",".join(manifest.feature_names)},
+    )
 
 
-def output_metadata(specs: dict[str, OutputSpec]) -> list[MetadataTensor]:
+def output_descriptions(specs: dict[str, OutputSpec]) -> list[TensorDescription]:
     return [
-        MetadataTensor(name=s.name, datatype=s.datatype, shape=[-1, s.width] if s.width else [-1])
+        TensorDescription(s.name, s.datatype, [-1, s.width] if s.width else [-1])
         for s in specs.values()
     ]
 
 
-def encode_response(
-    model_name: str,
-    model_version: str,
-    results: dict[str, np.ndarray],
-    specs: dict[str, OutputSpec],
-) -> InferenceResponse:
-    outputs = []
-    for name, values in results.items():
-        spec = specs[name]
-        outputs.append(
-            ResponseOutput(
-                name=name,
-                shape=list(values.shape),
-                datatype=spec.datatype,
-                # Flat data: valid V2 for any shape, and the cheapest form to serialise.
-                data=values.ravel().tolist(),
-            )
-        )
-    return InferenceResponse(model_name=model_name, model_version=model_version, outputs=outputs)
+def encode_outputs(
+    results: dict[str, np.ndarray], specs: dict[str, OutputSpec]
+) -> list[EncodedOutput]:
+    # Flat data: valid V2 for any shape, and the cheapest form to serialise.
+    return [
+        EncodedOutput(name, list(values.shape), specs[name].datatype, values.ravel().tolist())
+        for name, values in results.items()
+    ]

@@ -1,4 +1,5 @@
-"""Out-of-distribution bands, counts and per-row flags (runtime.drift)."""
+"""Out-of-distribution bands, counts and per-row flags (runtime.ood; the flags in a V2 response:
+runtime.integration.v2)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import json
 
 import numpy as np
 import pytest
-from mlserver.types import InferenceRequest, InferenceResponse
+from mlserver.types import InferenceRequest
 
 from runtime.artifacts import load_pipeline
-from runtime.drift import FLAGS_PARAMETER, OodDetector, attach_flags, wants_flags
+from runtime.integration import v2
+from runtime.ood import FLAGS_PARAMETER, OodDetector, wants_flags
 from runtime.errors import ArtifactError, InvalidRequest
 from runtime.options import DEFAULT_OOD_Z_THRESHOLD, RuntimeOptions
 
@@ -96,23 +98,22 @@ def _request(parameters: dict | None) -> InferenceRequest:
     ],
 )
 def test_flags_are_built_only_when_asked(parameters, expected):
-    assert wants_flags(_request(parameters)) is expected
+    assert wants_flags(v2.request_parameter(_request(parameters), FLAGS_PARAMETER)) is expected
 
 
 @pytest.mark.parametrize("bad", ["true", 1, [True]])
 def test_a_non_boolean_flags_parameter_is_a_client_error(bad):
     with pytest.raises(InvalidRequest, match="ood_flags"):
-        wants_flags(_request({FLAGS_PARAMETER: bad}))
+        wants_flags(v2.request_parameter(_request({FLAGS_PARAMETER: bad}), FLAGS_PARAMETER))
 
 
 def test_flags_travel_in_the_response_parameters():
     detector = _detector([0, 0, 0], [1, 1, 1])
-    response = InferenceResponse(model_name="m", outputs=[])
-    attach_flags(response, detector.check(np.array([[2.0, 0.5, 0.5]]), with_flags=True))
+    flagged = detector.check(np.array([[2.0, 0.5, 0.5]]), with_flags=True)
+    response = v2.response("m", "1", [], flagged.flags)
     assert json.loads(response.parameters.model_extra[FLAGS_PARAMETER]) == [["a"]]
-    untouched = InferenceResponse(model_name="m", outputs=[])
-    attach_flags(untouched, detector.check(np.array([[2.0, 0.5, 0.5]]), with_flags=False))
-    assert untouched.parameters is None
+    unflagged = detector.check(np.array([[2.0, 0.5, 0.5]]), with_flags=False)
+    assert v2.response("m", "1", [], unflagged.flags).parameters is None
 
 
 def test_z_threshold_option():

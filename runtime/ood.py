@@ -17,7 +17,6 @@ from functools import cached_property
 from typing import Any, Optional
 
 import numpy as np
-from mlserver.types import InferenceRequest, InferenceResponse, Parameters
 
 from runtime.artifacts import LoadedPipeline
 from runtime.errors import InvalidRequest
@@ -91,9 +90,9 @@ def _encode_flags(per_row: list[list[str]]) -> str:
     return json.dumps(per_row, separators=(",", ":"))
 
 
-def wants_flags(request: InferenceRequest) -> bool:
-    """Whether the request asks for per-row flags; a non-boolean is refused, not guessed at."""
-    value = getattr(request.parameters, FLAGS_PARAMETER, None) if request.parameters else None
+def wants_flags(value: object) -> bool:
+    """Whether a request's `ood_flags` parameter asks for per-row flags; a non-boolean is refused,
+    not guessed at (absent: None)."""
     if value is None:
         return False
     if not isinstance(value, bool):
@@ -101,11 +100,3 @@ def wants_flags(request: InferenceRequest) -> bool:
             f"parameter '{FLAGS_PARAMETER}' must be true or false, got {value!r:.60}"
         )
     return value
-
-
-def attach_flags(response: InferenceResponse, report: OodReport) -> InferenceResponse:
-    if report.flags is not None:
-        if response.parameters is None:
-            response.parameters = Parameters()
-        setattr(response.parameters, FLAGS_PARAMETER, report.flags)
-    return response

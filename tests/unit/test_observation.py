@@ -25,7 +25,9 @@ from opentelemetry.trace import StatusCode
 from prometheus_client import REGISTRY
 from sklearn.datasets import load_diabetes
 
-from runtime import errors, tracing
+from runtime import errors
+from runtime.integration import tracing
+from runtime.integration.v2 import RuntimeRequestError
 from runtime.errors import InternalPredictionError, InvalidRequest
 from runtime.metrics import INTERNAL_ERROR, OK, STAGES, known_outcomes, outcome_of
 from runtime.model import PipelineRuntime
@@ -131,7 +133,7 @@ def test_counters_move_by_the_right_amounts(models_dir):
     }
     for n in (1, 3, 5):
         _predict(runtime, _request(_rows(n)))
-    with pytest.raises(errors.FeatureCountError):
+    with pytest.raises(RuntimeRequestError, match="expected 10 features"):
         _predict(runtime, _request(np.zeros((2, 7))))
     assert _sample("pipeline_requests_total", outcome="ok") - before["ok"] == 3
     refused = _sample("pipeline_requests_total", outcome="feature_count")
@@ -169,7 +171,7 @@ def test_flags_in_the_response_only_when_asked(models_dir):
     assert _predict(runtime, _request(rows)).parameters is None
     flagged = _predict(runtime, _request(rows, ood_flags=True))
     assert json.loads(flagged.parameters.model_extra["ood_flags"]) == [[], ["age"]]
-    with pytest.raises(InvalidRequest, match="ood_flags"):
+    with pytest.raises(RuntimeRequestError, match="ood_flags"):
         _predict(runtime, _request(rows, ood_flags="yes"))
 
 
@@ -201,8 +203,8 @@ def test_nothing_a_client_sends_creates_a_series(models_dir):
     for request in hostile:
         try:
             _predict(runtime, request)
-        except InvalidRequest:
-            pass
+        except RuntimeRequestError as refused:
+            assert refused.status_code == 400
     assert _label_sets() == known
 
 
@@ -221,7 +223,7 @@ def test_internal_error_is_counted_logged_with_traceback_hidden_from_client(mode
     runtime._predictor = _Boom()
     before = _sample("pipeline_requests_total", outcome=INTERNAL_ERROR)
     with caplog.at_level(logging.DEBUG, logger="runtime"):
-        with pytest.raises(InternalPredictionError) as raised:
+        with pytest.raises(RuntimeRequestError, match="internal error") as raised:
             _predict(runtime, _request(_rows(2)))
     assert "boom" not in str(raised.value)
     assert _sample("pipeline_requests_total", outcome=INTERNAL_ERROR) - before == 1
@@ -235,7 +237,7 @@ def test_request_lines_debug_when_ok_warning_when_refused(models_dir, caplog):
     runtime = _load(models_dir)
     with caplog.at_level(logging.DEBUG, logger="runtime"):
         _predict(runtime, _request(_rows(3)))
-        with pytest.raises(errors.FeatureCountError):
+        with pytest.raises(RuntimeRequestError, match="expected 10 features"):
             _predict(runtime, _request(np.zeros((2, 7))))
     ok, refused = [r for r in caplog.records if hasattr(r, "outcome")]
     assert (ok.levelno, ok.outcome, ok.rows, ok.request_id) == (logging.DEBUG, "ok", 3, "req-1")
@@ -282,7 +284,7 @@ def test_spans_are_children_of_the_request_span(models_dir, spans):
 
 def test_a_refused_request_is_not_a_span_error(models_dir, spans):
     runtime = _load(models_dir)
-    with pytest.raises(errors.FeatureCountError):
+    with pytest.raises(RuntimeRequestError, match="expected 10 features"):
         _predict(runtime, _request(np.zeros((2, 7))))
     finished = _by_name(spans.get_finished_spans())
     assert set(finished) == {"predict", "validate"}
@@ -294,7 +296,7 @@ def test_a_refused_request_is_not_a_span_error(models_dir, spans):
 def test_an_internal_error_is_a_span_error(models_dir, spans):
     runtime = _load(models_dir)
     runtime._predictor = _Boom()
-    with pytest.raises(InternalPredictionError):
+    with pytest.raises(RuntimeRequestError, match="internal error"):
         _predict(runtime, _request(_rows(2)))
     finished = _by_name(spans.get_finished_spans())
     for name in ("predict", "transform"):
@@ -335,6 +337,7 @@ def test_in_a_worker_spans_hang_under_the_carried_request_span(models_dir, monke
     monkeypatch.setattr(mlserver_tracing, "get_tracer_provider", get_tracer_provider)
     settings = Settings(tracing_server="127.0.0.1:4317")
     monkeypatch.setattr(multiprocessing, "current_process", lambda: _Worker(settings))
+    monkeypatch.setattr(multiprocessing, "parent_process", lambda: object())  # as in a worker
     tracing.runtime_tracing.cache_clear()
     try:
         runtime = _load(models_dir)

@@ -1,4 +1,5 @@
-"""gRPC requests decode straight into numpy, and malformed raw contents are a 400."""
+"""gRPC requests decode straight into numpy, and malformed raw contents are a 400
+(runtime.integration.grpc_service)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,16 @@ from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc.converters import ModelInferRequestConverter
 
 import runtime.model  # noqa: F401  (installs the decoder, as loading the runtime does)
-from runtime.contract import Contract
+from runtime.contract import Contract, ParsedRequest
+from runtime.integration import v2
+from runtime.integration.grpc_service import decode_request
 from runtime.errors import DatatypeError, MalformedDataError, ShapeError
 
 CONTRACT = Contract(("a", "b"), ("predict",), max_rows=10)
+
+
+def parse(decoded) -> ParsedRequest:
+    return CONTRACT.parse(decoded.id, v2.tensors(decoded), v2.output_names(decoded))
 
 
 def _request(datatype: str, shape: list[int]) -> pb.ModelInferRequest:
@@ -30,7 +37,7 @@ def test_raw_contents_become_one_array_with_the_declared_type():
     decoded = ModelInferRequestConverter.to_types(request)
     data = decoded.inputs[0].data.root
     assert isinstance(data, np.ndarray) and data.dtype == np.float32
-    np.testing.assert_array_equal(CONTRACT.parse(decoded).features, x.astype(np.float64))
+    np.testing.assert_array_equal(parse(decoded).features, x.astype(np.float64))
     assert decoded.id == "req-1" and [o.name for o in decoded.outputs] == ["predict"]
 
 
@@ -40,7 +47,7 @@ def test_typed_contents_keep_their_wire_values_for_the_contract_to_check():
     decoded = ModelInferRequestConverter.to_types(request)
     assert decoded.inputs[0].data.root.tolist() == [7, 300]
     with pytest.raises(Exception, match=r"row 0, column 1 \('b'\): value 300 is out of range for INT8"):
-        CONTRACT.parse(decoded)
+        parse(decoded)
 
 
 @pytest.mark.parametrize(
@@ -55,12 +62,16 @@ def test_malformed_raw_contents_are_refused_naming_the_input(datatype, shape, ra
     request = _request(datatype, shape)
     request.raw_input_contents.append(raw)
     with pytest.raises(error) as caught:
+        decode_request(request)
+    assert caught.value.status == 400 and "input 'X'" in str(caught.value) and message in str(caught.value)
+    # Through MLServer's converter (as the servicer calls it): the same message, a 400 for MLServer.
+    with pytest.raises(v2.RuntimeRequestError) as caught:
         ModelInferRequestConverter.to_types(request)
-    assert caught.value.status_code == 400 and "input 'X'" in str(caught.value) and message in str(caught.value)
+    assert caught.value.status_code == 400 and message in str(caught.value)
 
 
 def test_more_raw_buffers_than_inputs_without_contents_is_refused():
     request = _request("FP64", [1, 2])
     request.raw_input_contents.extend([b"\0" * 16, b"\0" * 16])
     with pytest.raises(MalformedDataError, match="2 raw_input_contents for 1 inputs"):
-        ModelInferRequestConverter.to_types(request)
+        decode_request(request)

@@ -7,10 +7,11 @@ the batch in one canonical form (a single FP64 [N, F] tensor named `features`), 
 layout the client used, so requests in different layouts still merge.
 
 MLServer 1.7.1 installs its batcher as an instance attribute `predict` (mlserver/batching/
-hooks.py `load_batching`) before it calls the model's `load()`; the wrapper goes around it:
+hooks.py `load_batching`, marked by `__adaptive_batching__`) before it calls the model's
+`load()`; the wrapper goes around it:
 - without parallel workers, from `PipelineRuntime.load()` on the runtime itself;
 - with parallel workers, around the server process's `ParallelModel` (the model runs in the
-  workers, the batcher in the server process), whose `load()` `install()` extends to read the
+  workers, the batcher in the server process), whose `load()` is extended to read the
   version's manifest: no artifact is deserialised in the server process.
 """
 
@@ -18,48 +19,52 @@ from __future__ import annotations
 
 from functools import wraps
 from pathlib import Path
-from typing import Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional
 
-from mlserver import MLModel
-from mlserver.parallel.model import ParallelModel
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput, TensorData
 from mlserver.utils import get_model_uri
 
 from runtime.artifacts import read_manifest
 from runtime.contract import Contract, ParsedRequest
-from runtime.drift import wants_flags
+from runtime.errors import PipelineError
+from runtime.ood import FLAGS_PARAMETER, wants_flags
 from runtime.options import RuntimeOptions
 from runtime.response import INPUT_NAME
+from runtime.integration import v2
+from runtime.integration.patching import PatchPoint
 
 Predict = Callable[[InferenceRequest], Awaitable[InferenceResponse]]
 
 # Attribute MLServer's load_batching sets on a model whose requests it batches.
-_BATCHER_ATTRIBUTE = "__adaptive_batching__"
+BATCHER_ATTRIBUTE = "__adaptive_batching__"
 _ISOLATED = "_pipeline_runtime_isolated"
 
 
-def isolate(model: MLModel, contract: Contract) -> None:
+def isolate(model: Any, contract: Contract) -> None:
     """Check requests against `contract` before MLServer's batcher, if it batches `model`."""
     batched: Optional[Predict] = model.__dict__.get("predict")
-    batcher = getattr(model, _BATCHER_ATTRIBUTE, None)
+    batcher = getattr(model, BATCHER_ATTRIBUTE, None)
     if batched is None or batcher is None or getattr(batched, _ISOLATED, False):
         return
     unbatched: Predict = batcher._predict_fn  # the model's own predict, saved by the batcher
 
     @wraps(batched)
     async def predict(payload: InferenceRequest) -> InferenceResponse:
-        # Per-row OOD flags live in the response's request-level parameters, which the batcher
-        # would copy to every request of the batch: such requests are served on their own.
-        if wants_flags(payload):
-            return await unbatched(payload)
-        parsed = contract.parse(payload)
+        try:
+            # Per-row OOD flags live in the response's request-level parameters, which the
+            # batcher would copy to every request of the batch: such requests are served alone.
+            if wants_flags(v2.request_parameter(payload, FLAGS_PARAMETER)):
+                return await unbatched(payload)
+            parsed = contract.parse(payload.id, v2.tensors(payload), v2.output_names(payload))
+        except PipelineError as error:
+            raise v2.as_mlserver_error(error) from None
         response = await batched(canonical_request(payload, parsed))
         # The batch answers the union of the outputs its requests asked for.
         response.outputs = [o for o in response.outputs if o.name in parsed.outputs]
         return response
 
     setattr(predict, _ISOLATED, True)
-    model.predict = predict  # type: ignore[method-assign]
+    model.predict = predict
 
 
 def canonical_request(payload: InferenceRequest, parsed: ParsedRequest) -> InferenceRequest:
@@ -80,24 +85,41 @@ def canonical_request(payload: InferenceRequest, parsed: ParsedRequest) -> Infer
     )
 
 
-async def contract_from_settings(model: MLModel) -> Contract:
+async def contract_from_settings(model: Any) -> Contract:
     """The contract of a model version, from its manifest and options alone."""
     manifest = read_manifest(Path(await get_model_uri(model.settings)))
     options = RuntimeOptions.from_extra(model.settings.parameters.extra)
     return Contract.for_manifest(manifest, options.max_rows)
 
 
-def install(runtime_class: type) -> None:
-    """Isolate batched requests in the server process when parallel workers serve the model."""
-    original = ParallelModel.load
-    if getattr(original, _ISOLATED, False):
-        return
+def patches(runtime_class: type) -> list[PatchPoint]:
+    def isolate_in_server_process(original: Callable[..., Any]) -> Callable[..., Any]:
+        async def load(self) -> bool:  # type: ignore[no-untyped-def]
+            ready = await original(self)
+            if isinstance(self._model, runtime_class) and BATCHER_ATTRIBUTE in vars(self):
+                isolate(self, await contract_from_settings(self))
+            return ready
 
-    async def load(self: ParallelModel) -> bool:
-        ready = await original(self)
-        if isinstance(self._model, runtime_class) and _BATCHER_ATTRIBUTE in vars(self):
-            isolate(self, await contract_from_settings(self))
-        return ready
+        return load
 
-    setattr(load, _ISOLATED, True)
-    ParallelModel.load = load  # type: ignore[method-assign]
+    return [
+        PatchPoint(
+            target="mlserver.parallel.model:ParallelModel.load",
+            why="with parallel workers the batcher runs in the server process around "
+            "ParallelModel: isolate requests there (reads ParallelModel._model)",
+            upstream="none found: one bad request fails its whole adaptive batch",
+            if_removed="with parallel workers and adaptive batching, one bad request fails every "
+            "request batched with it",
+            params=("self",),
+            apply=isolate_in_server_process,
+        ),
+        PatchPoint(
+            target="mlserver.batching.adaptive:AdaptiveBatcher.__init__",
+            why="read, not replaced: the batcher keeps the model's own predict as _predict_fn, "
+            "which requests asking for OOD flags call directly",
+            upstream="none: no public handle on the unbatched predict",
+            if_removed="(a read) requests with ood_flags cannot bypass the batch",
+            params=("self", "model"),
+            apply=lambda original: None,
+        ),
+    ]

@@ -1,12 +1,12 @@
-"""runtime.admission, runtime.auth and the new options, in process: the admission steps around
-MLServer's DataPlane with a stand-in model registry, deadlines, bearer tokens, compute offload.
-The same behaviour over real servers is in tests/reliability."""
+"""Admission in process: the options, deadlines (runtime.deadlines), the compute offload
+(runtime.compute), the admission steps around MLServer's DataPlane with a stand-in model registry
+(runtime.admission, runtime.integration.dataplane) and the MLServer fixes beside them. The same
+behaviour over real servers is in tests/reliability."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import hmac
 import logging
 import threading
 import time
@@ -22,8 +22,12 @@ from mlserver.settings import ModelParameters, ModelSettings, Settings
 from mlserver.types import InferenceRequest, InferenceResponse, Parameters
 
 import runtime.model  # noqa: F401  (installs the patches)
-from runtime import admission, auth
+from runtime import deadlines
+from runtime.compute import compute
 from runtime.errors import ArtifactError, DeadlineExceeded, InvalidTimeoutError, Overloaded, Unauthenticated
+from runtime.inflight import IN_FLIGHT
+from runtime.integration.grpc_service import QuietRefusals
+from runtime.integration.v2 import RuntimeRequestError, as_mlserver_error
 from runtime.options import AdmissionOptions, RuntimeOptions
 
 # ------------------------------------------------------------------------------ options
@@ -61,32 +65,32 @@ def test_compute_is_offloaded_only_when_something_needs_to_see_the_queue(extra, 
 
 def test_stamp_records_arrival_and_deadlines_and_ignores_client_sent_values():
     before = time.time()
-    headers = admission.stamp(
-        {"x-request-timeout-ms": "250", admission.DEADLINE_AT: "1e12", admission.GRPC_DEADLINE_AT: "1e12"},
+    headers = deadlines.stamp(
+        {"x-request-timeout-ms": "250", deadlines.DEADLINE_AT: "1e12", deadlines.GRPC_DEADLINE_AT: "1e12"},
         grpc_remaining=0.1,
     )
-    received = float(headers[admission.RECEIVED_AT])
+    received = float(headers[deadlines.RECEIVED_AT])
     assert before <= received <= time.time()
-    assert float(headers[admission.DEADLINE_AT]) == pytest.approx(received + 0.25)
-    assert float(headers[admission.GRPC_DEADLINE_AT]) == pytest.approx(received + 0.1)
-    plain = admission.stamp({admission.DEADLINE_AT: "1e12"})
-    assert admission.DEADLINE_AT not in plain and admission.GRPC_DEADLINE_AT not in plain
+    assert float(headers[deadlines.DEADLINE_AT]) == pytest.approx(received + 0.25)
+    assert float(headers[deadlines.GRPC_DEADLINE_AT]) == pytest.approx(received + 0.1)
+    plain = deadlines.stamp({deadlines.DEADLINE_AT: "1e12"})
+    assert deadlines.DEADLINE_AT not in plain and deadlines.GRPC_DEADLINE_AT not in plain
 
 
 @pytest.mark.parametrize("raw", ["soon", "-1", "nan", "inf", ""])
 def test_a_malformed_timeout_is_a_400(raw):
     with pytest.raises(InvalidTimeoutError, match="x-request-timeout-ms") as error:
-        admission.stamp({"x-request-timeout-ms": raw})
-    assert error.value.status_code == 400
+        deadlines.stamp({"x-request-timeout-ms": raw})
+    assert error.value.status == 400
 
 
 def _settled(header_ms: Optional[float], default_ms: Optional[float], grpc_s: Optional[float]) -> Any:
     headers = {"x-request-timeout-ms": str(header_ms)} if header_ms is not None else {}
-    admission.stamp(headers, grpc_s)
-    admission.settle_deadline(headers, default_ms)
-    if admission.DEADLINE_AT not in headers:
+    deadlines.stamp(headers, grpc_s)
+    deadlines.settle_deadline(headers, default_ms)
+    if deadlines.DEADLINE_AT not in headers:
         return None
-    return round((float(headers[admission.DEADLINE_AT]) - float(headers[admission.RECEIVED_AT])) * 1000)
+    return round((float(headers[deadlines.DEADLINE_AT]) - float(headers[deadlines.RECEIVED_AT])) * 1000)
 
 
 def test_the_header_replaces_the_default_and_grpc_caps_both():
@@ -100,17 +104,17 @@ def test_the_header_replaces_the_default_and_grpc_caps_both():
 
 
 def test_check_deadline_names_where_and_how_long_it_waited():
-    admission.check_deadline(None, "x")
-    admission.check_deadline({}, "x")
+    deadlines.check_deadline(None, "x")
+    deadlines.check_deadline({}, "x")
     now = time.time()
-    admission.check_deadline({admission.DEADLINE_AT: repr(now + 60)}, "x")
+    deadlines.check_deadline({deadlines.DEADLINE_AT: repr(now + 60)}, "x")
     waited = r"before its computation started \(request waited [12]\d\d ms\)"
     with pytest.raises(DeadlineExceeded, match=waited) as e:
-        admission.check_deadline(
-            {admission.DEADLINE_AT: repr(now - 0.1), admission.RECEIVED_AT: repr(now - 0.15)},
+        deadlines.check_deadline(
+            {deadlines.DEADLINE_AT: repr(now - 0.1), deadlines.RECEIVED_AT: repr(now - 0.15)},
             "its computation started",
         )
-    assert e.value.status_code == 504
+    assert e.value.status == 504
 
 
 # ------------------------------------------------------------------------------ compute
@@ -124,13 +128,13 @@ VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset"
 
 
 def test_offloaded_compute_runs_on_the_compute_thread_with_the_callers_context():
-    def fn(payload):
+    def fn(_arg):
         return threading.current_thread().name, VAR.get()
 
     async def main():
         VAR.set("from the request")
-        offloaded = await admission.compute(fn, _payload(), offload=True)
-        return offloaded, await admission.compute(fn, _payload(), offload=False)
+        offloaded = await compute(fn, None, {}, offload=True)
+        return offloaded, await compute(fn, None, {}, offload=False)
 
     (thread, value), (inline_thread, _) = asyncio.run(main())
     assert thread.startswith("pipeline-compute") and value == "from the request"
@@ -140,9 +144,9 @@ def test_offloaded_compute_runs_on_the_compute_thread_with_the_callers_context()
 @pytest.mark.parametrize("offload", [True, False])
 def test_compute_refuses_work_whose_deadline_passed_without_running_it(offload):
     ran = []
-    late = _payload({admission.DEADLINE_AT: repr(time.time() - 1)})
+    late = {deadlines.DEADLINE_AT: repr(time.time() - 1)}
     with pytest.raises(DeadlineExceeded, match="its computation started"):
-        asyncio.run(admission.compute(ran.append, late, offload))
+        asyncio.run(compute(ran.append, "job", late, offload))
     assert ran == []
 
 
@@ -150,113 +154,15 @@ def test_the_deadline_is_checked_when_the_compute_thread_picks_the_job_up():
     ran = []
 
     async def main():
-        blocker = asyncio.ensure_future(admission.compute(lambda p: time.sleep(0.3), _payload(), True))
+        blocker = asyncio.ensure_future(compute(lambda _: time.sleep(0.3), None, {}, True))
         await asyncio.sleep(0.05)
-        queued = _payload({admission.DEADLINE_AT: repr(time.time() + 0.1)})  # valid when queued
+        queued = {deadlines.DEADLINE_AT: repr(time.time() + 0.1)}  # valid when queued
         with pytest.raises(DeadlineExceeded):
-            await admission.compute(ran.append, queued, True)
+            await compute(ran.append, "job", queued, True)
         await blocker
 
     asyncio.run(main())
     assert ran == []
-
-
-# ------------------------------------------------------------------------------ auth
-
-
-def test_tokens_parse_from_lines_and_commas():
-    assert len(auth.parse_tokens("a, b\n\n# comment\n c \n")) == 3
-    assert auth.parse_tokens("") == () and auth.parse_tokens(" , \n") == ()
-
-
-class _Tokens:
-    description = "test tokens"
-
-    def __init__(self, *tokens: str) -> None:
-        self._digests = auth.parse_tokens("\n".join(tokens))
-
-    def digests(self):
-        return self._digests
-
-
-@pytest.mark.parametrize("value", ["Bearer one", "bearer two", "BEARER   one  ", "Bearer two "])
-def test_a_valid_bearer_token_passes(value):
-    auth.Authenticator(_Tokens("one", "two")).check({"authorization": value})
-
-
-@pytest.mark.parametrize(
-    "headers,message",
-    [(None, "missing"), ({}, "missing"), ({"authorization": ""}, "missing"),
-     ({"authorization": "Bearer"}, "missing"), ({"authorization": "Basic one"}, "missing"),
-     ({"authorization": "one"}, "missing"), ({"authorization": "Bearer three"}, "invalid"),
-     ({"authorization": "Bearer one two"}, "invalid"), ({"Authorization": "Bearer one"}, "missing")],
-)  # fmt: skip
-def test_anything_else_is_401_without_echoing_the_token(headers, message):
-    with pytest.raises(Unauthenticated, match=message) as error:
-        auth.Authenticator(_Tokens("one", "two")).check(headers)
-    assert error.value.status_code == 401
-    assert "three" not in str(error.value) and "one" not in str(error.value)
-
-
-def test_every_token_is_compared_in_constant_time_with_no_early_exit(monkeypatch):
-    calls = []
-    real = hmac.compare_digest
-
-    def spy(a, b):
-        calls.append((len(a), len(b)))
-        return real(a, b)
-
-    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
-    checker = auth.Authenticator(_Tokens("first", "second-and-longer", "third"))
-    checker.check({"authorization": "Bearer first"})  # matches the first: the others still compared
-    with pytest.raises(Unauthenticated):
-        checker.check({"authorization": "Bearer " + "x" * 500})
-    # Digests of equal length whatever the token lengths: no length leak either.
-    assert calls == [(32, 32)] * 6
-
-
-def test_a_token_file_is_re_read_when_it_changes_and_fails_closed(tmp_path, caplog):
-    path = tmp_path / "tokens"
-    path.write_text("one\n")
-    tokens = auth.FileTokens(str(path), recheck_s=0.0)
-    checker = auth.Authenticator(tokens)
-    checker.check({"authorization": "Bearer one"})
-    path.write_text("two\n")
-    checker.check({"authorization": "Bearer two"})
-    with pytest.raises(Unauthenticated):
-        checker.check({"authorization": "Bearer one"})
-    path.unlink()  # a Secret being swapped: keep the last tokens, say so
-    with caplog.at_level(logging.ERROR, logger="runtime.auth"):
-        checker.check({"authorization": "Bearer two"})
-    assert "cannot read token file" in caplog.text
-    missing = auth.Authenticator(auth.FileTokens(str(tmp_path / "never-there")))
-    with pytest.raises(Unauthenticated):
-        missing.check({"authorization": "Bearer two"})
-
-
-def test_the_models_setting_wins_over_the_server_wide_environment(tmp_path, monkeypatch):
-    monkeypatch.delenv(auth.ENV_TOKEN_FILE, raising=False)
-    monkeypatch.delenv(auth.ENV_TOKENS, raising=False)
-    assert auth.from_options(None, None) is None  # off by default
-    monkeypatch.setenv(auth.ENV_TOKENS, "server")
-    monkeypatch.setenv("MY_TOKENS", "mine")
-    assert auth.from_options(None, None).source.description == f"environment variable {auth.ENV_TOKENS}"
-    assert auth.from_options(None, "MY_TOKENS").source.description == "environment variable MY_TOKENS"
-    (tmp_path / "t").write_text("filed")
-    assert auth.from_options(str(tmp_path / "t"), "MY_TOKENS").source.description.startswith("token file")
-    monkeypatch.setenv(auth.ENV_TOKEN_FILE, str(tmp_path / "t"))
-    assert auth.from_options(None, None).source.description.startswith("token file")
-
-
-def test_an_auth_setting_without_tokens_fails_the_load(tmp_path, monkeypatch):
-    monkeypatch.delenv(auth.ENV_TOKEN_FILE, raising=False)
-    monkeypatch.setenv(auth.ENV_TOKENS, " , ")
-    with pytest.raises(ArtifactError, match=f"environment variable {auth.ENV_TOKENS} holds no token"):
-        auth.check_configured(None, None)
-    monkeypatch.delenv(auth.ENV_TOKENS)
-    auth.check_configured(None, None)  # auth off: nothing to check
-    with pytest.raises(ArtifactError, match="holds no token"):
-        auth.check_configured(str(tmp_path / "missing"), None)
 
 
 # ------------------------------------------------------------------------------ the DataPlane wrapper
@@ -299,12 +205,13 @@ def test_the_cap_refuses_at_once_and_frees_up_when_requests_finish(dataplane, mo
     async def main():
         first = [asyncio.ensure_future(dataplane.infer(_payload(), "capped")) for _ in range(2)]
         await asyncio.sleep(0.01)
-        assert admission.IN_FLIGHT.per_model[("capped", "1")] == 2
-        with pytest.raises(Overloaded, match="'capped' already has 2 request"):
+        assert IN_FLIGHT.per_model[("capped", "1")] == 2
+        with pytest.raises(RuntimeRequestError, match="'capped' already has 2 request") as refused:
             await dataplane.infer(_payload(), "capped")
+        assert refused.value.status_code == Overloaded.status
         model.release.set()
         await asyncio.gather(*first)
-        assert admission.IN_FLIGHT.per_model[("capped", "1")] == 0
+        assert IN_FLIGHT.per_model[("capped", "1")] == 0
         await dataplane.infer(_payload(), "capped")
 
     asyncio.run(main())
@@ -318,20 +225,22 @@ def test_an_expired_deadline_or_a_missing_token_never_reaches_the_model(dataplan
     monkeypatch.setattr(dataplane, "_model_registry", _Registry(model))
 
     async def main():
-        with pytest.raises(Unauthenticated):
+        with pytest.raises(RuntimeRequestError, match="missing bearer token") as refused:
             await dataplane.infer(_payload(), "guarded")
-        stale = _payload({"authorization": "Bearer sesame", admission.RECEIVED_AT: repr(time.time() - 1)})
-        with pytest.raises(DeadlineExceeded, match="before the request was admitted"):
+        assert refused.value.status_code == Unauthenticated.status
+        stale = _payload({"authorization": "Bearer sesame", deadlines.RECEIVED_AT: repr(time.time() - 1)})
+        with pytest.raises(RuntimeRequestError, match="before the request was admitted") as refused:
             await dataplane.infer(stale, "guarded")
+        assert refused.value.status_code == DeadlineExceeded.status
         with pytest.raises(ModelNotFound):
             await dataplane.infer(_payload(), "unknown")
-        fresh = _payload({"authorization": "Bearer sesame", admission.RECEIVED_AT: repr(time.time())})
+        fresh = _payload({"authorization": "Bearer sesame", deadlines.RECEIVED_AT: repr(time.time())})
         await dataplane.infer(fresh, "guarded")
 
     asyncio.run(main())
     assert len(model.calls) == 1
     assert "authorization" not in model.calls[0].parameters.headers  # consumed, not passed on
-    assert admission.IN_FLIGHT.total == 0
+    assert IN_FLIGHT.total == 0
 
 
 def test_streams_are_admitted_and_counted_too(dataplane, monkeypatch):
@@ -353,15 +262,15 @@ def test_streams_are_admitted_and_counted_too(dataplane, monkeypatch):
     async def main():
         stream = dataplane.infer_stream(payloads(3), "capped-stream")
         first = await stream.__anext__()
-        assert admission.IN_FLIGHT.per_model[("capped-stream", "1")] == 1
-        with pytest.raises(Overloaded):
+        assert IN_FLIGHT.per_model[("capped-stream", "1")] == 1
+        with pytest.raises(RuntimeRequestError, match="already has 1 request"):
             async for _ in dataplane.infer_stream(payloads(1), "capped-stream"):
                 pass
         rest = [r async for r in stream]
         return [first, *rest]
 
     assert len(asyncio.run(main())) == 3 and len(seen) == 3
-    assert admission.IN_FLIGHT.per_model[("capped-stream", "1")] == 0
+    assert IN_FLIGHT.per_model[("capped-stream", "1")] == 0
 
 
 # ------------------------------------------------------------------------------ MLServer fixes
@@ -373,13 +282,13 @@ def test_a_late_worker_answer_for_a_caller_that_left_is_dropped():
 
 
 def test_refusals_do_not_log_a_traceback_on_the_grpc_logger():
-    quiet = admission._QuietRefusals()
+    quiet = QuietRefusals()
 
     def record(exc: Exception) -> logging.LogRecord:
         return logging.LogRecord("mlserver.grpc", logging.ERROR, "", 0, exc, None, (type(exc), exc, None))
 
-    assert not quiet.filter(record(Overloaded("x")))
-    assert not quiet.filter(record(DeadlineExceeded("x")))
-    assert not quiet.filter(record(Unauthenticated("x")))
-    assert quiet.filter(record(ArtifactError("x")))
+    assert not quiet.filter(record(as_mlserver_error(Overloaded("x"))))
+    assert not quiet.filter(record(as_mlserver_error(DeadlineExceeded("x"))))
+    assert not quiet.filter(record(as_mlserver_error(Unauthenticated("x"))))
+    assert quiet.filter(record(as_mlserver_error(ArtifactError("x"))))
     assert quiet.filter(record(ValueError("x")))

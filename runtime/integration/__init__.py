@@ -1,0 +1,65 @@
+"""Every touch of MLServer, uvicorn and grpc internals, installed by one explicit `install()`.
+
+One module per surface: rest, grpc_service, dataplane, lifecycle, parallel, batching, tracing
+(and log_format, v2: MLServer's public types and settings, no patches). `patch_points()` lists
+every point; the README's "How it hooks into MLServer" table and tests/pins list the same ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+
+from runtime.drain import DrainSettings
+from runtime.integration import batching, dataplane, grpc_service, lifecycle, parallel, rest, tracing
+from runtime.integration.patching import IntegrationError, PatchPoint, install_all
+
+logger = logging.getLogger("runtime.integration")
+
+__all__ = ["IntegrationError", "install", "patch_points"]
+
+_lock = threading.Lock()
+_installed = False
+
+
+def patch_points(runtime_class: type, drain: DrainSettings | None = None) -> list[PatchPoint]:
+    """Every patch point, in the order they are installed."""
+    return [
+        *rest.PATCHES,
+        *grpc_service.PATCHES,
+        *dataplane.PATCHES,
+        *lifecycle.patches(drain or DrainSettings.from_env()),
+        *parallel.PATCHES,
+        *batching.patches(runtime_class),
+        *tracing.patches(runtime_class),
+    ]
+
+
+def install(runtime_class: type) -> None:
+    """Patch this process once (MLServer re-imports the runtime's module on every model load).
+
+    In a parallel worker nothing is patched: it hosts no server, and MLServer's pool owns its
+    life cycle. Any point that does not match fails the start (IntegrationError, one line).
+    """
+    global _installed
+    if multiprocessing.parent_process() is not None:
+        return
+    with _lock:
+        if _installed:
+            return
+        import uvicorn
+
+        drain = DrainSettings.from_env()
+        try:
+            install_all(patch_points(runtime_class, drain))
+        except IntegrationError as error:
+            logger.critical("%s", error)
+            raise
+        lifecycle.take_signals_from_uvicorn(uvicorn.Server)
+        _installed = True
+        logger.info(
+            "MLServer integration installed; graceful drain: delay %.1fs, timeout %.1fs, "
+            "hard exit after %.1fs",
+            drain.delay_s, drain.timeout_s, drain.hard_exit_s,
+        )  # fmt: skip

@@ -1,0 +1,161 @@
+"""MLServer's DataPlane: admission around inference, readiness while draining.
+
+- `DataPlane.infer` / `.infer_stream` are the one entry of REST and gRPC inference, looked up per
+  request through the DataPlane instance, and the last point in the server process before
+  MLServer dispatches a request to the model, its adaptive batcher or a parallel worker. There
+  runtime.admission runs (401/504/503 before any computation) and the request counts in flight
+  (the cap, and what the drain waits for). MLServer has no public hook between the model lookup
+  and that dispatch, so the wrapper looks the model up itself (the registry's dict lookup; the
+  original looks it up again).
+- `DataPlane.ready` / `.model_ready` answer false while the server drains (runtime.drain) and
+  keep serving inference: `model.ready = False` would make MLServer refuse inference with 400.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, AsyncIterator, Callable, Optional
+
+from runtime.admission import Policy
+from runtime.drain import STATE as DRAIN
+from runtime.errors import DeadlineExceeded, PipelineError
+from runtime.inflight import IN_FLIGHT, REFUSED
+from runtime.integration.v2 import as_mlserver_error
+from runtime.integration.patching import PatchPoint
+
+_POLICIES: "weakref.WeakKeyDictionary[Any, Policy]" = weakref.WeakKeyDictionary()
+
+
+def policy_for(model: Any) -> Policy:
+    """The loaded model object's admission policy, parsed once per model object."""
+    policy = _POLICIES.get(model)
+    if policy is None:
+        parameters = model.settings.parameters
+        extra = parameters.extra if parameters is not None else None
+        policy = _POLICIES[model] = Policy.from_extra(model.name, model.version, extra)
+    return policy
+
+
+def _headers(payload: Any) -> dict[str, str]:
+    """The request's transport headers (MLServer put them there); created if absent."""
+    if payload.parameters is None:
+        from mlserver.types import Parameters
+
+        payload.parameters = Parameters()
+    if payload.parameters.headers is None:
+        payload.parameters.headers = {}
+    return payload.parameters.headers
+
+
+async def admit(dataplane: Any, payload: Any, name: str, version: Optional[str]) -> Policy:
+    model = await dataplane._model_registry.get_model(name, version)  # ModelNotFound (404)
+    policy = policy_for(model)
+    try:
+        policy.admit(_headers(payload))
+    except PipelineError as error:
+        raise as_mlserver_error(error) from None
+    return policy
+
+
+def _count_refusal(name: str, error: BaseException) -> None:
+    # The compute-start deadline check, in the model (or a parallel worker, whose errors come
+    # back as WorkerError with the status): counted like an admission refusal.
+    if getattr(error, "status_code", None) == DeadlineExceeded.status:
+        REFUSED.add(name, DeadlineExceeded(str(error)))
+
+
+def _admit_infer(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def infer(self, payload, name, version=None):  # type: ignore[no-untyped-def]
+        policy = await admit(self, payload, name, version)
+        IN_FLIGHT.enter(policy.key)
+        ok = False
+        try:
+            response = await original(self, payload, name, version)
+            ok = True
+            return response
+        except Exception as error:
+            _count_refusal(name, error)
+            raise
+        finally:
+            IN_FLIGHT.leave(policy.key, ok)
+
+    return infer
+
+
+def _admit_infer_stream(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def infer_stream(self, payloads, name, version=None) -> AsyncIterator[Any]:  # type: ignore
+        # Admission looks at the first request of the stream (it carries the headers).
+        first = None
+        async for first in payloads:
+            break
+        if first is None:
+            return
+        policy = await admit(self, first, name, version)
+
+        async def replay() -> AsyncIterator[Any]:
+            yield first
+            async for payload in payloads:
+                yield payload
+
+        IN_FLIGHT.enter(policy.key)
+        ok = False
+        try:
+            async for response in original(self, replay(), name, version):
+                yield response
+            ok = True
+        finally:
+            IN_FLIGHT.leave(policy.key, ok)
+
+    return infer_stream
+
+
+def _not_ready_while_draining(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def ready(self) -> bool:  # type: ignore[no-untyped-def]
+        return False if DRAIN.draining else await original(self)
+
+    return ready
+
+
+def _model_not_ready_while_draining(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def model_ready(self, name: str, version: Optional[str] = None) -> bool:  # type: ignore
+        ok = await original(self, name, version)  # ModelNotFound (404) as before
+        return ok and not DRAIN.draining
+
+    return model_ready
+
+
+PATCHES = [
+    PatchPoint(
+        target="mlserver.handlers.dataplane:DataPlane.infer",
+        why="admission (auth 401, deadline 504, in-flight cap 503) and the in-flight count, "
+        "before MLServer dispatches to the model, its batcher or a worker",
+        upstream="none: MLServer has no admission hook before dispatch",
+        if_removed="no auth, no deadlines, no cap, and the drain cannot see requests in flight",
+        params=("self", "payload", "name", "version"),
+        apply=_admit_infer,
+    ),
+    PatchPoint(
+        target="mlserver.handlers.dataplane:DataPlane.infer_stream",
+        why="the same admission for gRPC ModelStreamInfer (on its first message)",
+        upstream="none: as DataPlane.infer",
+        if_removed="streaming inference bypasses auth, deadlines and the cap",
+        params=("self", "payloads", "name", "version"),
+        apply=_admit_infer_stream,
+    ),
+    PatchPoint(
+        target="mlserver.handlers.dataplane:DataPlane.ready",
+        why="server readiness false while draining (REST /v2/health/ready, gRPC ServerReady)",
+        upstream="none found: MLServer never turns readiness false on shutdown",
+        if_removed="load balancers keep routing new requests to a pod that is stopping",
+        params=("self",),
+        apply=_not_ready_while_draining,
+    ),
+    PatchPoint(
+        target="mlserver.handlers.dataplane:DataPlane.model_ready",
+        why="model readiness false while draining (REST .../ready, gRPC ModelReady)",
+        upstream="none found: as DataPlane.ready",
+        if_removed="KServe's per-model readiness stays true during the drain",
+        params=("self", "name", "version"),
+        apply=_model_not_ready_while_draining,
+    ),
+]

@@ -1,0 +1,128 @@
+"""MLServer's stop and uvicorn's signal handlers: the graceful drain of runtime.drain.
+
+Why: MLServer 1.7.1's stop() closes the parallel inference pool *first*: with parallel_workers
+>= 1, requests in flight then fail (500 KeyError / CancelledError, gRPC INTERNAL) and uvicorn
+waits forever for the ones whose worker is gone, so the process never exits. It never turns
+readiness false either (runtime.integration.dataplane). And uvicorn 0.54's Server.serve()
+installs its own SIGINT/SIGTERM handlers (capture_signals; MLServer's
+`_NoSignalServer.install_signal_handlers` override no longer stops that), so the REST and
+metrics servers start closing the instant the signal lands.
+
+Drives the private `MLServer._rest_server._server` (uvicorn.Server: `should_exit`,
+`server_state.connections`) and `MLServer._grpc_server._server` (grpc.aio.Server: `stop(grace)`),
+checked at install like the patches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from typing import Any, Callable, Iterator, Optional
+
+from runtime.drain import STATE, DrainSettings, Listeners, drain
+from runtime.integration.patching import PatchPoint
+
+logger = logging.getLogger("runtime.lifecycle")
+
+
+def _noop_signal_handler(signum: int, frame: Any) -> None:  # noqa: ARG001
+    """Stands in for uvicorn's handle_exit; MLServer's event-loop handler still fires."""
+
+
+@contextlib.contextmanager
+def _no_capture(self: Any) -> Iterator[None]:  # noqa: ARG001
+    yield
+
+
+def _listeners(server: Any) -> Listeners:
+    grpc_server = server._grpc_server._server  # grpc.aio.Server
+    rest_server = server._rest_server._server  # uvicorn.Server
+    stopped: list[asyncio.Future] = []
+
+    def close(grace_s: float) -> None:
+        # gRPC: refuse new RPCs, give those running up to the grace. REST: uvicorn closes the
+        # listener and idle keep-alive connections, and lets requests in progress finish.
+        stopped.append(asyncio.ensure_future(grpc_server.stop(grace=grace_s)))
+        rest_server.should_exit = True  # not handle_exit(): that records a signal to re-raise
+
+    def idle() -> bool:
+        return all(f.done() for f in stopped) and not rest_server.server_state.connections
+
+    return Listeners(close, idle)
+
+
+def _drain_then_stop(settings: DrainSettings) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def wrap(original_stop: Callable[..., Any]) -> Callable[..., Any]:
+        async def stop(self, sig: Optional[int] = None) -> None:  # type: ignore[no-untyped-def]
+            if sig is None or sig == signal.SIGQUIT:
+                # Programmatic stop (a model failed at startup) or SIGQUIT: MLServer's own, at once.
+                return await original_stop(self, sig)
+            if STATE.draining:
+                # uvicorn re-raises the signals it recorded when its serve() returns, and people
+                # press Ctrl-C twice: a second SIGINT stops at once, anything else is ignored.
+                if sig == signal.SIGINT and STATE.sigint_seen:
+                    logger.warning("second SIGINT: stopping without waiting for the drain")
+                    return await original_stop(self, sig)
+                STATE.sigint_seen = STATE.sigint_seen or sig == signal.SIGINT
+                return None
+            await drain(_listeners(self), sig, settings)
+            await original_stop(self, sig)
+
+        return stop
+
+    return wrap
+
+
+def _never_capture(_original: Any) -> Any:
+    return _no_capture
+
+
+def take_signals_from_uvicorn(server_class: type) -> None:
+    """A uvicorn server already serving when the runtime installs (it starts before the first
+    model loads) holds SIGTERM/SIGINT: its handler becomes a no-op. The event loop's handler,
+    which calls MLServer.stop, keeps working: it is woken through the signal wakeup fd."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        handler = signal.getsignal(sig)
+        if isinstance(getattr(handler, "__self__", None), server_class):
+            signal.signal(sig, _noop_signal_handler)
+
+
+def patches(settings: DrainSettings) -> list[PatchPoint]:
+    return [
+        PatchPoint(
+            target="mlserver.server:MLServer.stop",
+            why="drain first (readiness false, serve for the delay, close listeners, wait for "
+            "requests in flight), then MLServer's own stop; the loop's signal handler looks "
+            "self.stop up when the signal arrives",
+            upstream="none found: stop() closes the worker pool before the servers",
+            if_removed="SIGTERM fails requests in flight (and hangs with parallel workers)",
+            params=("self", "sig"),
+            apply=_drain_then_stop(settings),
+        ),
+        *(
+            PatchPoint(
+                target=f"{module}:_NoSignalServer.capture_signals",
+                why="uvicorn must not take SIGTERM/SIGINT from MLServer (a no-op, as MLServer "
+                "meant with install_signal_handlers)",
+                upstream="none found: uvicorn >= 0.29 captures signals in serve()",
+                if_removed=f"on SIGTERM the {what} server closes at once, before the drain",
+                params=("self",),
+                apply=_never_capture,
+            )
+            for module, what in (("mlserver.rest.server", "REST"), ("mlserver.metrics.server", "metrics"))
+        ),
+        PatchPoint(
+            target="mlserver.server:MLServer._create_servers",
+            why="read, not replaced: the drain drives MLServer._rest_server._server "
+            "(uvicorn.Server) and MLServer._grpc_server._server (grpc.aio.Server)",
+            upstream="none: no public handle on the running servers",
+            if_removed="(a read) the drain cannot close the listeners",
+            params=("self",),
+            apply=lambda original: None,
+        ),
+    ]

@@ -1,0 +1,134 @@
+"""The per-request observation: the runtime's metrics, the request log line and the spans.
+
+    predict span
+    |- validate span: stages decode (V2 tensors to a checked float64 matrix) and validate (the
+    |                 out-of-distribution check)
+    |- transform span: stage predict (the scaler + model pipeline)
+    `- encode span: stage encode (the V2 response, with OOD flags if asked)
+
+Spans exist only when the server has a tracer (MLServer's `tracing_server`); the adapter hands
+it over (runtime.integration.tracing), with the parent context a parallel worker received.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager, Iterator, Optional, TypeVar
+
+from opentelemetry.context import Context
+from opentelemetry.trace import Status, StatusCode, Tracer
+
+from runtime.artifacts import Manifest
+from runtime.logs import log_request
+from runtime.metrics import INTERNAL_ERROR, ModelMetrics, outcome_of
+from runtime.ood import OodReport
+
+logger = logging.getLogger("runtime")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Tracing:
+    tracer: Tracer
+
+
+class Observer:
+    """What one model version records about each request: metrics, a log line and spans."""
+
+    def __init__(self, model: str, version: str, manifest: Manifest, tracing: Optional[Tracing]):
+        self.model, self.version = model, version
+        self.metrics = ModelMetrics(model, version, tuple(manifest.feature_names))
+        self.tracing = tracing
+
+    def observe(self, request_id: Optional[str], parent: Optional[Context] = None) -> "Observation":
+        """`parent`: the span to hang under when it is not the current one (a parallel worker)."""
+        return Observation(self, request_id, parent)
+
+
+class Observation:
+    """One request, as `with observer.observe(request) as obs:` around the whole of predict.
+
+    The block runs inside the runtime's `predict` span; `span()` opens a child span, `timed()`
+    times a stage. On exit the outcome (from the exception, if any) goes to the request counter,
+    the histograms, the log line (debug when ok, warning for a client error, error with the
+    traceback otherwise) and each span's attributes.
+    """
+
+    def __init__(self, observer: Observer, request_id: Optional[str], parent: Optional[Context]):
+        self._observer = observer
+        self._request_id = request_id
+        self._parent = parent
+        self._stage_seconds: dict[str, float] = {}
+        self._root: ContextManager[None] = nullcontext()
+        self._started = 0.0
+        self.rows: Optional[int] = None
+        self.ood: Optional[OodReport] = None
+
+    def __enter__(self) -> "Observation":
+        self._started = time.perf_counter()
+        self._root = self.span("predict", parent=self._parent)
+        self._root.__enter__()
+        return self
+
+    def __exit__(self, exc_type: Any, error: Optional[BaseException], tb: Any) -> None:
+        seconds = time.perf_counter() - self._started
+        self._root.__exit__(exc_type, error, tb)
+        outcome = outcome_of(error)
+        metrics = self._observer.metrics
+        metrics.record(outcome, self.rows, self._stage_seconds)
+        if self.ood is not None:
+            metrics.record_ood(self.ood)
+        internal = outcome == INTERNAL_ERROR
+        log_request(
+            logger,
+            logging.DEBUG if error is None else logging.ERROR if internal else logging.WARNING,
+            request_id=self._request_id,
+            model=self._observer.model,
+            version=self._observer.version,
+            rows=self.rows,
+            seconds=seconds,
+            outcome=outcome,
+            error=error,
+            traceback=internal,
+        )
+
+    def timed(self, stage: str, fn: Callable[..., T], *args: Any) -> T:
+        started = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self._stage_seconds[stage] = time.perf_counter() - started
+
+    def span(self, name: str, parent: Optional[Context] = None) -> ContextManager[None]:
+        """A child of the current span (or of `parent`); nothing when tracing is off."""
+        if self._observer.tracing is None:
+            return nullcontext()
+        return self._span(self._observer.tracing.tracer, name, parent)
+
+    @contextmanager
+    def _span(self, tracer: Tracer, name: str, parent: Optional[Context]) -> Iterator[None]:
+        # Status is set here, not by OpenTelemetry: a client's mistake is not a span error.
+        with tracer.start_as_current_span(
+            name, context=parent, record_exception=False, set_status_on_exception=False
+        ) as span:
+            error: Optional[BaseException] = None
+            try:
+                yield
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                outcome = outcome_of(error)
+                observer = self._observer
+                span.set_attributes(
+                    {"model": observer.model, "version": observer.version, "outcome": outcome}
+                )
+                if self.rows is not None:
+                    span.set_attribute("rows", self.rows)
+                if error is not None and outcome == INTERNAL_ERROR:
+                    span.record_exception(error)
+                    span.set_status(Status(StatusCode.ERROR, type(error).__name__))
