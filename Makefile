@@ -44,7 +44,9 @@ test-fuzz: venv
 	$(PY) -m pytest -q tests/fuzz
 
 # Dockerfile lint, kustomize + CRD validation, rollout patches, and the image's commands run here.
+# kubectl renders the kustomize overlays; the script installs a pinned one when PATH has none.
 test-deploy: venv
+	sh deploy/ensure-kubectl.sh $(VENV)
 	$(PY) -m pytest -q tests/deploy
 
 train: venv

@@ -215,7 +215,7 @@ PATCHES = [
         target="mlserver.grpc.utils:STATUS_CODE_MAPPING",
         why="add UNAUTHENTICATED (401), UNAVAILABLE (503), DEADLINE_EXCEEDED (504); looked up "
         "per error by _grpc_status_code",
-        upstream="none found: only 400/404/422/500 are mapped",
+        upstream="none found (SeldonIO/MLServer#488 added the 400/404/422/500 table)",
         if_removed="auth, overload and deadline refusals reach gRPC clients as UNKNOWN",
         kind=dict,
         apply=_add_status_codes,

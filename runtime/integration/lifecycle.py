@@ -99,7 +99,7 @@ def patches(settings: DrainSettings) -> list[PatchPoint]:
             why="drain first (readiness false, serve for the delay, close listeners, wait for "
             "requests in flight), then MLServer's own stop; the loop's signal handler looks "
             "self.stop up when the signal arrives",
-            upstream="none found: stop() closes the worker pool before the servers",
+            upstream="SeldonIO/MLServer#2292 (open PR: close the pool after the servers)",
             if_removed="SIGTERM fails requests in flight (and hangs with parallel workers)",
             params=("self", "sig"),
             apply=_drain_then_stop(settings),
@@ -109,7 +109,7 @@ def patches(settings: DrainSettings) -> list[PatchPoint]:
                 target=f"{module}:_NoSignalServer.capture_signals",
                 why="uvicorn must not take SIGTERM/SIGINT from MLServer (a no-op, as MLServer "
                 "meant with install_signal_handlers)",
-                upstream="none found: uvicorn >= 0.29 captures signals in serve()",
+                upstream="encode/uvicorn#1600 moved signal handling into capture_signals (0.29); MLServer's install_signal_handlers override has been dead since",
                 if_removed=f"on SIGTERM the {what} server closes at once, before the drain",
                 params=("self",),
                 apply=_never_capture,

@@ -1,5 +1,6 @@
 """What tests/deploy needs in place of Docker and a cluster: Dockerfile and .dockerignore parsing,
-kustomize rendering, strict validation against the KServe v0.16.0 CRDs, and the repository's models.
+kustomize rendering, strict validation against the KServe v0.16.0 CRDs (kserve/crds/), and the
+repository's models.
 
 Nothing here imports mlserver or runtime.model: these tests also run gRPC clients in-process.
 """
@@ -7,23 +8,27 @@ Nothing here imports mlserver or runtime.model: these tests also run gRPC client
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-# CI clones main elsewhere with a copy of shared/ beside it, so look beside the repository.
-CRD_DIR = REPO.parent / "shared" / "kserve-crds"
 KSERVE = REPO / "kserve"
+# The KServe release the overlays target; kserve/crds/ also keeps newer copies for work to come.
+CRD_DIR = KSERVE / "crds" / "v0.16.0"
 OVERLAYS = {
     "base": KSERVE / "base",
     "canary": KSERVE / "overlays" / "canary",
@@ -159,15 +164,45 @@ def read_dockerignore() -> list[tuple[bool, re.Pattern[str]]]:
 # ---------------------------------------------------------------- kustomize and KServe CRDs
 
 
-def kubectl() -> str | None:
-    return shutil.which("kubectl")
+# Set to 1 to skip, visibly, the tests that need kubectl; without it a missing kubectl fails them.
+NO_KUBECTL_ENV = "PIPELINE_TESTS_WITHOUT_KUBECTL"
+INSTALL_HINT = "run `make test-deploy` or `sh deploy/ensure-kubectl.sh .venv` (installs the pinned kubectl)"
+
+
+@cache
+def find_kubectl() -> tuple[str | None, str]:
+    """(path, "") of a usable kubectl, else (None, why not).
+
+    The venv's kubectl comes first: deploy/ensure-kubectl.sh puts the pinned one there.
+    """
+    venv_kubectl = Path(sys.executable).parent / "kubectl"
+    path = str(venv_kubectl) if venv_kubectl.is_file() else shutil.which("kubectl")
+    if path is None:
+        return None, f"kubectl is not installed: {INSTALL_HINT}"
+    out = subprocess.run([path, "version", "--client"], capture_output=True, text=True, timeout=60)
+    # kubectl before 1.27 embeds a kustomize older than the v5 the overlays are written for.
+    match = re.search(r"^Kustomize Version: v(\d+)\.", out.stdout, re.MULTILINE)
+    if out.returncode != 0 or not match or int(match.group(1)) < 5:
+        shown = out.stdout.strip() or out.stderr.strip()
+        return None, f"{path} has no kustomize v5 ({shown}): {INSTALL_HINT}"
+    return path, ""
+
+
+def kubectl() -> str:
+    """The kubectl to run; fails the calling test when there is none (skips only if opted out)."""
+    path, why = find_kubectl()
+    if path is None:
+        if os.environ.get(NO_KUBECTL_ENV) == "1":
+            pytest.skip(f"{NO_KUBECTL_ENV}=1: {why}")
+        pytest.fail(f"{why}; or set {NO_KUBECTL_ENV}=1 to skip the tests that need it", pytrace=False)
+    return path
 
 
 @cache
 def render_json(overlay: str) -> str:
     """`kubectl kustomize` output as JSON text (cached: every test gets its own parsed copy)."""
     out = subprocess.run(
-        [kubectl() or "kubectl", "kustomize", str(OVERLAYS[overlay])],
+        [kubectl(), "kustomize", str(OVERLAYS[overlay])],
         capture_output=True,
         text=True,
         timeout=60,
@@ -211,9 +246,7 @@ def crd_validator(kind: str) -> tuple[str, jsonschema.protocols.Validator]:
     """(apiVersion served by the v0.16.0 CRD, strict validator) for one KServe kind."""
     path = CRD_DIR / CRD_FILES[kind]
     if not path.is_file():
-        raise AssertionError(
-            f"KServe CRD {path} is missing: the deploy tests need shared/kserve-crds beside the repository"
-        )
+        raise AssertionError(f"KServe CRD {path} is missing: kserve/crds/ holds the copies the tests use")
     crd = yaml.safe_load(path.read_text())
     (version,) = [v for v in crd["spec"]["versions"] if v.get("served")]
     schema = strict(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
@@ -233,6 +266,11 @@ def schema_errors(obj: dict[str, Any]) -> list[str]:
         where = "/".join(str(p) for p in error.absolute_path) or "(top)"
         errors.append(f"{obj['kind']}/{obj['metadata'].get('name')}: {where}: {error.message}")
     return errors
+
+
+def git_blob_sha1(data: bytes) -> str:
+    """What `git hash-object` prints for a file with these bytes."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 # ---------------------------------------------------------------- the repository's models and settings

@@ -162,6 +162,7 @@ def test_dockerignore_keeps_exactly_what_the_copies_need() -> None:
         "tests",
         "bench",
         "kserve",
+        "kserve/crds/v0.16.0/serving.kserve.io_inferenceservices.yaml",
         ".venv/bin/python",
         "runtime/__pycache__/x.pyc",
     ):
@@ -186,7 +187,7 @@ def test_entrypoint_refuses_a_models_dir_that_is_not_there(tmp_path: Path) -> No
 
 
 def test_image_drain_settings_fit_kubernetes_default_grace_period() -> None:
-    """runtime/lifecycle.py's knobs, explicit in the image: delay + timeout <= hard exit < 30 s."""
+    """runtime/drain.py's knobs, explicit in the image: delay + timeout <= hard exit < 30 s."""
     env = parse_env(read_dockerfile()[-1])
     delay, timeout, hard_exit = (
         float(env[f"PIPELINE_DRAIN_{k}"]) for k in ("DELAY_S", "TIMEOUT_S", "HARD_EXIT_S")

@@ -15,7 +15,6 @@ from deploy_support import (
     by_kind,
     env_map,
     instructions,
-    kubectl,
     model_dir_for,
     model_settings,
     parse_env,
@@ -23,11 +22,6 @@ from deploy_support import (
     render,
     schema_errors,
     served_model_name,
-)
-
-pytestmark = pytest.mark.skipif(
-    kubectl() is None,
-    reason="kubectl is not installed; it renders the kustomize overlays (kubectl kustomize)",
 )
 
 Objects = list[dict[str, Any]]

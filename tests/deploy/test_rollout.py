@@ -70,7 +70,6 @@ def test_dry_run_prints_the_patch_and_contacts_nothing(argv: list[str], body: st
     assert "dry run" in out.stderr
 
 
-@pytest.mark.skipif(kubectl() is None, reason="kubectl is not installed; it applies the patch locally")
 @pytest.mark.parametrize(
     "start,argv,end",
     [

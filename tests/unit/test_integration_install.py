@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import signal
+from pathlib import Path
 
 import mlserver
 import pytest
@@ -119,3 +120,12 @@ def test_signal_takeover_replaces_only_a_uvicorn_handler():
 def test_importing_the_runtime_leaves_the_test_process_signals_alone():
     assert signal.getsignal(signal.SIGTERM) is not lifecycle._noop_signal_handler
     assert signal.getsignal(signal.SIGINT) is not lifecycle._noop_signal_handler
+
+
+def test_the_readme_table_lists_every_patch_point_as_the_registry_does():
+    from runtime.integration.__main__ import table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    start, end = "<!-- patch-table:start -->\n", "\n<!-- patch-table:end -->"
+    documented = readme[readme.index(start) + len(start) : readme.index(end)]
+    assert documented == table(), "README table is stale: paste `python -m runtime.integration`"
