@@ -12,7 +12,7 @@ export MLSERVER_HTTP_PORT ?= 8080
 export MLSERVER_GRPC_PORT ?= 8081
 export MLSERVER_METRICS_PORT ?= 8082
 
-.PHONY: venv serve test test-unit test-integration test-deploy test-reliability test-fuzz train bench lock clean
+.PHONY: venv serve test test-unit test-pins test-integration test-deploy test-reliability test-fuzz train bench lock clean
 
 venv: $(STAMP)
 
@@ -26,10 +26,14 @@ serve: venv
 
 # The runtime (which imports mlserver) and the V2 clients of kserve/tritonclient register the
 # same protobuf symbols, so the two kinds of tests run in separate pytest processes.
-test: test-unit test-integration test-deploy test-reliability test-fuzz
+test: test-unit test-pins test-integration test-deploy test-reliability test-fuzz
 
 test-unit: venv
 	$(PY) -m pytest -q tests/unit
+
+# Every MLServer patch point of runtime/integration, checked by its behaviour through real servers.
+test-pins: venv
+	$(PY) -m pytest -q tests/pins
 
 test-integration: venv
 	$(PY) -m pytest -q tests/integration

@@ -4,8 +4,8 @@
     python -m bench.fuzz --examples 10000 --seed 7     # reproducible
     python -m bench.fuzz --examples 2000 --derandomize # exactly what `make test` runs
 
-Same strategies and judge as the CI fuzz (tests/fuzz/strategies.py, tests/fuzz/fuzz_support.py,
-imported by path; what an answer may be is documented there). Starts its own `mlserver start .`
+Same strategies and judge as the CI fuzz (harness/strategies.py, harness/fuzz.py; what an answer
+may be is documented there). Starts its own `mlserver start .`
 on free loopback ports, never imports mlserver or the runtime. Prints a table of answers per
 protocol and expectation and any violation with its minimal (shrunk) request; writes
 bench/results/fuzz-<stamp>.json. Exit status 1 on a violation or a failed health check.
@@ -22,10 +22,10 @@ import time
 import traceback
 from pathlib import Path
 
-from bench._tests_on_path import REPO, RESULTS
-
-import fuzz_support as fs  # noqa: E402  (tests/fuzz, by path)
-import strategies as S  # noqa: E402
+from bench.common import REPO, RESULTS
+from harness import fuzz as fs
+from harness import strategies as S
+from harness.server import Server
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     log_path = work / "mlserver.log"
     print(f"fuzz: {args.examples} examples per protocol ({', '.join(protocols)}), "
           f"{'derandomized' if args.derandomize else f'seed {seed}'}; server log {log_path}", flush=True)
-    server = fs.start_server(log_path)
+    server = Server.start(log_path)
     session = fs.FuzzSession(server, health_every=args.health_every)
     runs = []
     try:
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
         session.health("at the end")
     finally:
         session.close()
-        fs.stop_server(server)
+        server.stop()
     stats = session.stats
     print()
     print(stats.table())

@@ -23,7 +23,6 @@ import json
 import os
 import pstats
 import re
-import shutil
 import signal
 import sys
 import tempfile
@@ -32,8 +31,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench import common, loadgen
-from bench.common import MLServerConfig, Server
-from bench.run import LOADS, Payloads, log, preflight, scenario_fn
+from bench.common import MLServerConfig
+from bench.scenarios import LOADS, Payloads, close_workdir, log, ours_available, preflight, scenario_fn
 
 IDLE_NAMES = re.compile(
     r"run_forever|run_until_complete|<method 'poll' of 'select\.epoll'|<method 'acquire' of '_thread\.lock'"
@@ -173,26 +172,25 @@ def profile_server(kind: str, args, workdir: Path, payloads: Payloads) -> list[d
     out = {sc: {"server": kind, "protocol": sc[0], "load": sc[1]} for sc in scenarios}
 
     log(f"{kind}: unprofiled runs ...")
-    with Server.mlserver(f"{kind}-plain", root, logs / f"{kind}-plain.log") as srv:
-        pre = preflight(srv, payloads, args.protocols)
+    with common.serving(common.mlserver_launcher(root, logs / f"{kind}-plain.log")) as srv:
+        pre = preflight(srv, f"{kind}-plain", payloads, args.protocols)
         for sc in scenarios:
             go = scenario_fn(srv, pre, payloads, workdir, *sc)
             go(args.warmup)
-            before = srv.cpu_snapshot()
+            before = common.cpu_snapshot(srv)
             res = go(args.duration)
-            cpu = common.cpu_delta(before, srv.cpu_snapshot())
+            cpu = common.cpu_delta(before, common.cpu_snapshot(srv))
             out[sc].update(plain_rps=res.rps, plain_cpu_us_per_req=cpu / max(res.completed, 1) * 1e6,
                            plain_p50_ms=res.p50_ms, plain_errors=res.errors)
             log(f"  {kind} {sc[0]} {sc[1]}: {res.rps:.0f} req/s, {out[sc]['plain_cpu_us_per_req']:.0f} CPU us/req")
 
     log(f"{kind}: profiled runs ...")
     pdir = workdir / f"prof-{kind}"
-    srv = Server.mlserver(f"{kind}-prof", root, logs / f"{kind}-prof.log",
-                          extra_cmd=[sys.executable, "-m", "bench._profiled_mlserver"])
-    srv.env.update(BENCH_PROFILE_DIR=str(pdir),
-                   PYTHONPATH=str(common.REPO) + os.pathsep + srv.env.get("PYTHONPATH", ""))
-    with srv:
-        pre = preflight(srv, payloads, args.protocols)
+    profiled = common.mlserver_launcher(
+        root, logs / f"{kind}-prof.log", argv=[sys.executable, "-m", "bench._profiled_mlserver", "start", "."],
+        env={"BENCH_PROFILE_DIR": str(pdir), "PYTHONPATH": str(common.REPO)})
+    with common.serving(profiled) as srv:
+        pre = preflight(srv, f"{kind}-prof", payloads, args.protocols)
         for i, sc in enumerate(scenarios, start=1):
             go = scenario_fn(srv, pre, payloads, workdir, *sc)
             go(args.warmup)
@@ -261,14 +259,14 @@ def main(argv=None) -> int:
     args.servers = [s for s in args.servers.split(",") if s]
     args.protocols = [s for s in args.protocols.split(",") if s]
     args.loads = [s for s in args.loads.split(",") if s]
-    if "ours" in args.servers and not (common.REPO / "runtime" / "model.py").exists():
+    if "ours" in args.servers and not ours_available():
         log("runtime/model.py not found: profiling the stock runtime only")
         args.servers = [s for s in args.servers if s != "ours"]
     tools = loadgen.ensure_tools(log)
     args.protocols = [pr for pr in args.protocols if tools["wrk" if pr == "rest" else "h2load"]]
 
     workdir = Path(tempfile.mkdtemp(prefix="pipeline-profile-"))
-    payloads = Payloads(workdir, common.load_pipeline(), sorted({LOADS[l][0] for l in args.loads}))
+    payloads = Payloads(workdir, common.bench_pipeline(), sorted({LOADS[l][0] for l in args.loads}))
     results = []
     for kind in args.servers:
         try:
@@ -287,10 +285,7 @@ def main(argv=None) -> int:
     (args.out / "latest-profile.md").write_text(md)
     print(md)
     log(f"wrote {base}.md/.json")
-    if args.keep_workdir:
-        log(f"workdir kept (cProfile windows: prof-*/window-N.prof): {workdir}")
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
+    close_workdir(workdir, args.keep_workdir, "cProfile windows: prof-*/window-N.prof")
     return 0
 
 

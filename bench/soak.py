@@ -4,7 +4,7 @@
     python -m bench.soak --seconds 300 --clients 16
 
 Starts its own `mlserver start .` on free loopback ports (client side only: requests and
-tritonclient's stubs; the engine is tests/fuzz/soak_support.py, imported by path). A warm-up
+tritonclient's stubs; the engine is harness/soak.py). A warm-up
 (default 5 s) runs the same traffic before the measured window. Every good request must answer
 with the pipeline's predictions and every bad one with its 4xx / INVALID_ARGUMENT / NOT_FOUND.
 The resident memory (RSS) of the server's process tree (psutil, children included) is sampled
@@ -23,10 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._tests_on_path import REPO, RESULTS
-
-import fuzz_support as fs  # noqa: E402  (tests/fuzz, by path)
-import soak_support as soak  # noqa: E402
+from bench.common import REPO, RESULTS
+from harness import soak
+from harness.server import Server
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -54,13 +53,13 @@ def main(argv=None) -> int:
     log_path = Path(tempfile.mkdtemp(prefix="bench-soak-")) / "mlserver.log"
     print(f"soak: {args.seconds:g} s measured after {args.warmup:g} s warm-up, {args.clients} clients, "
           f"{args.good_ratio:.0%} good requests; server log {log_path}", flush=True)
-    server = fs.start_server(log_path)
+    server = Server.start(log_path)
     try:
         result = soak.run_soak(server, seconds=args.seconds, clients=args.clients,
                                warmup=args.warmup, good_ratio=args.good_ratio, seed=args.seed,
                                max_requests_per_client=args.max_requests_per_client)
     finally:
-        fs.stop_server(server)
+        server.stop()
     growth = result["rss_mb"]["second_half_growth"]
     result.update(stamp=stamp, server_log=str(log_path), max_growth_mb=args.max_growth_mb)
     verdict = []

@@ -48,15 +48,12 @@ def install(runtime_class: type) -> None:
     with _lock:
         if _installed:
             return
-        import uvicorn
-
         drain = DrainSettings.from_env()
         try:
             install_all(patch_points(runtime_class, drain))
         except IntegrationError as error:
             logger.critical("%s", error)
             raise
-        lifecycle.take_signals_from_uvicorn(uvicorn.Server)
         _installed = True
         logger.info(
             "MLServer integration installed; graceful drain: delay %.1fs, timeout %.1fs, "

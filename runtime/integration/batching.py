@@ -114,6 +114,17 @@ def patches(runtime_class: type) -> list[PatchPoint]:
             apply=isolate_in_server_process,
         ),
         PatchPoint(
+            target="mlserver.batching.hooks:load_batching",
+            why="read, not replaced: it sets the batcher as the model's instance attribute "
+            "`predict` (marked __adaptive_batching__) before load(), where PipelineRuntime.load "
+            "wraps it (parallel_workers 0)",
+            upstream="none found: one bad request fails its whole adaptive batch",
+            if_removed="(a read) with adaptive batching, one bad request fails every request "
+            "batched with it",
+            params=("model",),
+            apply=lambda original: None,
+        ),
+        PatchPoint(
             target="mlserver.batching.adaptive:AdaptiveBatcher.__init__",
             why="read, not replaced: the batcher keeps the model's own predict as _predict_fn, "
             "which requests asking for OOD flags call directly",

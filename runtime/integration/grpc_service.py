@@ -163,7 +163,10 @@ def _to_types(_original: Any) -> Any:
 def _stamp_on_insert(original: Callable[..., Any]) -> Callable[..., Any]:
     def _InsertHeaders(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         payload = original(self, request, context)
-        stamp(payload.parameters.headers, context.time_remaining())
+        try:
+            stamp(payload.parameters.headers, context.time_remaining())
+        except PipelineError as error:  # a malformed x-request-timeout-ms: INVALID_ARGUMENT
+            raise as_mlserver_error(error) from None
         return payload
 
     return _InsertHeaders

@@ -9,12 +9,18 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from runtime.deadlines import stamp
+from runtime.errors import PipelineError
 from runtime.integration.patching import PatchPoint
+from runtime.integration.v2 import as_mlserver_error
 
 
 def _stamp_on_insert(original: Callable[[Any, dict[str, str]], Any]) -> Callable[..., Any]:
     def insert_headers(inference_request, headers):  # type: ignore[no-untyped-def]
-        return original(inference_request, stamp(headers))
+        try:
+            stamp(headers)
+        except PipelineError as error:  # a malformed X-Request-Timeout-Ms: the client's 400
+            raise as_mlserver_error(error) from None
+        return original(inference_request, headers)
 
     return insert_headers
 

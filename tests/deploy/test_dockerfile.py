@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy_support import (
+from tests.deploy.deploy_support import (
     REPO,
     context_files,
     dockerignore_rules,

@@ -33,7 +33,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import yaml
 
-from deploy_support import (
+from tests.deploy.deploy_support import (
     REPO,
     context_files,
     env_map,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy_support import CRD_DIR, CRD_FILES, KSERVE, git_blob_sha1
+from tests.deploy.deploy_support import CRD_DIR, CRD_FILES, KSERVE, git_blob_sha1
 
 COPIES = sorted(p for p in (KSERVE / "crds").iterdir() if p.is_dir())
 # A SOURCE.md table row: | file.yaml | ... | <git blob sha1> | <bytes> |

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from deploy_support import (
+from tests.deploy.deploy_support import (
     OVERLAYS,
     REPO,
     by_kind,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from deploy_support import REPO, by_kind, kubectl, render
+from tests.deploy.deploy_support import REPO, by_kind, kubectl, render
 from runtime import rollout
 
 ISVC_PATH = "/apis/serving.kserve.io/v1beta1/namespaces/ml/inferenceservices/diabetes"

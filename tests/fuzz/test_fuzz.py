@@ -1,51 +1,61 @@
 """Property-based fuzzing of raw V2 inference requests over REST and gRPC (hypothesis).
 
 Each protocol runs CI_EXAMPLES (2,000) derandomized examples against one real server; see
-fuzz_support.py for what an answer may be and strategies.py for what is sent. The 10,000-example
-run is `python -m bench.fuzz --examples 10000`. FUZZ_EXAMPLES=<n> overrides the count here.
+harness/fuzz.py for what an answer may be and harness/strategies.py for what is sent. The
+10,000-example run is `python -m bench.fuzz --examples 10000`. FUZZ_EXAMPLES=<n> overrides the
+count here. Each test checks its own examples and health checks (a fresh tally per test).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 from hypothesis import given, settings
 
-import fuzz_support as fs
-import strategies as S
+from harness import fuzz as fs
+from harness import strategies as S
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", fs.CI_EXAMPLES))
 CI = settings(settings.get_profile("fuzz-ci"), max_examples=EXAMPLES)
 
 
-@pytest.mark.timeout(900)
-@CI
-@given(case=S.rest_cases())
-def test_rest_requests_never_get_a_server_error(fuzz, case):
-    fuzz.run(case)
+def _fuzz(session: fs.FuzzSession, protocol: str, strategy) -> None:
+    @CI
+    @given(case=strategy)
+    def prop(case):
+        session.run(case)
 
-
-@pytest.mark.timeout(900)
-@CI
-@given(case=S.grpc_cases())
-def test_grpc_requests_never_get_a_server_error(fuzz, case):
-    fuzz.run(case)
-
-
-def test_server_stayed_healthy_throughout(fuzz):
-    fuzz.health("at the end")
-    stats = fuzz.stats
+    prop()
+    session.health(f"after the {protocol} fuzz")
+    stats = session.stats
     assert stats.health_checks >= 1
     assert not stats.health_failures, "\n".join(stats.health_failures)
     # Every example really reached the server (hypothesis may stop early only on a failure).
-    for protocol in ("rest", "grpc"):
-        assert stats.examples[protocol] >= EXAMPLES, (protocol, dict(stats.examples))
+    assert stats.examples[protocol] >= EXAMPLES, dict(stats.examples)
 
 
-def test_this_process_never_imported_the_server_side():
-    """The protobuf trap (CONTEXT): clients only in this pytest process."""
-    import sys
+@pytest.mark.timeout(900)
+def test_rest_requests_never_get_a_server_error(fuzz):
+    _fuzz(fuzz, "rest", S.rest_cases())
 
-    assert not {"mlserver", "runtime"} & set(sys.modules), sorted(
-        m for m in sys.modules if m.split(".")[0] in ("mlserver", "runtime"))
+
+@pytest.mark.timeout(900)
+def test_grpc_requests_never_get_a_server_error(fuzz):
+    _fuzz(fuzz, "grpc", S.grpc_cases())
+
+
+def test_server_is_healthy(fuzz):
+    """Ready on both protocols and a known-good request answered correctly on both."""
+    fuzz.health("on its own")
+    assert fuzz.stats.health_checks == 1
+    assert not fuzz.stats.health_failures, "\n".join(fuzz.stats.health_failures)
+
+
+def test_this_process_never_imported_mlserver():
+    """The protobuf trap: clients only in this pytest process (the MLServer-free runtime core,
+    e.g. runtime.artifacts, is allowed; runtime.model and runtime.integration import mlserver)."""
+    server_side = sorted(m for m in sys.modules if m.split(".")[0] == "mlserver"
+                         or m.startswith(("runtime.model", "runtime.integration")))
+    assert not server_side, server_side

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-import soak_support as soak
+from harness import soak
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "10"))
 MAX_SECOND_HALF_GROWTH_MB = 10.0

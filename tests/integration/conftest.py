@@ -1,62 +1,63 @@
-"""Integration fixtures: one real `mlserver start .` per session, driven only through V2 clients.
+"""Integration fixtures: real `mlserver start .` processes driven only through V2 clients.
 
-Never import `mlserver` or `runtime` here (see CONTEXT: the protobuf trap); expectations come
-from the artifacts via joblib (itest_support.pipeline).
+Every server the selected tests need is launched at the start of the session, side by side, and
+waited for together (harness.server.launch_all): the shipped repository for any test using
+`server`, plus whatever the test modules declare in a module-level `SERVERS` dict
+(name -> builder(request) returning a launched Server). Never import mlserver here (the protobuf
+trap); expectations come from the artifacts (harness.models).
 """
 
 from __future__ import annotations
 
-import json
+from typing import Iterator
 
 import pytest
 
-import itest_support as its
-from itest_clients import Clients
+from harness.models import served_models
+from harness.server import Server, declared_servers, launch_all, log_tail_sections, stop_all
+from tests.integration import support
+from tests.integration.clients import Clients
+from harness.otlp import TraceReceiver
 
-_STATE: dict = {}
 
-
-def _is_json_object(line: str) -> bool:
-    try:
-        return isinstance(json.loads(line), dict)
-    except ValueError:
-        return False
+def _shipped(request: pytest.FixtureRequest) -> Server:
+    log_dir = request.getfixturevalue("tmp_path_factory").mktemp("mlserver")
+    return Server.launch(log_dir / "mlserver.log", models=served_models())
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    log_dir = tmp_path_factory.mktemp("mlserver")
-    srv = its.Server.start(log_dir / "mlserver.log")
-    _STATE["server"] = srv
+def receiver() -> Iterator[TraceReceiver]:
+    rec = TraceReceiver().start()
+    yield rec
+    rec.stop()
+
+
+@pytest.fixture(scope="session")
+def fleet(request: pytest.FixtureRequest) -> Iterator[dict[str, Server]]:
+    builders = declared_servers(request.session.items, request)
+    if any("server" in item.fixturenames for item in request.session.items):
+        builders["shipped"] = lambda: _shipped(request)
+    servers = launch_all(builders)
     try:
-        yield srv
+        yield servers
     finally:
-        its.close_grpc_channels()
-        srv.stop()
-        _STATE.pop("server", None)
-        # Every response body and gRPC status message has been checked as it arrived; this is
-        # the session-wide summary (a traceback would already have failed its own test).
-        assert not its.AUDIT.offenders, "responses carried tracebacks:\n" + "\n".join(
-            its.AUDIT.offenders
-        )
-        # The shipped logging configuration: every line the server wrote is one JSON object,
-        # including MLServer's warning about the top-level alias's folder name, which it logs
-        # before applying logging_settings (runtime/repository.py).
-        lines = srv.log_path.read_text().splitlines()
-        not_json = [line for line in lines if not _is_json_object(line)]
-        assert any("different than model's folder name" in line for line in lines)
-        assert not not_json, "server log lines that are not JSON:\n" + "\n".join(not_json[:10])
+        support.close_grpc_channels()
+        stop_all(servers.values())
+
+
+@pytest.fixture(scope="session")
+def server(fleet) -> Server:
+    """The repository itself, as `make serve` runs it."""
+    return fleet["shipped"]
 
 
 @pytest.fixture(scope="session")
 def kserve_clients(server, tmp_path_factory):
-    worker = its.KServeWorker(server, tmp_path_factory.mktemp("kserve") / "worker.log")
-    _STATE["kserve"] = worker
+    worker = support.KServeWorker(server, tmp_path_factory.mktemp("kserve") / "worker.log")
     try:
         yield worker
     finally:
         worker.close()
-        _STATE.pop("kserve", None)
 
 
 @pytest.fixture(scope="session")
@@ -79,8 +80,8 @@ def triton_grpc(server):
 
 
 @pytest.fixture
-def clients(request) -> Clients:
-    """infer(client, model, x, ...) over any of itest_clients.CLIENTS."""
+def clients(request, server) -> Clients:
+    """infer(client, model, x, ...) over any of clients.CLIENTS."""
     return Clients(request)
 
 
@@ -88,8 +89,5 @@ def clients(request) -> Clients:
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if report.failed and "server" in _STATE:
-        srv = _STATE["server"]
-        report.sections.append(
-            ("mlserver log tail", f"{srv.log_path}\n{srv.log_tail(60)}")
-        )
+    if report.failed:
+        report.sections.extend(log_tail_sections(getattr(item, "funcargs", {}).values(), width=600))

@@ -4,7 +4,8 @@ test process.
 kserve's generated gRPC module and tritonclient's register the same protobuf symbols
 (`inference.ServerLiveRequest`, ...), so one Python process cannot import both. The tests use
 tritonclient in-process and talk to kserve through this worker: one JSON request per stdin line,
-one JSON answer per stdout line. Never imports mlserver or runtime.
+one JSON answer per stdout line (`python -m tests.integration.kserve_worker HTTP_URL GRPC_URL`).
+Never imports mlserver.
 
 Request:  {"op": "infer", "transport": "rest"|"grpc", "model": str, "version": str|null,
            "inputs": [{"name", "shape", "datatype", "data", "binary": bool}],
@@ -32,18 +33,14 @@ from kserve import (
 )
 from kserve.protocol.infer_type import RequestedOutput
 
-DTYPES = {
-    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-}  # fmt: skip
+from runtime.datatypes import NUMERIC_DATATYPES
 
 
 def build_request(msg: dict) -> InferRequest:
     inputs = []
     for spec in msg["inputs"]:
         inp = InferInput(spec["name"], list(spec["shape"]), spec["datatype"])
-        arr = np.asarray(spec["data"], dtype=DTYPES[spec["datatype"]]).reshape(spec["shape"])
+        arr = np.asarray(spec["data"], dtype=NUMERIC_DATATYPES[spec["datatype"]]).reshape(spec["shape"])
         inp.set_data_from_numpy(arr, binary_data=bool(spec.get("binary", False)))
         inputs.append(inp)
     outputs = [RequestedOutput(name) for name in msg.get("outputs") or []] or None

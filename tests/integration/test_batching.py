@@ -9,68 +9,63 @@ counts model calls, moves by less than the number of good requests.
 
 from __future__ import annotations
 
-import json
-import shutil
+import functools
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 
-import itest_support as its
-from obs_support import ObsServer, scrape, start_server, value
+from harness.models import DIABETES, assert_parity, pipeline, sample_rows
+from harness.repository import add_model, make_repository
+from harness.server import Server
+from tests.integration import support
 
-MODEL, VERSION = its.DIABETES, "1"
-PIPELINE = its.pipeline(MODEL, VERSION)
+MODEL, VERSION = DIABETES, "1"
+PIPELINE = pipeline(MODEL, VERSION)
 GOOD_ROWS = (1, 3, 2, 1, 4, 2)
+WORKERS = {"workers-0": 0, "workers-1": 1}
 
 
-def _prepare(root: Path, workers: int) -> None:
-    root.mkdir(parents=True)
-    (root / "runtime").symlink_to(its.REPO_ROOT / "runtime", target_is_directory=True)
-    target = root / "models" / MODEL / VERSION
-    shutil.copytree(its.MODELS_DIR / MODEL / VERSION, target)
-    settings_path = target / "model-settings.json"
-    model_settings = json.loads(settings_path.read_text())
-    # A batch window far longer than it takes to send eight requests, so they merge.
-    model_settings.update(max_batch_size=32, max_batch_time=0.5)
-    settings_path.write_text(json.dumps(model_settings))
-    (root / "settings.json").write_text(json.dumps({"debug": False, "parallel_workers": workers}))
+def _launch(request: pytest.FixtureRequest, workers: int) -> Server:
+    """The project's settings (JSON logs) with `workers`; diabetes/1 batching with a window far
+    longer than it takes to send eight requests, so they merge."""
+    root = make_repository(request.getfixturevalue("tmp_path_factory").mktemp("batching") / "repo",
+                           workers=workers)
+    add_model(root, MODEL, source=f"{MODEL}/{VERSION}", version=VERSION, subdir=f"{MODEL}/{VERSION}",
+              extra={"max_rows": 10000}, settings={"max_batch_size": 32, "max_batch_time": 0.5})
+    return Server.launch(root / "server.log", root=root, models=[(MODEL, VERSION)])
 
 
-@pytest.fixture(scope="module", params=[0, 1], ids=["workers-0", "workers-1"])
-def batching_server(request, tmp_path_factory) -> ObsServer:
-    root = tmp_path_factory.mktemp(f"batching-{request.param}") / "root"
-    _prepare(root, request.param)
-    server = start_server(root, [(MODEL, VERSION)], env={})
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
+# Launched with the suite's other servers (conftest.fleet).
+SERVERS = {f"batching-{mode}": functools.partial(_launch, workers=w) for mode, w in WORKERS.items()}
+
+
+@pytest.fixture(params=list(WORKERS))
+def batching_server(request, fleet) -> Server:
+    return fleet[f"batching-{request.param}"]
 
 
 def _bodies() -> list[tuple[str, dict, np.ndarray | None]]:
     names = PIPELINE.feature_names
     cases: list[tuple[str, dict, np.ndarray | None]] = []
     for i, rows in enumerate(GOOD_ROWS):
-        x = its.sample_rows(MODEL, rows, offset=10 * i)
+        x = sample_rows(MODEL, rows, offset=10 * i)
         if i % 2:
             inputs = [{"name": n, "shape": [rows], "datatype": "FP64", "data": x[:, j].tolist()}
                       for j, n in enumerate(names)]
         else:
             inputs = [{"name": "X", "shape": [rows, len(names)], "datatype": "FP64", "data": x.tolist()}]
         cases.append((f"good-{i}", {"inputs": inputs}, x))
-    nan_rows = its.sample_rows(MODEL, 2).tolist()
+    nan_rows = sample_rows(MODEL, 2).tolist()
     nan_rows[1][3] = None
     cases.append(("null", {"inputs": [{"name": "X", "shape": [2, 10], "datatype": "FP64", "data": nan_rows}]}, None))
-    short = its.sample_rows(MODEL, 1)[:, :7]
+    short = sample_rows(MODEL, 1)[:, :7]
     cases.append(("seven", {"inputs": [{"name": "X", "shape": [1, 7], "datatype": "FP64", "data": short.tolist()}]}, None))
     return cases
 
 
-def _send_together(server: ObsServer, cases) -> dict[str, requests.Response]:
+def _send_together(server: Server, cases) -> dict[str, requests.Response]:
     url = f"{server.http_url}/v2/models/{MODEL}/versions/{VERSION}/infer"
     start = threading.Barrier(len(cases))
     responses: dict[str, requests.Response] = {}
@@ -88,25 +83,33 @@ def _send_together(server: ObsServer, cases) -> dict[str, requests.Response]:
 
 
 def test_a_bad_request_fails_alone_in_a_batch(batching_server):
-    before = value(scrape(batching_server), "pipeline_requests_total", outcome="ok")
+    """Then the server (this test's own) is stopped: every line it wrote, shutdown included, is
+    JSON (the project's logging configuration)."""
+    server = batching_server
+    ok_calls = {"name": "pipeline_requests_total", "outcome": "ok", "model": MODEL}
+    before = server.metric(**ok_calls)
     cases = _bodies()
-    responses = _send_together(batching_server, cases)
+    responses = _send_together(server, cases)
     assert len(responses) == len(cases)
 
     for label, _, x in cases:
         response = responses[label]
-        its.AUDIT.check(label, response.text)
+        support.AUDIT.check(label, response.text)
         if x is None:
             continue
         assert response.status_code == 200, f"{label}: {response.status_code} {response.text}"
         (output,) = response.json()["outputs"]
         assert output["shape"] == [len(x)]
-        its.assert_parity(np.asarray(output["data"]), PIPELINE.predict(x), what=label)
+        assert_parity(np.asarray(output["data"]), PIPELINE.predict(x), what=label)
 
     assert responses["null"].status_code == 400
-    its.assert_mentions(responses["null"].json()["error"], ["'X'", "row 1", "column 3", "null"])
+    support.assert_mentions(responses["null"].json()["error"], ["'X'", "row 1", "column 3", "null"])
     assert responses["seven"].status_code == 400
-    its.assert_mentions(responses["seven"].json()["error"], ["'X'", "expected 10", "got 7"])
+    support.assert_mentions(responses["seven"].json()["error"], ["'X'", "expected 10", "got 7"])
 
-    model_calls = value(scrape(batching_server), "pipeline_requests_total", outcome="ok") - before
+    model_calls = server.metric(**ok_calls) - before
     assert 1 <= model_calls < len(GOOD_ROWS), f"{model_calls} model calls: the requests were not batched"
+
+    server.stop()
+    assert server.proc.returncode is not None
+    server.log_records(strict=True)

@@ -16,14 +16,24 @@ import grpc
 import numpy as np
 import pytest
 
-import itest_support as its
-from itest_support import BREAST_CANCER, DIABETES
+from harness.models import BREAST_CANCER, DIABETES, MODELS_DIR, assert_parity, default_pipeline, sample_rows
+from harness.v2 import (
+    good_grpc_request_works,
+    good_rest_request_works,
+    json_tensor,
+    pb_2d_request,
+    pb_outputs,
+    pb_request,
+    pb_tensor,
+    rest_outputs,
+)
+from tests.integration import support
 
-P = its.default_pipeline(DIABETES)
+P = default_pipeline(DIABETES)
 NAMES = P.feature_names  # age sex bmi bp s1 s2 s3 s4 s5 s6
 F = P.n_features
-X2 = its.sample_rows(DIABETES, 2)  # float64 [2, 10]
-ROW_CAP = its.DEFAULT_MAX_ROWS
+X2 = sample_rows(DIABETES, 2)  # float64 [2, 10]
+ROW_CAP = support.DEFAULT_MAX_ROWS
 ANY4XX = "4xx"
 
 
@@ -32,7 +42,7 @@ def _rows(x) -> list[list]:
 
 
 def _cols(x, names=NAMES) -> list[dict]:
-    return [its.json_tensor(n, np.asarray(x)[:, NAMES.index(n)]) for n in names]
+    return [json_tensor(n, np.asarray(x)[:, NAMES.index(n)]) for n in names]
 
 
 def _with(x, row, col, value) -> list[list]:
@@ -46,7 +56,7 @@ def _X(data, shape, datatype="FP64", name="X") -> dict:
 
 
 def _big(n: int) -> np.ndarray:
-    return its.sample_rows(DIABETES, n)
+    return sample_rows(DIABETES, n)
 
 
 # --------------------------------------------------------------------------------------------
@@ -58,13 +68,13 @@ REST_CASES = {
     "wrong-feature-count": (
         DIABETES, {"inputs": [_X(_rows(X2[:, :7]), [2, 7])]}, 400, ["'X'", "10", "7"]),
     "unknown-feature-name": (
-        DIABETES, {"inputs": _cols(X2) + [its.json_tensor("foo", X2[:, 0])]}, 400,
+        DIABETES, {"inputs": _cols(X2) + [json_tensor("foo", X2[:, 0])]}, 400,
         ["'foo'", "unknown"]),
     "missing-feature-names": (
         DIABETES, {"inputs": _cols(X2, [n for n in NAMES if n not in ("bmi", "bp")])}, 400,
         ["'bmi'", "'bp'", "missing"]),
     "duplicated-feature-name": (
-        DIABETES, {"inputs": _cols(X2) + [its.json_tensor("bmi", X2[:, 2])]}, 400,
+        DIABETES, {"inputs": _cols(X2) + [json_tensor("bmi", X2[:, 2])]}, 400,
         ["'bmi'", ("more than once", "duplicate", "twice")]),
     "shape-vs-data-length": (
         DIABETES, {"inputs": [_X(X2.ravel().tolist()[:19], [2, 10])]}, 400,
@@ -112,27 +122,27 @@ REST_CASES = {
     "empty-batch": (
         DIABETES, {"inputs": [_X([], [0, 10])]}, 400, ["'X'", ("empty", "0 rows")]),
     "over-row-cap": (
-        DIABETES, {"inputs": [its.json_tensor("X", _big(ROW_CAP + 1))]}, 400,
+        DIABETES, {"inputs": [json_tensor("X", _big(ROW_CAP + 1))]}, 400,
         ["'X'", str(ROW_CAP + 1), str(ROW_CAP)]),
     "unknown-output-predict_proba-on-regressor": (
-        DIABETES, {"inputs": [its.json_tensor("X", X2)], "outputs": [{"name": "predict_proba"}]},
-        400, ["'predict_proba'", its.lists_offered_outputs("predict")]),
+        DIABETES, {"inputs": [json_tensor("X", X2)], "outputs": [{"name": "predict_proba"}]},
+        400, ["'predict_proba'", support.lists_offered_outputs("predict")]),
     "unknown-output-foo-on-classifier": (
         BREAST_CANCER,
-        {"inputs": [its.json_tensor("X", its.sample_rows(BREAST_CANCER, 2))],
+        {"inputs": [json_tensor("X", sample_rows(BREAST_CANCER, 2))],
          "outputs": [{"name": "foo"}]},
-        400, ["'foo'", its.lists_offered_outputs("predict", "predict_proba")]),
+        400, ["'foo'", support.lists_offered_outputs("predict", "predict_proba")]),
     "two-2d-tensors": (
-        DIABETES, {"inputs": [its.json_tensor("a", X2), its.json_tensor("b", X2)]}, 400,
+        DIABETES, {"inputs": [json_tensor("a", X2), json_tensor("b", X2)]}, 400,
         ["'a'", "'b'"]),
     # Layouts outside the contract that the table's InputLayout/Shape rows cover.
     "three-d-tensor": (
-        DIABETES, {"inputs": [its.json_tensor("X", X2.reshape(1, 2, F))]}, 400, ["'X'"]),
+        DIABETES, {"inputs": [json_tensor("X", X2.reshape(1, 2, F))]}, 400, ["'X'"]),
     "2d-and-1d-mixed": (
-        DIABETES, {"inputs": [its.json_tensor("X", X2), its.json_tensor("age", X2[:, 0])]}, 400,
+        DIABETES, {"inputs": [json_tensor("X", X2), json_tensor("age", X2[:, 0])]}, 400,
         [("'X'", "'age'")]),
     "column-length-mismatch": (
-        DIABETES, {"inputs": _cols(X2, NAMES[:-1]) + [its.json_tensor("s6", np.zeros(3))]}, 400,
+        DIABETES, {"inputs": _cols(X2, NAMES[:-1]) + [json_tensor("s6", np.zeros(3))]}, 400,
         ["'s6'"]),
     "no-inputs": (DIABETES, {"inputs": []}, ANY4XX, []),
 }
@@ -151,29 +161,29 @@ def _assert_rest_status(resp, expected, case_id):
 def test_rest_bad_input(server, case_id):
     model, body, status, fragments = REST_CASES[case_id]
     if isinstance(body, str):
-        resp = its.rest_post(server, model, None, raw=body)
+        resp = support.rest_post(server, model, None, raw=body)
     else:
-        resp = its.rest_post(server, model, body)
+        resp = support.rest_post(server, model, body)
     _assert_rest_status(resp, status, case_id)
     if status == 400:
         payload = resp.json()
         assert isinstance(payload, dict) and isinstance(payload.get("error"), str), (
             f"{case_id}: 400 body must be {{'error': str}}, got {resp.text[:500]}")
-        its.assert_mentions(payload["error"], fragments, case_id)
-    its.good_rest_request_works(server)
+        support.assert_mentions(payload["error"], fragments, case_id)
+    good_rest_request_works(server.http_url)
 
 
 def test_rest_row_cap_boundary_is_accepted(server):
     """Exactly the cap is fine: the 10,001-row refusal is the cap, not a smaller limit."""
     x = _big(ROW_CAP)
-    resp = its.rest_post(server, DIABETES, {"inputs": [its.json_tensor("X", x)]})
+    resp = support.rest_post(server, DIABETES, {"inputs": [json_tensor("X", x)]})
     assert resp.status_code == 200, resp.text[:500]
-    its.assert_parity(its.rest_outputs(resp.json())["predict"], P.predict(x))
+    assert_parity(rest_outputs(resp.json())["predict"], P.predict(x))
 
 
 def test_row_cap_is_the_documented_default():
     """The cases above assume the shipped models keep the default cap of 10,000 rows."""
-    for ms in its.MODELS_DIR.glob("*/*/model-settings.json"):
+    for ms in MODELS_DIR.glob("*/*/model-settings.json"):
         extra = json.loads(ms.read_text()).get("parameters", {}).get("extra") or {}
         assert extra.get("max_rows", ROW_CAP) == ROW_CAP, ms
 
@@ -182,7 +192,7 @@ def test_row_cap_is_the_documented_default():
 # gRPC cases: hand-built ModelInferRequest protos
 # --------------------------------------------------------------------------------------------
 
-T = its.pb_tensor
+T = pb_tensor
 
 
 def _pb_cols(x, names=NAMES, override=None):
@@ -203,105 +213,105 @@ _FP32_NAN_ROW1_COL9[1, 9] = np.nan
 
 GRPC_CASES = {
     "wrong-feature-count": (
-        its.pb_request(DIABETES, [T("X", [2, 7], "FP64", X2[:, :7].ravel().tolist())]),
+        pb_request(DIABETES, [T("X", [2, 7], "FP64", X2[:, :7].ravel().tolist())]),
         ["'X'", "10", "7"]),
     "unknown-feature-name": (
-        its.pb_request(DIABETES, _pb_cols(X2) + [T("foo", [2], "FP64", X2[:, 0].tolist())]),
+        pb_request(DIABETES, _pb_cols(X2) + [T("foo", [2], "FP64", X2[:, 0].tolist())]),
         ["'foo'", "unknown"]),
     "missing-feature-names": (
-        its.pb_request(DIABETES, _pb_cols(X2, [n for n in NAMES if n not in ("bmi", "bp")])),
+        pb_request(DIABETES, _pb_cols(X2, [n for n in NAMES if n not in ("bmi", "bp")])),
         ["'bmi'", "'bp'", "missing"]),
     "duplicated-feature-name": (
-        its.pb_request(DIABETES, _pb_cols(X2) + [T("bmi", [2], "FP64", X2[:, 2].tolist())]),
+        pb_request(DIABETES, _pb_cols(X2) + [T("bmi", [2], "FP64", X2[:, 2].tolist())]),
         ["'bmi'", ("more than once", "duplicate", "twice")]),
     "shape-vs-contents-length": (
-        its.pb_request(DIABETES, [T("X", [2, 10], "FP64", X2.ravel().tolist()[:19])]),
+        pb_request(DIABETES, [T("X", [2, 10], "FP64", X2.ravel().tolist()[:19])]),
         ["'X'", "20", "19"]),
     "shape-vs-raw-bytes-length": (
-        its.pb_request(DIABETES, [T("X", [2, 10], "FP64")],
+        pb_request(DIABETES, [T("X", [2, 10], "FP64")],
                        raw=[np.asarray(X2.ravel()[:19], "<f8").tobytes()]),
         ["'X'", ("19", "152")]),
     "raw-bytes-not-a-whole-number-of-values": (
-        its.pb_request(DIABETES, [T("X", [2, 10], "FP64")],
+        pb_request(DIABETES, [T("X", [2, 10], "FP64")],
                        raw=[np.asarray(X2.ravel(), "<f8").tobytes()[:-1]]),
         ["'X'", "159"]),
     "bytes-datatype": (
-        its.pb_request(DIABETES, [T("X", [2, 10], "BYTES", [b"a"] * 2 * F)]),
+        pb_request(DIABETES, [T("X", [2, 10], "BYTES", [b"a"] * 2 * F)]),
         ["'X'", "BYTES"]),
     "bool-datatype": (
-        its.pb_request(DIABETES, [T("X", [2, 10], "BOOL", [True] * 2 * F)]),
+        pb_request(DIABETES, [T("X", [2, 10], "BOOL", [True] * 2 * F)]),
         ["'X'", "BOOL"]),
     "unknown-datatype-FP128": (
-        its.pb_request(DIABETES, [T("X", [2, 10], "FP128", X2.ravel().tolist(),
+        pb_request(DIABETES, [T("X", [2, 10], "FP128", X2.ravel().tolist(),
                                     field_name="fp64_contents")]),
         ["FP128"]),
     "out-of-range-INT8": (
-        its.pb_request(DIABETES, [T("X", [2, 10], "INT8",
+        pb_request(DIABETES, [T("X", [2, 10], "INT8",
                                     _flat_with(np.zeros((2, F), int), 0, 2, 300))]),
         ["'X'", "row 0", "column 2", "300", "INT8"]),
     "out-of-range-UINT8": (
-        its.pb_request(DIABETES, [T("X", [2, 10], "UINT8",
+        pb_request(DIABETES, [T("X", [2, 10], "UINT8",
                                     _flat_with(np.ones((2, F), int), 1, 0, 256))]),
         ["'X'", "row 1", "column 0", "256", "UINT8"]),
     "nan-in-contents": (
-        its.pb_request(DIABETES, [T("X", [2, 10], "FP64", _flat_with(X2, 0, 2, float("nan")))]),
+        pb_request(DIABETES, [T("X", [2, 10], "FP64", _flat_with(X2, 0, 2, float("nan")))]),
         ["'X'", "row 0", "column 2", "bmi", "nan"]),
     "inf-in-contents": (
-        its.pb_request(DIABETES, [T("X", [2, 10], "FP64", _flat_with(X2, 1, 3, float("inf")))]),
+        pb_request(DIABETES, [T("X", [2, 10], "FP64", _flat_with(X2, 1, 3, float("inf")))]),
         ["'X'", "row 1", "column 3", "bp", "inf"]),
     "nan-in-raw-fp32": (
-        its.pb_request(DIABETES, [T("X", [2, 10], "FP32")],
+        pb_request(DIABETES, [T("X", [2, 10], "FP32")],
                        raw=[_FP32_NAN_ROW1_COL9.astype("<f4").tobytes()]),
         ["'X'", "row 1", "column 9", "s6", "nan"]),
     "nan-in-column": (
-        its.pb_request(DIABETES, _pb_cols(X2, override={"bmi": [X2[0, 2], float("nan")]})),
+        pb_request(DIABETES, _pb_cols(X2, override={"bmi": [X2[0, 2], float("nan")]})),
         ["'bmi'", "row 1", "nan"]),
     "empty-batch": (
-        its.pb_request(DIABETES, [T("X", [0, 10], "FP64", [])]),
+        pb_request(DIABETES, [T("X", [0, 10], "FP64", [])]),
         ["'X'", ("empty", "0 rows")]),
     "over-row-cap": (
-        its.pb_2d_request(DIABETES, _big(ROW_CAP + 1)),
+        pb_2d_request(DIABETES, _big(ROW_CAP + 1)),
         ["'X'", str(ROW_CAP + 1), str(ROW_CAP)]),
     "unknown-output-predict_proba-on-regressor": (
-        its.pb_2d_request(DIABETES, X2, outputs=["predict_proba"]),
-        ["'predict_proba'", its.lists_offered_outputs("predict")]),
+        pb_2d_request(DIABETES, X2, outputs=["predict_proba"]),
+        ["'predict_proba'", support.lists_offered_outputs("predict")]),
     "unknown-output-foo-on-classifier": (
-        its.pb_2d_request(BREAST_CANCER, its.sample_rows(BREAST_CANCER, 2), outputs=["foo"]),
-        ["'foo'", its.lists_offered_outputs("predict", "predict_proba")]),
+        pb_2d_request(BREAST_CANCER, sample_rows(BREAST_CANCER, 2), outputs=["foo"]),
+        ["'foo'", support.lists_offered_outputs("predict", "predict_proba")]),
     "two-2d-tensors": (
-        its.pb_request(DIABETES, [T("a", [2, 10], "FP64", X2.ravel().tolist()),
+        pb_request(DIABETES, [T("a", [2, 10], "FP64", X2.ravel().tolist()),
                                   T("b", [2, 10], "FP64", X2.ravel().tolist())]),
         ["'a'", "'b'"]),
     "three-d-tensor": (
-        its.pb_request(DIABETES, [T("X", [1, 2, 10], "FP64", X2.ravel().tolist())]),
+        pb_request(DIABETES, [T("X", [1, 2, 10], "FP64", X2.ravel().tolist())]),
         ["'X'"]),
     "2d-and-1d-mixed": (
-        its.pb_request(DIABETES, [T("X", [2, 10], "FP64", X2.ravel().tolist()),
+        pb_request(DIABETES, [T("X", [2, 10], "FP64", X2.ravel().tolist()),
                                   T("age", [2], "FP64", X2[:, 0].tolist())]),
         [("'X'", "'age'")]),
     "column-length-mismatch": (
-        its.pb_request(DIABETES, _pb_cols(X2, NAMES[:-1]) + [T("s6", [3], "FP64", [0.0] * 3)]),
+        pb_request(DIABETES, _pb_cols(X2, NAMES[:-1]) + [T("s6", [3], "FP64", [0.0] * 3)]),
         ["'s6'"]),
-    "no-inputs": (its.pb_request(DIABETES, []), []),
+    "no-inputs": (pb_request(DIABETES, []), []),
 }
 
 
 @pytest.mark.parametrize("case_id", list(GRPC_CASES))
 def test_grpc_bad_input(server, case_id):
     request, fragments = GRPC_CASES[case_id]
-    outcome = its.grpc_call(server, request)
+    outcome = support.grpc_call(server, request)
     assert outcome.code == grpc.StatusCode.INVALID_ARGUMENT, (
         f"{case_id}: expected INVALID_ARGUMENT, got "
         f"{'OK' if outcome.ok else outcome.code.name}: {outcome.details[:500]}")
-    its.assert_mentions(outcome.details, fragments, case_id)
-    its.good_grpc_request_works(server)
+    support.assert_mentions(outcome.details, fragments, case_id)
+    good_grpc_request_works(support.grpc_stub(server))
 
 
 def test_grpc_row_cap_boundary_is_accepted(server):
     x = _big(ROW_CAP)
-    outcome = its.grpc_call(server, its.pb_2d_request(DIABETES, x))
+    outcome = support.grpc_call(server, pb_2d_request(DIABETES, x))
     assert outcome.ok, f"{outcome.code}: {outcome.details[:500]}"
-    its.assert_parity(its.pb_outputs(outcome.response)["predict"], P.predict(x))
+    assert_parity(pb_outputs(outcome.response)["predict"], P.predict(x))
 
 
 def test_every_table_case_is_covered_on_both_protocols():

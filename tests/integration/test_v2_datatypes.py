@@ -10,17 +10,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import itest_support as its
-from itest_support import DIABETES, NUMERIC_DTYPES
+from harness.models import DIABETES, assert_parity, default_pipeline
+from harness.v2 import json_tensor, pb_outputs, pb_request, pb_tensor, rest_outputs
+from runtime.datatypes import NUMERIC_DATATYPES
+from tests.integration import support
 
-P = its.default_pipeline(DIABETES)
+P = default_pipeline(DIABETES)
 F = P.n_features
 FLOAT_EXTREMES = {"FP16": 65504.0, "FP32": 1.0e30, "FP64": 1.0e15}
 
 
 def batch(datatype: str) -> np.ndarray:
     """[4, F] values of `datatype`: its low extreme, its high extreme, then small values."""
-    dtype = NUMERIC_DTYPES[datatype]
+    dtype = NUMERIC_DATATYPES[datatype]
     rng = np.random.default_rng(20240601)
     small = rng.integers(0, 100, size=(2, F))
     if dtype.kind == "f":
@@ -41,56 +43,56 @@ def expected(x: np.ndarray) -> np.ndarray:
     return P.predict(x.astype(np.float64))
 
 
-@pytest.mark.parametrize("datatype", list(NUMERIC_DTYPES))
+@pytest.mark.parametrize("datatype", list(NUMERIC_DATATYPES))
 def test_rest_json_datatype(server, datatype):
     x = batch(datatype)
-    resp = its.rest_post(server, DIABETES, {"inputs": [its.json_tensor("X", x, datatype)]})
+    resp = support.rest_post(server, DIABETES, {"inputs": [json_tensor("X", x, datatype)]})
     assert resp.status_code == 200, f"{datatype}: {resp.status_code} {resp.text[:500]}"
-    its.assert_parity(its.rest_outputs(resp.json())["predict"], expected(x))
+    assert_parity(rest_outputs(resp.json())["predict"], expected(x))
 
 
-@pytest.mark.parametrize("datatype", list(NUMERIC_DTYPES))
+@pytest.mark.parametrize("datatype", list(NUMERIC_DATATYPES))
 def test_grpc_raw_datatype(clients, datatype):
     """tritonclient.grpc sends raw_input_contents (little-endian bytes of the type)."""
     x = batch(datatype)
     res = clients.infer("triton-grpc", DIABETES, x, datatype=datatype)
-    its.assert_parity(res.outputs["predict"], expected(x))
+    assert_parity(res.outputs["predict"], expected(x))
 
 
-@pytest.mark.parametrize("datatype", [d for d in NUMERIC_DTYPES if d != "FP16"])
+@pytest.mark.parametrize("datatype", [d for d in NUMERIC_DATATYPES if d != "FP16"])
 def test_grpc_typed_contents_datatype(server, datatype):
     """Hand-built InferTensorContents (int_contents, uint64_contents, fp32_contents...)."""
     x = batch(datatype)
-    tensor = its.pb_tensor("X", list(x.shape), datatype, x.ravel().tolist())
-    req = its.pb_request(DIABETES, [tensor])
-    outcome = its.grpc_call(server, req)
+    tensor = pb_tensor("X", list(x.shape), datatype, x.ravel().tolist())
+    req = pb_request(DIABETES, [tensor])
+    outcome = support.grpc_call(server, req)
     assert outcome.ok, f"{datatype}: {outcome.code} {outcome.details[:500]}"
-    its.assert_parity(its.pb_outputs(outcome.response)["predict"], expected(x))
+    assert_parity(pb_outputs(outcome.response)["predict"], expected(x))
 
 
 @pytest.mark.parametrize("client", ["rest-json", "triton-grpc"])
 def test_column_style_with_a_different_datatype_per_feature(clients, server, client):
     names = P.feature_names
-    types = list(NUMERIC_DTYPES)[: len(names)]
+    types = list(NUMERIC_DATATYPES)[: len(names)]
     rng = np.random.default_rng(7)
     x = rng.integers(0, 100, size=(6, F)).astype(np.float64)
-    cols = [(n, x[:, j].astype(NUMERIC_DTYPES[t]), t) for j, (n, t) in enumerate(zip(names, types))]
+    cols = [(n, x[:, j].astype(NUMERIC_DATATYPES[t]), t) for j, (n, t) in enumerate(zip(names, types))]
     if client == "rest-json":
-        body = {"inputs": [its.json_tensor(n, a, t) for n, a, t in cols]}
-        resp = its.rest_post(server, DIABETES, body)
+        body = {"inputs": [json_tensor(n, a, t) for n, a, t in cols]}
+        resp = support.rest_post(server, DIABETES, body)
         assert resp.status_code == 200, resp.text[:500]
-        got = its.rest_outputs(resp.json())["predict"]
+        got = rest_outputs(resp.json())["predict"]
     else:
         import tritonclient.grpc as grpcclient
 
-        triton = clients._request.getfixturevalue("triton_grpc")
+        triton = clients.fixture("triton_grpc")
         inputs = []
         for n, a, t in cols:
             inp = grpcclient.InferInput(n, list(a.shape), t)
             inp.set_data_from_numpy(a)
             inputs.append(inp)
         got = triton.infer(DIABETES, inputs).as_numpy("predict")
-    its.assert_parity(got, expected(x))
+    assert_parity(got, expected(x))
 
 
 @pytest.mark.parametrize("client", ["kserve-rest", "kserve-grpc", "triton-http"])
@@ -99,4 +101,4 @@ def test_other_clients_send_integer_and_fp32(clients, client):
     x = rng.integers(0, 100, size=(3, F)).astype(np.float64)
     for datatype in ("INT32", "FP32", "UINT8"):
         res = clients.infer(client, DIABETES, x, datatype=datatype)
-        its.assert_parity(res.outputs["predict"], expected(x.astype(NUMERIC_DTYPES[datatype])))
+        assert_parity(res.outputs["predict"], expected(x.astype(NUMERIC_DATATYPES[datatype])))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
-import itest_support as its
-from itest_support import BREAST_CANCER, DIABETES
+from harness.models import BREAST_CANCER, DIABETES, Pipeline, pipeline
+from harness.v2 import REQUEST_TIMEOUT_S
+from tests.integration import support
 
 # (model, version or None for the default/alias)
 READY_TARGETS = [(DIABETES, None), (DIABETES, "1"), (DIABETES, "2"),
@@ -25,13 +26,13 @@ def _ready_path(model, version):
 
 
 def test_rest_json_health(server):
-    assert its.rest_get(server, "/v2/health/live").status_code == 200
-    assert its.rest_get(server, "/v2/health/ready").status_code == 200
+    assert support.rest_get(server, "/v2/health/live").status_code == 200
+    assert support.rest_get(server, "/v2/health/ready").status_code == 200
     for model, version in READY_TARGETS:
-        resp = its.rest_get(server, _ready_path(model, version))
+        resp = support.rest_get(server, _ready_path(model, version))
         assert resp.status_code == 200, (model, version, resp.status_code, resp.text)
     for model, version in ABSENT:  # the ready checks can fail
-        resp = its.rest_get(server, _ready_path(model, version))
+        resp = support.rest_get(server, _ready_path(model, version))
         assert resp.status_code == 404, (model, version, resp.status_code, resp.text)
 
 
@@ -70,14 +71,14 @@ def test_grpc_ready_fails_for_absent_models(server):
     (MLServer 1.7.1 answers UNKNOWN rather than NOT_FOUND here; the contract does not cover it.)"""
     from tritonclient.grpc import service_pb2
 
-    stub = its.grpc_stub(server)
+    stub = support.grpc_stub(server)
     for model, version in ABSENT:
         try:
             resp = stub.ModelReady(service_pb2.ModelReadyRequest(name=model, version=version or ""),
-                                   timeout=its.REQUEST_TIMEOUT_S)
+                                   timeout=REQUEST_TIMEOUT_S)
         except grpc.RpcError as err:
             assert err.code() != grpc.StatusCode.OK, (model, version, err)
-            its.AUDIT.check("gRPC ModelReady", err.details())
+            support.AUDIT.check("gRPC ModelReady", err.details())
         else:
             assert not resp.ready, (model, version)
 
@@ -92,16 +93,16 @@ def test_kserve_grpc_health(kserve_clients):
 # ---- metadata -------------------------------------------------------------------------------
 
 
-def _expected_outputs(p: its.Pipeline) -> dict[str, tuple[str, list[int]]]:
+def _expected_outputs(p: Pipeline) -> dict[str, tuple[str, list[int]]]:
     if p.is_classifier:
         return {"predict": ("INT64", [-1]),
-                "predict_proba": ("FP64", [-1, len(p.manifest["classes"])])}
+                "predict_proba": ("FP64", [-1, len(p.manifest.classes)])}
     return {"predict": ("FP64", [-1])}
 
 
 def _check_metadata(meta: dict, model: str, version: str | None, where: str,
                     feature_names: bool = True):
-    p = its.pipeline(model, version or "1")
+    p = pipeline(model, version or "1")
     assert meta["name"] == model, where
     assert len(meta["inputs"]) == 1, f"{where}: {meta['inputs']}"
     (inp,) = meta["inputs"]
@@ -109,7 +110,7 @@ def _check_metadata(meta: dict, model: str, version: str | None, where: str,
     assert inp["datatype"] == "FP64", where
     assert [int(d) for d in inp["shape"]] == [-1, p.n_features], where
     if feature_names:
-        names = its.parse_feature_names((inp.get("parameters") or {}).get("feature_names"))
+        names = support.parse_feature_names((inp.get("parameters") or {}).get("feature_names"))
         assert names == p.feature_names, where
     outs = {o["name"]: (o["datatype"], [int(d) for d in o["shape"]]) for o in meta["outputs"]}
     assert outs == _expected_outputs(p), where
@@ -118,7 +119,7 @@ def _check_metadata(meta: dict, model: str, version: str | None, where: str,
 @pytest.mark.parametrize(("model", "version"), READY_TARGETS, ids=READY_IDS)
 def test_rest_json_metadata(server, model, version):
     path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "")
-    resp = its.rest_get(server, path)
+    resp = support.rest_get(server, path)
     assert resp.status_code == 200, resp.text
     _check_metadata(resp.json(), model, version, "rest-json")
 
@@ -138,7 +139,7 @@ def test_triton_grpc_metadata(triton_grpc, model, version):
 
 @pytest.mark.parametrize(("model", "version"), READY_TARGETS, ids=READY_IDS)
 def test_grpc_metadata_carries_feature_names(server, model, version):
-    msg = its.grpc_metadata_with_parameters(server, model, version or "")
+    msg = support.grpc_metadata_with_parameters(server, model, version or "")
     meta = {
         "name": msg.name,
         "inputs": [
@@ -153,5 +154,17 @@ def test_grpc_metadata_carries_feature_names(server, model, version):
 
 
 def test_metadata_of_unknown_model_is_not_found(server):
-    resp = its.rest_get(server, "/v2/models/no-such-model")
+    resp = support.rest_get(server, "/v2/models/no-such-model")
     assert resp.status_code == 404, resp.text
+
+
+# ---- the server's log -----------------------------------------------------------------------
+
+
+def test_every_line_the_server_wrote_is_json(server):
+    """The shipped logging configuration: every line so far is one JSON object, including
+    MLServer's warning about the top-level alias's folder name, which it logs before applying
+    logging_settings (runtime.integration.log_format.JsonLoggingModelRepository). Shutdown lines:
+    test_batching.py stops its servers and checks theirs."""
+    server.log_records(strict=True)
+    assert any("different than model's folder name" in line for line in server.log_text().splitlines())

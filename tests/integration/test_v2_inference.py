@@ -6,13 +6,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import itest_support as its
-from itest_clients import CLIENTS, UNREPORTED
-from itest_support import BREAST_CANCER, DIABETES
+from harness.models import (
+    BREAST_CANCER,
+    DIABETES,
+    assert_parity,
+    default_pipeline,
+    default_version,
+    pipeline,
+    sample_rows,
+)
+from tests.integration.clients import CLIENTS, UNREPORTED
 
 # (model, version asked for, version that must answer)
 TARGETS = [
-    (DIABETES, None, its.STABLE_DIABETES_VERSION),
+    (DIABETES, None, default_version(DIABETES)),
     (DIABETES, "1", "1"),
     (DIABETES, "2", "2"),
     (BREAST_CANCER, None, "1"),
@@ -25,8 +32,8 @@ N = 5
 @pytest.mark.parametrize("client", CLIENTS)
 @pytest.mark.parametrize(("model", "version", "answering"), TARGETS, ids=TARGET_IDS)
 def test_infer_2d(clients, client, model, version, answering):
-    p = its.pipeline(model, answering)
-    x = its.sample_rows(model, N, offset=11)
+    p = pipeline(model, answering)
+    x = sample_rows(model, N, offset=11)
     res = clients.infer(client, model, x, version=version)
     assert res.model_name == model
     if res.model_version != UNREPORTED:  # kserve-rest: the parity below tells v1 from v2
@@ -35,12 +42,12 @@ def test_infer_2d(clients, client, model, version, answering):
     expected = p.predict(x)
     assert res.datatypes["predict"] == ("INT64" if p.is_classifier else "FP64")
     assert res.outputs["predict"].shape == (N,)
-    its.assert_parity(res.outputs["predict"], expected)
+    assert_parity(res.outputs["predict"], expected)
 
 
 def test_versions_really_differ(clients):
     """v1 (LinearRegression) and v2 (Ridge) disagree, so the version checks above can fail."""
-    x = its.sample_rows(DIABETES, N)
+    x = sample_rows(DIABETES, N)
     v1 = clients.infer("rest-json", DIABETES, x, version="1").outputs["predict"]
     v2 = clients.infer("rest-json", DIABETES, x, version="2").outputs["predict"]
     default = clients.infer("rest-json", DIABETES, x).outputs["predict"]
@@ -51,42 +58,42 @@ def test_versions_really_differ(clients):
 @pytest.mark.parametrize("client", CLIENTS)
 @pytest.mark.parametrize("model", [DIABETES, BREAST_CANCER])
 def test_column_style_matches_2d(clients, client, model):
-    x = its.sample_rows(model, N, offset=23)
+    x = sample_rows(model, N, offset=23)
     two_d = clients.infer(client, model, x)
     cols = clients.infer(client, model, x, columns=True)
     np.testing.assert_array_equal(cols.outputs["predict"], two_d.outputs["predict"])
-    its.assert_parity(cols.outputs["predict"], its.default_pipeline(model).predict(x))
+    assert_parity(cols.outputs["predict"], default_pipeline(model).predict(x))
 
 
 @pytest.mark.parametrize("client", ["rest-json", "triton-grpc"])
 def test_column_style_is_matched_by_name_not_order(clients, client):
-    p = its.default_pipeline(DIABETES)
-    x = its.sample_rows(DIABETES, N, offset=31)
+    p = default_pipeline(DIABETES)
+    x = sample_rows(DIABETES, N, offset=31)
     res = clients.infer(client, DIABETES, x, columns=True,
                         column_order=list(reversed(p.feature_names)))
-    its.assert_parity(res.outputs["predict"], p.predict(x))
+    assert_parity(res.outputs["predict"], p.predict(x))
 
 
 def test_column_style_versioned(clients):
-    x = its.sample_rows(DIABETES, N, offset=3)
+    x = sample_rows(DIABETES, N, offset=3)
     res = clients.infer("rest-json", DIABETES, x, version="2", columns=True)
     assert res.model_version == "2"
-    its.assert_parity(res.outputs["predict"], its.pipeline(DIABETES, "2").predict(x))
+    assert_parity(res.outputs["predict"], pipeline(DIABETES, "2").predict(x))
 
 
 def _check_proba(res, x, n_rows):
-    p = its.default_pipeline(BREAST_CANCER)
+    p = default_pipeline(BREAST_CANCER)
     proba = res.outputs["predict_proba"]
     assert res.datatypes["predict_proba"] == "FP64"
     assert proba.shape == (n_rows, 2)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=0, atol=1e-12)
     assert ((proba >= 0) & (proba <= 1)).all()
-    its.assert_parity(proba, p.predict_proba(x), "predict_proba")
+    assert_parity(proba, p.predict_proba(x), "predict_proba")
 
 
 @pytest.mark.parametrize("client", CLIENTS)
 def test_predict_proba_selected_alone(clients, client):
-    x = its.sample_rows(BREAST_CANCER, 40, offset=5)
+    x = sample_rows(BREAST_CANCER, 40, offset=5)
     res = clients.infer(client, BREAST_CANCER, x, outputs=["predict_proba"])
     assert list(res.outputs) == ["predict_proba"]
     _check_proba(res, x, 40)
@@ -94,21 +101,21 @@ def test_predict_proba_selected_alone(clients, client):
 
 @pytest.mark.parametrize("client", CLIENTS)
 def test_predict_and_proba_together(clients, client):
-    p = its.default_pipeline(BREAST_CANCER)
-    x = its.sample_rows(BREAST_CANCER, 40, offset=101)
+    p = default_pipeline(BREAST_CANCER)
+    x = sample_rows(BREAST_CANCER, 40, offset=101)
     res = clients.infer(client, BREAST_CANCER, x, outputs=["predict", "predict_proba"])
     assert sorted(res.outputs) == ["predict", "predict_proba"]
     _check_proba(res, x, 40)
     labels = res.outputs["predict"]
     assert res.datatypes["predict"] == "INT64"
-    its.assert_parity(labels, p.predict(x))
+    assert_parity(labels, p.predict(x))
     # labels agree with the most probable class
-    classes = np.asarray(p.manifest["classes"])
+    classes = np.asarray(p.manifest.classes)
     np.testing.assert_array_equal(labels, classes[res.outputs["predict_proba"].argmax(axis=1)])
     assert set(np.unique(labels)) <= set(classes.tolist())
 
 
 def test_predict_output_selected_explicitly(clients):
-    x = its.sample_rows(BREAST_CANCER, 4)
+    x = sample_rows(BREAST_CANCER, 4)
     res = clients.infer("rest-json", BREAST_CANCER, x, outputs=["predict"])
     assert list(res.outputs) == ["predict"]

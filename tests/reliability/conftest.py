@@ -1,38 +1,29 @@
 """tests/reliability: real `mlserver start .` processes under bounded load, faults and hostile input.
 
-Clients only (requests, tritonclient): never import mlserver or runtime here (protobuf trap);
-see rel_support. Run as its own pytest process by `make test`.
+Every server the selected tests need is launched at the start of the session, side by side, and
+waited for together (harness.server.launch_all): each test module declares its servers in a
+module-level `SERVERS` dict (name -> builder(request) returning a launched Server). Servers a
+test ends (drain) or changes (reload) are that test's own. Clients only (requests, tritonclient):
+never import mlserver here (protobuf trap). Run as its own pytest process by `make test`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-import rel_support as rs
-
-_SERVERS: list[rs.Server] = []
+from harness.server import Server, declared_servers, launch_all, log_tail_sections
 
 
-@pytest.fixture
-def start_server() -> Iterator:
-    """start_server(root, env=..., ready=[models]) -> Server; every server is stopped at teardown."""
-    started: list[rs.Server] = []
-
-    def start(root: Path, **kwargs) -> rs.Server:
-        server = rs.start_server(root, **kwargs)
-        started.append(server)
-        _SERVERS.append(server)
-        return server
-
+@pytest.fixture(scope="session")
+def fleet(request: pytest.FixtureRequest) -> Iterator[dict[str, Server]]:
+    servers = launch_all(declared_servers(request.session.items, request))
     try:
-        yield start
+        yield servers
     finally:
-        for server in started:
+        for server in servers.values():
             server.kill()
-            _SERVERS.remove(server)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -40,5 +31,5 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.failed:
-        for server in _SERVERS:
-            report.sections.append((f"mlserver log tail ({server.root})", server.log_tail(40)))
+        report.sections.extend(log_tail_sections(getattr(item, "funcargs", {}).values(), lines=40,
+                                                 width=600))

@@ -10,39 +10,51 @@ A model whose token source holds no token refuses to load (fails closed, loudly)
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import requests
 from tritonclient.utils import InferenceServerException
 
-import rel_support as rs
+from harness.repository import add_model, make_repository
+from harness.server import Server
+from tests.reliability import support
 
 OLD, NEW, FILED = "old-token-1b9f", "new-token-77c2", "file-token-3e0a"
 
 
-@pytest.fixture(scope="module")
-def tokens_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("secrets") / "tokens"
-    path.write_text(f"# rotated by the test\n{FILED}\n")
-    return path
+def _tokens_file(root: Path) -> Path:
+    """The per-model token file, beside the repository (the test rotates it)."""
+    return root.parent / "tokens"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, tokens_file):
-    root = rs.make_repository(tmp_path_factory.mktemp("auth") / "repo")
-    rs.add_model(root, "diabetes")
-    rs.add_model(root, "filed", extra={"auth_token_file": str(tokens_file)})
-    srv = rs.start_server(root, env={"PIPELINE_AUTH_TOKENS": f"{OLD}, {NEW}", "PIPELINE_DRAIN_DELAY_S": "0"},
+def _launch(request: pytest.FixtureRequest) -> Server:
+    root = make_repository(request.getfixturevalue("tmp_path_factory").mktemp("auth") / "repo")
+    tokens = _tokens_file(root)
+    tokens.write_text(f"# rotated by the test\n{FILED}\n")
+    add_model(root, "diabetes")
+    add_model(root, "filed", extra={"auth_token_file": str(tokens)})
+    return support.launch(root, env={"PIPELINE_AUTH_TOKENS": f"{OLD}, {NEW}", "PIPELINE_DRAIN_DELAY_S": "0"},
                           ready=["diabetes", "filed"])  # fmt: skip
-    try:
-        yield srv
-    finally:
-        srv.kill()
+
+
+# Launched with the suite's other servers (conftest.fleet).
+SERVERS = {"auth": _launch}
+
+
+@pytest.fixture(scope="module")
+def server(fleet) -> Server:
+    return fleet["auth"]
+
+
+@pytest.fixture(scope="module")
+def tokens_file(server) -> Path:
+    return _tokens_file(server.root)
 
 
 @pytest.fixture(scope="module")
 def grpc(server):
-    client = server.grpc_client()
+    client = support.grpc_client(server)
     yield client
     client.close()
 
@@ -57,7 +69,7 @@ def bearer(token: str, scheme: str = "Bearer") -> dict[str, str]:
     ids=["none", "wrong", "empty", "no-scheme", "basic", "other-models-token"],
 )
 def test_rest_inference_without_a_valid_token_is_401(server, headers):
-    response = server.rest_infer("diabetes", headers=headers)
+    response = support.rest_infer(server, "diabetes", headers=headers)
     assert response.status_code == 401, response.text
     error = response.json()["error"]
     assert "bearer token" in error
@@ -68,7 +80,7 @@ def test_rest_inference_without_a_valid_token_is_401(server, headers):
                                      {"AUTHORIZATION": f"BEARER  {OLD} "}],
                          ids=["old", "new", "lower-case-scheme", "upper-case-header"])  # fmt: skip
 def test_rest_inference_with_any_valid_token_is_served(server, headers):
-    response = server.rest_infer("diabetes", headers=headers)
+    response = support.rest_infer(server, "diabetes", headers=headers)
     assert response.status_code == 200, response.text
 
 
@@ -77,60 +89,60 @@ def test_rest_inference_with_any_valid_token_is_served(server, headers):
 def test_grpc_inference_checks_the_authorization_metadata(grpc, token, code):
     headers = {"authorization": f"Bearer {token}"} if token else None
     if code is None:
-        assert rs.grpc_infer(grpc, "diabetes", headers=headers).as_numpy("predict").shape == (1,)
+        assert support.grpc_infer(grpc, "diabetes", headers=headers).as_numpy("predict").shape == (1,)
         return
     with pytest.raises(InferenceServerException) as error:
-        rs.grpc_infer(grpc, "diabetes", headers=headers)
-    assert rs.grpc_status(error.value) == code and "bearer token" in error.value.message()
+        support.grpc_infer(grpc, "diabetes", headers=headers)
+    assert support.grpc_status(error.value) == code and "bearer token" in error.value.message()
 
 
 def test_the_other_inference_routes_are_guarded_too(server):
-    body = {"inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", "data": rs.ROW}]}
+    body = {"inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", "data": support.ROW}]}
     for path in ("/v2/models/diabetes/generate", "/v2/models/diabetes/versions/1/infer"):
-        response = requests.post(server.http + path, json=body, timeout=10)
+        response = requests.post(server.http_url + path, json=body, timeout=10)
         assert response.status_code == 401, (path, response.text)
-    ok = requests.post(server.http + "/v2/models/diabetes/generate", json=body, headers=bearer(NEW), timeout=10)
+    ok = requests.post(server.http_url + "/v2/models/diabetes/generate", json=body, headers=bearer(NEW), timeout=10)
     assert ok.status_code == 200, ok.text
     # REST streams: refused too, but MLServer 1.7.1 answers any error raised inside a REST stream
     # with a bare 500 (a contract 400 as well); gRPC ModelStreamInfer keeps UNAUTHENTICATED.
     stream = "/v2/models/diabetes/infer_stream"
-    refused = requests.post(server.http + stream, json=body, timeout=10)
+    refused = requests.post(server.http_url + stream, json=body, timeout=10)
     assert refused.status_code == 500 and "outputs" not in refused.text
-    served = requests.post(server.http + stream, json=body, headers=bearer(NEW), timeout=10)
+    served = requests.post(server.http_url + stream, json=body, headers=bearer(NEW), timeout=10)
     assert served.status_code == 200 and '"outputs"' in served.text, served.text
 
 
 def test_health_readiness_and_metadata_need_no_token(server, grpc):
     for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/diabetes/ready",
                  "/v2/models/diabetes/versions/1/ready", "/v2/models/diabetes", "/v2"):  # fmt: skip
-        assert requests.get(server.http + path, timeout=10).status_code == 200, path
+        assert requests.get(server.http_url + path, timeout=10).status_code == 200, path
     assert grpc.is_server_live() and grpc.is_server_ready() and grpc.is_model_ready("diabetes")
     assert grpc.get_model_metadata("diabetes").name == "diabetes"
     assert requests.get(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).status_code == 200
 
 
 def test_a_models_own_token_file_wins_and_is_re_read_when_rotated(server, grpc, tokens_file):
-    assert server.rest_infer("filed", headers=bearer(FILED)).status_code == 200
-    assert server.rest_infer("filed", headers=bearer(OLD)).status_code == 401  # server-wide: not here
+    assert support.rest_infer(server, "filed", headers=bearer(FILED)).status_code == 200
+    assert support.rest_infer(server, "filed", headers=bearer(OLD)).status_code == 401  # server-wide: not here
     rotated = "rotated-token-5d21"
     tokens_file.write_text(f"{FILED}\n{rotated}\n")  # step 1: both valid
     deadline = time.monotonic() + 10
-    while server.rest_infer("filed", headers=bearer(rotated)).status_code != 200:
+    while support.rest_infer(server, "filed", headers=bearer(rotated)).status_code != 200:
         assert time.monotonic() < deadline, "the rotated token file was never re-read"
         time.sleep(0.2)
     tokens_file.write_text(f"{rotated}\n")  # step 2: the old token is withdrawn
     deadline = time.monotonic() + 10
-    while server.rest_infer("filed", headers=bearer(FILED)).status_code != 401:
+    while support.rest_infer(server, "filed", headers=bearer(FILED)).status_code != 401:
         assert time.monotonic() < deadline, "the withdrawn token still works"
         time.sleep(0.2)
-    assert rs.grpc_infer(grpc, "filed", headers={"authorization": f"Bearer {rotated}"})
+    assert support.grpc_infer(grpc, "filed", headers={"authorization": f"Bearer {rotated}"})
 
 
 def test_a_model_whose_token_source_is_empty_refuses_to_load(server, tmp_path):
     empty = tmp_path / "empty-tokens"
     empty.write_text("\n# nothing yet\n")
-    rs.add_model(server.root, "locked", extra={"auth_token_file": str(empty)})
-    response = requests.post(f"{server.http}/v2/repository/models/locked/load", timeout=60)
+    add_model(server.root, "locked", extra={"auth_token_file": str(empty)})
+    response = requests.post(f"{server.http_url}/v2/repository/models/locked/load", timeout=60)
     assert response.status_code == 500 and "holds no token" in response.json()["error"], response.text
-    index = requests.post(f"{server.http}/v2/repository/index", json={}, timeout=10).json()
+    index = requests.post(f"{server.http_url}/v2/repository/index", json={}, timeout=10).json()
     assert {m["name"]: m["state"] for m in index}.get("locked") != "READY"

@@ -2,7 +2,7 @@
 within a bounded time; over REST and gRPC, with and without parallel workers.
 
 Stock MLServer 1.7.1 with parallel workers fails requests in flight on SIGTERM (500 KeyError /
-CancelledError, gRPC INTERNAL) and may never exit; runtime.lifecycle drains instead.
+CancelledError, gRPC INTERNAL) and may never exit; runtime.integration.lifecycle drains instead.
 
 "Accepted" is judged from the client side, which is stricter than counting what entered the
 server: every request *sent* before the signal, and every request sent during the drain delay,
@@ -12,13 +12,16 @@ at the transport (connection refused/closed, gRPC UNAVAILABLE), never with an er
 
 from __future__ import annotations
 
+import functools
 import re
 import signal
 import time
 
 import pytest
 
-import rel_support as rs
+from harness.repository import RUNTIME, add_model, make_repository
+from harness.server import Server
+from tests.reliability import support
 
 DELAY_S = 1.0
 TIMEOUT_S = 5.0
@@ -29,29 +32,43 @@ TRANSPORT = {"transport", "grpc-UNAVAILABLE", "grpc-CANCELLED"}
 
 CASES = {
     # The shipped configuration: parallel_workers 0, the real runtime, compute on the loop.
-    "workers-0": dict(workers=0, implementation=rs.RUNTIME, extra={}),
+    "workers-0": dict(workers=0, implementation=RUNTIME, extra={}),
     # 20 ms of compute per request on a 1-thread executor: requests really are in flight.
-    "workers-0-offload-slow": dict(workers=0, implementation=rs.SLOW_RUNTIME,
+    "workers-0-offload-slow": dict(workers=0, implementation=support.SLOW_RUNTIME,
                                    extra={"offload_compute": True}),  # fmt: skip
     # Parallel workers, where stock MLServer fails requests in flight.
-    "workers-1-slow": dict(workers=1, implementation=rs.SLOW_RUNTIME, extra={}),
+    "workers-1-slow": dict(workers=1, implementation=support.SLOW_RUNTIME, extra={}),
 }
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_sigterm_under_load_fails_no_accepted_request(case, tmp_path, start_server):
+def _launch(request: pytest.FixtureRequest, case: str) -> Server:
     cfg = CASES[case]
-    root = rs.make_repository(tmp_path / "repo", workers=cfg["workers"])
-    rs.add_model(root, "diabetes", implementation=cfg["implementation"], extra=cfg["extra"])
+    root = make_repository(request.getfixturevalue("tmp_path_factory").mktemp(f"drain-{case}") / "repo",
+                           workers=cfg["workers"])  # fmt: skip
+    add_model(root, "diabetes", implementation=cfg["implementation"], extra=cfg["extra"])
     env = {
         "PIPELINE_DRAIN_DELAY_S": str(DELAY_S),
         "PIPELINE_DRAIN_TIMEOUT_S": str(TIMEOUT_S),
         "SLOW_RUNTIME_DELAY_MS": "20",
     }
-    server = start_server(root, env=env, ready=["diabetes"])
+    return support.launch(root, env=env, ready=["diabetes"])
 
-    prober = rs.Prober(server, "diabetes").start(LOAD_BEFORE_SIGNAL_S + LOAD_AFTER_SIGNAL_S + 2)
-    load = rs.Load(server, "diabetes", rest_clients=4, grpc_clients=4).start(
+
+# Launched with the suite's other servers (conftest.fleet); each is ended by its own test.
+SERVERS = {f"drain-{case}": functools.partial(_launch, case=case) for case in CASES}
+
+
+@pytest.fixture
+def server(case, fleet) -> Server:
+    return fleet[f"drain-{case}"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_sigterm_under_load_fails_no_accepted_request(case, server):
+    cfg = CASES[case]
+
+    prober = support.Prober(server, "diabetes").start(LOAD_BEFORE_SIGNAL_S + LOAD_AFTER_SIGNAL_S + 2)
+    load = support.Load(server, "diabetes", rest_clients=4, grpc_clients=4).start(
         LOAD_BEFORE_SIGNAL_S + LOAD_AFTER_SIGNAL_S
     )
     time.sleep(LOAD_BEFORE_SIGNAL_S)
@@ -63,7 +80,7 @@ def test_sigterm_under_load_fails_no_accepted_request(case, tmp_path, start_serv
     outcomes = load.join()
     samples = prober.stop()
 
-    summary = rs.summarize(outcomes)
+    summary = support.summarize(outcomes)
     print(f"{case}: {summary}; exit code {code} after {exited - signalled:.2f}s")
     assert code is not None, "the server did not exit"
     assert code == 0, f"exit code {code}"
@@ -105,5 +122,7 @@ def test_sigterm_under_load_fails_no_accepted_request(case, tmp_path, start_serv
     at_signal = re.search(r"signal SIGTERM: draining; readiness is now false; (\d+) request\(s\) in flight",
                           log)  # fmt: skip
     assert at_signal
-    if cfg["implementation"] == rs.SLOW_RUNTIME:
+    if cfg["implementation"] == support.SLOW_RUNTIME:
         assert int(at_signal.group(1)) >= 1, "nothing was in flight at the signal: the test proves little"
+    # Shutdown included, every line the server wrote is JSON (the project's logging settings).
+    server.log_records(strict=True)

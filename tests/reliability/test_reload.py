@@ -10,47 +10,63 @@ and nothing may fail, in both worker modes.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
 import pytest
 import requests
 
-import rel_support as rs
+from harness.models import DIABETES, MODELS_DIR, pipeline
+from harness.repository import add_model, make_repository, replace_artifacts, tamper
+from harness.server import Server
+from tests.reliability import support
 
 LOAD_S = 4.0
 RELOAD_AT_S = 0.8
 TAMPERED_RELOAD_AT_S = 2.0
 
 
-@pytest.mark.parametrize("workers", [0, 1], ids=["workers-0", "workers-1"])
-def test_reload_under_load_fails_nothing_and_keeps_the_old_version_on_a_bad_artifact(
-    workers, tmp_path, start_server
-):
-    root = rs.make_repository(tmp_path / "repo", workers=workers)
-    target = rs.add_model(root, "diabetes")
-    x = np.asarray([rs.ROW])
-    v1 = float(rs.predict_locally(rs.MODELS / "diabetes" / "1", x)[0])
-    v2 = float(rs.predict_locally(rs.MODELS / "diabetes" / "2", x)[0])
-    assert abs(v1 - v2) > 1e-6
-    server = start_server(root, env={"PIPELINE_DRAIN_DELAY_S": "0"}, ready=["diabetes"])
+def _launch(request: pytest.FixtureRequest, workers: int) -> Server:
+    root = make_repository(request.getfixturevalue("tmp_path_factory").mktemp(f"reload-{workers}") / "repo",
+                           workers=workers)  # fmt: skip
+    add_model(root, "diabetes")
+    return support.launch(root, env={"PIPELINE_DRAIN_DELAY_S": "0"}, ready=["diabetes"])
 
-    load = rs.Load(server, "diabetes", rest_clients=2, grpc_clients=2).start(LOAD_S)
+
+# Launched with the suite's other servers (conftest.fleet); each test changes its own server's model.
+SERVERS = {f"reload-workers-{w}": functools.partial(_launch, workers=w) for w in (0, 1)}
+
+
+@pytest.fixture
+def server(workers, fleet) -> Server:
+    return fleet[f"reload-workers-{workers}"]
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["workers-0", "workers-1"])
+def test_reload_under_load_fails_nothing_and_keeps_the_old_version_on_a_bad_artifact(workers, server):
+    target = server.root / "models" / "diabetes"
+    x = np.asarray([support.ROW])
+    v1 = float(pipeline(DIABETES, "1").predict(x)[0])
+    v2 = float(pipeline(DIABETES, "2").predict(x)[0])
+    assert abs(v1 - v2) > 1e-6
+
+    load = support.Load(server, "diabetes", rest_clients=2, grpc_clients=2).start(LOAD_S)
     started = time.monotonic()
     time.sleep(RELOAD_AT_S)
-    rs.replace_artifacts(target, rs.MODELS / "diabetes" / "2")
-    good = requests.post(f"{server.http}/v2/repository/models/diabetes/load", timeout=60)
+    replace_artifacts(target, MODELS_DIR / "diabetes" / "2")
+    good = requests.post(f"{server.http_url}/v2/repository/models/diabetes/load", timeout=60)
     reloaded = time.monotonic()
 
     time.sleep(max(0.0, started + TAMPERED_RELOAD_AT_S - time.monotonic()))
-    rs.tamper(target / "model.skops")
-    bad = requests.post(f"{server.http}/v2/repository/models/diabetes/load", timeout=60)
+    tamper(target / "model.skops")
+    bad = requests.post(f"{server.http_url}/v2/repository/models/diabetes/load", timeout=60)
     refused = time.monotonic()
-    ready_after = requests.get(f"{server.http}/v2/models/diabetes/ready", timeout=10).status_code
-    index = requests.post(f"{server.http}/v2/repository/index", json={}, timeout=10).json()
+    ready_after = requests.get(f"{server.http_url}/v2/models/diabetes/ready", timeout=10).status_code
+    index = requests.post(f"{server.http_url}/v2/repository/index", json={}, timeout=10).json()
     outcomes = load.join()
 
-    summary = rs.summarize(outcomes)
+    summary = support.summarize(outcomes)
     print(f"workers {workers}: {summary}; reload {good.status_code} in "
           f"{reloaded - started - RELOAD_AT_S:.3f}s, tampered reload {bad.status_code}")  # fmt: skip
     assert good.status_code == 200, good.text
@@ -70,5 +86,5 @@ def test_reload_under_load_fails_nothing_and_keeps_the_old_version_on_a_bad_arti
     assert ready_after == 200
     assert [m["state"] for m in index if m["name"] == "diabetes"] == ["READY"]
     # And it still answers with version 2 once the load is over.
-    final = server.rest_infer("diabetes")
+    final = support.rest_infer(server, "diabetes")
     assert final.status_code == 200 and np.isclose(final.json()["outputs"][0]["data"][0], v2, rtol=1e-9)

@@ -10,7 +10,7 @@ import numpy as np
 
 from runtime.artifacts import load_pipeline
 from runtime.predictor import reference_rows
-from conftest import ROOT
+from tests.unit.conftest import ROOT
 
 
 def test_retraining_reproduces_the_committed_models(tmp_path, models_dir):

@@ -2,8 +2,9 @@
 computation standing for CPU-bound work (so that requests are really in flight when the suite
 sends SIGTERM, fills the in-flight cap or lets a deadline expire).
 
-Imported only by the `mlserver start .` subprocesses the suite starts (PYTHONPATH), never by
-pytest itself: the suite's process must not import mlserver or runtime (protobuf trap).
+Imported only by the `mlserver start .` subprocesses the suite starts (the project on PYTHONPATH,
+implementation `tests.reliability.server_side.slow_runtime.SlowRuntime`), never by pytest itself:
+the suite's process must not import mlserver (protobuf trap).
 
 `time.sleep` holds the thread like a computation would: with parallel_workers 0 and no offload
 it blocks the event loop, with offload the compute thread, with parallel workers the worker.

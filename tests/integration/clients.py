@@ -11,7 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-import itest_support as its
+from harness.models import default_pipeline
+from harness.server import Server
+from harness.v2 import REQUEST_TIMEOUT_S, json_tensor, rest_outputs
+from runtime.datatypes import NUMERIC_DATATYPES
+from tests.integration import support
 
 CLIENTS = ["rest-json", "triton-http", "triton-grpc", "kserve-rest", "kserve-grpc"]
 GRPC_CLIENTS = {"triton-grpc", "kserve-grpc"}
@@ -28,7 +32,7 @@ class Result:
 
 def _tensors(x: np.ndarray, columns: bool, names: list[str], datatype: str):
     """[(name, array)] for the 2-D form ('X') or the column form (one 1-D array per feature)."""
-    arr = np.asarray(x).astype(its.NUMERIC_DTYPES[datatype])
+    arr = np.asarray(x).astype(NUMERIC_DATATYPES[datatype])
     if columns:
         return [(n, np.ascontiguousarray(arr[:, j])) for j, n in enumerate(names)]
     return [("X", arr)]
@@ -39,12 +43,12 @@ class Clients:
 
     def __init__(self, request: pytest.FixtureRequest):
         self._request = request
-        self.server: its.Server = request.getfixturevalue("server")
+        self.server: Server = request.getfixturevalue("server")
 
     def infer(self, client: str, model: str, x: np.ndarray, version: str | None = None,
               outputs: list[str] | None = None, columns: bool = False, datatype: str = "FP64",
               column_order: list[str] | None = None) -> Result:
-        names = its.default_pipeline(model).feature_names
+        names = default_pipeline(model).feature_names
         tensors = _tensors(x, columns, names, datatype)
         if columns and column_order is not None:
             by_name = dict(tensors)
@@ -53,22 +57,26 @@ class Clients:
             model, version, tensors, datatype, outputs or []
         )
 
+    def fixture(self, name: str):
+        """Another fixture's value (the clients' own, created on first use)."""
+        return self._request.getfixturevalue(name)
+
     # -- plain JSON ------------------------------------------------------------------------
     def _rest_json(self, model, version, tensors, datatype, outputs) -> Result:
-        body = {"inputs": [its.json_tensor(n, a, datatype) for n, a in tensors]}
+        body = {"inputs": [json_tensor(n, a, datatype) for n, a in tensors]}
         if outputs:
             body["outputs"] = [{"name": o} for o in outputs]
-        resp = its.rest_post(self.server, model, body, version=version)
+        resp = support.rest_post(self.server, model, body, version=version)
         assert resp.status_code == 200, f"{resp.status_code}: {resp.text[:500]}"
         js = resp.json()
         return Result(js["model_name"], js.get("model_version"),
-                      {o["name"]: o["datatype"] for o in js["outputs"]}, its.rest_outputs(js))
+                      {o["name"]: o["datatype"] for o in js["outputs"]}, rest_outputs(js))
 
     # -- tritonclient ----------------------------------------------------------------------
     def _triton_http(self, model, version, tensors, datatype, outputs) -> Result:
         import tritonclient.http as httpclient
 
-        client = self._request.getfixturevalue("triton_http")
+        client = self.fixture("triton_http")
         inputs = []
         for n, a in tensors:
             inp = httpclient.InferInput(n, list(a.shape), datatype)
@@ -77,7 +85,7 @@ class Clients:
         outs = [httpclient.InferRequestedOutput(o, binary_data=False) for o in outputs] or None
         res = client.infer(model, inputs, model_version=version or "", outputs=outs)
         js = res.get_response()
-        its.AUDIT.check(f"triton-http {model}", json.dumps(js))
+        support.AUDIT.check(f"triton-http {model}", json.dumps(js))
         return Result(js["model_name"], js.get("model_version"),
                       {o["name"]: o["datatype"] for o in js["outputs"]},
                       {o["name"]: res.as_numpy(o["name"]) for o in js["outputs"]})
@@ -85,7 +93,7 @@ class Clients:
     def _triton_grpc(self, model, version, tensors, datatype, outputs) -> Result:
         import tritonclient.grpc as grpcclient
 
-        client = self._request.getfixturevalue("triton_grpc")
+        client = self.fixture("triton_grpc")
         inputs = []
         for n, a in tensors:
             inp = grpcclient.InferInput(n, list(a.shape), datatype)
@@ -93,16 +101,16 @@ class Clients:
             inputs.append(inp)
         outs = [grpcclient.InferRequestedOutput(o) for o in outputs] or None
         res = client.infer(model, inputs, model_version=version or "", outputs=outs,
-                           client_timeout=its.REQUEST_TIMEOUT_S)
+                           client_timeout=REQUEST_TIMEOUT_S)
         pb = res.get_response()
-        its.AUDIT.check(f"triton-grpc {model}", str(pb.model_name))
+        support.AUDIT.check(f"triton-grpc {model}", str(pb.model_name))
         return Result(pb.model_name, pb.model_version,
                       {o.name: o.datatype for o in pb.outputs},
                       {o.name: res.as_numpy(o.name) for o in pb.outputs})
 
     # -- kserve (own process) --------------------------------------------------------------
     def _kserve(self, transport, model, version, tensors, datatype, outputs) -> Result:
-        worker = self._request.getfixturevalue("kserve_clients")
+        worker = self.fixture("kserve_clients")
         inputs = [{"name": n, "shape": list(a.shape), "datatype": datatype, "data": a.tolist(),
                    # gRPC: raw_input_contents; REST: JSON (MLServer has no binary REST extension)
                    "binary": transport == "grpc"} for n, a in tensors]
@@ -112,7 +120,7 @@ class Clients:
         version_seen = ans["model_version"] if transport == "grpc" else UNREPORTED
         return Result(ans["model_name"], version_seen,
                       {o["name"]: o["datatype"] for o in ans["outputs"]},
-                      its.kserve_outputs(ans))
+                      support.kserve_outputs(ans))
 
     def _kserve_rest(self, *args) -> Result:
         return self._kserve("rest", *args)

@@ -2,7 +2,7 @@
 server, while the resident memory of the server's process tree is sampled every second.
 
 Shared by tests/fuzz/test_soak.py (about 10 s) and `python -m bench.soak --seconds 60`. Client side
-only (requests + tritonclient's stubs), never mlserver or the runtime.
+only (requests + tritonclient's stubs), never mlserver.
 
 Every good request must answer 200/OK with the pipeline's predictions (rtol 1e-9); every bad
 one must get its client error (REST 4xx of the listed code, gRPC INVALID_ARGUMENT or NOT_FOUND)
@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
-import psutil
 
-import fuzz_support as fs
-import itest_support as its
-import strategies as S
+from harness import fuzz as fs
+from harness import strategies as S
+from harness.models import assert_parity, pipeline, sample_rows
+from harness.server import Server
+from harness.v2 import json_tensor, pb, pb_2d_request, pb_outputs
 
 DEFAULT_CLIENTS = 8
 DEFAULT_GOOD_RATIO = 0.75
@@ -46,12 +47,8 @@ class Probe:
     fragment: str = ""  # bad: a piece the error message must contain (case-insensitive)
 
 
-def _rest_tensor(name: str, x: np.ndarray, datatype: str = "FP64") -> dict:
-    return {"name": name, "shape": list(x.shape), "datatype": datatype, "data": x.tolist()}
-
-
 def _expected(target: S.Target, x: np.ndarray, outputs: tuple[str, ...]) -> dict:
-    p = its.pipeline(target.model, target.resolved_version)
+    p = pipeline(target.model, target.resolved_version)
     out = {}
     for o in outputs:
         out[o] = p.predict(x) if o == "predict" else p.predict_proba(x)
@@ -59,32 +56,28 @@ def _expected(target: S.Target, x: np.ndarray, outputs: tuple[str, ...]) -> dict
 
 
 def good_probes() -> list[Probe]:
-    pb = S._pb()
+    msgs = pb()
     probes = []
     for target in S.served_targets():
         spec = target.spec
         assert spec is not None
         outputs = spec.outputs
         for rows, offset in ((1, 3), (8, 40)):
-            x = its.sample_rows(target.model, rows, offset=offset)
+            x = sample_rows(target.model, rows, offset=offset)
             expected = _expected(target, x, outputs)
             label = f"{target.model}/{target.version or 'default'} {rows} row(s)"
-            body = {"inputs": [_rest_tensor("X", x)], "outputs": [{"name": o} for o in outputs]}
+            body = {"inputs": [json_tensor("X", x)], "outputs": [{"name": o} for o in outputs]}
             probes.append(Probe("rest", "good", f"{label} matrix", frozenset({"200"}),
                                 path=target.rest_path(), body=json.dumps(body).encode(),
                                 expected=expected))
-            cols = {"inputs": [_rest_tensor(f, x[:, j]) for j, f in enumerate(spec.features)]}
+            cols = {"inputs": [json_tensor(f, x[:, j]) for j, f in enumerate(spec.features)]}
             probes.append(Probe("rest", "good", f"{label} columns", frozenset({"200"}),
                                 path=target.rest_path(), body=json.dumps(cols).encode(),
                                 expected={"predict": expected["predict"]}))
-            req = pb.ModelInferRequest(model_name=target.model, model_version=target.version or "")
-            t = req.inputs.add(name="X", datatype="FP64", shape=list(x.shape))
-            t.contents.fp64_contents.extend(x.ravel().tolist())
-            for o in outputs:
-                req.outputs.add(name=o)
+            req = pb_2d_request(target.model, x, version=target.version or "", outputs=outputs)
             probes.append(Probe("grpc", "good", f"{label} typed FP64", frozenset({"OK"}),
                                 request=req, expected=expected))
-            raw = pb.ModelInferRequest(model_name=target.model, model_version=target.version or "")
+            raw = msgs.ModelInferRequest(model_name=target.model, model_version=target.version or "")
             for j, f in enumerate(spec.features):
                 raw.inputs.add(name=f, datatype="FP64", shape=[rows])
                 raw.raw_input_contents.append(np.ascontiguousarray(x[:, j], "<f8").tobytes())
@@ -94,10 +87,10 @@ def good_probes() -> list[Probe]:
 
 
 def bad_probes() -> list[Probe]:
-    pb = S._pb()
+    msgs = pb()
     diabetes = S.Target("diabetes", None)
     path = diabetes.rest_path()
-    x = its.sample_rows("diabetes", 2)
+    x = sample_rows("diabetes", 2)
     row = x[0].tolist()
 
     def rest(name, body, status, fragment="", target_path=path):
@@ -130,7 +123,7 @@ def bad_probes() -> list[Probe]:
 
     def grpc(name, inputs, status="INVALID_ARGUMENT", fragment="", model="diabetes", version="",
              outputs=(), raw=()):
-        req = pb.ModelInferRequest(model_name=model, model_version=version)
+        req = msgs.ModelInferRequest(model_name=model, model_version=version)
         for tname, datatype, shape, field_name, values in inputs:
             t = req.inputs.add(name=tname, datatype=datatype, shape=shape)
             if field_name:
@@ -172,11 +165,11 @@ def _check_good(probe: Probe, outcome: fs.Outcome) -> Optional[str]:
             got = {o["name"]: np.asarray(o["data"]).reshape(o["shape"])
                    for o in outcome.json["outputs"]}
         else:
-            got = its.pb_outputs(outcome.response)
+            got = pb_outputs(outcome.response)
         if set(got) != set(probe.expected):
             return f"outputs {sorted(got)} != {sorted(probe.expected)}"
         for name, want in probe.expected.items():
-            its.assert_parity(got[name], want, name)
+            assert_parity(got[name], want, name)
     except (AssertionError, KeyError, TypeError, ValueError) as exc:
         return f"wrong answer: {exc}"[:500]
     return None
@@ -215,7 +208,7 @@ class Tally:
                     self.error_examples.append(f"{probe.protocol} {probe.kind} '{probe.name}': {error}")
 
 
-def _worker(server: its.Server, protocol: str, probes: list[Probe], good_ratio: float, seed: int,
+def _worker(server: Server, protocol: str, probes: list[Probe], good_ratio: float, seed: int,
             deadline: float, max_requests: int, tally: Optional[Tally]) -> None:
     rng = random.Random(seed)
     good = [p for p in probes if p.protocol == protocol and p.kind == "good"]
@@ -243,16 +236,12 @@ def _worker(server: its.Server, protocol: str, probes: list[Probe], good_ratio: 
         client.close()
 
 
-def tree_rss(pid: int) -> tuple[int, int]:
-    """(resident bytes of the process and all its descendants, number of processes)."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root] + root.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return 0, 0
-    total = 0
-    alive = 0
-    for p in procs:
+def tree_rss(server: Server) -> tuple[int, int]:
+    """(resident bytes of the server's process and all its descendants, number of processes)."""
+    import psutil
+
+    total = alive = 0
+    for p in server.processes():
         try:
             total += p.memory_info().rss
             alive += 1
@@ -276,7 +265,7 @@ def _run_phase(server, probes, clients, good_ratio, seconds, seed, tally, max_re
     return [t.name for t in threads if t.is_alive()]
 
 
-def run_soak(server: its.Server, seconds: float, clients: int = DEFAULT_CLIENTS,
+def run_soak(server: Server, seconds: float, clients: int = DEFAULT_CLIENTS,
              warmup: float = 2.0, good_ratio: float = DEFAULT_GOOD_RATIO, seed: int = 0,
              max_requests_per_client: int = 1_000_000) -> dict:
     probes = good_probes() + bad_probes()
@@ -286,11 +275,11 @@ def run_soak(server: its.Server, seconds: float, clients: int = DEFAULT_CLIENTS,
 
     def sampler() -> None:
         while not stop.is_set():
-            rss, procs = tree_rss(server.proc.pid)
+            rss, procs = tree_rss(server)
             samples.append((time.monotonic() - t0["value"], rss, procs))
             stop.wait(RSS_INTERVAL_S)
 
-    idle_rss, _ = tree_rss(server.proc.pid)
+    idle_rss, _ = tree_rss(server)
     if warmup > 0:
         _run_phase(server, probes, clients, good_ratio, warmup, seed + 1, None, max_requests_per_client)
     tally = Tally()
@@ -299,7 +288,7 @@ def run_soak(server: its.Server, seconds: float, clients: int = DEFAULT_CLIENTS,
     sampler_thread.start()
     stuck = _run_phase(server, probes, clients, good_ratio, seconds, seed, tally, max_requests_per_client)
     elapsed = time.monotonic() - t0["value"]
-    rss_end, _ = tree_rss(server.proc.pid)
+    rss_end, _ = tree_rss(server)
     samples.append((elapsed, rss_end, samples[-1][2] if samples else 0))
     stop.set()
     sampler_thread.join(timeout=5)

@@ -1,8 +1,8 @@
 """Hypothesis strategies for raw Open Inference Protocol V2 inference requests (REST and gRPC).
 
 Shared by the CI fuzz tests (tests/fuzz/test_fuzz.py), `python -m bench.fuzz` and the soak
-(bench/soak.py, tests/fuzz/test_soak.py). Client side only: nothing here imports mlserver or the
-runtime (see CONTEXT: the protobuf trap); what the models accept comes from their manifests.
+(harness.soak). Client side only: nothing here imports mlserver (the protobuf trap); what the
+models accept comes from their manifests (harness.models).
 
 Every drawn case carries an expectation derived from the V2 contract of the runtime:
 
@@ -25,32 +25,20 @@ import json
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Callable, Optional
 from urllib.parse import quote
 
 import numpy as np
 from hypothesis import strategies as st
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-MODELS_DIR = REPO_ROOT / "models"
+from harness.models import ShippedModel, shipped_models
+from harness.v2 import GRPC_CONTENTS_FIELD, raw_dtype
+from harness.v2 import pb as _pb
+from runtime.datatypes import NUMERIC_DATATYPES
 
 OK, REJECT, ANY = "ok", "reject", "any"
 
-NUMERIC: dict[str, np.dtype] = {
-    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
-    "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"), "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"),
-}  # fmt: skip
-V2_DATATYPES = tuple(NUMERIC) + ("BOOL", "BYTES")
-# datatype -> InferTensorContents field (FP16 has none: raw_input_contents only)
-GRPC_FIELD = {
-    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
-    "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
-    "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
-    "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
-}  # fmt: skip
+V2_DATATYPES = tuple(NUMERIC_DATATYPES) + ("BOOL", "BYTES")
 GRPC_FIELDS = ("bool_contents", "int_contents", "int64_contents", "uint_contents",
                "uint64_contents", "fp32_contents", "fp64_contents", "bytes_contents")
 PARAM_KINDS = ("bool_param", "int64_param", "string_param", "double_param", "uint64_param")
@@ -60,54 +48,8 @@ MAX_ROWS = 10_000  # the shipped models' row cap (model-settings.json parameters
 
 
 # ============================================================================================
-# The served models, from the repository (manifests and model-settings)
+# Where a request goes (the shipped models: harness.models)
 # ============================================================================================
-
-
-@dataclass(frozen=True)
-class Model:
-    name: str
-    versions: tuple[str, ...]
-    default_version: str  # what a request naming no version gets
-    kind: str  # "regressor" | "classifier"
-    features: tuple[str, ...]
-    low: tuple[float, ...]
-    high: tuple[float, ...]
-
-    @property
-    def outputs(self) -> tuple[str, ...]:
-        return ("predict", "predict_proba") if self.kind == "classifier" else ("predict",)
-
-
-@lru_cache(maxsize=None)
-def models() -> dict[str, Model]:
-    found: dict[str, dict] = {}
-    for ms in sorted(MODELS_DIR.glob("*/*/model-settings.json")):
-        cfg = json.loads(ms.read_text())
-        manifest = json.loads((ms.parent / "manifest.json").read_text())
-        version = str(cfg.get("parameters", {}).get("version") or ms.parent.name)
-        entry = found.setdefault(cfg["name"], {"versions": [], "manifest": manifest})
-        entry["versions"].append(version)
-        assert tuple(manifest["feature_names"]) == tuple(entry["manifest"]["feature_names"]), ms
-    aliases: dict[str, str] = {}
-    top = REPO_ROOT / "model-settings.json"
-    if top.exists():  # the unversioned stable alias names the version directory it serves
-        cfg = json.loads(top.read_text())
-        aliases[cfg["name"]] = Path(cfg["parameters"]["uri"]).name
-    out = {}
-    for name, entry in found.items():
-        m = entry["manifest"]
-        versions = tuple(sorted(entry["versions"], key=lambda v: (len(v), v)))
-        out[name] = Model(
-            name=name,
-            versions=versions,
-            default_version=aliases.get(name, versions[-1]),
-            kind=m.get("kind", "regressor"),
-            features=tuple(m["feature_names"]),
-            low=tuple(float(v) for v in m["feature_ranges"]["min"]),
-            high=tuple(float(v) for v in m["feature_ranges"]["max"]),
-        )
-    return out
 
 
 @dataclass(frozen=True)
@@ -118,8 +60,8 @@ class Target:
     version: Optional[str]  # None: the request names no version
 
     @property
-    def spec(self) -> Optional[Model]:
-        return models().get(self.model)
+    def spec(self) -> Optional[ShippedModel]:
+        return shipped_models().get(self.model)
 
     @property
     def served(self) -> bool:
@@ -142,7 +84,7 @@ class Target:
 
 def served_targets() -> list[Target]:
     out = []
-    for name, spec in models().items():
+    for name, spec in shipped_models().items():
         out.append(Target(name, None))
         out.extend(Target(name, v) for v in spec.versions)
     return out
@@ -197,12 +139,6 @@ class GrpcCase(Case):
 
     def describe(self) -> str:
         return repr(self)
-
-
-def _pb():
-    from tritonclient.grpc import service_pb2
-
-    return service_pb2
 
 
 # ============================================================================================
@@ -268,7 +204,7 @@ def unknown_datatype() -> st.SearchStrategy[str]:
 @lru_cache(maxsize=None)
 def valid_scalar(datatype: str) -> st.SearchStrategy:
     """A value exactly representable in the datatype, small enough that outputs stay finite."""
-    dtype = NUMERIC[datatype]
+    dtype = NUMERIC_DATATYPES[datatype]
     if dtype.kind == "f":
         width = dtype.itemsize * 8
         tiny = float(np.finfo(dtype).smallest_subnormal)
@@ -280,7 +216,7 @@ def valid_scalar(datatype: str) -> st.SearchStrategy:
     return st.integers(int(info.min), int(info.max))
 
 
-def _base_matrix(draw, model: Model, n: int) -> np.ndarray:
+def _base_matrix(draw, model: ShippedModel, n: int) -> np.ndarray:
     """float64 [n, F] inside the training ranges, from a drawn seed (cheap, deterministic)."""
     seed = draw(st.integers(0, 2**16))
     rng = np.random.default_rng(seed)
@@ -288,7 +224,7 @@ def _base_matrix(draw, model: Model, n: int) -> np.ndarray:
 
 
 def _as_dtype(col: np.ndarray, datatype: str) -> np.ndarray:
-    dtype = NUMERIC[datatype]
+    dtype = NUMERIC_DATATYPES[datatype]
     if dtype.kind == "f":
         return col.astype(dtype)
     info = np.iinfo(dtype)
@@ -303,7 +239,7 @@ class Tensor:
 
     name: str
     datatype: str
-    values: np.ndarray  # of NUMERIC[datatype], shape [n, F] (matrix) or [n] (column)
+    values: np.ndarray  # of NUMERIC_DATATYPES[datatype], shape [n, F] (matrix) or [n] (column)
 
     @property
     def shape(self) -> list[int]:
@@ -320,7 +256,7 @@ class ValidRequest:
     extra_params: dict[str, Any]
 
     @property
-    def model(self) -> Model:
+    def model(self) -> ShippedModel:
         spec = self.target.spec
         assert spec is not None
         return spec
@@ -338,7 +274,7 @@ class ValidRequest:
         return tuple(dict.fromkeys(self.outputs))
 
 
-_DATATYPE = st.sampled_from(tuple(NUMERIC))
+_DATATYPE = st.sampled_from(tuple(NUMERIC_DATATYPES))
 _EXTRA_PARAMS = st.dictionaries(
     names.filter(lambda k: k not in SPECIAL_PARAMS),
     st.one_of(small_text, st.integers(-(2**63), 2**63 - 1), st.booleans(),
@@ -365,7 +301,7 @@ def valid_requests(draw, protocol: str, max_rows: int = 5) -> ValidRequest:
     if mix == "same":
         datatypes = [first] * F
     else:
-        datatypes = [first] + [str(d) for d in rng.choice(tuple(NUMERIC), size=F - 1)]
+        datatypes = [first] + [str(d) for d in rng.choice(tuple(NUMERIC_DATATYPES), size=F - 1)]
     cols = [_as_dtype(base[:, j], datatypes[j]) for j in range(F)]
     # A few cells overridden with values drawn by hypothesis (shrinkable; hits -0.0, extremes).
     for _ in range(draw(st.integers(0, 3))):
@@ -373,7 +309,7 @@ def valid_requests(draw, protocol: str, max_rows: int = 5) -> ValidRequest:
         cols[c] = cols[c].copy()
         cols[c][r] = draw(valid_scalar(datatypes[c]))
     if layout == "matrix":
-        values = np.column_stack(cols).astype(NUMERIC[datatypes[0]])
+        values = np.column_stack(cols).astype(NUMERIC_DATATYPES[datatypes[0]])
         tensors = [Tensor(draw(names), datatypes[0], values)]
     else:
         order = draw(st.sampled_from(("manifest", "reversed", "shuffled")))
@@ -406,6 +342,16 @@ class _DraftShape:
     @property
     def n(self) -> int:
         return self.valid.tensors[0].values.shape[0]
+
+    def oracle(self, expect: str) -> tuple[Optional[np.ndarray], tuple[str, ...]]:
+        """For an OK case: the float64 matrix the server must predict on (the valid request's,
+        with the cells the mutations changed on purpose) and the outputs it must return."""
+        if expect != OK:
+            return None, ()
+        x = self.valid.matrix()
+        for r, c, value in self.x_overrides:  # type: ignore[attr-defined]
+            x[r, c] = value
+        return x, self.valid.expected_outputs()
 
 
 @dataclass
@@ -493,7 +439,7 @@ def _cell_path(draft: RestDraft, draw) -> tuple[dict, Callable[[Any], None], int
 
 def _bad_value_for(datatype: str, draw) -> Any:
     """A number outside the datatype's range (with margin: 64-bit checks go through float64)."""
-    dtype = NUMERIC[datatype]
+    dtype = NUMERIC_DATATYPES[datatype]
     if dtype.kind == "f":
         limit = float(np.finfo(dtype).max)
         if datatype == "FP64":
@@ -513,7 +459,7 @@ def m_cell_special(draft: RestDraft, draw):
     kind = draw(st.sampled_from(["nan", "inf", "null", "string", "list", "empty-list", "object",
                                  "bool", "neg-zero", "out-of-range", "fraction", "huge-finite",
                                  "subnormal", "big-int-token", "exp-float"]))
-    dtype = NUMERIC[t["datatype"]]
+    dtype = NUMERIC_DATATYPES[t["datatype"]]
     if kind == "nan":
         setter(Raw(draw(st.sampled_from(["NaN", "nan", "-NaN"]))))
         return REJECT, "cell NaN literal"
@@ -574,18 +520,25 @@ def _set_valid_cell(draft: RestDraft, r: int, c: int, value: float) -> None:
     draft.x_overrides.append((r, c, value))
 
 
-def m_shape(draft: RestDraft, draw):
-    t = draw(st.sampled_from(draft.body["inputs"]))
-    old = list(t["shape"])
-    new = draw(st.one_of(
+def _other_shapes(old: list[int], huge: bool = False) -> st.SearchStrategy[list[int]]:
+    """Shapes to put in place of `old`: random, past the row cap, empty, negative, one more
+    dimension, reversed; `huge`: also one whose element count overflows int64."""
+    return st.one_of(
         st.lists(st.integers(-3, 12), max_size=4),
         st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=3),
         st.just([MAX_ROWS + 1] + old[1:]),
         st.just([0] + old[1:]),
         st.just([-1] + old[1:]),
+        *([st.just([2**62, 2**62])] if huge else []),
         st.just(old + [1]),
         st.just(old[::-1]),
-    ))
+    )
+
+
+def m_shape(draft: RestDraft, draw):
+    t = draw(st.sampled_from(draft.body["inputs"]))
+    old = list(t["shape"])
+    new = draw(_other_shapes(old))
     if new == old:
         return OK, "shape unchanged"
     t["shape"] = new
@@ -616,7 +569,7 @@ def m_datatype(draft: RestDraft, draw):
     t = draw(st.sampled_from(draft.body["inputs"]))
     choice = draw(st.sampled_from(["numeric", "bool-bytes", "unknown", "not-a-string"]))
     if choice == "numeric":
-        t["datatype"] = draw(st.sampled_from(list(NUMERIC)))
+        t["datatype"] = draw(st.sampled_from(list(NUMERIC_DATATYPES)))
         return ANY, "datatype changed to another numeric type"
     if choice == "bool-bytes":
         t["datatype"] = draw(st.sampled_from(["BOOL", "BYTES"]))
@@ -765,22 +718,27 @@ def m_parameters(draft: RestDraft, draw):
     return ANY, f"{where} parameter {key} random"
 
 
-def m_target(draft: RestDraft, draw):
-    spec = draft.valid.model
+def _other_target(spec: ShippedModel, draw, odd_names: list[str]) -> tuple[str, Target, str]:
+    """(expectation, target, note): an unknown model, another version of this one, or another
+    served model (which cannot take this one's features)."""
     choice = draw(st.sampled_from(["unknown-model", "unknown-version", "other-model"]))
     if choice == "unknown-model":
-        name = draw(st.one_of(names, st.sampled_from(["Diabetes", "diabetes ", "diabetes/1", "..",
-                                                       "%2e%2e", "breast_cancer"])))
-        draft.target = Target(name, draw(st.sampled_from([None, "1", "2"])))
-        return (ANY if draft.target.served else REJECT), "unknown model"
+        target = Target(draw(st.one_of(names, st.sampled_from(odd_names))),
+                        draw(st.sampled_from([None, "1", "2"])))
+        return (ANY if target.served else REJECT), target, "unknown model"
     if choice == "unknown-version":
         version = draw(st.one_of(st.sampled_from(["0", "3", "01", "1.0", "v1", "-1", " 1", "latest"]),
                                  names.filter(lambda s: s != "")))
-        draft.target = Target(spec.name, version)
-        return (OK if draft.target.served else REJECT), "version changed"
+        target = Target(spec.name, version)
+        return (OK if target.served else REJECT), target, "version changed"
     other = [t for t in served_targets() if t.model != spec.name]
-    draft.target = draw(st.sampled_from(other))
-    return REJECT, "request for another model's features"
+    return REJECT, draw(st.sampled_from(other)), "request for another model's features"
+
+
+def m_target(draft: RestDraft, draw):
+    expect, draft.target, note = _other_target(
+        draft.valid.model, draw, ["Diabetes", "diabetes ", "diabetes/1", "..", "%2e%2e", "breast_cancer"])
+    return expect, note
 
 
 def m_top_level(draft: RestDraft, draw):
@@ -824,13 +782,26 @@ REST_MUTATIONS = [m_cell_special, m_shape, m_shape_types, m_shape_not_list, m_da
                   m_data_container, m_outputs, m_parameters, m_target, m_top_level]
 
 
+def _mutate(draft, draw, mutations: list) -> tuple[str, list[str]]:
+    """No mutation (OK), one from the catalogue (its expectation) or 2-4 stacked (ANY)."""
+    mode = draw(st.sampled_from(("valid", "one", "one", "one", "one", "stacked")))
+    if mode == "valid":
+        return OK, []
+    if mode == "one":
+        expect, note = draw(st.sampled_from(tuple(mutations)))(draft, draw)
+        return expect, [note]
+    notes = []
+    for mutation in draw(st.lists(st.sampled_from(tuple(mutations)), min_size=2, max_size=4)):
+        try:
+            _, note = mutation(draft, draw)
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+            note = f"{mutation.__name__} not applicable"  # an earlier mutation broke its path
+        notes.append(note)
+    return ANY, notes
+
+
 def _rest_case_from(draft: RestDraft, expect: str, notes: list[str], valid: ValidRequest) -> RestCase:
-    x, outputs = None, ()
-    if expect == OK:
-        x = valid.matrix()
-        for r, c, value in draft.x_overrides:
-            x[r, c] = value
-        outputs = valid.expected_outputs()
+    x, outputs = draft.oracle(expect)
     return RestCase(
         protocol="rest", target=draft.target, expect=expect, notes=tuple(notes), x=x,
         outputs=outputs, flags=bool(valid.ood_flags), body=draft.encode(),
@@ -842,21 +813,7 @@ def _rest_case_from(draft: RestDraft, expect: str, notes: list[str], valid: Vali
 def rest_structured(draw) -> RestCase:
     valid = draw(valid_requests("rest"))
     draft = _rest_draft(draw, valid)
-    mode = draw(st.sampled_from(("valid", "one", "one", "one", "one", "stacked")))
-    notes: list[str] = []
-    expect = OK
-    if mode == "one":
-        mutation = draw(st.sampled_from(tuple(REST_MUTATIONS)))
-        expect, note = mutation(draft, draw)
-        notes.append(note)
-    elif mode == "stacked":
-        for mutation in draw(st.lists(st.sampled_from(tuple(REST_MUTATIONS)), min_size=2, max_size=4)):
-            try:
-                _, note = mutation(draft, draw)
-            except (KeyError, IndexError, TypeError, AttributeError, ValueError):
-                note = f"{mutation.__name__} not applicable"  # an earlier mutation broke its path
-            notes.append(note)
-        expect = ANY
+    expect, notes = _mutate(draft, draw, REST_MUTATIONS)
     return _rest_case_from(draft, expect, notes, valid)
 
 
@@ -981,9 +938,9 @@ def _grpc_draft(draw, valid: ValidRequest) -> GrpcDraft:
         tensor = req.inputs.add(name=t.name, datatype=t.datatype, shape=t.shape)
         flat = t.values.ravel()
         if raw_mode:
-            req.raw_input_contents.append(flat.astype(NUMERIC[t.datatype]).tobytes())
+            req.raw_input_contents.append(flat.astype(raw_dtype(t.datatype)).tobytes())
         else:
-            getattr(tensor.contents, GRPC_FIELD[t.datatype]).extend(flat.tolist())
+            getattr(tensor.contents, GRPC_CONTENTS_FIELD[t.datatype]).extend(flat.tolist())
     for key, value in valid.extra_params.items():
         if isinstance(value, bool):
             req.parameters[key].bool_param = value
@@ -1013,7 +970,7 @@ def g_cell_special(draft: GrpcDraft, draw):
     c = draw(st.integers(0, width - 1))
     flat = r * width + c
     col = c if v.layout == "matrix" else v.model.features.index(t.name)
-    dtype = NUMERIC[t.datatype]
+    dtype = NUMERIC_DATATYPES[t.datatype]
     kinds = ["neg-zero", "out-of-range"] + (["nan", "inf", "huge-finite", "subnormal"] if dtype.kind == "f" else [])
     kind = draw(st.sampled_from(kinds))
     if kind == "nan":
@@ -1044,7 +1001,7 @@ def g_cell_special(draft: GrpcDraft, draw):
             return ANY, "cell out-of-range not expressible in raw bytes"
         expect, note = REJECT, f"cell out of range for {t.datatype}"
     if t.HasField("contents"):
-        getattr(t.contents, GRPC_FIELD[t.datatype])[flat] = value
+        getattr(t.contents, GRPC_CONTENTS_FIELD[t.datatype])[flat] = value
     else:
         k = _raw_index(draft, i)
         buf = bytearray(draft.request.raw_input_contents[k])
@@ -1057,16 +1014,7 @@ def g_cell_special(draft: GrpcDraft, draw):
 def g_shape(draft: GrpcDraft, draw):
     t = draw(st.sampled_from(list(draft.request.inputs)))
     old = list(t.shape)
-    new = draw(st.one_of(
-        st.lists(st.integers(-3, 12), max_size=4),
-        st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=3),
-        st.just([MAX_ROWS + 1] + old[1:]),
-        st.just([0] + old[1:]),
-        st.just([-1] + old[1:]),
-        st.just([2**62, 2**62]),
-        st.just(old + [1]),
-        st.just(old[::-1]),
-    ))
+    new = draw(_other_shapes(old, huge=True))
     if new == old:
         return OK, "shape unchanged"
     del t.shape[:]
@@ -1078,7 +1026,7 @@ def g_datatype(draft: GrpcDraft, draw):
     t = draw(st.sampled_from(list(draft.request.inputs)))
     choice = draw(st.sampled_from(["numeric", "bool-bytes", "unknown"]))
     if choice == "numeric":
-        t.datatype = draw(st.sampled_from(list(NUMERIC)))
+        t.datatype = draw(st.sampled_from(list(NUMERIC_DATATYPES)))
         return ANY, "datatype changed to another numeric type"
     t.datatype = draw(st.sampled_from(["BOOL", "BYTES"])) if choice == "bool-bytes" else draw(unknown_datatype())
     return REJECT, f"datatype {t.datatype!r}"
@@ -1092,7 +1040,7 @@ def g_contents(draft: GrpcDraft, draw):
                                    "extra-raw", "drop-raw", "raw-and-typed", "to-raw", "to-typed"]))
     n_values = int(np.prod(list(t.shape))) if t.shape else 0
     if choice == "other-field" and t.HasField("contents"):
-        old = GRPC_FIELD.get(t.datatype)
+        old = GRPC_CONTENTS_FIELD.get(t.datatype)
         values = list(getattr(t.contents, old))
         t.ClearField("contents")
         new = draw(st.sampled_from([f for f in GRPC_FIELDS if f not in (old, "bytes_contents", "bool_contents")]))
@@ -1129,21 +1077,21 @@ def g_contents(draft: GrpcDraft, draw):
         del req.raw_input_contents[draw(st.integers(0, len(req.raw_input_contents) - 1))]
         return REJECT, "one raw buffer missing"
     if choice == "raw-and-typed" and t.HasField("contents"):
-        values = np.asarray(list(getattr(t.contents, GRPC_FIELD[t.datatype])))
-        req.raw_input_contents.append(values.astype(NUMERIC[t.datatype]).tobytes())
+        values = np.asarray(list(getattr(t.contents, GRPC_CONTENTS_FIELD[t.datatype])))
+        req.raw_input_contents.append(values.astype(raw_dtype(t.datatype)).tobytes())
         return REJECT, "raw buffer for an input that has typed contents"
     if choice == "to-raw" and t.HasField("contents") and not req.raw_input_contents:
         # One input raw, the others typed: allowed by the V2 spec? MLServer pairs buffers with
         # the inputs lacking contents, in order.
-        values = np.asarray(list(getattr(t.contents, GRPC_FIELD[t.datatype])))
+        values = np.asarray(list(getattr(t.contents, GRPC_CONTENTS_FIELD[t.datatype])))
         t.ClearField("contents")
-        req.raw_input_contents.append(values.astype(NUMERIC[t.datatype]).tobytes())
+        req.raw_input_contents.append(values.astype(raw_dtype(t.datatype)).tobytes())
         return ANY, "mixed typed and raw inputs"
-    if choice == "to-typed" and not t.HasField("contents") and t.datatype in GRPC_FIELD:
+    if choice == "to-typed" and not t.HasField("contents") and t.datatype in GRPC_CONTENTS_FIELD:
         k = _raw_index(draft, i)
-        values = np.frombuffer(req.raw_input_contents[k], dtype=NUMERIC[t.datatype])
+        values = np.frombuffer(req.raw_input_contents[k], dtype=raw_dtype(t.datatype))
         del req.raw_input_contents[k]
-        getattr(t.contents, GRPC_FIELD[t.datatype]).extend(values.tolist())
+        getattr(t.contents, GRPC_CONTENTS_FIELD[t.datatype]).extend(values.tolist())
         return ANY, "mixed raw and typed inputs"
     return OK, f"contents mutation {choice} not applicable"
 
@@ -1260,24 +1208,11 @@ def g_parameters(draft: GrpcDraft, draw):
 
 
 def g_target(draft: GrpcDraft, draw):
-    spec = draft.valid.model
-    choice = draw(st.sampled_from(["unknown-model", "unknown-version", "other-model"]))
-    if choice == "unknown-model":
-        name = draw(st.one_of(names, st.sampled_from(["Diabetes", "diabetes ", "diabetes/1", "breast_cancer"])))
-        version = draw(st.sampled_from(["", "1", "2"]))
-        draft.target = Target(name, version or None)
-        expect = ANY if draft.target.served else REJECT
-    elif choice == "unknown-version":
-        version = draw(st.one_of(st.sampled_from(["0", "3", "01", "1.0", "v1", "-1", " 1", "latest"]),
-                                 names.filter(lambda s: s != "")))
-        draft.target = Target(spec.name, version)
-        expect = OK if draft.target.served else REJECT
-    else:
-        draft.target = draw(st.sampled_from([t for t in served_targets() if t.model != spec.name]))
-        expect = REJECT
+    expect, draft.target, note = _other_target(
+        draft.valid.model, draw, ["Diabetes", "diabetes ", "diabetes/1", "breast_cancer"])
     draft.request.model_name = draft.target.model
     draft.request.model_version = draft.target.version or ""
-    return expect, f"target {choice}"
+    return expect, note
 
 
 def g_layout(draft: GrpcDraft, draw):
@@ -1310,26 +1245,8 @@ GRPC_MUTATIONS = [g_cell_special, g_shape, g_datatype, g_contents, g_names, g_ou
 def grpc_structured(draw) -> GrpcCase:
     valid = draw(valid_requests("grpc"))
     draft = _grpc_draft(draw, valid)
-    mode = draw(st.sampled_from(("valid", "one", "one", "one", "one", "stacked")))
-    notes: list[str] = []
-    expect = OK
-    if mode == "one":
-        expect, note = draw(st.sampled_from(tuple(GRPC_MUTATIONS)))(draft, draw)
-        notes.append(note)
-    elif mode == "stacked":
-        for mutation in draw(st.lists(st.sampled_from(tuple(GRPC_MUTATIONS)), min_size=2, max_size=4)):
-            try:
-                _, note = mutation(draft, draw)
-            except (KeyError, IndexError, TypeError, AttributeError, ValueError):
-                note = f"{mutation.__name__} not applicable"
-            notes.append(note)
-        expect = ANY
-    x, outputs = None, ()
-    if expect == OK:
-        x = valid.matrix()
-        for r, c, value in draft.x_overrides:
-            x[r, c] = value
-        outputs = valid.expected_outputs()
+    expect, notes = _mutate(draft, draw, GRPC_MUTATIONS)
+    x, outputs = draft.oracle(expect)
     return GrpcCase(protocol="grpc", target=draft.target, expect=expect, notes=tuple(notes), x=x,
                     outputs=outputs, flags=bool(valid.ood_flags), request=draft.request)
 

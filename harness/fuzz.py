@@ -1,8 +1,8 @@
-"""Send fuzz cases (tests/fuzz/strategies.py) to a live server and judge the answers.
+"""Send fuzz cases (harness.strategies) to a live server and judge the answers.
 
 Shared by tests/fuzz/test_fuzz.py and `python -m bench.fuzz`. Client side only: requests and
-tritonclient's generated gRPC stubs; never mlserver or the runtime (the protobuf trap). The server
-is tests/integration/itest_support.Server (`mlserver start .` on free loopback ports).
+tritonclient's generated gRPC stubs; never mlserver (the protobuf trap). The server is
+harness.server.Server (`mlserver start .` on free loopback ports).
 
 What a server may answer (decided from the runtime's contract, CONTEXT "The V2 contract"):
 
@@ -23,27 +23,22 @@ Both   no error text may carry a traceback; OK cases must answer with the pipeli
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-FUZZ_DIR = Path(__file__).resolve().parent
-INTEGRATION_DIR = FUZZ_DIR.parent / "integration"
-for _p in (str(FUZZ_DIR), str(INTEGRATION_DIR)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+import grpc
+import numpy as np
+import requests
+from hypothesis import HealthCheck, Phase, settings
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-import grpc  # noqa: E402
-import numpy as np  # noqa: E402
-import requests  # noqa: E402
-from hypothesis import HealthCheck, Phase, settings  # noqa: E402
-from tritonclient.grpc import service_pb2, service_pb2_grpc  # noqa: E402
-
-import itest_support as its  # noqa: E402
-import strategies as S  # noqa: E402
+from harness import strategies as S
+from harness.models import pipeline
+from harness.server import Server
+from harness.v2 import good_grpc_request_works, good_rest_request_works, pb_outputs
 
 REQUEST_TIMEOUT_S = 10.0  # each case is tiny; on loopback an answer takes milliseconds
 HEALTH_EVERY = 250  # examples between two health checks (per protocol)
@@ -206,7 +201,7 @@ def _decode_rest_outputs(case, outcome) -> tuple[dict[str, np.ndarray], dict[str
 def _decode_grpc_outputs(case, outcome) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     resp = outcome.response
     try:
-        arrays = its.pb_outputs(resp)
+        arrays = pb_outputs(resp)
     except (ValueError, TypeError, KeyError) as exc:
         _fail(case, outcome, f"undecodable ModelInferResponse: {exc}")
     return ({k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()},
@@ -262,9 +257,9 @@ def _check_predictions(case: S.Case, outcome: Outcome, arrays: dict[str, np.ndar
     """The answer equals the pipeline on the matrix the request encodes (float64)."""
     if set(arrays) != set(case.outputs):
         _fail(case, outcome, f"outputs {sorted(arrays)}, expected {sorted(case.outputs)}")
-    p = its.pipeline(case.target.model, case.target.resolved_version)
+    p = pipeline(case.target.model, case.target.resolved_version)
     x = np.asarray(case.x, dtype=np.float64)
-    z = p._scaled(x)
+    z = p.scaled(x)
     coef = np.atleast_2d(np.asarray(p.model.coef_, dtype=np.float64))
     intercept = np.atleast_1d(np.asarray(p.model.intercept_, dtype=np.float64))
     # Folding the scaler into the coefficients changes rounding: tolerance scales with the terms.
@@ -370,7 +365,7 @@ class Stats:
 
 
 class FuzzSession:
-    def __init__(self, server: its.Server, health_every: int = HEALTH_EVERY):
+    def __init__(self, server: Server, health_every: int = HEALTH_EVERY):
         self.server = server
         self.client = Client(server.http_url, server.grpc_url)
         self.stats = Stats()
@@ -415,8 +410,8 @@ class FuzzSession:
                 assert resp.status_code == 200, f"/v2/health/ready: {resp.status_code}"
                 ready = self.client.stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=10)
                 assert ready.ready, "gRPC ServerReady false"
-                its.good_rest_request_works(self.server)
-                its.good_grpc_request_works(self.server)
+                good_rest_request_works(self.server.http_url, self.client.session)
+                good_grpc_request_works(self.client.stub)
                 return
             except (AssertionError, requests.RequestException, grpc.RpcError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
@@ -425,12 +420,3 @@ class FuzzSession:
                     time.sleep(0.5)
         self.stats.health_failures.append(f"{when}: {problem}"[:2000])
 
-
-def start_server(log_path: Path) -> its.Server:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    return its.Server.start(log_path)
-
-
-def stop_server(server: its.Server) -> None:
-    its.close_grpc_channels()
-    server.stop()

@@ -1,0 +1,192 @@
+"""The shipped models (models/<name>/<version>/): what is served, the version a request naming
+none gets, the artifacts loaded with runtime.artifacts (the runtime's own loader, MLServer-free),
+expected predictions with plain scikit-learn on the loaded objects, and the parity check.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from runtime.artifacts import LoadedPipeline, Manifest, load_pipeline, read_manifest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODELS_DIR = REPO_ROOT / "models"
+
+DIABETES = "diabetes"
+BREAST_CANCER = "breast-cancer"
+
+PARITY_RTOL = 1e-9
+PROBA_ATOL = 1e-15  # probabilities live in [0, 1]; this is far below 1e-9 of a row's sum
+
+
+# ------------------------------------------------------------------------------ the catalogue
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    name: str
+    versions: tuple[str, ...]
+    default_version: str  # what a request naming no version gets
+    kind: str  # "regressor" | "classifier"
+    features: tuple[str, ...]
+    low: tuple[float, ...]  # the manifest's feature_ranges
+    high: tuple[float, ...]
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return ("predict", "predict_proba") if self.kind == "classifier" else ("predict",)
+
+
+def _version_dirs() -> list[tuple[str, str, Path]]:
+    """(name, version, directory) of every model-settings.json under models/."""
+    out = []
+    for ms in sorted(MODELS_DIR.glob("*/*/model-settings.json")):
+        cfg = json.loads(ms.read_text())
+        out.append((cfg["name"], str(cfg.get("parameters", {}).get("version") or ms.parent.name),
+                    ms.parent))
+    return out
+
+
+def _aliases() -> dict[str, str]:
+    """Unversioned aliases (the top-level model-settings.json): name -> the version dir served."""
+    top = REPO_ROOT / "model-settings.json"
+    if not top.exists():
+        return {}
+    cfg = json.loads(top.read_text())
+    return {cfg["name"]: Path(cfg["parameters"]["uri"]).name}
+
+
+@lru_cache(maxsize=None)
+def shipped_models() -> dict[str, ShippedModel]:
+    found: dict[str, tuple[list[str], Manifest]] = {}
+    for name, version, directory in _version_dirs():
+        manifest = read_manifest(directory)
+        versions, first = found.setdefault(name, ([], manifest))
+        versions.append(version)
+        assert manifest.feature_names == first.feature_names, directory
+    aliases = _aliases()
+    out = {}
+    for name, (versions, m) in found.items():
+        ordered = tuple(sorted(versions, key=lambda v: (len(v), v)))
+        out[name] = ShippedModel(
+            name=name,
+            versions=ordered,
+            default_version=aliases.get(name, ordered[-1]),
+            kind=m.kind,
+            features=tuple(m.feature_names),
+            low=tuple(m.feature_ranges.min),
+            high=tuple(m.feature_ranges.max),
+        )
+    return out
+
+
+def served_models() -> list[tuple[str, Optional[str]]]:
+    """(name, version) of every shipped version, plus (name, None) for the unversioned alias(es):
+    what the repository's server must report ready."""
+    out: list[tuple[str, Optional[str]]] = [(n, v) for n, v, _ in _version_dirs()]
+    out.extend((name, None) for name in _aliases())
+    return out
+
+
+def default_version(name: str) -> str:
+    return shipped_models()[name].default_version
+
+
+# ------------------------------------------------------------------------------ expectations
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """One model version's artifacts, loaded and verified by runtime.artifacts.load_pipeline."""
+
+    name: str
+    version: str
+    loaded: LoadedPipeline
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.loaded.manifest
+
+    @property
+    def scaler(self) -> Any:
+        return self.loaded.scaler
+
+    @property
+    def model(self) -> Any:
+        return self.loaded.model
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.manifest.feature_names)
+
+    @property
+    def n_features(self) -> int:
+        return self.manifest.n_features
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.manifest.kind == "classifier"
+
+    def scaled(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        return self.scaler.transform(x) if self.scaler is not None else x
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict(self.scaled(x)))
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict_proba(self.scaled(x)), dtype=np.float64)
+
+    def sklearn_pipeline(self) -> Any:
+        """The scaler and model as one scikit-learn Pipeline (what the stock runtime serves)."""
+        from sklearn.pipeline import Pipeline as SkPipeline
+
+        steps = ([("scaler", self.scaler)] if self.scaler is not None else []) + [("model", self.model)]
+        return SkPipeline(steps)
+
+
+@lru_cache(maxsize=None)
+def pipeline(name: str, version: str) -> Pipeline:
+    return Pipeline(name, version, load_pipeline(MODELS_DIR / name / version))
+
+
+def default_pipeline(name: str) -> Pipeline:
+    return pipeline(name, default_version(name))
+
+
+@lru_cache(maxsize=None)
+def dataset(name: str) -> np.ndarray:
+    """The bundled scikit-learn dataset the model was trained on (float64 [N, F], read-only)."""
+    from sklearn.datasets import load_breast_cancer, load_diabetes
+
+    loader = {DIABETES: load_diabetes, BREAST_CANCER: load_breast_cancer}[name]
+    x = np.asarray(loader().data, dtype=np.float64)
+    x.setflags(write=False)
+    return x
+
+
+def sample_rows(name: str, n: int, offset: int = 0) -> np.ndarray:
+    """n real rows of the dataset from `offset` on, wrapping around (a fresh, writable array)."""
+    x = dataset(name)
+    idx = (np.arange(n) + offset) % len(x)
+    return np.ascontiguousarray(x[idx])
+
+
+def assert_parity(actual, expected, what: str = "predict") -> None:
+    """Labels exactly; values within a relative 1e-9 (probabilities also absolute 1e-15)."""
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    if expected.dtype.kind in "iub":
+        np.testing.assert_array_equal(actual, expected, err_msg=what)
+    else:
+        atol = PROBA_ATOL if what == "predict_proba" else 0.0
+        np.testing.assert_allclose(
+            actual.astype(np.float64), expected, rtol=PARITY_RTOL, atol=atol, err_msg=what
+        )

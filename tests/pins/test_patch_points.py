@@ -1,0 +1,343 @@
+"""Every MLServer patch point of runtime.integration, pinned by the behaviour it exists for,
+through real `mlserver start .` servers. An MLServer upgrade that changes what a point relies on
+fails here first; `test_every_patch_point_is_pinned` keeps this list equal to the registry.
+
+Three servers start side by side: one with parallel_workers 0 (auth, batching, tracing), one with
+a parallel worker (batching, tracing, a slow model for abandoned calls) and one that is drained.
+This process talks to them with plain HTTP and tritonclient only: it must not import MLServer.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import numpy as np
+import pytest
+import requests
+import tritonclient.grpc as tgrpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.utils import InferenceServerException
+
+from harness.models import REPO_ROOT, sample_rows
+from harness.repository import add_model, make_repository
+from harness.server import Server
+from tests.reliability.support import SLOW_RUNTIME
+from harness.otlp import ReceivedSpan, TraceReceiver
+
+TOKEN = "pin-token-3f1c"
+BATCHING = {"max_batch_size": 8, "max_batch_time": 0.05}
+DRAIN_DELAY_S = 2.0
+ABANDONED_MS = 1000  # the slow model of the parallel-worker server
+IN_FLIGHT_MS = 4000  # the drained server's slow request outlives the drain delay
+ROW = sample_rows("diabetes", 1)
+
+PINNED: dict[str, Callable[..., None]] = {}
+
+
+def pins(target: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    def register(test: Callable[..., None]) -> Callable[..., None]:
+        PINNED[target] = test
+        return test
+
+    return register
+
+
+# ------------------------------------------------------------------------------ the servers
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    receiver = TraceReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory, receiver):
+    base = tmp_path_factory.mktemp("pins")
+    tracing = {"tracing_server": receiver.endpoint}
+    env = {"PYTHONPATH": str(REPO_ROOT), "PIN_TOKENS": TOKEN}
+
+    inproc = make_repository(base / "workers-0", workers=0, settings=tracing)
+    add_model(inproc, "plain")
+    add_model(inproc, "guarded", extra={"auth_token_env": "PIN_TOKENS"})
+    add_model(inproc, "batched", settings=BATCHING)
+
+    pooled = make_repository(base / "workers-1", workers=1, settings=tracing)
+    add_model(pooled, "plain")
+    add_model(pooled, "batched", settings=BATCHING)
+    add_model(pooled, "slow", implementation=SLOW_RUNTIME)
+    pooled_env = {**env, "SLOW_RUNTIME_DELAY_MS": str(ABANDONED_MS)}
+
+    drained = make_repository(base / "drained", workers=0)
+    add_model(drained, "plain")
+    add_model(drained, "slow", implementation=SLOW_RUNTIME, extra={"offload_compute": True})
+    drain_env = {**env, "SLOW_RUNTIME_DELAY_MS": str(IN_FLIGHT_MS),
+                 "PIPELINE_DRAIN_DELAY_S": str(DRAIN_DELAY_S), "PIPELINE_DRAIN_TIMEOUT_S": "10"}  # fmt: skip
+
+    launched = {
+        "workers-0": Server.launch(base / "workers-0.log", root=inproc, env=env,
+                                   models=[("plain", None), ("guarded", None), ("batched", None)]),
+        "workers-1": Server.launch(base / "workers-1.log", root=pooled, env=pooled_env,
+                                   models=[("plain", None), ("batched", None), ("slow", None)]),
+        "drained": Server.launch(base / "drained.log", root=drained, env=drain_env,
+                                 models=[("plain", None), ("slow", None)]),
+    }  # fmt: skip
+    try:
+        for server in launched.values():
+            server.wait_ready()
+        yield launched
+    finally:
+        for server in launched.values():
+            server.kill()
+
+
+def _rest(server: Server, model: str, body: dict | None = None, path: str = "infer",
+          headers: dict | None = None, timeout: float = 20) -> requests.Response:  # fmt: skip
+    body = body or {"inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", "data": ROW.ravel().tolist()}]}
+    return requests.post(f"{server.http_url}/v2/models/{model}/{path}", json=body,
+                         headers=headers, timeout=timeout)  # fmt: skip
+
+
+def _grpc_infer(server: Server, model: str, x: np.ndarray = ROW, **kwargs) -> tgrpc.InferResult:
+    client = tgrpc.InferenceServerClient(server.grpc_url)
+    try:
+        tensor = tgrpc.InferInput("X", list(x.shape), "FP64")
+        tensor.set_data_from_numpy(x.astype(np.float64))
+        return client.infer(model, [tensor], **kwargs)
+    finally:
+        client.close()
+
+
+def _grpc_refusal(server: Server, model: str, **kwargs) -> InferenceServerException:
+    with pytest.raises(InferenceServerException) as refused:
+        _grpc_infer(server, model, **kwargs)
+    return refused.value
+
+
+def _traceparent() -> tuple[str, str]:
+    trace_id = secrets.token_hex(16)
+    return trace_id, f"00-{trace_id}-{secrets.token_hex(8)}-01"
+
+
+def _runtime_spans(receiver: TraceReceiver, trace_id: str) -> list[ReceivedSpan]:
+    return receiver.wait_for(trace_id, lambda spans: any(s.name == "predict" for s in spans))
+
+
+# ------------------------------------------------------------------------------ transport
+
+
+@pins("mlserver.rest.endpoints:insert_headers")
+def test_rest_requests_get_their_deadline_stamped(servers):
+    refused = _rest(servers["workers-0"], "plain", headers={"X-Request-Timeout-Ms": "0"})
+    assert refused.status_code == 504 and "deadline passed" in refused.json()["error"]
+    assert _rest(servers["workers-0"], "plain", headers={"X-Request-Timeout-Ms": "60000"}).status_code == 200
+
+
+@pins("mlserver.grpc.servicers:InferenceServicer._InsertHeaders")
+def test_grpc_requests_get_their_deadline_stamped(servers):
+    refused = _grpc_refusal(servers["workers-0"], "plain", headers={"x-request-timeout-ms": "0"})
+    assert refused.status() == "StatusCode.DEADLINE_EXCEEDED" and "deadline passed" in refused.message()
+
+
+@pins("mlserver.grpc.converters:ModelInferRequestConverter.to_types")
+def test_a_malformed_raw_grpc_buffer_is_invalid_argument_naming_the_input(servers):
+    import grpc
+
+    request = service_pb2.ModelInferRequest(model_name="plain")
+    tensor = request.inputs.add(name="X", datatype="FP64", shape=[1, 10])
+    assert tensor.name == "X"
+    request.raw_input_contents.append(b"\0" * 79)
+    with grpc.insecure_channel(servers["workers-0"].grpc_url) as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=20)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "input 'X'" in refused.value.details() and "needs 80 raw bytes but 79" in refused.value.details()
+
+
+@pins("mlserver.grpc.utils:STATUS_CODE_MAPPING")
+def test_admission_refusals_reach_grpc_clients_with_their_own_code(servers):
+    refused = _grpc_refusal(servers["workers-0"], "guarded")
+    assert refused.status() == "StatusCode.UNAUTHENTICATED" and "bearer token" in refused.message()
+
+
+@pins("mlserver.grpc.logging:logger")
+def test_a_grpc_refusal_logs_no_traceback(servers):
+    server = servers["workers-0"]
+    marker = f"Bearer wrong-{secrets.token_hex(4)}"
+    _grpc_refusal(server, "guarded", headers={"authorization": marker})
+    _grpc_refusal(server, "guarded", headers={"authorization": marker})
+    time.sleep(0.3)  # the log line, if any, is written after the answer
+    grpc_lines = [r for r in server.log_records() if r.get("logger", "").startswith("mlserver.grpc")]
+    assert not [r for r in grpc_lines if "bearer token" in json.dumps(r)], grpc_lines[-3:]
+
+
+# ------------------------------------------------------------------------------ dataplane
+
+
+@pins("mlserver.handlers.dataplane:DataPlane.infer")
+def test_inference_is_admitted_before_the_model_sees_it(servers):
+    server = servers["workers-0"]
+    refused = _rest(server, "guarded")
+    assert refused.status_code == 401 and "missing bearer token" in refused.json()["error"]
+    assert _rest(server, "guarded", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+@pins("mlserver.handlers.dataplane:DataPlane.infer_stream")
+def test_streamed_inference_is_admitted_too(servers):
+    server = servers["workers-0"]
+    # MLServer 1.7.1 answers any error raised inside a REST stream with a bare 500.
+    refused = _rest(server, "guarded", path="infer_stream")
+    assert refused.status_code == 500 and "outputs" not in refused.text
+    served = _rest(server, "guarded", path="infer_stream", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert served.status_code == 200 and '"outputs"' in served.text
+
+
+# ------------------------------------------------------------------------------ batching
+
+
+def _concurrently(n: int, fn: Callable[[int], requests.Response]) -> list[requests.Response]:
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(fn, range(n)))
+
+
+def _bad_one_fails_alone(server: Server) -> None:
+    bad = {"inputs": [{"name": "X", "shape": [1, 9], "datatype": "FP64", "data": [0.0] * 9}]}
+    answers = _concurrently(8, lambda i: _rest(server, "batched", bad if i == 3 else None))
+    assert answers[3].status_code == 400 and "expected 10 features" in answers[3].json()["error"]
+    assert [a.status_code for i, a in enumerate(answers) if i != 3] == [200] * 7
+
+
+@pins("mlserver.batching.hooks:load_batching")
+def test_a_bad_request_fails_alone_in_an_adaptive_batch(servers):
+    _bad_one_fails_alone(servers["workers-0"])
+
+
+@pins("mlserver.parallel.model:ParallelModel.load")
+def test_a_bad_request_fails_alone_in_a_batch_with_parallel_workers(servers):
+    _bad_one_fails_alone(servers["workers-1"])
+
+
+@pins("mlserver.batching.adaptive:AdaptiveBatcher.__init__")
+def test_a_batched_model_still_answers_ood_flags_per_request(servers):
+    body = {"parameters": {"ood_flags": True},
+            "inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", "data": [9.0] * 10}]}  # fmt: skip
+    answer = _rest(servers["workers-0"], "batched", body)
+    assert answer.status_code == 200, answer.text
+    assert len(json.loads(answer.json()["parameters"]["ood_flags"])[0]) == 10
+
+
+# ------------------------------------------------------------------------------ parallel workers
+
+
+@pins("mlserver.parallel.dispatcher:AsyncResponses.resolve")
+def test_an_abandoned_call_does_not_crash_the_response_loop(servers):
+    server = servers["workers-1"]
+    refused = _grpc_refusal(server, "slow", client_timeout=0.2)
+    assert refused.status() == "StatusCode.DEADLINE_EXCEEDED"
+    time.sleep(ABANDONED_MS / 1000 + 0.5)  # the worker answers the call nobody waits for any more
+    assert _rest(server, "plain").status_code == 200
+    assert "Response processing loop crashed" not in server.log_text()
+
+
+# ------------------------------------------------------------------------------ tracing
+
+
+@pins("mlserver.tracing:_TRACER_PROVIDER")
+def test_runtime_spans_are_exported_without_parallel_workers(servers, receiver):
+    trace_id, traceparent = _traceparent()
+    assert _rest(servers["workers-0"], "plain", headers={"traceparent": traceparent}).status_code == 200
+    spans = {s.name: s for s in _runtime_spans(receiver, trace_id)}
+    assert spans["predict"].attributes["model"] == "plain"
+
+
+@pins("mlserver.parallel.worker:Worker.__init__")
+def test_runtime_spans_are_exported_from_a_parallel_worker(servers, receiver):
+    trace_id, traceparent = _traceparent()
+    assert _rest(servers["workers-1"], "plain", headers={"traceparent": traceparent}).status_code == 200
+    spans = {s.name: s for s in _runtime_spans(receiver, trace_id)}
+    assert spans["predict"].attributes["model"] == "plain"
+
+
+@pins("mlserver.parallel.model:ParallelModel.predict")
+def test_a_workers_spans_hang_under_the_request_span(servers, receiver):
+    trace_id, traceparent = _traceparent()
+    assert _rest(servers["workers-1"], "plain", headers={"traceparent": traceparent}).status_code == 200
+    spans = _runtime_spans(receiver, trace_id)
+    by_id = {s.span_id: s for s in spans}
+    predict = next(s for s in spans if s.name == "predict")
+    assert predict.parent_span_id in by_id, "the runtime's span is not under the server's request span"
+
+
+# ------------------------------------------------------------------------------ the drain
+
+
+@pytest.fixture(scope="module")
+def drain(servers):
+    """SIGTERM to the drained server with a slow request in flight; what it answered meanwhile."""
+    server = servers["drained"]
+    seen: dict[str, object] = {}
+    in_flight = threading.Thread(target=lambda: seen.update(slow=_rest(server, "slow", timeout=30)))
+    in_flight.start()
+    time.sleep(0.5)  # the slow request is being computed
+    server.signal(signal.SIGTERM)
+    time.sleep(0.5)  # within the drain delay
+    seen["ready"] = requests.get(f"{server.http_url}/v2/health/ready", timeout=5).status_code
+    seen["model_ready"] = requests.get(f"{server.http_url}/v2/models/plain/ready", timeout=5).status_code
+    seen["live"] = requests.get(f"{server.http_url}/v2/health/live", timeout=5).status_code
+    seen["served"] = _rest(server, "plain", timeout=5).status_code
+    seen["metrics"] = requests.get(server.metrics_url, timeout=5).status_code
+    in_flight.join(timeout=30)
+    seen["exit"] = server.wait_exit(30)
+    try:
+        requests.get(f"{server.http_url}/v2/health/live", timeout=2)
+        seen["closed"] = False
+    except requests.ConnectionError:
+        seen["closed"] = True
+    return seen
+
+
+@pins("mlserver.handlers.dataplane:DataPlane.ready")
+def test_server_readiness_turns_false_while_draining(drain):
+    assert drain["ready"] != 200 and drain["live"] == 200
+
+
+@pins("mlserver.handlers.dataplane:DataPlane.model_ready")
+def test_model_readiness_turns_false_while_draining(drain):
+    assert drain["model_ready"] != 200
+
+
+@pins("uvicorn.server:Server.handle_exit")
+def test_rest_and_metrics_keep_serving_during_the_drain_delay(drain):
+    assert drain["served"] == 200 and drain["metrics"] == 200
+
+
+@pins("mlserver.server:MLServer.stop")
+def test_a_request_in_flight_at_sigterm_completes_and_the_server_exits(drain):
+    assert drain["slow"].status_code == 200, drain["slow"].text
+    assert drain["exit"] == 0
+
+
+@pins("mlserver.server:MLServer._create_servers")
+def test_the_drain_closes_the_listeners(drain):
+    assert drain["closed"]
+
+
+# ------------------------------------------------------------------------------ the list
+
+
+def test_every_patch_point_is_pinned():
+    # The registry, from a process of its own: this one must not import MLServer.
+    listed = subprocess.run(
+        [sys.executable, "-m", "runtime.integration", "--names"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    assert sorted(json.loads(listed)) == sorted(PINNED)
