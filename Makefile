@@ -12,7 +12,7 @@ export MLSERVER_HTTP_PORT ?= 8080
 export MLSERVER_GRPC_PORT ?= 8081
 export MLSERVER_METRICS_PORT ?= 8082
 
-.PHONY: venv serve test test-unit test-pins test-integration test-deploy test-reliability test-fuzz train bench lock clean
+.PHONY: venv serve test test-unit test-pins test-packaging test-integration test-deploy test-reliability test-fuzz train bench lock clean
 
 venv: $(STAMP)
 
@@ -26,7 +26,7 @@ serve: venv
 
 # The runtime (which imports mlserver) and the V2 clients of kserve/tritonclient register the
 # same protobuf symbols, so the two kinds of tests run in separate pytest processes.
-test: test-unit test-pins test-integration test-deploy test-reliability test-fuzz
+test: test-unit test-pins test-packaging test-integration test-deploy test-reliability test-fuzz
 
 test-unit: venv
 	$(PY) -m pytest -q tests/unit
@@ -34,6 +34,10 @@ test-unit: venv
 # Every MLServer patch point of runtime/integration, checked by its behaviour through real servers.
 test-pins: venv
 	$(PY) -m pytest -q tests/pins
+
+# Your own pipelines: every scaler and model family packaged, served and compared with scikit-learn.
+test-packaging: venv
+	$(PY) -m pytest -q tests/packaging
 
 test-integration: venv
 	$(PY) -m pytest -q tests/integration
@@ -56,8 +60,10 @@ test-deploy: venv
 train: venv
 	$(PY) -m runtime.train
 
+# The linear model (the folded fast path), then a random forest (scikit-learn's own trees).
 bench: venv
 	$(PY) -m bench.run
+	$(PY) -m bench.run --model forest
 
 # Regenerate the lock after editing pyproject.toml (needs pip-tools, installed on the fly).
 lock: venv

@@ -8,6 +8,7 @@ protobuf comes from tritonclient, imported lazily (harness.v2).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -35,9 +36,30 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # ---------------------------------------------------------------- the pipeline and request bodies
 
 
-def bench_pipeline():
-    """The benchmark model's scaler + model as one scikit-learn Pipeline (runtime.artifacts)."""
-    return pipeline(MODEL_NAME, MODEL_VERSION).sklearn_pipeline()
+# What the benchmark serves under the name `diabetes`: the shipped linear model (the folded fast
+# path), or a random forest fitted here on the same data (scikit-learn's own estimator).
+BENCH_MODELS = ("linear", "forest")
+
+
+def bench_pipeline(model: str = "linear"):
+    """The benchmark model's scaler + model as one fitted scikit-learn Pipeline."""
+    if model == "linear":
+        return pipeline(MODEL_NAME, MODEL_VERSION).sklearn_pipeline()
+    if model == "forest":
+        return _forest()
+    raise ValueError(model)
+
+
+@functools.lru_cache(maxsize=1)
+def _forest():
+    from sklearn.datasets import load_diabetes
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = load_diabetes(return_X_y=True)
+    forest = RandomForestRegressor(n_estimators=100, max_depth=8, random_state=0, n_jobs=1)
+    return make_pipeline(StandardScaler(), forest).fit(x, y)
 
 
 def bench_rows(n: int) -> np.ndarray:
@@ -96,11 +118,11 @@ class MLServerConfig:
         return {"max_batch_size": self.max_batch_size, "max_batch_time": self.max_batch_time}
 
 
-def prepare_mlserver_dir(kind: str, workdir: Path, cfg: MLServerConfig) -> Path:
+def prepare_mlserver_dir(kind: str, workdir: Path, cfg: MLServerConfig, model: str = "linear") -> Path:
     """A model repository for `mlserver start` with one model `diabetes`.
 
     kind "ours": harness.repository (runtime/ linked, the project's settings.json, a copy of
-    models/diabetes/1 with the batching fields added).
+    models/diabetes/1, or the forest packaged by runtime.package, with the batching fields added).
     kind "stock": the same scaler + model dumped as one sklearn Pipeline served by mlserver_sklearn,
     with the same settings minus the project's own code (its JSON log formatter and repository
     class); neither server writes a line per request (debug false).
@@ -110,16 +132,24 @@ def prepare_mlserver_dir(kind: str, workdir: Path, cfg: MLServerConfig) -> Path:
     root = workdir / f"{kind}-{cfg.slug}"
     if root.exists():
         shutil.rmtree(root)
-    if kind == "ours":
+    if kind == "ours" and model == "linear":
         make_repository(root, workers=cfg.parallel_workers)
         add_model(root, MODEL_NAME, source=f"{MODEL_NAME}/{MODEL_VERSION}", version=MODEL_VERSION,
                   extra={"max_rows": 10000}, settings=cfg.batching_settings())
+    elif kind == "ours":
+        from runtime.package import write_model_dir  # MLServer-free
+
+        make_repository(root, workers=cfg.parallel_workers)
+        target = write_model_dir(bench_pipeline(model), MODEL_NAME, MODEL_VERSION, root / "models")
+        settings_file = target / "model-settings.json"
+        settings = json.loads(settings_file.read_text())
+        settings_file.write_text(json.dumps({**settings, **cfg.batching_settings()}, indent=2) + "\n")
     elif kind == "stock":
         stock = {k: v for k, v in base_server_settings().items() if "runtime" not in str(v)}
         make_repository(root, workers=cfg.parallel_workers, base=stock, link_runtime=False)
         model_dir = root / MODEL_NAME
         model_dir.mkdir()
-        joblib.dump(bench_pipeline(), model_dir / "model.joblib")
+        joblib.dump(bench_pipeline(model), model_dir / "model.joblib")
         ms = {
             "name": MODEL_NAME,
             "implementation": "mlserver_sklearn.SKLearnModel",
@@ -132,14 +162,14 @@ def prepare_mlserver_dir(kind: str, workdir: Path, cfg: MLServerConfig) -> Path:
     return root
 
 
-def prepare_kserve_dir(workdir: Path) -> Path:
+def prepare_kserve_dir(workdir: Path, model: str = "linear") -> Path:
     import joblib
 
     root = workdir / "kserve-model"
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    joblib.dump(bench_pipeline(), root / "model.joblib")
+    joblib.dump(bench_pipeline(model), root / "model.joblib")
     return root
 
 

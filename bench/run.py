@@ -2,6 +2,7 @@
 
     python -m bench.run            # full run: 3 rounds x 2 s per scenario, best round kept (~8 min)
     python -m bench.run --quick    # every scenario once, 2 s each (~4 min)
+    python -m bench.run --model forest   # a random forest instead of the linear model
 
 Scenarios: {REST, gRPC} x {1 row @ concurrency 1, 1 row @ 16, 100 rows @ 4}, for this runtime and the
 stock runtime under MLServer settings {parallel_workers 0, default} x {adaptive batching off, on}, and for
@@ -9,7 +10,7 @@ KServe's ModelServer (one config), plus the in-process floor (pipeline.predict o
 All servers (8 MLServer + KServe) are started together; each scenario runs on each of them in turn,
 back to back, in several short rounds, and the best round per server and scenario is kept, so drift in
 the shared machine's load hits every server and config alike. Only one server is ever under load.
-Outputs bench/results/bench-<stamp>.{json,md,png} and latest.*. This is the command line; the
+Outputs bench/results/bench[-forest]-<stamp>.{json,md,png} and latest[-forest].*. This is the command line; the
 scenarios themselves are bench/scenarios.py.
 """
 
@@ -49,6 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--duration", type=int, help="seconds measured per scenario and round (default 2)")
     p.add_argument("--rounds", type=int, help="rounds per scenario, best one kept (default 3, quick 1)")
     p.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured load before a scenario's first round")
+    p.add_argument("--model", choices=common.BENCH_MODELS, default="linear",
+                   help="linear: the shipped diabetes model (folded fast path); forest: a random forest "
+                   "on the same data (scikit-learn's own estimator), the same fitted object for every server")
     p.add_argument("--servers", default=",".join(SERVERS), help="subset of ours,stock,kserve")
     p.add_argument("--configs", default=",".join(CONFIGS), help="subset of " + ",".join(CONFIGS))
     p.add_argument("--loads", default=",".join(LOADS), help="subset of " + ",".join(LOADS))
@@ -87,7 +91,7 @@ def main(argv=None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
     logs = workdir / "logs"
     t_start = time.time()
-    pipeline = common.bench_pipeline()
+    pipeline = common.bench_pipeline(args.model)
     row_counts = sorted({LOADS[l][0] for l in args.loads})
     payloads = Payloads(workdir, pipeline, row_counts)
 
@@ -103,16 +107,17 @@ def main(argv=None) -> int:
         cfg = MLServerConfig(cfg.parallel_workers, cfg.batching, args.max_batch_size, args.max_batch_time)
         for kind in ("ours", "stock"):
             if kind in args.servers:
-                root = common.prepare_mlserver_dir(kind, workdir, cfg)
+                root = common.prepare_mlserver_dir(kind, workdir, cfg, args.model)
                 group.append((kind, cfg.label, common.mlserver_launcher(root, logs / f"{kind}-{cslug}.log")))
     if "kserve" in args.servers:
         group.append(("kserve", "kserve workers=1",
-                      common.kserve_launcher(common.prepare_kserve_dir(workdir), logs / "kserve.log")))
+                      common.kserve_launcher(common.prepare_kserve_dir(workdir, args.model), logs / "kserve.log")))
     if group:
         run_group(group, payloads, args, workdir, runs)
 
     meta = {
         "stamp": stamp,
+        "model": args.model,
         "command": "python -m bench.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "duration_s": args.duration, "warmup_s": args.warmup, "rounds": args.rounds,
         "max_batch_size": args.max_batch_size, "max_batch_time": args.max_batch_time,
@@ -123,7 +128,8 @@ def main(argv=None) -> int:
     }
     result = {"meta": meta, "floor": floor, "runs": runs}
     result["targets"] = report.evaluate_targets(result)
-    base = args.out / f"bench-{stamp}"
+    suffix_model = "" if args.model == "linear" else f"-{args.model}"
+    base = args.out / f"bench{suffix_model}-{stamp}"
     base.with_suffix(".json").write_text(json.dumps(result, indent=1, default=float) + "\n")
     md = report.markdown(result)
     base.with_suffix(".md").write_text(md)
@@ -131,7 +137,7 @@ def main(argv=None) -> int:
     for suffix in (".json", ".md", ".png"):
         src = base.with_suffix(suffix)
         if src.exists():
-            shutil.copyfile(src, args.out / f"latest{suffix}")
+            shutil.copyfile(src, args.out / f"latest{suffix_model}{suffix}")
     print(md)
     log(f"wrote {base}.json/.md" + ("/.png" if png else " (no chart: matplotlib missing)")
         + f" in {meta['wall_s']} s")

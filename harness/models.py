@@ -37,10 +37,7 @@ class ShippedModel:
     features: tuple[str, ...]
     low: tuple[float, ...]  # the manifest's feature_ranges
     high: tuple[float, ...]
-
-    @property
-    def outputs(self) -> tuple[str, ...]:
-        return ("predict", "predict_proba") if self.kind == "classifier" else ("predict",)
+    outputs: tuple[str, ...]  # what the manifest offers
 
 
 def _version_dirs() -> list[tuple[str, str, Path]]:
@@ -82,6 +79,7 @@ def shipped_models() -> dict[str, ShippedModel]:
             features=tuple(m.feature_names),
             low=tuple(m.feature_ranges.min),
             high=tuple(m.feature_ranges.max),
+            outputs=tuple(m.outputs),
         )
     return out
 

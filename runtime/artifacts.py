@@ -15,27 +15,21 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import joblib
 import sklearn
 import skops.io
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from runtime.errors import ArtifactError
+from runtime.errors import ArtifactError, validation_problems
 
 MANIFEST_FILE = "manifest.json"
 
 logger = logging.getLogger("runtime.artifacts")
 
-# Types a skops artifact may contain beyond skops' own defaults; anything else is refused
-# unless the model's settings add it (parameters.extra.trusted_types).
-TRUSTED_TYPES: tuple[str, ...] = (
-    "sklearn.preprocessing._data.StandardScaler",
-    "sklearn.linear_model._base.LinearRegression",
-    "sklearn.linear_model._ridge.Ridge",
-    "sklearn.linear_model._logistic.LogisticRegression",
-)
+# A type recorded in a manifest is accepted only from this package (or from trusted_types).
+SKLEARN_PREFIX = "sklearn."
 
 
 class ArtifactRef(BaseModel):
@@ -43,7 +37,11 @@ class ArtifactRef(BaseModel):
 
     file: str
     sha256: str
-    format: Literal["skops", "joblib"] = "joblib"
+    # No default: a manifest must say whether its artifact is skops or (pinned) pickle.
+    format: Literal["skops", "joblib"]
+    # The types beyond skops' defaults the artifact holds, recorded at packaging: the loader
+    # accepts exactly these.
+    types: list[str] = []
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,7 @@ class FeatureRanges(BaseModel):
 
 
 class Manifest(BaseModel):
-    """What a model version promises; written by `runtime.train`, checked at every load."""
+    """What a model version promises; written by `runtime.package`, checked at every load."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -71,11 +69,15 @@ class Manifest(BaseModel):
     kind: Literal["regressor", "classifier"]
     estimator: str
     feature_names: list[str]
-    classes: Optional[list[int]] = None
+    # Class labels as the estimator holds them: integers, or strings (answered as BYTES).
+    classes: Optional[Union[list[int], list[str]]] = None
+    outputs: list[Literal["predict", "predict_proba", "decision_function"]]
     trained_with: dict[str, str]
     model: ArtifactRef
     scaler: Optional[ArtifactRef] = None
-    feature_ranges: FeatureRanges
+    # Per-feature bands of the out-of-distribution check, and where they came from.
+    feature_ranges: Optional[FeatureRanges] = None
+    feature_ranges_source: Literal["reference", "scaler", "none"]
 
     @model_validator(mode="after")
     def _consistent(self) -> "Manifest":
@@ -84,11 +86,20 @@ class Manifest(BaseModel):
             raise ValueError("feature_names must be unique")
         if any("," in f or not f for f in self.feature_names):
             raise ValueError("feature names must be non-empty and free of commas (metadata joins them)")
-        if len(self.feature_ranges.min) != n or len(self.feature_ranges.max) != n:
+        ranges = self.feature_ranges
+        if ranges is not None and (len(ranges.min) != n or len(ranges.max) != n):
             raise ValueError("feature_ranges must have one min and one max per feature")
         if (self.kind == "classifier") != (self.classes is not None):
             raise ValueError("classes must be given for classifiers and only for them")
+        if "predict" not in self.outputs or len(set(self.outputs)) != len(self.outputs):
+            raise ValueError("outputs must name predict, and each output once")
+        if self.kind == "regressor" and set(self.outputs) != {"predict"}:
+            raise ValueError("a regressor offers predict only")
         return self
+
+    @property
+    def string_labels(self) -> bool:
+        return bool(self.classes) and isinstance(self.classes[0], str)
 
     @property
     def n_features(self) -> int:
@@ -113,7 +124,7 @@ def read_manifest(model_dir: Path) -> Manifest:
     except FileNotFoundError:
         raise ArtifactError(f"{path}: manifest is missing") from None
     except (ValueError, ValidationError) as exc:
-        raise ArtifactError(f"{path}: invalid manifest: {exc}") from None
+        raise ArtifactError(f"{path}: invalid manifest: {validation_problems(exc)}") from None
 
 
 def read_verified(model_dir: Path, ref: ArtifactRef) -> bytes:
@@ -133,18 +144,25 @@ def read_verified(model_dir: Path, ref: ArtifactRef) -> bytes:
     return data
 
 
+def accepted_types(ref: ArtifactRef, policy: LoadPolicy) -> set[str]:
+    """The recorded scikit-learn types, plus whatever the model's settings trust explicitly."""
+    recorded = {t for t in ref.types if t.startswith(SKLEARN_PREFIX)}
+    return recorded | set(policy.extra_trusted_types)
+
+
 def _load_verified(model_dir: Path, ref: ArtifactRef, policy: LoadPolicy) -> Any:
     data = read_verified(model_dir, ref)
     if ref.format == "joblib":
         return joblib.load(io.BytesIO(data))
-    trusted = TRUSTED_TYPES + policy.extra_trusted_types
-    untrusted = [t for t in skops.io.get_untrusted_types(data=data) if t not in trusted]
+    accepted = accepted_types(ref, policy)
+    untrusted = [t for t in skops.io.get_untrusted_types(data=data) if t not in accepted]
     if untrusted:
         raise ArtifactError(
-            f"{model_dir / ref.file}: refusing untrusted types {untrusted}; add them to "
-            "parameters.extra.trusted_types only if you trust this artifact's author"
+            f"{model_dir / ref.file}: refusing untrusted types {untrusted}: the manifest does not "
+            "record them as scikit-learn types (package the model with `python -m runtime.package`); "
+            "add them to parameters.extra.trusted_types only if you trust this artifact's author"
         )
-    return skops.io.loads(data, trusted=list(trusted))
+    return skops.io.loads(data, trusted=sorted(accepted))
 
 
 def _minor(version: str) -> str:
@@ -173,14 +191,28 @@ def _check_feature_count(name: str, estimator: Any, expected: int) -> None:
         )
 
 
-def _check_classes(model: Any, manifest: Manifest) -> None:
+def type_path(obj: Any) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def class_labels(model: Any) -> list:
+    """The estimator's class labels as JSON values (numpy scalars unwrapped)."""
+    return [c.item() if hasattr(c, "item") else c for c in getattr(model, "classes_", [])]
+
+
+def _check_model(model: Any, manifest: Manifest) -> None:
+    if type_path(model) != manifest.estimator:
+        raise ArtifactError(
+            f"model {manifest.model.file} is a {type_path(model)}, the manifest says {manifest.estimator}"
+        )
+    missing = [o for o in manifest.outputs if not hasattr(model, o)]
+    if missing:
+        raise ArtifactError(f"the manifest offers {missing} but the model has no such method")
     if manifest.kind != "classifier":
         return
-    classes = [int(c) for c in getattr(model, "classes_", [])]
+    classes = class_labels(model)
     if classes != manifest.classes:
         raise ArtifactError(f"model classes {classes} differ from the manifest's {manifest.classes}")
-    if not hasattr(model, "predict_proba"):
-        raise ArtifactError("the manifest says classifier but the model has no predict_proba")
 
 
 def load_pipeline(model_dir: Path, policy: LoadPolicy = LoadPolicy()) -> LoadedPipeline:
@@ -192,5 +224,5 @@ def load_pipeline(model_dir: Path, policy: LoadPolicy = LoadPolicy()) -> LoadedP
     if scaler is not None:
         _check_feature_count(f"scaler {manifest.scaler.file}", scaler, manifest.n_features)
     _check_feature_count(f"model {manifest.model.file}", model, manifest.n_features)
-    _check_classes(model, manifest)
+    _check_model(model, manifest)
     return LoadedPipeline(manifest=manifest, scaler=scaler, model=model)

@@ -117,3 +117,14 @@ class DeadlineExceeded(PipelineError):
     HTTP 504, gRPC DEADLINE_EXCEEDED."""
 
     status = GATEWAY_TIMEOUT
+
+
+def validation_problems(error: Exception) -> str:
+    """A pydantic ValidationError as one line: "'model.format': Field required; ..."."""
+    problems = getattr(error, "errors", None)
+    if problems is None:
+        return str(error).replace("\n", " ")
+    return "; ".join(
+        f"'{'.'.join(map(str, e['loc']))}': {e['msg']}" if e["loc"] else e["msg"]
+        for e in problems(include_url=False)
+    )

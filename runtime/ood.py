@@ -1,7 +1,7 @@
 """Out-of-distribution (OOD) checks against the training statistics a model version already holds.
 
-A value is out of distribution when it lies outside its feature's training range (the manifest's
-`feature_ranges`) or, where the scaler is a fitted StandardScaler, further than `z` training
+A value is out of distribution when it lies outside its feature's range (the manifest's
+`feature_ranges`, from the training data, a reference sample or the scaler) or, where the scaler is a fitted StandardScaler, further than `z` training
 standard deviations from the training mean. Both tests fold at load into one band [low, high]
 per feature, so a request costs one vectorised comparison of its matrix against two vectors.
 
@@ -47,8 +47,10 @@ class OodDetector:
     @classmethod
     def from_pipeline(cls, pipeline: LoadedPipeline, z_threshold: Optional[float]) -> "OodDetector":
         ranges = pipeline.manifest.feature_ranges
-        low = np.asarray(ranges.min, dtype=np.float64)
-        high = np.asarray(ranges.max, dtype=np.float64)
+        n = pipeline.manifest.n_features
+        # A model packaged without ranges has no band but the scaler's, if any.
+        low = np.full(n, -np.inf) if ranges is None else np.asarray(ranges.min, dtype=np.float64)
+        high = np.full(n, np.inf) if ranges is None else np.asarray(ranges.max, dtype=np.float64)
         moments = _training_moments(pipeline.scaler)
         if moments is not None and z_threshold is not None:
             mean, std = moments

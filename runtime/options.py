@@ -7,7 +7,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runtime.artifacts import LoadPolicy
-from runtime.errors import ArtifactError
+from runtime.errors import ArtifactError, validation_problems
 
 DEFAULT_MAX_ROWS = 10_000
 # 4 training standard deviations: the training data itself goes beyond it rarely (0.02% of the
@@ -92,7 +92,7 @@ class RuntimeOptions(AdmissionOptions):
         try:
             return cls.model_validate(extra or {})
         except ValidationError as exc:
-            raise ArtifactError(f"invalid parameters.extra: {exc}") from None
+            raise ArtifactError(f"invalid parameters.extra: {validation_problems(exc)}") from None
 
     def load_policy(self) -> LoadPolicy:
         return LoadPolicy(

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from runtime.artifacts import Manifest
-from runtime.predictor import PREDICT, PREDICT_PROBA, offered_outputs
+from runtime.predictor import DECISION_FUNCTION, PREDICT, PREDICT_PROBA, offered_outputs
 
 INPUT_NAME = "features"
 
@@ -43,11 +43,16 @@ class EncodedOutput:
 
 def output_specs(manifest: Manifest) -> dict[str, OutputSpec]:
     """How each output the predictor offers for this version is encoded."""
-    classifier = manifest.kind == "classifier"
+    n_classes = len(manifest.classes or [])
+    if manifest.kind == "regressor":
+        label = "FP64"
+    else:  # class labels: integers, or strings as BYTES
+        label = "BYTES" if manifest.string_labels else "INT64"
     specs = {
-        # Classifiers predict class labels; regressors predict values.
-        PREDICT: OutputSpec(PREDICT, "INT64" if classifier else "FP64", 0),
-        PREDICT_PROBA: OutputSpec(PREDICT_PROBA, "FP64", len(manifest.classes or [])),
+        PREDICT: OutputSpec(PREDICT, label, 0),
+        PREDICT_PROBA: OutputSpec(PREDICT_PROBA, "FP64", n_classes),
+        # One score per row for two classes, one per class otherwise (scikit-learn's shapes).
+        DECISION_FUNCTION: OutputSpec(DECISION_FUNCTION, "FP64", n_classes if n_classes > 2 else 0),
     }
     return {name: specs[name] for name in offered_outputs(manifest)}
 

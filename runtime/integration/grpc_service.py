@@ -40,6 +40,7 @@ from runtime.errors import (
     ParameterError,
     PipelineError,
     ShapeError,
+    validation_problems,
 )
 from runtime.integration.v2 import as_mlserver_error
 from runtime.integration.patching import PatchPoint
@@ -113,10 +114,7 @@ def parameters(params: object, owner: str) -> Optional[types.Parameters]:
     try:
         return ParametersConverter.to_types(params)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"'{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors(include_url=False)
-        )
-        raise ParameterError(f"{owner} parameters: {problems}") from None
+        raise ParameterError(f"{owner} parameters: {validation_problems(exc)}") from None
 
 
 def decode_request(request: pb.ModelInferRequest) -> types.InferenceRequest:

@@ -95,8 +95,10 @@ def test_kserve_grpc_health(kserve_clients):
 
 def _expected_outputs(p: Pipeline) -> dict[str, tuple[str, list[int]]]:
     if p.is_classifier:
-        return {"predict": ("INT64", [-1]),
-                "predict_proba": ("FP64", [-1, len(p.manifest.classes)])}
+        n = len(p.manifest.classes)
+        # scikit-learn's shapes: one decision score per row for two classes, one per class beyond.
+        return {"predict": ("INT64", [-1]), "predict_proba": ("FP64", [-1, n]),
+                "decision_function": ("FP64", [-1] if n == 2 else [-1, n])}
     return {"predict": ("FP64", [-1])}
 
 

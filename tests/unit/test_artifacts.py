@@ -7,18 +7,21 @@ import pickle
 import shutil
 from pathlib import Path
 
-import pytest
-
+import io
 import logging
+from fractions import Fraction
 
+import joblib
+import pytest
 import skops.io
 import sklearn
 from sklearn.datasets import load_diabetes
+from sklearn.linear_model import LinearRegression
 from sklearn.tree import DecisionTreeRegressor
 
 from runtime.artifacts import LoadPolicy, load_pipeline, sha256_hex
 from runtime.errors import ArtifactError
-from runtime.train import SPECS, train_one
+from runtime.package import write_model_dir
 
 SHIPPED = [("diabetes", "1", 10), ("diabetes", "2", 10), ("breast-cancer", "1", 30)]
 
@@ -48,11 +51,27 @@ def _edit_manifest(model_dir: Path, **changes) -> None:
     (model_dir / "manifest.json").write_text(json.dumps(manifest))
 
 
-def _replace_artifact(model_dir: Path, role: str, data: bytes, fmt: str) -> None:
+def _replace_artifact(model_dir: Path, role: str, data: bytes, fmt: str, types: list | None = None) -> None:
     """Swap an artifact for `data` and re-pin its hash, as a legitimate publisher would."""
     name = f"{role}.{fmt}"
     (model_dir / name).write_bytes(data)
-    _edit_manifest(model_dir, **{role: {"file": name, "sha256": sha256_hex(data), "format": fmt}})
+    ref = {"file": name, "sha256": sha256_hex(data), "format": fmt}
+    if types is not None:
+        ref["types"] = types
+    _edit_manifest(model_dir, **{role: ref})
+
+
+def _joblib_bytes(obj) -> bytes:
+    buffer = io.BytesIO()
+    joblib.dump(obj, buffer)
+    return buffer.getvalue()
+
+
+def _joblib_copy(model_copy: Path) -> Path:
+    """The model version with its model artifact as sha256-pinned joblib."""
+    model = load_pipeline(model_copy).model
+    _replace_artifact(model_copy, "model", _joblib_bytes(model), "joblib")
+    return model_copy
 
 
 class _Boom:
@@ -66,8 +85,8 @@ class _Boom:
 
 
 @pytest.mark.parametrize("fmt", ["skops", "joblib"])
-def test_tampered_artifact_is_refused_before_deserialising(tmp_path, fmt):
-    model_dir = train_one(SPECS[0], tmp_path / "trained", fmt)
+def test_tampered_artifact_is_refused_before_deserialising(tmp_path, model_copy, fmt):
+    model_dir = _joblib_copy(model_copy) if fmt == "joblib" else model_copy
     marker = tmp_path / "marker"
     (model_dir / f"model.{fmt}").write_bytes(pickle.dumps(_Boom(marker)))
     with pytest.raises(ArtifactError, match=rf"model\.{fmt}: sha256 mismatch"):
@@ -75,9 +94,17 @@ def test_tampered_artifact_is_refused_before_deserialising(tmp_path, fmt):
     assert not marker.exists()
 
 
-def test_joblib_artifacts_still_load(tmp_path):
-    pipeline = load_pipeline(train_one(SPECS[0], tmp_path, "joblib"))
+def test_joblib_artifacts_still_load(model_copy):
+    pipeline = load_pipeline(_joblib_copy(model_copy))
     assert pipeline.manifest.model.format == "joblib"
+
+
+def test_an_artifact_without_format_is_refused_not_read_as_pickle(model_copy):
+    ref = _manifest(model_copy)["model"]
+    del ref["format"]
+    _edit_manifest(model_copy, model=ref)
+    with pytest.raises(ArtifactError, match=r"invalid manifest.*format"):
+        load_pipeline(model_copy)
 
 
 def test_missing_artifact_is_named(model_copy):
@@ -86,14 +113,43 @@ def test_missing_artifact_is_named(model_copy):
         load_pipeline(model_copy)
 
 
-def test_untrusted_skops_types_are_refused_unless_trusted_explicitly(model_copy):
+TREE_TYPE = "sklearn.tree._tree.Tree"
+
+
+def _tree_in(model_copy: Path, types: list | None) -> None:
     data = load_diabetes()
     tree = DecisionTreeRegressor(max_depth=2, random_state=0).fit(data.data, data.target)
-    _replace_artifact(model_copy, "model", skops.io.dumps(tree), "skops")
+    _replace_artifact(model_copy, "model", skops.io.dumps(tree), "skops", types)
+    _edit_manifest(model_copy, estimator="sklearn.tree._classes.DecisionTreeRegressor")
+
+
+def test_types_not_recorded_in_the_manifest_are_refused_unless_trusted_explicitly(model_copy):
+    _tree_in(model_copy, types=None)
     with pytest.raises(ArtifactError, match=r"refusing untrusted types \['sklearn.tree._tree.Tree'\]"):
         load_pipeline(model_copy)
-    trusted = LoadPolicy(extra_trusted_types=("sklearn.tree._tree.Tree",))
+    trusted = LoadPolicy(extra_trusted_types=(TREE_TYPE,))
     assert isinstance(load_pipeline(model_copy, trusted).model, DecisionTreeRegressor)
+
+
+def test_recorded_scikit_learn_types_load(model_copy):
+    _tree_in(model_copy, types=[TREE_TYPE])
+    assert isinstance(load_pipeline(model_copy).model, DecisionTreeRegressor)
+
+
+def test_a_recorded_type_outside_scikit_learn_is_still_refused(model_copy):
+    data = skops.io.dumps({"weights": Fraction(1, 3)})
+    foreign = skops.io.get_untrusted_types(data=data)
+    assert foreign and not any(t.startswith("sklearn.") for t in foreign)
+    _replace_artifact(model_copy, "model", data, "skops", foreign)
+    with pytest.raises(ArtifactError, match="refusing untrusted types"):
+        load_pipeline(model_copy)
+
+
+def test_a_model_of_another_type_than_the_manifest_says_is_refused(model_copy):
+    _tree_in(model_copy, types=[TREE_TYPE])
+    _edit_manifest(model_copy, estimator="sklearn.linear_model._base.LinearRegression")
+    with pytest.raises(ArtifactError, match="is a sklearn.tree._classes.DecisionTreeRegressor, the manifest says"):
+        load_pipeline(model_copy)
 
 
 def test_other_sklearn_minor_is_refused_naming_both_versions(model_copy, caplog):
@@ -138,8 +194,7 @@ def test_unknown_manifest_field_is_refused(model_copy):
 
 
 def test_a_model_without_scaler_loads(tmp_path):
-    spec = SPECS[0]
-    spec = type(spec)(spec.name, spec.version, spec.load_data, spec.make_model, spec.kind, with_scaler=False)
-    pipeline = load_pipeline(train_one(spec, tmp_path))
+    x, y = load_diabetes(return_X_y=True)
+    pipeline = load_pipeline(write_model_dir(LinearRegression().fit(x, y), "bare", "1", tmp_path))
     assert pipeline.scaler is None
     assert pipeline.manifest.scaler is None

@@ -6,22 +6,28 @@ import logging
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_diabetes
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
+from sklearn.linear_model import LinearRegression
+from sklearn.pipeline import make_pipeline
 from sklearn.tree import DecisionTreeRegressor
 
 from runtime import predictor as predictor_module
 from runtime.artifacts import LoadedPipeline, load_pipeline
 from runtime.errors import NonFiniteOutputError
-from runtime.predictor import compile_predictor, reference_rows
-from runtime.train import SPECS, train_one
+from runtime.package import MODELS, SCALERS, write_model_dir
+from runtime.predictor import (
+    FOREST_CLASSIFIERS,
+    FOREST_REGRESSORS,
+    LINEAR_CLASSIFIERS,
+    LINEAR_REGRESSORS,
+    compile_predictor,
+    reference_rows,
+)
 
 
 def _sklearn_outputs(pipeline: LoadedPipeline, rows: np.ndarray) -> dict[str, np.ndarray]:
     scaled = pipeline.scaler.transform(rows) if pipeline.scaler is not None else rows
-    out = {"predict": pipeline.model.predict(scaled)}
-    if pipeline.manifest.kind == "classifier":
-        out["predict_proba"] = pipeline.model.predict_proba(scaled)
-    return out
+    return {o: getattr(pipeline.model, o)(scaled) for o in pipeline.manifest.outputs}
 
 
 @pytest.mark.parametrize("name,version", [("diabetes", "1"), ("diabetes", "2"), ("breast-cancer", "1")])
@@ -48,7 +54,7 @@ def test_disagreeing_fast_path_falls_back_to_sklearn(models_dir, monkeypatch, ca
     with caplog.at_level(logging.WARNING, logger="runtime.predictor"):
         compiled = compile_predictor(pipeline)
     assert compiled.kind == "sklearn"
-    assert "serving with scikit-learn instead" in caplog.text
+    assert "serving it with scikit-learn instead" in caplog.text
     rows = reference_rows(pipeline, seed=1)
     np.testing.assert_allclose(compiled.predict(rows, ("predict",))["predict"], _sklearn_outputs(pipeline, rows)["predict"], rtol=1e-12)
 
@@ -64,10 +70,10 @@ def test_other_estimators_run_through_sklearn(models_dir):
 
 
 def test_without_scaler_the_folded_path_is_the_plain_model(tmp_path):
-    spec = SPECS[0]
-    spec = type(spec)(spec.name, spec.version, spec.load_data, spec.make_model, spec.kind, with_scaler=False)
-    pipeline = load_pipeline(train_one(spec, tmp_path))
+    x, y = load_diabetes(return_X_y=True)
+    pipeline = load_pipeline(write_model_dir(LinearRegression().fit(x, y), "bare", "1", tmp_path))
     compiled = compile_predictor(pipeline)
+    assert compiled.kind == "folded-linear"
     rows = reference_rows(pipeline, seed=3)
     np.testing.assert_allclose(compiled.predict(rows, ("predict",))["predict"], pipeline.model.predict(rows), rtol=1e-9)
 
@@ -80,3 +86,65 @@ def test_finite_inputs_that_overflow_are_refused_naming_the_row(models_dir, name
     rows[2] = np.where(np.arange(rows.shape[1]) % 2, 1e308, -1e308)
     with pytest.raises(NonFiniteOutputError, match="row 2: the prediction is not finite"):
         compile_predictor(pipeline).predict(rows, outputs)
+
+
+_KWARGS = {"SGDClassifier": {"loss": "log_loss", "random_state": 0}, "SGDRegressor": {"random_state": 0},
+           "LogisticRegression": {"max_iter": 5000}, "SVC": {"probability": True, "random_state": 0}}  # fmt: skip
+
+
+def _fitted(scaler_class, model_class, classes: str):
+    if model_class in LINEAR_REGRESSORS or not hasattr(model_class, "predict_proba"):
+        x, y = load_diabetes(return_X_y=True)
+    elif classes == "binary strings":
+        x, target = load_breast_cancer(return_X_y=True)
+        y = np.where(target == 1, "benign", "malignant")
+    else:
+        x, y = load_wine(return_X_y=True)
+    steps = ([scaler_class()] if scaler_class else []) + [model_class(**_KWARGS.get(model_class.__name__, {}))]
+    return make_pipeline(*steps).fit(x, y), x
+
+
+LINEAR_CASES = [
+    pytest.param(scaler, model, classes, id=f"{scaler.__name__ if scaler else 'no-scaler'}-{model.__name__}-{classes}")
+    for scaler in (None, *SCALERS)
+    for model in LINEAR_REGRESSORS + LINEAR_CLASSIFIERS
+    for classes in (("values",) if model in LINEAR_REGRESSORS else ("multiclass ints", "binary strings"))
+]
+
+
+@pytest.mark.parametrize("scaler_class,model_class,classes", LINEAR_CASES)
+def test_every_scaler_folds_into_every_linear_model(tmp_path, scaler_class, model_class, classes):
+    pipe, x = _fitted(scaler_class, model_class, classes)
+    pipeline = load_pipeline(write_model_dir(pipe, "m", "1", tmp_path))
+    compiled = compile_predictor(pipeline)
+    assert compiled.kind == "folded-linear"
+    got = compiled.predict(x, tuple(pipeline.manifest.outputs))
+    for output in pipeline.manifest.outputs:
+        expected = getattr(pipe, output)(x)
+        if expected.dtype.kind in "fc":
+            np.testing.assert_allclose(got[output], expected, rtol=1e-9, atol=1e-12)
+        else:
+            np.testing.assert_array_equal(got[output], expected)
+
+
+@pytest.mark.parametrize("model_class", [m for m in MODELS if m not in LINEAR_REGRESSORS + LINEAR_CLASSIFIERS],
+                         ids=lambda c: c.__name__)  # fmt: skip
+def test_other_families_run_scikit_learn_trees_or_estimators_exactly(tmp_path, model_class):
+    pipe, x = _fitted(SCALERS[1], model_class, "multiclass ints")
+    pipeline = load_pipeline(write_model_dir(pipe, "m", "1", tmp_path))
+    compiled = compile_predictor(pipeline)
+    forest = model_class in FOREST_REGRESSORS + FOREST_CLASSIFIERS
+    assert compiled.kind == ("tree-loop" if forest else "sklearn")
+    got = compiled.predict(x[:40], tuple(pipeline.manifest.outputs))
+    for output in pipeline.manifest.outputs:
+        np.testing.assert_array_equal(got[output], getattr(pipe, output)(x[:40]))
+
+
+def test_a_forest_path_that_disagrees_falls_back_to_scikit_learn(tmp_path, monkeypatch, caplog):
+    pipe, x = _fitted(None, FOREST_CLASSIFIERS[0], "binary strings")
+    pipeline = load_pipeline(write_model_dir(pipe, "m", "1", tmp_path))
+    monkeypatch.setattr(predictor_module, "TREE_DTYPE", np.float16)  # coarser than scikit-learn's
+    with caplog.at_level(logging.WARNING, logger="runtime.predictor"):
+        compiled = compile_predictor(pipeline)
+    assert compiled.kind == "sklearn" and "tree-loop fast path for output" in caplog.text
+    np.testing.assert_array_equal(compiled.predict(x, ("predict",))["predict"], pipe.predict(x))
