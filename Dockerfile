@@ -36,7 +36,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     MLSERVER_PARALLEL_WORKERS=0 \
     MLSERVER_METRICS_ENDPOINT=/metrics \
     MLSERVER_LOGGING_SETTINGS=./runtime/logging.json \
-    MLSERVER_MODEL_REPOSITORY_IMPLEMENTATION=runtime.integration.log_format.JsonLoggingModelRepository
+    MLSERVER_MODEL_REPOSITORY_IMPLEMENTATION=runtime.integration.startup.StartupRepository
 # Graceful drain on SIGTERM (runtime/lifecycle.py): readiness false at once, serve on for the delay,
 # close the listeners, let accepted requests finish within the timeout, exit 1 at the hard exit if
 # anything hangs. 5 + 15 < 25 s fits Kubernetes' default 30 s grace period; `docker stop` waits only

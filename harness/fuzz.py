@@ -229,7 +229,8 @@ def _check_success(case: S.Case, outcome: Outcome, stats: "Stats") -> None:
         _fail(case, outcome, f"outputs disagree on the row count: {rows}")
     for out_name, arr in arrays.items():
         want_dtype = "INT64" if (out_name == "predict" and spec.kind == "classifier") else "FP64"
-        want_ndim = 2 if out_name == "predict_proba" else 1
+        multiclass = len(pipeline(target.model, target.resolved_version).manifest.classes or []) > 2
+        want_ndim = 2 if out_name == "predict_proba" or (out_name == "decision_function" and multiclass) else 1
         if datatypes[out_name] != want_dtype or arr.ndim != want_ndim:
             _fail(case, outcome, f"output {out_name!r}: {datatypes[out_name]} {list(arr.shape)}, "
                                  f"expected {want_dtype} with {want_ndim} dimension(s)")
@@ -279,11 +280,12 @@ def _check_predictions(case: S.Case, outcome: Outcome, arrays: dict[str, np.ndar
             want = p.predict(x)
             if not (np.abs(got - want) <= tol + 1e-9 * np.abs(want)).all():
                 _fail(case, outcome, f"predict {got.tolist()} != pipeline {want.tolist()}")
-    if "predict_proba" in arrays:
-        got = arrays["predict_proba"]
-        want = p.predict_proba(x)
-        if got.shape != want.shape or not (np.abs(got - want) <= tol[:, None]).all():
-            _fail(case, outcome, f"predict_proba {got.tolist()} != pipeline {want.tolist()}")
+    for name in ("predict_proba", "decision_function"):
+        if name in arrays:
+            got, want = arrays[name], p.output(name, x)
+            close = np.abs(got - want) <= (tol[:, None] if want.ndim == 2 else tol)
+            if got.shape != want.shape or not close.all():
+                _fail(case, outcome, f"{name} {got.tolist()} != pipeline {want.tolist()}")
 
 
 def judge(case: S.Case, outcome: Outcome, stats: "Stats") -> str:

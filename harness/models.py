@@ -139,7 +139,12 @@ class Pipeline:
         return np.asarray(self.model.predict(self.scaled(x)))
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict_proba(self.scaled(x)), dtype=np.float64)
+        return self.output("predict_proba", x)
+
+    def output(self, name: str, x: np.ndarray) -> np.ndarray:
+        """Any output the manifest offers, as scikit-learn computes it."""
+        values = np.asarray(getattr(self.model, name)(self.scaled(x)))
+        return values if name == "predict" else values.astype(np.float64)
 
     def sklearn_pipeline(self) -> Any:
         """The scaler and model as one scikit-learn Pipeline (what the stock runtime serves)."""

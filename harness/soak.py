@@ -51,7 +51,7 @@ def _expected(target: S.Target, x: np.ndarray, outputs: tuple[str, ...]) -> dict
     p = pipeline(target.model, target.resolved_version)
     out = {}
     for o in outputs:
-        out[o] = p.predict(x) if o == "predict" else p.predict_proba(x)
+        out[o] = p.output(o, x)
     return out
 
 

@@ -65,9 +65,9 @@ class TokenSource(Protocol):
 
 
 class EnvTokens:
-    def __init__(self, variable: str):
+    def __init__(self, variable: str, env: Optional[Mapping[str, str]] = None):
         self.description = f"environment variable {variable}"
-        self._digests = parse_tokens(os.environ.get(variable, ""))
+        self._digests = parse_tokens((os.environ if env is None else env).get(variable, ""))
 
     def digests(self) -> tuple[bytes, ...]:
         return self._digests

@@ -9,6 +9,8 @@ so it survives pickling across MLServer's parallel workers.
 
 BAD_REQUEST = 400
 UNAUTHORIZED = 401
+FORBIDDEN = 403
+PAYLOAD_TOO_LARGE = 413
 INTERNAL = 500
 SERVICE_UNAVAILABLE = 503
 GATEWAY_TIMEOUT = 504
@@ -117,6 +119,27 @@ class DeadlineExceeded(PipelineError):
     HTTP 504, gRPC DEADLINE_EXCEEDED."""
 
     status = GATEWAY_TIMEOUT
+
+
+class RequestTooLarge(PipelineError):
+    """A request body above the server's limit: refused before it is read (HTTP 413; over gRPC
+    the channel's maximum message size answers RESOURCE_EXHAUSTED)."""
+
+    status = PAYLOAD_TOO_LARGE
+
+
+class AdminUnauthenticated(PipelineError):
+    """A repository (load/unload/index) call without the admin token: HTTP 401,
+    gRPC UNAUTHENTICATED."""
+
+    status = UNAUTHORIZED
+
+
+class AdminDisabled(PipelineError):
+    """The repository API is switched off (or left without an admin token where it must have
+    one): HTTP 403, gRPC PERMISSION_DENIED."""
+
+    status = FORBIDDEN
 
 
 def validation_problems(error: Exception) -> str:

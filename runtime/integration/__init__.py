@@ -36,6 +36,18 @@ def patch_points(runtime_class: type, drain: DrainSettings | None = None) -> lis
     ]
 
 
+def _check_not_too_late() -> None:
+    import uvicorn
+
+    if lifecycle.servers_started_before(uvicorn.Server):
+        raise IntegrationError(
+            "pipeline-runtime was set up after MLServer started its servers, too late for its "
+            "request guard and graceful drain: set model_repository_implementation to "
+            "runtime.integration.startup.StartupRepository (settings.json or "
+            "MLSERVER_MODEL_REPOSITORY_IMPLEMENTATION)"
+        )
+
+
 def install(runtime_class: type) -> None:
     """Patch this process once (MLServer re-imports the runtime's module on every model load).
 
@@ -50,6 +62,7 @@ def install(runtime_class: type) -> None:
             return
         drain = DrainSettings.from_env()
         try:
+            _check_not_too_late()
             install_all(patch_points(runtime_class, drain))
         except IntegrationError as error:
             logger.critical("%s", error)

@@ -13,12 +13,15 @@ errors their status codes.
   becomes UNKNOWN.
 - a filter on the `mlserver.grpc` logger, which logs a full traceback for every error it returns:
   refusals by design (auth, overload, deadline) are summarised by runtime.inflight instead.
+- `aio` as `mlserver.grpc.server` sees it: the server it builds gets an interceptor that locks
+  the repository methods (runtime.admin) and the same maximum message size as REST bodies.
 """
 
 from __future__ import annotations
 
 import logging
 from math import prod
+from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
 import grpc
@@ -31,8 +34,12 @@ from pydantic import ValidationError
 
 from runtime.datatypes import NUMERIC_DATATYPES, NUMERIC_HINT
 from runtime.deadlines import stamp
+from runtime.admin import AdminPolicy
+from runtime.asgi_guard import max_request_bytes
 from runtime.errors import (
+    FORBIDDEN,
     GATEWAY_TIMEOUT,
+    PAYLOAD_TOO_LARGE,
     SERVICE_UNAVAILABLE,
     UNAUTHORIZED,
     DatatypeError,
@@ -48,9 +55,14 @@ from runtime.integration.patching import PatchPoint
 # HTTP status -> gRPC status code, for the statuses MLServer 1.7.1 does not map itself.
 GRPC_CODES = {
     UNAUTHORIZED: grpc.StatusCode.UNAUTHENTICATED,
+    FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
+    PAYLOAD_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
     SERVICE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     GATEWAY_TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
+# The repository methods, on both services MLServer serves them on.
+REPOSITORY_METHODS = frozenset({"RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"})
+MAX_MESSAGE_OPTION = "grpc.max_receive_message_length"
 
 # The numpy type of each typed-contents field: values keep their exact wire value, and the
 # contract then checks them against the datatype the tensor declares.
@@ -192,6 +204,50 @@ def _quiet(logger: logging.Logger) -> None:
         logger.addFilter(QuietRefusals())
 
 
+# ------------------------------------------------------------------------------ the server
+
+
+class RepositoryLock(grpc.aio.ServerInterceptor):
+    """Refuses the repository methods unless runtime.admin's policy lets the call through."""
+
+    def __init__(self, admin: AdminPolicy):
+        self._admin = admin
+
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        if handler_call_details.method.rsplit("/", 1)[-1] in REPOSITORY_METHODS:
+            try:
+                self._admin.check(dict(handler_call_details.invocation_metadata or ()))
+            except PipelineError as refused:
+                return _refusing(GRPC_CODES[refused.status], str(refused))
+        return await continuation(handler_call_details)
+
+
+def _refusing(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    async def refuse(request, context):  # type: ignore[no-untyped-def]
+        await context.abort(code, message)
+
+    return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+def _guarded_aio(original: Any) -> Any:
+    """grpc.aio for MLServer's GRPCServer: its server() gets the lock and the message limit."""
+
+    def server(*args, interceptors=(), options=(), **kwargs):  # type: ignore[no-untyped-def]
+        from mlserver.settings import Settings
+
+        # The host as the environment sets it (settings.json's, if any, is not visible here: a
+        # host given only there counts as non-loopback, which locks rather than opens).
+        admin = AdminPolicy.from_env(Settings().host)
+        limited = [o for o in options if o[0] != MAX_MESSAGE_OPTION]
+        limited.append((MAX_MESSAGE_OPTION, max_request_bytes()))
+        return original.server(*args, interceptors=[RepositoryLock(admin), *interceptors],
+                               options=limited, **kwargs)  # fmt: skip
+
+    namespace = {name: getattr(original, name) for name in dir(original) if not name.startswith("__")}
+    namespace["server"] = server
+    return SimpleNamespace(**namespace)
+
+
 PATCHES = [
     PatchPoint(
         target="mlserver.grpc.converters:ModelInferRequestConverter.to_types",
@@ -220,6 +276,16 @@ PATCHES = [
         if_removed="auth, overload and deadline refusals reach gRPC clients as UNKNOWN",
         kind=dict,
         apply=_add_status_codes,
+    ),
+    PatchPoint(
+        target="mlserver.grpc.server:aio",
+        why="the gRPC server MLServer builds gets an interceptor locking the repository methods "
+        "(runtime.admin) and PIPELINE_MAX_REQUEST_BYTES as its maximum message size",
+        upstream="none found: no auth on the repository API",
+        if_removed="anyone who reaches the gRPC port unloads models; messages up to gRPC's 4 MB "
+        "default or grpc_max_message_length",
+        kind=object,
+        apply=_guarded_aio,
     ),
     PatchPoint(
         target="mlserver.grpc.logging:logger",

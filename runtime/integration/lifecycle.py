@@ -6,8 +6,8 @@ waits forever for the ones whose worker is gone, so the process never exits. It 
 readiness false either (runtime.integration.dataplane). And uvicorn 0.54's Server.serve()
 installs its own SIGINT/SIGTERM handlers (capture_signals; MLServer's
 `_NoSignalServer.install_signal_handlers` override no longer stops that), so the REST and
-metrics servers would start closing the instant the signal lands. MLServer starts them before it
-first imports the runtime, so install() takes the signal back from them.
+metrics servers would start closing the instant the signal lands. The runtime is installed
+before MLServer starts them (runtime.integration.startup), so they never take the signals.
 
 Drives the private `MLServer._rest_server._server` (uvicorn.Server: `should_exit`,
 `server_state.connections`) and `MLServer._grpc_server._server` (grpc.aio.Server: `stop(grace)`),
@@ -17,19 +17,16 @@ checked at install like the patches.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from runtime.drain import STATE, DrainSettings, Listeners, drain
 from runtime.integration.patching import PatchPoint
 
 logger = logging.getLogger("runtime.lifecycle")
-
-
-def _noop_signal_handler(signum: int, frame: Any) -> None:  # noqa: ARG001
-    """Stands in for uvicorn's handle_exit; MLServer's event-loop handler still fires."""
 
 
 def _listeners(server: Any) -> Listeners:
@@ -71,22 +68,24 @@ def _drain_then_stop(settings: DrainSettings) -> Callable[[Callable[..., Any]], 
     return wrap
 
 
-def _take_signals(_original: Any) -> None:
-    import uvicorn
+@contextlib.contextmanager
+def _no_capture(self: Any) -> Iterator[None]:  # noqa: ARG001
+    yield
 
-    take_signals_from_uvicorn(uvicorn.Server)
+
+def _never_capture(_original: Any) -> Any:
+    return _no_capture
 
 
-def take_signals_from_uvicorn(server_class: type) -> None:
-    """A uvicorn server holding SIGTERM/SIGINT (its handle_exit) gets a no-op instead. The event
-    loop's handler, which calls MLServer.stop, keeps working: it is woken through the signal
-    wakeup fd, not through the Python handler."""
+def servers_started_before(server_class: type) -> bool:
+    """Whether a uvicorn server already holds SIGTERM/SIGINT, i.e. MLServer started its servers
+    before the runtime was installed (too late for the REST guard and the drain)."""
     if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        handler = signal.getsignal(sig)
-        if isinstance(getattr(handler, "__self__", None), server_class):
-            signal.signal(sig, _noop_signal_handler)
+        return False
+    return any(
+        isinstance(getattr(signal.getsignal(sig), "__self__", None), server_class)
+        for sig in (signal.SIGTERM, signal.SIGINT)
+    )
 
 
 def patches(settings: DrainSettings) -> list[PatchPoint]:
@@ -101,17 +100,18 @@ def patches(settings: DrainSettings) -> list[PatchPoint]:
             params=("self", "sig"),
             apply=_drain_then_stop(settings),
         ),
-        PatchPoint(
-            target="uvicorn.server:Server.handle_exit",
-            why="MLServer starts its REST and metrics servers (uvicorn) before it imports the "
-            "runtime, and each one's serve() installs its handle_exit for SIGTERM/SIGINT: the "
-            "one holding the signal is replaced by a no-op, so MLServer.stop (woken through the "
-            "event loop's wakeup fd) alone decides",
-            upstream="encode/uvicorn#1600 moved signal handling into capture_signals (0.29); "
-            "MLServer's _NoSignalServer.install_signal_handlers override has been dead since",
-            if_removed="on SIGTERM the REST and metrics servers close at once, before the drain",
-            params=("self", "sig", "frame"),
-            apply=_take_signals,
+        *(
+            PatchPoint(
+                target=f"{module}:_NoSignalServer.capture_signals",
+                why="uvicorn must not take SIGTERM/SIGINT from MLServer (a no-op, as MLServer meant "
+                "with install_signal_handlers): MLServer.stop alone decides, through the event loop",
+                upstream="encode/uvicorn#1600 moved signal handling into capture_signals (0.29); "
+                "MLServer's install_signal_handlers override has been dead since",
+                if_removed=f"on SIGTERM the {what} server closes at once, before the drain",
+                params=("self",),
+                apply=_never_capture,
+            )
+            for module, what in (("mlserver.rest.server", "REST"), ("mlserver.metrics.server", "metrics"))
         ),
         PatchPoint(
             target="mlserver.server:MLServer._create_servers",

@@ -1,11 +1,5 @@
-"""JSON log lines with MLServer's model context, from the very first line MLServer writes.
-
-MLServer lists the models (and may warn, e.g. "Model name 'diabetes' is different than model's
-folder name", which the top-level stable alias and every KServe-mounted /mnt/models trigger)
-before it applies `logging_settings`, so those lines would be plain text. The repository class
-named by `model_repository_implementation` (a public setting) is the one piece of a runtime
-MLServer builds before that moment; listing the models stays MLServer's own
-SchemalessModelRepository.
+"""JSON log lines with MLServer's model context, from the very first line MLServer writes
+(runtime.integration.startup switches MLServer's console to it before its logging settings apply).
 """
 
 from __future__ import annotations
@@ -14,7 +8,6 @@ import logging
 from typing import Any
 
 from mlserver.context import model_name_var, model_version_var
-from mlserver.repository import SchemalessModelRepository
 
 from runtime.logs import JsonFormatter
 
@@ -36,11 +29,3 @@ def use_json_on_mlserver_console() -> None:
     for handler in logging.getLogger("mlserver").handlers:
         if isinstance(handler, logging.StreamHandler):
             handler.setFormatter(ModelContextJsonFormatter())
-
-
-class JsonLoggingModelRepository(SchemalessModelRepository):
-    """MLServer's own repository, built after switching its console to JSON."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        use_json_on_mlserver_console()
-        super().__init__(*args, **kwargs)

@@ -1,13 +1,18 @@
-"""REST: stamp each inference request's arrival time and requested deadline into its headers.
+"""REST: a guard in front of MLServer's app, and each inference request's arrival stamped.
 
-MLServer records no arrival time, and `insert_headers` is the one step of its REST endpoints
-that sees every inference request with its transport headers before the model is looked up.
+- `create_app`: the app MLServer builds gets runtime.asgi_guard's middleware (body size limit,
+  the repository API's lock), added through Starlette's public `add_middleware`; MLServer offers
+  no setting for either.
+- `insert_headers`: MLServer records no arrival time, and it is the one step of its REST endpoints
+  that sees every inference request with its transport headers before the model is looked up.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+from runtime.admin import AdminPolicy
+from runtime.asgi_guard import RequestGuard, max_request_bytes
 from runtime.deadlines import stamp
 from runtime.errors import PipelineError
 from runtime.integration.patching import PatchPoint
@@ -25,7 +30,28 @@ def _stamp_on_insert(original: Callable[[Any, dict[str, str]], Any]) -> Callable
     return insert_headers
 
 
+def _guarded(original: Callable[..., Any]) -> Callable[..., Any]:
+    def create_app(settings, data_plane, model_repository_handlers):  # type: ignore[no-untyped-def]
+        app = original(settings, data_plane, model_repository_handlers)
+        admin = AdminPolicy.from_env(settings.host)
+        admin.announce()
+        app.add_middleware(RequestGuard, max_request_bytes=max_request_bytes(), admin=admin)
+        return app
+
+    return create_app
+
+
 PATCHES = [
+    PatchPoint(
+        target="mlserver.rest.server:create_app",
+        why="add the request guard to the app: a body above PIPELINE_MAX_REQUEST_BYTES is a 413 "
+        "before it is read; the repository API needs the admin token (runtime.admin)",
+        upstream="none found: no body size limit and no auth on the repository API",
+        if_removed="a few large bodies exhaust the pod's memory; anyone who reaches the port "
+        "unloads models",
+        params=("settings", "data_plane", "model_repository_handlers"),
+        apply=_guarded,
+    ),
     PatchPoint(
         target="mlserver.rest.endpoints:insert_headers",
         why="stamp the arrival time and the X-Request-Timeout-Ms deadline (a module global, "

@@ -33,6 +33,8 @@ from tests.reliability.support import SLOW_RUNTIME
 from harness.otlp import ReceivedSpan, TraceReceiver
 
 TOKEN = "pin-token-3f1c"
+ADMIN_TOKEN = "pin-admin-77d0"
+MAX_REQUEST_BYTES = 200_000
 BATCHING = {"max_batch_size": 8, "max_batch_time": 0.05}
 DRAIN_DELAY_S = 2.0
 ABANDONED_MS = 1000  # the slow model of the parallel-worker server
@@ -64,7 +66,8 @@ def receiver():
 def servers(tmp_path_factory, receiver):
     base = tmp_path_factory.mktemp("pins")
     tracing = {"tracing_server": receiver.endpoint}
-    env = {"PYTHONPATH": str(REPO_ROOT), "PIN_TOKENS": TOKEN}
+    env = {"PYTHONPATH": str(REPO_ROOT), "PIN_TOKENS": TOKEN, "PIPELINE_ADMIN_TOKENS": ADMIN_TOKEN,
+           "PIPELINE_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES)}  # fmt: skip
 
     inproc = make_repository(base / "workers-0", workers=0, settings=tracing)
     add_model(inproc, "plain")
@@ -133,6 +136,39 @@ def _runtime_spans(receiver: TraceReceiver, trace_id: str) -> list[ReceivedSpan]
 
 
 # ------------------------------------------------------------------------------ transport
+
+
+@pins("mlserver.rest.server:create_app")
+def test_rest_guards_body_size_and_the_repository_api(servers):
+    server = servers["workers-0"]
+    oversized = requests.post(f"{server.http_url}/v2/models/plain/infer", data=b"0" * (MAX_REQUEST_BYTES + 1),
+                              headers={"Content-Type": "application/json"}, timeout=20)  # fmt: skip
+    assert oversized.status_code == 413 and "exceeds this server's limit" in oversized.json()["error"]
+    unload = f"{server.http_url}/v2/repository/models/plain/unload"
+    refused = requests.post(unload, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=20)
+    assert refused.status_code == 401 and "admin token" in refused.json()["error"]
+    index = requests.post(f"{server.http_url}/v2/repository/index", json={},
+                          headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=20)  # fmt: skip
+    assert index.status_code == 200 and {m["name"] for m in index.json()} >= {"plain", "guarded"}
+
+
+@pins("mlserver.grpc.server:aio")
+def test_grpc_guards_message_size_and_the_repository_api(servers):
+    import grpc
+
+    server = servers["workers-0"]
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.RepositoryModelUnload(service_pb2.RepositoryModelUnloadRequest(model_name="plain"), timeout=20)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        big = service_pb2.ModelInferRequest(model_name="plain")
+        big.inputs.add(name="X", datatype="FP64", shape=[MAX_REQUEST_BYTES // 80 + 1, 10])
+        big.raw_input_contents.append(b"\0" * ((MAX_REQUEST_BYTES // 80 + 1) * 80))
+        with pytest.raises(grpc.RpcError) as too_big:
+            stub.ModelInfer(big, timeout=20)
+        assert too_big.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert _rest(server, "plain").status_code == 200  # both refusals left the model loaded
 
 
 @pins("mlserver.rest.endpoints:insert_headers")
@@ -315,9 +351,14 @@ def test_model_readiness_turns_false_while_draining(drain):
     assert drain["model_ready"] != 200
 
 
-@pins("uvicorn.server:Server.handle_exit")
-def test_rest_and_metrics_keep_serving_during_the_drain_delay(drain):
-    assert drain["served"] == 200 and drain["metrics"] == 200
+@pins("mlserver.rest.server:_NoSignalServer.capture_signals")
+def test_rest_keeps_serving_during_the_drain_delay(drain):
+    assert drain["served"] == 200
+
+
+@pins("mlserver.metrics.server:_NoSignalServer.capture_signals")
+def test_metrics_keep_serving_during_the_drain_delay(drain):
+    assert drain["metrics"] == 200
 
 
 @pins("mlserver.server:MLServer.stop")

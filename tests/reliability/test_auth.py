@@ -21,6 +21,7 @@ from harness.server import Server
 from tests.reliability import support
 
 OLD, NEW, FILED = "old-token-1b9f", "new-token-77c2", "file-token-3e0a"
+ADMIN = "admin-token-90d4"  # the repository API needs its own token where inference has one
 
 
 def _tokens_file(root: Path) -> Path:
@@ -34,8 +35,8 @@ def _launch(request: pytest.FixtureRequest) -> Server:
     tokens.write_text(f"# rotated by the test\n{FILED}\n")
     add_model(root, "diabetes")
     add_model(root, "filed", extra={"auth_token_file": str(tokens)})
-    return support.launch(root, env={"PIPELINE_AUTH_TOKENS": f"{OLD}, {NEW}", "PIPELINE_DRAIN_DELAY_S": "0"},
-                          ready=["diabetes", "filed"])  # fmt: skip
+    env = {"PIPELINE_AUTH_TOKENS": f"{OLD}, {NEW}", "PIPELINE_ADMIN_TOKENS": ADMIN, "PIPELINE_DRAIN_DELAY_S": "0"}
+    return support.launch(root, env=env, ready=["diabetes", "filed"])
 
 
 # Launched with the suite's other servers (conftest.fleet).
@@ -142,7 +143,8 @@ def test_a_model_whose_token_source_is_empty_refuses_to_load(server, tmp_path):
     empty = tmp_path / "empty-tokens"
     empty.write_text("\n# nothing yet\n")
     add_model(server.root, "locked", extra={"auth_token_file": str(empty)})
-    response = requests.post(f"{server.http_url}/v2/repository/models/locked/load", timeout=60)
+    admin = bearer(ADMIN)
+    response = requests.post(f"{server.http_url}/v2/repository/models/locked/load", headers=admin, timeout=60)
     assert response.status_code == 500 and "holds no token" in response.json()["error"], response.text
-    index = requests.post(f"{server.http_url}/v2/repository/index", json={}, timeout=10).json()
+    index = requests.post(f"{server.http_url}/v2/repository/index", json={}, headers=admin, timeout=10).json()
     assert {m["name"]: m["state"] for m in index}.get("locked") != "READY"

@@ -99,27 +99,24 @@ def test_install_is_a_no_op_in_a_parallel_worker(monkeypatch):
     assert (DataPlane.infer, MLServer.stop) == before
 
 
-def test_signal_takeover_replaces_only_a_uvicorn_handler():
+def test_installing_after_uvicorn_took_the_signals_fails_the_start(monkeypatch):
     previous = signal.getsignal(signal.SIGTERM)
     try:
         server = uvicorn.Server(uvicorn.Config(app=None))
-        signal.signal(signal.SIGTERM, server.handle_exit)
-        lifecycle.take_signals_from_uvicorn(uvicorn.Server)
-        assert signal.getsignal(signal.SIGTERM) is lifecycle._noop_signal_handler
-
-        def mine(signum, frame):  # someone else's handler is left alone
-            pass
-
-        signal.signal(signal.SIGTERM, mine)
-        lifecycle.take_signals_from_uvicorn(uvicorn.Server)
-        assert signal.getsignal(signal.SIGTERM) is mine
+        signal.signal(signal.SIGTERM, server.handle_exit)  # what a started MLServer REST server does
+        assert lifecycle.servers_started_before(uvicorn.Server)
+        monkeypatch.setattr(integration, "_installed", False)
+        with pytest.raises(IntegrationError, match="runtime.integration.startup.StartupRepository"):
+            integration.install(runtime.model.PipelineRuntime)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        integration._installed = True
+    assert not lifecycle.servers_started_before(uvicorn.Server)
 
 
 def test_importing_the_runtime_leaves_the_test_process_signals_alone():
-    assert signal.getsignal(signal.SIGTERM) is not lifecycle._noop_signal_handler
-    assert signal.getsignal(signal.SIGINT) is not lifecycle._noop_signal_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_the_readme_table_lists_every_patch_point_as_the_registry_does():

@@ -1,0 +1,133 @@
+"""Request size limits and the locked repository API, on real servers: a body above the limit is
+a 413 before it is read (memory stays flat under many of them), chunked ones too; the repository
+API needs the admin token, is off where it must be, and open only on loopback without any auth."""
+
+from __future__ import annotations
+
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from harness.repository import add_model, make_repository
+from harness.server import Server
+from tests.reliability.support import launch, rest_infer
+
+LIMIT = 1_000_000
+ADMIN = "limits-admin-5e1a"
+OVERSIZED = 32 * 1024 * 1024  # what each oversized request declares
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    base = tmp_path_factory.mktemp("limits")
+    specs = {
+        "guarded": {"PIPELINE_MAX_REQUEST_BYTES": str(LIMIT), "PIPELINE_ADMIN_TOKENS": ADMIN},
+        "default": {},  # loopback, no auth at all: the repository API stays open
+        "inference-auth": {"PIPELINE_AUTH_TOKENS": "inference-only"},
+        "admin-off": {"PIPELINE_ADMIN_API": "off", "PIPELINE_ADMIN_TOKENS": ADMIN},
+    }
+    launched = {}
+    for name, env in specs.items():
+        root = make_repository(base / name, workers=0)
+        add_model(root, "diabetes")
+        launched[name] = launch(root, env=env, ready=["diabetes"])
+    try:
+        for server in launched.values():
+            server.wait_ready()
+        yield launched
+    finally:
+        for server in launched.values():
+            server.kill()
+
+
+def _declared_only(server: Server, declared: int, sent: int = 64 * 1024) -> int:
+    """A POST that declares `declared` bytes, sends `sent`, and reads the status line."""
+    host, port = server.http_hostport.split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        head = (f"POST /v2/models/diabetes/infer HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {declared}\r\n\r\n")  # fmt: skip
+        sock.sendall(head.encode() + b"0" * sent)
+        return int(sock.recv(4096).split(b" ", 2)[1])
+
+
+def _rss(server: Server) -> int:
+    return sum(p.memory_info().rss for p in server.processes())
+
+
+def test_a_declared_oversized_body_is_refused_before_it_is_read(servers):
+    server = servers["guarded"]
+    response = requests.post(f"{server.http_url}/v2/models/diabetes/infer", data=b"0" * (LIMIT + 1),
+                             headers={"Content-Type": "application/json"}, timeout=20)  # fmt: skip
+    assert response.status_code == 413
+    assert f"exceeds this server's limit of {LIMIT} bytes" in response.json()["error"]
+    assert rest_infer(server, "diabetes").status_code == 200
+
+
+def test_memory_stays_flat_across_twenty_concurrent_oversized_bodies(servers):
+    server = servers["guarded"]
+    before = _rss(server)
+    with ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(lambda _: _declared_only(server, OVERSIZED), range(20)))
+    assert statuses == [413] * 20
+    grown = _rss(server) - before
+    assert grown < 20 * 1024 * 1024, f"RSS grew by {grown / 2**20:.1f} MiB for bodies never read"
+    assert rest_infer(server, "diabetes").status_code == 200
+
+
+def test_a_chunked_oversized_body_is_refused_once_it_passes_the_limit(servers):
+    server = servers["guarded"]
+
+    def chunks():
+        for _ in range(4 * LIMIT // 65536):
+            yield b"0" * 65536
+
+    response = requests.post(f"{server.http_url}/v2/models/diabetes/infer", data=chunks(),
+                             headers={"Content-Type": "application/json"}, timeout=20)  # fmt: skip
+    assert response.status_code == 413 and "more than" in response.json()["error"]
+
+
+def test_a_chunked_body_within_the_limit_is_served(servers):
+    server = servers["guarded"]
+    body = b'{"inputs":[{"name":"X","shape":[1,10],"datatype":"FP64","data":[0,0,0,0,0,0,0,0,0,0]}]}'
+    response = requests.post(f"{server.http_url}/v2/models/diabetes/infer", data=iter([body[:40], body[40:]]),
+                             headers={"Content-Type": "application/json"}, timeout=20)  # fmt: skip
+    assert response.status_code == 200, response.text
+
+
+def _unload(server: Server, token: str | None = None) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.post(f"{server.http_url}/v2/repository/models/diabetes/unload", headers=headers, timeout=20)
+
+
+def test_unload_needs_the_admin_token_not_an_inference_one(servers):
+    server = servers["guarded"]
+    assert _unload(server).status_code == 401
+    assert _unload(server, "inference-only").status_code == 401
+    assert rest_infer(server, "diabetes").status_code == 200  # still loaded
+    index = requests.post(f"{server.http_url}/v2/repository/index", json={},
+                          headers={"Authorization": f"Bearer {ADMIN}"}, timeout=20)  # fmt: skip
+    assert index.status_code == 200 and [m["name"] for m in index.json()] == ["diabetes"]
+
+
+def test_with_inference_auth_and_no_admin_token_the_repository_api_is_off(servers):
+    server = servers["inference-auth"]
+    refused = _unload(server, "inference-only")
+    assert refused.status_code == 403 and "no admin token is set" in refused.json()["error"]
+    ok = rest_infer(server, "diabetes", headers={"Authorization": "Bearer inference-only"})
+    assert ok.status_code == 200
+
+
+def test_the_repository_api_can_be_switched_off(servers):
+    server = servers["admin-off"]
+    refused = _unload(server, ADMIN)
+    assert refused.status_code == 403 and "PIPELINE_ADMIN_API=off" in refused.json()["error"]
+
+
+def test_on_loopback_without_any_auth_it_stays_open_and_says_so(servers):
+    server = servers["default"]
+    warnings = [r for r in server.log_records() if r.get("logger") == "runtime.admin"]
+    assert warnings and warnings[0]["level"] == "WARNING" and "open" in warnings[0]["message"]
+    index = requests.post(f"{server.http_url}/v2/repository/index", json={}, timeout=20)
+    assert index.status_code == 200
