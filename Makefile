@@ -11,6 +11,8 @@ export MLSERVER_HOST ?= 127.0.0.1
 export MLSERVER_HTTP_PORT ?= 8080
 export MLSERVER_GRPC_PORT ?= 8081
 export MLSERVER_METRICS_PORT ?= 8082
+# The model POST /predict answers (POST /predict/{model} names any other).
+export PIPELINE_DEFAULT_MODEL ?= diabetes
 
 .PHONY: venv serve test test-unit test-pins test-packaging test-integration test-deploy test-reliability test-fuzz train bench lock clean
 

@@ -12,6 +12,7 @@ import os
 from typing import Any, Awaitable, Callable, Optional
 
 from runtime.admin import REPOSITORY_PATH, AdminPolicy
+from runtime.admission import PEER_HEADER
 from runtime.errors import PipelineError, RequestTooLarge
 
 Scope = dict[str, Any]
@@ -44,6 +45,7 @@ class RequestGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        scope = _with_peer(scope)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         try:
             if scope.get("path", "").startswith(REPOSITORY_PATH):
@@ -51,7 +53,7 @@ class RequestGuard:
             receive = await self._bounded(headers, receive)
         except PipelineError as refused:
             return await _refuse(send, refused)
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, _retry_after_on_429(send))
 
     async def _bounded(self, headers: dict[str, str], receive: Receive) -> Receive:
         """The request's `receive`, or RequestTooLarge before the body is read past the limit."""
@@ -79,6 +81,28 @@ class RequestGuard:
             return next(replay, None) or await receive()
 
         return replayed
+
+
+def _with_peer(scope: Scope) -> Scope:
+    """The scope with the client's address as PEER_HEADER (whatever the client sent under it is
+    dropped): the rate limiter's key when the request carries no bearer token."""
+    peer = scope.get("client")
+    name = PEER_HEADER.encode()
+    headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != name]
+    headers.append((name, (peer[0] if peer else "unknown peer").encode("latin-1")))
+    return {**scope, "headers": headers}
+
+
+def _retry_after_on_429(send: Send) -> Send:
+    """A 429 (runtime.admission's rate limit) tells the client when to come back, in whole
+    seconds as HTTP wants them; the message has the exact wait."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start" and message.get("status") == 429:
+            message = {**message, "headers": [*message.get("headers", []), (b"retry-after", b"1")]}
+        await send(message)
+
+    return sending
 
 
 def _content_length(headers: dict[str, str]) -> Optional[int]:

@@ -117,8 +117,9 @@ class Authenticator:
     def __init__(self, source: TokenSource):
         self.source = source
 
-    def check(self, headers: Optional[Mapping[str, str]]) -> None:
-        """Raise Unauthenticated unless the headers carry one of the valid bearer tokens."""
+    def check(self, headers: Optional[Mapping[str, str]]) -> str:
+        """The client's id (a short hash of its token, never the token), or Unauthenticated
+        unless the headers carry one of the valid bearer tokens."""
         value = (headers or {}).get(HEADER)
         if not value:
             raise Unauthenticated(MISSING)
@@ -132,6 +133,7 @@ class Authenticator:
             matched |= hmac.compare_digest(presented, expected)
         if not matched:
             raise Unauthenticated(INVALID)
+        return "token-" + presented.hex()[:8]
 
 
 def from_options(token_file: Optional[str], token_env: Optional[str]) -> Optional[Authenticator]:

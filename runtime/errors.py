@@ -11,6 +11,7 @@ BAD_REQUEST = 400
 UNAUTHORIZED = 401
 FORBIDDEN = 403
 PAYLOAD_TOO_LARGE = 413
+TOO_MANY_REQUESTS = 429
 INTERNAL = 500
 SERVICE_UNAVAILABLE = 503
 GATEWAY_TIMEOUT = 504
@@ -119,6 +120,13 @@ class DeadlineExceeded(PipelineError):
     HTTP 504, gRPC DEADLINE_EXCEEDED."""
 
     status = GATEWAY_TIMEOUT
+
+
+class RateLimited(PipelineError):
+    """A client over its per-model request rate: HTTP 429 (with Retry-After), gRPC
+    RESOURCE_EXHAUSTED. The message says when to retry."""
+
+    status = TOO_MANY_REQUESTS
 
 
 class RequestTooLarge(PipelineError):

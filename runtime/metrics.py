@@ -50,6 +50,7 @@ class _Families:
     ood_values: Counter
     ood_rows: Counter
     refusals: Counter
+    rate_limited: Counter
 
 
 @lru_cache(maxsize=1)
@@ -96,6 +97,11 @@ def _families() -> _Families:
             "Requests refused before any computation: unauthenticated, overloaded, deadline_exceeded.",
             ["model", "reason"],
         ),
+        # `client`: a bearer token's short hash (as many as the configured tokens) or "by-address".
+        rate_limited=Counter(
+            "pipeline_rate_limited", "Requests refused for being over the client's rate (429).",
+            ["model", "client"],
+        ),
     )  # fmt: skip
 
 
@@ -105,6 +111,10 @@ def _families() -> _Families:
 def count_refusal(model: str, error: BaseException) -> None:
     """One request refused by admission (runtime.admission), by its error class."""
     _families().refusals.labels(model, _reason(type(error))).inc()
+
+
+def count_rate_limited(model: str, client: str) -> None:
+    _families().rate_limited.labels(model, client).inc()
 
 
 @cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -46,6 +47,19 @@ class AdmissionOptions(BaseModel):
         "request_timeout_ms is set (without it, parallel_workers 0 serialises requests before "
         "anything can count them), off otherwise (saves the thread hop).",
     )
+    rate_limit_per_s: Optional[float] = Field(
+        None,
+        gt=0,
+        description="Requests a second each client may send this model on average (a token bucket "
+        "per client: its bearer token, else its address); more get 429 / gRPC RESOURCE_EXHAUSTED "
+        "with a Retry-After hint. null: no limit.",
+    )
+    rate_limit_burst: Optional[int] = Field(
+        None,
+        ge=1,
+        description="Requests a client may send at once before the rate applies; default: the "
+        "rate rounded up.",
+    )
     auth_token_file: Optional[str] = Field(
         None,
         description="Require `Authorization: Bearer <token>` for inference; tokens are the non-empty "
@@ -57,6 +71,10 @@ class AdmissionOptions(BaseModel):
         description="Like auth_token_file, with the tokens (comma-separated) in this environment "
         "variable.",
     )
+
+    @property
+    def burst(self) -> int:
+        return self.rate_limit_burst or max(1, math.ceil(self.rate_limit_per_s or 1))
 
     @property
     def offload(self) -> bool:

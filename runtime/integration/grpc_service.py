@@ -35,11 +35,13 @@ from pydantic import ValidationError
 from runtime.datatypes import NUMERIC_DATATYPES, NUMERIC_HINT
 from runtime.deadlines import stamp
 from runtime.admin import AdminPolicy
+from runtime.admission import PEER_HEADER
 from runtime.asgi_guard import max_request_bytes
 from runtime.errors import (
     FORBIDDEN,
     GATEWAY_TIMEOUT,
     PAYLOAD_TOO_LARGE,
+    TOO_MANY_REQUESTS,
     SERVICE_UNAVAILABLE,
     UNAUTHORIZED,
     DatatypeError,
@@ -57,6 +59,7 @@ GRPC_CODES = {
     UNAUTHORIZED: grpc.StatusCode.UNAUTHENTICATED,
     FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
     PAYLOAD_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    TOO_MANY_REQUESTS: grpc.StatusCode.RESOURCE_EXHAUSTED,
     SERVICE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     GATEWAY_TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
@@ -173,6 +176,8 @@ def _to_types(_original: Any) -> Any:
 def _stamp_on_insert(original: Callable[..., Any]) -> Callable[..., Any]:
     def _InsertHeaders(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         payload = original(self, request, context)
+        # The peer as "ipv4:127.0.0.1:5678": the address without the port keys the rate limit.
+        payload.parameters.headers[PEER_HEADER] = context.peer().rsplit(":", 1)[0]
         try:
             stamp(payload.parameters.headers, context.time_remaining())
         except PipelineError as error:  # a malformed x-request-timeout-ms: INVALID_ARGUMENT

@@ -1,8 +1,8 @@
 """REST: a guard in front of MLServer's app, and each inference request's arrival stamped.
 
 - `create_app`: the app MLServer builds gets runtime.asgi_guard's middleware (body size limit,
-  the repository API's lock), added through Starlette's public `add_middleware`; MLServer offers
-  no setting for either.
+  the repository API's lock) and runtime.legacy_api's POST /predict, added through Starlette's
+  public `add_middleware`; MLServer offers no setting for either.
 - `insert_headers`: MLServer records no arrival time, and it is the one step of its REST endpoints
   that sees every inference request with its transport headers before the model is looked up.
 """
@@ -14,6 +14,7 @@ from typing import Any, Callable
 from runtime.admin import AdminPolicy
 from runtime.asgi_guard import RequestGuard, max_request_bytes
 from runtime.deadlines import stamp
+from runtime.legacy_api import LegacyPredict
 from runtime.errors import PipelineError
 from runtime.integration.patching import PatchPoint
 from runtime.integration.v2 import as_mlserver_error
@@ -35,6 +36,8 @@ def _guarded(original: Callable[..., Any]) -> Callable[..., Any]:
         app = original(settings, data_plane, model_repository_handlers)
         admin = AdminPolicy.from_env(settings.host)
         admin.announce()
+        # Starlette puts the last one added outermost: the guard sees every request first.
+        app.add_middleware(LegacyPredict)
         app.add_middleware(RequestGuard, max_request_bytes=max_request_bytes(), admin=admin)
         return app
 
@@ -44,11 +47,12 @@ def _guarded(original: Callable[..., Any]) -> Callable[..., Any]:
 PATCHES = [
     PatchPoint(
         target="mlserver.rest.server:create_app",
-        why="add the request guard to the app: a body above PIPELINE_MAX_REQUEST_BYTES is a 413 "
-        "before it is read; the repository API needs the admin token (runtime.admin)",
+        why="add the request guard to the app (a body above PIPELINE_MAX_REQUEST_BYTES is a 413 "
+        "before it is read; the repository API needs the admin token) and POST /predict "
+        "(runtime.legacy_api)",
         upstream="none found: no body size limit and no auth on the repository API",
         if_removed="a few large bodies exhaust the pod's memory; anyone who reaches the port "
-        "unloads models",
+        "unloads models; no /predict",
         params=("settings", "data_plane", "model_repository_handlers"),
         apply=_guarded,
     ),

@@ -1,14 +1,20 @@
-"""Request size limits and the locked repository API, on real servers: a body above the limit is
-a 413 before it is read (memory stays flat under many of them), chunked ones too; the repository
-API needs the admin token, is off where it must be, and open only on loopback without any auth."""
+"""Request size limits, the locked repository API and per-client rate limits, on real servers: a
+body above the limit is a 413 before it is read (memory stays flat under many of them), chunked
+ones too; the repository API needs the admin token, is off where it must be, and open only on
+loopback without any auth; a client over its rate gets 429 / RESOURCE_EXHAUSTED with a retry hint,
+other clients do not, and it gets through again once its bucket refills."""
 
 from __future__ import annotations
 
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import requests
+import tritonclient.grpc as tgrpc
+from tritonclient.utils import InferenceServerException
 
 from harness.repository import add_model, make_repository
 from harness.server import Server
@@ -17,6 +23,8 @@ from tests.reliability.support import launch, rest_infer
 LIMIT = 1_000_000
 ADMIN = "limits-admin-5e1a"
 OVERSIZED = 32 * 1024 * 1024  # what each oversized request declares
+RATE, BURST = 2.0, 3
+CLIENT_A, CLIENT_B, CLIENT_C = "rated-client-a", "rated-client-b", "rated-client-c"
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +40,13 @@ def servers(tmp_path_factory):
     for name, env in specs.items():
         root = make_repository(base / name, workers=0)
         add_model(root, "diabetes")
-        launched[name] = launch(root, env=env, ready=["diabetes"])
+        if name == "guarded":
+            add_model(root, "rated", extra={"rate_limit_per_s": RATE, "rate_limit_burst": BURST,
+                                            "auth_token_env": "RATED_TOKENS"})  # fmt: skip
+            add_model(root, "rated-by-address", extra={"rate_limit_per_s": RATE, "rate_limit_burst": BURST})
+            env = {**env, "RATED_TOKENS": f"{CLIENT_A},{CLIENT_B},{CLIENT_C}"}
+        ready = ["diabetes", "rated", "rated-by-address"] if name == "guarded" else ["diabetes"]
+        launched[name] = launch(root, env=env, ready=ready)
     try:
         for server in launched.values():
             server.wait_ready()
@@ -108,7 +122,7 @@ def test_unload_needs_the_admin_token_not_an_inference_one(servers):
     assert rest_infer(server, "diabetes").status_code == 200  # still loaded
     index = requests.post(f"{server.http_url}/v2/repository/index", json={},
                           headers={"Authorization": f"Bearer {ADMIN}"}, timeout=20)  # fmt: skip
-    assert index.status_code == 200 and [m["name"] for m in index.json()] == ["diabetes"]
+    assert index.status_code == 200 and "diabetes" in [m["name"] for m in index.json()]
 
 
 def test_with_inference_auth_and_no_admin_token_the_repository_api_is_off(servers):
@@ -131,3 +145,50 @@ def test_on_loopback_without_any_auth_it_stays_open_and_says_so(servers):
     assert warnings and warnings[0]["level"] == "WARNING" and "open" in warnings[0]["message"]
     index = requests.post(f"{server.http_url}/v2/repository/index", json={}, timeout=20)
     assert index.status_code == 200
+
+
+# ------------------------------------------------------------------------------ rate limits
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_a_client_over_its_rate_gets_429_and_recovers_after_the_refill(servers):
+    server = servers["guarded"]
+    statuses = [rest_infer(server, "rated", headers=_bearer(CLIENT_A)).status_code for _ in range(BURST)]
+    assert statuses == [200] * BURST
+    refused = rest_infer(server, "rated", headers=_bearer(CLIENT_A))
+    assert refused.status_code == 429 and refused.headers.get("Retry-After") == "1"
+    assert "is over its rate for model 'rated' (2/s, burst 3); retry after" in refused.json()["error"]
+    assert CLIENT_A not in refused.text  # the client is named by a hash, never by its token
+    assert rest_infer(server, "rated", headers=_bearer(CLIENT_B)).status_code == 200  # its own bucket
+    time.sleep(1.0 / RATE + 0.1)
+    assert rest_infer(server, "rated", headers=_bearer(CLIENT_A)).status_code == 200
+
+
+def test_over_grpc_it_is_resource_exhausted(servers):
+    server = servers["guarded"]
+    client = tgrpc.InferenceServerClient(server.grpc_url)
+    try:
+        tensor = tgrpc.InferInput("X", [1, 10], "FP64")
+        tensor.set_data_from_numpy(np.zeros((1, 10)))
+        codes = []
+        for _ in range(BURST + 1):
+            try:
+                client.infer("rated", [tensor], headers={"authorization": f"Bearer {CLIENT_C}"})
+                codes.append("OK")
+            except InferenceServerException as refused:
+                codes.append(refused.status())
+                message = refused.message()
+    finally:
+        client.close()
+    assert codes == ["OK"] * BURST + ["StatusCode.RESOURCE_EXHAUSTED"] and "retry after" in message
+
+
+def test_without_auth_clients_are_told_apart_by_address(servers):
+    server = servers["guarded"]
+    statuses = [rest_infer(server, "rated-by-address").status_code for _ in range(BURST + 1)]
+    assert statuses == [200] * BURST + [429]
+    samples = server.scrape()
+    assert samples[("pipeline_rate_limited_total", frozenset({("model", "rated-by-address"), ("client", "by-address")}))] >= 1

@@ -1,12 +1,15 @@
-"""Who may call the repository API (runtime.admin) and the request size setting (runtime.asgi_guard)."""
+"""Who may call the repository API (runtime.admin), the request size setting (runtime.asgi_guard)
+and per-client rate limits (runtime.ratelimit, runtime.admission)."""
 
 from __future__ import annotations
 
 import pytest
 
 from runtime.admin import AdminPolicy
+from runtime.admission import PEER_HEADER, Policy
 from runtime.asgi_guard import DEFAULT_MAX_REQUEST_BYTES, max_request_bytes
-from runtime.errors import AdminDisabled, AdminUnauthenticated
+from runtime.errors import AdminDisabled, AdminUnauthenticated, RateLimited, Unauthenticated
+from runtime.ratelimit import RateLimiter
 
 
 @pytest.mark.parametrize(
@@ -52,3 +55,59 @@ def test_max_request_bytes(raw, expected):
 def test_a_bad_max_request_bytes_fails_the_start(raw):
     with pytest.raises(ValueError, match="PIPELINE_MAX_REQUEST_BYTES"):
         max_request_bytes({"PIPELINE_MAX_REQUEST_BYTES": raw})
+
+
+# ------------------------------------------------------------------------------ rate limits
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_bucket_allows_the_burst_then_the_rate():
+    clock = _Clock()
+    limiter = RateLimiter(rate=2.0, burst=3, clock=clock)
+    assert [limiter.take("a") for _ in range(3)] == [None, None, None]
+    assert limiter.take("a") == pytest.approx(0.5)  # empty: the next token comes in 1/rate s
+    assert limiter.take("b") is None  # another client has its own bucket
+    clock.now += 0.5
+    assert limiter.take("a") is None
+    assert limiter.take("a") == pytest.approx(0.5)
+    clock.now += 10  # refills, but never beyond the burst
+    assert [limiter.take("a") for _ in range(4)][-1] is not None
+
+
+def test_the_buckets_are_bounded(monkeypatch):
+    from runtime import ratelimit
+
+    monkeypatch.setattr(ratelimit, "MAX_CLIENTS", 3)
+    limiter = RateLimiter(rate=1.0, burst=1, clock=_Clock())
+    for key in "abcd":
+        limiter.take(key)
+    assert len(limiter._buckets) == 3 and "a" not in limiter._buckets
+
+
+def test_admission_limits_per_client_after_authenticating(monkeypatch):
+    monkeypatch.setenv("RATE_TOKENS", "one,two")
+    policy = Policy.from_extra("m", "1", {"auth_token_env": "RATE_TOKENS", "rate_limit_per_s": 1,
+                                          "rate_limit_burst": 2})  # fmt: skip
+    for _ in range(2):
+        policy.admit({"authorization": "Bearer one"})
+    with pytest.raises(RateLimited, match=r"client token-[0-9a-f]{8} is over its rate for model 'm' \(1/s, burst 2\); retry after") as refused:
+        policy.admit({"authorization": "Bearer one"})
+    assert refused.value.status == 429 and "one" not in str(refused.value).split("token-")[0]
+    policy.admit({"authorization": "Bearer two"})  # its own bucket
+    with pytest.raises(Unauthenticated):  # an unauthenticated request never spends a token
+        policy.admit({"authorization": "Bearer three"})
+
+
+def test_without_auth_the_peer_address_is_the_client():
+    policy = Policy.from_extra("m", "1", {"rate_limit_per_s": 1})
+    policy.admit({PEER_HEADER: "10.0.0.1"})
+    with pytest.raises(RateLimited, match="client 10.0.0.1"):
+        policy.admit({PEER_HEADER: "10.0.0.1"})
+    policy.admit({PEER_HEADER: "10.0.0.2"})
