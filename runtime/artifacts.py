@@ -225,4 +225,13 @@ def load_pipeline(model_dir: Path, policy: LoadPolicy = LoadPolicy()) -> LoadedP
         _check_feature_count(f"scaler {manifest.scaler.file}", scaler, manifest.n_features)
     _check_feature_count(f"model {manifest.model.file}", model, manifest.n_features)
     _check_model(model, manifest)
+    for estimator in (scaler, model):
+        _forget_column_names(estimator)
     return LoadedPipeline(manifest=manifest, scaler=scaler, model=model)
+
+
+def _forget_column_names(estimator: Any) -> None:
+    """The contract hands over columns in the manifest's order, as a matrix: scikit-learn's own
+    name check (fitted on a DataFrame) would only warn on every request."""
+    if estimator is not None and hasattr(estimator, "feature_names_in_"):
+        del estimator.feature_names_in_

@@ -185,3 +185,18 @@ def test_the_command_exits_2_from_the_shell(tmp_path):
     )  # fmt: skip
     assert run.returncode == 2 and run.stderr.startswith("error: ") and "is not fitted" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_a_pipeline_fitted_on_a_dataframe_serves_matrices_without_warnings(tmp_path):
+    import warnings
+
+    from runtime.predictor import compile_predictor
+
+    frame = pd.DataFrame(X, columns=NAMES)
+    code, out = _package(tmp_path, make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=3, random_state=0)).fit(frame, Y > 150))
+    assert code == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn's "X does not have valid feature names" would fail
+        pipeline = load_pipeline(out / "mine" / "1")
+        compile_predictor(pipeline).predict(X[:5], ("predict", "predict_proba"))
+    assert pipeline.manifest.feature_names == NAMES
