@@ -115,6 +115,13 @@ class Overloaded(PipelineError):
     status = SERVICE_UNAVAILABLE
 
 
+class ModelUnavailable(PipelineError):
+    """The model's circuit breaker is open and it has no fallback: a fast HTTP 503 / gRPC
+    UNAVAILABLE instead of another failing computation."""
+
+    status = SERVICE_UNAVAILABLE
+
+
 class DeadlineExceeded(PipelineError):
     """The request's deadline passed before its computation started, so it was not computed:
     HTTP 504, gRPC DEADLINE_EXCEEDED."""

@@ -51,6 +51,8 @@ class _Families:
     ood_rows: Counter
     refusals: Counter
     rate_limited: Counter
+    fallbacks: Counter
+    breaker_state: Gauge
 
 
 @lru_cache(maxsize=1)
@@ -102,6 +104,15 @@ def _families() -> _Families:
             "pipeline_rate_limited", "Requests refused for being over the client's rate (429).",
             ["model", "client"],
         ),
+        # reason: error, slow, breaker_open (from the code).
+        fallbacks=Counter(
+            "pipeline_fallbacks", "Requests the fallback model answered for this one, by reason.",
+            ["model", "fallback", "reason"],
+        ),
+        breaker_state=Gauge(
+            "pipeline_breaker_state", "The model's circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ["model"], multiprocess_mode="max",
+        ),
     )  # fmt: skip
 
 
@@ -111,6 +122,14 @@ def _families() -> _Families:
 def count_refusal(model: str, error: BaseException) -> None:
     """One request refused by admission (runtime.admission), by its error class."""
     _families().refusals.labels(model, _reason(type(error))).inc()
+
+
+def count_fallback(model: str, fallback: str, reason: str) -> None:
+    _families().fallbacks.labels(model, fallback, reason).inc()
+
+
+def set_breaker_state(model: str, value: int) -> None:
+    _families().breaker_state.labels(model).set(value)
 
 
 def count_rate_limited(model: str, client: str) -> None:

@@ -21,12 +21,13 @@ from runtime import auth, integration
 from runtime.artifacts import load_pipeline
 from runtime.compute import compute
 from runtime.contract import Contract
-from runtime.errors import InternalPredictionError, PipelineError
+from runtime.errors import ArtifactError, InternalPredictionError, ModelUnavailable, PipelineError
 from runtime.integration import batching, tracing, v2
 from runtime.observation import Observer
 from runtime.ood import FLAGS_PARAMETER, OodDetector, OodReport, wants_flags
 from runtime.options import RuntimeOptions
 from runtime.predictor import compile_predictor
+from runtime.resilience import Resilience
 from runtime.response import (
     encode_outputs,
     input_description,
@@ -35,6 +36,8 @@ from runtime.response import (
 )
 
 logger = logging.getLogger("runtime")
+# The loaded runtimes of this process by model name: a model's fallback is looked up here.
+_LOADED: dict[str, "PipelineRuntime"] = {}
 
 
 class PipelineRuntime(MLModel):
@@ -49,7 +52,11 @@ class PipelineRuntime(MLModel):
             pipeline = load_pipeline(model_dir, options.load_policy())
         except PipelineError as error:
             raise v2.as_mlserver_error(error) from None
-        self._offload = options.offload
+        if options.fallback_budget_ms and not options.fallback_model:
+            raise v2.as_mlserver_error(ArtifactError("fallback_budget_ms needs a fallback_model"))
+        # A budget can only be kept if the computation runs beside the event loop.
+        self._offload = options.offload or options.fallback_budget_ms is not None
+        self._resilience = Resilience(self.name, options)
         manifest = pipeline.manifest
         self._specs = output_specs(manifest)
         self._contract = Contract.for_manifest(manifest, options.max_rows)
@@ -63,6 +70,7 @@ class PipelineRuntime(MLModel):
         self.inputs = [v2.metadata(input_description(manifest))]
         self.outputs = [v2.metadata(d) for d in output_descriptions(self._specs)]
         batching.isolate(self, self._contract)
+        _LOADED[self.name] = self
         load_seconds = time.perf_counter() - started
         self._observer.metrics.loaded(manifest, self._predictor.kind, load_seconds)
         logger.info(
@@ -73,10 +81,29 @@ class PipelineRuntime(MLModel):
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         try:
-            # Refused (504) instead of computed if the deadline passed while it waited.
-            return await compute(self._predict, payload, v2.headers(payload), self._offload)
+            if not self._resilience.active:
+                return await self._compute(payload)
+            fallback = self._fallback(payload) if self._resilience.fallback_model else None
+            return await self._resilience.run(lambda: self._compute(payload), fallback)
         except PipelineError as error:
             raise v2.as_mlserver_error(error) from None
+
+    async def _compute(self, payload: InferenceRequest) -> InferenceResponse:
+        # Refused (504) instead of computed if the deadline passed while it waited.
+        return await compute(self._predict, payload, v2.headers(payload), self._offload)
+
+    def _fallback(self, payload: InferenceRequest):  # type: ignore[no-untyped-def]
+        async def answer(reason: str) -> InferenceResponse:
+            other = _LOADED.get(self._resilience.fallback_model or "")
+            if other is None or other is self:
+                raise ModelUnavailable(
+                    f"model '{self.name}' failed ({reason}) and its fallback "
+                    f"'{self._resilience.fallback_model}' is not loaded"
+                )
+            response = await other._compute(payload)
+            return v2.served_by(response, f"{other.name}:{other._served_version}", reason)
+
+        return answer
 
     def _predict(self, payload: InferenceRequest) -> InferenceResponse:
         parent = tracing.parent_context(payload) if self._observer.tracing else None

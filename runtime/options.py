@@ -105,6 +105,28 @@ class RuntimeOptions(AdmissionOptions):
         "warning) instead of refusing them.",
     )
 
+    fallback_model: Optional[str] = Field(
+        None,
+        description="Another model of this server (by name) that answers when this one fails with "
+        "an internal error, its circuit breaker is open, or it is slower than fallback_budget_ms. "
+        "A client's mistake is never rescued: it stays a 400.",
+    )
+    fallback_budget_ms: Optional[float] = Field(
+        None, gt=0, description="How long this model may compute before the fallback answers instead."
+    )
+    breaker_failure_ratio: Optional[float] = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Open the circuit breaker when this share of the last breaker_window calls "
+        "failed (internal errors, over budget); while open, requests go to the fallback or get a "
+        "fast 503. null: no breaker.",
+    )
+    breaker_window: int = Field(20, ge=1, description="Calls the failure ratio is taken over.")
+    breaker_min_calls: int = Field(10, ge=1, description="Calls in the window before it may open.")
+    breaker_open_s: float = Field(10.0, gt=0, description="Seconds open before half-open probes.")
+    breaker_probes: int = Field(3, ge=1, description="Successful probes that close it again.")
+
     @classmethod
     def from_extra(cls, extra: Optional[dict[str, Any]]) -> "RuntimeOptions":
         try:

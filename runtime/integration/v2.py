@@ -83,3 +83,12 @@ def metadata(description: TensorDescription) -> MetadataTensor:
         shape=description.shape,
         parameters=Parameters(**description.parameters) if description.parameters else None,
     )
+
+
+def served_by(response: InferenceResponse, model: str, reason: str) -> InferenceResponse:
+    """Mark a fallback's answer: which model served it, and why the requested one did not."""
+    if response.parameters is None:
+        response.parameters = Parameters()
+    response.parameters.served_by = model  # type: ignore[attr-defined]
+    response.parameters.fallback_reason = reason  # type: ignore[attr-defined]
+    return response

@@ -7,6 +7,7 @@ import pytest
 
 from runtime.admin import AdminPolicy
 from runtime.admission import PEER_HEADER, Policy
+from runtime.breaker import CircuitBreaker
 from runtime.asgi_guard import DEFAULT_MAX_REQUEST_BYTES, max_request_bytes
 from runtime.errors import AdminDisabled, AdminUnauthenticated, RateLimited, Unauthenticated
 from runtime.ratelimit import RateLimiter
@@ -111,3 +112,34 @@ def test_without_auth_the_peer_address_is_the_client():
     with pytest.raises(RateLimited, match="client 10.0.0.1"):
         policy.admit({PEER_HEADER: "10.0.0.1"})
     policy.admit({PEER_HEADER: "10.0.0.2"})
+
+
+# ------------------------------------------------------------------------------ circuit breaker
+
+
+def test_the_breaker_opens_on_the_failure_ratio_probes_then_closes():
+    clock = _Clock()
+    states = []
+    breaker = CircuitBreaker("m", failure_ratio=0.5, window=4, min_calls=4, open_s=1.0, probes=2,
+                             on_change=states.append, clock=clock)  # fmt: skip
+    for ok in (True, False, True):
+        assert breaker.allow()
+        breaker.record(ok)
+    assert breaker.state == "closed"  # under min_calls
+    breaker.record(False)  # 2 of 4 failed
+    assert breaker.state == "open" and not breaker.allow()
+    clock.now += 1.0
+    assert breaker.allow() and breaker.allow() and not breaker.allow()  # two probes at a time
+    breaker.record(True)
+    breaker.record(True)
+    assert breaker.state == "closed" and states == ["open", "half_open", "closed"]
+
+
+def test_a_failed_probe_opens_it_again():
+    clock = _Clock()
+    breaker = CircuitBreaker("m", failure_ratio=1.0, window=1, min_calls=1, open_s=1.0, clock=clock)
+    breaker.record(False)
+    clock.now += 1.0
+    assert breaker.allow()
+    breaker.record(False)
+    assert breaker.state == "open" and not breaker.allow()
