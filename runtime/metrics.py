@@ -32,6 +32,8 @@ from runtime.ood import OodReport
 OK = "ok"
 INTERNAL_ERROR = "internal_error"
 STAGES = ("decode", "validate", "predict", "encode")
+DIFF_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 50, 100)
+REL_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 SECONDS_BUCKETS = (
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -52,6 +54,13 @@ class _Families:
     refusals: Counter
     rate_limited: Counter
     fallbacks: Counter
+    shadow_events: Counter
+    shadow_seconds: Histogram
+    shadow_abs_diff: Histogram
+    shadow_rel_diff: Histogram
+    shadow_psi: Gauge
+    shadow_ks: Gauge
+    shadow_window: Gauge
     breaker_state: Gauge
 
 
@@ -109,6 +118,35 @@ def _families() -> _Families:
             "pipeline_fallbacks", "Requests the fallback model answered for this one, by reason.",
             ["model", "fallback", "reason"],
         ),
+        # event: compared, agreed (classifiers), error, dropped (queue full).
+        shadow_events=Counter(
+            "pipeline_shadow_events", "Shadow evaluations of this model's requests, by event.",
+            ["model", "shadow", "event"],
+        ),
+        shadow_seconds=Histogram(
+            "pipeline_shadow_seconds", "The shadow model's prediction time per sampled request.",
+            ["model", "shadow"], buckets=SECONDS_BUCKETS,
+        ),
+        shadow_abs_diff=Histogram(
+            "pipeline_shadow_abs_difference", "|shadow - primary| per row (regressors).",
+            ["model", "shadow"], buckets=DIFF_BUCKETS,
+        ),
+        shadow_rel_diff=Histogram(
+            "pipeline_shadow_rel_difference", "|shadow - primary| / |primary| per row (regressors).",
+            ["model", "shadow"], buckets=REL_BUCKETS,
+        ),
+        shadow_psi=Gauge(
+            "pipeline_shadow_psi", "Population stability index, shadow vs primary, sliding window.",
+            ["model", "shadow"], multiprocess_mode="max",
+        ),
+        shadow_ks=Gauge(
+            "pipeline_shadow_ks", "Two-sample Kolmogorov-Smirnov statistic, shadow vs primary.",
+            ["model", "shadow"], multiprocess_mode="max",
+        ),
+        shadow_window=Gauge(
+            "pipeline_shadow_window_rows", "Rows in the window PSI and KS are computed over.",
+            ["model", "shadow"], multiprocess_mode="max",
+        ),
         breaker_state=Gauge(
             "pipeline_breaker_state", "The model's circuit breaker: 0 closed, 1 half-open, 2 open.",
             ["model"], multiprocess_mode="max",
@@ -122,6 +160,29 @@ def _families() -> _Families:
 def count_refusal(model: str, error: BaseException) -> None:
     """One request refused by admission (runtime.admission), by its error class."""
     _families().refusals.labels(model, _reason(type(error))).inc()
+
+
+def count_shadow(model: str, shadow: str, event: str, amount: int = 1) -> None:
+    _families().shadow_events.labels(model, shadow, event).inc(amount)
+
+
+def observe_shadow_seconds(model: str, shadow: str, seconds: float) -> None:
+    _families().shadow_seconds.labels(model, shadow).observe(seconds)
+
+
+def observe_shadow_differences(model: str, shadow: str, absolute: np.ndarray, relative: np.ndarray) -> None:
+    families = _families()
+    for value in absolute.tolist():
+        families.shadow_abs_diff.labels(model, shadow).observe(value)
+    for value in relative.tolist():
+        families.shadow_rel_diff.labels(model, shadow).observe(value)
+
+
+def set_shadow_stats(model: str, shadow: str, psi: float, ks: float, rows: int) -> None:
+    families = _families()
+    families.shadow_psi.labels(model, shadow).set(psi)
+    families.shadow_ks.labels(model, shadow).set(ks)
+    families.shadow_window.labels(model, shadow).set(rows)
 
 
 def count_fallback(model: str, fallback: str, reason: str) -> None:

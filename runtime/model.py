@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from mlserver import MLModel
@@ -28,6 +29,7 @@ from runtime.ood import FLAGS_PARAMETER, OodDetector, OodReport, wants_flags
 from runtime.options import RuntimeOptions
 from runtime.predictor import compile_predictor
 from runtime.resilience import Resilience
+from runtime.shadow import Shadow
 from runtime.response import (
     encode_outputs,
     input_description,
@@ -57,6 +59,12 @@ class PipelineRuntime(MLModel):
         # A budget can only be kept if the computation runs beside the event loop.
         self._offload = options.offload or options.fallback_budget_ms is not None
         self._resilience = Resilience(self.name, options)
+        self._shadow: Optional[Shadow] = None
+        if options.shadow_model:
+            self._shadow = Shadow(
+                self.name, options.shadow_model, pipeline.manifest.kind == "classifier",
+                options.shadow_sample_rate, options.shadow_queue, options.shadow_window,
+            )  # fmt: skip
         manifest = pipeline.manifest
         self._specs = output_specs(manifest)
         self._contract = Contract.for_manifest(manifest, options.max_rows)
@@ -123,12 +131,25 @@ class PipelineRuntime(MLModel):
                     predict = self._predictor.predict
                     results = obs.timed("predict", predict, parsed.features, parsed.outputs)
                 with obs.span("encode"):
-                    return obs.timed("encode", self._encode, results, ood)
+                    response = obs.timed("encode", self._encode, results, ood)
+            if self._shadow is not None and "predict" in results:
+                self._offer_to_shadow(parsed.features, results["predict"])
+            return response
         except PipelineError:
             raise
         except Exception:
             # The observation logged it with its traceback; the client gets a short message only.
             raise InternalPredictionError("internal error while predicting; see server logs") from None
+
+    def _offer_to_shadow(self, features: np.ndarray, predictions: np.ndarray) -> None:
+        shadow = self._shadow
+        assert shadow is not None
+        if not shadow.bound:  # bound once the shadow model is loaded
+            other = _LOADED.get(shadow.shadow)
+            if other is None or other._contract.n_features != self._contract.n_features:
+                return
+            shadow.bind(lambda x: other._predictor.predict(x, ("predict",))["predict"])
+        shadow.offer(features, predictions)
 
     def _encode(self, results: dict[str, np.ndarray], ood: OodReport) -> InferenceResponse:
         outputs = encode_outputs(results, self._specs)

@@ -127,6 +127,15 @@ class RuntimeOptions(AdmissionOptions):
     breaker_open_s: float = Field(10.0, gt=0, description="Seconds open before half-open probes.")
     breaker_probes: int = Field(3, ge=1, description="Successful probes that close it again.")
 
+    shadow_model: Optional[str] = Field(
+        None,
+        description="Another model of this server (by name) evaluated on a sample of this model's "
+        "requests off the request path and compared with it; its answers never reach a caller.",
+    )
+    shadow_sample_rate: float = Field(1.0, gt=0, le=1, description="Share of requests shadowed.")
+    shadow_queue: int = Field(1000, ge=1, description="Requests waiting for the shadow; more are dropped.")
+    shadow_window: int = Field(1000, ge=10, description="Predictions PSI and KS are computed over.")
+
     @classmethod
     def from_extra(cls, extra: Optional[dict[str, Any]]) -> "RuntimeOptions":
         try:
