@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 import requests
@@ -28,6 +28,19 @@ HTTP_TIMEOUT_S = 15.0
 MAX_REQUESTS_PER_CLIENT = 3000  # every load loop is bounded in count as well as in time
 
 ROW = [0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, -0.003, 0.02, -0.02]
+
+
+FAILING_RUNTIME = "tests.reliability.server_side.failing_runtime.FailingRuntime"
+
+
+def serve(root: Path, env: Optional[dict[str, str]] = None, ready: Iterable[str] = ()) -> Iterator[Server]:
+    """A module fixture's body: launch, wait until ready, yield, kill."""
+    server = launch(root, env=env, ready=ready)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.kill()
 
 
 def launch(root: Path, env: Optional[dict[str, str]] = None, ready: Iterable[str] = ()) -> Server:

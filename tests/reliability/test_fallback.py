@@ -10,9 +10,8 @@ import pytest
 
 from harness.repository import add_model, make_repository
 from harness.server import Server
-from tests.reliability.support import SLOW_RUNTIME, launch, rest_infer
+from tests.reliability.support import FAILING_RUNTIME, SLOW_RUNTIME, rest_infer, serve
 
-FAILING = "tests.reliability.server_side.failing_runtime.FailingRuntime"
 BREAKER = {"breaker_failure_ratio": 0.5, "breaker_window": 4, "breaker_min_calls": 4,
            "breaker_open_s": 1.0, "breaker_probes": 2}  # fmt: skip
 
@@ -26,17 +25,12 @@ def flag(tmp_path_factory):
 def server(tmp_path_factory, flag):
     root = make_repository(tmp_path_factory.mktemp("fallback") / "repo", workers=0)
     add_model(root, "backup", source="diabetes/2")
-    add_model(root, "primary", implementation=FAILING, extra={"fallback_model": "backup", **BREAKER})
-    add_model(root, "strict", implementation=FAILING, extra=BREAKER)
+    add_model(root, "primary", implementation=FAILING_RUNTIME, extra={"fallback_model": "backup", **BREAKER})
+    add_model(root, "strict", implementation=FAILING_RUNTIME, extra=BREAKER)
     add_model(root, "slowpoke", implementation=SLOW_RUNTIME,
               extra={"fallback_model": "backup", "fallback_budget_ms": 50})  # fmt: skip
-    server = launch(root, env={"FAILING_RUNTIME_FLAG": str(flag), "SLOW_RUNTIME_DELAY_MS": "400"},
-                    ready=["backup", "primary", "strict", "slowpoke"])  # fmt: skip
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.kill()
+    env = {"FAILING_RUNTIME_FLAG": str(flag), "SLOW_RUNTIME_DELAY_MS": "400"}
+    yield from serve(root, env=env, ready=["backup", "primary", "strict", "slowpoke"])
 
 
 def _answer(server: Server, model: str) -> dict:

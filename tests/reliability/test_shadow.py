@@ -12,9 +12,8 @@ import pytest
 from harness.models import pipeline, sample_rows
 from harness.repository import add_model, make_repository
 from runtime.shadow import STATS_EVERY, ks, psi
-from tests.reliability.support import launch, rest_infer
+from tests.reliability.support import FAILING_RUNTIME, rest_infer, serve
 
-FAILING = "tests.reliability.server_side.failing_runtime.FailingRuntime"
 ROWS = 200  # a multiple of STATS_EVERY: the last statistics cover exactly these rows
 
 
@@ -26,15 +25,10 @@ def server(tmp_path_factory):
     root = make_repository(base / "repo", workers=0)
     add_model(root, "candidate", source="diabetes/2")
     add_model(root, "primary", extra={"shadow_model": "candidate", "shadow_window": ROWS})
-    add_model(root, "broken", implementation=FAILING)
+    add_model(root, "broken", implementation=FAILING_RUNTIME)
     add_model(root, "primary-with-broken-shadow", extra={"shadow_model": "broken"})
-    server = launch(root, env={"FAILING_RUNTIME_FLAG": str(flag)},
-                    ready=["candidate", "primary", "broken", "primary-with-broken-shadow"])  # fmt: skip
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.kill()
+    ready = ["candidate", "primary", "broken", "primary-with-broken-shadow"]
+    yield from serve(root, env={"FAILING_RUNTIME_FLAG": str(flag)}, ready=ready)
 
 
 def _metric(server, name: str, **labels: str) -> float:
