@@ -62,9 +62,9 @@ test-deploy: venv
 train: venv
 	$(PY) -m runtime.train
 
-# The linear model (the folded fast path), then a random forest (scikit-learn's own trees).
+# The linear model (the folded fast path, with a shadowed twin beside it), then a random forest.
 bench: venv
-	$(PY) -m bench.run
+	$(PY) -m bench.run --shadow 1
 	$(PY) -m bench.run --model forest
 
 # Regenerate the lock after editing pyproject.toml (needs pip-tools, installed on the fly).

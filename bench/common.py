@@ -28,6 +28,7 @@ REPO = REPO_ROOT
 RESULTS = REPO / "bench" / "results"
 MODEL_NAME = DIABETES
 MODEL_VERSION = "1"
+SHADOW_NAME = "diabetes-shadow"
 READY_TIMEOUT_S = 180.0
 # One BLAS thread per server process: the box has 2 cores and the load generator needs one.
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -118,7 +119,8 @@ class MLServerConfig:
         return {"max_batch_size": self.max_batch_size, "max_batch_time": self.max_batch_time}
 
 
-def prepare_mlserver_dir(kind: str, workdir: Path, cfg: MLServerConfig, model: str = "linear") -> Path:
+def prepare_mlserver_dir(kind: str, workdir: Path, cfg: MLServerConfig, model: str = "linear",
+                         shadow: float = 0.0) -> Path:
     """A model repository for `mlserver start` with one model `diabetes`.
 
     kind "ours": harness.repository (runtime/ linked, the project's settings.json, a copy of
@@ -129,13 +131,17 @@ def prepare_mlserver_dir(kind: str, workdir: Path, cfg: MLServerConfig, model: s
     """
     import joblib
 
-    root = workdir / f"{kind}-{cfg.slug}"
+    root = workdir / f"{kind}-{cfg.slug}{'-shadow' if shadow else ''}"
     if root.exists():
         shutil.rmtree(root)
     if kind == "ours" and model == "linear":
         make_repository(root, workers=cfg.parallel_workers)
+        extra: dict[str, Any] = {"max_rows": 10000}
+        if shadow:  # diabetes v2 shadowing this share of the requests
+            add_model(root, SHADOW_NAME, source=f"{MODEL_NAME}/2", version="2")
+            extra.update(shadow_model=SHADOW_NAME, shadow_sample_rate=shadow)
         add_model(root, MODEL_NAME, source=f"{MODEL_NAME}/{MODEL_VERSION}", version=MODEL_VERSION,
-                  extra={"max_rows": 10000}, settings=cfg.batching_settings())
+                  extra=extra, settings=cfg.batching_settings())
     elif kind == "ours":
         from runtime.package import write_model_dir  # MLServer-free
 

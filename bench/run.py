@@ -53,6 +53,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", choices=common.BENCH_MODELS, default="linear",
                    help="linear: the shipped diabetes model (folded fast path); forest: a random forest "
                    "on the same data (scikit-learn's own estimator), the same fitted object for every server")
+    p.add_argument("--shadow", type=float, default=0.0, metavar="RATE",
+                   help="also run this runtime with diabetes v2 shadowing this share of the requests "
+                   "(0 < RATE <= 1; linear model only), beside the same config without: the shadow's "
+                   "cost on the primary")
     p.add_argument("--servers", default=",".join(SERVERS), help="subset of ours,stock,kserve")
     p.add_argument("--configs", default=",".join(CONFIGS), help="subset of " + ",".join(CONFIGS))
     p.add_argument("--loads", default=",".join(LOADS), help="subset of " + ",".join(LOADS))
@@ -109,6 +113,10 @@ def main(argv=None) -> int:
             if kind in args.servers:
                 root = common.prepare_mlserver_dir(kind, workdir, cfg, args.model)
                 group.append((kind, cfg.label, common.mlserver_launcher(root, logs / f"{kind}-{cslug}.log")))
+                if kind == "ours" and args.shadow and args.model == "linear":
+                    root = common.prepare_mlserver_dir(kind, workdir, cfg, args.model, shadow=args.shadow)
+                    group.append((kind, cfg.label + f" +shadow {args.shadow:g}",
+                                  common.mlserver_launcher(root, logs / f"{kind}-{cslug}-shadow.log")))
     if "kserve" in args.servers:
         group.append(("kserve", "kserve workers=1",
                       common.kserve_launcher(common.prepare_kserve_dir(workdir, args.model), logs / "kserve.log")))

@@ -124,7 +124,7 @@ def _families() -> _Families:
             ["model", "shadow", "event"],
         ),
         shadow_seconds=Histogram(
-            "pipeline_shadow_seconds", "The shadow model's prediction time per sampled request.",
+            "pipeline_shadow_seconds", "The shadow model's prediction time per sampled request (its share of a batch).",
             ["model", "shadow"], buckets=SECONDS_BUCKETS,
         ),
         shadow_abs_diff=Histogram(
@@ -166,8 +166,11 @@ def count_shadow(model: str, shadow: str, event: str, amount: int = 1) -> None:
     _families().shadow_events.labels(model, shadow, event).inc(amount)
 
 
-def observe_shadow_seconds(model: str, shadow: str, seconds: float) -> None:
-    _families().shadow_seconds.labels(model, shadow).observe(seconds)
+def observe_shadow_seconds(model: str, shadow: str, seconds: float, requests: int = 1) -> None:
+    """One batch of `requests` took `seconds`: each request is counted with its share."""
+    child = _families().shadow_seconds.labels(model, shadow)
+    for _ in range(requests):
+        child.observe(seconds / requests)
 
 
 def observe_shadow_differences(model: str, shadow: str, absolute: np.ndarray, relative: np.ndarray) -> None:

@@ -28,6 +28,8 @@ logger = logging.getLogger("runtime.shadow")
 PSI_BINS = 10
 PSI_EPSILON = 1e-6  # an empty bin would make the index infinite
 STATS_EVERY = 50  # recompute PSI/KS after this many new predictions
+MAX_BATCH = 256  # queued requests the shadow evaluates at once
+BATCH_PAUSE_S = 0.005
 
 Predict = Callable[[np.ndarray], np.ndarray]  # features -> predictions [N]
 
@@ -78,20 +80,32 @@ class Shadow:
             metrics.count_shadow(self.model, self.shadow, "dropped")
 
     def _drain(self) -> None:
+        # In batches, with a pause between them: one wake-up and one prediction for many requests,
+        # so the shadow thread takes the GIL from the server's event loop as rarely as it can.
         while True:
-            features, primary = self._queue.get()
+            batch = [self._queue.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
             predict = self._predict
-            if predict is None:
-                continue
-            started = time.perf_counter()
-            try:
-                shadowed = np.asarray(predict(features))
-            except Exception:  # the shadow's failure is only ever counted and logged
-                metrics.count_shadow(self.model, self.shadow, "error")
-                logger.exception("shadow %s of %s failed", self.shadow, self.model)
-                continue
-            metrics.observe_shadow_seconds(self.model, self.shadow, time.perf_counter() - started)
-            self._compare(primary, shadowed)
+            if predict is not None:
+                self._evaluate(predict, batch)
+            time.sleep(BATCH_PAUSE_S)
+
+    def _evaluate(self, predict: Predict, batch: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        features = np.vstack([f for f, _ in batch])
+        primary = np.concatenate([p for _, p in batch])
+        started = time.perf_counter()
+        try:
+            shadowed = np.asarray(predict(features))
+        except Exception:  # the shadow's failure is only ever counted and logged
+            metrics.count_shadow(self.model, self.shadow, "error", len(batch))
+            logger.exception("shadow %s of %s failed", self.shadow, self.model)
+            return
+        metrics.observe_shadow_seconds(self.model, self.shadow, time.perf_counter() - started, len(batch))
+        self._compare(primary, shadowed)
 
     def _compare(self, primary: np.ndarray, shadowed: np.ndarray) -> None:
         if self.classifier:

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
+import tritonclient.grpc as tgrpc
+from tritonclient.utils import InferenceServerException
 
 from harness.repository import add_model, make_repository
 from harness.server import Server
@@ -100,3 +103,29 @@ def test_a_slow_primary_is_answered_by_the_fallback_within_its_budget(server):
     took = time.monotonic() - started
     assert doc["parameters"]["fallback_reason"] == "slow" and doc["parameters"]["served_by"] == "backup:1"
     assert took < 0.35, f"the fallback answered after {took:.2f} s; the primary takes 0.4 s"
+
+
+def test_over_grpc_the_fallback_says_so_and_an_open_breaker_is_unavailable(server, flag):
+    client = tgrpc.InferenceServerClient(server.grpc_url)
+    tensor = tgrpc.InferInput("X", [1, 10], "FP64")
+    tensor.set_data_from_numpy(np.zeros((1, 10)))
+    flag.touch()
+    try:
+        result = client.infer("primary", [tensor])
+        parameters = result.get_response().parameters
+        assert parameters["served_by"].string_param == "backup:1"
+        assert parameters["fallback_reason"].string_param in ("error", "breaker_open")
+        codes = []
+        for _ in range(6):
+            try:
+                client.infer("strict", [tensor])
+            except InferenceServerException as refused:
+                codes.append(refused.status())
+        assert codes[-1] == "StatusCode.UNAVAILABLE", codes
+    finally:
+        flag.unlink()
+        client.close()
+    time.sleep(1.2)  # let both breakers half-open and close again for the other tests
+    for model in ("primary", "strict"):
+        for _ in range(2):
+            rest_infer(server, model)
