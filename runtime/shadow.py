@@ -19,8 +19,6 @@ from collections import deque
 from typing import Callable, Optional
 
 import numpy as np
-from scipy.stats import ks_2samp
-
 from runtime import metrics
 
 logger = logging.getLogger("runtime.shadow")
@@ -46,7 +44,12 @@ def psi(expected: np.ndarray, actual: np.ndarray, bins: int = PSI_BINS) -> float
 
 
 def ks(expected: np.ndarray, actual: np.ndarray) -> float:
-    return float(ks_2samp(expected, actual).statistic)
+    """The two-sample Kolmogorov-Smirnov statistic, max |ECDF_expected - ECDF_actual|: scipy's
+    statistic without its exact p-value, which costs milliseconds on a window of a thousand."""
+    a, b = np.sort(expected), np.sort(actual)
+    points = np.concatenate([a, b])
+    gap = np.searchsorted(a, points, side="right") / len(a) - np.searchsorted(b, points, side="right") / len(b)
+    return float(np.max(np.abs(gap)))
 
 
 class Shadow:
