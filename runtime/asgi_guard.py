@@ -120,12 +120,15 @@ def _too_large(size: str, limit: int) -> str:
     )
 
 
-async def _refuse(send: Send, refused: PipelineError) -> None:
-    body = json.dumps({"error": str(refused)}).encode()
-    await send({
-        "type": "http.response.start",
-        "status": refused.status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close")],
-    })  # fmt: skip
+async def json_response(send: Send, status: int, doc: Any, headers: Optional[list] = None) -> None:
+    """One JSON answer; `headers` are kept (e.g. the request id an app set), bar length and type."""
+    body = json.dumps(doc).encode()
+    kept = [(k, v) for k, v in (headers or []) if k.lower() not in (b"content-length", b"content-type")]
+    kept += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": kept})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _refuse(send: Send, refused: PipelineError) -> None:
+    # Close: the rest of a refused body is never read.
+    await json_response(send, refused.status, {"error": str(refused)}, [(b"connection", b"close")])

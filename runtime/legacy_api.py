@@ -21,7 +21,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from runtime.asgi_guard import App, Message, Receive, Scope, Send
+from runtime.asgi_guard import App, Message, Receive, Scope, Send, json_response
 
 ENV_DEFAULT_MODEL = "PIPELINE_DEFAULT_MODEL"
 PREFIX = "/predict"
@@ -40,23 +40,23 @@ class LegacyPredict:
         if scope["type"] != "http" or not (path == PREFIX or path.startswith(PREFIX + "/")):
             return await self.app(scope, receive, send)
         if scope["method"] != "POST":
-            return await _answer(send, 405, {"error": f"{path}: use POST"})
+            return await json_response(send, 405, {"error": f"{path}: use POST"})
         model = path[len(PREFIX) + 1:] or self.default_model
         if not model or "/" in model:
-            return await _answer(send, 404, {"error": f"{path}: no such model; POST /predict/{{model}}"
+            return await json_response(send, 404, {"error": f"{path}: no such model; POST /predict/{{model}}"
                                              f" (or set {ENV_DEFAULT_MODEL} for /predict)"})  # fmt: skip
         body = await _read(receive)
         try:
             rows = _rows(body)
         except ValueError as problem:
-            return await _answer(send, 400, {"error": str(problem)})
+            return await json_response(send, 400, {"error": str(problem)})
         outputs = ["predict"] + (["predict_proba"] if await self._offers(scope, model) else [])
         v2 = {"inputs": [{"name": INPUT, "shape": [len(rows), _width(rows)], "datatype": "FP64", "data": rows}],
               "outputs": [{"name": o} for o in outputs]}  # fmt: skip
         status, headers, answer = await _call(self.app, scope, "POST", f"/v2/models/{model}/infer", json.dumps(v2).encode())
         if status != 200:
-            return await _answer(send, status, json.loads(answer or b"{}"), headers)
-        return await _answer(send, 200, _legacy_answer(json.loads(answer)), headers)
+            return await json_response(send, status, json.loads(answer or b"{}"), headers)
+        return await json_response(send, 200, _legacyjson_response(json.loads(answer)), headers)
 
     async def _offers(self, scope: Scope, model: str) -> bool:
         """Whether the model offers predict_proba (its V2 metadata, cached for a few seconds)."""
@@ -88,7 +88,7 @@ def _width(rows: list) -> int:
     return len(rows[0])
 
 
-def _legacy_answer(v2: dict[str, Any]) -> dict[str, Any]:
+def _legacyjson_response(v2: dict[str, Any]) -> dict[str, Any]:
     outputs = {o["name"]: o for o in v2["outputs"]}
     answer: dict[str, Any] = {"predictions": outputs["predict"]["data"]}
     proba = outputs.get("predict_proba")
@@ -139,12 +139,3 @@ async def _call(app: App, scope: Scope, method: str, path: str, body: bytes) -> 
 
     await app(inner, receive, send)
     return status, response_headers, b"".join(chunks)
-
-
-async def _answer(send: Send, status: int, doc: Any, headers: Optional[list] = None) -> None:
-    body = json.dumps(doc).encode()
-    # Keep what the app said about the request (its id, Retry-After), not its length or type.
-    kept = [(k, v) for k, v in (headers or []) if k.lower() not in (b"content-length", b"content-type")]
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*kept, (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
