@@ -30,25 +30,13 @@ import sklearn
 import skops.io
 from sklearn.base import is_classifier
 from sklearn.ensemble import (
-    ExtraTreesClassifier,
-    ExtraTreesRegressor,
     GradientBoostingClassifier,
     GradientBoostingRegressor,
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
-    RandomForestClassifier,
-    RandomForestRegressor,
 )
 from sklearn.exceptions import NotFittedError
-from sklearn.linear_model import (
-    ElasticNet,
-    Lasso,
-    LinearRegression,
-    LogisticRegression,
-    Ridge,
-    SGDClassifier,
-    SGDRegressor,
-)
+from sklearn.linear_model import SGDClassifier
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, StandardScaler
@@ -67,17 +55,23 @@ from runtime.artifacts import (
     type_path,
 )
 from runtime.errors import ArtifactError
-from runtime.predictor import compile_predictor
+from runtime.predictor import (
+    AFFINE_SCALERS,
+    FOREST_CLASSIFIERS,
+    FOREST_REGRESSORS,
+    LINEAR_CLASSIFIERS,
+    LINEAR_REGRESSORS,
+    compile_predictor,
+)
 
 IMPLEMENTATION = "runtime.PipelineRuntime"
-SCALERS = (StandardScaler, MinMaxScaler, MaxAbsScaler, RobustScaler)
+SCALERS = AFFINE_SCALERS
 MODELS = (
-    LinearRegression, Ridge, Lasso, ElasticNet, SGDRegressor, LogisticRegression, SGDClassifier,
-    DecisionTreeRegressor, DecisionTreeClassifier, RandomForestRegressor, RandomForestClassifier,
-    ExtraTreesRegressor, ExtraTreesClassifier, GradientBoostingRegressor, GradientBoostingClassifier,
+    *LINEAR_REGRESSORS, *LINEAR_CLASSIFIERS, DecisionTreeRegressor, DecisionTreeClassifier,
+    *FOREST_REGRESSORS, *FOREST_CLASSIFIERS, GradientBoostingRegressor, GradientBoostingClassifier,
     HistGradientBoostingRegressor, HistGradientBoostingClassifier, KNeighborsRegressor,
     KNeighborsClassifier, SVR, SVC,
-)  # fmt: skip
+)
 PROBABILISTIC_SGD_LOSSES = ("log_loss", "modified_huber")
 # Beyond the scaler's learned spread: RobustScaler's band is center +- this many IQRs.
 ROBUST_IQRS = 3.0

@@ -47,6 +47,8 @@ REFERENCE_ROWS = 256
 RTOL = 1e-9
 ATOL = 1e-12
 
+# Every scaler affine() folds, in the order the README names them.
+AFFINE_SCALERS = (StandardScaler, MinMaxScaler, MaxAbsScaler, RobustScaler)
 LINEAR_REGRESSORS = (LinearRegression, Ridge, Lasso, ElasticNet, SGDRegressor)
 LINEAR_CLASSIFIERS = (LogisticRegression, SGDClassifier)
 FOREST_REGRESSORS = (RandomForestRegressor, ExtraTreesRegressor)
