@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from math import prod
-from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
 import grpc
@@ -234,10 +233,17 @@ def _refusing(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(refuse)
 
 
-def _guarded_aio(original: Any) -> Any:
-    """grpc.aio for MLServer's GRPCServer: its server() gets the lock and the message limit."""
+class _GuardedAio:
+    """grpc.aio as mlserver.grpc.server sees it: the same module, bar a server() that adds the
+    repository lock and the message limit to the server MLServer builds."""
 
-    def server(*args, interceptors=(), options=(), **kwargs):  # type: ignore[no-untyped-def]
+    def __init__(self, aio: Any):
+        self._aio = aio
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._aio, name)
+
+    def server(self, *args, interceptors=(), options=(), **kwargs):  # type: ignore[no-untyped-def]
         from mlserver.settings import Settings
 
         # The host as the environment sets it (settings.json's, if any, is not visible here: a
@@ -245,12 +251,8 @@ def _guarded_aio(original: Any) -> Any:
         admin = AdminPolicy.from_env(Settings().host)
         limited = [o for o in options if o[0] != MAX_MESSAGE_OPTION]
         limited.append((MAX_MESSAGE_OPTION, max_request_bytes()))
-        return original.server(*args, interceptors=[RepositoryLock(admin), *interceptors],
-                               options=limited, **kwargs)  # fmt: skip
-
-    namespace = {name: getattr(original, name) for name in dir(original) if not name.startswith("__")}
-    namespace["server"] = server
-    return SimpleNamespace(**namespace)
+        return self._aio.server(*args, interceptors=[RepositoryLock(admin), *interceptors],
+                                options=limited, **kwargs)  # fmt: skip
 
 
 PATCHES = [
@@ -290,7 +292,7 @@ PATCHES = [
         if_removed="anyone who reaches the gRPC port unloads models; messages up to gRPC's 4 MB "
         "default or grpc_max_message_length",
         kind=object,
-        apply=_guarded_aio,
+        apply=_GuardedAio,
     ),
     PatchPoint(
         target="mlserver.grpc.logging:logger",
