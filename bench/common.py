@@ -120,7 +120,7 @@ class MLServerConfig:
 
 
 def prepare_mlserver_dir(kind: str, workdir: Path, cfg: MLServerConfig, model: str = "linear",
-                         shadow: float = 0.0) -> Path:
+                         shadow: float = 0.0, copy: bool = False) -> Path:
     """A model repository for `mlserver start` with one model `diabetes`.
 
     kind "ours": harness.repository (runtime/ linked, the project's settings.json, a copy of
@@ -131,7 +131,7 @@ def prepare_mlserver_dir(kind: str, workdir: Path, cfg: MLServerConfig, model: s
     """
     import joblib
 
-    root = workdir / f"{kind}-{cfg.slug}{'-shadow' if shadow else ''}"
+    root = workdir / f"{kind}-{cfg.slug}{'-shadow' if shadow else ''}{'-copy' if copy else ''}"
     if root.exists():
         shutil.rmtree(root)
     if kind == "ours" and model == "linear":

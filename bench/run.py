@@ -55,8 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "on the same data (scikit-learn's own estimator), the same fitted object for every server")
     p.add_argument("--shadow", type=float, default=0.0, metavar="RATE",
                    help="also run this runtime with diabetes v2 shadowing this share of the requests "
-                   "(0 < RATE <= 1; linear model only), beside the same config without: the shadow's "
-                   "cost on the primary")
+                   "(0 < RATE <= 1; linear model only; first config only), beside the same config without and an identical "
+                   "copy of that (the run's noise): the shadow's cost on the primary, paired by round")
     p.add_argument("--servers", default=",".join(SERVERS), help="subset of ours,stock,kserve")
     p.add_argument("--configs", default=",".join(CONFIGS), help="subset of " + ",".join(CONFIGS))
     p.add_argument("--loads", default=",".join(LOADS), help="subset of " + ",".join(LOADS))
@@ -113,10 +113,14 @@ def main(argv=None) -> int:
             if kind in args.servers:
                 root = common.prepare_mlserver_dir(kind, workdir, cfg, args.model)
                 group.append((kind, cfg.label, common.mlserver_launcher(root, logs / f"{kind}-{cslug}.log")))
-                if kind == "ours" and args.shadow and args.model == "linear":
+                if kind == "ours" and args.shadow and args.model == "linear" and cslug == args.configs[0]:
                     root = common.prepare_mlserver_dir(kind, workdir, cfg, args.model, shadow=args.shadow)
-                    group.append((kind, cfg.label + f" +shadow {args.shadow:g}",
+                    group.append((kind, cfg.label + report.SHADOW_MARK + f"{args.shadow:g}",
                                   common.mlserver_launcher(root, logs / f"{kind}-{cslug}-shadow.log")))
+                    # An identical server without the shadow: what the same comparison gives by noise.
+                    root = common.prepare_mlserver_dir(kind, workdir, cfg, args.model, copy=True)
+                    group.append((kind, cfg.label + report.COPY_MARK,
+                                  common.mlserver_launcher(root, logs / f"{kind}-{cslug}-copy.log")))
     if "kserve" in args.servers:
         group.append(("kserve", "kserve workers=1",
                       common.kserve_launcher(common.prepare_kserve_dir(workdir, args.model), logs / "kserve.log")))

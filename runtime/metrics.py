@@ -118,13 +118,13 @@ def _families() -> _Families:
             "pipeline_fallbacks", "Requests the fallback model answered for this one, by reason.",
             ["model", "fallback", "reason"],
         ),
-        # event: compared, agreed (classifiers), error, dropped (queue full).
+        # event: evaluated (requests), compared, agreed (rows, classifiers), error, dropped (buffer full).
         shadow_events=Counter(
             "pipeline_shadow_events", "Shadow evaluations of this model's requests, by event.",
             ["model", "shadow", "event"],
         ),
         shadow_seconds=Histogram(
-            "pipeline_shadow_seconds", "The shadow model's prediction time per sampled request (its share of a batch).",
+            "pipeline_shadow_batch_seconds", "The shadow model's prediction time per batch of sampled requests.",
             ["model", "shadow"], buckets=SECONDS_BUCKETS,
         ),
         shadow_abs_diff=Histogram(
@@ -160,32 +160,6 @@ def _families() -> _Families:
 def count_refusal(model: str, error: BaseException) -> None:
     """One request refused by admission (runtime.admission), by its error class."""
     _families().refusals.labels(model, _reason(type(error))).inc()
-
-
-def count_shadow(model: str, shadow: str, event: str, amount: int = 1) -> None:
-    _families().shadow_events.labels(model, shadow, event).inc(amount)
-
-
-def observe_shadow_seconds(model: str, shadow: str, seconds: float, requests: int = 1) -> None:
-    """One batch of `requests` took `seconds`: each request is counted with its share."""
-    child = _families().shadow_seconds.labels(model, shadow)
-    for _ in range(requests):
-        child.observe(seconds / requests)
-
-
-def observe_shadow_differences(model: str, shadow: str, absolute: np.ndarray, relative: np.ndarray) -> None:
-    families = _families()
-    for value in absolute.tolist():
-        families.shadow_abs_diff.labels(model, shadow).observe(value)
-    for value in relative.tolist():
-        families.shadow_rel_diff.labels(model, shadow).observe(value)
-
-
-def set_shadow_stats(model: str, shadow: str, psi: float, ks: float, rows: int) -> None:
-    families = _families()
-    families.shadow_psi.labels(model, shadow).set(psi)
-    families.shadow_ks.labels(model, shadow).set(ks)
-    families.shadow_window.labels(model, shadow).set(rows)
 
 
 def count_fallback(model: str, fallback: str, reason: str) -> None:
@@ -263,3 +237,36 @@ class ModelMetrics:
         for feature in np.flatnonzero(report.per_feature):  # only the features that had any
             self._ood_values[feature].inc(int(report.per_feature[feature]))
         self._ood_rows.inc(report.rows)
+
+
+class ShadowMetrics:
+    """One primary/shadow pair's metric children, bound once: the shadow thread does no label lookups."""
+
+    def __init__(self, model: str, shadow: str):
+        families = _families()
+        self._events = {e: families.shadow_events.labels(model, shadow, e)
+                        for e in ("evaluated", "compared", "agreed", "error", "dropped")}  # fmt: skip
+        self._seconds = families.shadow_seconds.labels(model, shadow)
+        self._abs_diff = families.shadow_abs_diff.labels(model, shadow)
+        self._rel_diff = families.shadow_rel_diff.labels(model, shadow)
+        self._psi = families.shadow_psi.labels(model, shadow)
+        self._ks = families.shadow_ks.labels(model, shadow)
+        self._window = families.shadow_window.labels(model, shadow)
+
+    def count(self, event: str, amount: int = 1) -> None:
+        self._events[event].inc(amount)
+
+    def observe_batch(self, seconds: float, requests: int) -> None:
+        self._seconds.observe(seconds)
+        self._events["evaluated"].inc(requests)
+
+    def observe_differences(self, absolute: np.ndarray, relative: np.ndarray) -> None:
+        for value in absolute.tolist():
+            self._abs_diff.observe(value)
+        for value in relative.tolist():
+            self._rel_diff.observe(value)
+
+    def set_stats(self, psi: float, ks: float, rows: int) -> None:
+        self._psi.set(psi)
+        self._ks.set(ks)
+        self._window.set(rows)

@@ -1,17 +1,18 @@
 """A shadow model: evaluated on a sample of the primary's validated features, off the request path,
 compared with the primary's predictions; its outputs never reach a caller.
 
-The primary answers first; the request's features then go to a bounded queue (full: dropped and
-counted) that one dedicated thread drains, so the shadow costs the primary's callers no waiting.
+The primary answers first; the request's features then go to a bounded buffer (full: dropped and
+counted) that one dedicated thread empties on a fixed tick. The request path only appends to a
+deque: it never wakes the thread, so the thread takes the GIL from the server's event loop once per
+tick however busy the server is, and evaluates everything that arrived meanwhile in one prediction.
 Exported (runtime.metrics): agreement (classifiers) or absolute and relative differences
-(regressors), the shadow's latency and errors, drops, and over a sliding window of predictions a
-population stability index and a two-sample Kolmogorov-Smirnov statistic between the two.
+(regressors), the shadow's latency per batch and errors, drops, and over a sliding window of
+predictions a population stability index and a two-sample Kolmogorov-Smirnov statistic.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import random
 import threading
 import time
@@ -25,9 +26,8 @@ logger = logging.getLogger("runtime.shadow")
 
 PSI_BINS = 10
 PSI_EPSILON = 1e-6  # an empty bin would make the index infinite
-STATS_EVERY = 50  # recompute PSI/KS after this many new predictions
-MAX_BATCH = 256  # queued requests the shadow evaluates at once
-BATCH_PAUSE_S = 0.005
+TICK_S = 0.1  # how often the thread looks for sampled requests
+STATS_EVERY_S = 1.0  # PSI/KS recomputed at most this often under load, and once traffic pauses
 
 Predict = Callable[[np.ndarray], np.ndarray]  # features -> predictions [N]
 
@@ -57,10 +57,13 @@ class Shadow:
                  queue_size: int, window: int):  # fmt: skip
         self.model, self.shadow, self.classifier = model, shadow, classifier
         self.sample_rate = sample_rate
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._capacity = queue_size
+        # deque.append and popleft are atomic: the event loop and the thread share it without a lock.
+        self._pending: deque[tuple[np.ndarray, np.ndarray]] = deque()
         self._primary: deque[float] = deque(maxlen=window)
         self._shadowed: deque[float] = deque(maxlen=window)
-        self._since_stats = 0
+        self._stale, self._stats_at = False, 0.0
+        self._metrics = metrics.ShadowMetrics(model, shadow)
         self._predict: Optional[Predict] = None
         self._thread = threading.Thread(target=self._drain, name=f"shadow-{model}", daemon=True)
         self._thread.start()
@@ -77,25 +80,20 @@ class Shadow:
         """Called after the primary answered; never blocks."""
         if self._predict is None or random.random() >= self.sample_rate:
             return
-        try:
-            self._queue.put_nowait((features, primary))
-        except queue.Full:
-            metrics.count_shadow(self.model, self.shadow, "dropped")
+        if len(self._pending) >= self._capacity:
+            self._metrics.count("dropped")
+            return
+        self._pending.append((features, primary))
 
     def _drain(self) -> None:
-        # In batches, with a pause between them: one wake-up and one prediction for many requests,
-        # so the shadow thread takes the GIL from the server's event loop as rarely as it can.
         while True:
-            batch = [self._queue.get()]
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            time.sleep(TICK_S)
+            batch = [self._pending.popleft() for _ in range(len(self._pending))]
             predict = self._predict
-            if predict is not None:
+            if batch and predict is not None:
                 self._evaluate(predict, batch)
-            time.sleep(BATCH_PAUSE_S)
+            if self._stale and (not batch or time.monotonic() - self._stats_at >= STATS_EVERY_S):
+                self._publish_stats()
 
     def _evaluate(self, predict: Predict, batch: list[tuple[np.ndarray, np.ndarray]]) -> None:
         features = np.vstack([f for f, _ in batch])
@@ -104,24 +102,25 @@ class Shadow:
         try:
             shadowed = np.asarray(predict(features))
         except Exception:  # the shadow's failure is only ever counted and logged
-            metrics.count_shadow(self.model, self.shadow, "error", len(batch))
-            logger.exception("shadow %s of %s failed", self.shadow, self.model)
+            self._metrics.count("error", len(batch))
+            logger.exception("shadow %s of %s failed on %d requests", self.shadow, self.model, len(batch))
             return
-        metrics.observe_shadow_seconds(self.model, self.shadow, time.perf_counter() - started, len(batch))
+        self._metrics.observe_batch(time.perf_counter() - started, len(batch))
         self._compare(primary, shadowed)
 
     def _compare(self, primary: np.ndarray, shadowed: np.ndarray) -> None:
         if self.classifier:
-            metrics.count_shadow(self.model, self.shadow, "compared", len(primary))
-            metrics.count_shadow(self.model, self.shadow, "agreed", int(np.sum(primary == shadowed)))
+            self._metrics.count("compared", len(primary))
+            self._metrics.count("agreed", int(np.sum(primary == shadowed)))
             return
         difference = np.abs(shadowed.astype(np.float64) - primary.astype(np.float64))
         relative = difference / np.maximum(np.abs(primary.astype(np.float64)), 1e-12)
-        metrics.observe_shadow_differences(self.model, self.shadow, difference, relative)
+        self._metrics.observe_differences(difference, relative)
         self._primary.extend(primary.tolist())
         self._shadowed.extend(shadowed.tolist())
-        self._since_stats += len(primary)
-        if self._since_stats >= STATS_EVERY:
-            self._since_stats = 0
-            p, s = np.asarray(self._primary), np.asarray(self._shadowed)
-            metrics.set_shadow_stats(self.model, self.shadow, psi(p, s), ks(p, s), len(p))
+        self._stale = True
+
+    def _publish_stats(self) -> None:
+        p, s = np.asarray(self._primary), np.asarray(self._shadowed)
+        self._metrics.set_stats(psi(p, s), ks(p, s), len(p))
+        self._stale, self._stats_at = False, time.monotonic()

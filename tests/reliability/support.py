@@ -2,8 +2,8 @@
 with a fixed row, bounded closed-loop load over REST and gRPC, readiness probers and bursts.
 
 Like the whole suite this never imports mlserver (the protobuf trap): servers are subprocesses
-reached over loopback only. The only server-side code of the suite is
-`server_side/slow_runtime.py`, imported by those subprocesses, never by pytest.
+reached over loopback only. The suite's server-side code (`server_side/`: test doubles of the
+runtime) is imported by those subprocesses, never by pytest.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ MAX_REQUESTS_PER_CLIENT = 3000  # every load loop is bounded in count as well as
 ROW = [0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, -0.003, 0.02, -0.02]
 
 
-FAILING_RUNTIME = "tests.reliability.server_side.failing_runtime.FailingRuntime"
+FAILING_RUNTIME = "tests.reliability.server_side.faulty_runtime.FailingRuntime"
+SLEEPING_RUNTIME = "tests.reliability.server_side.faulty_runtime.SleepingRuntime"
 
 
 def serve(root: Path, env: Optional[dict[str, str]] = None, ready: Iterable[str] = ()) -> Iterator[Server]:
