@@ -14,7 +14,7 @@ export MLSERVER_METRICS_PORT ?= 8082
 # The model POST /predict answers (POST /predict/{model} names any other).
 export PIPELINE_DEFAULT_MODEL ?= diabetes
 
-.PHONY: venv serve test test-unit test-pins test-packaging test-integration test-deploy test-reliability test-fuzz train bench lock clean
+.PHONY: venv serve serve-features test test-unit test-pins test-packaging test-integration test-features test-deploy test-reliability test-fuzz train bench lock clean
 
 venv: $(STAMP)
 
@@ -26,9 +26,14 @@ $(STAMP): requirements.lock deploy/install-venv.sh
 serve: venv
 	$(VENV)/bin/mlserver start .
 
+# The same, plus diabetes-by-id looking its features up in a local throw-away PostgreSQL.
+serve-features: venv
+	$(PY) -m harness.postgres --ensure-installed
+	$(PY) -m harness.feature_demo
+
 # The runtime (which imports mlserver) and the V2 clients of kserve/tritonclient register the
 # same protobuf symbols, so the two kinds of tests run in separate pytest processes.
-test: test-unit test-pins test-packaging test-integration test-deploy test-reliability test-fuzz
+test: test-unit test-pins test-packaging test-integration test-features test-deploy test-reliability test-fuzz
 
 test-unit: venv
 	$(PY) -m pytest -q tests/unit
@@ -43,6 +48,12 @@ test-packaging: venv
 
 test-integration: venv
 	$(PY) -m pytest -q tests/integration
+
+# Lookups by entity id against a real PostgreSQL (installed from the distribution's packages when
+# missing; the tests start a throw-away cluster on loopback as an unprivileged user and stop it).
+test-features: venv
+	$(PY) -m harness.postgres --ensure-installed
+	$(PY) -m pytest -q tests/features
 
 # SIGTERM drain, reload under load, overload, deadlines, auth, artifact refusals: real servers.
 test-reliability: venv

@@ -59,6 +59,13 @@ class CircuitBreaker:
                 self._probes_started += 1
             return True
 
+    def forget(self) -> None:
+        """An allowed call that neither worked nor failed (refused for load, cancelled): a
+        half-open breaker's probe slot is free again, so a lost probe cannot keep it half-open."""
+        with self._lock:
+            if self._state == HALF_OPEN and self._probes_started > self._probes_ok:
+                self._probes_started -= 1
+
     def record(self, ok: bool) -> None:
         with self._lock:
             if self._state == HALF_OPEN:

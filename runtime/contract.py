@@ -26,6 +26,7 @@ from runtime.errors import (
     MalformedDataError,
     NonFiniteError,
     OutputError,
+    ParameterError,
     RequestIdError,
     ShapeError,
     ValueRangeError,
@@ -161,6 +162,16 @@ class Contract:
                 f"input '{name}': {rows} rows exceed this model's limit of "
                 f"{self.max_rows} rows per request"
             )
+
+
+def flag_parameter(name: str, value: object) -> bool:
+    """A request parameter that switches something on: true or false; a non-boolean is refused,
+    not guessed at (absent: None, off)."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ParameterError(f"parameter '{name}' must be true or false, got {value!r:.60}")
+    return value
 
 
 def check_request_id(request_id: str | None) -> None:

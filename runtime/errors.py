@@ -85,6 +85,17 @@ class NonFiniteOutputError(InvalidRequest):
     """Finite inputs whose prediction overflows (values far outside the model's numeric range)."""
 
 
+class EntityIdError(InvalidRequest):
+    """An `entity_id` input that is not a 1-D BYTES tensor of non-empty, short, printable ids, or
+    one sent to a model without a feature store."""
+
+
+class UnknownEntityError(InvalidRequest):
+    """An entity id the feature store has no row for (and the model has no default features),
+    or a stored row with a missing (NULL) feature: the message names the id, its row and the
+    feature."""
+
+
 class ArtifactError(PipelineError):
     """A model directory that cannot be loaded safely: refused at load, never served."""
 
@@ -118,6 +129,13 @@ class Overloaded(PipelineError):
 class ModelUnavailable(PipelineError):
     """The model's circuit breaker is open and it has no fallback: a fast HTTP 503 / gRPC
     UNAVAILABLE instead of another failing computation."""
+
+    status = SERVICE_UNAVAILABLE
+
+
+class FeatureStoreUnavailable(PipelineError):
+    """The feature store is down, timed out, at its connection limit, or its circuit breaker is
+    open: HTTP 503, gRPC UNAVAILABLE, at once rather than after a hang."""
 
     status = SERVICE_UNAVAILABLE
 

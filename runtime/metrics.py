@@ -62,6 +62,12 @@ class _Families:
     shadow_ks: Gauge
     shadow_window: Gauge
     breaker_state: Gauge
+    lookup_seconds: Histogram
+    lookup_rows: Counter
+    lookup_cache: Counter
+    lookup_errors: Counter
+    store_breaker: Gauge
+    store_pool: Gauge
 
 
 @lru_cache(maxsize=1)
@@ -151,6 +157,32 @@ def _families() -> _Families:
             "pipeline_breaker_state", "The model's circuit breaker: 0 closed, 1 half-open, 2 open.",
             ["model"], multiprocess_mode="max",
         ),
+        lookup_seconds=Histogram(
+            "pipeline_feature_lookup_seconds", "Feature store round trips (cache misses), wait for a connection included.",
+            ["model"], buckets=SECONDS_BUCKETS,
+        ),
+        lookup_rows=Counter(
+            "pipeline_feature_rows_fetched", "Entity rows the feature store returned.", ["model"],
+        ),
+        # result: hit, miss (one per distinct id of a request).
+        lookup_cache=Counter(
+            "pipeline_feature_cache", "Feature cache lookups by result.", ["model", "result"],
+        ),
+        # kind: unknown_id (or a stored row missing a feature), timeout, unavailable, breaker_open,
+        # pool_full (from the code).
+        lookup_errors=Counter(
+            "pipeline_feature_lookup_errors", "Failed feature lookups by kind.", ["model", "kind"],
+        ),
+        store_breaker=Gauge(
+            "pipeline_feature_store_breaker_state", "The feature store's circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ["model"], multiprocess_mode="max",
+        ),
+        # state: size (open connections), available (idle), waiting (lookups queued for one);
+        # summed over parallel workers, each of which has its own pool.
+        store_pool=Gauge(
+            "pipeline_feature_pool_connections", "The feature store's connection pool.",
+            ["model", "state"], multiprocess_mode="livesum",
+        ),
     )  # fmt: skip
 
 
@@ -184,14 +216,14 @@ def _reason(error_class: type) -> str:
 def outcome_of(error: Optional[BaseException]) -> str:
     if error is None:
         return OK
-    if isinstance(error, errors.InvalidRequest):
+    if isinstance(error, (errors.InvalidRequest, errors.FeatureStoreUnavailable)):
         return _reason(type(error))
     return INTERNAL_ERROR
 
 
 def known_outcomes() -> tuple[str, ...]:
     """Every outcome the runtime's error classes can produce, so each series exists from load."""
-    pending, found = [errors.InvalidRequest], []
+    pending, found = [errors.InvalidRequest, errors.FeatureStoreUnavailable], []
     while pending:
         cls = pending.pop()
         found.append(_reason(cls))
@@ -270,3 +302,40 @@ class ShadowMetrics:
         self._psi.set(psi)
         self._ks.set(ks)
         self._window.set(rows)
+
+
+class FeatureStoreMetrics:
+    """One model's feature store children (runtime.feature_store), bound once."""
+
+    POOL_STATES = {"size": "pool_size", "available": "pool_available", "waiting": "requests_waiting"}
+
+    def __init__(self, model: str):
+        families = _families()
+        self._seconds = families.lookup_seconds.labels(model)
+        self._rows = families.lookup_rows.labels(model)
+        self._hits = families.lookup_cache.labels(model, "hit")
+        self._misses = families.lookup_cache.labels(model, "miss")
+        self._errors = {k: families.lookup_errors.labels(model, k)
+                        for k in ("unknown_id", "timeout", "unavailable", "breaker_open", "pool_full")}  # fmt: skip
+        self._breaker = families.store_breaker.labels(model)
+        self._pool = {state: families.store_pool.labels(model, state) for state in self.POOL_STATES}
+
+    def cache(self, hits: int, misses: int) -> None:
+        if hits:
+            self._hits.inc(hits)
+        if misses:
+            self._misses.inc(misses)
+
+    def fetched(self, seconds: float, rows: int) -> None:
+        self._seconds.observe(seconds)
+        self._rows.inc(rows)
+
+    def error(self, kind: str, amount: int = 1) -> None:
+        self._errors[kind].inc(amount)
+
+    def set_breaker(self, value: int) -> None:
+        self._breaker.set(value)
+
+    def pool(self, stats: dict[str, int]) -> None:
+        for state, key in self.POOL_STATES.items():
+            self._pool[state].set(stats.get(key, 0))

@@ -11,18 +11,29 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 from mlserver import MLModel
 from mlserver.types import InferenceRequest, InferenceResponse
 from mlserver.utils import get_model_uri
 
-from runtime import auth, integration
+from opentelemetry.context import Context
+
+from runtime import auth, entities, integration
 from runtime.artifacts import load_pipeline
 from runtime.compute import compute
-from runtime.contract import Contract
-from runtime.errors import ArtifactError, InternalPredictionError, ModelUnavailable, PipelineError
+from runtime.contract import Contract, flag_parameter
+from runtime.errors import (
+    ArtifactError,
+    EntityIdError,
+    FeatureStoreUnavailable,
+    InternalPredictionError,
+    ModelUnavailable,
+    PipelineError,
+    UnknownEntityError,
+)
+from runtime.feature_store import FeatureStore
 from runtime.integration import batching, tracing, v2
 from runtime.observation import Observer
 from runtime.ood import FLAGS_PARAMETER, OodDetector, OodReport, wants_flags
@@ -42,8 +53,19 @@ logger = logging.getLogger("runtime")
 _LOADED: dict[str, "PipelineRuntime"] = {}
 
 
+class Work(NamedTuple):
+    """One request on its way to the computation."""
+
+    payload: InferenceRequest
+    parent: Optional[Context]  # the request span's context when it is not the current one
+    looked_up: Optional[entities.Assembled]  # features by entity id (runtime.feature_store)
+
+
 class PipelineRuntime(MLModel):
     """Serves one verified scaler+model pipeline version with a strict input contract."""
+
+    # Set by a load that got that far: MLServer also unloads a model whose load failed.
+    _store: Optional[FeatureStore] = None
 
     async def load(self) -> bool:
         started = time.perf_counter()
@@ -78,6 +100,12 @@ class PipelineRuntime(MLModel):
         self.inputs = [v2.metadata(input_description(manifest))]
         self.outputs = [v2.metadata(d) for d in output_descriptions(self._specs)]
         batching.isolate(self, self._contract)
+        if options.feature_store is not None:
+            try:
+                self._store = FeatureStore(self.name, options.feature_store, manifest.feature_names)
+            except PipelineError as error:
+                raise v2.as_mlserver_error(error) from None
+            await self._store.open()
         _LOADED[self.name] = self
         load_seconds = time.perf_counter() - started
         self._observer.metrics.loaded(manifest, self._predictor.kind, load_seconds)
@@ -87,20 +115,30 @@ class PipelineRuntime(MLModel):
         )  # fmt: skip
         return True
 
+    async def unload(self) -> bool:
+        if self._store is not None:
+            await self._store.close()
+        if _LOADED.get(self.name) is self:  # a reload loads the new instance before unloading this one
+            del _LOADED[self.name]
+        return True
+
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         try:
+            parent = tracing.parent_context(payload) if self._observer.tracing else None
+            looked_up = await self._look_up(payload, parent)
+            work = Work(payload, parent, looked_up)
             if not self._resilience.active:
-                return await self._compute(payload)
-            fallback = self._fallback(payload) if self._resilience.fallback_model else None
-            return await self._resilience.run(lambda: self._compute(payload), fallback)
+                return await self._compute(work)
+            fallback = self._fallback(work) if self._resilience.fallback_model else None
+            return await self._resilience.run(lambda: self._compute(work), fallback)
         except PipelineError as error:
             raise v2.as_mlserver_error(error) from None
 
-    async def _compute(self, payload: InferenceRequest) -> InferenceResponse:
+    async def _compute(self, work: Work) -> InferenceResponse:
         # Refused (504) instead of computed if the deadline passed while it waited.
-        return await compute(self._predict, payload, v2.headers(payload), self._offload)
+        return await compute(self._predict, work, v2.headers(work.payload), self._offload)
 
-    def _fallback(self, payload: InferenceRequest):  # type: ignore[no-untyped-def]
+    def _fallback(self, work: Work):  # type: ignore[no-untyped-def]
         async def answer(reason: str) -> InferenceResponse:
             other = _LOADED.get(self._resilience.fallback_model or "")
             if other is None or other is self:
@@ -108,30 +146,66 @@ class PipelineRuntime(MLModel):
                     f"model '{self.name}' failed ({reason}) and its fallback "
                     f"'{self._resilience.fallback_model}' is not loaded"
                 )
-            response = await other._compute(payload)
+            response = await other._compute(work)
             return v2.served_by(response, f"{other.name}:{other._served_version}", reason)
 
         return answer
 
-    def _predict(self, payload: InferenceRequest) -> InferenceResponse:
-        parent = tracing.parent_context(payload) if self._observer.tracing else None
+    async def _look_up(self, payload: InferenceRequest, parent: Optional[Context]) -> Optional[entities.Assembled]:
+        """Features by entity id, on the event loop before the computation; None for a request
+        that sends its features."""
+        inputs = v2.tensors(payload)
+        if not entities.is_entity_request(inputs):
+            return None
+        store = self._store
         try:
-            with self._observer.observe(payload.id, parent) as obs:
+            if store is None:
+                raise EntityIdError(
+                    f"input '{entities.ENTITY_INPUT}': model '{self.name}' has no feature store; "
+                    "send the features themselves"
+                )
+            options = store.options
+            request = entities.parse(inputs, self._contract, options.max_ids, options.max_id_bytes)
+            with self._observer.span("feature_lookup", parent, lambda: len(request.ids)):
+                try:
+                    fetched = await store.fetch(request.ids)
+                    rows, cached = fetched.rows, fetched.cached
+                except FeatureStoreUnavailable:
+                    if options.on_unavailable != "defaults":
+                        raise
+                    rows, cached = None, frozenset()
+                try:
+                    return entities.assemble(request, rows, cached, self._contract, options.defaults)
+                except UnknownEntityError:
+                    store.count_unknown()
+                    raise
+        except PipelineError as error:
+            self._observer.refused(payload.id, error)
+            raise
+
+    def _predict(self, work: Work) -> InferenceResponse:
+        payload, looked_up = work.payload, work.looked_up
+        try:
+            with self._observer.observe(payload.id, work.parent) as obs:
                 with obs.span("validate"):
                     with_flags = wants_flags(v2.request_parameter(payload, FLAGS_PARAMETER))
+                    inputs = [looked_up.features] if looked_up else v2.tensors(payload)
                     parsed = obs.timed(
-                        "decode",
-                        self._contract.parse,
-                        payload.id, v2.tensors(payload), v2.output_names(payload),
+                        "decode", self._contract.parse, payload.id, inputs, v2.output_names(payload)
                     )  # fmt: skip
                     obs.rows = len(parsed.features)
                     ood = obs.timed("validate", self._ood.check, parsed.features, with_flags)
                     obs.ood = ood
+                    sources = None
+                    if looked_up and flag_parameter(
+                        entities.SOURCES_PARAMETER, v2.request_parameter(payload, entities.SOURCES_PARAMETER)
+                    ):  # fmt: skip
+                        sources = looked_up.sources_parameter()
                 with obs.span("transform"):
                     predict = self._predictor.predict
                     results = obs.timed("predict", predict, parsed.features, parsed.outputs)
                 with obs.span("encode"):
-                    response = obs.timed("encode", self._encode, results, ood)
+                    response = obs.timed("encode", self._encode, results, ood, sources)
             if self._shadow is not None and "predict" in results:
                 self._offer_to_shadow(parsed.features, results["predict"])
             return response
@@ -151,9 +225,10 @@ class PipelineRuntime(MLModel):
             shadow.bind(lambda x: other._predictor.predict(x, ("predict",))["predict"])
         shadow.offer(features, predictions)
 
-    def _encode(self, results: dict[str, np.ndarray], ood: OodReport) -> InferenceResponse:
+    def _encode(self, results: dict[str, np.ndarray], ood: OodReport, sources: Optional[str]) -> InferenceResponse:
         outputs = encode_outputs(results, self._specs)
-        return v2.response(self.name, self._served_version, outputs, ood.flags)
+        parameters = {FLAGS_PARAMETER: ood.flags, entities.SOURCES_PARAMETER: sources}
+        return v2.response(self.name, self._served_version, outputs, parameters)
 
 
 integration.install(PipelineRuntime)

@@ -22,6 +22,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Status, StatusCode, Tracer
 
 from runtime.artifacts import Manifest
+from runtime.errors import FeatureStoreUnavailable
 from runtime.logs import log_request
 from runtime.metrics import INTERNAL_ERROR, ModelMetrics, outcome_of
 from runtime.ood import OodReport
@@ -36,6 +37,14 @@ class Tracing:
     tracer: Tracer
 
 
+def _level(error: Optional[BaseException], internal: bool) -> int:
+    if error is None or isinstance(error, FeatureStoreUnavailable):
+        # A dependency's refusal is logged where it happens (the failed lookup, the breaker's
+        # transitions), not once more for each of the thousands of requests refused meanwhile.
+        return logging.DEBUG
+    return logging.ERROR if internal else logging.WARNING
+
+
 class Observer:
     """What one model version records about each request: metrics, a log line and spans."""
 
@@ -47,6 +56,65 @@ class Observer:
     def observe(self, request_id: Optional[str], parent: Optional[Context] = None) -> "Observation":
         """`parent`: the span to hang under when it is not the current one (a parallel worker)."""
         return Observation(self, request_id, parent)
+
+    def refused(self, request_id: Optional[str], error: BaseException) -> None:
+        """A request that failed before its computation (a feature lookup): counted and logged
+        like one that failed in it."""
+        self.record(request_id, error, None, 0.0, {}, None)
+
+    def record(
+        self, request_id: Optional[str], error: Optional[BaseException], rows: Optional[int],
+        seconds: float, stage_seconds: dict[str, float], ood: Optional[OodReport],
+    ) -> None:  # fmt: skip
+        outcome = outcome_of(error)
+        self.metrics.record(outcome, rows, stage_seconds)
+        if ood is not None:
+            self.metrics.record_ood(ood)
+        internal = outcome == INTERNAL_ERROR
+        log_request(
+            logger,
+            _level(error, internal),
+            request_id=request_id,
+            model=self.model,
+            version=self.version,
+            rows=rows,
+            seconds=seconds,
+            outcome=outcome,
+            error=error,
+            traceback=internal,
+        )
+
+    def span(
+        self, name: str, parent: Optional[Context] = None, rows: Callable[[], Optional[int]] = lambda: None
+    ) -> ContextManager[None]:
+        """A child of the current span (or of `parent`); nothing when tracing is off. `rows`:
+        the request's row count once known, for the span's attributes."""
+        if self.tracing is None:
+            return nullcontext()
+        return self._span(self.tracing.tracer, name, parent, rows)
+
+    @contextmanager
+    def _span(
+        self, tracer: Tracer, name: str, parent: Optional[Context], rows: Callable[[], Optional[int]]
+    ) -> Iterator[None]:
+        # Status is set here, not by OpenTelemetry: a client's mistake is not a span error.
+        with tracer.start_as_current_span(
+            name, context=parent, record_exception=False, set_status_on_exception=False
+        ) as span:
+            error: Optional[BaseException] = None
+            try:
+                yield
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                outcome = outcome_of(error)
+                span.set_attributes({"model": self.model, "version": self.version, "outcome": outcome})
+                if rows() is not None:
+                    span.set_attribute("rows", rows())
+                if error is not None and outcome == INTERNAL_ERROR:
+                    span.record_exception(error)
+                    span.set_status(Status(StatusCode.ERROR, type(error).__name__))
 
 
 class Observation:
@@ -77,24 +145,7 @@ class Observation:
     def __exit__(self, exc_type: Any, error: Optional[BaseException], tb: Any) -> None:
         seconds = time.perf_counter() - self._started
         self._root.__exit__(exc_type, error, tb)
-        outcome = outcome_of(error)
-        metrics = self._observer.metrics
-        metrics.record(outcome, self.rows, self._stage_seconds)
-        if self.ood is not None:
-            metrics.record_ood(self.ood)
-        internal = outcome == INTERNAL_ERROR
-        log_request(
-            logger,
-            logging.DEBUG if error is None else logging.ERROR if internal else logging.WARNING,
-            request_id=self._request_id,
-            model=self._observer.model,
-            version=self._observer.version,
-            rows=self.rows,
-            seconds=seconds,
-            outcome=outcome,
-            error=error,
-            traceback=internal,
-        )
+        self._observer.record(self._request_id, error, self.rows, seconds, self._stage_seconds, self.ood)
 
     def timed(self, stage: str, fn: Callable[..., T], *args: Any) -> T:
         started = time.perf_counter()
@@ -105,30 +156,4 @@ class Observation:
 
     def span(self, name: str, parent: Optional[Context] = None) -> ContextManager[None]:
         """A child of the current span (or of `parent`); nothing when tracing is off."""
-        if self._observer.tracing is None:
-            return nullcontext()
-        return self._span(self._observer.tracing.tracer, name, parent)
-
-    @contextmanager
-    def _span(self, tracer: Tracer, name: str, parent: Optional[Context]) -> Iterator[None]:
-        # Status is set here, not by OpenTelemetry: a client's mistake is not a span error.
-        with tracer.start_as_current_span(
-            name, context=parent, record_exception=False, set_status_on_exception=False
-        ) as span:
-            error: Optional[BaseException] = None
-            try:
-                yield
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                outcome = outcome_of(error)
-                observer = self._observer
-                span.set_attributes(
-                    {"model": observer.model, "version": observer.version, "outcome": outcome}
-                )
-                if self.rows is not None:
-                    span.set_attribute("rows", self.rows)
-                if error is not None and outcome == INTERNAL_ERROR:
-                    span.record_exception(error)
-                    span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        return self._observer.span(name, parent, lambda: self.rows)

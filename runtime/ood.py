@@ -19,7 +19,7 @@ from typing import Any, Optional
 import numpy as np
 
 from runtime.artifacts import LoadedPipeline
-from runtime.errors import InvalidRequest
+from runtime.contract import flag_parameter
 
 FLAGS_PARAMETER = "ood_flags"
 
@@ -93,12 +93,5 @@ def _encode_flags(per_row: list[list[str]]) -> str:
 
 
 def wants_flags(value: object) -> bool:
-    """Whether a request's `ood_flags` parameter asks for per-row flags; a non-boolean is refused,
-    not guessed at (absent: None)."""
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise InvalidRequest(
-            f"parameter '{FLAGS_PARAMETER}' must be true or false, got {value!r:.60}"
-        )
-    return value
+    """Whether a request's `ood_flags` parameter asks for per-row flags."""
+    return flag_parameter(FLAGS_PARAMETER, value)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+import re
+from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from runtime.artifacts import LoadPolicy
 from runtime.errors import ArtifactError, validation_problems
@@ -83,6 +84,100 @@ class AdmissionOptions(BaseModel):
         return bool(self.max_in_flight) or self.request_timeout_ms is not None
 
 
+# A table or column name as it may appear unquoted in SQL (the runtime quotes it anyway).
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class FeatureStoreOptions(BaseModel):
+    """Where a model looks up its features by entity id (runtime.feature_store)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dsn_file: Optional[str] = Field(
+        None, description="File holding the libpq connection string (never the settings file itself)."
+    )
+    dsn_env: Optional[str] = Field(None, description="Environment variable holding the connection string.")
+    table: str = Field(description="Table (or schema.table) with one row per entity.")
+    key_column: str = Field("entity_id", description="The entity id column (text).")
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Feature name -> column, for features whose column is named differently; "
+        "every other feature is read from the column of its own name.",
+    )
+    pool_min: int = Field(1, ge=0, description="Connections kept open.")
+    pool_max: int = Field(4, ge=1, description="Connections at most (per server process).")
+    pool_max_waiting: int = Field(
+        16, ge=1, description="Lookups that may wait for a connection; more are refused with 503."
+    )
+    pool_max_lifetime_s: float = Field(1800.0, gt=0, description="A connection is replaced after this long.")
+    pool_max_idle_s: float = Field(300.0, gt=0, description="An idle connection above pool_min is closed after this long.")
+    pool_check: bool = Field(
+        True, description="Check a connection (one empty round trip) before a lookup uses it."
+    )
+    connect_timeout_s: float = Field(2.0, gt=0, description="Per connection attempt.")
+    reconnect_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        description="How long the pool retries a lost connection (backing off from 1 s) before "
+        "giving up on it; the next lookup then starts a fresh attempt at once. Short keeps recovery "
+        "within a few seconds of the database's return, whatever the length of the outage.",
+    )
+    lookup_timeout_ms: float = Field(
+        50.0, gt=0, description="A whole lookup (waiting for a connection and the query); past it, 503."
+    )
+    cache_ttl_s: float = Field(30.0, ge=0, description="How long a fetched row is reused; 0: no cache.")
+    cache_entries: int = Field(10_000, ge=1, description="Rows the cache holds at most.")
+    max_ids: int = Field(1000, ge=1, description="Entity ids per request at most.")
+    max_id_bytes: int = Field(128, ge=1, description="Longest entity id accepted (UTF-8 bytes).")
+    defaults: Optional[dict[str, float]] = Field(
+        None,
+        description="A value for every feature: an unknown id gets these (its row flagged) instead "
+        "of a 400.",
+    )
+    on_unavailable: Literal["error", "defaults"] = Field(
+        "error",
+        description="error: 503 while the store is down; defaults: answer with `defaults` (rows flagged).",
+    )
+    breaker_failure_ratio: float = Field(0.5, gt=0, le=1, description="Failed lookups that open the breaker.")
+    breaker_window: int = Field(20, ge=1, description="Lookups the failure ratio is taken over.")
+    breaker_min_calls: int = Field(5, ge=1, description="Lookups in the window before it may open.")
+    breaker_open_s: float = Field(2.0, gt=0, description="Seconds open before a half-open probe.")
+    breaker_probes: int = Field(1, ge=1, description="Successful probes that close it again.")
+
+    @field_validator("table")
+    @classmethod
+    def _table_name(cls, value: str) -> str:
+        if not all(_IDENTIFIER.match(part) for part in value.split(".")) or value.count(".") > 1:
+            raise ValueError(f"{value!r} is not a table name (letters, digits, _; optionally schema.table)")
+        return value
+
+    @field_validator("key_column")
+    @classmethod
+    def _key_name(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"{value!r} is not a column name")
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _column_names(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [c for c in value.values() if not _IDENTIFIER.match(c)]
+        if bad:
+            raise ValueError(f"not column names: {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_dsn_and_complete_defaults(self) -> "FeatureStoreOptions":
+        if (self.dsn_file is None) == (self.dsn_env is None):
+            raise ValueError("give exactly one of dsn_file and dsn_env")
+        if self.on_unavailable == "defaults" and self.defaults is None:
+            raise ValueError("on_unavailable 'defaults' needs defaults")
+        return self
+
+    def column(self, feature: str) -> str:
+        return self.columns.get(feature, feature)
+
+
 class RuntimeOptions(AdmissionOptions):
     # Unknown keys are refused so a misspelt option fails the load instead of being ignored.
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -135,6 +230,12 @@ class RuntimeOptions(AdmissionOptions):
     shadow_sample_rate: float = Field(1.0, gt=0, le=1, description="Share of requests shadowed.")
     shadow_queue: int = Field(1000, ge=1, description="Requests waiting for the shadow; more are dropped.")
     shadow_window: int = Field(1000, ge=10, description="Predictions PSI and KS are computed over.")
+
+    feature_store: Optional[FeatureStoreOptions] = Field(
+        None,
+        description="Accept an `entity_id` BYTES input and look its features up in PostgreSQL "
+        "(runtime.feature_store); feature inputs sent beside it override the looked-up values.",
+    )
 
     @classmethod
     def from_extra(cls, extra: Optional[dict[str, Any]]) -> "RuntimeOptions":

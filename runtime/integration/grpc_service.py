@@ -93,6 +93,8 @@ def raw_buffers(request: pb.ModelInferRequest) -> dict[int, bytes]:
         )
     for index, buffer in zip(pending, raw):
         inp = request.inputs[index]
+        if inp.datatype == "BYTES":  # entity ids (runtime.entities): split and checked by tensor_values
+            continue
         if inp.datatype not in NUMERIC_DATATYPES:
             raise DatatypeError(
                 f"input '{inp.name}': datatype {inp.datatype} is not supported; {NUMERIC_HINT}"
@@ -108,8 +110,26 @@ def raw_buffers(request: pb.ModelInferRequest) -> dict[int, bytes]:
     return dict(zip(pending, raw))
 
 
+def bytes_elements(name: str, buffer: bytes, count: int) -> list[bytes]:
+    """A raw BYTES tensor: each element a 4-byte little-endian length, then that many bytes."""
+    elements, at = [], 0
+    while at < len(buffer):
+        if at + 4 > len(buffer):
+            raise MalformedDataError(f"input '{name}': raw BYTES contents end inside an element's length")
+        size = int.from_bytes(buffer[at : at + 4], "little")
+        if at + 4 + size > len(buffer):
+            raise MalformedDataError(f"input '{name}': raw BYTES element {len(elements)} is cut short")
+        elements.append(buffer[at + 4 : at + 4 + size])
+        at += 4 + size
+    if len(elements) != count:
+        raise ShapeError(f"input '{name}': shape holds {count} values but raw BYTES contents have {len(elements)}")
+    return elements
+
+
 def tensor_values(inp: pb.ModelInferRequest.InferInputTensor, raw: Optional[bytes]) -> object:
     """The tensor's values: a numpy array where the wire format allows, else a list."""
+    if raw is not None and inp.datatype == "BYTES":
+        return bytes_elements(inp.name, raw, prod(inp.shape))
     if raw is not None:
         # The V2 raw format is little-endian; frombuffer views the bytes without copying.
         return np.frombuffer(raw, dtype=NUMERIC_DATATYPES[inp.datatype].newbyteorder("<"))

@@ -19,7 +19,6 @@ from mlserver.types import (
 
 from runtime.contract import Tensor
 from runtime.errors import PipelineError
-from runtime.ood import FLAGS_PARAMETER
 from runtime.response import EncodedOutput, TensorDescription
 
 
@@ -60,8 +59,10 @@ def headers(request: InferenceRequest) -> Optional[dict[str, str]]:
 
 
 def response(
-    model_name: str, model_version: str, outputs: list[EncodedOutput], ood_flags: Optional[str]
+    model_name: str, model_version: str, outputs: list[EncodedOutput], parameters: dict[str, Optional[str]]
 ) -> InferenceResponse:
+    """`parameters`: the ones that are not None, each one JSON string (MLServer drops list
+    parameters over gRPC)."""
     built = InferenceResponse(
         model_name=model_name,
         model_version=model_version,
@@ -70,9 +71,9 @@ def response(
             for o in outputs
         ],
     )
-    if ood_flags is not None:
-        # One JSON string: MLServer drops list parameters over gRPC.
-        built.parameters = Parameters(**{FLAGS_PARAMETER: ood_flags})
+    present = {k: v for k, v in parameters.items() if v is not None}
+    if present:
+        built.parameters = Parameters(**present)
     return built
 
 

@@ -142,7 +142,7 @@ def test_metrics_move_by_the_right_amounts(obs_server):
     refused = {
         "feature_count": _rest(obs_server, _body(np.zeros((2, 7)), name=HOSTILE_NAME)),
         "output": _rest(obs_server, {**_body(np.zeros((1, 10))), "outputs": [{"name": "proba"}]}),
-        "invalid_request": _rest(obs_server, _body(np.zeros((1, 10)), ood_flags="yes")),
+        "parameter": _rest(obs_server, _body(np.zeros((1, 10)), ood_flags="yes")),
     }
     for outcome, resp in refused.items():
         assert resp.status_code == 400, (outcome, resp.text)

@@ -143,3 +143,17 @@ def test_a_failed_probe_opens_it_again():
     assert breaker.allow()
     breaker.record(False)
     assert breaker.state == "open" and not breaker.allow()
+
+
+def test_a_probe_that_neither_worked_nor_failed_frees_its_slot():
+    # A half-open breaker whose only probe was refused for load (or cancelled) must let the next
+    # call probe, not stay half-open for good (the feature store's recovery depends on it).
+    clock = _Clock()
+    breaker = CircuitBreaker("m", failure_ratio=1.0, window=1, min_calls=1, open_s=1.0, probes=1, clock=clock)
+    breaker.record(False)
+    clock.now += 1.0
+    assert breaker.allow() and not breaker.allow()
+    breaker.forget()
+    assert breaker.allow()
+    breaker.record(True)
+    assert breaker.state == "closed"

@@ -110,10 +110,10 @@ def test_a_non_boolean_flags_parameter_is_a_client_error(bad):
 def test_flags_travel_in_the_response_parameters():
     detector = _detector([0, 0, 0], [1, 1, 1])
     flagged = detector.check(np.array([[2.0, 0.5, 0.5]]), with_flags=True)
-    response = v2.response("m", "1", [], flagged.flags)
+    response = v2.response("m", "1", [], {FLAGS_PARAMETER: flagged.flags})
     assert json.loads(response.parameters.model_extra[FLAGS_PARAMETER]) == [["a"]]
     unflagged = detector.check(np.array([[2.0, 0.5, 0.5]]), with_flags=False)
-    assert v2.response("m", "1", [], unflagged.flags).parameters is None
+    assert v2.response("m", "1", [], {FLAGS_PARAMETER: unflagged.flags}).parameters is None
 
 
 def test_z_threshold_option():

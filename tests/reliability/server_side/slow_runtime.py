@@ -19,6 +19,6 @@ DELAY_S = float(os.environ.get("SLOW_RUNTIME_DELAY_MS", "20")) / 1000.0
 
 
 class SlowRuntime(PipelineRuntime):
-    def _predict(self, payload):  # type: ignore[no-untyped-def]
+    def _predict(self, work):  # type: ignore[no-untyped-def]
         time.sleep(DELAY_S)
-        return super()._predict(payload)
+        return super()._predict(work)

@@ -1,0 +1,70 @@
+"""The feature store suite's servers and clients: a real PostgreSQL cluster (harness.postgres)
+with the diabetes feature table, and `mlserver start .` serving diabetes v1 looking its features
+up there. Like every client-side suite this never imports mlserver (the protobuf trap)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import numpy as np
+import requests
+import tritonclient.grpc as tgrpc
+
+from harness.models import dataset
+from harness.postgres import Postgres
+from harness.repository import add_model, make_repository
+from harness.server import Server
+
+TABLE = "diabetes_features"
+HTTP_TIMEOUT_S = 15.0
+
+
+def store_options(dsn_file: Path, **overrides: Any) -> dict[str, Any]:
+    # A lookup budget for a shared, noisy machine; the default (50 ms) is for a quiet one.
+    return {"feature_store": {"dsn_file": str(dsn_file), "table": TABLE, "lookup_timeout_ms": 1000,
+                              **overrides}}  # fmt: skip
+
+
+def launch(root: Path, pg: Postgres, models: dict[str, dict[str, Any]], ready: Iterable[str] = ()) -> Server:
+    """A repository with diabetes v1 under each name in `models` (its feature_store overrides;
+    None: a plain feature-vector model), launched."""
+    make_repository(root, workers=0)
+    dsn_file = pg.write_dsn_file(root / "features.dsn")
+    for name, overrides in models.items():
+        extra = store_options(dsn_file, **overrides) if overrides is not None else {}
+        add_model(root, name, extra=extra)
+    return Server.launch(root / "server.log", root=root, models=[(m, None) for m in (ready or models)])
+
+
+def rows_of(ids: list[str]) -> np.ndarray:
+    """The dataset rows the feature table holds under these ids (patient-<row index>)."""
+    return dataset("diabetes")[[int(i.removeprefix("patient-")) for i in ids]]
+
+
+def rest_by_id(server: Server, model: str, ids: list[str], extra_inputs: Optional[list[dict]] = None,
+               parameters: Optional[dict] = None, session: Optional[requests.Session] = None,
+               headers: Optional[dict] = None, timeout: float = HTTP_TIMEOUT_S) -> requests.Response:  # fmt: skip
+    body: dict[str, Any] = {"inputs": [{"name": "entity_id", "shape": [len(ids)], "datatype": "BYTES", "data": ids},
+                                       *(extra_inputs or [])]}  # fmt: skip
+    if parameters:
+        body["parameters"] = parameters
+    return (session or requests).post(f"{server.http_url}/v2/models/{model}/infer", json=body,
+                                      headers=headers or {}, timeout=timeout)  # fmt: skip
+
+
+def rest_by_features(server: Server, model: str, x: np.ndarray) -> requests.Response:
+    body = {"inputs": [{"name": "X", "shape": list(x.shape), "datatype": "FP64", "data": x.ravel().tolist()}]}
+    return requests.post(f"{server.http_url}/v2/models/{model}/infer", json=body, timeout=HTTP_TIMEOUT_S)
+
+
+def grpc_by_id(client: tgrpc.InferenceServerClient, model: str, ids: list[str],
+               columns: Optional[dict[str, np.ndarray]] = None, timeout: Optional[float] = None) -> tgrpc.InferResult:  # fmt: skip
+    tensor = tgrpc.InferInput("entity_id", [len(ids)], "BYTES")
+    tensor.set_data_from_numpy(np.array([i.encode() for i in ids], dtype=np.object_))
+    inputs = [tensor]
+    for name, values in (columns or {}).items():
+        column = tgrpc.InferInput(name, [len(values)], "FP64")
+        column.set_data_from_numpy(np.asarray(values, dtype=np.float64))
+        inputs.append(column)
+    return client.infer(model, inputs, client_timeout=timeout)

@@ -1,0 +1,96 @@
+"""Requests by entity id (runtime.entities) and the feature cache (runtime.ttl_cache): plain
+tensors and dictionaries, no database (the real one is in tests/features)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from runtime import entities
+from runtime.contract import Contract, Tensor
+from runtime.errors import EntityIdError, FeatureNameError, ShapeError, UnknownEntityError
+from runtime.ttl_cache import TTLCache
+
+CONTRACT = Contract(("a", "b", "c"), ("predict",), max_rows=10)
+
+
+def _ids(*values, datatype="BYTES", shape=None) -> Tensor:
+    return Tensor("entity_id", shape or [len(values)], datatype, list(values))
+
+
+def _parse(*inputs: Tensor) -> entities.EntityRequest:
+    return entities.parse(inputs, CONTRACT, max_ids=3, max_id_bytes=8)
+
+
+def test_ids_arrive_as_strings_or_utf8_bytes():
+    assert _parse(_ids("x1", b"x2")).ids == ("x1", "x2")
+
+
+@pytest.mark.parametrize("tensor, message", [
+    (_ids(1.0, datatype="FP64"), "datatype FP64; entity ids are sent as BYTES"),
+    (_ids("x", shape=[1, 1]), "shape [1, 1]; entity ids are one 1-D tensor"),
+    (_ids("a", "b", shape=[3]), "shape [3] but 2 values"),
+    (_ids(), "no ids (empty batch)"),
+    (_ids("a", "b", "c", "d"), "4 ids exceed this model's limit of 3"),
+    (_ids("ok", ""), "row 1: empty id"),
+    (_ids("123456789"), "row 0: id longer than 8 bytes"),
+    (_ids(b"\xff"), "row 0: the id is not UTF-8"),
+    (_ids("a\nb"), "row 0: the id has control characters"),
+    (_ids(7), "row 0: expected a string id, got int"),
+])  # fmt: skip
+def test_malformed_ids_are_refused_naming_the_row(tensor, message):
+    with pytest.raises(EntityIdError, match=re.escape(message)):
+        _parse(tensor)
+
+
+def test_features_beside_the_ids_must_be_named_columns_of_the_same_length():
+    with pytest.raises(FeatureNameError, match="input 'z': beside 'entity_id'"):
+        _parse(_ids("x"), Tensor("z", [1], "FP64", [1.0]))
+    with pytest.raises(ShapeError, match=r"input 'b': shape \[2\], but 'entity_id' has 1 rows"):
+        _parse(_ids("x"), Tensor("b", [2], "FP64", [1.0, 2.0]))
+    with pytest.raises(FeatureNameError, match="given more than once"):
+        _parse(_ids("x"), Tensor("b", [1], "FP64", [1.0]), Tensor("b", [1], "FP64", [2.0]))
+
+
+def test_given_features_replace_the_looked_up_ones_and_sources_are_per_row():
+    request = _parse(_ids("x", "y"), Tensor("b", [2], "FP64", [10.0, 20.0]))
+    rows = {"x": (1.0, 2.0, 3.0), "y": (4.0, None, 6.0)}  # a NULL where the caller gave the value
+    out = entities.assemble(request, rows, frozenset({"y"}), CONTRACT, None)
+    np.testing.assert_array_equal(out.features.data, [[1.0, 10.0, 3.0], [4.0, 20.0, 6.0]])
+    assert json.loads(out.sources_parameter()) == {"rows": ["store", "cache"], "from_request": ["b"]}
+
+
+def test_an_unknown_id_or_a_missing_value_is_a_400_unless_there_are_defaults():
+    request = _parse(_ids("x", "ghost"))
+    rows = {"x": (1.0, None, 3.0)}
+    with pytest.raises(UnknownEntityError, match="row 0: entity 'x' has no value for feature 'b'"):
+        entities.assemble(request, rows, frozenset(), CONTRACT, None)
+    with pytest.raises(UnknownEntityError, match="row 1: unknown entity id 'ghost'"):
+        entities.assemble(request, {"x": (1.0, 2.0, 3.0)}, frozenset(), CONTRACT, None)
+    out = entities.assemble(request, rows, frozenset(), CONTRACT, {"a": 0.0, "b": -1.0, "c": 0.5})
+    np.testing.assert_array_equal(out.features.data, [[1.0, -1.0, 3.0], [0.0, -1.0, 0.5]])
+    assert out.sources == ("defaults", "defaults")
+
+
+def test_a_store_that_is_down_gives_the_defaults_to_every_row():
+    out = entities.assemble(_parse(_ids("x")), None, frozenset(), CONTRACT, {"a": 1.0, "b": 2.0, "c": 3.0})
+    assert out.sources == ("defaults",)
+    with pytest.raises(UnknownEntityError):
+        entities.assemble(_parse(_ids("x")), None, frozenset(), CONTRACT, None)
+
+
+def test_the_cache_expires_entries_and_evicts_the_oldest():
+    now = [0.0]
+    cache: TTLCache[str, int] = TTLCache(ttl_s=10, max_entries=2, clock=lambda: now[0])
+    cache.put("a", 1)
+    cache.put("b", 2)
+    cache.put("c", 3)
+    assert cache.get("a") is None and cache.get("b") == 2 and len(cache) == 2
+    now[0] = 10.0
+    assert cache.get("b") is None and cache.get("c") is None
+    off: TTLCache[str, int] = TTLCache(ttl_s=0, max_entries=2)
+    off.put("a", 1)
+    assert off.get("a") is None and not off.enabled
