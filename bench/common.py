@@ -15,20 +15,28 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import numpy as np
 
 from harness.models import DIABETES, REPO_ROOT, pipeline, sample_rows
 from harness.repository import add_model, make_repository, project_settings
 from harness.server import Server
-from harness.v2 import json_tensor, pb_2d_request
+from harness.v2 import json_tensor, pb_2d_request, pb_request, pb_tensor
+
+if TYPE_CHECKING:  # harness.postgres imports psycopg: only a run with --lookup needs it
+    from harness.postgres import Postgres
 
 REPO = REPO_ROOT
 RESULTS = REPO / "bench" / "results"
 MODEL_NAME = DIABETES
 MODEL_VERSION = "1"
 SHADOW_NAME = "diabetes-shadow"
+FEATURE_TABLE = "diabetes_features"
+LOOKUP_ROW = 1  # every lookup request asks for this dataset row's id (patient-0001)
+# Far above a lookup's normal milliseconds: a slow round at c=16 on 2 shared cores shows as
+# latency in the table, not as 503s that would void the run.
+LOOKUP_TIMEOUT_MS = 1000
 READY_TIMEOUT_S = 180.0
 # One BLAS thread per server process: the box has 2 cores and the load generator needs one.
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -79,6 +87,17 @@ def grpc_request(X: np.ndarray):
     return pb_2d_request(MODEL_NAME, X, name="input-0")
 
 
+def lookup_rest_body(entity_id: str) -> bytes:
+    """The V2 JSON request by id: one BYTES `entity_id` [1] instead of the features."""
+    body = {"inputs": [json_tensor("entity_id", np.asarray([entity_id]), datatype="BYTES", flat=True)]}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def lookup_grpc_request(entity_id: str):
+    """The same as a ModelInferRequest (the id in contents.bytes_contents)."""
+    return pb_request(MODEL_NAME, [pb_tensor("entity_id", [1], "BYTES", [entity_id.encode()])])
+
+
 def grpc_frame(message: bytes) -> bytes:
     """gRPC length-prefixed message (uncompressed), as sent in the HTTP/2 DATA frames."""
     return b"\x00" + len(message).to_bytes(4, "big") + message
@@ -120,18 +139,22 @@ class MLServerConfig:
 
 
 def prepare_mlserver_dir(kind: str, workdir: Path, cfg: MLServerConfig, model: str = "linear",
-                         shadow: float = 0.0, copy: bool = False) -> Path:
+                         shadow: float = 0.0, copy: bool = False,
+                         feature_store: Optional[dict[str, Any]] = None, variant: str = "") -> Path:
     """A model repository for `mlserver start` with one model `diabetes`.
 
     kind "ours": harness.repository (runtime/ linked, the project's settings.json, a copy of
-    models/diabetes/1, or the forest packaged by runtime.package, with the batching fields added).
+    models/diabetes/1, or the forest packaged by runtime.package, with the batching fields added;
+    `feature_store`: the linear model also answers requests by id from that store).
+    `variant` names the directory of one more server of the same kind and config.
     kind "stock": the same scaler + model dumped as one sklearn Pipeline served by mlserver_sklearn,
     with the same settings minus the project's own code (its JSON log formatter and repository
     class); neither server writes a line per request (debug false).
     """
     import joblib
 
-    root = workdir / f"{kind}-{cfg.slug}{'-shadow' if shadow else ''}{'-copy' if copy else ''}"
+    tags = ("shadow" if shadow else "", "copy" if copy else "", variant)
+    root = workdir / "-".join([kind, cfg.slug, *filter(None, tags)])
     if root.exists():
         shutil.rmtree(root)
     if kind == "ours" and model == "linear":
@@ -140,6 +163,8 @@ def prepare_mlserver_dir(kind: str, workdir: Path, cfg: MLServerConfig, model: s
         if shadow:  # diabetes v2 shadowing this share of the requests
             add_model(root, SHADOW_NAME, source=f"{MODEL_NAME}/2", version="2")
             extra.update(shadow_model=SHADOW_NAME, shadow_sample_rate=shadow)
+        if feature_store:
+            extra["feature_store"] = feature_store
         add_model(root, MODEL_NAME, source=f"{MODEL_NAME}/{MODEL_VERSION}", version=MODEL_VERSION,
                   extra=extra, settings=cfg.batching_settings())
     elif kind == "ours":
@@ -177,6 +202,49 @@ def prepare_kserve_dir(workdir: Path, model: str = "linear") -> Path:
     root.mkdir(parents=True)
     joblib.dump(bench_pipeline(model), root / "model.joblib")
     return root
+
+
+# ---------------------------------------------------------------- the feature store (--lookup)
+
+
+@dataclass(frozen=True)
+class FeatureStore:
+    """The throw-away PostgreSQL the lookup servers read: its DSN file and the id every request sends."""
+
+    pg: "Postgres"
+    dsn_file: Path
+    entity_id: str
+
+    def settings(self, cache: bool) -> dict[str, Any]:
+        """`parameters.extra.feature_store` of a lookup server; without the cache every request
+        queries the database (the runtime's other defaults apply: pool of 1-4, TTL 30 s)."""
+        settings = {"dsn_file": str(self.dsn_file), "table": FEATURE_TABLE, "lookup_timeout_ms": LOOKUP_TIMEOUT_MS}
+        return settings if cache else {**settings, "cache_ttl_s": 0}
+
+    def processes(self) -> list:
+        """The postmaster and its children (one backend per pooled connection, checkpointer, ...):
+        the database's CPU, which is outside the runtime's process tree."""
+        import psutil
+
+        try:  # the pid file's first line is the postmaster's pid
+            root = psutil.Process(int((self.pg.data_dir / "postmaster.pid").read_text().split()[0]))
+            return [root] + root.children(recursive=True)
+        except (OSError, ValueError, IndexError, psutil.NoSuchProcess):  # not running
+            return []
+
+
+@contextlib.contextmanager
+def feature_store(log: Callable[[str], None]) -> Iterator[FeatureStore]:
+    """A PostgreSQL cluster with the diabetes feature table (ids patient-0000 ..), stopped and
+    deleted on the way out, also on errors; the DSN file lives (and goes) with the cluster."""
+    from harness.postgres import load_feature_table, start_cluster
+
+    pg = start_cluster(log=log)
+    try:
+        ids = load_feature_table(pg, FEATURE_TABLE)
+        yield FeatureStore(pg, pg.write_dsn_file(pg.base / "dsn"), ids[LOOKUP_ROW])
+    finally:
+        pg.close()
 
 
 # ---------------------------------------------------------------- launching servers
@@ -225,10 +293,15 @@ def serving(launch: Launcher) -> Iterator[Server]:
 
 def cpu_snapshot(server: Server) -> dict[int, float]:
     """CPU seconds (user+system) of the server process and all its descendants, by pid."""
+    return processes_cpu(server.processes())
+
+
+def processes_cpu(processes: list) -> dict[int, float]:
+    """CPU seconds (user+system) of these psutil processes, by pid (the gone ones left out)."""
     import psutil
 
     out: dict[int, float] = {}
-    for p in server.processes():
+    for p in processes:
         try:
             t = p.cpu_times()
             out[p.pid] = t.user + t.system

@@ -26,15 +26,17 @@ def store_options(dsn_file: Path, **overrides: Any) -> dict[str, Any]:
                               **overrides}}  # fmt: skip
 
 
-def launch(root: Path, pg: Postgres, models: dict[str, dict[str, Any]], ready: Iterable[str] = ()) -> Server:
+def launch(root: Path, pg: Postgres, models: dict[str, Optional[dict[str, Any]]], ready: Iterable[str] = (),
+           settings: Optional[dict[str, Any]] = None, env: Optional[dict[str, str]] = None,
+           workers: Optional[int] = 0) -> Server:  # fmt: skip
     """A repository with diabetes v1 under each name in `models` (its feature_store overrides;
     None: a plain feature-vector model), launched."""
-    make_repository(root, workers=0)
+    make_repository(root, workers=workers, settings=settings)
     dsn_file = pg.write_dsn_file(root / "features.dsn")
     for name, overrides in models.items():
         extra = store_options(dsn_file, **overrides) if overrides is not None else {}
         add_model(root, name, extra=extra)
-    return Server.launch(root / "server.log", root=root, models=[(m, None) for m in (ready or models)])
+    return Server.launch(root / "server.log", root=root, models=[(m, None) for m in (ready or models)], env=env)
 
 
 def rows_of(ids: list[str]) -> np.ndarray:

@@ -151,3 +151,18 @@ def test_lookups_are_measured(server):
     assert 1 <= metric("pipeline_feature_pool_connections", state="size") <= 4
     refused = server.metric("pipeline_requests_total", model="uncached", outcome="unknown_entity")
     assert refused >= 1  # a refused lookup is a request outcome like any other
+
+
+def test_lookups_work_in_parallel_workers_each_with_its_own_pool(pg, tmp_path):
+    # MLServer's default parallel_workers (1): the model, its pool and its lookups live in a worker.
+    workers = launch(tmp_path, pg, {"plain": None, "by-id": {}}, workers=1)
+    try:
+        workers.wait_ready()
+        direct = _predictions(rest_by_features(workers, "plain", rows_of(IDS)))
+        assert _predictions(rest_by_id(workers, "by-id", IDS)) == direct
+        client = tgrpc.InferenceServerClient(url=workers.grpc_url)
+        assert grpc_by_id(client, "by-id", IDS).as_numpy("predict").tolist() == direct
+        client.close()
+        assert rest_by_id(workers, "by-id", ["ghost"]).status_code == 400
+    finally:
+        workers.kill()
