@@ -11,6 +11,8 @@ PROTO_TITLES = {"rest": "REST", "grpc": "gRPC"}
 SHADOW_MARK = " +shadow "  # config label of this runtime with a shadow model (bench.run --shadow)
 COPY_MARK = " (A/A copy)"  # an identical server beside it: the noise of the same comparison
 SHADOW_MAX_RPS_LOSS = 0.10  # the issue's target: at most 10 % fewer req/s with the shadow on
+LOOKUP_MARK = " +lookup "  # this runtime answering requests by id from PostgreSQL (bench.run --lookup)
+LOOKUP_LOAD = "1row_c16"  # the one load the lookup servers run (1 id at concurrency 16)
 
 
 def _ok_runs(result: dict) -> list[dict]:
@@ -18,8 +20,8 @@ def _ok_runs(result: dict) -> list[dict]:
 
 
 def _variant(run: dict) -> bool:
-    """A run of the shadow-cost comparison, not a configuration competing for "best"."""
-    return SHADOW_MARK in run["config"] or COPY_MARK in run["config"]
+    """A run of the shadow-cost or lookup-cost comparison, not a configuration competing for "best"."""
+    return any(mark in run["config"] for mark in (SHADOW_MARK, COPY_MARK, LOOKUP_MARK))
 
 
 def _best(runs, server, proto, load, key, lower=False):
@@ -87,10 +89,21 @@ def _median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
+def _best_value(run: dict, key: str) -> float:
+    """The run's best round for this metric: highest req/s, lowest latency and CPU/request."""
+    pick = max if key == "rps" else min
+    return pick(r[key] for r in run["rounds"] if r.get(key) is not None)
+
+
 def _best_ratio(base: dict, other: dict, key: str) -> float:
     """other's best round over base's best round (highest req/s, lowest p99 and CPU/request)."""
-    pick = max if key == "rps" else min
-    return pick(r[key] for r in other["rounds"]) / pick(r[key] for r in base["rounds"])
+    return _best_value(other, key) / _best_value(base, key)
+
+
+def _ours(runs: list[dict], config: str, proto: str, load: str) -> dict | None:
+    """This runtime's run in that config (label), protocol and load."""
+    return next((r for r in runs if r["server"] == "ours" and r["config"] == config and r["protocol"] == proto
+                 and r["load"] == load), None)  # fmt: skip
 
 
 def shadow_costs(result: dict) -> list[dict]:
@@ -100,13 +113,8 @@ def shadow_costs(result: dict) -> list[dict]:
     scheduler puts it, which pairing rounds does not cancel. The paired median is shown beside."""
     runs, out = _ok_runs(result), []
     for shadowed in (r for r in runs if SHADOW_MARK in r["config"]):
-        config = shadowed["config"].split(SHADOW_MARK)[0]
-
-        def run_of(label: str) -> dict | None:
-            return next((r for r in runs if r["server"] == "ours" and r["config"] == label
-                         and r["protocol"] == shadowed["protocol"] and r["load"] == shadowed["load"]), None)  # fmt: skip
-
-        base, copy = run_of(config), run_of(config + COPY_MARK)
+        config, proto, load = shadowed["config"].split(SHADOW_MARK)[0], shadowed["protocol"], shadowed["load"]
+        base, copy = _ours(runs, config, proto, load), _ours(runs, config + COPY_MARK, proto, load)
         if base is None:
             continue
         row = {"protocol": shadowed["protocol"], "load": shadowed["load"], "config": shadowed["config"]}
@@ -140,6 +148,71 @@ def _shadow_lines(result: dict) -> list[str]:
                 lines.append(f"| {LOAD_TITLES[c['load']]} | {PROTO_TITLES[c['protocol']]} | {label} | {v['rps']:.2f} "
                              f"| {v['p99_ms']:.2f} | {v['server_cpu_us_per_req']:.2f} | {v['rps_paired_median']:.2f} "
                              f"| {v['rounds']} | {verdict} |")
+    return lines
+
+
+LOOKUP_KEYS = ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_req", "store_cpu_us_per_req")
+
+
+def lookup_costs(result: dict) -> list[dict]:
+    """Per protocol: this runtime sent the features (vector) and, in the same config, sent the id
+    with the cache warm and with none (cold). Each metric from the server's best round, as in
+    shadow_costs; `added_cpu_us` = lookup − vector server CPU per request."""
+    runs, out = _ok_runs(result), []
+    for proto in PROTO_TITLES:
+        lookups = [r for r in runs if LOOKUP_MARK in r["config"] and r["protocol"] == proto]
+        if not lookups:
+            continue
+        config = lookups[0]["config"].split(LOOKUP_MARK)[0]
+        base = _ours(runs, config, proto, LOOKUP_LOAD)
+        row = {"protocol": proto, "config": config, "servers": []}
+        for name, run in [("vector", base)] + [(r["config"].split(LOOKUP_MARK)[1], r) for r in lookups]:
+            if run is None:
+                continue
+            best = {k: _best_value(run, k) for k in LOOKUP_KEYS if any(k in r for r in run["rounds"])}
+            best.update(name=name, errors=run.get("errors_all_rounds", run.get("errors", 0)), rounds=len(run["rounds"]))
+            if base is not None and name != "vector":
+                best["added_cpu_us"] = best["server_cpu_us_per_req"] - _best_value(base, "server_cpu_us_per_req")
+                best["p99_vs_vector"] = best["p99_ms"] / _best_value(base, "p99_ms")
+            row["servers"].append(best)
+        out.append(row)
+    return out
+
+
+def _lookup_lines(result: dict) -> list[str]:
+    costs = lookup_costs(result)
+    if not costs:
+        return []
+    about = result["meta"].get("lookup", {})
+    lines = ["", "## Feature lookup (1 id, c=16)", "",
+             f"This runtime ({costs[0]['config']}) sent the features of one row (vector), or the id "
+             f"`{about.get('entity_id', '?')}` (lookup) whose features it reads from PostgreSQL {about.get('postgres', '')} "
+             f"(table `{about.get('table', '?')}`, one prepared `= ANY($1)` query through the runtime's pool): warm = the "
+             "runtime's TTL cache answers (only the first request queries), cold = `cache_ttl_s: 0`, every request "
+             "queries the database. Each metric from the server's best round (highest req/s, lowest p50, p99 and "
+             "CPU/request), as in the shadow table. Added = lookup − vector server CPU per request (the runtime's "
+             "process tree). PostgreSQL CPU is the database's own (postmaster and its backends): not part of the "
+             "runtime's process tree, nor of the bg cores.", "",
+             "| proto | request | req/s | p50 ms | p99 ms | p99 ÷ vector | srv CPU µs/req | added srv CPU µs/req "
+             "| PostgreSQL CPU µs/req | errors | rounds |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    summary = []
+    for c in costs:
+        P = PROTO_TITLES[c["protocol"]]
+        for v in c["servers"]:
+            lines.append(f"| {P} | {v['name']} | {_f(v['rps'])} | {_f(v['p50_ms'], 2)} | {_f(v['p99_ms'], 2)} "
+                         f"| {_f(v.get('p99_vs_vector'), 2)} | {_f(v['server_cpu_us_per_req'], 0)} "
+                         f"| {_f(v.get('added_cpu_us'), 0)} | {_f(v.get('store_cpu_us_per_req'), 0)} "
+                         f"| {v['errors']} | {v['rounds']} |")
+        by = {v["name"]: v for v in c["servers"]}
+        if {"vector", "warm", "cold"} <= by.keys():
+            w, k = by["warm"], by["cold"]
+            summary.append(f"{P}: a lookup adds {w['added_cpu_us']:.0f} µs of server CPU per request warm, "
+                           f"{k['added_cpu_us']:.0f} µs cold (+{_f(k.get('store_cpu_us_per_req'), 0)} µs in PostgreSQL); "
+                           f"p99 {w['p99_ms']:.2f} ms warm, {k['p99_ms']:.2f} ms cold, {by['vector']['p99_ms']:.2f} ms "
+                           "by vector.")
+    if summary:
+        lines += ["", " ".join(summary)]
     return lines
 
 
@@ -216,6 +289,7 @@ def markdown(result: dict) -> str:
                     f"| {_f(r.get('other_cpu_cores'), 2)} "
                     f"| {' | '.join(ratios)} |")
     lines += _shadow_lines(result)
+    lines += _lookup_lines(result)
     failed = [r for r in result["runs"] if "failed" in r]
     if failed:
         lines += ["", "## Failed", ""]

@@ -3,6 +3,7 @@
     python -m bench.run            # full run: 3 rounds x 2 s per scenario, best round kept (~8 min)
     python -m bench.run --quick    # every scenario once, 2 s each (~4 min)
     python -m bench.run --model forest   # a random forest instead of the linear model
+    python -m bench.run --lookup         # also: features looked up by id in a throw-away PostgreSQL
 
 Scenarios: {REST, gRPC} x {1 row @ concurrency 1, 1 row @ 16, 100 rows @ 4}, for this runtime and the
 stock runtime under MLServer settings {parallel_workers 0, default} x {adaptive batching off, on}, and for
@@ -17,6 +18,7 @@ scenarios themselves are bench/scenarios.py.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -34,6 +36,7 @@ from bench.scenarios import (
     LOADS,
     PROTOCOLS,
     SERVERS,
+    Member,
     Payloads,
     close_workdir,
     log,
@@ -57,6 +60,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="also run this runtime with diabetes v2 shadowing this share of the requests "
                    "(0 < RATE <= 1; linear model only; first config only), beside the same config without and an identical "
                    "copy of that (the run's noise): the shadow's cost on the primary, paired by round")
+    p.add_argument("--lookup", action="store_true",
+                   help="also run this runtime answering requests by id (1 id, features looked up in a throw-away "
+                   "PostgreSQL), with its cache warm and with no cache, on the 1row_c16 load (linear model only; "
+                   "first config only): the lookup's cost over sending the features")
     p.add_argument("--servers", default=",".join(SERVERS), help="subset of ours,stock,kserve")
     p.add_argument("--configs", default=",".join(CONFIGS), help="subset of " + ",".join(CONFIGS))
     p.add_argument("--loads", default=",".join(LOADS), help="subset of " + ",".join(LOADS))
@@ -75,6 +82,35 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(f"--{name}: unknown {bad}; choose from {list(allowed)}")
         setattr(a, name, vals)
     return a
+
+
+def lookup_wanted(args: argparse.Namespace) -> bool:
+    """--lookup applies to this runtime serving the linear model, on the load it is measured with."""
+    if not args.lookup:
+        return False
+    if args.model != "linear":
+        log("--lookup ignored: linear model only")
+    elif "ours" not in args.servers:
+        log("--lookup ignored: this runtime (ours) is not in --servers")
+    elif report.LOOKUP_LOAD not in args.loads:
+        log(f"--lookup ignored: it runs on {report.LOOKUP_LOAD}, which is not in --loads")
+    else:
+        return True
+    return False
+
+
+def lookup_members(store: common.FeatureStore, cfg: MLServerConfig, workdir: Path, pipeline) -> list[Member]:
+    """This runtime in `cfg` answering requests by id from `store`, with its cache (after the first
+    request, never the database) and without (every request queries it); measured on one load only."""
+    payloads = Payloads.lookup(workdir, pipeline, store.entity_id)
+    members = []
+    for name, cache in (("warm", True), ("cold", False)):
+        root = common.prepare_mlserver_dir("ours", workdir, cfg, feature_store=store.settings(cache),
+                                           variant=f"lookup-{name}")
+        launch = common.mlserver_launcher(root, workdir / "logs" / f"ours-{cfg.slug}-lookup-{name}.log")
+        members.append(Member("ours", cfg.label + report.LOOKUP_MARK + name, launch, payloads,
+                              (report.LOOKUP_LOAD,), store.processes))
+    return members
 
 
 def main(argv=None) -> int:
@@ -105,27 +141,32 @@ def main(argv=None) -> int:
         log(f"  floor {n:>3} rows: p50 {f['p50_us']:.1f} us/call, {f['rps']:.0f} calls/s")
 
     runs: list[dict] = []
-    group = []
-    for cslug in args.configs:
-        cfg = CONFIGS[cslug]
-        cfg = MLServerConfig(cfg.parallel_workers, cfg.batching, args.max_batch_size, args.max_batch_time)
-        for kind in ("ours", "stock"):
-            if kind in args.servers:
-                root = common.prepare_mlserver_dir(kind, workdir, cfg, args.model)
-                group.append((kind, cfg.label, common.mlserver_launcher(root, logs / f"{kind}-{cslug}.log")))
-                if kind == "ours" and args.shadow and args.model == "linear" and cslug == args.configs[0]:
-                    root = common.prepare_mlserver_dir(kind, workdir, cfg, args.model, shadow=args.shadow)
-                    group.append((kind, cfg.label + report.SHADOW_MARK + f"{args.shadow:g}",
-                                  common.mlserver_launcher(root, logs / f"{kind}-{cslug}-shadow.log")))
-                    # An identical server without the shadow: what the same comparison gives by noise.
-                    root = common.prepare_mlserver_dir(kind, workdir, cfg, args.model, copy=True)
-                    group.append((kind, cfg.label + report.COPY_MARK,
-                                  common.mlserver_launcher(root, logs / f"{kind}-{cslug}-copy.log")))
-    if "kserve" in args.servers:
-        group.append(("kserve", "kserve workers=1",
-                      common.kserve_launcher(common.prepare_kserve_dir(workdir, args.model), logs / "kserve.log")))
-    if group:
-        run_group(group, payloads, args, workdir, runs)
+    with contextlib.ExitStack() as stack:  # the feature store's database lives until the group has run
+        store = stack.enter_context(common.feature_store(log)) if lookup_wanted(args) else None
+        group = []
+        for cslug in args.configs:
+            cfg = CONFIGS[cslug]
+            cfg = MLServerConfig(cfg.parallel_workers, cfg.batching, args.max_batch_size, args.max_batch_time)
+            for kind in ("ours", "stock"):
+                if kind in args.servers:
+                    root = common.prepare_mlserver_dir(kind, workdir, cfg, args.model)
+                    group.append(Member(kind, cfg.label, common.mlserver_launcher(root, logs / f"{kind}-{cslug}.log")))
+                    if kind == "ours" and args.shadow and args.model == "linear" and cslug == args.configs[0]:
+                        root = common.prepare_mlserver_dir(kind, workdir, cfg, args.model, shadow=args.shadow)
+                        group.append(Member(kind, cfg.label + report.SHADOW_MARK + f"{args.shadow:g}",
+                                            common.mlserver_launcher(root, logs / f"{kind}-{cslug}-shadow.log")))
+                        # An identical server without the shadow: what the same comparison gives by noise.
+                        root = common.prepare_mlserver_dir(kind, workdir, cfg, args.model, copy=True)
+                        group.append(Member(kind, cfg.label + report.COPY_MARK,
+                                            common.mlserver_launcher(root, logs / f"{kind}-{cslug}-copy.log")))
+                    if kind == "ours" and store and cslug == args.configs[0]:
+                        group += lookup_members(store, cfg, workdir, pipeline)
+        if "kserve" in args.servers:
+            group.append(Member("kserve", "kserve workers=1",
+                                common.kserve_launcher(common.prepare_kserve_dir(workdir, args.model),
+                                                       logs / "kserve.log")))
+        if group:
+            run_group(group, payloads, args, workdir, runs)
 
     meta = {
         "stamp": stamp,
@@ -138,6 +179,9 @@ def main(argv=None) -> int:
         "tools": tool_versions(), "server_settings": common.base_server_settings(),
         "loadavg_end": os.getloadavg(),
     }
+    if store:
+        meta["lookup"] = {"entity_id": store.entity_id, "table": common.FEATURE_TABLE, "load": report.LOOKUP_LOAD,
+                          "postgres": store.pg.bin_dir.parent.name, "lookup_timeout_ms": common.LOOKUP_TIMEOUT_MS}
     result = {"meta": meta, "floor": floor, "runs": runs}
     result["targets"] = report.evaluate_targets(result)
     suffix_model = "" if args.model == "linear" else f"-{args.model}"

@@ -11,13 +11,15 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 
 from bench import common, loadgen
 from bench.common import MODEL_NAME, Launcher, MLServerConfig
-from harness.models import assert_parity
+from harness.models import assert_parity, dataset
 from harness.server import Server
 from harness.v2 import pb_outputs, rest_outputs
 
@@ -50,13 +52,26 @@ class Payloads:
         self.items = {}
         for n in row_counts:
             X = common.bench_rows(n)
-            rest = workdir / f"body-{n}.json"
-            rest.write_bytes(common.rest_body(X))
-            req = common.grpc_request(X)
-            grpc = workdir / f"body-{n}.grpc"
-            grpc.write_bytes(common.grpc_frame(req.SerializeToString()))
-            self.items[n] = {"X": X, "rest": rest, "grpc": grpc, "request": req,
-                             "expected": np.asarray(pipeline.predict(X), dtype=float)}
+            self.items[n] = _payload(workdir, f"body-{n}", X, pipeline, common.rest_body(X), common.grpc_request(X))
+
+    @classmethod
+    def lookup(cls, workdir: Path, pipeline, entity_id: str) -> "Payloads":
+        """One row by id (for the 1-row loads): the request sends `entity_id` instead of the features,
+        and the answer must be the pipeline's on that id's dataset row."""
+        payloads = cls(workdir, pipeline, ())
+        X = dataset(MODEL_NAME)[common.LOOKUP_ROW:common.LOOKUP_ROW + 1]
+        payloads.items[1] = _payload(workdir, "lookup-1", X, pipeline, common.lookup_rest_body(entity_id),
+                                     common.lookup_grpc_request(entity_id))
+        return payloads
+
+
+def _payload(workdir: Path, stem: str, X: np.ndarray, pipeline, rest_body: bytes, request) -> dict:
+    """The request bodies written where wrk and h2load read them, and what the server must answer."""
+    rest, grpc = workdir / f"{stem}.json", workdir / f"{stem}.grpc"
+    rest.write_bytes(rest_body)
+    grpc.write_bytes(common.grpc_frame(request.SerializeToString()))
+    return {"X": X, "rest": rest, "grpc": grpc, "request": request,
+            "expected": np.asarray(pipeline.predict(X), dtype=float)}
 
 
 def preflight(server: Server, name: str, payloads: Payloads, protocols) -> dict:
@@ -115,13 +130,16 @@ def best_of_rounds(recs: list[dict]) -> dict:
     ok = [r for r in recs if "failed" not in r]
     best = dict(max(ok, key=lambda r: r["rps"]) if ok else recs[-1])
     best["rounds"] = [{k: r.get(k) for k in ("round", "rps", "p50_ms", "p99_ms", "errors", "server_cpu_us_per_req",
-                                             "other_cpu_cores", "failed") if k in r} for r in recs]
+                                             "store_cpu_us_per_req", "other_cpu_cores", "failed") if k in r}
+                      for r in recs]
     best["errors_all_rounds"] = sum(r.get("errors", 0) for r in recs)
     return best
 
 
 def measure(server: Server, kind: str, label: str, pre: dict, payloads: Payloads, proto: str, load: str,
-            args, workdir: Path, warmup: int) -> dict:
+            args, workdir: Path, warmup: int, store: Optional[Callable[[], list]] = None) -> dict:
+    """One scenario on one server; `store` gives the processes of a database the server queries,
+    whose CPU is recorded apart from the server's (store_cpu_us_per_req)."""
     rows, conc = LOADS[load]
     go = scenario_fn(server, pre, payloads, workdir, proto, load)
     rec = {"server": kind, "config": label, "protocol": proto, "load": load, "rows": rows, "concurrency": conc,
@@ -130,7 +148,9 @@ def measure(server: Server, kind: str, label: str, pre: dict, payloads: Payloads
         if warmup > 0:
             go(warmup)
         before, sys0 = common.cpu_snapshot(server), _system_busy_s()
+        store0 = common.processes_cpu(store()) if store else {}
         res = go(args.duration)
+        store_cpu = common.cpu_delta(store0, common.processes_cpu(store())) if store else 0.0
         after, sys1 = common.cpu_snapshot(server), _system_busy_s()
         cpu = common.cpu_delta(before, after)
         rec.update(res.to_dict())
@@ -140,12 +160,15 @@ def measure(server: Server, kind: str, label: str, pre: dict, payloads: Payloads
         rec["server_cpu_cores"] = cpu / res.duration_s
         rec["client_cpu_us_per_req"] = res.client_cpu_s / done * 1e6
         rec["client_cpu_cores"] = res.client_cpu_s / res.duration_s
+        if store:
+            rec["store_cpu_us_per_req"] = store_cpu / done * 1e6
         # Everything else the machine did meanwhile (other sessions' tests, the bench itself).
-        rec["other_cpu_cores"] = max(0.0, (sys1 - sys0) - cpu - res.client_cpu_s) / res.duration_s
+        rec["other_cpu_cores"] = max(0.0, (sys1 - sys0) - cpu - store_cpu - res.client_cpu_s) / res.duration_s
         log(f"  {kind:6} {label:16} {proto:4} {load:10} {res.rps:9.1f} req/s "
             f"p50 {res.p50_ms:7.2f} ms p99 {res.p99_ms:7.2f} ms err {res.errors} "
             f"srv {rec['server_cpu_us_per_req']:6.0f} us/req cli {rec['client_cpu_us_per_req']:4.0f} us/req "
-            f"bg {rec['other_cpu_cores']:.2f} cores")
+            + (f"db {rec['store_cpu_us_per_req']:4.0f} us/req " if store else "")
+            + f"bg {rec['other_cpu_cores']:.2f} cores")
     except Exception as e:  # noqa: BLE001 - record and go on with the next scenario
         rec["failed"] = f"{type(e).__name__}: {e}"[:500]
         log(f"  {kind} {label} {proto} {load} FAILED: {rec['failed']}")
@@ -154,46 +177,63 @@ def measure(server: Server, kind: str, label: str, pre: dict, payloads: Payloads
     return rec
 
 
-def run_group(group: list[tuple[str, str, Launcher]], payloads: Payloads, args, workdir: Path,
-              runs: list) -> None:
+@dataclass(frozen=True)
+class Member:
+    """One server of a group. By default it gets the group's payloads on every load; a lookup server
+    gets its own requests (by id), on the loads they are meant for, and the database it queries."""
+
+    kind: str
+    label: str
+    launch: Launcher
+    payloads: Optional[Payloads] = None  # None: the group's
+    loads: Optional[tuple[str, ...]] = None  # None: every load of the run
+    store: Optional[Callable[[], list]] = None  # the database's processes (measure's `store`)
+
+    def runs(self, load: str) -> bool:
+        return self.loads is None or load in self.loads
+
+
+def run_group(group: list[Member], payloads: Payloads, args, workdir: Path, runs: list) -> None:
     """All servers start together (idle ones cost ~0.002 cores); each scenario then runs on each server
     in turn, back to back (rotating who goes first), round after round, so drift in the shared machine's
     background load hits every server and config alike."""
     started = []
     try:
-        for kind, label, launch in group:
-            log(f"{kind} [{label}] starting ...")
-            started.append((kind, label, launch()))
+        for m in group:
+            log(f"{m.kind} [{m.label}] starting ...")
+            started.append((m, m.launch()))
         live = []
-        for kind, label, server in started:
+        for m, server in started:
             try:
                 server.wait_ready(common.READY_TIMEOUT_S)
-                live.append((kind, label, server, preflight(server, f"{kind} [{label}]", payloads, args.protocols)))
+                live.append((m, server, preflight(server, f"{m.kind} [{m.label}]", m.payloads or payloads,
+                                                  args.protocols)))
             except Exception as e:  # noqa: BLE001
-                log(f"{kind} [{label}] FAILED: {type(e).__name__}: {e}")
-                runs.append({"server": kind, "config": label, "failed": f"{type(e).__name__}: {e}"[:2000]})
+                log(f"{m.kind} [{m.label}] FAILED: {type(e).__name__}: {e}")
+                runs.append({"server": m.kind, "config": m.label, "failed": f"{type(e).__name__}: {e}"[:2000]})
         measured: dict[tuple, list[dict]] = {}
         for rnd in range(args.rounds):
             i = 0
             for proto in args.protocols:
                 for load in args.loads:
-                    order = live[i % len(live):] + live[:i % len(live)] if live else []
+                    these = [x for x in live if x[0].runs(load)]
+                    order = these[i % len(these):] + these[:i % len(these)] if these else []
                     i += 1
-                    for kind, label, server, pre in order:
+                    for m, server, pre in order:
                         if server.proc.poll() is not None:
                             continue
                         try:
-                            rec = measure(server, kind, label, pre, payloads, proto, load, args, workdir,
-                                          warmup=args.warmup if rnd == 0 else 0)
+                            rec = measure(server, m.kind, m.label, pre, m.payloads or payloads, proto, load, args,
+                                          workdir, warmup=args.warmup if rnd == 0 else 0, store=m.store)
                         except RuntimeError as e:
                             log(str(e))
-                            runs.append({"server": kind, "config": label, "failed": str(e)[:2000]})
+                            runs.append({"server": m.kind, "config": m.label, "failed": str(e)[:2000]})
                             continue
                         rec["round"] = rnd + 1
-                        measured.setdefault((kind, label, proto, load), []).append(rec)
+                        measured.setdefault((m.kind, m.label, proto, load), []).append(rec)
         runs.extend(best_of_rounds(recs) for recs in measured.values())
     finally:
-        for _, _, server in started:
+        for _, server in started:
             server.stop()
 
 

@@ -177,7 +177,7 @@ def _families() -> _Families:
             "pipeline_feature_store_breaker_state", "The feature store's circuit breaker: 0 closed, 1 half-open, 2 open.",
             ["model"], multiprocess_mode="max",
         ),
-        # state: size (open connections), available (idle), waiting (lookups queued for one);
+        # state: size (open connections), available (idle), in_use, waiting (lookups queued for one);
         # summed over parallel workers, each of which has its own pool.
         store_pool=Gauge(
             "pipeline_feature_pool_connections", "The feature store's connection pool.",
@@ -318,7 +318,7 @@ class FeatureStoreMetrics:
         self._errors = {k: families.lookup_errors.labels(model, k)
                         for k in ("unknown_id", "timeout", "unavailable", "breaker_open", "pool_full")}  # fmt: skip
         self._breaker = families.store_breaker.labels(model)
-        self._pool = {state: families.store_pool.labels(model, state) for state in self.POOL_STATES}
+        self._pool = {state: families.store_pool.labels(model, state) for state in (*self.POOL_STATES, "in_use")}
 
     def cache(self, hits: int, misses: int) -> None:
         if hits:
@@ -339,3 +339,4 @@ class FeatureStoreMetrics:
     def pool(self, stats: dict[str, int]) -> None:
         for state, key in self.POOL_STATES.items():
             self._pool[state].set(stats.get(key, 0))
+        self._pool["in_use"].set(stats.get("pool_size", 0) - stats.get("pool_available", 0))

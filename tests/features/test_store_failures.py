@@ -35,7 +35,9 @@ def own_pg():
 @pytest.fixture(scope="module")
 def server(own_pg, tmp_path_factory):
     common = {"cache_ttl_s": 0, "pool_max": POOL_MAX, "breaker_open_s": BREAKER_OPEN_S, "lookup_timeout_ms": 500}
-    models = {"by-id": common, "busy": {**common, "pool_max_waiting": 8}}
+    defaults = dict.fromkeys(["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"], 0.0)
+    models = {"by-id": common, "busy": {**common, "pool_max_waiting": 8},
+              "degrades": {**common, "defaults": defaults, "on_unavailable": "defaults"}}  # fmt: skip
     server = launch(tmp_path_factory.mktemp("failures"), own_pg, models)
     try:
         server.wait_ready()
@@ -74,6 +76,9 @@ def test_a_stopped_database_gives_fast_503s_opens_the_breaker_and_recovers_witho
         client.close()
         assert raised.value.status() == "StatusCode.UNAVAILABLE"
         assert "feature store is unavailable" in raised.value.message()
+        degraded = rest_by_id(server, "degrades", ["patient-0001"], parameters={"feature_sources": True})
+        assert degraded.status_code == 200, degraded.text  # configured: defaults while the store is down
+        assert '"rows": ["defaults"]' in degraded.json()["parameters"]["feature_sources"]
     finally:
         own_pg.start()
     _until_ok(server, "by-id", 15)
