@@ -66,6 +66,7 @@ class PipelineRuntime(MLModel):
 
     # Set by a load that got that far: MLServer also unloads a model whose load failed.
     _store: Optional[FeatureStore] = None
+    fast_path = False  # runtime.integration.fast_path serves it (options.fast_path, once loaded)
 
     async def load(self) -> bool:
         started = time.perf_counter()
@@ -107,6 +108,7 @@ class PipelineRuntime(MLModel):
                 raise v2.as_mlserver_error(error) from None
             await self._store.open()
         _LOADED[self.name] = self
+        self.fast_path = options.fast_path
         load_seconds = time.perf_counter() - started
         self._observer.metrics.loaded(manifest, self._predictor.kind, load_seconds)
         logger.info(

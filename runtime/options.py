@@ -183,6 +183,11 @@ class RuntimeOptions(AdmissionOptions):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_rows: int = Field(DEFAULT_MAX_ROWS, ge=1, description="Row cap per request.")
+    fast_path: bool = Field(
+        True,
+        description="Serve this model's simple V2 REST requests past FastAPI "
+        "(runtime.integration.fast_path); false: MLServer's own path for every request.",
+    )
     ood_z_threshold: Optional[float] = Field(
         DEFAULT_OOD_Z_THRESHOLD,
         gt=0,

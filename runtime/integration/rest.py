@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from starlette.middleware import Middleware
+
 from runtime.admin import AdminPolicy
 from runtime.asgi_guard import RequestGuard, max_request_bytes
 from runtime.deadlines import stamp
 from runtime.legacy_api import LegacyPredict
 from runtime.errors import PipelineError
+from runtime.integration import fast_path
 from runtime.integration.patching import PatchPoint
 from runtime.integration.v2 import as_mlserver_error
 
@@ -39,6 +42,9 @@ def _guarded(original: Callable[..., Any]) -> Callable[..., Any]:
         # Starlette puts the last one added outermost: the guard sees every request first.
         app.add_middleware(LegacyPredict)
         app.add_middleware(RequestGuard, max_request_bytes=max_request_bytes(), admin=admin)
+        if fast_path.enabled(settings):
+            # Innermost, where add_middleware cannot put it: inside MLServer's metrics middleware.
+            app.user_middleware.append(Middleware(fast_path.FastInfer, data_plane=data_plane))
         return app
 
     return create_app
@@ -48,11 +54,11 @@ PATCHES = [
     PatchPoint(
         target="mlserver.rest.server:create_app",
         why="add the request guard to the app (a body above PIPELINE_MAX_REQUEST_BYTES is a 413 "
-        "before it is read; the repository API needs the admin token) and POST /predict "
-        "(runtime.legacy_api)",
+        "before it is read; the repository API needs the admin token), POST /predict "
+        "(runtime.legacy_api) and, innermost, the V2 fast path (runtime.integration.fast_path)",
         upstream="none found: no body size limit and no auth on the repository API",
         if_removed="a few large bodies exhaust the pod's memory; anyone who reaches the port "
-        "unloads models; no /predict",
+        "unloads models; no /predict; REST inference at MLServer's speed",
         params=("settings", "data_plane", "model_repository_handlers"),
         apply=_guarded,
     ),

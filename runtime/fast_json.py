@@ -1,0 +1,71 @@
+"""The REST fast path's request reader: a V2 body in the one simple form this runtime serves most,
+straight to plain tensors, without FastAPI's routing and pydantic's validation in between.
+
+Simple means: a JSON object with `inputs` (and optionally a string `id` and `outputs` naming
+outputs), each input exactly `name`, `shape` (integers), a numeric `datatype` and `data` (a list).
+Anything else, including every malformed body, is None: MLServer's own path serves it, so a
+mistake gets exactly the answer it always got. The values themselves are checked by the input
+contract, the same code for both paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import orjson
+
+from runtime.contract import Tensor
+from runtime.datatypes import NUMERIC_DATATYPES
+
+_REQUEST_KEYS = frozenset({"id", "inputs", "outputs"})
+_TENSOR_KEYS = frozenset({"name", "shape", "datatype", "data"})
+
+
+@dataclass(frozen=True)
+class SimpleRequest:
+    id: Optional[str]
+    inputs: list[Tensor]
+    outputs: list[str]
+
+
+def read_simple(body: bytes) -> Optional[SimpleRequest]:
+    """The request, if it is in the simple form; else None."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(document, dict) or not document.keys() <= _REQUEST_KEYS:
+        return None
+    request_id = document.get("id")
+    inputs = document.get("inputs")
+    outputs = document.get("outputs", [])
+    if (request_id is not None and not isinstance(request_id, str)) or not isinstance(inputs, list):
+        return None
+    tensors = [_tensor(i) for i in inputs]
+    names = _output_names(outputs)
+    if not tensors or None in tensors or names is None:
+        return None
+    return SimpleRequest(request_id, tensors, names)  # type: ignore[arg-type]
+
+
+def _tensor(item: Any) -> Optional[Tensor]:
+    if not isinstance(item, dict) or item.keys() != _TENSOR_KEYS:
+        return None
+    name, shape, datatype, data = item["name"], item["shape"], item["datatype"], item["data"]
+    if not (isinstance(name, str) and isinstance(datatype, str) and datatype in NUMERIC_DATATYPES):
+        return None
+    if not isinstance(shape, list) or not all(type(d) is int for d in shape) or not isinstance(data, list):
+        return None
+    return Tensor(name, shape, datatype, data)
+
+
+def _output_names(outputs: Any) -> Optional[list[str]]:
+    if not isinstance(outputs, list):
+        return None
+    names = []
+    for output in outputs:
+        if not isinstance(output, dict) or output.keys() != {"name"} or not isinstance(output["name"], str):
+            return None
+        names.append(output["name"])
+    return names

@@ -1,0 +1,126 @@
+"""The REST fast path (runtime.integration.fast_path) changes nothing but speed: the same corpus
+sent to a server with it on and to one with it off (PIPELINE_FAST_PATH=0) gets the same status,
+content type and body, generated request ids aside. The corpus: every bad-input case of the
+contract table on both protocols, good requests in every layout and datatype, /predict bodies,
+and a few thousand fuzzed requests (harness.strategies)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+
+from harness import strategies as S
+from harness.models import BREAST_CANCER, DIABETES, sample_rows, served_models
+from harness.server import Server
+from harness.v2 import json_tensor
+from tests.integration import support
+from tests.integration.test_v2_bad_inputs import GRPC_CASES, REST_CASES
+
+FUZZED_REST = 2000
+FUZZED_GRPC = 500
+# A generated request id (no id in the request), and /predict's timestamp.
+_VARYING = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\d{4}-\d\d-\d\dT[\d:.]+\+00:00")
+
+
+def _launch(request: pytest.FixtureRequest, fast: bool) -> Server:
+    log_dir = request.getfixturevalue("tmp_path_factory").mktemp("fast-on" if fast else "fast-off")
+    return Server.launch(log_dir / "mlserver.log", models=served_models(),
+                         env={"PIPELINE_FAST_PATH": "1" if fast else "0"})  # fmt: skip
+
+
+SERVERS = {"fast-on": lambda r: _launch(r, True), "fast-off": lambda r: _launch(r, False)}
+
+
+@pytest.fixture(scope="module")
+def pair(fleet) -> tuple[Server, Server]:
+    return fleet["fast-on"], fleet["fast-off"]
+
+
+def _answer(server: Server, path: str, body: bytes, content_type: str | None = "application/json") -> tuple:
+    headers = {"Content-Type": content_type} if content_type else {}
+    r = requests.post(server.http_url + path, data=body, headers=headers, timeout=30)
+    return r.status_code, r.headers.get("content-type"), _VARYING.sub(b"<varies>", r.content)
+
+
+def _same_rest(pair, path: str, body: bytes, content_type: str | None = "application/json") -> None:
+    on, off = (_answer(s, path, body, content_type) for s in pair)
+    assert on == off, f"POST {path} {body[:300]!r}"
+
+
+def _same_grpc(pair, request) -> None:
+    on, off = (support.grpc_call(s, request) for s in pair)
+    assert (on.code, on.details) == (off.code, off.details), request
+    if on.ok:
+        for response in (on.response, off.response):
+            response.id = ""
+        assert on.response == off.response
+
+
+def _body(document) -> bytes:
+    return document.encode() if isinstance(document, str) else json.dumps(document).encode()
+
+
+@pytest.mark.parametrize("case_id", list(REST_CASES))
+def test_every_rest_bad_input_gets_the_same_answer(pair, case_id):
+    model, document, _, _ = REST_CASES[case_id]
+    _same_rest(pair, f"/v2/models/{model}/infer", _body(document))
+
+
+@pytest.mark.parametrize("case_id", list(GRPC_CASES))
+def test_every_grpc_bad_input_gets_the_same_answer(pair, case_id):
+    _same_grpc(pair, GRPC_CASES[case_id][0])
+
+
+GOOD = {
+    "2-D FP64": (DIABETES, {"inputs": [json_tensor("X", sample_rows(DIABETES, 3))]}),
+    "2-D nested, an id": (DIABETES, {"id": "mine", "inputs": [{"name": "X", "shape": [2, 10], "datatype": "FP64",
+                                                               "data": sample_rows(DIABETES, 2).tolist()}]}),
+    "INT32": (DIABETES, {"inputs": [{"name": "X", "shape": [1, 10], "datatype": "INT32", "data": [1] * 10}]}),
+    "columns": (DIABETES, {"inputs": [json_tensor(n, sample_rows(DIABETES, 2)[:, i])
+                                      for i, n in enumerate(["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"])]}),
+    "classifier, outputs": (BREAST_CANCER, {"inputs": [json_tensor("X", sample_rows(BREAST_CANCER, 2))],
+                                            "outputs": [{"name": "predict_proba"}, {"name": "predict"}]}),
+    "OOD flags": (DIABETES, {"inputs": [json_tensor("X", sample_rows(DIABETES, 2) * 100)], "parameters": {"ood_flags": True}}),
+    "a version": (DIABETES, {"inputs": [json_tensor("X", sample_rows(DIABETES, 1))]}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case_id", list(GOOD))
+def test_good_requests_get_the_same_answer(pair, case_id):
+    model, document = GOOD[case_id]
+    _same_rest(pair, f"/v2/models/{model}/infer", _body(document))
+    _same_rest(pair, f"/v2/models/{model}/versions/1/infer", _body(document))
+    _same_rest(pair, "/predict/" + model, _body({"features": sample_rows(model, 2).tolist()}))
+
+
+def test_headers_and_deadlines_are_honoured_the_same(pair):
+    body = _body(GOOD["2-D FP64"][1])
+    for headers in ({"X-Request-Timeout-Ms": "abc"}, {"X-Request-Timeout-Ms": "0.001"}, {"X-Request-Timeout-Ms": "5000"}):
+        on, off = (requests.post(f"{s.http_url}/v2/models/{DIABETES}/infer", data=body, timeout=30,
+                                 headers={"Content-Type": "application/json", **headers}) for s in pair)  # fmt: skip
+        assert (on.status_code, _VARYING.sub(b"", on.content)) == (off.status_code, _VARYING.sub(b"", off.content)), headers
+
+
+SETTINGS = dict(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+
+
+def test_fuzzed_rest_requests_get_the_same_answer(pair):
+    @settings(max_examples=FUZZED_REST, **SETTINGS)
+    @given(case=S.rest_cases())
+    def prop(case):
+        _same_rest(pair, case.target.rest_path(), case.body, case.content_type)
+
+    prop()
+
+
+def test_fuzzed_grpc_requests_get_the_same_answer(pair):
+    @settings(max_examples=FUZZED_GRPC, **SETTINGS)
+    @given(case=S.grpc_cases())
+    def prop(case):
+        _same_grpc(pair, case.request)
+
+    prop()
