@@ -45,6 +45,7 @@ SECONDS_BUCKETS = (
 class _Families:
     requests: Counter
     rows: Histogram
+    predictions: Counter
     stage_seconds: Histogram
     model_info: Gauge
     load_seconds: Gauge
@@ -83,6 +84,12 @@ def _families() -> _Families:
             "pipeline_request_rows", "Rows per request whose inputs decoded (all OOD-checked).",
             per_model,
             buckets=ROW_BUCKETS,
+        ),
+        # bucket: a regressor's bucket upper edge ("+Inf" last) or a classifier's class label,
+        # both from the model (bounded), never from a client.
+        predictions=Counter(
+            "pipeline_prediction_bucket", "Predicted values by bucket (regressors) or class (classifiers).",
+            per_model + ["bucket"],
         ),
         stage_seconds=Histogram(
             "pipeline_stage_seconds", "Time spent per request in each stage of the runtime.",
@@ -206,6 +213,10 @@ def count_rate_limited(model: str, client: str) -> None:
     _families().rate_limited.labels(model, client).inc()
 
 
+def _edge_label(edge: float) -> str:
+    return f"{edge:.6g}"
+
+
 @cache
 def _reason(error_class: type) -> str:
     """'FeatureCountError' -> 'feature_count', 'InvalidRequest' -> 'invalid_request'."""
@@ -262,6 +273,25 @@ class ModelMetrics:
             self._rows.observe(rows)
         for stage, seconds in stage_seconds.items():
             self._stages[stage].observe(seconds)
+
+    def bind_predictions(self, edges: Optional[np.ndarray], classes: Optional[list]) -> None:
+        """What the predictions are counted by: a regressor's bucket edges or a classifier's
+        classes, with every series created at load (a version that never predicts a class still
+        shows 0)."""
+        families = _families()
+        self._edges = edges
+        self._class_index = {c: i for i, c in enumerate(classes or [])}
+        labels = [_edge_label(e) for e in edges] + ["+Inf"] if edges is not None else [str(c) for c in classes or []]
+        self._predictions = [families.predictions.labels(*self._labels, label) for label in labels]
+
+    def record_predictions(self, values: np.ndarray) -> None:
+        if self._edges is not None:
+            index = np.searchsorted(self._edges, values, side="left")  # le semantics, like a histogram
+        else:
+            index = np.fromiter((self._class_index[v] for v in values.tolist()), dtype=np.intp, count=len(values))
+        counts = np.bincount(index, minlength=len(self._predictions))
+        for i in np.flatnonzero(counts):
+            self._predictions[i].inc(int(counts[i]))
 
     def record_ood(self, report: OodReport) -> None:
         if not report.rows:

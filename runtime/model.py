@@ -21,9 +21,9 @@ from mlserver.utils import get_model_uri
 from opentelemetry.context import Context
 
 from runtime import auth, entities, integration
-from runtime.artifacts import load_pipeline
+from runtime.artifacts import LoadedPipeline, load_pipeline
 from runtime.compute import compute
-from runtime.contract import Contract, flag_parameter
+from runtime.contract import Contract, Tensor, flag_parameter
 from runtime.errors import (
     ArtifactError,
     EntityIdError,
@@ -38,7 +38,7 @@ from runtime.integration import batching, tracing, v2
 from runtime.observation import Observer
 from runtime.ood import FLAGS_PARAMETER, OodDetector, OodReport, wants_flags
 from runtime.options import RuntimeOptions
-from runtime.predictor import compile_predictor
+from runtime.predictor import Predictor, compile_predictor, reference_rows
 from runtime.resilience import Resilience
 from runtime.shadow import Shadow
 from runtime.response import (
@@ -58,6 +58,7 @@ class Work(NamedTuple):
 
     payload: InferenceRequest
     parent: Optional[Context]  # the request span's context when it is not the current one
+    inputs: list[Tensor]  # the payload's inputs as the core's plain tensors
     looked_up: Optional[entities.Assembled]  # features by entity id (runtime.feature_store)
 
 
@@ -109,6 +110,10 @@ class PipelineRuntime(MLModel):
             await self._store.open()
         _LOADED[self.name] = self
         self.fast_path = options.fast_path
+        self._observer.metrics.bind_predictions(
+            _prediction_edges(self._predictor, pipeline, options.prediction_buckets) if manifest.kind == "regressor" else None,
+            manifest.classes,
+        )  # fmt: skip
         load_seconds = time.perf_counter() - started
         self._observer.metrics.loaded(manifest, self._predictor.kind, load_seconds)
         logger.info(
@@ -127,8 +132,9 @@ class PipelineRuntime(MLModel):
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         try:
             parent = tracing.parent_context(payload) if self._observer.tracing else None
-            looked_up = await self._look_up(payload, parent)
-            work = Work(payload, parent, looked_up)
+            inputs = v2.tensors(payload)
+            looked_up = await self._look_up(payload, inputs, parent) if entities.is_entity_request(inputs) else None
+            work = Work(payload, parent, inputs, looked_up)
             if not self._resilience.active:
                 return await self._compute(work)
             fallback = self._fallback(work) if self._resilience.fallback_model else None
@@ -153,12 +159,10 @@ class PipelineRuntime(MLModel):
 
         return answer
 
-    async def _look_up(self, payload: InferenceRequest, parent: Optional[Context]) -> Optional[entities.Assembled]:
-        """Features by entity id, on the event loop before the computation; None for a request
-        that sends its features."""
-        inputs = v2.tensors(payload)
-        if not entities.is_entity_request(inputs):
-            return None
+    async def _look_up(
+        self, payload: InferenceRequest, inputs: list[Tensor], parent: Optional[Context]
+    ) -> entities.Assembled:
+        """Features by entity id, on the event loop before the computation."""
         store = self._store
         try:
             if store is None:
@@ -191,7 +195,7 @@ class PipelineRuntime(MLModel):
             with self._observer.observe(payload.id, work.parent) as obs:
                 with obs.span("validate"):
                     with_flags = wants_flags(v2.request_parameter(payload, FLAGS_PARAMETER))
-                    inputs = [looked_up.features] if looked_up else v2.tensors(payload)
+                    inputs = [looked_up.features] if looked_up else work.inputs
                     parsed = obs.timed(
                         "decode", self._contract.parse, payload.id, inputs, v2.output_names(payload)
                     )  # fmt: skip
@@ -206,6 +210,8 @@ class PipelineRuntime(MLModel):
                 with obs.span("transform"):
                     predict = self._predictor.predict
                     results = obs.timed("predict", predict, parsed.features, parsed.outputs)
+                    if "predict" in results:
+                        self._observer.metrics.record_predictions(results["predict"])
                 with obs.span("encode"):
                     response = obs.timed("encode", self._encode, results, ood, sources)
             if self._shadow is not None and "predict" in results:
@@ -231,6 +237,16 @@ class PipelineRuntime(MLModel):
         outputs = encode_outputs(results, self._specs)
         parameters = {FLAGS_PARAMETER: ood.flags, entities.SOURCES_PARAMETER: sources}
         return v2.response(self.name, self._served_version, outputs, parameters)
+
+
+def _prediction_edges(predictor: Predictor, pipeline: LoadedPipeline, pinned: Optional[list[float]]) -> np.ndarray:
+    """The bucket edges a regressor's predictions are counted by: pinned, else the deciles of its
+    own predictions on its reference rows (fixed per version, so a canary needs pinned edges to be
+    compared bucket for bucket)."""
+    if pinned is not None:
+        return np.asarray(sorted(pinned), dtype=np.float64)
+    values = predictor.predict(reference_rows(pipeline, seed=0), ("predict",))["predict"]
+    return np.unique(np.quantile(values, np.linspace(0.1, 0.9, 9)).round(6))
 
 
 integration.install(PipelineRuntime)

@@ -183,6 +183,14 @@ class RuntimeOptions(AdmissionOptions):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_rows: int = Field(DEFAULT_MAX_ROWS, ge=1, description="Row cap per request.")
+    prediction_buckets: Optional[list[float]] = Field(
+        None,
+        min_length=1,
+        description="Upper edges of the buckets this regressor's predictions are counted in "
+        "(pipeline_prediction_bucket_total), for comparing versions (rollout analyze): give a canary "
+        "the stable version's edges. null: the deciles of the model's own predictions on its "
+        "reference rows, fixed at load.",
+    )
     fast_path: bool = Field(
         True,
         description="Serve this model's simple V2 REST requests past FastAPI "
