@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import time
+from bisect import bisect_left
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Optional
@@ -280,11 +281,17 @@ class ModelMetrics:
         shows 0)."""
         families = _families()
         self._edges = edges
+        self._edge_list = edges.tolist() if edges is not None else []
         self._class_index = {c: i for i, c in enumerate(classes or [])}
         labels = [_edge_label(e) for e in edges] + ["+Inf"] if edges is not None else [str(c) for c in classes or []]
         self._predictions = [families.predictions.labels(*self._labels, label) for label in labels]
 
     def record_predictions(self, values: np.ndarray) -> None:
+        if len(values) == 1:  # the common request: one row, no numpy round trip
+            value = values.item()
+            i = bisect_left(self._edge_list, value) if self._edges is not None else self._class_index[value]
+            self._predictions[i].inc()
+            return
         if self._edges is not None:
             index = np.searchsorted(self._edges, values, side="left")  # le semantics, like a histogram
         else:
