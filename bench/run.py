@@ -24,6 +24,7 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -100,8 +101,8 @@ def lookup_wanted(args: argparse.Namespace) -> bool:
 
 
 def lookup_members(store: common.FeatureStore, cfg: MLServerConfig, workdir: Path, pipeline) -> list[Member]:
-    """This runtime in `cfg` answering requests by id from `store`, with its cache (after the first
-    request, never the database) and without (every request queries it); measured on one load only."""
+    """This runtime in `cfg` answering requests by id from `store`, with its cache (the database once
+    per TTL) and without (every request queries it); measured on one load only."""
     payloads = Payloads.lookup(workdir, pipeline, store.entity_id)
     members = []
     for name, cache in (("warm", True), ("cold", False)):
@@ -115,6 +116,8 @@ def lookup_members(store: common.FeatureStore, cfg: MLServerConfig, workdir: Pat
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # A kill or a CI timeout unwinds like Ctrl-C: the servers and the throw-away database are stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     tools = loadgen.ensure_tools(log)
     if not tools["wrk"] and "rest" in args.protocols:
         log("wrk is not available (apt-get install wrk): REST scenarios skipped")
