@@ -1,8 +1,9 @@
 """The REST fast path's request reader: a V2 body in the one simple form this runtime serves most,
 straight to plain tensors, without FastAPI's routing and pydantic's validation in between.
 
-Simple means: a JSON object with `inputs` (and optionally a string `id` and `outputs` naming
-outputs), each input exactly `name`, `shape` (integers), a numeric `datatype` and `data` (a list).
+Simple means: a JSON object with `inputs` (and optionally a string `id`, `outputs` naming outputs
+and boolean `ood_flags` / `feature_sources` parameters), each input exactly `name`, `shape`
+(integers), a numeric `datatype` and `data` (a list), or the BYTES `entity_id` of strings.
 Anything else, including every malformed body, is None: MLServer's own path serves it, so a
 mistake gets exactly the answer it always got. The values themselves are checked by the input
 contract, the same code for both paths.
@@ -17,9 +18,12 @@ import orjson
 
 from runtime.contract import Tensor
 from runtime.datatypes import NUMERIC_DATATYPES
+from runtime.entities import ENTITY_INPUT
 
-_REQUEST_KEYS = frozenset({"id", "inputs", "outputs"})
+_REQUEST_KEYS = frozenset({"id", "inputs", "outputs", "parameters"})
 _TENSOR_KEYS = frozenset({"name", "shape", "datatype", "data"})
+# Request parameters the runtime reads; as booleans, MLServer's own parsing leaves them unchanged.
+_FLAGS = frozenset({"ood_flags", "feature_sources"})
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,7 @@ class SimpleRequest:
     id: Optional[str]
     inputs: list[Tensor]
     outputs: list[str]
+    flags: dict[str, bool]
 
 
 def read_simple(body: bytes) -> Optional[SimpleRequest]:
@@ -44,16 +49,26 @@ def read_simple(body: bytes) -> Optional[SimpleRequest]:
         return None
     tensors = [_tensor(i) for i in inputs]
     names = _output_names(outputs)
-    if not tensors or None in tensors or names is None:
+    flags = document.get("parameters", {})
+    if not tensors or None in tensors or names is None or not _simple_flags(flags):
         return None
-    return SimpleRequest(request_id, tensors, names)  # type: ignore[arg-type]
+    return SimpleRequest(request_id, tensors, names, flags)  # type: ignore[arg-type]
+
+
+def _simple_flags(parameters: Any) -> bool:
+    return isinstance(parameters, dict) and parameters.keys() <= _FLAGS and all(
+        type(v) is bool for v in parameters.values()
+    )
 
 
 def _tensor(item: Any) -> Optional[Tensor]:
     if not isinstance(item, dict) or item.keys() != _TENSOR_KEYS:
         return None
     name, shape, datatype, data = item["name"], item["shape"], item["datatype"], item["data"]
-    if not (isinstance(name, str) and isinstance(datatype, str) and datatype in NUMERIC_DATATYPES):
+    if name == ENTITY_INPUT and datatype == "BYTES":
+        if not isinstance(data, list) or not all(isinstance(v, str) for v in data):
+            return None
+    elif not (isinstance(name, str) and isinstance(datatype, str) and datatype in NUMERIC_DATATYPES):
         return None
     if not isinstance(shape, list) or not all(type(d) is int for d in shape) or not isinstance(data, list):
         return None

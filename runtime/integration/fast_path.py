@@ -87,7 +87,8 @@ def _payload(request: SimpleRequest) -> types.InferenceRequest:
         for t in request.inputs
     ]
     outputs = [types.RequestOutput.model_construct(name=n) for n in request.outputs] or None
-    return types.InferenceRequest.model_construct(id=request.id, inputs=inputs, outputs=outputs)
+    parameters = types.Parameters(**request.flags) if request.flags else None
+    return types.InferenceRequest.model_construct(id=request.id, parameters=parameters, inputs=inputs, outputs=outputs)
 
 
 async def _body(receive: Receive) -> bytes:

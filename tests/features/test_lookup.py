@@ -166,3 +166,35 @@ def test_lookups_work_in_parallel_workers_each_with_its_own_pool(pg, tmp_path):
         assert rest_by_id(workers, "by-id", ["ghost"]).status_code == 400
     finally:
         workers.kill()
+
+
+def test_the_rest_fast_path_answers_lookups_as_mlservers_path_does(pg, tmp_path):
+    """Requests by id take the REST fast path (runtime.integration.fast_path) unless it is off:
+    the same answers either way (generated request ids aside), good and bad."""
+    import re
+
+    import requests
+
+    servers = {}
+    for fast in ("1", "0"):
+        servers[fast] = launch(tmp_path / f"fast-{fast}", pg, {"by-id": {}}, env={"PIPELINE_FAST_PATH": fast})
+    bodies = [
+        {"inputs": [{"name": "entity_id", "shape": [2], "datatype": "BYTES", "data": IDS[:2]}]},
+        {"inputs": [{"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": ["patient-0005"]},
+                    {"name": "bmi", "shape": [1], "datatype": "FP64", "data": [0.5]}], "parameters": {"feature_sources": True}},
+        {"inputs": [{"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": ["ghost"]}]},
+        {"inputs": [{"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": [""]}]},
+        {"inputs": [{"name": "entity_id", "shape": [2], "datatype": "BYTES", "data": ["patient-0001"]}]},
+        {"inputs": [{"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": ["patient-0001"]}], "parameters": {"feature_sources": "yes"}},
+    ]  # fmt: skip
+    uuid = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+    try:
+        for server in servers.values():
+            server.wait_ready()
+        for body in bodies:
+            answers = [requests.post(f"{s.http_url}/v2/models/by-id/infer", json=body, timeout=15) for s in servers.values()]
+            on, off = ((a.status_code, uuid.sub(b"", a.content)) for a in answers)
+            assert on == off, body
+    finally:
+        for server in servers.values():
+            server.kill()

@@ -22,14 +22,18 @@ X = {"name": "X", "shape": [1, 2], "datatype": "FP64", "data": [1.0, 2.0]}
 @pytest.mark.parametrize("document", [
     {"inputs": [X]},
     {"id": "a", "inputs": [X], "outputs": [{"name": "predict"}]},
+    {"inputs": [X], "parameters": {"ood_flags": True, "feature_sources": False}},
+    {"inputs": [{"name": "entity_id", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]}, {**X, "name": "bmi"}]},
 ])  # fmt: skip
 def test_the_simple_form_is_read(document):
     request = read_simple(json.dumps(document).encode())
-    assert request is not None and request.inputs[0].data == [1.0, 2.0]
+    assert request is not None and request.inputs[-1].data == [1.0, 2.0]
 
 
 @pytest.mark.parametrize("body", [
-    b"not json", b"[]", b'{"inputs": []}', json.dumps({"inputs": [X], "parameters": {"ood_flags": True}}).encode(),
+    b"not json", b"[]", b'{"inputs": []}', json.dumps({"inputs": [X], "parameters": {"ood_flags": "yes"}}).encode(),
+    json.dumps({"inputs": [X], "parameters": {"content_type": "np"}}).encode(),
+    json.dumps({"inputs": [{"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": [1]}]}).encode(),
     json.dumps({"inputs": [{**X, "parameters": {}}]}).encode(), json.dumps({"inputs": [{**X, "datatype": "BYTES"}]}).encode(),
     json.dumps({"inputs": [{**X, "shape": [1, True]}]}).encode(), json.dumps({"id": 3, "inputs": [X]}).encode(),
     json.dumps({"inputs": [X], "outputs": [{"name": "p", "parameters": {}}]}).encode(),
@@ -102,7 +106,7 @@ def test_a_simple_request_to_a_fast_model_never_reaches_mlservers_app():
 @pytest.mark.parametrize("path, body", [
     ("/v2/models/slow/infer", json.dumps({"inputs": [X]}).encode()),  # fast_path false
     ("/v2/models/nope/infer", json.dumps({"inputs": [X]}).encode()),  # MLServer answers the 404
-    ("/v2/models/fast/infer", json.dumps({"inputs": [X], "parameters": {"ood_flags": True}}).encode()),
+    ("/v2/models/fast/infer", json.dumps({"inputs": [X], "parameters": {"headers": {}}}).encode()),
     ("/v2/models/fast/ready", b""),
 ])  # fmt: skip
 def test_everything_else_reaches_mlservers_app_with_its_body(path, body):
