@@ -1,7 +1,8 @@
 """The REST fast path: V2 inference for this runtime's models without FastAPI in between.
 
 One ASGI middleware, the innermost of MLServer's app (inside its Prometheus and GZip middleware,
-so MLServer's request metrics still see every request). For `POST /v2/models/{name}[/versions/{v}]/infer`
+so MLServer's request metrics still see every request: the scope gets the route as routing would
+leave it). For `POST /v2/models/{name}[/versions/{v}]/infer`
 on a model of this runtime whose fast path is on, a body in the simple form (runtime.fast_json)
 skips FastAPI's routing, dependency injection, pydantic validation of the body and the response
 model's re-validation. What MLServer's endpoint does is done here in the same order: the request
@@ -26,6 +27,7 @@ import mlserver.rest.endpoints as mlserver_endpoints
 from mlserver import types
 from mlserver.codecs.json import encode_to_json_bytes
 from mlserver.errors import MLServerError
+from starlette.routing import Match
 
 from runtime.asgi_guard import App, Message, Receive, Scope, Send
 from runtime.fast_json import SimpleRequest, read_simple
@@ -42,9 +44,10 @@ def enabled(settings: Any, env: Optional[dict[str, str]] = None) -> bool:
 
 
 class FastInfer:
-    def __init__(self, app: App, data_plane: Any):
+    def __init__(self, app: App, data_plane: Any, router: Any):
         self.app = app
         self.data_plane = data_plane
+        self.router = router
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = _INFER.match(scope.get("path", "")) if scope["type"] == "http" else None
@@ -54,7 +57,19 @@ class FastInfer:
         request = read_simple(body)
         if request is None or not await self._serves(*match.groups()):
             return await self.app(scope, _replay(body, receive), send)
+        self._route(scope)
         await self._infer(scope, request, *match.groups(), send)
+
+    def _route(self, scope: Scope) -> None:
+        """What routing leaves in the scope (the route, its endpoint and path parameters, the
+        router): MLServer's metrics middleware reads it afterwards, and counts no request
+        without it (starlette_exporter's filter_unhandled_paths)."""
+        for route in self.router.routes:
+            matched, child_scope = route.matches(scope)
+            if matched == Match.FULL:
+                scope.update(child_scope)
+                scope["router"] = self.router
+                return
 
     async def _serves(self, name: str, version: Optional[str]) -> bool:
         try:

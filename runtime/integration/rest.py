@@ -44,7 +44,7 @@ def _guarded(original: Callable[..., Any]) -> Callable[..., Any]:
         app.add_middleware(RequestGuard, max_request_bytes=max_request_bytes(), admin=admin)
         if fast_path.enabled(settings):
             # Innermost, where add_middleware cannot put it: inside MLServer's metrics middleware.
-            app.user_middleware.append(Middleware(fast_path.FastInfer, data_plane=data_plane))
+            app.user_middleware.append(Middleware(fast_path.FastInfer, data_plane=data_plane, router=app.router))
         return app
 
     return create_app

@@ -124,3 +124,22 @@ def test_fuzzed_grpc_requests_get_the_same_answer(pair):
         _same_grpc(pair, case.request)
 
     prop()
+
+
+COUNTED = re.compile(r"^(rest_server_|grpc_server_|model_infer_|pipeline_(requests|request_rows|prediction_bucket|ood_|admission))")
+
+
+def _counts(server: Server) -> dict:
+    """Every request count the server exports (counters, histogram counts), durations aside."""
+    return {key: value for key, value in server.scrape().items()
+            if COUNTED.match(key[0]) and (key[0].endswith("_total") or key[0].endswith("_count"))}  # fmt: skip
+
+
+def test_every_request_above_was_counted_the_same_by_mlserver_and_the_runtime(pair):
+    """Runs last: the two servers got the same traffic, so MLServer's REST, gRPC and model
+    metrics and the runtime's must hold the same counts (starlette_exporter counts only requests
+    whose scope was routed: the fast path must leave the route in it)."""
+    on, off = (_counts(s) for s in pair)
+    rest = [k for k in on if k[0] == "rest_server_requests_total" and dict(k[1]).get("path", "").endswith("/infer")]
+    assert rest and sum(on[k] for k in rest) > FUZZED_REST  # the inference requests were counted at all
+    assert on == off, {k: (on.get(k), off.get(k)) for k in set(on) | set(off) if on.get(k) != off.get(k)}
