@@ -6,7 +6,9 @@
 #   docker buildx imagetools inspect python:3.11.14-slim-bookworm
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
-# Build stage: the virtual environment, from the same hashed lock and install script as `make venv`.
+# Build stage: the virtual environment from requirements.lock, the runtime set only (no test clients,
+# linters or benchmark tools: those are in requirements-dev.lock, at the same versions), with the same
+# install script as `make venv`.
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1

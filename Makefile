@@ -1,5 +1,7 @@
 # Two commands do all set-up: `make serve` and `make test`.
 # The virtual environment is built from the pinned, hashed lock the first time either runs.
+# Two locks, one set of versions: requirements.lock is the runtime set (the image installs only it),
+# requirements-dev.lock is the runtime set plus [dev] (tests, clients, benchmarks; .venv installs it).
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -18,9 +20,9 @@ export PIPELINE_DEFAULT_MODEL ?= diabetes
 
 venv: $(STAMP)
 
-# The same install script the Dockerfile runs, so the image and the tests share one environment.
-$(STAMP): requirements.lock deploy/install-venv.sh
-	PYTHON=$(PYTHON) sh deploy/install-venv.sh $(VENV) requirements.lock
+# The same install script the Dockerfile runs (there with requirements.lock, the runtime set alone).
+$(STAMP): requirements-dev.lock deploy/install-venv.sh
+	PYTHON=$(PYTHON) sh deploy/install-venv.sh $(VENV) requirements-dev.lock
 	touch $@
 
 serve: venv
@@ -75,13 +77,19 @@ train: venv
 
 # The linear model (the folded fast path, with a shadowed twin beside it), then a random forest.
 bench: venv
-	$(PY) -m bench.run --shadow 1
+	$(PY) -m bench.run --shadow 1 --lookup
 	$(PY) -m bench.run --model forest
 
-# Regenerate the lock after editing pyproject.toml (needs pip-tools, installed on the fly).
+# Regenerate both locks after editing pyproject.toml (needs pip-tools, installed on the fly). The
+# runtime lock first; then the dev lock with the runtime lock as a constraint, so a package in both has
+# one version and the same hashes (tests/deploy/test_dockerfile.py checks). Existing pins are kept:
+# `make lock PIP_COMPILE_ARGS=--upgrade` (or `--upgrade-package NAME`) moves them. No index URLs or
+# find-links in the locks: they name this machine's pip configuration, not the image build's.
+PIP_COMPILE = $(VENV)/bin/pip-compile --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links -q $(PIP_COMPILE_ARGS)
 lock: venv
 	$(PY) -m pip install --quiet pip-tools
-	$(VENV)/bin/pip-compile --generate-hashes --allow-unsafe --strip-extras --extra dev -q -o requirements.lock pyproject.toml
+	$(PIP_COMPILE) -o requirements.lock pyproject.toml
+	$(PIP_COMPILE) --extra dev -c requirements.lock -o requirements-dev.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,7 +1,7 @@
 #!/bin/sh
-# Builds the runtime's virtual environment from the project's pinned, hashed lock.
-# The Dockerfile's build stage runs this script and tests/deploy runs the very same one, so the test
-# reproduces the image's environment without Docker.
+# Builds a virtual environment from one of the project's pinned, hashed locks: requirements.lock (the
+# runtime set: the Dockerfile's build stage, and tests/deploy reproducing it without Docker) or
+# requirements-dev.lock (the runtime set plus the development set: `make venv`).
 # Usage: install-venv.sh VENV_DIR LOCK_FILE   (PYTHON selects the interpreter, default python3)
 set -eu
 venv_dir="$1"

