@@ -1,6 +1,6 @@
 """What tests/deploy needs in place of Docker and a cluster: Dockerfile and .dockerignore parsing,
-kustomize rendering, strict validation against the KServe v0.16.0 CRDs (kserve/crds/), and the
-repository's models.
+kustomize rendering, strict validation against the KServe CRDs of each release in kserve/crds/, and
+the repository's models.
 
 Nothing here imports mlserver or runtime.model: these tests also run gRPC clients in-process.
 """
@@ -27,8 +27,13 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 KSERVE = REPO / "kserve"
-# The KServe release the overlays target; kserve/crds/ also keeps newer copies for work to come.
-CRD_DIR = KSERVE / "crds" / "v0.16.0"
+CRD_ROOT = KSERVE / "crds"
+# The oldest KServe release the Serverless overlays target, and the first with spec.canary[], which the
+# Standard-mode overlays need. kserve/crds/<release>/ holds each one's CRDs.
+OLDEST_RELEASE = "v0.16.0"
+CANARY_RELEASE = "v0.20.0"
+CRD_DIR = CRD_ROOT / OLDEST_RELEASE
+# Serverless (Knative) mode: canaryTrafficPercent.
 OVERLAYS = {
     "base": KSERVE / "base",
     "canary": KSERVE / "overlays" / "canary",
@@ -36,6 +41,12 @@ OVERLAYS = {
     "rollback": KSERVE / "overlays" / "rollback",
     "ab-test": KSERVE / "overlays" / "ab-test",
 }
+# Standard mode: spec.canary[], in rollout order.
+STANDARD_OVERLAYS = {
+    f"standard/{step}": KSERVE / "standard" / step
+    for step in ("base", "dark-launch", "canary-10", "canary-25", "canary-50", "promote", "rollback")
+}
+ALL_OVERLAYS = {**OVERLAYS, **STANDARD_OVERLAYS}
 CRD_FILES = {
     "InferenceService": "serving.kserve.io_inferenceservices.yaml",
     "ServingRuntime": "serving.kserve.io_servingruntimes.yaml",
@@ -202,7 +213,7 @@ def kubectl() -> str:
 def render_json(overlay: str) -> str:
     """`kubectl kustomize` output as JSON text (cached: every test gets its own parsed copy)."""
     out = subprocess.run(
-        [kubectl(), "kustomize", str(OVERLAYS[overlay])],
+        [kubectl(), "kustomize", str(ALL_OVERLAYS[overlay])],
         capture_output=True,
         text=True,
         timeout=60,
@@ -237,14 +248,17 @@ def strict(schema: Any) -> Any:
         if not schema.get("x-kubernetes-preserve-unknown-fields"):
             out.setdefault("additionalProperties", False)
     if schema.get("format") in INT_RANGES:
-        out["minimum"], out["maximum"] = INT_RANGES[schema["format"]]
+        # Only where the CRD sets no bound of its own (trafficPercent's 0..100 must survive).
+        lowest, highest = INT_RANGES[schema["format"]]
+        out.setdefault("minimum", lowest)
+        out.setdefault("maximum", highest)
     return out
 
 
 @cache
-def crd_validator(kind: str) -> tuple[str, jsonschema.protocols.Validator]:
-    """(apiVersion served by the v0.16.0 CRD, strict validator) for one KServe kind."""
-    path = CRD_DIR / CRD_FILES[kind]
+def crd_validator(kind: str, release: str = OLDEST_RELEASE) -> tuple[str, jsonschema.protocols.Validator]:
+    """(apiVersion served by the release's CRD, strict validator) for one KServe kind."""
+    path = CRD_ROOT / release / CRD_FILES[kind]
     if not path.is_file():
         raise AssertionError(f"KServe CRD {path} is missing: kserve/crds/ holds the copies the tests use")
     crd = yaml.safe_load(path.read_text())
@@ -255,10 +269,10 @@ def crd_validator(kind: str) -> tuple[str, jsonschema.protocols.Validator]:
     return f"{crd['spec']['group']}/{version['name']}", jsonschema.Draft7Validator(schema)
 
 
-def schema_errors(obj: dict[str, Any]) -> list[str]:
+def schema_errors(obj: dict[str, Any], release: str = OLDEST_RELEASE) -> list[str]:
     if obj.get("kind") not in CRD_FILES:
         return [f"{obj.get('kind')!r} is not a KServe kind these manifests should contain"]
-    api_version, validator = crd_validator(obj["kind"])
+    api_version, validator = crd_validator(obj["kind"], release)
     errors = []
     if obj.get("apiVersion") != api_version:
         errors.append(f"apiVersion {obj.get('apiVersion')!r} is not the served {api_version!r}")
@@ -299,3 +313,45 @@ def served_model_name(isvc: dict[str, Any]) -> str:
     """The model name KServe routes to: MLSERVER_MODEL_NAME in the predictor env, else the ISVC name."""
     env = env_map(isvc["spec"]["predictor"]["model"].get("env"))
     return env.get("MLSERVER_MODEL_NAME", isvc["metadata"]["name"])
+
+
+# ---------------------------------------------------------------- runtime.rollout from the outside
+
+
+def run_rollout(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m runtime.rollout ARGV` in a fresh interpreter, from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "runtime.rollout", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def kubectl_merge_patch(obj: dict[str, Any], patch: str, workdir: Path) -> dict[str, Any]:
+    """What `kubectl patch --local --type merge` makes of `obj` (the API server's merge-patch code)."""
+    source = workdir / "object.json"
+    source.write_text(json.dumps(obj))
+    out = subprocess.run(
+        [kubectl(), "patch", "--local", "-f", str(source), "--type", "merge", "-p", patch, "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def effective_canary_predictor(stable: dict[str, Any], canary: dict[str, Any]) -> dict[str, Any]:
+    """The predictor KServe v0.20.0 deploys for a canary: the canary laid over a copy of the stable one
+    (mergo.Merge WithOverride in buildCanaryPredictor: maps merge, set values win, lists are replaced).
+    KServe then drops the autoscaling fields and fixes minReplicas, which the model checks ignore."""
+    merged = copy.deepcopy(stable)
+    for key, value in canary.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = effective_canary_predictor(merged[key], value)
+        elif value is not None:
+            merged[key] = copy.deepcopy(value)
+    return merged

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.deploy_support import CRD_DIR, CRD_FILES, KSERVE, git_blob_sha1
+from tests.deploy.deploy_support import (
+    CANARY_RELEASE,
+    CRD_DIR,
+    CRD_FILES,
+    CRD_ROOT,
+    KSERVE,
+    OLDEST_RELEASE,
+    git_blob_sha1,
+)
 
 COPIES = sorted(p for p in (KSERVE / "crds").iterdir() if p.is_dir())
 # A SOURCE.md table row: | file.yaml | ... | <git blob sha1> | <bytes> |
@@ -15,8 +23,10 @@ ROW = re.compile(r"^\|\s*(\S+\.yaml)\s*\|.*\|\s*([0-9a-f]{40})\s*\|\s*(\d+)\s*\|
 
 
 def test_the_copies_are_the_versions_the_tests_expect() -> None:
-    assert [p.name for p in COPIES] == ["v0.16.0", "v0.20.0"]
-    assert CRD_DIR in COPIES and all((CRD_DIR / f).is_file() for f in CRD_FILES.values())
+    assert [p.name for p in COPIES] == [OLDEST_RELEASE, CANARY_RELEASE] == ["v0.16.0", "v0.20.0"]
+    assert CRD_DIR in COPIES
+    for release in (OLDEST_RELEASE, CANARY_RELEASE):
+        assert all((CRD_ROOT / release / f).is_file() for f in CRD_FILES.values()), release
 
 
 @pytest.mark.parametrize("copy", COPIES, ids=lambda p: p.name)

@@ -1,5 +1,7 @@
-"""kserve/: every kustomize overlay renders, validates strictly against the KServe v0.16.0 CRDs, and
-passes the checks the CRD schemas cannot make (traffic ranges, Splitter weights, names, ports, paths)."""
+"""kserve/: every Serverless (Knative) overlay renders, validates strictly against the KServe v0.16.0
+and v0.20.0 CRDs, and passes the checks the CRD schemas cannot make (traffic ranges, Splitter weights,
+names, ports, paths, drain). The Standard-mode overlays have their own file, test_kserve_standard.py,
+and reuse CHECKS from here."""
 
 from __future__ import annotations
 
@@ -9,7 +11,10 @@ from typing import Any
 
 import pytest
 
+from runtime.canary_rules import STANDARD, annotated_mode, normalized_mode
 from tests.deploy.deploy_support import (
+    CANARY_RELEASE,
+    OLDEST_RELEASE,
     OVERLAYS,
     REPO,
     by_kind,
@@ -153,11 +158,14 @@ def port_problems(objects: Objects) -> list[str]:
 
 
 DRAIN_KEYS = ("PIPELINE_DRAIN_DELAY_S", "PIPELINE_DRAIN_TIMEOUT_S", "PIPELINE_DRAIN_HARD_EXIT_S")
+KUBERNETES_GRACE_S = 30  # a pod's terminationGracePeriodSeconds when unset
 
 
 def drain_problems(objects: Objects) -> list[str]:
-    """The graceful drain fits the pod's grace period, which Knative sets to the predictor's
-    `timeout` (and does not let you set otherwise): delay + timeout <= hard exit < grace period."""
+    """The graceful drain fits the pod's grace period: delay + timeout <= hard exit < grace period.
+
+    In Knative mode the grace period is the predictor's `timeout` (Knative refuses any other); in
+    Standard mode it is the pod's own terminationGracePeriodSeconds."""
     runtimes = by_kind(objects, "ServingRuntime")
     problems = []
     for name, isvc in by_kind(objects, "InferenceService").items():
@@ -176,12 +184,21 @@ def drain_problems(objects: Objects) -> list[str]:
             continue
         if not (0 <= delay and 0 < timeout and delay + timeout <= hard_exit):
             problems.append(f"{name}: drain delay {delay} + timeout {timeout} exceed hard exit {hard_exit}")
-        if "terminationGracePeriodSeconds" in predictor:
+        if normalized_mode(annotated_mode(isvc)) == STANDARD:
+            grace = predictor.get("terminationGracePeriodSeconds", KUBERNETES_GRACE_S)
+            source = f"terminationGracePeriodSeconds ({grace}s)"
+        elif "terminationGracePeriodSeconds" in predictor:
             problems.append(f"{name}: Knative refuses terminationGracePeriodSeconds in Serverless mode")
-        elif hard_exit >= predictor["timeout"]:
+            continue
+        else:
+            grace, source = (
+                predictor["timeout"],
+                f"the grace period Knative derives from timeout ({predictor['timeout']}s)",
+            )
+        if hard_exit >= grace:
             problems.append(
-                f"{name}: the drain's hard exit ({hard_exit}s) is not below the grace period Knative "
-                f"derives from timeout ({predictor['timeout']}s): the pod would be SIGKILLed mid-drain"
+                f"{name}: the drain's hard exit ({hard_exit}s) is not below {source}: "
+                "the pod would be SIGKILLed mid-drain"
             )
     return problems
 
@@ -198,11 +215,12 @@ CHECKS: list[Callable[[Objects], list[str]]] = [
 # ---------------------------------------------------------------- the rendered overlays
 
 
+@pytest.mark.parametrize("release", [OLDEST_RELEASE, CANARY_RELEASE])
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_overlay_renders_and_validates_strictly_against_the_crds(overlay: str) -> None:
+def test_overlay_renders_and_validates_strictly_against_the_crds(overlay: str, release: str) -> None:
     objects = render(overlay)
     assert {o["kind"] for o in objects} >= {"ServingRuntime", "InferenceService"}
-    assert [e for o in objects for e in schema_errors(o)] == []
+    assert [e for o in objects for e in schema_errors(o, release)] == []
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -240,8 +258,10 @@ def test_ab_test_splits_between_version_1_and_version_2() -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_service_is_serverless_autoscaled_and_bounded(overlay: str) -> None:
     for name, isvc in by_kind(render(overlay), "InferenceService").items():
-        # Canary traffic splitting exists in Serverless (Knative) mode only.
-        assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless", name
+        # canaryTrafficPercent works in Serverless (Knative) mode only. The current name: KServe 0.16
+        # refuses every update of a service still annotated with the deprecated "Serverless"
+        # (kserve#4798).
+        assert annotated_mode(isvc) == "Knative", name
         predictor = isvc["spec"]["predictor"]
         assert 1 <= predictor["minReplicas"] <= predictor["maxReplicas"], name
         assert predictor["scaleMetric"] == "concurrency"

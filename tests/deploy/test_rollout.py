@@ -1,24 +1,22 @@
-"""runtime.rollout: its patches as exact data, --dry-run end to end, and every command against a fake
-Kubernetes API server on loopback (the real kubernetes client does the HTTP)."""
+"""runtime.rollout in Serverless (Knative) mode: its patches as exact data, --dry-run end to end, and
+every command against a fake Kubernetes API server on loopback (the real kubernetes client does the
+HTTP). Standard mode (spec.canary[]) is in test_rollout_standard.py."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.deploy.deploy_support import REPO, by_kind, kubectl, render
 from runtime import rollout
+from tests.deploy.deploy_support import REPO, by_kind, kubectl_merge_patch, render, run_rollout
+from tests.deploy.fake_api import ISVC_PATH, FakeApiServer, serving
 
-ISVC_PATH = "/apis/serving.kserve.io/v1beta1/namespaces/ml/inferenceservices/diabetes"
 V2_URI = "gs://YOUR-BUCKET/pipeline-runtime/models/diabetes/2"
 PATCHES = [
     (["canary", "10"], '{"spec": {"predictor": {"canaryTrafficPercent": 10}}}'),
@@ -29,17 +27,7 @@ PATCHES = [
     (["promote"], '{"spec": {"predictor": {"canaryTrafficPercent": null}}}'),
     (["rollback"], '{"spec": {"predictor": {"canaryTrafficPercent": 0}}}'),
 ]
-
-
-def run_cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "runtime.rollout", *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-    )
+IDS = [" ".join(a[:2]) for a, _ in PATCHES]
 
 
 def test_rollout_imports_neither_mlserver_nor_the_runtime_model() -> None:
@@ -48,10 +36,10 @@ def test_rollout_imports_neither_mlserver_nor_the_runtime_model() -> None:
     assert out.stdout.strip() == "[]", out.stderr
 
 
-@pytest.mark.parametrize("argv,body", PATCHES, ids=[" ".join(a[:2]) for a, _ in PATCHES])
+@pytest.mark.parametrize("argv,body", PATCHES, ids=IDS)
 def test_each_command_builds_its_exact_merge_patch(argv: list[str], body: str) -> None:
-    patch = rollout.build_patch(rollout.parse_args([*argv, "--dry-run"]))
-    assert json.dumps(patch) == body
+    args = rollout.parse_args([*argv, "--mode", "serverless", "--dry-run"])
+    assert json.dumps(rollout.build_patch(args, args.mode)) == body
 
 
 @pytest.mark.parametrize("bad", ["101", "-1", "ten"])
@@ -62,12 +50,34 @@ def test_canary_percent_outside_0_to_100_is_refused(bad: str, capsys: pytest.Cap
         rollout.canary_patch(101)
 
 
-@pytest.mark.parametrize("argv,body", PATCHES, ids=[" ".join(a[:2]) for a, _ in PATCHES])
+@pytest.mark.parametrize("argv,body", PATCHES, ids=IDS)
 def test_dry_run_prints_the_patch_and_contacts_nothing(argv: list[str], body: str, tmp_path: Path) -> None:
     # A kubeconfig that does not exist: the dry run must not even look for a cluster.
-    out = run_cli(*argv, "--dry-run", env={"KUBECONFIG": str(tmp_path / "absent")})
+    out = run_rollout(
+        *argv, "--mode", "serverless", "--dry-run", env={"KUBECONFIG": str(tmp_path / "absent")}
+    )
     assert (out.returncode, out.stdout) == (0, body + "\n"), out.stderr
-    assert "dry run" in out.stderr
+    assert "dry run, serverless mode" in out.stderr
+
+
+def test_a_dry_run_does_not_guess_the_mode() -> None:
+    # A guessed Serverless patch on a Standard service would be silently ignored (kserve#5335).
+    out = run_rollout("promote", "--dry-run")
+    assert (out.returncode, out.stdout) == (2, "")
+    assert "--dry-run needs --mode" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "argv,refusal",
+    [
+        (["promote", "--storage-uri", V2_URI], "promote takes no --storage-uri"),
+        (["canary", "10", "--canary-name", "v2"], "--canary-name names a Standard-mode canary"),
+    ],
+)
+def test_standard_only_options_are_refused_in_serverless_mode(argv: list[str], refusal: str) -> None:
+    out = run_rollout(*argv, "--mode", "serverless", "--dry-run")
+    assert (out.returncode, out.stdout) == (1, "")
+    assert refusal in out.stderr
 
 
 @pytest.mark.parametrize(
@@ -82,80 +92,12 @@ def test_dry_run_patch_turns_one_overlay_into_the_next(
     start: str, argv: list[str], end: str, tmp_path: Path
 ) -> None:
     """The command and the kustomize overlays describe the same rollout steps."""
-    isvc_file = tmp_path / "isvc.json"
-    isvc_file.write_text(json.dumps(by_kind(render(start), "InferenceService")["diabetes"]))
-    patch = run_cli(*argv, "--dry-run").stdout
-    patched = subprocess.run(
-        [kubectl(), "patch", "--local", "-f", str(isvc_file), "--type", "merge", "-p", patch, "-o", "json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert patched.returncode == 0, patched.stderr
-    assert json.loads(patched.stdout) == by_kind(render(end), "InferenceService")["diabetes"]
+    patch = run_rollout(*argv, "--mode", "serverless", "--dry-run").stdout
+    patched = kubectl_merge_patch(by_kind(render(start), "InferenceService")["diabetes"], patch, tmp_path)
+    assert patched == by_kind(render(end), "InferenceService")["diabetes"]
 
 
 # ---------------------------------------------------------------- against a fake API server
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386, as the API server applies application/merge-patch+json."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
-class FakeApiServer(ThreadingHTTPServer):
-    """Serves one InferenceService at ISVC_PATH and records every request."""
-
-    def __init__(self, isvc: dict[str, Any]) -> None:
-        super().__init__(("127.0.0.1", 0), FakeApiHandler)
-        self.isvc = isvc
-        self.requests: list[dict[str, Any]] = []
-
-
-class FakeApiHandler(BaseHTTPRequestHandler):
-    server: FakeApiServer
-
-    def reply(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def handle_request(self, method: str) -> None:
-        path, _, query = self.path.partition("?")
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else None
-        content_type = self.headers.get("Content-Type")
-        self.server.requests.append(
-            {"method": method, "path": path, "query": query, "type": content_type, "body": body}
-        )
-        if path != ISVC_PATH:
-            self.reply(404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404})
-        elif method == "PATCH" and content_type != "application/merge-patch+json":
-            self.reply(415, {"kind": "Status", "status": "Failure", "code": 415})
-        else:
-            if method == "PATCH":
-                self.server.isvc = merge_patch(self.server.isvc, body)
-            self.reply(200, self.server.isvc)
-
-    def do_GET(self) -> None:
-        self.handle_request("GET")
-
-    def do_PATCH(self) -> None:
-        self.handle_request("PATCH")
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 def canary_isvc() -> dict[str, Any]:
@@ -164,7 +106,7 @@ def canary_isvc() -> dict[str, Any]:
     isvc["metadata"]["namespace"] = "ml"
     isvc["status"] = {
         "url": "http://diabetes.ml.example.com",
-        "deploymentMode": "Serverless",
+        "deploymentMode": "Knative",
         "conditions": [{"type": "Ready", "status": "True"}],
         "components": {
             "predictor": {
@@ -192,31 +134,9 @@ def canary_isvc() -> dict[str, Any]:
 
 @pytest.fixture
 def api_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApiServer]:
-    server = FakeApiServer(canary_isvc())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {"name": "fake", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}
-                ],
-                "users": [{"name": "fake", "user": {"token": "fake-token"}}],
-                "contexts": [
-                    {"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": "ml"}}
-                ],
-                "current-context": "fake",
-            }
-        )
-    )
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving(canary_isvc(), tmp_path / "kubeconfig") as server:
+        monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+        yield server
 
 
 def test_status_reports_the_traffic_split(
@@ -225,6 +145,11 @@ def test_status_reports_the_traffic_split(
     assert rollout.main(["status"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["canaryTrafficPercent"] == 10 and status["ready"] == "True"
+    assert (status["deploymentMode"], status["deploymentModeAnnotation"], status["canaries"]) == (
+        "Knative",
+        "Knative",
+        [],
+    )
     assert [(t["revisionName"], t["percent"]) for t in status["traffic"]] == [
         ("diabetes-predictor-00002", 10),
         ("diabetes-predictor-00001", 90),
@@ -234,19 +159,20 @@ def test_status_reports_the_traffic_split(
     ]
 
 
-@pytest.mark.parametrize("argv,body", PATCHES, ids=[" ".join(a[:2]) for a, _ in PATCHES])
-def test_each_command_sends_one_strict_merge_patch(
+@pytest.mark.parametrize("argv,body", PATCHES, ids=IDS)
+def test_each_command_reads_the_service_then_sends_the_dry_run_patch(
     argv: list[str], body: str, api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert rollout.main(argv) == 0
-    (request,) = api_server.requests
-    assert (request["method"], request["path"], request["type"]) == (
+    get, patch = api_server.requests
+    assert (get["method"], get["path"]) == ("GET", ISVC_PATH)
+    assert (patch["method"], patch["path"], patch["type"]) == (
         "PATCH",
         ISVC_PATH,
         "application/merge-patch+json",
     )
-    assert request["query"] == "fieldValidation=Strict"
-    assert request["body"] == json.loads(body)
+    assert patch["query"] == "fieldValidation=Strict"
+    assert patch["body"] == json.loads(body)
     printed = json.loads(capsys.readouterr().out)
     assert printed["canaryTrafficPercent"] == json.loads(body)["spec"]["predictor"]["canaryTrafficPercent"]
 
@@ -258,12 +184,40 @@ def test_promote_removes_the_field_on_the_server(
     assert "canaryTrafficPercent" not in api_server.isvc["spec"]["predictor"]
 
 
-def test_raw_deployment_mode_gets_a_warning(
+@pytest.mark.parametrize("annotation", ["Serverless", None])
+def test_the_deprecated_name_or_the_recorded_status_also_mean_serverless(
+    annotation: str | None, api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    annotations = api_server.isvc["metadata"]["annotations"]
+    if annotation is None:
+        del annotations["serving.kserve.io/deploymentMode"]  # then status.deploymentMode decides
+    else:
+        annotations["serving.kserve.io/deploymentMode"] = annotation
+    assert rollout.main(["rollback"]) == 0
+    assert [p["body"] for p in api_server.patches()] == [json.loads(PATCHES[3][1])]
+    # KServe 0.16 would refuse the update of a service still annotated with the deprecated name.
+    assert ("kserve#4798" in capsys.readouterr().err) == (annotation == "Serverless")
+
+
+def test_a_mode_the_service_does_not_run_in_is_refused(
     api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    api_server.isvc["status"]["deploymentMode"] = "RawDeployment"
-    assert rollout.main(["canary", "20"]) == 0
-    assert "RawDeployment" in capsys.readouterr().err
+    assert rollout.main(["rollback", "--mode", "standard"]) == 1
+    assert "runs in serverless mode, not standard" in capsys.readouterr().err
+    assert api_server.patches() == []
+
+
+def test_a_patch_kserve_would_refuse_is_not_sent(
+    api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # KServe ran it in Standard mode; its webhook refuses any update annotated otherwise.
+    api_server.isvc["status"]["deploymentMode"] = "Standard"
+    assert rollout.main(["canary", "20"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "deploymentMode cannot be changed from 'Standard' to 'Knative'" in err and "nothing was sent" in err
+    )
+    assert api_server.patches() == []
 
 
 def test_an_unknown_service_fails_with_the_api_error(
