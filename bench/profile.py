@@ -79,6 +79,16 @@ MARKERS = [
     ("MLServer codec decode (MLModel.decode_request)", r"mlserver/model\.py", "decode_request"),
     ("MLServer codec encode (MLModel.encode/encode_response)", r"mlserver/model\.py", "encode(_response)?"),
     ("sklearn Pipeline.predict", r"sklearn/pipeline\.py", "predict"),
+    # This runtime's own per-request work, stage by stage (issue 14: what the common case pays for).
+    ("runtime: REST fast path (body read, parse, dataplane call, dump)", r"runtime/integration/fast_path\.py", "__call__"),
+    ("runtime: admission (auth, rate, deadline, cap)", r"runtime/integration/dataplane\.py", "admit"),
+    ("runtime: input contract (decode + checks)", r"runtime/contract\.py", "parse"),
+    ("runtime: out-of-distribution check", r"runtime/ood\.py", "check"),
+    ("runtime: predictor", r"runtime/predictor\.py", "predict"),
+    ("runtime: encode (outputs + V2 response)", r"runtime/model\.py", "_encode"),
+    ("runtime: observation, metrics + log line", r"runtime/observation\.py", "record"),
+    ("runtime: observation, spans (none without a tracer)", r"runtime/observation\.py", "span"),
+    ("runtime: predictions metric", r"runtime/metrics\.py", "record_predictions"),
 ]
 
 
