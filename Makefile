@@ -16,7 +16,7 @@ export MLSERVER_METRICS_PORT ?= 8082
 # The model POST /predict answers (POST /predict/{model} names any other).
 export PIPELINE_DEFAULT_MODEL ?= diabetes
 
-.PHONY: venv serve serve-features test test-unit test-pins test-packaging test-integration test-features test-deploy test-reliability test-fuzz train bench lock clean
+.PHONY: venv serve serve-features test test-unit test-pins test-packaging test-integration test-features test-rehearsal test-deploy test-reliability test-fuzz train bench lock clean
 
 venv: $(STAMP)
 
@@ -35,7 +35,7 @@ serve-features: venv
 
 # The runtime (which imports mlserver) and the V2 clients of kserve/tritonclient register the
 # same protobuf symbols, so the two kinds of tests run in separate pytest processes.
-test: test-unit test-pins test-packaging test-integration test-features test-deploy test-reliability test-fuzz
+test: test-unit test-pins test-packaging test-integration test-features test-deploy test-rehearsal test-reliability test-fuzz
 
 test-unit: venv
 	$(PY) -m pytest -q tests/unit
@@ -65,6 +65,11 @@ test-reliability: venv
 # The long runs are bench commands: python -m bench.fuzz --examples 10000, python -m bench.soak --seconds 60.
 test-fuzz: venv
 	$(PY) -m pytest -q tests/fuzz
+
+# A canary rehearsal: stable and canary servers behind a real nginx, scraped by a real Prometheus
+# (both from the distribution's packages, installed when missing); rollout analyze/auto decide.
+test-rehearsal: venv
+	$(PY) -m pytest -q tests/rehearsal
 
 # Dockerfile lint, kustomize + CRD validation, rollout patches, and the image's commands run here.
 # kubectl renders the kustomize overlays; the script installs a pinned one when PATH has none.

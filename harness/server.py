@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import IO, Any, Callable, Iterable, Optional, Sequence
 
 import grpc
 import requests
@@ -69,6 +69,25 @@ def clean_environ(environ: Optional[dict[str, str]] = None) -> dict[str, str]:
     nothing from a developer's shell leaks into a server under test."""
     source = os.environ if environ is None else environ
     return {k: v for k, v in source.items() if not k.startswith(("MLSERVER_", "PIPELINE_", "KSERVE_"))}
+
+
+def stop_group(proc: subprocess.Popen, log_file: Optional[IO] = None, first: Optional[int] = None,
+               grace_s: float = 10.0) -> None:  # fmt: skip
+    """`first` (a signal) to the process and up to `grace_s` for it to exit, then SIGKILL to its
+    whole process group (started with start_new_session), and its log file closed."""
+    if first is not None and proc.poll() is None:
+        proc.send_signal(first)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait(timeout=10)
+    if log_file is not None:
+        log_file.close()
 
 
 @dataclass
@@ -242,14 +261,8 @@ class Server:
 
     def kill(self) -> None:
         """SIGKILL to the server's own process group: the server and any worker left behind."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.proc.wait(timeout=10)
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+        stop_group(self.proc, self._log_file)
+        self._log_file = None
 
     # ------------------------------------------------------------------ the log and the processes
 

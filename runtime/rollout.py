@@ -4,6 +4,7 @@
     python -m runtime.rollout [-n NAMESPACE] [--name NAME] canary PERCENT [--storage-uri URI] [--canary-name N]
     python -m runtime.rollout [-n NAMESPACE] [--name NAME] promote [--storage-uri URI] [--canary-name N]
     python -m runtime.rollout [-n NAMESPACE] [--name NAME] rollback
+    python -m runtime.rollout analyze ...   /   python -m runtime.rollout auto ...   (runtime.rollout_auto)
     (canary, promote and rollback also take --mode serverless|standard and --dry-run)
 
 The InferenceService's `serving.kserve.io/deploymentMode` annotation picks the field (else the mode
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime import canary_rules as rules
+from runtime import rollout_auto
 
 GROUP = "serving.kserve.io"
 VERSION = "v1beta1"
@@ -290,6 +292,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         commands.choices[name].add_argument(
             "--dry-run", action="store_true", help="print the merge patch and send nothing (needs --mode)"
         )
+    rollout_auto.add_commands(commands)  # analyze, auto
     args = parser.parse_args(argv)
     if getattr(args, "dry_run", False) and args.mode is None:
         # Guessing would repeat kserve#5335: a Serverless patch on a Standard service is silently ignored.
@@ -398,6 +401,8 @@ def live(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if hasattr(args, "handler"):  # analyze, auto (runtime.rollout_auto)
+        return args.handler(args)
     try:
         if getattr(args, "dry_run", False):
             return dry_run(args)

@@ -1,0 +1,63 @@
+"""Server-side test doubles of the rehearsal: the real runtime with a bad canary's predictor.
+
+- ErroringRuntime: every REHEARSAL_ERROR_EVERY-th prediction fails with an internal error (a 500;
+  every 5th: 20 % of the requests), deterministically, so the share is exact.
+- ShiftedRuntime: every `predict` value moved by REHEARSAL_SHIFT (a constant): a canary whose
+  answers are all valid, fast and wrong.
+
+The contract, the out-of-distribution check and the metrics run as in the real runtime, so what
+the rehearsal's Prometheus sees is what a broken version would export. Imported only by the
+`mlserver start .` subprocesses the rehearsal starts (the project root on their PYTHONPATH).
+"""
+
+import itertools
+import os
+import threading
+
+from runtime.model import PipelineRuntime
+
+
+class _Wrapped:
+    """The compiled predictor, with `predict` replaced; everything else delegated."""
+
+    def __init__(self, inner, predict):  # type: ignore[no-untyped-def]
+        self._inner, self._predict = inner, predict
+        self.kind = inner.kind
+
+    def __getattr__(self, name):  # type: ignore[no-untyped-def]
+        return getattr(self._inner, name)
+
+    def predict(self, features, names):  # type: ignore[no-untyped-def]
+        return self._predict(self._inner, features, names)
+
+
+class ErroringRuntime(PipelineRuntime):
+    async def load(self) -> bool:
+        ready = await super().load()
+        every = int(os.environ["REHEARSAL_ERROR_EVERY"])
+        counter, lock = itertools.count(1), threading.Lock()
+
+        def predict(inner, features, names):  # type: ignore[no-untyped-def]
+            with lock:
+                n = next(counter)
+            if n % every == 0:
+                raise ZeroDivisionError(f"injected fault (every {every}th prediction)")
+            return inner.predict(features, names)
+
+        self._predictor = _Wrapped(self._predictor, predict)
+        return ready
+
+
+class ShiftedRuntime(PipelineRuntime):
+    async def load(self) -> bool:
+        ready = await super().load()
+        shift = float(os.environ["REHEARSAL_SHIFT"])
+
+        def predict(inner, features, names):  # type: ignore[no-untyped-def]
+            outputs = dict(inner.predict(features, names))
+            if "predict" in outputs:
+                outputs["predict"] = outputs["predict"] + shift
+            return outputs
+
+        self._predictor = _Wrapped(self._predictor, predict)
+        return ready
