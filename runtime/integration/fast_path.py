@@ -19,8 +19,10 @@ off while tracing is on (MLServer's request span names itself after the FastAPI 
 
 from __future__ import annotations
 
+import email.message
 import os
 import re
+from functools import lru_cache
 from typing import Any, Optional
 
 import mlserver.rest.endpoints as mlserver_endpoints
@@ -51,7 +53,7 @@ class FastInfer:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = _INFER.match(scope.get("path", "")) if scope["type"] == "http" else None
-        if match is None or scope["method"] != "POST":
+        if match is None or scope["method"] != "POST" or not _parsed_as_json(_first(scope, b"content-type")):
             return await self.app(scope, receive, send)
         body = await _body(receive)
         request = read_simple(body)
@@ -80,7 +82,9 @@ class FastInfer:
 
     async def _infer(self, scope: Scope, request: SimpleRequest, name: str, version: Optional[str], send: Send) -> None:
         payload = _payload(request)
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        headers: dict[str, str] = {}
+        for key, value in scope.get("headers", []):  # as dict(starlette's Headers): the first of repeats
+            headers.setdefault(key.decode("latin-1"), value.decode("latin-1"))
         try:
             mlserver_endpoints.insert_headers(payload, headers)
             response = await self.data_plane.infer(payload, name, version)
@@ -91,6 +95,25 @@ class FastInfer:
         content = response.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude_none=True)
         await _send(send, 200, encode_to_json_bytes(content),
                     [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in extra.items()])  # fmt: skip
+
+
+def _first(scope: Scope, name: bytes) -> Optional[str]:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+@lru_cache(maxsize=64)
+def _parsed_as_json(content_type: Optional[str]) -> bool:
+    """FastAPI's own test (fastapi.routing): a body it parses as JSON; any other it validates as
+    bytes, a 422 that only MLServer's path gives."""
+    if not content_type:
+        return True
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
 def _payload(request: SimpleRequest) -> types.InferenceRequest:

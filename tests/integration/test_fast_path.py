@@ -105,6 +105,33 @@ def test_headers_and_deadlines_are_honoured_the_same(pair):
         assert (on.status_code, _VARYING.sub(b"", on.content)) == (off.status_code, _VARYING.sub(b"", off.content)), headers
 
 
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/json; charset=utf-8",
+                                          "application/vnd.v2+json", "APPLICATION/JSON", "application/x-www-form-urlencoded"])
+def test_content_types_are_told_apart_as_fastapi_does(pair, content_type):
+    # FastAPI parses a body as JSON only without a content type or with application/json or
+    # application/*+json; any other body is validated as bytes: a 422 the fast path must leave alone.
+    _same_rest(pair, f"/v2/models/{DIABETES}/infer", _body(GOOD["2-D FP64"][1]), content_type)
+
+
+def test_repeated_headers_count_as_the_first(pair):
+    body = _body(GOOD["2-D FP64"][1])
+    headers = [("Content-Type", "application/json"), ("X-Request-Timeout-Ms", "0.001"), ("X-Request-Timeout-Ms", "5000")]
+    answers = []
+    for server in pair:
+        import http.client
+
+        connection = http.client.HTTPConnection(server.http_hostport, timeout=30)
+        connection.putrequest("POST", f"/v2/models/{DIABETES}/infer")
+        for name, value in headers:
+            connection.putheader(name, value)
+        connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body)
+        response = connection.getresponse()
+        answers.append((response.status, _VARYING.sub(b"", response.read())))
+        connection.close()
+    assert answers[0] == answers[1]
+
+
 SETTINGS = dict(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 
 
