@@ -168,5 +168,5 @@ def test_every_request_above_was_counted_the_same_by_mlserver_and_the_runtime(pa
     whose scope was routed: the fast path must leave the route in it)."""
     on, off = (_counts(s) for s in pair)
     rest = [k for k in on if k[0] == "rest_server_requests_total" and dict(k[1]).get("path", "").endswith("/infer")]
-    assert rest and sum(on[k] for k in rest) > FUZZED_REST  # the inference requests were counted at all
+    assert rest and sum(on[k] for k in rest) > FUZZED_REST // 2  # the inference requests were counted at all
     assert on == off, {k: (on.get(k), off.get(k)) for k in set(on) | set(off) if on.get(k) != off.get(k)}
