@@ -132,3 +132,13 @@ async def json_response(send: Send, status: int, doc: Any, headers: Optional[lis
 async def _refuse(send: Send, refused: PipelineError) -> None:
     # Close: the rest of a refused body is never read.
     await json_response(send, refused.status, {"error": str(refused)}, [(b"connection", b"close")])
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body (the guard has already bounded its size)."""
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)

@@ -21,7 +21,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from runtime.asgi_guard import App, Message, Receive, Scope, Send, json_response
+from runtime.asgi_guard import App, Message, Receive, Scope, Send, json_response, read_body
 
 ENV_DEFAULT_MODEL = "PIPELINE_DEFAULT_MODEL"
 PREFIX = "/predict"
@@ -45,7 +45,7 @@ class LegacyPredict:
         if not model or "/" in model:
             return await json_response(send, 404, {"error": f"{path}: no such model; POST /predict/{{model}}"
                                              f" (or set {ENV_DEFAULT_MODEL} for /predict)"})  # fmt: skip
-        body = await _read(receive)
+        body = await read_body(receive)
         try:
             rows = _rows(body)
         except ValueError as problem:
@@ -101,15 +101,6 @@ def _legacyjson_response(v2: dict[str, Any]) -> dict[str, Any]:
         timestamp=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
     )
     return answer
-
-
-async def _read(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 async def _call(app: App, scope: Scope, method: str, path: str, body: bytes) -> tuple[int, list, bytes]:

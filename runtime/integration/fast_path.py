@@ -31,7 +31,7 @@ from mlserver.codecs.json import encode_to_json_bytes
 from mlserver.errors import MLServerError
 from starlette.routing import Match
 
-from runtime.asgi_guard import App, Message, Receive, Scope, Send
+from runtime.asgi_guard import App, Message, Receive, Scope, Send, read_body
 from runtime.fast_json import SimpleRequest, read_simple
 
 ENV_FAST_PATH = "PIPELINE_FAST_PATH"
@@ -55,7 +55,7 @@ class FastInfer:
         match = _INFER.match(scope.get("path", "")) if scope["type"] == "http" else None
         if match is None or scope["method"] != "POST" or not _parsed_as_json(_first(scope, b"content-type")):
             return await self.app(scope, receive, send)
-        body = await _body(receive)
+        body = await read_body(receive)
         request = read_simple(body)
         if request is None or not await self._serves(*match.groups()):
             return await self.app(scope, _replay(body, receive), send)
@@ -127,15 +127,6 @@ def _payload(request: SimpleRequest) -> types.InferenceRequest:
     outputs = [types.RequestOutput.model_construct(name=n) for n in request.outputs] or None
     parameters = types.Parameters(**request.flags) if request.flags else None
     return types.InferenceRequest.model_construct(id=request.id, parameters=parameters, inputs=inputs, outputs=outputs)
-
-
-async def _body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def _replay(body: bytes, original: Receive) -> Receive:

@@ -7,15 +7,10 @@ from typing import Iterator
 
 import pytest
 
-from harness.postgres import Postgres, load_feature_table, start_cluster
-from tests.features.support import TABLE
+from harness.postgres import Postgres
+from tests.features.support import cluster
 
 
 @pytest.fixture(scope="session")
 def pg() -> Iterator[Postgres]:
-    cluster = start_cluster()
-    try:
-        load_feature_table(cluster, TABLE)
-        yield cluster
-    finally:
-        cluster.close()
+    yield from cluster()

@@ -5,19 +5,29 @@ up there. Like every client-side suite this never imports mlserver (the protobuf
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 import requests
 import tritonclient.grpc as tgrpc
 
 from harness.models import dataset
-from harness.postgres import Postgres
+from harness.postgres import Postgres, load_feature_table, start_cluster
 from harness.repository import add_model, make_repository
 from harness.server import Server
 
 TABLE = "diabetes_features"
 HTTP_TIMEOUT_S = 15.0
+
+
+def cluster() -> Iterator[Postgres]:
+    """A fixture's body: a throw-away cluster with the feature table, closed at the end."""
+    pg = start_cluster()
+    try:
+        load_feature_table(pg, TABLE)
+        yield pg
+    finally:
+        pg.close()
 
 
 def store_options(dsn_file: Path, **overrides: Any) -> dict[str, Any]:

@@ -14,8 +14,7 @@ import requests
 import tritonclient.grpc as tgrpc
 from tritonclient.utils import InferenceServerException
 
-from harness.postgres import load_feature_table, start_cluster
-from tests.features.support import TABLE, grpc_by_id, launch, rest_by_id
+from tests.features.support import cluster, grpc_by_id, launch, rest_by_id
 
 POOL_MAX = 4
 BREAKER_OPEN_S = 1.0
@@ -23,13 +22,8 @@ DEADLINE_MS = 2000
 
 
 @pytest.fixture(scope="module")
-def own_pg():
-    cluster = start_cluster()
-    try:
-        load_feature_table(cluster, TABLE)
-        yield cluster
-    finally:
-        cluster.close()
+def own_pg():  # its own: the tests stop, kill and restart it
+    yield from cluster()
 
 
 @pytest.fixture(scope="module")
