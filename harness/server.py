@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Optional, Sequence
+from typing import IO, Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 import grpc
 import requests
@@ -381,6 +381,20 @@ def declared_servers(items: Iterable[Any], request: Any) -> dict[str, Callable[[
     for item in items:
         builders.update(getattr(getattr(item, "module", None), "SERVERS", {}))
     return {name: functools.partial(build, request) for name, build in builders.items()}
+
+
+S = TypeVar("S", Server, dict)
+
+
+def served(servers: S) -> Iterator[S]:
+    """A fixture's body: the launched server (or dict of servers) once ready, killed at the end."""
+    group = list(servers.values()) if isinstance(servers, dict) else [servers]
+    try:
+        wait_all_ready(group)
+        yield servers
+    finally:
+        for server in group:
+            server.kill()
 
 
 def stop_all(servers: Iterable[Server]) -> None:

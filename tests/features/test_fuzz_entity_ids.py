@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
+from harness.server import served
 from tests.features.support import launch, rest_by_id
 
 EXAMPLES = 300
@@ -42,11 +43,7 @@ def rest_bodies(draw) -> dict:
 @pytest.fixture(scope="module")
 def server(pg, tmp_path_factory):
     server = launch(tmp_path_factory.mktemp("fuzz"), pg, {"by-id": {}})
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.kill()
+    yield from served(server)
 
 
 def _still_serves(server) -> None:

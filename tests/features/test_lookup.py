@@ -12,6 +12,7 @@ import tritonclient.grpc as tgrpc
 from tritonclient.utils import InferenceServerException
 
 from harness.models import dataset
+from harness.server import served
 from tests.features.support import grpc_by_id, launch, rest_by_features, rest_by_id, rows_of
 
 IDS = ["patient-0003", "patient-0100", "patient-0441", "patient-0003"]  # a repeat on purpose
@@ -28,11 +29,7 @@ def server(pg, tmp_path_factory):
         "with-defaults": {"defaults": defaults},
     }
     server = launch(tmp_path_factory.mktemp("lookup"), pg, models)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.kill()
+    yield from served(server)
 
 
 @pytest.fixture(scope="module")

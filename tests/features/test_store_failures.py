@@ -14,6 +14,7 @@ import requests
 import tritonclient.grpc as tgrpc
 from tritonclient.utils import InferenceServerException
 
+from harness.server import served
 from tests.features.support import cluster, grpc_by_id, launch, rest_by_id
 
 POOL_MAX = 4
@@ -33,11 +34,7 @@ def server(own_pg, tmp_path_factory):
     models = {"by-id": common, "busy": {**common, "pool_max_waiting": 8},
               "degrades": {**common, "defaults": defaults, "on_unavailable": "defaults"}}  # fmt: skip
     server = launch(tmp_path_factory.mktemp("failures"), own_pg, models)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.kill()
+    yield from served(server)
 
 
 def _until_ok(server, model: str, seconds: float) -> float:

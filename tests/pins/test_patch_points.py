@@ -28,7 +28,7 @@ from tritonclient.utils import InferenceServerException
 
 from harness.models import REPO_ROOT, sample_rows
 from harness.repository import add_model, make_repository
-from harness.server import Server
+from harness.server import Server, served
 from tests.reliability.support import SLOW_RUNTIME
 from harness.otlp import ReceivedSpan, TraceReceiver
 
@@ -94,13 +94,7 @@ def servers(tmp_path_factory, receiver):
         "drained": Server.launch(base / "drained.log", root=drained, env=drain_env,
                                  models=[("plain", None), ("slow", None)]),
     }  # fmt: skip
-    try:
-        for server in launched.values():
-            server.wait_ready()
-        yield launched
-    finally:
-        for server in launched.values():
-            server.kill()
+    yield from served(launched)
 
 
 def _rest(server: Server, model: str, body: dict | None = None, path: str = "infer",

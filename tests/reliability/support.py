@@ -20,7 +20,7 @@ import tritonclient.grpc as tgrpc
 from tritonclient.utils import InferenceServerException
 
 from harness.models import REPO_ROOT
-from harness.server import Server
+from harness.server import Server, served
 
 SLOW_RUNTIME = "tests.reliability.server_side.slow_runtime.SlowRuntime"
 
@@ -37,11 +37,7 @@ SLEEPING_RUNTIME = "tests.reliability.server_side.faulty_runtime.SleepingRuntime
 def serve(root: Path, env: Optional[dict[str, str]] = None, ready: Iterable[str] = ()) -> Iterator[Server]:
     """A module fixture's body: launch, wait until ready, yield, kill."""
     server = launch(root, env=env, ready=ready)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.kill()
+    yield from served(server)
 
 
 def launch(root: Path, env: Optional[dict[str, str]] = None, ready: Iterable[str] = ()) -> Server:

@@ -17,7 +17,7 @@ import tritonclient.grpc as tgrpc
 from tritonclient.utils import InferenceServerException
 
 from harness.repository import add_model, make_repository
-from harness.server import Server
+from harness.server import Server, served
 from tests.reliability.support import launch, rest_infer
 
 LIMIT = 1_000_000
@@ -47,13 +47,7 @@ def servers(tmp_path_factory):
             env = {**env, "RATED_TOKENS": f"{CLIENT_A},{CLIENT_B},{CLIENT_C}"}
         ready = ["diabetes", "rated", "rated-by-address"] if name == "guarded" else ["diabetes"]
         launched[name] = launch(root, env=env, ready=ready)
-    try:
-        for server in launched.values():
-            server.wait_ready()
-        yield launched
-    finally:
-        for server in launched.values():
-            server.kill()
+    yield from served(launched)
 
 
 def _declared_only(server: Server, declared: int, sent: int = 64 * 1024) -> int:
