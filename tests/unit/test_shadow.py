@@ -1,0 +1,165 @@
+"""The shadow's pieces without a server: the bulk histogram observe against prometheus_client's own,
+the waiting requests' block, the window ring, and the event loop never waiting for a slow shadow."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
+
+from runtime import shadow as shadow_module
+from runtime.metrics import DIFF_BUCKETS, observe_many
+from runtime.shadow import Shadow, _Pending, _Window
+
+_names = itertools.count()
+
+
+def test_observe_many_is_observe_on_each_value():
+    values = np.array([0.0, 0.1, 0.1000001, 0.5, 3.0, 7.5, 20.0, 99.9, 100.0, 1e9, -1.0, 2.0, 2.0])
+    one, many = CollectorRegistry(), CollectorRegistry()
+    by_one = Histogram("d", "h", ["m"], buckets=DIFF_BUCKETS, registry=one).labels("x")
+    by_many = Histogram("d", "h", ["m"], buckets=DIFF_BUCKETS, registry=many).labels("x")
+    for value in values.tolist():
+        by_one.observe(value)
+    observe_many(by_many, values)
+    samples = {s.labels.get("le"): s.value for s in next(iter(many.collect())).samples if s.name == "d_bucket"}
+    expected = {s.labels.get("le"): s.value for s in next(iter(one.collect())).samples if s.name == "d_bucket"}
+    assert samples == expected and samples["+Inf"] == len(values)
+    assert many.get_sample_value("d_sum", {"m": "x"}) == pytest.approx(values.sum())
+    assert b"d_count" in generate_latest(many)
+
+
+def test_observe_many_leaves_nan_out():
+    registry = CollectorRegistry()
+    child = Histogram("d", "h", ["m"], buckets=DIFF_BUCKETS, registry=registry).labels("x")
+    observe_many(child, np.array([1.0, np.nan]))
+    assert registry.get_sample_value("d_count", {"m": "x"}) == 1
+    assert registry.get_sample_value("d_sum", {"m": "x"}) == 1.0
+
+
+def test_pending_takes_the_oldest_requests_up_to_a_row_count_and_keeps_the_rest():
+    pending = _Pending(capacity=10)
+    for i in range(5):  # request i has i+1 rows, all of value i
+        assert pending.add(np.full((i + 1, 3), float(i)), np.full(i + 1, float(i)))
+    features, predictions, requests = pending.take(max_rows=4)
+    assert requests == 2 and features[:, 0].tolist() == [0, 1, 1] and predictions.tolist() == [0, 1, 1]
+    features, _, requests = pending.take(max_rows=1)  # one request even when it holds more rows
+    assert requests == 1 and features[:, 0].tolist() == [2, 2, 2]
+    features, _, requests = pending.take(max_rows=100)
+    assert requests == 2 and features[:, 0].tolist() == [3] * 4 + [4] * 5
+    assert pending.requests == 0 and pending.rows == 0
+
+
+def test_pending_is_bounded_by_requests_and_keeps_labels_whole():
+    pending = _Pending(capacity=2)
+    assert pending.add(np.ones((1, 2)), np.array(["setosa"]))
+    assert pending.add(np.ones((1, 2)), np.array(["versicolor"]))  # longer than the first label
+    assert not pending.add(np.ones((1, 2)), np.array(["virginica"]))
+    assert pending.take(max_rows=10)[1].tolist() == ["setosa", "versicolor"]
+
+
+def test_pending_grows_past_its_first_block():
+    pending = _Pending(capacity=10_000)
+    rows = np.arange(3000 * 2, dtype=float).reshape(3000, 2)
+    for row in rows:
+        pending.add(row[None, :], row[:1])
+    features, predictions, requests = pending.take(max_rows=10_000)
+    assert requests == 3000 and np.array_equal(features, rows) and np.array_equal(predictions, rows[:, 0])
+
+
+def test_the_window_holds_the_last_pairs():
+    window = _Window(5)
+    window.add(np.array([1.0, 2.0]), np.array([10.0, 20.0]))
+    assert sorted(window.pairs()[:, 0]) == [1, 2]
+    window.add(np.arange(3.0, 7.0), np.arange(30.0, 70.0, 10.0))
+    assert sorted(window.pairs()[:, 0]) == [2, 3, 4, 5, 6]
+    window.add(np.arange(100.0), np.arange(100.0))
+    assert sorted(window.pairs()[:, 1]) == [95, 96, 97, 98, 99]
+
+
+def _shadow(**kwargs) -> tuple[Shadow, str]:
+    model = f"unit-{next(_names)}"
+    options = {"classifier": False, "sample_rate": 1.0, "queue_size": 100, "window": 10} | kwargs
+    return Shadow(model, "candidate", **options), model
+
+
+def _sample(model: str, name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, {"model": model, "shadow": "candidate", **labels}) or 0.0
+
+
+def test_differences_psi_and_ks_of_a_known_shadow(monkeypatch):
+    monkeypatch.setattr(shadow_module, "TICK_S", 0.01)
+    shadow, model = _shadow()
+    shadow.bind(lambda x: x[:, 0] + 2.0)  # the shadow predicts the primary (column 0) plus 2
+    primary = np.arange(8.0)
+
+    async def offer_then_wait() -> None:
+        for value in primary:
+            shadow.offer(np.array([[value, 0.0]]), np.array([value]))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if _sample(model, "pipeline_shadow_window_rows") == 8:
+                return
+
+    asyncio.run(offer_then_wait())
+    assert _sample(model, "pipeline_shadow_events_total", event="evaluated") == 8
+    assert _sample(model, "pipeline_shadow_abs_difference_count") == 8
+    assert _sample(model, "pipeline_shadow_abs_difference_sum") == pytest.approx(16.0)
+    assert _sample(model, "pipeline_shadow_abs_difference_bucket", le="2.0") == 8
+    assert _sample(model, "pipeline_shadow_abs_difference_bucket", le="1.0") == 0
+    assert _sample(model, "pipeline_shadow_psi") == pytest.approx(shadow_module.psi(primary, primary + 2))
+    assert _sample(model, "pipeline_shadow_ks") == pytest.approx(0.25)
+
+
+def test_a_sleeping_shadow_never_holds_up_the_event_loop(monkeypatch):
+    monkeypatch.setattr(shadow_module, "TICK_S", 0.01)
+    shadow, model = _shadow(queue_size=5)
+    shadow.bind(lambda x: (time.sleep(0.3), x[:, 0])[1])
+
+    async def offer_and_measure_lag() -> float:
+        worst, until = 0.0, time.monotonic() + 0.8
+        while time.monotonic() < until:
+            shadow.offer(np.ones((1, 2)), np.ones(1))
+            started = time.monotonic()
+            await asyncio.sleep(0.002)
+            worst = max(worst, time.monotonic() - started - 0.002)
+        return worst
+
+    worst_lag = asyncio.run(offer_and_measure_lag())
+    assert worst_lag < 0.1, f"the loop waited {worst_lag * 1000:.0f} ms for a shadow sleeping 300 ms"
+    assert _sample(model, "pipeline_shadow_events_total", event="dropped") > 0  # the buffer filled meanwhile
+    assert 1 <= _sample(model, "pipeline_shadow_batch_seconds_count") <= 3
+
+
+def test_a_failing_shadow_is_counted():
+    shadow, model = _shadow()
+    shadow.bind(lambda x: 1 / 0)
+
+    async def offer_then_wait() -> None:
+        shadow.offer(np.ones((3, 2)), np.ones(3))
+        shadow.offer(np.ones((1, 2)), np.ones(1))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if _sample(model, "pipeline_shadow_events_total", event="error"):
+                return
+
+    asyncio.run(offer_then_wait())
+    assert _sample(model, "pipeline_shadow_events_total", event="error") == 2  # requests, not rows
+    assert _sample(model, "pipeline_shadow_events_total", event="evaluated") == 0
+
+
+def test_observe_many_falls_back_to_observe_without_prometheus_clients_internals():
+    class Plain:  # a histogram child that keeps its buckets elsewhere
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+
+        def observe(self, value: float) -> None:
+            self.seen.append(value)
+
+    child = Plain()
+    observe_many(child, np.array([1.0, np.nan, 2.0]))  # type: ignore[arg-type]
+    assert child.seen == [1.0, 2.0]
