@@ -82,7 +82,7 @@ train: venv
 
 # The linear model (the folded fast path, with a shadowed twin beside it), then a random forest.
 bench: venv
-	$(PY) -m bench.run --shadow 1 --lookup
+	$(PY) -m bench.run --shadow 1 --lookup --rounds 5
 	$(PY) -m bench.run --model forest
 
 # Regenerate both locks after editing pyproject.toml (needs pip-tools, installed on the fly). The

@@ -108,9 +108,11 @@ def _ours(runs: list[dict], config: str, proto: str, load: str) -> dict | None:
 
 def shadow_costs(result: dict) -> list[dict]:
     """Per protocol and load: the shadowed server and the A/A copy, each against the plain server.
-    Judged on best rounds, like every other comparison of the bench: on this shared machine the
-    same server's CPU per request jumps between rounds (about 290 or 400-500 us) with where the
-    scheduler puts it, which pairing rounds does not cancel. The paired median is shown beside."""
+    Req/s is judged on best rounds, like every other comparison of the bench: on this shared machine
+    the same server's CPU per request jumps between rounds (about 290 or 400-500 us) with where the
+    scheduler puts it, which pairing rounds does not cancel. p99 is judged on the median of the
+    per-round ratios: one server's p99 ranged 4-9 ms over eight rounds, and a best round is one
+    lucky round, so best-round p99 ratios of two identical servers differed by up to 27 %."""
     runs, out = _ok_runs(result), []
     for shadowed in (r for r in runs if SHADOW_MARK in r["config"]):
         config, proto, load = shadowed["config"].split(SHADOW_MARK)[0], shadowed["protocol"], shadowed["load"]
@@ -122,10 +124,12 @@ def shadow_costs(result: dict) -> list[dict]:
             if other is not None:
                 row[name] = {k: _best_ratio(base, other, k) for k in ("rps", "p99_ms", "server_cpu_us_per_req")}
                 row[name]["rps_paired_median"] = _median(_paired(base, other, "rps"))
+                row[name]["p99_paired_median"] = _median(_paired(base, other, "p99_ms"))
                 row[name]["rounds"] = len(other["rounds"])
-        noise = abs(row["copy"]["p99_ms"] - 1) if "copy" in row else 0.0
+        noise = abs(row["copy"]["p99_paired_median"] - 1) if "copy" in row else 0.0
         row["p99_limit"] = 1 + max(SHADOW_MAX_RPS_LOSS, noise)
-        row["pass"] = row["shadow"]["rps"] >= 1 - SHADOW_MAX_RPS_LOSS and row["shadow"]["p99_ms"] <= row["p99_limit"]
+        row["pass"] = (row["shadow"]["rps"] >= 1 - SHADOW_MAX_RPS_LOSS
+                       and row["shadow"]["p99_paired_median"] <= row["p99_limit"])  # fmt: skip
         out.append(row)
     return out
 
@@ -135,11 +139,13 @@ def _shadow_lines(result: dict) -> list[str]:
     if not costs:
         return []
     lines = ["", "## Shadow cost (this runtime with vs without a shadow model)", "",
-             "Ratios with ÷ without of the best rounds, and the median of the per-round req/s ratios; the A/A "
-             "row is an identical server without the shadow, the noise of the same comparison. Target: req/s ≥ "
-             f"{1 - SHADOW_MAX_RPS_LOSS:.2f} and p99 within the larger of 10 % and the A/A's p99 ratio.", "",
-             "| load | proto | compared | req/s | p99 | CPU/req | req/s, paired median | rounds | |",
-             "|---|---|---|---:|---:|---:|---:|---:|---|"]
+             "Ratios with ÷ without of the best rounds, and the medians of the per-round ratios (paired); the "
+             "A/A row is an identical server without the shadow, the noise of the same comparison. Target: req/s "
+             f"(best rounds) ≥ {1 - SHADOW_MAX_RPS_LOSS:.2f} and p99 (paired median) within the larger of 10 % "
+             "and the A/A's.", "",
+             "| load | proto | compared | req/s | p99 | CPU/req | req/s, paired median | p99, paired median "
+             "| rounds | |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for c in costs:
         for name, label in (("shadow", c["config"]), ("copy", "A/A copy")):
             if name in c:
@@ -147,7 +153,7 @@ def _shadow_lines(result: dict) -> list[str]:
                 verdict = ("PASS" if c["pass"] else "FAIL") if name == "shadow" else "noise"
                 lines.append(f"| {LOAD_TITLES[c['load']]} | {PROTO_TITLES[c['protocol']]} | {label} | {v['rps']:.2f} "
                              f"| {v['p99_ms']:.2f} | {v['server_cpu_us_per_req']:.2f} | {v['rps_paired_median']:.2f} "
-                             f"| {v['rounds']} | {verdict} |")
+                             f"| {v['p99_paired_median']:.2f} | {v['rounds']} | {verdict} |")
     return lines
 
 
