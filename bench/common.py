@@ -277,6 +277,16 @@ def kserve_launcher(model_dir: Path, log_path: Path) -> Launcher:
                                  env=_env({"PYTHONPATH": str(REPO)}), argv=argv)
 
 
+def floor_launcher(model_dir: Path, log_path: Path) -> Launcher:
+    """Launches bench/floor_server.py (bare uvicorn + grpc.aio, cached answers) on the harness' ports."""
+    argv = [
+        sys.executable, "-m", "bench.floor_server", "--model_dir", str(model_dir), "--model_name", MODEL_NAME,
+        "--http_port", "{http_port}", "--grpc_port", "{grpc_port}",
+    ]  # fmt: skip
+    return lambda: Server.launch(log_path, root=REPO, models=[(MODEL_NAME, None)],
+                                 env=_env({"PYTHONPATH": str(REPO)}), argv=argv)
+
+
 @contextlib.contextmanager
 def serving(launch: Launcher) -> Iterator[Server]:
     """The launched server once ready; stopped (its whole process group) on the way out."""

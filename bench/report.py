@@ -134,6 +134,48 @@ def shadow_costs(result: dict) -> list[dict]:
     return out
 
 
+def floor_ratios(result: dict) -> list[dict]:
+    """Per protocol and load: the transport floor (bench/floor_server.py) and this runtime against
+    stock's best config, and this runtime against the floor. What no server on uvicorn and grpc.aio
+    can beat here: where the floor itself is under 2x stock's best req/s (or over 0.4x its CPU per
+    request), so is every runtime inside MLServer."""
+    runs, out = _ok_runs(result), []
+    for proto in PROTO_TITLES:
+        for load in LOAD_TITLES:
+            key = "rows_per_s" if load.startswith("100") else "rps"
+            floor, ours, stock = (_best(runs, k, proto, load, key) for k in ("floor", "ours", "stock"))
+            cpu = {k: _best(runs, k, proto, load, "server_cpu_us_per_req", lower=True)
+                   for k in ("floor", "ours", "stock")}  # fmt: skip
+            if floor is None or stock is None or ours is None:
+                continue
+            out.append({
+                "protocol": proto, "load": load, "key": key,
+                "floor": floor[key] / stock[key], "ours": ours[key] / stock[key], "ours_of_floor": ours[key] / floor[key],
+                "floor_cpu": cpu["floor"]["server_cpu_us_per_req"] / cpu["stock"]["server_cpu_us_per_req"],
+                "ours_cpu": cpu["ours"]["server_cpu_us_per_req"] / cpu["stock"]["server_cpu_us_per_req"],
+                "floor_cpu_us": cpu["floor"]["server_cpu_us_per_req"],
+            })  # fmt: skip
+    return out
+
+
+def _floor_lines(result: dict) -> list[str]:
+    rows = floor_ratios(result)
+    if not rows:
+        return []
+    lines = ["", "## Transport floor (bare uvicorn and grpc.aio answering from a cache, bench/floor_server.py)", "",
+             "Each ÷ stock's best config (req/s or rows/s: its best round; CPU per request: its lowest). The floor "
+             "has no routing, validation, middleware, interceptor, metrics or logging: no runtime inside MLServer "
+             "or KServe can be faster or cheaper. A floor under 2× (or CPU over 0.4×) puts that target out of "
+             "reach of every server on this stack.", "",
+             "| load | proto | floor ÷ stock best | ours ÷ stock best | ours ÷ floor | floor CPU/req ÷ stock "
+             "| ours CPU/req ÷ stock | floor CPU µs/req |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {LOAD_TITLES[r['load']]} | {PROTO_TITLES[r['protocol']]} | {r['floor']:.2f} | {r['ours']:.2f} "
+                     f"| {r['ours_of_floor']:.2f} | {r['floor_cpu']:.2f} | {r['ours_cpu']:.2f} | {r['floor_cpu_us']:.0f} |")
+    return lines
+
+
 def _shadow_lines(result: dict) -> list[str]:
     costs = shadow_costs(result)
     if not costs:
@@ -281,11 +323,11 @@ def markdown(result: dict) -> str:
     head = ("| load | proto | server | config | req/s | rows/s | p50 ms | p90 ms | p99 ms | errors | "
             "srv CPU µs/req | cli CPU µs/req | bg cores | req/s ÷ stock | p50 ÷ stock | p99 ÷ stock | CPU/req ÷ stock |")
     lines += [head, "|" + "---|" * 4 + "---:|" * 13]
-    order = {"ours": 0, "stock": 1, "kserve": 2}
+    order = {"ours": 0, "stock": 1, "kserve": 2, "floor": 3}
     for load in LOAD_TITLES:
         for proto in PROTO_TITLES:
             sel = sorted((r for r in runs if r["load"] == load and r["protocol"] == proto),
-                         key=lambda r: (r["config"] if r["server"] != "kserve" else "~", order[r["server"]]))
+                         key=lambda r: (r["config"] if r["server"] in ("ours", "stock") else "~", order[r["server"]]))
             for r in sel:
                 ratios = ["", "", "", ""]
                 s = _same_config(runs, r) if r["server"] == "ours" else None
@@ -299,6 +341,7 @@ def markdown(result: dict) -> str:
                     f"| {r.get('errors_all_rounds', r['errors'])} | {_f(r['server_cpu_us_per_req'], 0)} | {_f(r['client_cpu_us_per_req'], 0)} "
                     f"| {_f(r.get('other_cpu_cores'), 2)} "
                     f"| {' | '.join(ratios)} |")
+    lines += _floor_lines(result)
     lines += _shadow_lines(result)
     lines += _lookup_lines(result)
     failed = [r for r in result["runs"] if "failed" in r]
@@ -328,7 +371,7 @@ def chart(result: dict, path: Path) -> Path | None:
         return None
     configs = []
     for r in runs:
-        if r["server"] != "kserve" and r["config"] not in configs:
+        if r["server"] in ("ours", "stock") and r["config"] not in configs:
             configs.append(r["config"])
     fig, axes = plt.subplots(len(protos), len(loads), figsize=(5.2 * len(loads), 4.2 * len(protos)),
                              squeeze=False)

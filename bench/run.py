@@ -7,8 +7,9 @@
 
 Scenarios: {REST, gRPC} x {1 row @ concurrency 1, 1 row @ 16, 100 rows @ 4}, for this runtime and the
 stock runtime under MLServer settings {parallel_workers 0, default} x {adaptive batching off, on}, and for
-KServe's ModelServer (one config), plus the in-process floor (pipeline.predict on 1 and 100 rows).
-All servers (8 MLServer + KServe) are started together; each scenario runs on each of them in turn,
+KServe's ModelServer (one config), plus two floors: in-process (pipeline.predict on 1 and 100 rows) and
+transport (bench/floor_server.py: bare uvicorn and grpc.aio answering from a cache, what no server on this
+stack can beat). All servers (8 MLServer + KServe + the floor) are started together; each scenario runs on each of them in turn,
 back to back, in several short rounds, and the best round per server and scenario is kept, so drift in
 the shared machine's load hits every server and config alike. Only one server is ever under load.
 Outputs bench/results/bench[-forest]-<stamp>.{json,md,png} and latest[-forest].*. This is the command line; the
@@ -65,7 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="also run this runtime answering requests by id (1 id, features looked up in a throw-away "
                    "PostgreSQL), with its cache warm and with no cache, on the 1row_c16 load (linear model only; "
                    "first config only): the lookup's cost over sending the features")
-    p.add_argument("--servers", default=",".join(SERVERS), help="subset of ours,stock,kserve")
+    p.add_argument("--servers", default=",".join(SERVERS), help="subset of ours,stock,kserve,floor")
     p.add_argument("--configs", default=",".join(CONFIGS), help="subset of " + ",".join(CONFIGS))
     p.add_argument("--loads", default=",".join(LOADS), help="subset of " + ",".join(LOADS))
     p.add_argument("--protocols", default=",".join(PROTOCOLS), help="subset of rest,grpc")
@@ -168,6 +169,10 @@ def main(argv=None) -> int:
             group.append(Member("kserve", "kserve workers=1",
                                 common.kserve_launcher(common.prepare_kserve_dir(workdir, args.model),
                                                        logs / "kserve.log")))
+        if "floor" in args.servers:  # the same joblib'd pipeline KServe loads
+            group.append(Member("floor", "bare uvicorn + grpc.aio",
+                                common.floor_launcher(common.prepare_kserve_dir(workdir, args.model),
+                                                      logs / "floor.log")))
         if group:
             run_group(group, payloads, args, workdir, runs)
 

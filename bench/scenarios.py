@@ -35,7 +35,7 @@ CONFIGS = {
     "pwdef": MLServerConfig(parallel_workers=None, batching=False),
     "pwdef-ab": MLServerConfig(parallel_workers=None, batching=True),
 }
-SERVERS = ("ours", "stock", "kserve")
+SERVERS = ("ours", "stock", "kserve", "floor")
 
 
 def log(*a) -> None:
