@@ -159,10 +159,23 @@ class PipelineRuntime(MLModel):
                     f"model '{self.name}' failed ({reason}) and its fallback "
                     f"'{self._resilience.fallback_model}' is not loaded"
                 )
-            response = await other._compute(work)
+            response = await other._compute(await other._taken_over(work, self._contract))
             return v2.served_by(response, f"{other.name}:{other._served_version}", reason)
 
         return answer
+
+    async def _taken_over(self, work: Work, primary: Contract) -> Work:
+        """Another model's request, answered here as its fallback. Features the primary looked up by
+        entity id serve as they are when this model takes the same features; otherwise this
+        model's own store looks them up, in its own feature order."""
+        if work.looked_up is None or primary.feature_names == self._contract.feature_names:
+            return work
+        if self._store is None:
+            raise ModelUnavailable(
+                f"model '{self.name}' cannot stand in for a request by entity id: it takes other "
+                "features than the model that failed and has no feature store of its own"
+            )
+        return work._replace(looked_up=await self._look_up(work.payload, work.inputs, work.parent))
 
     async def _look_up(
         self, payload: InferenceRequest, inputs: list[Tensor], parent: Optional[Context]
