@@ -130,6 +130,8 @@ class PipelineRuntime(MLModel):
     async def unload(self) -> bool:
         if self._store is not None:
             await self._store.close()
+        if self._shadow is not None:
+            self._shadow.close()
         if _LOADED.get(self.name) is self:  # a reload loads the new instance before unloading this one
             del _LOADED[self.name]
         return True

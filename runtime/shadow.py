@@ -84,6 +84,7 @@ class Shadow:
         self._tick_handle: Optional[asyncio.TimerHandle] = None
         self._in_flight = False  # one batch at the shadow at a time
         self._backlog = False  # the last tick left requests behind (ROWS_PER_TICK)
+        self._closed = False
 
     @property
     def bound(self) -> bool:
@@ -91,7 +92,17 @@ class Shadow:
 
     def bind(self, predict: Optional[Predict]) -> None:
         """The shadow's prediction function, once it is loaded (None: not loaded yet)."""
-        self._predict = predict
+        if not self._closed:  # a request still in flight on an unloaded primary binds nothing
+            self._predict = predict
+
+    def close(self) -> None:
+        """The primary is unloaded (or reloaded: a new Shadow comes with it): no more evaluations,
+        and the thread ends instead of lingering for the life of the process."""
+        self._predict, self._closed = None, True
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+        self._worker.stop()
 
     def offer(self, features: np.ndarray, primary: np.ndarray) -> None:
         """Called on the event loop after the primary answered; never blocks."""
@@ -131,8 +142,9 @@ class Shadow:
             self._compare(primary, np.asarray(shadowed))
             if self._stale and time.monotonic() - self._stats_at >= STATS_EVERY_S:
                 self._publish_stats()
-        # Straight on through a backlog; else the next tick, which publishes once traffic pauses.
-        self._schedule(0.0 if self._backlog else TICK_S)
+        if self._predict is not None:  # not closed meanwhile
+            # Straight on through a backlog; else the next tick, which publishes once traffic pauses.
+            self._schedule(0.0 if self._backlog else TICK_S)
 
     def _compare(self, primary: np.ndarray, shadowed: np.ndarray) -> None:
         if self.classifier:
@@ -231,16 +243,21 @@ class _Worker:
 
     def __init__(self, name: str):
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        threading.Thread(target=self._run, name=name, daemon=True).start()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
 
     def submit(self, fn: Callable, *args: object) -> Future:
         future: Future = Future()
         self._jobs.put((future, fn, args))
         return future
 
+    def stop(self) -> None:
+        """The thread ends after the batch it is on, if any."""
+        self._jobs.put(None)
+
     def _run(self) -> None:
-        while True:
-            future, fn, args = self._jobs.get()
+        while (job := self._jobs.get()) is not None:
+            future, fn, args = job
             try:
                 future.set_result(fn(*args))
             except BaseException as error:  # handed to the event loop's callback, which counts it

@@ -163,3 +163,20 @@ def test_observe_many_falls_back_to_observe_without_prometheus_clients_internals
     child = Plain()
     observe_many(child, np.array([1.0, np.nan, 2.0]))  # type: ignore[arg-type]
     assert child.seen == [1.0, 2.0]
+
+
+def test_a_closed_shadow_takes_no_more_requests_and_its_thread_ends():
+    shadow, model = _shadow()
+    shadow.bind(lambda x: x[:, 0])
+
+    async def offer_close_offer() -> None:
+        shadow.offer(np.ones((1, 2)), np.ones(1))
+        shadow.close()
+        shadow.bind(lambda x: x[:, 0])  # a request still in flight on the unloaded primary
+        shadow.offer(np.ones((1, 2)), np.ones(1))
+        await asyncio.sleep(0.3)
+
+    asyncio.run(offer_close_offer())
+    shadow._worker.thread.join(timeout=5)
+    assert not shadow._worker.thread.is_alive()
+    assert not shadow.bound and _sample(model, "pipeline_shadow_events_total", event="evaluated") == 0
