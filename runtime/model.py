@@ -68,6 +68,7 @@ class PipelineRuntime(MLModel):
 
     # Set by a load that got that far: MLServer also unloads a model whose load failed.
     _store: Optional[FeatureStore] = None
+    _shadow: Optional[Shadow] = None
     fast_path = False  # runtime.integration.fast_path serves it (options.fast_path, once loaded)
 
     async def load(self) -> bool:
