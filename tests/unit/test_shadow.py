@@ -180,3 +180,23 @@ def test_a_closed_shadow_takes_no_more_requests_and_its_thread_ends():
     shadow._worker.thread.join(timeout=5)
     assert not shadow._worker.thread.is_alive()
     assert not shadow.bound and _sample(model, "pipeline_shadow_events_total", event="evaluated") == 0
+
+
+def test_a_full_piece_is_evaluated_at_once_not_at_the_end_of_the_tick(monkeypatch):
+    monkeypatch.setattr(shadow_module, "TICK_S", 30.0)
+    monkeypatch.setattr(shadow_module, "ROWS_PER_TICK", 8)
+    shadow, model = _shadow()
+    shadow.bind(lambda x: x[:, 0])
+
+    async def offer_then_wait() -> None:
+        shadow.offer(np.ones((3, 2)), np.ones(3))  # 3 rows: waits for the (30 s) tick
+        await asyncio.sleep(0.2)
+        assert _sample(model, "pipeline_shadow_events_total", event="evaluated") == 0
+        shadow.offer(np.ones((5, 2)), np.ones(5))  # 8 rows: a full piece
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if _sample(model, "pipeline_shadow_events_total", event="evaluated"):
+                return
+
+    asyncio.run(offer_then_wait())
+    assert _sample(model, "pipeline_shadow_events_total", event="evaluated") == 2
