@@ -8,13 +8,14 @@ import time
 
 import numpy as np
 import pytest
+import tritonclient.grpc as tgrpc
 
 from harness.models import pipeline, sample_rows
 from harness.repository import add_model, make_repository
 from scipy.stats import ks_2samp
 
 from runtime.shadow import psi
-from tests.reliability.support import FAILING_RUNTIME, ROW, SLEEPING_RUNTIME, Load, rest_infer, serve
+from tests.reliability.support import FAILING_RUNTIME, ROW, SLEEPING_RUNTIME, Load, grpc_infer, rest_infer, serve
 
 ROWS = 200
 SHADOW_SLEEP_MS = 200  # on the request path it would be every request's latency
@@ -28,13 +29,14 @@ def server(tmp_path_factory):
     flag.touch()
     root = make_repository(base / "repo", workers=0)
     add_model(root, "candidate", source="diabetes/2")
-    add_model(root, "primary", extra={"shadow_model": "candidate", "shadow_window": ROWS})
+    for name in ("primary", "primary-over-grpc"):
+        add_model(root, name, extra={"shadow_model": "candidate", "shadow_window": ROWS})
     add_model(root, "broken", implementation=FAILING_RUNTIME)
     add_model(root, "primary-with-broken-shadow", extra={"shadow_model": "broken"})
     add_model(root, "sleepy", implementation=SLEEPING_RUNTIME)
     add_model(root, "primary-with-sleeping-shadow", extra={"shadow_model": "sleepy", "shadow_queue": 20})
     add_model(root, "unshadowed")
-    ready = ["candidate", "primary", "broken", "primary-with-broken-shadow", "sleepy",
+    ready = ["candidate", "primary", "primary-over-grpc", "broken", "primary-with-broken-shadow", "sleepy",
              "primary-with-sleeping-shadow", "unshadowed"]
     env = {"FAILING_RUNTIME_FLAG": str(flag), "SLEEPING_RUNTIME_MS": str(SHADOW_SLEEP_MS)}
     yield from serve(root, env=env, ready=ready)
@@ -51,16 +53,28 @@ def _wait_for(server, name: str, value: float, **labels: str) -> float:
     return got
 
 
-def test_the_shadows_disagreement_matches_an_offline_computation(server):
-    x = sample_rows("diabetes", ROWS)
+def _answers(server, model: str, protocol: str, x: np.ndarray) -> list[float]:
+    if protocol == "grpc":
+        client = tgrpc.InferenceServerClient(url=server.grpc_url)
+        try:
+            return [v for chunk in np.split(x, 4) for v in grpc_infer(client, model, chunk.tolist()).as_numpy("predict")]
+        finally:
+            client.close()
     answers = []
     for chunk in np.split(x, 4):
-        response = rest_infer(server, "primary", rows=chunk.tolist())
+        response = rest_infer(server, model, rows=chunk.tolist())
         assert response.status_code == 200
         answers.extend(response.json()["outputs"][0]["data"])
+    return answers
+
+
+@pytest.mark.parametrize("protocol,model", [("rest", "primary"), ("grpc", "primary-over-grpc")])
+def test_the_shadows_disagreement_matches_an_offline_computation(server, protocol, model):
+    x = sample_rows("diabetes", ROWS)
+    answers = _answers(server, model, protocol, x)
     v1, v2 = pipeline("diabetes", "1").predict(x), pipeline("diabetes", "2").predict(x)
     np.testing.assert_allclose(answers, v1, rtol=1e-9)  # the primary's answers, not the shadow's
-    labels = {"model": "primary", "shadow": "candidate"}
+    labels = {"model": model, "shadow": "candidate"}
     assert _wait_for(server, "pipeline_shadow_window_rows", ROWS, **labels) == ROWS
     assert _metric(server, "pipeline_shadow_psi", **labels) == pytest.approx(psi(v1, v2), rel=1e-6)
     assert _metric(server, "pipeline_shadow_ks", **labels) == pytest.approx(ks_2samp(v1, v2).statistic, rel=1e-6)
