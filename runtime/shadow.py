@@ -115,11 +115,11 @@ class Shadow:
         if not self._pending.add(features, primary):
             self._metrics.count("dropped")
             return
-        if self._pending.rows >= ROWS_PER_TICK and self._tick_handle is not None:
-            self._tick_handle.cancel()  # a full piece waits: now, not at the end of the tick
+        full = self._pending.rows >= ROWS_PER_TICK
+        if full and self._tick_handle is not None:  # a full piece waits: now, not at the end of the tick
+            self._tick_handle.cancel()
             self._tick_handle = None
-            self._schedule(0.0)
-        self._schedule(TICK_S)
+        self._schedule(0.0 if full else TICK_S)
 
     def _schedule(self, delay: float) -> None:
         if self._tick_handle is None and not self._in_flight:
