@@ -85,44 +85,37 @@ def test_the_good_canary_is_promoted_step_by_step(prometheus, nginx, fleet, load
     print(f"good canary promoted in {elapsed:.1f}s; at 50%: {_summary(lines[4])}")
 
 
-def test_the_erroring_canary_is_rolled_back(prometheus, nginx, fleet, load, split):
-    split("erroring", None)
-    done, lines = _auto(prometheus, nginx, fleet, "erroring")
+def _rolled_back(prometheus, nginx, fleet, split, canary: str, reason: str) -> dict:
+    """`rollout auto` on a bad canary: one step, an analysis, a rollback for `reason` alone, the
+    canary out of nginx's upstream and the stable back at full weight; `analyze` alone agrees."""
+    split(canary, None)
+    done, lines = _auto(prometheus, nginx, fleet, canary)
     assert done.returncode == 1, f"{done.stdout}\n{done.stderr}"
     assert [line["event"] for line in lines] == ["start", "step", "analysis", "rollback"], lines
     analysis = lines[2]
-    assert analysis["decision"] == "rollback" and analysis["reasons"] == ["error_rate_5xx"], analysis["reasons"]
+    assert analysis["decision"] == "rollback" and analysis["reasons"] == [reason], analysis["reasons"]
+    stable, bad = fleet["stable"].http_hostport, fleet[canary].http_hostport
+    assert f"server {stable} weight=100;" in _upstream(nginx) and f"server {bad} down;" in _upstream(nginx)
+    again = _analyze_again(prometheus, canary, analysis)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert f"decision: rollback (exit 1): {reason}" in again.stdout
+    print(f"{canary} canary rolled back: {_summary(analysis)}")
+    return analysis
+
+
+def test_the_erroring_canary_is_rolled_back(prometheus, nginx, fleet, load, split):
+    analysis = _rolled_back(prometheus, nginx, fleet, split, "erroring", "error_rate_5xx")
     five = analysis["checks"]["error_rate_5xx"]
     assert five["stable"] == 0.0 and 0.17 < five["canary"] < 0.23, five  # every 5th prediction fails
     assert analysis["checks"]["refusal_rate_4xx"]["verdict"] == "pass"  # 5xx and 4xx are told apart
     assert analysis["canary"]["outcomes"]["internal_error"] > 0
-    stable, erroring = fleet["stable"].http_hostport, fleet["erroring"].http_hostport
-    assert f"server {stable} weight=100;" in _upstream(nginx) and f"server {erroring} down;" in _upstream(nginx)
     assert load.snapshot()[500] > 0  # the clients saw the 500s: nginx did not retry them elsewhere
-
-    again = _analyze_again(prometheus, "erroring", analysis)
-    assert again.returncode == 1, again.stdout + again.stderr
-    assert "decision: rollback (exit 1): error_rate_5xx" in again.stdout
-    print(f"erroring canary rolled back: {_summary(analysis)}")
 
 
 def test_the_shifted_canary_is_rolled_back(prometheus, nginx, fleet, load, split):
-    split("shifted", None)
-    done, lines = _auto(prometheus, nginx, fleet, "shifted")
-    assert done.returncode == 1, f"{done.stdout}\n{done.stderr}"
-    assert [line["event"] for line in lines] == ["start", "step", "analysis", "rollback"], lines
-    analysis = lines[2]
-    assert analysis["reasons"] == ["prediction_psi"], analysis["reasons"]
-    checks = analysis["checks"]
+    checks = _rolled_back(prometheus, nginx, fleet, split, "shifted", "prediction_psi")["checks"]
     assert checks["prediction_psi"]["canary"] > 0.5 and checks["prediction_chi2_p"]["canary"] < 1e-6, checks
     assert checks["error_rate_5xx"]["verdict"] == "pass" and checks["ood_row_rate"]["verdict"] == "pass"
-    shifted = fleet["shifted"].http_hostport
-    assert f"server {shifted} down;" in _upstream(nginx)
-
-    again = _analyze_again(prometheus, "shifted", analysis)
-    assert again.returncode == 1, again.stdout + again.stderr
-    assert "decision: rollback (exit 1): prediction_psi" in again.stdout
-    print(f"shifted canary rolled back: {_summary(analysis)}")
 
 
 @pytest.mark.parametrize("canary,code", [("good", 0), ("erroring", 1)])
