@@ -19,12 +19,12 @@ from mlserver import MLModel
 from mlserver.types import InferenceRequest, InferenceResponse
 from mlserver.utils import get_model_uri
 
-from opentelemetry.context import Context
 
 from runtime import auth, entities, integration
 from runtime.artifacts import LoadedPipeline, load_pipeline
 from runtime.compute import compute
-from runtime.contract import Contract, Tensor, flag_parameter
+from runtime.call import Answer, Call
+from runtime.contract import Contract, flag_parameter
 from runtime.errors import (
     ArtifactError,
     EntityIdError,
@@ -57,9 +57,7 @@ _LOADED: dict[str, "PipelineRuntime"] = {}
 class Work(NamedTuple):
     """One request on its way to the computation."""
 
-    payload: InferenceRequest
-    parent: Optional[Context]  # the request span's context when it is not the current one
-    inputs: list[Tensor]  # the payload's inputs as the core's plain tensors
+    call: Call
     looked_up: Optional[entities.Assembled]  # features by entity id (runtime.feature_store)
 
 
@@ -140,30 +138,34 @@ class PipelineRuntime(MLModel):
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         try:
             parent = tracing.parent_context(payload) if self._observer.tracing else None
-            inputs = v2.tensors(payload)
-            looked_up = await self._look_up(payload, inputs, parent) if entities.is_entity_request(inputs) else None
-            work = Work(payload, parent, inputs, looked_up)
-            if not self._resilience.active:
-                return await self._compute(work)
-            fallback = self._fallback(work) if self._resilience.fallback_model else None
-            return await self._resilience.run(lambda: self._compute(work), fallback)
+            return v2.response(await self.answer(v2.call(payload, parent)))
         except PipelineError as error:
             raise v2.as_mlserver_error(error) from None
 
-    async def _compute(self, work: Work) -> InferenceResponse:
+    async def answer(self, call: Call) -> Answer:
+        """The request answered, or the PipelineError its client gets; MLServer's predict and the
+        fast path (runtime.integration.fast_path) both come here."""
+        looked_up = await self._look_up(call) if entities.is_entity_request(call.inputs) else None
+        work = Work(call, looked_up)
+        if not self._resilience.active:
+            return await self._compute(work)
+        fallback = self._fallback(work) if self._resilience.fallback_model else None
+        return await self._resilience.run(lambda: self._compute(work), fallback)
+
+    async def _compute(self, work: Work) -> Answer:
         # Refused (504) instead of computed if the deadline passed while it waited.
-        return await compute(self._predict, work, v2.headers(work.payload), self._offload)
+        return await compute(self._predict, work, work.call.headers, self._offload)
 
     def _fallback(self, work: Work):  # type: ignore[no-untyped-def]
-        async def answer(reason: str) -> InferenceResponse:
+        async def answer(reason: str) -> Answer:
             other = _LOADED.get(self._resilience.fallback_model or "")
             if other is None or other is self:
                 raise ModelUnavailable(
                     f"model '{self.name}' failed ({reason}) and its fallback "
                     f"'{self._resilience.fallback_model}' is not loaded"
                 )
-            response = await other._compute(await other._taken_over(work, self._contract))
-            return v2.served_by(response, f"{other.name}:{other._served_version}", reason)
+            answered = await other._compute(await other._taken_over(work, self._contract))
+            return answered.served_by(f"{other.name}:{other._served_version}", reason)
 
         return answer
 
@@ -178,11 +180,9 @@ class PipelineRuntime(MLModel):
                 f"model '{self.name}' cannot stand in for a request by entity id: it takes other "
                 "features than the model that failed and has no feature store of its own"
             )
-        return work._replace(looked_up=await self._look_up(work.payload, work.inputs, work.parent))
+        return work._replace(looked_up=await self._look_up(work.call))
 
-    async def _look_up(
-        self, payload: InferenceRequest, inputs: list[Tensor], parent: Optional[Context]
-    ) -> entities.Assembled:
+    async def _look_up(self, call: Call) -> entities.Assembled:
         """Features by entity id, on the event loop before the computation."""
         store = self._store
         try:
@@ -192,8 +192,8 @@ class PipelineRuntime(MLModel):
                     "send the features themselves"
                 )
             options = store.options
-            request = entities.parse(inputs, self._contract, options.max_ids, options.max_id_bytes)
-            with self._observer.span("feature_lookup", parent, lambda: len(request.ids)):
+            request = entities.parse(call.inputs, self._contract, options.max_ids, options.max_id_bytes)
+            with self._observer.span("feature_lookup", call.parent, lambda: len(request.ids)):
                 try:
                     fetched = await store.fetch(request.ids)
                     rows, cached = fetched.rows, fetched.cached
@@ -207,26 +207,22 @@ class PipelineRuntime(MLModel):
                     store.count_unknown()
                     raise
         except PipelineError as error:
-            self._observer.refused(payload.id, error)
+            self._observer.refused(call.id, error)
             raise
 
-    def _predict(self, work: Work) -> InferenceResponse:
-        payload, looked_up = work.payload, work.looked_up
+    def _predict(self, work: Work) -> Answer:
+        call, looked_up = work.call, work.looked_up
         try:
-            with self._observer.observe(payload.id, work.parent) as obs:
+            with self._observer.observe(call.id, call.parent) as obs:
                 with obs.span("validate"):
-                    with_flags = wants_flags(v2.request_parameter(payload, FLAGS_PARAMETER))
-                    inputs = [looked_up.features] if looked_up else work.inputs
-                    parsed = obs.timed(
-                        "decode", self._contract.parse, payload.id, inputs, v2.output_names(payload)
-                    )  # fmt: skip
+                    with_flags = wants_flags(call.ood_flags)
+                    inputs = [looked_up.features] if looked_up else call.inputs
+                    parsed = obs.timed("decode", self._contract.parse, call.id, inputs, call.outputs)
                     obs.rows = len(parsed.features)
                     ood = obs.timed("validate", self._ood.check, parsed.features, with_flags)
                     obs.ood = ood
                     sources = None
-                    if looked_up and flag_parameter(
-                        entities.SOURCES_PARAMETER, v2.request_parameter(payload, entities.SOURCES_PARAMETER)
-                    ):  # fmt: skip
+                    if looked_up and flag_parameter(entities.SOURCES_PARAMETER, call.feature_sources):
                         sources = looked_up.sources_parameter()
                 with obs.span("transform"):
                     predict = self._predictor.predict
@@ -234,10 +230,10 @@ class PipelineRuntime(MLModel):
                     if "predict" in results:
                         self._observer.metrics.record_predictions(results["predict"])
                 with obs.span("encode"):
-                    response = obs.timed("encode", self._encode, results, ood, sources)
+                    answer = obs.timed("encode", self._encode, results, ood, sources)
             if self._shadow is not None and "predict" in results:
                 self._offer_to_shadow(parsed.features, results["predict"])
-            return response
+            return answer
         except PipelineError:
             raise
         except Exception:
@@ -254,10 +250,10 @@ class PipelineRuntime(MLModel):
             shadow.bind(lambda x: other._predictor.predict(x, ("predict",))["predict"])
         shadow.offer(features, predictions)
 
-    def _encode(self, results: dict[str, np.ndarray], ood: OodReport, sources: Optional[str]) -> InferenceResponse:
-        outputs = encode_outputs(results, self._specs)
+    def _encode(self, results: dict[str, np.ndarray], ood: OodReport, sources: Optional[str]) -> Answer:
         parameters = {FLAGS_PARAMETER: ood.flags, entities.SOURCES_PARAMETER: sources}
-        return v2.response(self.name, self._served_version, outputs, parameters)
+        present = {k: v for k, v in parameters.items() if v is not None}
+        return Answer(self.name, self._served_version, encode_outputs(results, self._specs), present)
 
 
 def _prediction_edges(predictor: Predictor, pipeline: LoadedPipeline, pinned: Optional[list[float]]) -> np.ndarray:

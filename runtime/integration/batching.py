@@ -27,7 +27,7 @@ from mlserver.utils import get_model_uri
 from runtime.artifacts import read_manifest
 from runtime.contract import Contract, ParsedRequest
 from runtime.errors import PipelineError
-from runtime.ood import FLAGS_PARAMETER, wants_flags
+from runtime.ood import wants_flags
 from runtime.options import RuntimeOptions
 from runtime.response import INPUT_NAME
 from runtime.integration import v2
@@ -53,9 +53,10 @@ def isolate(model: Any, contract: Contract) -> None:
         try:
             # Per-row OOD flags live in the response's request-level parameters, which the
             # batcher would copy to every request of the batch: such requests are served alone.
-            if wants_flags(v2.request_parameter(payload, FLAGS_PARAMETER)):
+            call = v2.call(payload)
+            if wants_flags(call.ood_flags):
                 return await unbatched(payload)
-            parsed = contract.parse(payload.id, v2.tensors(payload), v2.output_names(payload))
+            parsed = contract.parse(call.id, call.inputs, call.outputs)
         except PipelineError as error:
             raise v2.as_mlserver_error(error) from None
         response = await batched(canonical_request(payload, parsed))

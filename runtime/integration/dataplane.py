@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import weakref
-from typing import Any, AsyncIterator, Callable, Optional
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional, TypeVar
 
 from runtime.admission import Policy
 from runtime.drain import STATE as DRAIN
@@ -23,6 +23,7 @@ from runtime.inflight import IN_FLIGHT, REFUSED
 from runtime.integration.v2 import as_mlserver_error
 from runtime.integration.patching import PatchPoint
 
+T = TypeVar("T")
 _POLICIES: "weakref.WeakKeyDictionary[Any, Policy]" = weakref.WeakKeyDictionary()
 
 
@@ -50,11 +51,15 @@ def _headers(payload: Any) -> dict[str, str]:
 async def admit(dataplane: Any, payload: Any, name: str, version: Optional[str]) -> Policy:
     model = await dataplane._model_registry.get_model(name, version)  # ModelNotFound (404)
     policy = policy_for(model)
+    _admit(policy, _headers(payload))
+    return policy
+
+
+def _admit(policy: Policy, headers: dict[str, str]) -> None:
     try:
-        policy.admit(_headers(payload))
+        policy.admit(headers)
     except PipelineError as error:
         raise as_mlserver_error(error) from None
-    return policy
 
 
 def _count_refusal(name: str, error: BaseException) -> None:
@@ -64,20 +69,28 @@ def _count_refusal(name: str, error: BaseException) -> None:
         REFUSED.add(name, DeadlineExceeded(str(error)))
 
 
+async def admitted(model: Any, name: str, headers: dict[str, str], infer: Callable[[], Awaitable[T]]) -> T:
+    """`infer()` once the request is admitted, counted in flight meanwhile: what the patched
+    DataPlane.infer does around MLServer's, for the fast path's own inference too."""
+    policy = policy_for(model)
+    _admit(policy, headers)
+    IN_FLIGHT.enter(policy.key)
+    ok = False
+    try:
+        result = await infer()
+        ok = True
+        return result
+    except Exception as error:
+        _count_refusal(name, error)
+        raise
+    finally:
+        IN_FLIGHT.leave(policy.key, ok)
+
+
 def _admit_infer(original: Callable[..., Any]) -> Callable[..., Any]:
     async def infer(self, payload, name, version=None):  # type: ignore[no-untyped-def]
-        policy = await admit(self, payload, name, version)
-        IN_FLIGHT.enter(policy.key)
-        ok = False
-        try:
-            response = await original(self, payload, name, version)
-            ok = True
-            return response
-        except Exception as error:
-            _count_refusal(name, error)
-            raise
-        finally:
-            IN_FLIGHT.leave(policy.key, ok)
+        model = await self._model_registry.get_model(name, version)  # ModelNotFound (404)
+        return await admitted(model, name, _headers(payload), lambda: original(self, payload, name, version))
 
     return infer
 

@@ -1,17 +1,23 @@
-"""The REST fast path: V2 inference for this runtime's models without FastAPI in between.
+"""The REST fast path: V2 inference for this runtime's models without Starlette's middleware, FastAPI
+and, for a model served in this process, MLServer's pydantic types and DataPlane.
 
-One ASGI middleware, the innermost of MLServer's app (inside its Prometheus and GZip middleware,
-so MLServer's request metrics still see every request: the scope gets the route as routing would
-leave it). For `POST /v2/models/{name}[/versions/{v}]/infer`
-on a model of this runtime whose fast path is on, a body in the simple form (runtime.fast_json)
-skips FastAPI's routing, dependency injection, pydantic validation of the body and the response
-model's re-validation. What MLServer's endpoint does is done here in the same order: the request
-headers into the payload (`insert_headers`, patched to stamp deadlines), `DataPlane.infer` itself
-(so admission, MLServer's model metrics, the model lookup and readiness, its inference middleware
-and the model context are all unchanged), the response headers out (`extract_headers`), the body
-dumped as FastAPI dumps a response model, and an MLServerError rendered as MLServer's handler
-renders it. Everything else, every other route and model, any body not in the simple form, goes
-to MLServer's app untouched, the body replayed: an error is MLServer's own answer.
+One ASGI middleware, inside the request guard and POST /predict (runtime.asgi_guard,
+runtime.legacy_api) and outside MLServer's own middleware. It takes
+`POST /v2/models/{name}[/versions/{v}]/infer` for a model of this runtime whose fast path is on,
+with a body in the simple form (runtime.fast_json), and does what the layers it skips do:
+- MLServer's REST request metrics: starlette_exporter's PrometheusMiddleware, with that
+  middleware's own metric objects (requests in progress, requests and their duration by route
+  template and status), and its GZip middleware (a body of 500 bytes or more gets
+  `vary: Accept-Encoding`, and is compressed when the client accepts gzip);
+- the endpoint: the request headers (the first of repeats) stamped with the arrival time and
+  deadline (runtime.deadlines), the inference, the response headers, the body rendered as FastAPI
+  renders the response model and an MLServerError as MLServer's handler renders it;
+- the inference: runtime.integration.direct for a model served in this process, else
+  `DataPlane.infer` with MLServer's request built without validation (adaptive batching,
+  parallel workers).
+Every other route and model, and any body not in the simple form, goes to MLServer's app
+untouched, the body replayed: an error there is MLServer's own answer. If MLServer's app has
+middleware this does not reproduce (CORS), the fast path is off, and the log says why.
 
 Off with PIPELINE_FAST_PATH=0 (server-wide) or `fast_path: false` in a model's parameters.extra;
 off while tracing is on (MLServer's request span names itself after the FastAPI route).
@@ -20,23 +26,40 @@ off while tracing is on (MLServer's request span names itself after the FastAPI 
 from __future__ import annotations
 
 import email.message
+import gzip
+import io
+import logging
 import os
 import re
+import time
 from functools import lru_cache
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import mlserver.rest.endpoints as mlserver_endpoints
 from mlserver import types
 from mlserver.codecs.json import encode_to_json_bytes
 from mlserver.errors import MLServerError
-from starlette.routing import Match
+from mlserver.utils import extract_headers
+from starlette.middleware.gzip import GZipMiddleware
+from starlette_exporter import PrometheusMiddleware
 
-from runtime.asgi_guard import App, Message, Receive, Scope, Send, read_body
+from runtime.asgi_guard import App, Message, Receive, RequestGuard, Scope, Send, read_body
+from runtime.call import Answer, Call
+from runtime.deadlines import stamp
+from runtime.errors import PipelineError
 from runtime.fast_json import SimpleRequest, read_simple
+from runtime.integration.direct import DirectInference, new_id
+from runtime.integration.patching import IntegrationError
+from runtime.legacy_api import LegacyPredict
+
+logger = logging.getLogger("runtime.integration")
 
 ENV_FAST_PATH = "PIPELINE_FAST_PATH"
 _INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+# The routes of MLServer's app the fast path answers for: its metrics label requests with these.
+ROUTES = ("/v2/models/{model_name}/infer", "/v2/models/{model_name}/versions/{model_version}/infer")
 _JSON = (b"content-type", b"application/json")
+_OURS = (RequestGuard, LegacyPredict)
 
 
 def enabled(settings: Any, env: Optional[dict[str, str]] = None) -> bool:
@@ -45,60 +68,185 @@ def enabled(settings: Any, env: Optional[dict[str, str]] = None) -> bool:
     return raw not in ("0", "false", "off", "no") and not getattr(settings, "tracing_server", None)
 
 
+class RequestMetrics:
+    """What starlette_exporter's middleware records of a request, on its own metric objects."""
+
+    def __init__(self, options: dict[str, Any]):
+        exporter = PrometheusMiddleware(None, **options)  # type: ignore[arg-type]
+        self.skip_paths = exporter.skip_paths
+        self.in_progress = exporter.requests_in_progress.labels("POST", exporter.app_name)
+        self._app_name = exporter.app_name
+        self._count, self._time = exporter.request_count, exporter.request_time
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def record(self, route: str, status: int, seconds: float) -> None:
+        children = self._children.get((route, status))
+        if children is None:
+            labels = ("POST", route, status, self._app_name)
+            children = self._children[(route, status)] = (self._count.labels(*labels), self._time.labels(*labels))
+        children[0].inc()
+        children[1].observe(seconds)
+
+
+class Compression(NamedTuple):
+    """Starlette's GZip middleware, for one whole response body."""
+
+    minimum_size: int = 500
+    compresslevel: int = 9
+
+    def apply(self, body: bytes, headers: list[tuple[bytes, bytes]], accept_encoding: Optional[str]) -> bytes:
+        if len(body) < self.minimum_size:
+            return body
+        headers.append((b"vary", b"Accept-Encoding"))
+        if "gzip" not in (accept_encoding or ""):
+            return body
+        buffer = io.BytesIO()
+        with gzip.GzipFile(mode="wb", fileobj=buffer, compresslevel=self.compresslevel) as compressing:
+            compressing.write(body)
+        headers.append((b"content-encoding", b"gzip"))
+        return buffer.getvalue()
+
+
+class Layers(NamedTuple):
+    """MLServer's middleware, as the fast path reproduces it."""
+
+    metrics: Optional[RequestMetrics]
+    compression: Optional[Compression]
+
+
+_REPRODUCED = {
+    PrometheusMiddleware: {"app_name", "prefix", "skip_paths"},
+    GZipMiddleware: {"minimum_size", "compresslevel"},
+}
+
+
+def layers(app: Any) -> Optional[Layers]:
+    """MLServer's middleware in `app`, if the fast path reproduces all of it; else None (logged).
+    A route the fast path answers for missing from the app fails the start."""
+    paths = {getattr(route, "path", None): route for route in app.router.routes}
+    for path in ROUTES:
+        if getattr(getattr(paths.get(path), "endpoint", None), "__name__", None) != "infer":
+            raise IntegrationError(f"runtime.integration.fast_path: MLServer's app has no inference route {path}")
+    found: dict[type, dict[str, Any]] = {}
+    for middleware in app.user_middleware:
+        if middleware.cls in _OURS:
+            continue
+        allowed = _REPRODUCED.get(middleware.cls)
+        if allowed is None or middleware.args or not middleware.kwargs.keys() <= allowed:
+            logger.warning(
+                "REST fast path off: MLServer's app has middleware it does not reproduce (%s)",
+                getattr(middleware.cls, "__name__", middleware.cls),
+            )
+            return None
+        found[middleware.cls] = middleware.kwargs
+    metrics = found.get(PrometheusMiddleware)
+    compression = found.get(GZipMiddleware)
+    return Layers(
+        RequestMetrics(metrics) if metrics is not None else None,
+        Compression(**compression) if compression is not None else None,
+    )
+
+
 class FastInfer:
-    def __init__(self, app: App, data_plane: Any, router: Any):
+    def __init__(self, app: App, data_plane: Any, layers: Layers):
         self.app = app
         self.data_plane = data_plane
-        self.router = router
+        self.direct = DirectInference(data_plane)
+        self.metrics, self.compression = layers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = _INFER.match(scope.get("path", "")) if scope["type"] == "http" else None
-        if match is None or scope["method"] != "POST" or not _parsed_as_json(_first(scope, b"content-type")):
+        started = time.perf_counter()
+        match = _INFER.match(scope["path"]) if scope["type"] == "http" else None
+        if (
+            match is None or scope["method"] != "POST" or scope.get("root_path")
+            or not _parsed_as_json(_first(scope, b"content-type"))
+        ):  # fmt: skip
+            return await self.app(scope, receive, send)
+        name, version = match.groups()
+        model = await self._model(name, version)
+        if model is None:
             return await self.app(scope, receive, send)
         body = await read_body(receive)
         request = read_simple(body)
-        if request is None or not await self._serves(*match.groups()):
+        if request is None:
             return await self.app(scope, _replay(body, receive), send)
-        self._route(scope)
-        await self._infer(scope, request, *match.groups(), send)
+        metrics = self.metrics
+        if metrics is not None and any(p.fullmatch(scope["path"]) for p in metrics.skip_paths):
+            metrics = None
+        if metrics is not None:
+            metrics.in_progress.inc()
+        status, ended = 500, None  # as the metrics middleware counts an exception
+        try:
+            status, content, headers = await self._respond(scope, model, request, name, version)
+            if self.compression is not None:
+                content = self.compression.apply(content, headers, _first(scope, b"accept-encoding"))
+            ended = time.perf_counter()
+            await _send(send, status, content, headers)
+        finally:
+            if metrics is not None:
+                metrics.in_progress.dec()
+                metrics.record(ROUTES[version is not None], status, (ended or time.perf_counter()) - started)
 
-    def _route(self, scope: Scope) -> None:
-        """What routing leaves in the scope (the route, its endpoint and path parameters, the
-        router): MLServer's metrics middleware reads it afterwards, and counts no request
-        without it (starlette_exporter's filter_unhandled_paths)."""
-        for route in self.router.routes:
-            matched, child_scope = route.matches(scope)
-            if matched == Match.FULL:
-                scope.update(child_scope)
-                scope["router"] = self.router
-                return
-
-    async def _serves(self, name: str, version: Optional[str]) -> bool:
+    async def _model(self, name: str, version: Optional[str]) -> Any:
+        """The model, if the fast path serves it."""
         try:
             model = await self.data_plane._model_registry.get_model(name, version)
         except MLServerError:  # not found: MLServer's path answers its 404
-            return False
-        return getattr(model, "fast_path", False)
+            return None
+        return model if getattr(model, "fast_path", False) else None
 
-    async def _infer(self, scope: Scope, request: SimpleRequest, name: str, version: Optional[str], send: Send) -> None:
-        payload = _payload(request)
+    async def _respond(
+        self, scope: Scope, model: Any, request: SimpleRequest, name: str, version: Optional[str]
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         headers: dict[str, str] = {}
-        for key, value in scope.get("headers", []):  # as dict(starlette's Headers): the first of repeats
+        for key, value in scope["headers"]:  # as dict(starlette's Headers): the first of repeats
             headers.setdefault(key.decode("latin-1"), value.decode("latin-1"))
         try:
-            mlserver_endpoints.insert_headers(payload, headers)
-            response = await self.data_plane.infer(payload, name, version)
+            if not self.direct.serves(model):
+                return await self._via_data_plane(request, headers, name, version)
+            stamp(headers)
+            flags = request.flags
+            call = Call(new_id(request.id), request.inputs, request.outputs,
+                        flags.get("ood_flags"), flags.get("feature_sources"), headers)  # fmt: skip
+            answer = await self.direct.infer(model, name, version, call)
+            return 200, _rendered(answer, call.id), _raw(self.direct.response_headers(model, call.id))
+        except PipelineError as error:
+            return error.status, encode_to_json_bytes({"error": str(error)}), []
         except MLServerError as error:
-            return await _send(send, error.status_code, encode_to_json_bytes({"error": str(error)}), [])
-        extra = mlserver_endpoints.extract_headers(response) or {}
+            return error.status_code, encode_to_json_bytes({"error": str(error)}), []
+
+    async def _via_data_plane(
+        self, request: SimpleRequest, headers: dict[str, str], name: str, version: Optional[str]
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        payload = _payload(request)
+        mlserver_endpoints.insert_headers(payload, headers)
+        response = await self.data_plane.infer(payload, name, version)
+        extra = _raw(extract_headers(response) or {})
         # As FastAPI dumps the endpoint's response model (response_model_exclude_unset/none).
         content = response.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude_none=True)
-        await _send(send, 200, encode_to_json_bytes(content),
-                    [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in extra.items()])  # fmt: skip
+        return 200, encode_to_json_bytes(content), extra
+
+
+def _rendered(answer: Answer, request_id: str) -> bytes:
+    """The answer as MLServer's InferenceResponse renders (its fields, in their order). Its
+    parameters are there even when empty: MLServer's inference middleware put its headers there,
+    and only they were taken out."""
+    document: dict[str, Any] = {
+        "model_name": answer.model_name, "model_version": answer.model_version, "id": request_id,
+        "parameters": answer.parameters,
+    }  # fmt: skip
+    document["outputs"] = [
+        {"name": o.name, "shape": o.shape, "datatype": o.datatype, "data": o.data} for o in answer.outputs
+    ]
+    return encode_to_json_bytes(document)
+
+
+def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items()]
 
 
 def _first(scope: Scope, name: bytes) -> Optional[str]:
-    for key, value in scope.get("headers", []):
+    for key, value in scope["headers"]:
         if key == name:
             return value.decode("latin-1")
     return None

@@ -42,9 +42,11 @@ def _guarded(original: Callable[..., Any]) -> Callable[..., Any]:
         # Starlette puts the last one added outermost: the guard sees every request first.
         app.add_middleware(LegacyPredict)
         app.add_middleware(RequestGuard, max_request_bytes=max_request_bytes(), admin=admin)
-        if fast_path.enabled(settings):
-            # Innermost, where add_middleware cannot put it: inside MLServer's metrics middleware.
-            app.user_middleware.append(Middleware(fast_path.FastInfer, data_plane=data_plane, router=app.router))
+        layers = fast_path.layers(app) if fast_path.enabled(settings) else None
+        if layers is not None:
+            # Inside the guard and /predict (whose V2 requests it serves too), outside MLServer's
+            # own middleware, whose work it reproduces: where add_middleware cannot put it.
+            app.user_middleware.insert(2, Middleware(fast_path.FastInfer, data_plane=data_plane, layers=layers))
         return app
 
     return create_app
@@ -55,7 +57,8 @@ PATCHES = [
         target="mlserver.rest.server:create_app",
         why="add the request guard to the app (a body above PIPELINE_MAX_REQUEST_BYTES is a 413 "
         "before it is read; the repository API needs the admin token), POST /predict "
-        "(runtime.legacy_api) and, innermost, the V2 fast path (runtime.integration.fast_path)",
+        "(runtime.legacy_api) and, in front of MLServer's middleware, the V2 fast path "
+        "(runtime.integration.fast_path)",
         upstream="none found: no body size limit and no auth on the repository API",
         if_removed="a few large bodies exhaust the pod's memory; anyone who reaches the port "
         "unloads models; no /predict; REST inference at MLServer's speed",

@@ -6,7 +6,7 @@ integration package convert at the edge with these functions, once per request.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 from mlserver.errors import MLServerError
 from mlserver.types import (
@@ -17,9 +17,14 @@ from mlserver.types import (
     ResponseOutput,
 )
 
+from opentelemetry.context import Context
+
+from runtime.call import Answer, Call
 from runtime.contract import Tensor
+from runtime.entities import SOURCES_PARAMETER
+from runtime.ood import FLAGS_PARAMETER
 from runtime.errors import PipelineError
-from runtime.response import EncodedOutput, TensorDescription
+from runtime.response import TensorDescription
 
 
 class RuntimeRequestError(MLServerError):
@@ -38,42 +43,34 @@ def as_mlserver_error(error: PipelineError) -> RuntimeRequestError:
     return RuntimeRequestError(str(error), error.status)
 
 
-def tensors(request: InferenceRequest) -> list[Tensor]:
-    return [
+def call(request: InferenceRequest, parent: Optional[Context] = None) -> Call:
+    """MLServer's request as the runtime's Call (the DataPlane has given it an id)."""
+    parameters = request.parameters
+    return Call(
+        id=request.id or "",
         # REST inputs carry a Datatype enum, gRPC ones (runtime.integration.grpc_service) a str.
-        Tensor(i.name, i.shape, getattr(i.datatype, "value", i.datatype), i.data.root)
-        for i in request.inputs
-    ]
+        inputs=[Tensor(i.name, i.shape, getattr(i.datatype, "value", i.datatype), i.data.root) for i in request.inputs],
+        outputs=[o.name for o in request.outputs] if request.outputs else [],
+        ood_flags=getattr(parameters, FLAGS_PARAMETER, None),
+        feature_sources=getattr(parameters, SOURCES_PARAMETER, None),
+        headers=parameters.headers if parameters is not None else None,
+        parent=parent,
+    )
 
 
-def output_names(request: InferenceRequest) -> list[str]:
-    return [o.name for o in request.outputs] if request.outputs else []
-
-
-def request_parameter(request: InferenceRequest, name: str) -> Any:
-    return getattr(request.parameters, name, None) if request.parameters is not None else None
-
-
-def headers(request: InferenceRequest) -> Optional[dict[str, str]]:
-    return request.parameters.headers if request.parameters is not None else None
-
-
-def response(
-    model_name: str, model_version: str, outputs: list[EncodedOutput], parameters: dict[str, Optional[str]]
-) -> InferenceResponse:
-    """`parameters`: the ones that are not None, each one JSON string (MLServer drops list
+def response(answer: Answer) -> InferenceResponse:
+    """The Answer as MLServer's response; its parameters are strings (MLServer drops list
     parameters over gRPC)."""
     built = InferenceResponse(
-        model_name=model_name,
-        model_version=model_version,
+        model_name=answer.model_name,
+        model_version=answer.model_version,
         outputs=[
             ResponseOutput(name=o.name, shape=o.shape, datatype=o.datatype, data=o.data)
-            for o in outputs
+            for o in answer.outputs
         ],
     )
-    present = {k: v for k, v in parameters.items() if v is not None}
-    if present:
-        built.parameters = Parameters(**present)
+    if answer.parameters:
+        built.parameters = Parameters(**answer.parameters)
     return built
 
 
@@ -84,12 +81,3 @@ def metadata(description: TensorDescription) -> MetadataTensor:
         shape=description.shape,
         parameters=Parameters(**description.parameters) if description.parameters else None,
     )
-
-
-def served_by(response: InferenceResponse, model: str, reason: str) -> InferenceResponse:
-    """Mark a fallback's answer: which model served it, and why the requested one did not."""
-    if response.parameters is None:
-        response.parameters = Parameters()
-    response.parameters.served_by = model  # type: ignore[attr-defined]
-    response.parameters.fallback_reason = reason  # type: ignore[attr-defined]
-    return response

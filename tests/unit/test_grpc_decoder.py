@@ -18,7 +18,8 @@ CONTRACT = Contract(("a", "b"), ("predict",), max_rows=10)
 
 
 def parse(decoded) -> ParsedRequest:
-    return CONTRACT.parse(decoded.id, v2.tensors(decoded), v2.output_names(decoded))
+    call = v2.call(decoded)
+    return CONTRACT.parse(call.id, call.inputs, call.outputs)
 
 
 def _request(datatype: str, shape: list[int]) -> pb.ModelInferRequest:

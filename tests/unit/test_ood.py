@@ -11,6 +11,7 @@ import pytest
 from mlserver.types import InferenceRequest
 
 from runtime.artifacts import load_pipeline
+from runtime.call import Answer
 from runtime.integration import v2
 from runtime.ood import FLAGS_PARAMETER, OodDetector, wants_flags
 from runtime.errors import ArtifactError, InvalidRequest
@@ -98,22 +99,22 @@ def _request(parameters: dict | None) -> InferenceRequest:
     ],
 )
 def test_flags_are_built_only_when_asked(parameters, expected):
-    assert wants_flags(v2.request_parameter(_request(parameters), FLAGS_PARAMETER)) is expected
+    assert wants_flags(v2.call(_request(parameters)).ood_flags) is expected
 
 
 @pytest.mark.parametrize("bad", ["true", 1, [True]])
 def test_a_non_boolean_flags_parameter_is_a_client_error(bad):
     with pytest.raises(InvalidRequest, match="ood_flags"):
-        wants_flags(v2.request_parameter(_request({FLAGS_PARAMETER: bad}), FLAGS_PARAMETER))
+        wants_flags(v2.call(_request({FLAGS_PARAMETER: bad})).ood_flags)
 
 
 def test_flags_travel_in_the_response_parameters():
     detector = _detector([0, 0, 0], [1, 1, 1])
     flagged = detector.check(np.array([[2.0, 0.5, 0.5]]), with_flags=True)
-    response = v2.response("m", "1", [], {FLAGS_PARAMETER: flagged.flags})
+    response = v2.response(Answer("m", "1", [], {FLAGS_PARAMETER: flagged.flags}))
     assert json.loads(response.parameters.model_extra[FLAGS_PARAMETER]) == [["a"]]
     unflagged = detector.check(np.array([[2.0, 0.5, 0.5]]), with_flags=False)
-    assert v2.response("m", "1", [], {FLAGS_PARAMETER: unflagged.flags}).parameters is None
+    assert unflagged.flags is None and v2.response(Answer("m", "1", [], {})).parameters is None
 
 
 def test_z_threshold_option():

@@ -1,0 +1,93 @@
+"""MLServer's `DataPlane.infer` for a model of this runtime served in this process, with the
+runtime's Call and Answer in place of MLServer's pydantic request and response.
+
+What the DataPlane does around a model's predict is done here in the same order, with the same
+objects: admission and the in-flight count (runtime.integration.dataplane.admitted), the model's
+readiness (ModelNotReady), its context, MLServer's model metrics (`model_infer_request_success`,
+`_failure` and `_duration`, the DataPlane's own metric objects) and the response headers of its
+inference middleware (CloudEvents). Its request middleware only adds CloudEvents headers to the
+request's own, which nothing reads after admission. A model behind MLServer's adaptive batcher or
+in a parallel worker, or any model while MLServer's response cache is on, is not served here: the
+fast paths hand those to the DataPlane itself.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, NamedTuple, Optional
+
+from mlserver.context import model_context
+from mlserver.errors import ModelNotReady
+from mlserver.utils import extract_headers, generate_uuid
+from mlserver.types import InferenceResponse
+
+from runtime.call import Answer, Call
+from runtime.errors import PipelineError
+from runtime.integration.dataplane import admitted
+from runtime.integration.v2 import as_mlserver_error
+
+
+class _ModelMetrics(NamedTuple):
+    success: Any
+    failure: Any
+    duration: Any
+
+
+def new_id(requested: Optional[str]) -> str:
+    """The request's id: the client's, else a new one (DataPlane._prepare_payload)."""
+    return requested if requested is not None else generate_uuid()
+
+
+class DirectInference:
+    def __init__(self, data_plane: Any):
+        self._data_plane = data_plane
+        self._metrics: dict[tuple[str, Optional[str]], _ModelMetrics] = {}
+
+    def serves(self, model: Any) -> bool:
+        """A model of this runtime, fast path on, its own predict in this process."""
+        return (
+            getattr(model, "fast_path", False)
+            and hasattr(model, "answer")
+            and "predict" not in vars(model)  # MLServer's adaptive batcher replaces it there
+            and self._data_plane._response_cache is None
+        )
+
+    async def infer(self, model: Any, name: str, version: Optional[str], call: Call) -> Answer:
+        """`call` admitted and answered (an MLServerError with its status if not)."""
+        return await admitted(model, name, call.headers or {}, lambda: self._infer(model, name, version, call))
+
+    async def _infer(self, model: Any, name: str, version: Optional[str], call: Call) -> Answer:
+        metrics = self._model_metrics(name, version)
+        started = time.perf_counter()
+        try:
+            if not model.ready:
+                raise ModelNotReady(name, version)
+            with model_context(model.settings):
+                try:
+                    answer = await model.answer(call)
+                except PipelineError as error:
+                    raise as_mlserver_error(error) from None
+            metrics.success.inc()
+            return answer
+        except Exception:
+            metrics.failure.inc()
+            raise
+        finally:
+            metrics.duration.observe(time.perf_counter() - started)
+
+    def response_headers(self, model: Any, request_id: str) -> dict[str, str]:
+        """The headers MLServer's inference middleware gives the response (CloudEvents)."""
+        carrier = InferenceResponse.model_construct(id=request_id, parameters=None)
+        self._data_plane._inference_middleware.response_middleware(carrier, model.settings)
+        return extract_headers(carrier) or {}
+
+    def _model_metrics(self, name: str, version: Optional[str]) -> _ModelMetrics:
+        metrics = self._metrics.get((name, version))
+        if metrics is None:
+            plane = self._data_plane
+            metrics = self._metrics[(name, version)] = _ModelMetrics(
+                plane._ModelInferRequestSuccess.labels(model=name, version=version),
+                plane._ModelInferRequestFailure.labels(model=name, version=version),
+                plane._ModelInferRequestDuration.labels(model=name, version=version),
+            )
+        return metrics
