@@ -43,7 +43,7 @@ class Tensor:
     name: str
     shape: Sequence[int]
     datatype: str
-    data: Any  # nested lists of JSON values (REST), or a flat numpy array (gRPC)
+    data: Any  # nested lists of JSON values (REST), or a numpy array (gRPC; REST's fast path)
 
 
 @dataclass(frozen=True)

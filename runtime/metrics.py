@@ -70,6 +70,7 @@ class _Families:
     lookup_errors: Counter
     store_breaker: Gauge
     store_pool: Gauge
+    fast_path: Counter
 
 
 @lru_cache(maxsize=1)
@@ -191,6 +192,11 @@ def _families() -> _Families:
             "pipeline_feature_pool_connections", "The feature store's connection pool.",
             ["model", "state"], multiprocess_mode="livesum",
         ),
+        # protocol: rest or grpc. Only the server process answers there (never a parallel worker).
+        fast_path=Counter(
+            "pipeline_fast_path_requests", "Inference requests the fast path took (runtime.integration.fast_path), by protocol.",
+            ["protocol"],
+        ),
     )  # fmt: skip
 
 
@@ -212,6 +218,11 @@ def set_breaker_state(model: str, value: int) -> None:
 
 def count_rate_limited(model: str, client: str) -> None:
     _families().rate_limited.labels(model, client).inc()
+
+
+def fast_path_counter(protocol: str) -> Counter:
+    """The count of requests the fast path took over `protocol` (rest, grpc), bound once."""
+    return _families().fast_path.labels(protocol)
 
 
 def _edge_label(edge: float) -> str:
@@ -296,9 +307,10 @@ class ModelMetrics:
             index = np.searchsorted(self._edges, values, side="left")  # le semantics, like a histogram
         else:
             index = np.fromiter((self._class_index[v] for v in values.tolist()), dtype=np.intp, count=len(values))
-        counts = np.bincount(index, minlength=len(self._predictions))
-        for i in np.flatnonzero(counts):
-            self._predictions[i].inc(int(counts[i]))
+        counts = np.bincount(index, minlength=len(self._predictions)).tolist()
+        for child, count in zip(self._predictions, counts):
+            if count:
+                child.inc(count)
 
     def record_ood(self, report: OodReport) -> None:
         if not report.rows:

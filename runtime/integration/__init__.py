@@ -1,7 +1,7 @@
 """Every touch of MLServer, uvicorn and grpc internals, installed by one explicit `install()`.
 
-One module per surface: rest, grpc_service, dataplane, lifecycle, parallel, batching, tracing
-(and log_format, v2: MLServer's public types and settings, no patches). `patch_points()` lists
+One module per surface: rest, grpc_service, fast_path_grpc, dataplane, lifecycle, parallel,
+batching, tracing (and fast_path, direct, log_format, v2: no patches of their own). `patch_points()` lists
 every point; the README's "How it hooks into MLServer" table and tests/pins list the same ones.
 """
 
@@ -12,7 +12,7 @@ import multiprocessing
 import threading
 
 from runtime.drain import DrainSettings
-from runtime.integration import batching, dataplane, grpc_service, lifecycle, parallel, rest, tracing
+from runtime.integration import batching, dataplane, fast_path_grpc, grpc_service, lifecycle, parallel, rest, tracing
 from runtime.integration.patching import IntegrationError, PatchPoint, install_all
 
 logger = logging.getLogger("runtime.integration")
@@ -28,6 +28,7 @@ def patch_points(runtime_class: type, drain: DrainSettings | None = None) -> lis
     return [
         *rest.PATCHES,
         *grpc_service.PATCHES,
+        *fast_path_grpc.PATCHES,
         *dataplane.PATCHES,
         *lifecycle.patches(drain or DrainSettings.from_env()),
         *parallel.PATCHES,

@@ -51,6 +51,7 @@ from runtime.fast_json import SimpleRequest, read_simple
 from runtime.integration.direct import DirectInference, new_id
 from runtime.integration.patching import IntegrationError
 from runtime.legacy_api import LegacyPredict
+from runtime.metrics import fast_path_counter
 
 logger = logging.getLogger("runtime.integration")
 
@@ -153,6 +154,7 @@ class FastInfer:
         self.data_plane = data_plane
         self.direct = DirectInference(data_plane)
         self.metrics, self.compression = layers
+        self.taken = fast_path_counter("rest")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -170,6 +172,7 @@ class FastInfer:
         request = read_simple(body)
         if request is None:
             return await self.app(scope, _replay(body, receive), send)
+        self.taken.inc()
         metrics = self.metrics
         if metrics is not None and any(p.fullmatch(scope["path"]) for p in metrics.skip_paths):
             metrics = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 
+import grpc
 import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
@@ -16,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from harness import strategies as S
 from harness.models import BREAST_CANCER, DIABETES, sample_rows, served_models
 from harness.server import Server
-from harness.v2 import json_tensor
+from harness.v2 import json_tensor, pb_2d_request, pb_request, pb_tensor
 from tests.integration import support
 from tests.integration.test_v2_bad_inputs import GRPC_CASES, REST_CASES
 
@@ -134,6 +135,35 @@ def test_repeated_headers_count_as_the_first(pair):
         answers.append((response.status, _VARYING.sub(b"", response.read())))
         connection.close()
     assert answers[0] == answers[1]
+
+
+GRPC_GOOD = {
+    "typed, no id": pb_2d_request(DIABETES, sample_rows(DIABETES, 2)),
+    "an id, a version": pb_2d_request(DIABETES, sample_rows(DIABETES, 1), version="2"),
+    "classifier, outputs": pb_2d_request(BREAST_CANCER, sample_rows(BREAST_CANCER, 2), outputs=["predict_proba", "predict"]),
+    "raw inputs": pb_request(DIABETES, [pb_tensor("X", [2, 10], "FP64")], raw=[sample_rows(DIABETES, 2).astype("<f8").tobytes()]),
+    "a bad one": pb_2d_request(DIABETES, sample_rows(DIABETES, 1)[:, :3]),
+}  # fmt: skip
+GRPC_GOOD["an id, a version"].id = "mine"
+
+
+@pytest.mark.parametrize("case_id", list(GRPC_GOOD))
+def test_grpc_answers_and_trailing_metadata_are_the_same(pair, case_id):
+    """The response (raw outputs for raw inputs) and MLServer's response headers, sent as
+    trailing metadata (CloudEvents), generated ids aside."""
+    seen = []
+    for server in pair:
+        future = support.grpc_stub(server).ModelInfer.future(GRPC_GOOD[case_id], timeout=30)
+        try:
+            response = future.result()
+            response.id = _VARYING.sub(b"<varies>", response.id.encode()).decode()
+            status = (grpc.StatusCode.OK, "")
+        except grpc.RpcError:
+            response, status = None, (future.code(), future.details())
+        trailing = sorted((k, _VARYING.sub(b"<varies>", v.encode())) for k, v in future.trailing_metadata() or ())
+        seen.append((status, response, trailing))
+    assert seen[0] == seen[1]
+    assert seen[0][0][0] != grpc.StatusCode.OK or any(k == "ce-modelid" for k, _ in seen[0][2])
 
 
 SETTINGS = dict(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))

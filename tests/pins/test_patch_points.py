@@ -178,6 +178,21 @@ def test_grpc_requests_get_their_deadline_stamped(servers):
     assert refused.status() == "StatusCode.DEADLINE_EXCEEDED" and "deadline passed" in refused.message()
 
 
+@pins("mlserver.grpc.servicers:InferenceServicer.ModelInfer")
+def test_inference_in_this_process_takes_the_fast_path_unless_tracing_is_on(servers):
+    fast, traced = servers["drained"], servers["workers-0"]  # the drained server is drained later
+
+    def taken(server: Server, protocol: str) -> float:
+        return server.metric("pipeline_fast_path_requests_total", protocol=protocol)
+
+    before = taken(fast, "grpc"), taken(fast, "rest")
+    assert _grpc_infer(fast, "plain").as_numpy("predict").shape == (1,)
+    assert _rest(fast, "plain").status_code == 200
+    assert (taken(fast, "grpc"), taken(fast, "rest")) == (before[0] + 1, before[1] + 1)
+    assert _grpc_infer(traced, "plain").as_numpy("predict").shape == (1,)
+    assert taken(traced, "grpc") == taken(traced, "rest") == 0  # MLServer's servicer answered
+
+
 @pins("mlserver.grpc.converters:ModelInferRequestConverter.to_types")
 def test_a_malformed_raw_grpc_buffer_is_invalid_argument_naming_the_input(servers):
     import grpc

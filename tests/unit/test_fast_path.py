@@ -8,24 +8,25 @@ import asyncio
 import json
 from typing import Any
 
+import numpy as np
 import pytest
 from mlserver.errors import ModelNotFound
 from mlserver.types import InferenceResponse, ResponseOutput
-from starlette.routing import Route, Router
+from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.routing import Route
+from starlette_exporter import PrometheusMiddleware
 
 import runtime.model  # noqa: F401  (installs the integration, as loading the runtime does)
 from runtime.fast_json import read_simple
-from runtime.integration.fast_path import FastInfer, enabled
+from runtime.asgi_guard import read_body
+from runtime.contract import Contract
+from runtime.errors import PipelineError
+from runtime.integration.fast_path import ROUTES, Compression, FastInfer, Layers, enabled, layers
+from runtime.integration.patching import IntegrationError
 
 X = {"name": "X", "shape": [1, 2], "datatype": "FP64", "data": [1.0, 2.0]}
-
-
-def _endpoint():  # MLServer's Endpoints.infer stands here
-    raise AssertionError("the fast path never calls the route's endpoint")
-
-
-ROUTES = [Route("/v2/models/{model_name}/infer", _endpoint, methods=["POST"]),
-          Route("/v2/models/{model_name}/versions/{model_version}/infer", _endpoint, methods=["POST"])]  # fmt: skip
 
 
 @pytest.mark.parametrize("document", [
@@ -35,8 +36,18 @@ ROUTES = [Route("/v2/models/{model_name}/infer", _endpoint, methods=["POST"]),
     {"inputs": [{"name": "entity_id", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]}, {**X, "name": "bmi"}]},
 ])  # fmt: skip
 def test_the_simple_form_is_read(document):
-    request = read_simple(json.dumps(document).encode())
-    assert request is not None and request.inputs[-1].data == [1.0, 2.0]
+    body = json.dumps(document).encode()
+    request = read_simple(body)
+    assert request is not None and np.asarray(request.inputs[-1].data).tolist() == [1.0, 2.0]
+    # Numbers come as numpy arrays unless a JSON boolean anywhere could be among them.
+    assert isinstance(request.inputs[-1].data, np.ndarray) == (b"true" not in body and b"false" not in body)
+
+
+def test_a_boolean_among_the_numbers_is_still_refused_by_the_contract():
+    request = read_simple(json.dumps({"inputs": [{**X, "data": [1.0, True]}]}).encode())
+    assert request is not None and request.inputs[0].data == [1.0, True]
+    with pytest.raises(PipelineError, match="row 0, column 1"):
+        Contract(("a", "b"), ("predict",), max_rows=10).parse("r", request.inputs, [])
 
 
 @pytest.mark.parametrize("body", [
@@ -82,8 +93,7 @@ def _call(path: str, body: bytes) -> tuple[_DataPlane, list[bytes], list[dict]]:
     data_plane, seen, sent = _DataPlane(), [], []
 
     async def inner(scope, receive, send):  # MLServer's app: records the body it got
-        message = await receive()
-        seen.append(message["body"])
+        seen.append(await read_body(receive))
         await send({"type": "http.response.start", "status": 299, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
@@ -97,8 +107,7 @@ def _call(path: str, body: bytes) -> tuple[_DataPlane, list[bytes], list[dict]]:
         sent.append(message)
 
     scope = {"type": "http", "method": "POST", "path": path, "headers": [(b"x-test", b"1")]}
-    asyncio.run(FastInfer(inner, data_plane, Router(ROUTES))(scope, receive, send))
-    _call.scope = scope  # type: ignore[attr-defined]
+    asyncio.run(FastInfer(inner, data_plane, Layers(None, None))(scope, receive, send))
     return data_plane, seen, sent
 
 
@@ -111,10 +120,6 @@ def test_a_simple_request_to_a_fast_model_never_reaches_mlservers_app():
     assert payload.parameters.headers["x-test"] == "1"  # as MLServer's endpoint inserts them
     assert sent[0]["status"] == 200
     assert json.loads(sent[1]["body"])["outputs"][0]["data"] == [3.0]
-    # As routing leaves it, for MLServer's metrics middleware (it counts only routed requests).
-    scope = _call.scope  # type: ignore[attr-defined]
-    assert scope["endpoint"] is _endpoint and scope["router"].routes == ROUTES
-    assert scope["path_params"] == {"model_name": "fast", "model_version": "2"}
 
 
 @pytest.mark.parametrize("path, body", [
@@ -136,3 +141,38 @@ def test_the_switch_and_tracing_turn_it_off():
     assert enabled(Settings(), {}) and not enabled(Settings(), {"PIPELINE_FAST_PATH": "0"})
     Settings.tracing_server = "otel:4317"
     assert not enabled(Settings(), {})
+
+
+def infer():  # stands for MLServer's Endpoints.infer: the fast path checks the route's endpoint by name
+    raise AssertionError("never called")
+
+
+def _app(*middleware: Any, routes: tuple[str, ...] = ROUTES) -> Starlette:
+    app = Starlette(routes=[Route(path, infer, methods=["POST"]) for path in routes])
+    for cls, kwargs in middleware:
+        app.add_middleware(cls, **kwargs)
+    return app
+
+
+def test_mlservers_middleware_is_reproduced_or_the_fast_path_is_off():
+    metrics = (PrometheusMiddleware, {"app_name": "mlserver", "prefix": "rest_server", "skip_paths": ["/metrics"]})
+    found = layers(_app((GZipMiddleware, {}), metrics))
+    assert found is not None and found.compression == Compression() and found.metrics is not None
+    assert [p.pattern for p in found.metrics.skip_paths] == ["/metrics"]
+    assert layers(_app((GZipMiddleware, {}), (CORSMiddleware, {"allow_origins": ["*"]}))) is None
+    assert layers(_app((GZipMiddleware, {"minimum_size": 10, "other": 1}))) is None  # an option it does not know
+    with pytest.raises(IntegrationError, match="no inference route"):
+        layers(_app(routes=ROUTES[:1]))
+
+
+@pytest.mark.parametrize("size, accept, expected", [
+    (499, "gzip", []), (500, "", [(b"vary", b"Accept-Encoding")]),
+    (500, "deflate, gzip", [(b"vary", b"Accept-Encoding"), (b"content-encoding", b"gzip")]),
+])  # fmt: skip
+def test_compression_as_starlettes_gzip(size, accept, expected):
+    import gzip
+
+    headers: list = []
+    body = Compression().apply(b"x" * size, headers, accept)
+    assert headers == expected
+    assert (gzip.decompress(body) if expected[1:] else body) == b"x" * size

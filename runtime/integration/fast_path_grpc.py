@@ -1,0 +1,130 @@
+"""The gRPC fast path: ModelInfer for a model of this runtime served in this process, without
+MLServer's pydantic response, its DataPlane and its response converter.
+
+MLServer's servicer method is wrapped where grpc registers it, so the server's interceptors (its
+request metrics, the repository lock) see every call as before. For a model that
+runtime.integration.direct serves, what the servicer does is done here in the same order: the
+request decoded (runtime.integration.grpc_service: numpy tensors, INVALID_ARGUMENT naming the
+input), its metadata as headers (MLServer's own `to_headers`) with the peer, arrival time and
+deadlines stamped, the inference (runtime.integration.direct), the response headers as trailing
+metadata, the response built as MLServer's converter builds it (a request with raw inputs gets
+raw outputs, through that converter) and an error logged and aborted with the status code
+MLServer gives it. Every other model goes to MLServer's servicer.
+
+Off with the REST fast path's switches (PIPELINE_FAST_PATH=0, a model's `fast_path: false`,
+tracing on).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable, Optional
+
+import grpc
+from mlserver.errors import MLServerError
+from mlserver.grpc import dataplane_pb2 as pb
+from mlserver.grpc.converters import InferTensorContentsConverter, ModelInferResponseConverter
+from mlserver.grpc.logging import logger
+from mlserver.grpc.utils import STATUS_CODE_MAPPING, to_headers
+from mlserver.types import Datatype
+
+from runtime.admission import PEER_HEADER
+from runtime.call import Answer
+from runtime.deadlines import stamp
+from runtime.errors import PipelineError
+from runtime.integration import fast_path, v2
+from runtime.integration.direct import DirectInference, new_id
+from runtime.integration.grpc_service import decode_request
+from runtime.integration.patching import PatchPoint
+from runtime.metrics import fast_path_counter
+
+_TAKEN = fast_path_counter("grpc")
+_DIRECT: "weakref.WeakKeyDictionary[Any, Optional[DirectInference]]" = weakref.WeakKeyDictionary()
+
+
+def _direct(servicer: Any) -> Optional[DirectInference]:
+    """The servicer's direct inference, None when the fast path is off for the server."""
+    if servicer not in _DIRECT:
+        plane = servicer._data_plane
+        _DIRECT[servicer] = DirectInference(plane) if fast_path.enabled(plane._settings) else None
+    return _DIRECT[servicer]
+
+
+def _fast_model_infer(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def ModelInfer(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        direct = _direct(self)
+        model = await _served(direct, self._data_plane, request) if direct is not None else None
+        if model is None:
+            return await original(self, request, context)
+        _TAKEN.inc()
+        try:
+            return await _infer(direct, model, request, context)  # type: ignore[arg-type]
+        except MLServerError as error:  # as MLServer's handle_mlserver_error
+            logger.exception(error)
+            await context.abort(code=STATUS_CODE_MAPPING.get(error.status_code, grpc.StatusCode.UNKNOWN),
+                                details=str(error))  # fmt: skip
+        except Exception as error:
+            logger.exception(error)
+            await context.abort(code=grpc.StatusCode.INTERNAL, details=str(error))
+
+    return ModelInfer
+
+
+async def _served(direct: DirectInference, data_plane: Any, request: pb.ModelInferRequest) -> Any:
+    try:
+        model = await data_plane._model_registry.get_model(request.model_name, request.model_version)
+    except MLServerError:  # not found: MLServer's servicer answers, after decoding, as it always did
+        return None
+    return model if direct.serves(model) else None
+
+
+async def _infer(direct: DirectInference, model: Any, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+    try:
+        payload = decode_request(request)
+        headers = to_headers(context)
+        # The peer as "ipv4:127.0.0.1:5678": the address without the port keys the rate limit.
+        headers[PEER_HEADER] = context.peer().rsplit(":", 1)[0]
+        stamp(headers, context.time_remaining())
+    except PipelineError as error:
+        raise v2.as_mlserver_error(error) from None
+    call = v2.call(payload)._replace(id=new_id(payload.id), headers=headers)
+    answer = await direct.infer(model, request.model_name, request.model_version, call)
+    trailing = direct.response_headers(model, call.id)
+    if trailing:
+        context.set_trailing_metadata(tuple((k.lower(), v) for k, v in trailing.items()))
+    return _response(answer, call.id, raw=bool(request.raw_input_contents))
+
+
+def _response(answer: Answer, request_id: str, raw: bool) -> pb.ModelInferResponse:
+    """As MLServer's ModelInferResponseConverter.from_types builds it (itself for raw outputs)."""
+    if raw:
+        response = v2.response(answer)
+        response.id = request_id
+        return ModelInferResponseConverter.from_types(response, use_raw=True)
+    return pb.ModelInferResponse(
+        model_name=answer.model_name,
+        model_version=answer.model_version,
+        id=request_id,
+        parameters={k: pb.InferParameter(string_param=v) for k, v in answer.parameters.items()},
+        outputs=[
+            pb.ModelInferResponse.InferOutputTensor(
+                name=o.name, shape=o.shape, datatype=o.datatype,
+                contents=InferTensorContentsConverter.from_types(o.data, datatype=Datatype(o.datatype)),  # type: ignore[arg-type]
+            )  # fmt: skip
+            for o in answer.outputs
+        ],
+    )
+
+
+PATCHES = [
+    PatchPoint(
+        target="mlserver.grpc.servicers:InferenceServicer.ModelInfer",
+        why="the gRPC fast path (runtime.integration.fast_path_grpc): ModelInfer for a model of "
+        "this runtime in this process without the pydantic round trip and the DataPlane; "
+        "the class attribute, read when MLServer registers the servicer",
+        upstream="none: MLServer has no per-runtime hook for its gRPC servicer",
+        if_removed="gRPC inference at MLServer's speed, unchanged otherwise",
+        params=("self", "request", "context"),
+        apply=_fast_model_infer,
+    ),
+]
