@@ -63,10 +63,15 @@ _JSON = (b"content-type", b"application/json")
 _OURS = (RequestGuard, LegacyPredict)
 
 
-def enabled(settings: Any, env: Optional[dict[str, str]] = None) -> bool:
-    """The server-wide switch (default on), and never with tracing on."""
+def switched_on(env: Optional[dict[str, str]] = None) -> bool:
+    """The server-wide switch (default on)."""
     raw = (os.environ if env is None else env).get(ENV_FAST_PATH, "1").strip().lower()
-    return raw not in ("0", "false", "off", "no") and not getattr(settings, "tracing_server", None)
+    return raw not in ("0", "false", "off", "no")
+
+
+def enabled(settings: Any, env: Optional[dict[str, str]] = None) -> bool:
+    """The switch, and never with tracing on."""
+    return switched_on(env) and not getattr(settings, "tracing_server", None)
 
 
 class RequestMetrics:

@@ -29,12 +29,13 @@ from mlserver.grpc.utils import STATUS_CODE_MAPPING, to_headers
 from mlserver.types import Datatype
 
 from runtime.admission import PEER_HEADER
-from runtime.call import Answer
+from runtime.call import Answer, Call
+from runtime.contract import Tensor
 from runtime.deadlines import stamp
 from runtime.errors import PipelineError
 from runtime.integration import fast_path, v2
 from runtime.integration.direct import DirectInference, new_id
-from runtime.integration.grpc_service import decode_request
+from runtime.integration.grpc_service import decode_request, raw_buffers, tensor_values
 from runtime.integration.patching import PatchPoint
 from runtime.metrics import fast_path_counter
 
@@ -80,19 +81,32 @@ async def _served(direct: DirectInference, data_plane: Any, request: pb.ModelInf
 
 async def _infer(direct: DirectInference, model: Any, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
     try:
-        payload = decode_request(request)
+        call = _decoded(request)
         headers = to_headers(context)
         # The peer as "ipv4:127.0.0.1:5678": the address without the port keys the rate limit.
         headers[PEER_HEADER] = context.peer().rsplit(":", 1)[0]
         stamp(headers, context.time_remaining())
     except PipelineError as error:
         raise v2.as_mlserver_error(error) from None
-    call = v2.call(payload)._replace(id=new_id(payload.id), headers=headers)
+    call = call._replace(id=new_id(call.id), headers=headers)
     answer = await direct.infer(model, request.model_name, request.model_version, call)
     trailing = direct.response_headers(model, call.id)
     if trailing:
         context.set_trailing_metadata(tuple((k.lower(), v) for k, v in trailing.items()))
     return _response(answer, call.id, raw=bool(request.raw_input_contents))
+
+
+def _decoded(request: pb.ModelInferRequest) -> Call:
+    """The request as decode_request and v2.call would make it, without building MLServer's
+    request when no parameters need MLServer's parsing (the common request has none)."""
+    if request.parameters or any(i.parameters for i in request.inputs) or any(o.parameters for o in request.outputs):
+        return v2.call(decode_request(request))
+    raw = raw_buffers(request)
+    inputs = [
+        Tensor(inp.name, list(inp.shape), inp.datatype, tensor_values(inp, raw.get(index)))
+        for index, inp in enumerate(request.inputs)
+    ]
+    return Call(request.id, inputs, [o.name for o in request.outputs], None, None, None)
 
 
 def _response(answer: Answer, request_id: str, raw: bool) -> pb.ModelInferResponse:

@@ -14,7 +14,8 @@ errors their status codes.
 - a filter on the `mlserver.grpc` logger, which logs a full traceback for every error it returns:
   refusals by design (auth, overload, deadline) are summarised by runtime.inflight instead.
 - `aio` as `mlserver.grpc.server` sees it: the server it builds gets an interceptor that locks
-  the repository methods (runtime.admin) and the same maximum message size as REST bodies.
+  the repository methods (runtime.admin), the same maximum message size as REST bodies and
+  MLServer's metrics interceptor in a faster form (runtime.integration.grpc_metrics).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ from runtime.errors import (
     ShapeError,
     validation_problems,
 )
+from runtime.integration import fast_path
+from runtime.integration.grpc_metrics import BoundPromInterceptor
 from runtime.integration.v2 import as_mlserver_error
 from runtime.integration.patching import PatchPoint
 
@@ -271,6 +274,8 @@ class _GuardedAio:
         admin = AdminPolicy.from_env(Settings().host)
         limited = [o for o in options if o[0] != MAX_MESSAGE_OPTION]
         limited.append((MAX_MESSAGE_OPTION, max_request_bytes()))
+        if fast_path.switched_on():
+            interceptors = [BoundPromInterceptor(i) if BoundPromInterceptor.replaces(i) else i for i in interceptors]
         return self._aio.server(*args, interceptors=[RepositoryLock(admin), *interceptors],
                                 options=limited, **kwargs)  # fmt: skip
 
@@ -307,7 +312,9 @@ PATCHES = [
     PatchPoint(
         target="mlserver.grpc.server:aio",
         why="the gRPC server MLServer builds gets an interceptor locking the repository methods "
-        "(runtime.admin) and PIPELINE_MAX_REQUEST_BYTES as its maximum message size",
+        "(runtime.admin), PIPELINE_MAX_REQUEST_BYTES as its maximum message size and, unless "
+        "PIPELINE_FAST_PATH=0, MLServer's request-metrics interceptor with its label children bound "
+        "once (runtime.integration.grpc_metrics)",
         upstream="none found: no auth on the repository API",
         if_removed="anyone who reaches the gRPC port unloads models; messages up to gRPC's 4 MB "
         "default or grpc_max_message_length",

@@ -1,0 +1,109 @@
+"""MLServer's gRPC request metrics interceptor, with its label children bound once.
+
+MLServer's PromServerInterceptor (mlserver.grpc.interceptors, over py_grpc_prometheus) looks up
+three label children per call (started, handled, the handling-time histogram) and builds a new
+handler around each call: ~10 % of the server's CPU for a one-row ModelInfer. This interceptor
+records the same samples on the same metric objects, in the same order and on the same paths
+(an RpcError counts as handled with its code; an abort, which is not one, only in the histogram),
+for unary-unary calls; it hands every streaming call to MLServer's own. It replaces MLServer's
+in the server runtime.integration.grpc_service builds, unless PIPELINE_FAST_PATH=0.
+"""
+
+from __future__ import annotations
+
+from timeit import default_timer
+from typing import Any, Awaitable, Callable
+
+import grpc
+from grpc import RpcError
+from py_grpc_prometheus import grpc_utils
+
+_UNARY = grpc_utils.get_method_type(False, False)
+
+
+class _Children:
+    """One method's label children."""
+
+    def __init__(self, metrics: Any, service: str, method: str):
+        labels = {"grpc_type": _UNARY, "grpc_service": service, "grpc_method": method}
+        self._labels = labels
+        self._handled_counter = metrics.handled
+        self.started = metrics.started.labels(**labels)
+        self.histogram = metrics.histogram.labels(**labels) if metrics.histogram is not None else None
+        self._handled: dict[str, Any] = {}
+
+    def handled(self, code: str) -> Any:
+        child = self._handled.get(code)
+        if child is None:
+            child = self._handled[code] = self._handled_counter.labels(**self._labels, grpc_code=code)
+        return child
+
+
+class _Metrics:
+    def __init__(self, prom: Any):
+        self.started = prom._metrics["grpc_server_started_counter"]
+        self.handled = prom._grpc_server_handled_total_counter
+        self.histogram = prom._metrics["grpc_server_handled_histogram"] if prom._enable_handling_time_histogram else None
+
+
+class BoundPromInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, mlservers: Any):
+        self._mlservers = mlservers  # mlserver.grpc.interceptors.PromServerInterceptor
+        self._metrics = _Metrics(mlservers._interceptor)
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
+
+    @staticmethod
+    def replaces(interceptor: Any) -> bool:
+        """MLServer's, as this module knows it (its py_grpc_prometheus neither legacy nor skipping)."""
+        from mlserver.grpc.interceptors import PromServerInterceptor
+
+        inner = getattr(interceptor, "_interceptor", None)
+        return (
+            type(interceptor) is PromServerInterceptor
+            and inner is not None
+            and not inner._legacy
+            and not inner._skip_exceptions
+        )
+
+    async def intercept_service(
+        self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_streaming or handler.response_streaming:
+            return await self._mlservers.intercept_service(lambda _: _ready(handler), handler_call_details)
+        # A service's handler is the same object on every call: wrapped once (by identity, as a
+        # handler made for one call, e.g. a refusal, is another object).
+        cached = self._wrapped.get(handler_call_details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        service, method, _ = grpc_utils.split_method_call(handler_call_details)
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            self._measured(handler.unary_unary, _Children(self._metrics, service, method)),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        self._wrapped[handler_call_details.method] = (handler, wrapped)
+        return wrapped
+
+    def _measured(self, behavior: Callable[..., Awaitable[Any]], children: _Children) -> Callable[..., Awaitable[Any]]:
+        compute_status_code = self._mlservers._compute_status_code
+
+        async def measured(request: Any, context: Any) -> Any:
+            start = default_timer()
+            try:
+                children.started.inc()
+                response = await behavior(request, context)
+                children.handled(compute_status_code(context).name).inc()
+                return response
+            except RpcError as error:
+                children.handled(error.code().name if isinstance(error, grpc.Call) else "UNKNOWN").inc()
+                raise
+            finally:
+                if children.histogram is not None:
+                    children.histogram.observe(max(default_timer() - start, 0))
+
+        return measured
+
+
+async def _ready(handler: Any) -> Any:
+    return handler
