@@ -73,6 +73,9 @@ def evaluate_targets(result: dict) -> list[dict]:
         for load in LOAD_TITLES:
             o, k = _best(runs, "ours", proto, load, "rps"), _best(runs, "kserve", proto, load, "rps")
             add(f"{P} {LOAD_TITLES[load]}: req/s >= 1.5x KServe", o, k, "rps", 1.5, True, vs="kserve")
+        for load in LOAD_TITLES:
+            o, s = (_best(runs, k, proto, load, "server_cpu_us_per_req", lower=True) for k in ("ours", "stock"))
+            add(f"{P} {LOAD_TITLES[load]}: server CPU/req <= 0.4x stock", o, s, "server_cpu_us_per_req", 0.4, False)
     return out
 
 
