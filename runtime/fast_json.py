@@ -11,7 +11,7 @@ contract, the same code for both paths.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -69,7 +69,7 @@ def _as_array(tensor: Tensor) -> Tensor:
         array = np.asarray(tensor.data)
     except (ValueError, TypeError):
         return tensor
-    return replace(tensor, data=array) if array.dtype.kind in "fiu" else tensor
+    return Tensor(tensor.name, tensor.shape, tensor.datatype, array) if array.dtype.kind in "fiu" else tensor
 
 
 def _simple_flags(parameters: Any) -> bool:

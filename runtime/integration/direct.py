@@ -29,7 +29,7 @@ from runtime.integration.v2 import as_mlserver_error
 
 
 # The stand-in request id of a model's response header template (no real value holds a NUL).
-_ID = "\x00request-id"
+STAND_IN_ID = "\x00request-id"
 
 
 class _ModelMetrics(NamedTuple):
@@ -87,8 +87,8 @@ class DirectInference:
         template = self._headers.get(model)
         if template is None:
             # Made once per model object by the middleware itself (~65 us a call), with a stand-in id.
-            template = self._headers[model] = self._middleware_headers(model, _ID)
-        return {k: request_id if v == _ID else v for k, v in template.items() if v != _ID or request_id}
+            template = self._headers[model] = self._middleware_headers(model, STAND_IN_ID)
+        return {k: request_id if v == STAND_IN_ID else v for k, v in template.items() if v != STAND_IN_ID or request_id}
 
     def _middleware_headers(self, model: Any, request_id: str) -> dict[str, str]:
         carrier = InferenceResponse.model_construct(id=request_id, parameters=None)
