@@ -21,7 +21,7 @@ import time
 from bisect import bisect_left
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
@@ -264,8 +264,8 @@ class ModelMetrics:
         families = _families()
         self._labels = (model, version)
         self._requests = {o: families.requests.labels(model, version, o) for o in known_outcomes()}
-        self._rows = families.rows.labels(model, version)
-        self._stages = {s: families.stage_seconds.labels(model, version, s) for s in STAGES}
+        self._rows = observer(families.rows.labels(model, version))
+        self._stages = {s: observer(families.stage_seconds.labels(model, version, s)) for s in STAGES}
         self._ood_values = tuple(families.ood_values.labels(model, version, f) for f in features)
         self._ood_rows = families.ood_rows.labels(model, version)
 
@@ -282,9 +282,9 @@ class ModelMetrics:
             child = _families().requests.labels(*self._labels, outcome)
         child.inc()
         if rows is not None:
-            self._rows.observe(rows)
+            self._rows(rows)
         for stage, seconds in stage_seconds.items():
-            self._stages[stage].observe(seconds)
+            self._stages[stage](seconds)
 
     def bind_predictions(self, edges: Optional[np.ndarray], classes: Optional[list]) -> None:
         """What the predictions are counted by: a regressor's bucket edges or a classifier's
@@ -351,6 +351,31 @@ class ShadowMetrics:
         self._window.set(rows)
 
 
+def _internals(child: Histogram) -> Optional[tuple[list, list, Any]]:
+    """prometheus_client's per-child bucket bounds, bucket values and sum (0.26.0), if it has them."""
+    bounds, buckets, total = (getattr(child, a, None) for a in ("_upper_bounds", "_buckets", "_sum"))
+    if isinstance(bounds, list) and isinstance(buckets, list) and len(bounds) == len(buckets) and total is not None:
+        return bounds, buckets, total
+    return None
+
+
+def observer(child: Histogram) -> Callable[[float], None]:
+    """`child.observe` for values that are never NaN (durations, row counts): the same bucket and
+    sum increments, without prometheus_client's per-call checks and its loop over the bounds (one
+    bisection instead). A request makes ~8 observations; they were ~60 % of the runtime's own
+    observation cost. Made once per child; tests/unit/test_shadow compares it with `observe`."""
+    found = _internals(child)
+    if found is None:
+        return child.observe
+    bounds, buckets, total = found
+
+    def observe(value: float) -> None:
+        buckets[bisect_left(bounds, value)].inc(1)
+        total.inc(value)
+
+    return observe
+
+
 def observe_many(child: Histogram, values: np.ndarray) -> None:
     """`values.size` observations of one histogram child, the same as calling `observe` on each
     (NaN left out).
@@ -364,11 +389,12 @@ def observe_many(child: Histogram, values: np.ndarray) -> None:
     with `observe`, so an upgrade that moves them fails there). Without them: one observe a value.
     """
     values = values[~np.isnan(values)]
-    bounds, buckets, total = (getattr(child, a, None) for a in ("_upper_bounds", "_buckets", "_sum"))
-    if not (isinstance(bounds, list) and isinstance(buckets, list) and len(bounds) == len(buckets) and total is not None):
+    found = _internals(child)
+    if found is None:
         for value in values.tolist():
             child.observe(value)
         return
+    bounds, buckets, total = found
     counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
     for bucket, count in zip(buckets, counts.tolist()):
         if count:

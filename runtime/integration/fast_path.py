@@ -52,7 +52,7 @@ from runtime.fast_json import SimpleRequest, read_simple
 from runtime.integration.direct import STAND_IN_ID, DirectInference, new_id
 from runtime.integration.patching import IntegrationError
 from runtime.legacy_api import LegacyPredict
-from runtime.metrics import fast_path_counter
+from runtime.metrics import fast_path_counter, observer
 
 logger = logging.getLogger("runtime.integration")
 
@@ -91,9 +91,9 @@ class RequestMetrics:
         children = self._children.get((route, status))
         if children is None:
             labels = ("POST", route, status, self._app_name)
-            children = self._children[(route, status)] = (self._count.labels(*labels), self._time.labels(*labels))
+            children = self._children[(route, status)] = (self._count.labels(*labels), observer(self._time.labels(*labels)))
         children[0].inc()
-        children[1].observe(seconds)
+        children[1](seconds)
 
 
 class Compression(NamedTuple):

@@ -18,6 +18,8 @@ import grpc
 from grpc import RpcError
 from py_grpc_prometheus import grpc_utils
 
+from runtime.metrics import observer
+
 _UNARY = grpc_utils.get_method_type(False, False)
 
 
@@ -29,7 +31,7 @@ class _Children:
         self._labels = labels
         self._handled_counter = metrics.handled
         self.started = metrics.started.labels(**labels)
-        self.histogram = metrics.histogram.labels(**labels) if metrics.histogram is not None else None
+        self.histogram = observer(metrics.histogram.labels(**labels)) if metrics.histogram is not None else None
         self._handled: dict[str, Any] = {}
 
     def handled(self, code: str) -> Any:
@@ -100,7 +102,7 @@ class BoundPromInterceptor(grpc.aio.ServerInterceptor):
                 raise
             finally:
                 if children.histogram is not None:
-                    children.histogram.observe(max(default_timer() - start, 0))
+                    children.histogram(max(default_timer() - start, 0))
 
         return measured
 

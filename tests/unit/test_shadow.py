@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
 
 from runtime import shadow as shadow_module
-from runtime.metrics import DIFF_BUCKETS, observe_many
+from runtime.metrics import DIFF_BUCKETS, observe_many, observer
 from runtime.shadow import Shadow, _Pending, _Window
 
 _names = itertools.count()
@@ -31,6 +31,20 @@ def test_observe_many_is_observe_on_each_value():
     assert samples == expected and samples["+Inf"] == len(values)
     assert many.get_sample_value("d_sum", {"m": "x"}) == pytest.approx(values.sum())
     assert b"d_count" in generate_latest(many)
+
+
+def test_observer_is_observe():
+    """The per-request observer (runtime.metrics.observer) on values at, between and past bounds."""
+    values = [0.0, 0.1, 0.1000001, 0.5, 3.0, 7.5, 20.0, 100.0, 1e9, -1.0, 2.0]
+    one, fast = CollectorRegistry(), CollectorRegistry()
+    by_one = Histogram("d", "h", ["m"], buckets=DIFF_BUCKETS, registry=one).labels("x")
+    observe = observer(Histogram("d", "h", ["m"], buckets=DIFF_BUCKETS, registry=fast).labels("x"))
+    for value in values:
+        by_one.observe(value)
+        observe(value)
+    assert [(s.name, s.labels, s.value) for s in next(iter(fast.collect())).samples if not s.name.endswith("_created")] == [
+        (s.name, s.labels, s.value) for s in next(iter(one.collect())).samples if not s.name.endswith("_created")
+    ]
 
 
 def test_observe_many_leaves_nan_out():
