@@ -46,11 +46,10 @@ class RequestGuard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         scope = _with_peer(scope)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         try:
             if scope.get("path", "").startswith(REPOSITORY_PATH):
-                self.admin.check(headers)
-            receive = await self._bounded(headers, receive)
+                self.admin.check(_decoded(scope, None))
+            receive = await self._bounded(_decoded(scope, _FRAMING), receive)
         except PipelineError as refused:
             return await _refuse(send, refused)
         await self.app(scope, receive, _retry_after_on_429(send))
@@ -81,6 +80,19 @@ class RequestGuard:
             return next(replay, None) or await receive()
 
         return replayed
+
+
+# The headers every request's body bound reads: decoded alone, the rest of a request's headers never are.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+
+
+def _decoded(scope: Scope, only: Optional[frozenset[bytes]]) -> dict[str, str]:
+    """The request's headers (the last of repeats), or only those named in `only`."""
+    return {
+        k.decode("latin-1").lower(): v.decode("latin-1")
+        for k, v in scope.get("headers", [])
+        if only is None or k.lower() in only
+    }
 
 
 def _with_peer(scope: Scope) -> Scope:

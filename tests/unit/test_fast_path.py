@@ -176,3 +176,15 @@ def test_compression_as_starlettes_gzip(size, accept, expected):
     body = Compression().apply(b"x" * size, headers, accept)
     assert headers == expected
     assert (gzip.decompress(body) if expected[1:] else body) == b"x" * size
+
+
+def test_generated_ids_are_what_mlservers_generate_uuid_makes():
+    import uuid
+
+    from runtime.integration.direct import random_uuid4
+
+    ids = {random_uuid4() for _ in range(1000)}
+    assert len(ids) == 1000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
