@@ -19,7 +19,6 @@ from mlserver import MLModel
 from mlserver.types import InferenceRequest, InferenceResponse
 from mlserver.utils import get_model_uri
 
-
 from runtime import auth, entities, integration
 from runtime.artifacts import LoadedPipeline, load_pipeline
 from runtime.compute import compute
