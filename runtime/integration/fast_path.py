@@ -188,11 +188,15 @@ class FastInfer:
             metrics.in_progress.inc()
         status, ended = 500, None  # as the metrics middleware counts an exception
         try:
-            status, content, headers = await self._respond(scope, model, request, name, version)
+            headers: dict[str, str] = {}
+            for key, value in scope["headers"]:  # as dict(starlette's Headers): the first of repeats
+                headers.setdefault(key.decode("latin-1"), value.decode("latin-1"))
+            accept_encoding = headers.get("accept-encoding")  # read before the headers are stamped
+            status, content, response_headers = await self._respond(model, request, headers, name, version)
             if self.compression is not None:
-                content = self.compression.apply(content, headers, _first(scope, b"accept-encoding"))
+                content = self.compression.apply(content, response_headers, accept_encoding)
             ended = time.perf_counter()
-            await _send(send, status, content, headers)
+            await _send(send, status, content, response_headers)
         finally:
             if metrics is not None:
                 metrics.in_progress.dec()
@@ -207,11 +211,8 @@ class FastInfer:
         return model if getattr(model, "fast_path", False) else None
 
     async def _respond(
-        self, scope: Scope, model: Any, request: SimpleRequest, name: str, version: Optional[str]
+        self, model: Any, request: SimpleRequest, headers: dict[str, str], name: str, version: Optional[str]
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        headers: dict[str, str] = {}
-        for key, value in scope["headers"]:  # as dict(starlette's Headers): the first of repeats
-            headers.setdefault(key.decode("latin-1"), value.decode("latin-1"))
         try:
             if not self.direct.serves(model):
                 return await self._via_data_plane(request, headers, name, version)
