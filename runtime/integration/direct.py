@@ -71,12 +71,15 @@ class DirectInference:
 
     async def infer(self, model: Any, name: str, version: Optional[str], call: Call) -> Answer:
         """`call` admitted and answered (an MLServerError with its status if not)."""
-        return await admitted(model, name, call.headers or {}, lambda: self._infer(model, name, version, call))
+        return await admitted(model, name, call.headers or {}, lambda: self._infer(name, version, call))
 
-    async def _infer(self, model: Any, name: str, version: Optional[str], call: Call) -> Answer:
+    async def _infer(self, name: str, version: Optional[str], call: Call) -> Answer:
         metrics = self._model_metrics(name, version)
         started = time.perf_counter()
         try:
+            # Looked up again, as the DataPlane does here: the object the fast path found before it
+            # read the body may have been unloaded by a reload since (its `ready` false: a 400).
+            model = await self._data_plane._model_registry.get_model(name, version)
             if not model.ready:
                 raise ModelNotReady(name, version)
             with model_context(model.settings):
