@@ -36,6 +36,7 @@ from runtime.errors import PipelineError
 from runtime.integration import fast_path, v2
 from runtime.integration.direct import DirectInference, new_id
 from runtime.integration.grpc_service import decode_request, raw_buffers, tensor_values
+from runtime.integration.packed import written
 from runtime.integration.patching import PatchPoint
 from runtime.metrics import fast_path_counter
 
@@ -123,11 +124,18 @@ def _response(answer: Answer, request_id: str, raw: bool) -> pb.ModelInferRespon
         outputs=[
             pb.ModelInferResponse.InferOutputTensor(
                 name=o.name, shape=o.shape, datatype=o.datatype,
-                contents=InferTensorContentsConverter.from_types(o.data, datatype=Datatype(o.datatype)),  # type: ignore[arg-type]
+                contents=_contents(o.data, o.datatype),
             )  # fmt: skip
             for o in answer.outputs
         ],
     )
+
+
+def _contents(data: list, datatype: str) -> pb.InferTensorContents:
+    packed = written(datatype, data)
+    if packed is not None:
+        return packed
+    return InferTensorContentsConverter.from_types(data, datatype=Datatype(datatype))  # type: ignore[arg-type]
 
 
 PATCHES = [

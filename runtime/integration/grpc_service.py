@@ -53,6 +53,7 @@ from runtime.errors import (
 )
 from runtime.integration import fast_path
 from runtime.integration.grpc_metrics import BoundPromInterceptor
+from runtime.integration.packed import read
 from runtime.integration.v2 import as_mlserver_error
 from runtime.integration.patching import PatchPoint
 
@@ -136,6 +137,9 @@ def tensor_values(inp: pb.ModelInferRequest.InferInputTensor, raw: Optional[byte
     if raw is not None:
         # The V2 raw format is little-endian; frombuffer views the bytes without copying.
         return np.frombuffer(raw, dtype=NUMERIC_DATATYPES[inp.datatype].newbyteorder("<"))
+    packed = read(inp.contents)
+    if packed is not None:
+        return packed
     fields = inp.contents.ListFields()
     if not fields:
         return []
