@@ -31,6 +31,9 @@ logger = logging.getLogger("runtime")
 
 T = TypeVar("T")
 
+# What a span is without a tracer: one shared, reentrant no-op (a request opens four).
+_NO_SPAN: ContextManager[None] = nullcontext()
+
 
 @dataclass(frozen=True)
 class Tracing:
@@ -90,7 +93,7 @@ class Observer:
         """A child of the current span (or of `parent`); nothing when tracing is off. `rows`:
         the request's row count once known, for the span's attributes."""
         if self.tracing is None:
-            return nullcontext()
+            return _NO_SPAN
         return self._span(self.tracing.tracer, name, parent, rows)
 
     @contextmanager
@@ -131,7 +134,7 @@ class Observation:
         self._request_id = request_id
         self._parent = parent
         self._stage_seconds: dict[str, float] = {}
-        self._root: ContextManager[None] = nullcontext()
+        self._root: ContextManager[None] = _NO_SPAN
         self._started = 0.0
         self.rows: Optional[int] = None
         self.ood: Optional[OodReport] = None
@@ -156,4 +159,6 @@ class Observation:
 
     def span(self, name: str, parent: Optional[Context] = None) -> ContextManager[None]:
         """A child of the current span (or of `parent`); nothing when tracing is off."""
+        if self._observer.tracing is None:
+            return _NO_SPAN
         return self._observer.span(name, parent, lambda: self.rows)

@@ -137,12 +137,12 @@ def tensor_values(inp: pb.ModelInferRequest.InferInputTensor, raw: Optional[byte
     if raw is not None:
         # The V2 raw format is little-endian; frombuffer views the bytes without copying.
         return np.frombuffer(raw, dtype=NUMERIC_DATATYPES[inp.datatype].newbyteorder("<"))
-    packed = read(inp.contents)
-    if packed is not None:
-        return packed
     fields = inp.contents.ListFields()
     if not fields:
         return []
+    packed = read(inp.contents, fields)
+    if packed is not None:
+        return packed
     descriptor, values = fields[0]
     dtype = _CONTENTS_DTYPES.get(descriptor.name)
     if dtype is None:  # bool or bytes contents: the contract refuses them with their datatype
