@@ -295,22 +295,22 @@ class ModelMetrics:
         self._edge_list = edges.tolist() if edges is not None else []
         self._class_index = {c: i for i, c in enumerate(classes or [])}
         labels = [_edge_label(e) for e in edges] + ["+Inf"] if edges is not None else [str(c) for c in classes or []]
-        self._predictions = [families.predictions.labels(*self._labels, label) for label in labels]
+        self._predictions = [incrementer(families.predictions.labels(*self._labels, label)) for label in labels]
 
     def record_predictions(self, values: np.ndarray) -> None:
         if len(values) == 1:  # the common request: one row, no numpy round trip
             value = values.item()
             i = bisect_left(self._edge_list, value) if self._edges is not None else self._class_index[value]
-            self._predictions[i].inc()
+            self._predictions[i](1)
             return
         if self._edges is not None:
             index = np.searchsorted(self._edges, values, side="left")  # le semantics, like a histogram
         else:
             index = np.fromiter((self._class_index[v] for v in values.tolist()), dtype=np.intp, count=len(values))
         counts = np.bincount(index, minlength=len(self._predictions)).tolist()
-        for child, count in zip(self._predictions, counts):
+        for inc, count in zip(self._predictions, counts):
             if count:
-                child.inc(count)
+                inc(count)
 
     def record_ood(self, report: OodReport) -> None:
         if not report.rows:
@@ -374,6 +374,15 @@ def observer(child: Histogram) -> Callable[[float], None]:
         total.inc(value)
 
     return observe
+
+
+def incrementer(child: Counter) -> Callable[[float], None]:
+    """`child.inc` for amounts that are never negative (counts of predictions): the same increment
+    of the child's value without prometheus_client's per-call checks, ~40 % of its cost; a 100-row
+    request makes one per bucket its predictions fall in. Made once per child; tests/unit/test_shadow
+    compares it with `inc`."""
+    value = getattr(child, "_value", None)
+    return value.inc if callable(getattr(value, "inc", None)) else child.inc
 
 
 def observe_many(child: Histogram, values: np.ndarray) -> None:

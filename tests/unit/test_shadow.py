@@ -9,10 +9,10 @@ import time
 
 import numpy as np
 import pytest
-from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 
 from runtime import shadow as shadow_module
-from runtime.metrics import DIFF_BUCKETS, observe_many, observer
+from runtime.metrics import DIFF_BUCKETS, incrementer, observe_many, observer
 from runtime.shadow import Shadow, _Pending, _Window
 
 _names = itertools.count()
@@ -45,6 +45,17 @@ def test_observer_is_observe():
     assert [(s.name, s.labels, s.value) for s in next(iter(fast.collect())).samples if not s.name.endswith("_created")] == [
         (s.name, s.labels, s.value) for s in next(iter(one.collect())).samples if not s.name.endswith("_created")
     ]
+
+
+def test_incrementer_is_inc():
+    """The predictions counter's incrementer (runtime.metrics.incrementer), on one and on many."""
+    one, fast = CollectorRegistry(), CollectorRegistry()
+    by_one = Counter("p", "c", ["m"], registry=one).labels("x")
+    inc = incrementer(Counter("p", "c", ["m"], registry=fast).labels("x"))
+    for amount in (1, 1, 7, 250):
+        by_one.inc(amount)
+        inc(amount)
+    assert fast.get_sample_value("p_total", {"m": "x"}) == one.get_sample_value("p_total", {"m": "x"}) == 259
 
 
 def test_observe_many_leaves_nan_out():
