@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 import weakref
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from mlserver.context import model_context
 from mlserver.errors import ModelNotReady
@@ -31,6 +31,41 @@ from runtime.integration.v2 import as_mlserver_error
 
 # The stand-in request id of a model's response header template (no real value holds a NUL).
 STAND_IN_ID = "\x00request-id"
+
+# How a protocol writes a header pair: gRPC metadata (lower-case str) or ASGI (lower-case bytes).
+Form = Callable[[str, str], tuple[Any, Any]]
+
+
+class HeaderTemplate(NamedTuple):
+    """A model's response headers in one form with the request id's places left open: the pairs
+    between those places (one more segment than `id_names`) and the names there, in order."""
+
+    segments: tuple[tuple[tuple[Any, Any], ...], ...]
+    id_names: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, pairs: list[tuple[Any, Any]], stand_in: Any) -> "HeaderTemplate":
+        segments: list[tuple[tuple[Any, Any], ...]] = []
+        names: list[Any] = []
+        current: list[tuple[Any, Any]] = []
+        for name, value in pairs:
+            if value == stand_in:
+                segments.append(tuple(current))
+                names.append(name)
+                current = []
+            else:
+                current.append((name, value))
+        segments.append(tuple(current))
+        return cls(tuple(segments), tuple(names))
+
+    def filled(self, request_id: Any) -> tuple[tuple[Any, Any], ...]:
+        """The pairs with `request_id` in its places (left out when it is empty, as MLServer does)."""
+        if not request_id:
+            return sum(self.segments, ())
+        pairs = self.segments[0]
+        for name, segment in zip(self.id_names, self.segments[1:]):
+            pairs += ((name, request_id), *segment)
+        return pairs
 
 
 class _ModelMetrics(NamedTuple):
@@ -58,7 +93,7 @@ class DirectInference:
     def __init__(self, data_plane: Any):
         self._data_plane = data_plane
         self._metrics: dict[tuple[str, Optional[str]], _ModelMetrics] = {}
-        self._headers: "weakref.WeakKeyDictionary[Any, dict[str, str]]" = weakref.WeakKeyDictionary()
+        self._headers: "weakref.WeakKeyDictionary[Any, dict[Form, HeaderTemplate]]" = weakref.WeakKeyDictionary()
 
     def serves(self, model: Any) -> bool:
         """A model of this runtime, fast path on, its own predict in this process."""
@@ -95,14 +130,21 @@ class DirectInference:
         finally:
             metrics.duration.observe(time.perf_counter() - started)
 
-    def response_headers(self, model: Any, request_id: str) -> dict[str, str]:
+    def response_headers(self, model: Any, request_id: Any, form: Form) -> tuple[tuple[Any, Any], ...]:
         """The headers MLServer's inference middleware gives the response (CloudEvents: the
-        server's and the model's names, and the request id when it is not empty)."""
-        template = self._headers.get(model)
+        server's and the model's names, and the request id when it is not empty), as `form`
+        writes them; `request_id` already in that form."""
+        by_form = self._headers.get(model)
+        if by_form is None:
+            by_form = self._headers[model] = {}
+        template = by_form.get(form)
         if template is None:
-            # Made once per model object by the middleware itself (~65 us a call), with a stand-in id.
-            template = self._headers[model] = self._middleware_headers(model, STAND_IN_ID)
-        return {k: request_id if v == STAND_IN_ID else v for k, v in template.items() if v != STAND_IN_ID or request_id}
+            # Made once per model object and form by the middleware itself (~65 us a call), with a
+            # stand-in id (an id that reached here passed the contract: printable ASCII, never it).
+            made = self._middleware_headers(model, STAND_IN_ID)
+            pairs = [form(k, v) for k, v in made.items()]
+            template = by_form[form] = HeaderTemplate.of(pairs, form("", STAND_IN_ID)[1])
+        return template.filled(request_id)
 
     def _middleware_headers(self, model: Any, request_id: str) -> dict[str, str]:
         carrier = InferenceResponse.model_construct(id=request_id, parameters=None)

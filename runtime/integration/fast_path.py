@@ -32,7 +32,6 @@ import logging
 import os
 import re
 import time
-import weakref
 from functools import lru_cache
 from typing import Any, NamedTuple, Optional
 
@@ -49,7 +48,7 @@ from runtime.call import Answer, Call
 from runtime.deadlines import stamp
 from runtime.errors import PipelineError
 from runtime.fast_json import SimpleRequest, read_simple
-from runtime.integration.direct import STAND_IN_ID, DirectInference, new_id
+from runtime.integration.direct import DirectInference, new_id
 from runtime.integration.patching import IntegrationError
 from runtime.legacy_api import LegacyPredict
 from runtime.metrics import fast_path_counter, observer
@@ -62,7 +61,6 @@ _INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 ROUTES = ("/v2/models/{model_name}/infer", "/v2/models/{model_name}/versions/{model_version}/infer")
 _JSON = (b"content-type", b"application/json")
 _OURS = (RequestGuard, LegacyPredict)
-_STAND_IN = STAND_IN_ID.encode("latin-1")
 
 
 def switched_on(env: Optional[dict[str, str]] = None) -> bool:
@@ -162,7 +160,6 @@ class FastInfer:
         self.direct = DirectInference(data_plane)
         self.metrics, self.compression = layers
         self.taken = fast_path_counter("rest")
-        self._encoded: "weakref.WeakKeyDictionary[Any, list[tuple[bytes, bytes]]]" = weakref.WeakKeyDictionary()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -228,15 +225,8 @@ class FastInfer:
             return error.status_code, encode_to_json_bytes({"error": str(error)}), []
 
     def _response_headers(self, model: Any, request_id: str) -> list[tuple[bytes, bytes]]:
-        """direct.response_headers as raw ASGI headers, encoded once per model bar the id (an id
-        that reached here passed the contract: printable ASCII, never the stand-in)."""
-        encoded = self._encoded.get(model)
-        if encoded is None:
-            encoded = self._encoded[model] = _raw(self.direct.response_headers(model, STAND_IN_ID))
-        if not request_id:
-            return [(k, v) for k, v in encoded if v != _STAND_IN]
-        raw_id = request_id.encode("latin-1")
-        return [(k, raw_id if v == _STAND_IN else v) for k, v in encoded]
+        """direct.response_headers as raw ASGI headers (a list: compression may add to it)."""
+        return list(self.direct.response_headers(model, request_id.encode("latin-1"), _raw_pair))
 
     async def _via_data_plane(
         self, request: SimpleRequest, headers: dict[str, str], name: str, version: Optional[str]
@@ -265,7 +255,11 @@ def _rendered(answer: Answer, request_id: str) -> bytes:
 
 
 def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items()]
+    return [_raw_pair(k, v) for k, v in headers.items()]
+
+
+def _raw_pair(name: str, value: str) -> tuple[bytes, bytes]:
+    return name.lower().encode("latin-1"), str(value).encode("latin-1")
 
 
 def _first(scope: Scope, name: bytes) -> Optional[str]:

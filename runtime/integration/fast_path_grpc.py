@@ -91,10 +91,14 @@ async def _infer(direct: DirectInference, model: Any, request: pb.ModelInferRequ
         raise v2.as_mlserver_error(error) from None
     call = call._replace(id=new_id(call.id), headers=headers)
     answer = await direct.infer(model, request.model_name, request.model_version, call)
-    trailing = direct.response_headers(model, call.id)
+    trailing = direct.response_headers(model, call.id, _metadata_pair)
     if trailing:
-        context.set_trailing_metadata(tuple((k.lower(), v) for k, v in trailing.items()))
+        context.set_trailing_metadata(trailing)
     return _response(answer, call.id, raw=bool(request.raw_input_contents))
+
+
+def _metadata_pair(name: str, value: str) -> tuple[str, str]:
+    return name.lower(), value  # as MLServer's to_metadata
 
 
 def _decoded(request: pb.ModelInferRequest) -> Call:

@@ -188,3 +188,32 @@ def test_generated_ids_are_what_mlservers_generate_uuid_makes():
     for text in ids:
         parsed = uuid.UUID(text)
         assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_response_headers_are_mlservers_cloudevents_in_each_form():
+    """direct.response_headers fills a per-model template made by MLServer's own inference
+    middleware; what it gives equals the middleware's headers for that id, pair by pair and in
+    order, for both protocols' forms and for an empty id (which MLServer leaves out)."""
+    from types import SimpleNamespace
+
+    from mlserver.cloudevents import CloudEventsMiddleware
+    from mlserver.settings import ModelSettings, Settings
+
+    from runtime.integration import fast_path_grpc
+    from runtime.integration.direct import DirectInference
+    from runtime.integration.fast_path import _raw_pair
+
+    middleware = CloudEventsMiddleware(Settings(server_name="srv"))
+    plane = SimpleNamespace(_inference_middleware=middleware, _response_cache=None)
+    direct = DirectInference(plane)
+    class Model:  # weakly referenced, as a loaded model is
+        settings = ModelSettings(name="m", implementation="runtime.model.PipelineRuntime")
+
+    model = Model()
+    for request_id in ("req-7", "f" * 36, ""):
+        expected = direct._middleware_headers(model, request_id)
+        assert (request_id == "") == ("Ce-Id" not in expected)
+        grpc_form = [fast_path_grpc._metadata_pair(k, v) for k, v in expected.items()]
+        assert list(direct.response_headers(model, request_id, fast_path_grpc._metadata_pair)) == grpc_form
+        rest_form = [_raw_pair(k, v) for k, v in expected.items()]
+        assert list(direct.response_headers(model, request_id.encode(), _raw_pair)) == rest_form
