@@ -46,10 +46,13 @@ class RequestGuard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         scope = _with_peer(scope)
+        repository = scope.get("path", "").startswith(REPOSITORY_PATH)
+        # The admin check reads the token; every other request only the framing headers.
+        headers = _decoded(scope, None if repository else _FRAMING)
         try:
-            if scope.get("path", "").startswith(REPOSITORY_PATH):
-                self.admin.check(_decoded(scope, None))
-            receive = await self._bounded(_decoded(scope, _FRAMING), receive)
+            if repository:
+                self.admin.check(headers)
+            receive = await self._bounded(headers, receive)
         except PipelineError as refused:
             return await _refuse(send, refused)
         await self.app(scope, receive, _retry_after_on_429(send))
