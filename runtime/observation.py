@@ -159,6 +159,6 @@ class Observation:
 
     def span(self, name: str, parent: Optional[Context] = None) -> ContextManager[None]:
         """A child of the current span (or of `parent`); nothing when tracing is off."""
-        if self._observer.tracing is None:
+        if self._observer.tracing is None:  # checked here too: no closure made for nothing
             return _NO_SPAN
         return self._observer.span(name, parent, lambda: self.rows)

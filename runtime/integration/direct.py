@@ -37,35 +37,16 @@ Form = Callable[[str, str], tuple[Any, Any]]
 
 
 class HeaderTemplate(NamedTuple):
-    """A model's response headers in one form with the request id's places left open: the pairs
-    between those places (one more segment than `id_names`) and the names there, in order."""
+    """A model's response headers in one form, `stand_in` where the request id goes."""
 
-    segments: tuple[tuple[tuple[Any, Any], ...], ...]
-    id_names: tuple[Any, ...]
-
-    @classmethod
-    def of(cls, pairs: list[tuple[Any, Any]], stand_in: Any) -> "HeaderTemplate":
-        segments: list[tuple[tuple[Any, Any], ...]] = []
-        names: list[Any] = []
-        current: list[tuple[Any, Any]] = []
-        for name, value in pairs:
-            if value == stand_in:
-                segments.append(tuple(current))
-                names.append(name)
-                current = []
-            else:
-                current.append((name, value))
-        segments.append(tuple(current))
-        return cls(tuple(segments), tuple(names))
+    pairs: tuple[tuple[Any, Any], ...]
+    stand_in: Any
 
     def filled(self, request_id: Any) -> tuple[tuple[Any, Any], ...]:
         """The pairs with `request_id` in its places (left out when it is empty, as MLServer does)."""
         if not request_id:
-            return sum(self.segments, ())
-        pairs = self.segments[0]
-        for name, segment in zip(self.id_names, self.segments[1:]):
-            pairs += ((name, request_id), *segment)
-        return pairs
+            return tuple(pair for pair in self.pairs if pair[1] != self.stand_in)
+        return tuple((k, request_id) if v == self.stand_in else (k, v) for k, v in self.pairs)
 
 
 class _ModelMetrics(NamedTuple):
@@ -142,8 +123,8 @@ class DirectInference:
             # Made once per model object and form by the middleware itself (~65 us a call), with a
             # stand-in id (an id that reached here passed the contract: printable ASCII, never it).
             made = self._middleware_headers(model, STAND_IN_ID)
-            pairs = [form(k, v) for k, v in made.items()]
-            template = by_form[form] = HeaderTemplate.of(pairs, form("", STAND_IN_ID)[1])
+            pairs = tuple(form(k, v) for k, v in made.items())
+            template = by_form[form] = HeaderTemplate(pairs, form("", STAND_IN_ID)[1])
         return template.filled(request_id)
 
     def _middleware_headers(self, model: Any, request_id: str) -> dict[str, str]:
