@@ -19,7 +19,7 @@ from starlette.routing import Route
 from starlette_exporter import PrometheusMiddleware
 
 import runtime.model  # noqa: F401  (installs the integration, as loading the runtime does)
-from runtime.fast_json import read_simple
+from runtime.fast_json import _may_hold_booleans, read_simple
 from runtime.asgi_guard import read_body
 from runtime.contract import Contract
 from runtime.errors import PipelineError
@@ -41,6 +41,14 @@ def test_the_simple_form_is_read(document):
     assert request is not None and np.asarray(request.inputs[-1].data).tolist() == [1.0, 2.0]
     # Numbers come as numpy arrays unless a JSON boolean anywhere could be among them.
     assert isinstance(request.inputs[-1].data, np.ndarray) == (b"true" not in body and b"false" not in body)
+
+
+@pytest.mark.parametrize("body", [
+    b'[1.0, true]', b'[false, 2]', b'[1.0, 2.0]', b'{"parameters": {"ood_flags": true}}', b'"rl" [1, 2]',
+    b'"r" [false]', b'"l" [true]', b'"tru" [1]', b'"fals" [1]', b'', b'true', b'false', b'"label" "error"',
+])  # fmt: skip
+def test_the_byte_precheck_for_booleans_agrees_with_searching_the_words(body):
+    assert _may_hold_booleans(body) == (b"true" in body or b"false" in body)
 
 
 def test_a_boolean_among_the_numbers_is_still_refused_by_the_contract():
