@@ -81,6 +81,13 @@ async def _served(direct: DirectInference, data_plane: Any, request: pb.ModelInf
 
 
 async def _infer(direct: DirectInference, model: Any, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+    call = _prepared(request, context)
+    answer = await direct.infer(model, request.model_name, request.model_version, call)
+    return _answered(direct, model, answer, call.id, request, context)
+
+
+def _prepared(request: pb.ModelInferRequest, context: Any) -> Call:
+    """The request as the runtime's Call: decoded, its id given, its metadata as headers."""
     try:
         call = _decoded(request)
         headers = to_headers(context)
@@ -89,12 +96,17 @@ async def _infer(direct: DirectInference, model: Any, request: pb.ModelInferRequ
         stamp(headers, context.time_remaining())
     except PipelineError as error:
         raise v2.as_mlserver_error(error) from None
-    call = call._replace(id=new_id(call.id), headers=headers)
-    answer = await direct.infer(model, request.model_name, request.model_version, call)
-    trailing = direct.response_headers(model, call.id, _metadata_pair)
+    return call._replace(id=new_id(call.id), headers=headers)
+
+
+def _answered(
+    direct: DirectInference, model: Any, answer: Answer, request_id: str, request: pb.ModelInferRequest, context: Any
+) -> pb.ModelInferResponse:
+    """The answer as the response, the model's response headers as trailing metadata."""
+    trailing = direct.response_headers(model, request_id, _metadata_pair)
     if trailing:
         context.set_trailing_metadata(trailing)
-    return _response(answer, call.id, raw=bool(request.raw_input_contents))
+    return _response(answer, request_id, raw=bool(request.raw_input_contents))
 
 
 def _metadata_pair(name: str, value: str) -> tuple[str, str]:
