@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Optional
 
 from bench import common
 from bench.scenarios import CONFIGS, LOADS, Member, Payloads, close_workdir, log, run_group
@@ -28,6 +29,7 @@ from bench.scenarios import CONFIGS, LOADS, Member, Payloads, close_workdir, log
 STAGES = ("canned", "decoded", "responded", "full")
 TARGET = 0.4  # the bound on server CPU per request, x stock's best
 STOCK = ("pw0", "pw0-ab")
+FLOOR = "bare grpc.aio"
 
 
 def members(workdir: Path, load: str) -> list[Member]:
@@ -42,7 +44,7 @@ def members(workdir: Path, load: str) -> list[Member]:
         stock = common.prepare_mlserver_dir("stock", workdir, CONFIGS[slug])
         out.append(Member("stock", CONFIGS[slug].label, common.mlserver_launcher(stock, logs / f"stock-{slug}.log")))
     floor = common.floor_launcher(common.prepare_kserve_dir(workdir, "linear"), logs / "floor.log")
-    out.append(Member("floor", "bare grpc.aio", floor))
+    out.append(Member("floor", FLOOR, floor))
     return out
 
 
@@ -53,21 +55,26 @@ def markdown(runs: list[dict], meta: dict) -> str:
     lines = [f"# gRPC stage ladder {meta['stamp']}", "", f"Command: `{meta['command']}`; {meta['load']}, "
              f"{meta['rounds']} rounds of {meta['duration_s']} s, best round kept.", "",
              "| server | req/s | server CPU µs/req | added by the stage | ÷ stock's CPU |", "|---|---:|---:|---:|---:|"]
-    previous = None
-    for name in (*STAGES, *(CONFIGS[s].label for s in STOCK), "bare grpc.aio"):
-        r = by.get(name)
-        if r is None:
-            lines.append(f"| {name} | failed | | | |")
-            continue
-        cpu = r["server_cpu_us_per_req"]
-        added = f"{cpu - previous:+.0f}" if name in STAGES and previous is not None else ""
-        ratio = f"{cpu / stock['server_cpu_us_per_req']:.2f}" if stock else ""
-        kind = "stock " if name not in STAGES and name != "bare grpc.aio" else ""
-        lines.append(f"| {kind}{name} | {r['rps']:,.0f} | {cpu:.0f} | {added} | {ratio} |")
-        previous = cpu if name in STAGES else previous
+    previous: Optional[float] = None  # the stage before, when it ran
+    for stage in STAGES:
+        r = by.get(stage)
+        added = r["server_cpu_us_per_req"] - previous if r and previous is not None else None
+        lines.append(_row(stage, r, stock, added))
+        previous = r["server_cpu_us_per_req"] if r else None
+    for slug in STOCK:
+        lines.append(_row(f"stock {CONFIGS[slug].label}", by.get(CONFIGS[slug].label), stock, None))
+    lines.append(_row(FLOOR, by.get(FLOOR), stock, None))
     if stock:
         lines += ["", f"The target, {TARGET}x stock's CPU: {TARGET * stock['server_cpu_us_per_req']:.0f} µs a request."]
     return "\n".join(lines) + "\n"
+
+
+def _row(name: str, r: Optional[dict], stock: Optional[dict], added: Optional[float]) -> str:
+    if r is None:
+        return f"| {name} | failed | | | |"
+    cpu = r["server_cpu_us_per_req"]
+    ratio = f"{cpu / stock['server_cpu_us_per_req']:.2f}" if stock else ""
+    return f"| {name} | {r['rps']:,.0f} | {cpu:.0f} | {'' if added is None else f'{added:+.0f}'} | {ratio} |"
 
 
 def main(argv=None) -> int:

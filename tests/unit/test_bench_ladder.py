@@ -26,9 +26,11 @@ def test_the_report_adds_stage_by_stage_and_divides_by_stocks_cheaper_config():
     assert "0.4x stock's CPU: 200 µs a request" in md
 
 
-def test_a_stage_that_failed_is_shown_failed():
-    md = ladder.markdown([_run("canned", 1, 1)], {"stamp": "s", "command": "c", "load": "l", "rounds": 1, "duration_s": 1})
-    assert "| full | failed |" in md and "0.4x" not in md
+def test_a_stage_that_failed_is_shown_failed_and_the_next_adds_nothing_to_it():
+    runs = [_run("canned", 10, 100), _run("responded", 5, 190)]
+    md = ladder.markdown(runs, {"stamp": "s", "command": "c", "load": "l", "rounds": 1, "duration_s": 1})
+    assert "| decoded | failed |" in md and "| full | failed |" in md and "0.4x" not in md
+    assert "| responded | 5 | 190 |  |  |" in md
 
 
 def test_the_staged_server_cuts_the_fast_paths_own_inference_short():
