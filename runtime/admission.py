@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from pydantic import ValidationError
 
@@ -25,7 +25,7 @@ from runtime.ratelimit import RateLimiter
 
 logger = logging.getLogger("runtime.admission")
 
-REFUSALS = (Overloaded, DeadlineExceeded, Unauthenticated, RateLimited)
+REFUSALS = (Overloaded, DeadlineExceeded, RateLimited)
 # The transports stamp the peer address here (a client's own value is overwritten).
 PEER_HEADER = "x-pipeline-peer"
 
@@ -65,13 +65,22 @@ class Policy:
     def key(self) -> Key:
         return (self.name, self.version)
 
+    def authenticate(self, headers: Mapping[str, str]) -> Optional[str]:
+        """The client's token id, None when the model needs no token, or Unauthenticated (counted).
+        REST asks from the request head (runtime.asgi_guard), before the body is read."""
+        if self.authenticator is None:
+            return None
+        try:
+            return self.authenticator.check(headers)
+        except Unauthenticated as error:
+            REFUSED.add(self.name, error)
+            raise
+
     def admit(self, headers: dict[str, str]) -> None:
         """Refuse the request (and count the refusal), or return with its deadline settled."""
+        client = self.authenticate(headers) or headers.get(PEER_HEADER, "unknown peer")
+        headers.pop(auth.HEADER, None)  # consumed: not sent on to workers or logs
         try:
-            client = headers.get(PEER_HEADER, "unknown peer")
-            if self.authenticator is not None:
-                client = self.authenticator.check(headers)
-                headers.pop(auth.HEADER, None)  # consumed: not sent on to workers or logs
             if self.limiter is not None:
                 self._limit(client)
             settle_deadline(headers, self.options.request_timeout_ms)

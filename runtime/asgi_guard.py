@@ -1,101 +1,124 @@
-"""An ASGI middleware in front of the REST app: request body size, and the repository API's lock.
+"""An ASGI middleware in front of the REST app: who may send a body, and how large it may be.
 
-A body above the limit is refused with 413 before it is read into memory: at once when its
-Content-Length says so, else (chunked) as soon as the bytes received pass the limit, holding at
-most the limit meanwhile. Plain ASGI: it knows nothing of MLServer.
+Everything that can refuse a request from its head does so before a byte of the body is read:
+
+    no route answers the path (404) -> the repository API's lock (401/403) -> an inference
+    route's model and its bearer token (404/401) -> the body's framing and coding (400/415/501)
+    -> a declared length above the limit (413)
+
+The route is the one the app's router will take (the root path and every spelling the router
+accepts included), given by the integration as a `Router`. The body is then read here, once,
+under the limits (runtime.body_reader: a compressed body is inflated as it arrives, 413 as soon as
+it passes the limit), its JSON nesting checked (runtime.json_depth, 400), and handed on inflated
+as one message. Plain ASGI: it knows nothing of MLServer.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from typing import Any, Awaitable, Callable, Optional
+from typing import Awaitable, Callable, Mapping, NamedTuple, Optional
 
-from runtime.admin import REPOSITORY_PATH, AdminPolicy
+from runtime import json_depth
+from runtime.admin import AdminPolicy
 from runtime.admission import PEER_HEADER
-from runtime.errors import PipelineError, RequestTooLarge
+from runtime.asgi import App, Message, Receive, Scope, Send, json_response, replay, route_path
+from runtime.body_limits import ENV_MAX_JSON_DEPTH, ENV_MAX_REQUEST_BYTES, BodyLimits
+from runtime.body_reader import BodyReader
+from runtime.errors import MalformedBody, PipelineError, RequestTooLarge, RouteNotFound
+from runtime.framing import framing
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-ENV_MAX_REQUEST_BYTES = "PIPELINE_MAX_REQUEST_BYTES"
-# Enough for max_rows (10,000) rows of 30 features as JSON numbers, with room to spare.
-DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
+INFERENCE, REPOSITORY, OTHER = "inference", "repository", "other"
 
 
-def max_request_bytes(env: Optional[dict[str, str]] = None) -> int:
-    """PIPELINE_MAX_REQUEST_BYTES, else the default; a bad value fails the start."""
-    raw = (os.environ if env is None else env).get(ENV_MAX_REQUEST_BYTES, "")
-    if not raw.strip():
-        return DEFAULT_MAX_REQUEST_BYTES
-    if not raw.strip().isdigit() or int(raw) <= 0:
-        raise ValueError(f"{ENV_MAX_REQUEST_BYTES}={raw!r}: expected a number of bytes > 0")
-    return int(raw)
+class Route(NamedTuple):
+    kind: str  # INFERENCE, REPOSITORY or OTHER
+    model: Optional[str] = None  # an inference route's model, when it names one
+    version: Optional[str] = None
+
+
+Router = Callable[[Scope], Optional[Route]]  # None: nothing answers this method and path
+# An inference route's model and the request's headers -> RouteNotFound / Unauthenticated, or None.
+Authorize = Callable[[str, Optional[str], Mapping[str, str]], Awaitable[None]]
 
 
 class RequestGuard:
-    def __init__(self, app: App, max_request_bytes: int, admin: AdminPolicy):
+    def __init__(self, app: App, limits: BodyLimits, admin: AdminPolicy, router: Router, authorize: Authorize):
         self.app = app
-        self.max_request_bytes = max_request_bytes
+        self.limits = limits
         self.admin = admin
+        self.router = router
+        self.authorize = authorize
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         scope = _with_peer(scope)
-        repository = scope.get("path", "").startswith(REPOSITORY_PATH)
-        # The admin check reads the token; every other request only the framing headers.
-        headers = _decoded(scope, None if repository else _FRAMING)
         try:
-            if repository:
-                self.admin.check(headers)
-            receive = await self._bounded(headers, receive)
+            await self._head(scope)
+            admitted = await self._body(scope, receive)
         except PipelineError as refused:
             return await _refuse(send, refused)
+        if admitted is None:  # the client left while sending its body
+            return None
+        scope, receive = admitted
         await self.app(scope, receive, _retry_after_on_429(send))
 
-    async def _bounded(self, headers: dict[str, str], receive: Receive) -> Receive:
-        """The request's `receive`, or RequestTooLarge before the body is read past the limit."""
-        limit = self.max_request_bytes
-        declared = _content_length(headers)
-        if declared is not None:
-            if declared > limit:
-                raise RequestTooLarge(_too_large(f"{declared} bytes", limit))
-            return receive
-        if "chunked" not in headers.get("transfer-encoding", ""):
-            return receive
-        # Chunked: read up to the limit here, then hand the app what was read.
-        messages, size = [], 0
+    async def _head(self, scope: Scope) -> None:
+        route = self.router(scope)
+        if route is None:
+            raise RouteNotFound(f"{scope['method']} {route_path(scope)}: no such route")
+        if route.kind == REPOSITORY:
+            self.admin.check(_decoded(scope, _CREDENTIALS))
+        elif route.kind == INFERENCE and route.model is not None:
+            await self.authorize(route.model, route.version, _decoded(scope, _CREDENTIALS))
+
+    async def _body(self, scope: Scope, receive: Receive) -> Optional[tuple[Scope, Receive]]:
+        """The scope and a `receive` replaying the body read under the limits; None if the client
+        disconnected first."""
+        declared, coding = framing(scope["headers"])
+        if declared is not None and declared > self.limits.max_bytes:
+            raise RequestTooLarge(
+                f"request body of {declared} bytes exceeds this server's limit of {self.limits.max_bytes} "
+                f"bytes ({ENV_MAX_REQUEST_BYTES}); send fewer rows per request"
+            )
+        reader = BodyReader(self.limits, coding)
         while True:
             message = await receive()
-            messages.append(message)
-            size += len(message.get("body", b""))
-            if size > limit:
-                raise RequestTooLarge(_too_large(f"more than {limit} bytes", limit))
-            if message["type"] != "http.request" or not message.get("more_body", False):
+            if message["type"] != "http.request":
+                return None
+            reader.feed(message.get("body", b""))
+            if not message.get("more_body", False):
                 break
-        replay = iter(messages)
-
-        async def replayed() -> Message:
-            return next(replay, None) or await receive()
-
-        return replayed
-
-
-# The headers every request's body bound reads: decoded alone, the rest of a request's headers never are.
-_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+        body = reader.body()
+        depth = self.limits.max_json_depth
+        if body and _may_be_json(scope) and not json_depth.within(body, depth):
+            raise MalformedBody(f"the JSON body nests deeper than {depth} levels, this server's limit ({ENV_MAX_JSON_DEPTH})")
+        if coding is not None:
+            scope = {**scope, "headers": _inflated_headers(scope["headers"], len(body))}
+        return scope, replay(body, receive)
 
 
-def _decoded(scope: Scope, only: Optional[frozenset[bytes]]) -> dict[str, str]:
-    """The request's headers (the last of repeats), or only those named in `only`."""
-    return {
-        k.decode("latin-1").lower(): v.decode("latin-1")
-        for k, v in scope.get("headers", [])
-        if only is None or k.lower() in only
-    }
+# The headers a head decision reads (the bearer token); the rest of a request's headers never are.
+_CREDENTIALS = frozenset({b"authorization"})
+
+
+def _decoded(scope: Scope, only: frozenset[bytes]) -> dict[str, str]:
+    """The request's headers named in `only` (the last of repeats)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"] if k.lower() in only}
+
+
+def _may_be_json(scope: Scope) -> bool:
+    """Whether a parser behind the guard may read the body as JSON: no content type, or a JSON one."""
+    for key, value in scope["headers"]:
+        if key.lower() == b"content-type":
+            return b"json" in value.lower()
+    return True
+
+
+def _inflated_headers(headers: list[tuple[bytes, bytes]], size: int) -> list[tuple[bytes, bytes]]:
+    """The headers of the body as handed on: no content coding (MLServer would inflate it again),
+    its inflated length."""
+    kept = [(k, v) for k, v in headers if k.lower() not in (b"content-encoding", b"content-length", b"transfer-encoding")]
+    return [*kept, (b"content-length", str(size).encode())]
 
 
 def _with_peer(scope: Scope) -> Scope:
@@ -120,40 +143,6 @@ def _retry_after_on_429(send: Send) -> Send:
     return sending
 
 
-def _content_length(headers: dict[str, str]) -> Optional[int]:
-    raw = headers.get("content-length")
-    try:
-        return int(raw) if raw is not None else None
-    except ValueError:
-        return None
-
-
-def _too_large(size: str, limit: int) -> str:
-    return (
-        f"request body of {size} exceeds this server's limit of {limit} bytes "
-        f"({ENV_MAX_REQUEST_BYTES}); send fewer rows per request"
-    )
-
-
-async def json_response(send: Send, status: int, doc: Any, headers: Optional[list] = None) -> None:
-    """One JSON answer; `headers` are kept (e.g. the request id an app set), bar length and type."""
-    body = json.dumps(doc).encode()
-    kept = [(k, v) for k, v in (headers or []) if k.lower() not in (b"content-length", b"content-type")]
-    kept += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": kept})
-    await send({"type": "http.response.body", "body": body})
-
-
 async def _refuse(send: Send, refused: PipelineError) -> None:
     # Close: the rest of a refused body is never read.
     await json_response(send, refused.status, {"error": str(refused)}, [(b"connection", b"close")])
-
-
-async def read_body(receive: Receive) -> bytes:
-    """The whole request body (the guard has already bounded its size)."""
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)

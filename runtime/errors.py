@@ -10,9 +10,12 @@ so it survives pickling across MLServer's parallel workers.
 BAD_REQUEST = 400
 UNAUTHORIZED = 401
 FORBIDDEN = 403
+NOT_FOUND = 404
 PAYLOAD_TOO_LARGE = 413
+UNSUPPORTED_MEDIA_TYPE = 415
 TOO_MANY_REQUESTS = 429
 INTERNAL = 500
+NOT_IMPLEMENTED = 501
 SERVICE_UNAVAILABLE = 503
 GATEWAY_TIMEOUT = 504
 
@@ -173,6 +176,34 @@ class AdminDisabled(PipelineError):
     one): HTTP 403, gRPC PERMISSION_DENIED."""
 
     status = FORBIDDEN
+
+
+class MalformedFraming(InvalidRequest):
+    """Content-Length / Transfer-Encoding that do not say one length (repeated, conflicting, not a
+    number): HTTP 400, decided from the request head. Nothing of the body is read."""
+
+
+class UnsupportedTransferCoding(PipelineError):
+    """A transfer coding other than chunked (RFC 9112 6.1): HTTP 501."""
+
+    status = NOT_IMPLEMENTED
+
+
+class UnsupportedEncoding(PipelineError):
+    """A Content-Encoding the server does not inflate (it inflates gzip and deflate): HTTP 415."""
+
+    status = UNSUPPORTED_MEDIA_TYPE
+
+
+class MalformedBody(InvalidRequest):
+    """A compressed body that does not inflate, or a JSON body nested past the server's depth."""
+
+
+class RouteNotFound(PipelineError):
+    """No route of the server answers this path, or no model of this name is loaded: HTTP 404,
+    decided from the request head before the body is read."""
+
+    status = NOT_FOUND
 
 
 def validation_problems(error: Exception) -> str:

@@ -21,7 +21,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from runtime.asgi_guard import App, Message, Receive, Scope, Send, json_response, read_body
+from runtime.asgi import App, Message, Receive, Scope, Send, json_response, read_body, route_path
 
 ENV_DEFAULT_MODEL = "PIPELINE_DEFAULT_MODEL"
 PREFIX = "/predict"
@@ -32,16 +32,16 @@ METADATA_TTL_S = 5.0  # a reloaded model may offer other outputs
 class LegacyPredict:
     def __init__(self, app: App, default_model: Optional[str] = None):
         self.app = app
-        self.default_model = default_model if default_model is not None else os.environ.get(ENV_DEFAULT_MODEL)
+        self.default_model = default_model if default_model is not None else configured_default()
         self._offers_proba: dict[str, tuple[float, bool]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or not (path == PREFIX or path.startswith(PREFIX + "/")):
+        path = route_path(scope) if scope["type"] == "http" else ""
+        if not is_legacy(path):
             return await self.app(scope, receive, send)
         if scope["method"] != "POST":
             return await json_response(send, 405, {"error": f"{path}: use POST"})
-        model = path[len(PREFIX) + 1:] or self.default_model
+        model = legacy_model(path, self.default_model)
         if not model or "/" in model:
             return await json_response(send, 404, {"error": f"{path}: no such model; POST /predict/{{model}}"
                                              f" (or set {ENV_DEFAULT_MODEL} for /predict)"})  # fmt: skip
@@ -70,9 +70,26 @@ class LegacyPredict:
         return offers
 
 
+def configured_default() -> Optional[str]:
+    """The model /predict serves (PIPELINE_DEFAULT_MODEL), if any."""
+    return os.environ.get(ENV_DEFAULT_MODEL)
+
+
+def is_legacy(path: str) -> bool:
+    """Whether `path` (as routed) is /predict or /predict/{model}."""
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+def legacy_model(path: str, default_model: Optional[str]) -> Optional[str]:
+    """The model a /predict path names: its own, else the default."""
+    return path[len(PREFIX) + 1:] or default_model
+
+
 def _rows(body: bytes) -> list:
     try:
         doc = json.loads(body)
+    except RecursionError:  # the guard checks the depth of JSON content types only; /predict reads any
+        raise ValueError("body nests too deeply") from None
     except ValueError:
         raise ValueError('body is not JSON; send {"features": [[...], ...]}') from None
     if not isinstance(doc, dict) or set(doc) != {"features"}:

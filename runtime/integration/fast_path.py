@@ -43,7 +43,8 @@ from mlserver.utils import extract_headers
 from starlette.middleware.gzip import GZipMiddleware
 from starlette_exporter import PrometheusMiddleware
 
-from runtime.asgi_guard import App, Message, Receive, RequestGuard, Scope, Send, read_body
+from runtime.asgi import App, Receive, Scope, Send, read_body, replay
+from runtime.asgi_guard import RequestGuard
 from runtime.call import Answer, Call
 from runtime.deadlines import stamp
 from runtime.errors import PipelineError
@@ -176,7 +177,7 @@ class FastInfer:
         body = await read_body(receive)
         request = read_simple(body)
         if request is None:
-            return await self.app(scope, _replay(body, receive), send)
+            return await self.app(scope, replay(body, receive), send)
         self.taken.inc()
         metrics = self.metrics
         if metrics is not None and any(p.fullmatch(scope["path"]) for p in metrics.skip_paths):
@@ -292,20 +293,6 @@ def _payload(request: SimpleRequest) -> types.InferenceRequest:
     outputs = [types.RequestOutput.model_construct(name=n) for n in request.outputs] or None
     parameters = types.Parameters(**request.flags) if request.flags else None
     return types.InferenceRequest.model_construct(id=request.id, parameters=parameters, inputs=inputs, outputs=outputs)
-
-
-def _replay(body: bytes, original: Receive) -> Receive:
-    """The body already read, then the connection's own messages (a disconnect)."""
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if sent:
-            return await original()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return receive
 
 
 async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

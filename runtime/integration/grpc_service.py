@@ -36,7 +36,7 @@ from runtime.datatypes import NUMERIC_DATATYPES, NUMERIC_HINT
 from runtime.deadlines import stamp
 from runtime.admin import AdminPolicy
 from runtime.admission import PEER_HEADER
-from runtime.asgi_guard import max_request_bytes
+from runtime.body_limits import max_request_bytes
 from runtime.errors import (
     FORBIDDEN,
     GATEWAY_TIMEOUT,

@@ -1,26 +1,39 @@
 """REST: a guard in front of MLServer's app, and each inference request's arrival stamped.
 
-- `create_app`: the app MLServer builds gets runtime.asgi_guard's middleware (body size limit,
-  the repository API's lock) and runtime.legacy_api's POST /predict, added through Starlette's
-  public `add_middleware`; MLServer offers no setting for either.
+- `create_app`: the app MLServer builds gets runtime.asgi_guard's middleware (routes, the
+  repository API's lock, bearer tokens and body limits decided before the body is read) and
+  runtime.legacy_api's POST /predict, added through Starlette's public `add_middleware`; MLServer
+  offers no setting for either. The guard asks the app's own router which route a request takes,
+  so it decides on the path Starlette routes (root path and every spelling included).
 - `insert_headers`: MLServer records no arrival time, and it is the one step of its REST endpoints
   that sees every inference request with its transport headers before the model is looked up.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Optional
 
+from mlserver.errors import MLServerError
 from starlette.middleware import Middleware
+from starlette.routing import Match
 
 from runtime.admin import AdminPolicy
-from runtime.asgi_guard import RequestGuard, max_request_bytes
+from runtime.asgi import Scope, route_path
+from runtime.asgi_guard import INFERENCE, OTHER, REPOSITORY, Authorize, RequestGuard, Route, Router
+from runtime.body_limits import BodyLimits
 from runtime.deadlines import stamp
-from runtime.legacy_api import LegacyPredict
-from runtime.errors import PipelineError
+from runtime.errors import PipelineError, RouteNotFound
 from runtime.integration import fast_path
+from runtime.integration.dataplane import policy_for
 from runtime.integration.patching import PatchPoint
 from runtime.integration.v2 import as_mlserver_error
+from runtime.legacy_api import LegacyPredict, configured_default, is_legacy, legacy_model
+
+# MLServer's inference routes end so (infer, generate, and their streams); its repository API's
+# routes start so.
+_INFERENCE_ENDINGS = ("/infer", "/generate", "/infer_stream", "/generate_stream")
+_REPOSITORY = "/v2/repository"
+_NOT_FOUND = 404
 
 
 def _stamp_on_insert(original: Callable[[Any, dict[str, str]], Any]) -> Callable[..., Any]:
@@ -34,14 +47,74 @@ def _stamp_on_insert(original: Callable[[Any, dict[str, str]], Any]) -> Callable
     return insert_headers
 
 
+def router_of(app: Any, default_model: Optional[str]) -> Router:
+    """The route `app` takes for a request, as its router decides (Starlette's Router: the first
+    full match, else the first partial one, a 405; else a redirect to the other trailing slash)."""
+    routes = app.router.routes
+
+    def route(scope: Scope) -> Optional[Route]:
+        path = route_path(scope)
+        if is_legacy(path):
+            return Route(INFERENCE, legacy_model(path, default_model))
+        found = _matched(routes, scope) or _matched(routes, _other_slash(scope))
+        if found is None:
+            return None
+        template, params = found
+        if template.startswith(_REPOSITORY):
+            return Route(REPOSITORY)
+        if template.endswith(_INFERENCE_ENDINGS):
+            return Route(INFERENCE, params.get("model_name"), params.get("model_version"))
+        return Route(OTHER)
+
+    return route
+
+
+def _matched(routes: list[Any], scope: Optional[Scope]) -> Optional[tuple[str, dict[str, Any]]]:
+    if scope is None:
+        return None
+    partial = None
+    for candidate in routes:
+        match, child = candidate.matches(scope)
+        if match is Match.FULL:
+            return getattr(candidate, "path", ""), child.get("path_params", {})
+        if match is Match.PARTIAL and partial is None:
+            partial = getattr(candidate, "path", ""), child.get("path_params", {})
+    return partial
+
+
+def _other_slash(scope: Scope) -> Optional[Scope]:
+    path = scope["path"]
+    if path in ("", "/"):
+        return None
+    return {**scope, "path": path[:-1] if path.endswith("/") else path + "/"}
+
+
+def authorizer(data_plane: Any) -> Authorize:
+    """An inference route's model (404 if none is loaded) and its bearer token (401), as
+    admission will check them once the body is read."""
+
+    async def authorize(name: str, version: Optional[str], headers: Mapping[str, str]) -> None:
+        try:
+            model = await data_plane._model_registry.get_model(name, version)
+        except MLServerError as error:
+            if error.status_code == _NOT_FOUND:
+                raise RouteNotFound(str(error)) from None
+            return  # not ours to decide from the head: MLServer's path answers
+        policy_for(model).authenticate(headers)
+
+    return authorize
+
+
 def _guarded(original: Callable[..., Any]) -> Callable[..., Any]:
     def create_app(settings, data_plane, model_repository_handlers):  # type: ignore[no-untyped-def]
         app = original(settings, data_plane, model_repository_handlers)
         admin = AdminPolicy.from_env(settings.host)
         admin.announce()
+        default_model = configured_default()
         # Starlette puts the last one added outermost: the guard sees every request first.
-        app.add_middleware(LegacyPredict)
-        app.add_middleware(RequestGuard, max_request_bytes=max_request_bytes(), admin=admin)
+        app.add_middleware(LegacyPredict, default_model=default_model)
+        app.add_middleware(RequestGuard, limits=BodyLimits.from_env(), admin=admin,
+                           router=router_of(app, default_model), authorize=authorizer(data_plane))  # fmt: skip
         layers = fast_path.layers(app) if fast_path.enabled(settings) else None
         if layers is not None:
             # Inside the guard and /predict (whose V2 requests it serves too), outside MLServer's
@@ -55,13 +128,15 @@ def _guarded(original: Callable[..., Any]) -> Callable[..., Any]:
 PATCHES = [
     PatchPoint(
         target="mlserver.rest.server:create_app",
-        why="add the request guard to the app (a body above PIPELINE_MAX_REQUEST_BYTES is a 413 "
-        "before it is read; the repository API needs the admin token), POST /predict "
+        why="add the request guard to the app (from the request head: unknown routes 404, the "
+        "repository API's admin token, an inference model's bearer token; then the body read under "
+        "PIPELINE_MAX_REQUEST_BYTES, inflated as it arrives, its JSON depth bounded), POST /predict "
         "(runtime.legacy_api) and, in front of MLServer's middleware, the V2 fast path "
         "(runtime.integration.fast_path)",
-        upstream="none found: no body size limit and no auth on the repository API",
-        if_removed="a few large bodies exhaust the pod's memory; anyone who reaches the port "
-        "unloads models; no /predict; REST inference at MLServer's speed",
+        upstream="none found: no body size limit and no auth on the repository API; MLServer "
+        "inflates a gzip body whole (mlserver.rest.requests)",
+        if_removed="a few large or compressed bodies exhaust the pod's memory; anyone who reaches "
+        "the port unloads models; no /predict; REST inference at MLServer's speed",
         params=("settings", "data_plane", "model_repository_handlers"),
         apply=_guarded,
     ),

@@ -8,7 +8,7 @@ import pytest
 from runtime.admin import AdminPolicy
 from runtime.admission import PEER_HEADER, Policy
 from runtime.breaker import CircuitBreaker
-from runtime.asgi_guard import DEFAULT_MAX_REQUEST_BYTES, max_request_bytes
+from runtime.body_limits import DEFAULT_MAX_REQUEST_BYTES, max_request_bytes
 from runtime.errors import AdminDisabled, AdminUnauthenticated, RateLimited, Unauthenticated
 from runtime.ratelimit import RateLimiter
 

@@ -20,7 +20,7 @@ from starlette_exporter import PrometheusMiddleware
 
 import runtime.model  # noqa: F401  (installs the integration, as loading the runtime does)
 from runtime.fast_json import _may_hold_booleans, read_simple
-from runtime.asgi_guard import read_body
+from runtime.asgi import read_body
 from runtime.contract import Contract
 from runtime.errors import PipelineError
 from runtime.integration.fast_path import ROUTES, Compression, FastInfer, Layers, enabled, layers

@@ -1,0 +1,73 @@
+"""How a request's body comes, read from its head as RFC 9110/9112 say, before a byte of it is read.
+
+Header names and transfer/content codings are case-insensitive tokens, and a field may be repeated
+or carry a comma-separated list: `Transfer-Encoding: CHUNKED` and `Content-Length: 5, 5` mean what
+their lower-case, single forms mean. A head that does not say one thing is refused (RFC 9112 6.3):
+two different lengths, a length that is not a number, a length beside a transfer coding, or a
+transfer coding other than chunked (which this server cannot decode). Content codings: gzip (and
+its alias x-gzip) and deflate are inflated by the guard; identity is none; any other is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, NamedTuple, Optional
+
+from runtime.errors import MalformedFraming, UnsupportedEncoding, UnsupportedTransferCoding
+
+RawHeaders = Iterable[tuple[bytes, bytes]]
+
+_CODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
+
+
+class Framing(NamedTuple):
+    length: Optional[int]  # the declared Content-Length; None when chunked or absent
+    coding: Optional[str]  # "gzip" or "deflate" to inflate; None for the body as sent
+
+
+def framing(headers: RawHeaders) -> Framing:
+    """The body's framing and content coding, or the error that refuses the request."""
+    lengths: list[str] = []
+    transfer: list[str] = []
+    content: list[str] = []
+    for name, value in headers:
+        key = name.lower()
+        if key == b"content-length":  # every element must be the number: an empty one is not
+            lengths += [t.strip() for t in value.decode("latin-1").split(",")]
+        elif key == b"transfer-encoding":
+            transfer += _tokens(value)
+        elif key == b"content-encoding":
+            content += _tokens(value)
+    if transfer:
+        if lengths:
+            raise MalformedFraming("the request has both Content-Length and Transfer-Encoding; send one")
+        if transfer != ["chunked"]:
+            raise UnsupportedTransferCoding(
+                f"Transfer-Encoding {', '.join(transfer)!r} is not supported; send the body chunked or with a Content-Length"
+            )
+    return Framing(_length(lengths), _coding(content))
+
+
+def _tokens(value: bytes) -> list[str]:
+    return [t.strip().lower() for t in value.decode("latin-1").split(",") if t.strip()]
+
+
+def _length(values: list[str]) -> Optional[int]:
+    if not values:
+        return None
+    if not all(v.isdigit() and v.isascii() for v in values) or len(set(map(int, values))) != 1:
+        raise MalformedFraming(f"Content-Length {', '.join(values)!r} is not one number of bytes")
+    return int(values[0])
+
+
+def _coding(values: list[str]) -> Optional[str]:
+    codings = [v for v in values if v != "identity"]
+    if not codings:
+        return None
+    if len(codings) > 1:
+        raise UnsupportedEncoding(
+            f"Content-Encoding {', '.join(codings)!r}: one coding at most (gzip or deflate)"
+        )
+    coding = _CODINGS.get(codings[0])
+    if coding is None:
+        raise UnsupportedEncoding(f"Content-Encoding {codings[0]!r} is not supported; send gzip, deflate or none")
+    return coding
