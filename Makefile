@@ -16,7 +16,7 @@ export MLSERVER_METRICS_PORT ?= 8082
 # The model POST /predict answers (POST /predict/{model} names any other).
 export PIPELINE_DEFAULT_MODEL ?= diabetes
 
-.PHONY: venv serve serve-features test test-unit test-pins test-packaging test-integration test-features test-rehearsal test-deploy test-reliability test-fuzz train bench lock clean
+.PHONY: venv serve serve-features test test-unit test-pins test-packaging test-integration test-features test-rehearsal test-deploy test-reliability test-security test-fuzz train bench lock clean
 
 venv: $(STAMP)
 
@@ -35,7 +35,7 @@ serve-features: venv
 
 # The runtime (which imports mlserver) and the V2 clients of kserve/tritonclient register the
 # same protobuf symbols, so the two kinds of tests run in separate pytest processes.
-test: test-unit test-pins test-packaging test-integration test-features test-deploy test-rehearsal test-reliability test-fuzz
+test: test-unit test-pins test-packaging test-integration test-features test-deploy test-rehearsal test-reliability test-security test-fuzz
 
 test-unit: venv
 	$(PY) -m pytest -q tests/unit
@@ -60,6 +60,11 @@ test-features: venv
 # SIGTERM drain, reload under load, overload, deadlines, auth, artifact refusals: real servers.
 test-reliability: venv
 	$(PY) -m pytest -q tests/reliability
+
+# Hostile requests against real servers: compressed bombs, odd framings, path tricks under a root
+# path, deep JSON, huge and slow request heads, bad Host headers; memory and latency under attack.
+test-security: venv
+	$(PY) -m pytest -q tests/security
 
 # Property-based fuzzing of V2 requests over both protocols (2,000 examples each) and a short soak.
 # The long runs are bench commands: python -m bench.fuzz --examples 10000, python -m bench.soak --seconds 60.

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import socket
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
-
 import pytest
 import requests
 
+from harness import raw_http
 from harness.repository import add_model, make_repository
 from harness.server import Server, served
 from tests.reliability.support import launch, rest_infer
@@ -49,56 +46,15 @@ def _rss(server: Server) -> int:
     return sum(p.memory_info().rss for p in server.processes())
 
 
-def _exchange(server: Server, head: str, body_pieces=(), pause_s: float = 0.0, timeout: float = 20) -> tuple[int, dict, float]:
-    """Send a raw request (stopping at the first error: the server may close once it answered),
-    read the answer; (status, JSON body or {}, seconds from the head to the answer)."""
-    host, port = server.http_hostport.split(":")
-    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
-        started = time.monotonic()
-        sock.sendall(head.encode("latin-1"))
-        try:
-            for piece in body_pieces:
-                sock.sendall(piece)
-                if pause_s:
-                    time.sleep(pause_s)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        answer = b""
-        try:
-            while b"\r\n\r\n" not in answer or len(answer) < _answer_length(answer):
-                more = sock.recv(65536)
-                if not more:
-                    break
-                answer += more
-        except ConnectionResetError:
-            pass
-        took = time.monotonic() - started
-    status = int(answer.split(b" ", 2)[1])
-    payload = answer.split(b"\r\n\r\n", 1)[1]
-    try:
-        return status, json.loads(payload or b"{}"), took
-    except ValueError:
-        return status, {}, took
-
-
-def _answer_length(answer: bytes) -> int:
-    head, _, _ = answer.partition(b"\r\n\r\n")
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            return len(head) + 4 + int(line.split(b":")[1])
-    return len(answer)
+def _exchange(server: Server, request_head: str, pieces=()) -> raw_http.Answer:
+    return raw_http.exchange(server.http_hostport, request_head, pieces)
 
 
 def _head(server: Server, path: str, headers: dict[str, str], method: str = "POST") -> str:
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {server.http_hostport}", *[f"{k}: {v}" for k, v in headers.items()]]
-    return "\r\n".join(lines) + "\r\n\r\n"
+    return raw_http.head(server.http_hostport, path, headers, method)
 
 
-def _chunked(data: bytes, size: int = 65536):
-    for i in range(0, len(data), size):
-        piece = data[i:i + size]
-        yield f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
-    yield b"0\r\n\r\n"
+_chunked = raw_http.chunked
 
 
 # Gzip bombs: 256 MiB of zeros is ~255 KiB on the wire, 1 GiB ~1 MiB (above the limit as declared,
