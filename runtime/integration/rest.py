@@ -34,6 +34,7 @@ from runtime.legacy_api import LegacyPredict, configured_default, is_legacy, leg
 _INFERENCE_ENDINGS = ("/infer", "/generate", "/infer_stream", "/generate_stream")
 _REPOSITORY = "/v2/repository"
 _NOT_FOUND = 404
+_DECISIONS_KEPT = 1024
 
 
 def _stamp_on_insert(original: Callable[[Any, dict[str, str]], Any]) -> Callable[..., Any]:
@@ -51,8 +52,24 @@ def router_of(app: Any, default_model: Optional[str]) -> Router:
     """The route `app` takes for a request, as its router decides (Starlette's Router: the first
     full match, else the first partial one, a 405; else a redirect to the other trailing slash)."""
     routes = app.router.routes
+    # Decisions by (method, path, root path): a request's route is a few regex matches, its lookup
+    # here one dict access. Bounded (paths name models, and anyone may send any path), and dropped
+    # when the routes change (MLServer adds a model's custom handlers at load).
+    decided: dict[tuple[str, str, str], Optional[Route]] = {}
+    known = len(routes)
 
     def route(scope: Scope) -> Optional[Route]:
+        nonlocal known
+        key = (scope["method"], scope["path"], scope.get("root_path", ""))
+        if key in decided and known == len(routes):
+            return decided[key]
+        if len(decided) >= _DECISIONS_KEPT or known != len(routes):
+            decided.clear()
+            known = len(routes)
+        decided[key] = found = _decided(scope)
+        return found
+
+    def _decided(scope: Scope) -> Optional[Route]:
         path = route_path(scope)
         if is_legacy(path):
             return Route(INFERENCE, legacy_model(path, default_model))
