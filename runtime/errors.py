@@ -175,6 +175,13 @@ class AdminDisabled(PipelineError):
     status = FORBIDDEN
 
 
+def counts_against_model(error: PipelineError) -> bool:
+    """Whether `error` is the model's own failure (a 500): what its circuit breaker counts and its
+    fallback answers. A 4xx is the client's mistake, a 503 a refusal and a 504 the client's own
+    deadline: none says anything about the model's health."""
+    return error.status == INTERNAL
+
+
 def validation_problems(error: Exception) -> str:
     """A pydantic ValidationError as one line: "'model.format': Field required; ..."."""
     problems = getattr(error, "errors", None)
