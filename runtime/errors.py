@@ -77,6 +77,11 @@ class RequestIdError(InvalidRequest):
     anything else breaks the response (REST 500 or a dropped connection, a gRPC call that hangs)."""
 
 
+class RequestIdTooLong(InvalidRequest):
+    """A request id above the length limit: it is echoed in the `ce-id` response header, where a
+    long one makes a header line that common HTTP clients refuse to read."""
+
+
 class ParameterError(InvalidRequest):
     """A gRPC request or tensor parameter of the wrong type for MLServer (e.g. content_type)."""
 

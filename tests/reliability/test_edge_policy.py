@@ -2,7 +2,9 @@
 MLServer's own REST and gRPC paths):
 - a client's own deadline is the client's 504, never the model's failure: a burst of requests with a
   deadline shorter than the model's computation leaves its circuit breaker closed and its fallback
-  unasked, so the next client is answered by the model itself.
+  unasked, so the next client is answered by the model itself;
+- a request id longer than 256 bytes is refused with 400 / INVALID_ARGUMENT naming the limit (it is
+  echoed in the `ce-id` response header); one of 256 bytes is answered and echoed.
 
 Models: `strict` and `rescued` compute for SLOW_MS on the compute thread behind a breaker (`rescued`
 with `backup` as its fallback); `backup` is the plain runtime.
@@ -13,12 +15,16 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
+import grpc
+import numpy as np
 import pytest
 import requests
+from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from harness.repository import add_model, make_repository
 from harness.server import Server
+from harness.v2 import pb_2d_request
 from tests.reliability import support
 
 SLOW_MS = 100
@@ -27,6 +33,7 @@ BURST = 8
 BREAKER = {"breaker_failure_ratio": 0.5, "breaker_window": 4, "breaker_min_calls": 4,
            "breaker_open_s": 2.0, "breaker_probes": 1, "offload_compute": True}  # fmt: skip
 IN_THE_MODEL = "deadline passed before its computation started"
+MAX_ID_BYTES = 256
 
 
 def _launch(request: pytest.FixtureRequest, fast: bool) -> Server:
@@ -130,3 +137,40 @@ def test_a_clients_deadline_is_not_rescued_by_the_fallback(server):
     assert sum(IN_THE_MODEL in m for _, m in outcomes) >= 4, outcomes
     _answered_by_the_model_itself(server, "rescued")
     assert fallbacks() == before  # no reason at all: the fallback answered none of them
+
+
+# ------------------------------------------------------------------------------ request ids
+
+
+def _rest_with_id(server: Server, request_id: str) -> requests.Response:
+    body = {"id": request_id, "inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", "data": support.ROW}]}
+    return requests.post(f"{server.http_url}/v2/models/backup/infer", json=body, timeout=support.HTTP_TIMEOUT_S)
+
+
+def _grpc_with_id(server: Server, request_id: str) -> tuple[Any, Any]:
+    """(response, call) of a raw ModelInfer: the call holds the trailing metadata."""
+    request = pb_2d_request("backup", np.asarray([support.ROW]))
+    request.id = request_id
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        return stub.ModelInfer.with_call(request, timeout=support.HTTP_TIMEOUT_S)
+
+
+def test_a_rest_request_id_past_the_limit_is_refused(server):
+    refused = _rest_with_id(server, "r" * (MAX_ID_BYTES + 1))
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert f"{MAX_ID_BYTES + 1} bytes" in error and f"limit of {MAX_ID_BYTES} bytes" in error, error
+    answered = _rest_with_id(server, "r" * MAX_ID_BYTES)
+    assert answered.status_code == 200, answered.text
+    assert answered.headers["ce-id"] == answered.json()["id"] == "r" * MAX_ID_BYTES
+
+
+def test_a_grpc_request_id_past_the_limit_is_invalid(server):
+    with pytest.raises(grpc.RpcError) as refused:
+        _grpc_with_id(server, "g" * (MAX_ID_BYTES + 1))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value
+    assert f"limit of {MAX_ID_BYTES} bytes" in refused.value.details(), refused.value.details()
+    response, call = _grpc_with_id(server, "g" * MAX_ID_BYTES)
+    assert response.id == "g" * MAX_ID_BYTES
+    assert dict(call.trailing_metadata())["ce-id"] == "g" * MAX_ID_BYTES
