@@ -28,12 +28,16 @@ from runtime.errors import (
     OutputError,
     ParameterError,
     RequestIdError,
+    RequestIdTooLong,
     ShapeError,
     ValueRangeError,
 )
 from runtime.predictor import offered_outputs
 
 DEFAULT_OUTPUT = "predict"
+# A request id is echoed in a response header (ce-id); longer ones are refused. The contract is the
+# one place every path passes before a response (REST and gRPC, fast paths, MLServer's, batching).
+MAX_REQUEST_ID_BYTES = 256
 
 
 @dataclass(frozen=True)
@@ -175,8 +179,18 @@ def flag_parameter(name: str, value: object) -> bool:
 
 
 def check_request_id(request_id: str | None) -> None:
-    """MLServer echoes the id in response headers: only printable ASCII survives that."""
-    if request_id and not (request_id.isascii() and request_id.isprintable()):
+    """MLServer echoes the id in response headers: only a short one of printable ASCII survives that."""
+    if not request_id:
+        return
+    # An ASCII id's size is its length: only a long or a non-ASCII one is encoded to be measured.
+    if len(request_id) > MAX_REQUEST_ID_BYTES or not request_id.isascii():
+        size = len(request_id.encode("utf-8", "surrogatepass"))
+        if size > MAX_REQUEST_ID_BYTES:
+            raise RequestIdTooLong(
+                f"request id of {size} bytes (UTF-8) exceeds the limit of {MAX_REQUEST_ID_BYTES} bytes "
+                "(it is echoed in the ce-id response header); send a shorter id"
+            )
+    if not (request_id.isascii() and request_id.isprintable()):
         raise RequestIdError(
             f"request id {request_id!r} must be printable ASCII (it is echoed in response headers)"
         )

@@ -80,6 +80,11 @@ class RequestIdError(InvalidRequest):
     anything else breaks the response (REST 500 or a dropped connection, a gRPC call that hangs)."""
 
 
+class RequestIdTooLong(InvalidRequest):
+    """A request id above the length limit: it is echoed in the `ce-id` response header, where a
+    long one makes a header line that common HTTP clients refuse to read."""
+
+
 class ParameterError(InvalidRequest):
     """A gRPC request or tensor parameter of the wrong type for MLServer (e.g. content_type)."""
 
@@ -204,6 +209,13 @@ class RouteNotFound(PipelineError):
     decided from the request head before the body is read."""
 
     status = NOT_FOUND
+
+
+def counts_against_model(error: PipelineError) -> bool:
+    """Whether `error` is the model's own failure (a 500): what its circuit breaker counts and its
+    fallback answers. A 4xx is the client's mistake, a 503 a refusal and a 504 the client's own
+    deadline: none says anything about the model's health."""
+    return error.status == INTERNAL
 
 
 def validation_problems(error: Exception) -> str:

@@ -133,7 +133,8 @@ def _families() -> _Families:
             "pipeline_fallbacks", "Requests the fallback model answered for this one, by reason.",
             ["model", "fallback", "reason"],
         ),
-        # event: evaluated (requests), compared, agreed (rows, classifiers), error, dropped (buffer full).
+        # event: evaluated (requests), compared, agreed (rows, classifiers), error, dropped (buffer full),
+        # skipped (requests: the shadow model was not loaded when their batch came).
         shadow_events=Counter(
             "pipeline_shadow_events", "Shadow evaluations of this model's requests, by event.",
             ["model", "shadow", "event"],
@@ -326,7 +327,7 @@ class ShadowMetrics:
     def __init__(self, model: str, shadow: str):
         families = _families()
         self._events = {e: families.shadow_events.labels(model, shadow, e)
-                        for e in ("evaluated", "compared", "agreed", "error", "dropped")}  # fmt: skip
+                        for e in ("evaluated", "compared", "agreed", "error", "dropped", "skipped")}  # fmt: skip
         self._seconds = families.shadow_seconds.labels(model, shadow)
         self._abs_diff = families.shadow_abs_diff.labels(model, shadow)
         self._rel_diff = families.shadow_rel_diff.labels(model, shadow)

@@ -40,7 +40,7 @@ from runtime.ood import FLAGS_PARAMETER, OodDetector, OodReport, wants_flags
 from runtime.options import RuntimeOptions
 from runtime.predictor import Predictor, compile_predictor, reference_rows
 from runtime.resilience import Resilience
-from runtime.shadow import Shadow
+from runtime.shadow import Predict, Shadow
 from runtime.response import (
     encode_outputs,
     input_description,
@@ -86,7 +86,7 @@ class PipelineRuntime(MLModel):
         if options.shadow_model:
             self._shadow = Shadow(
                 self.name, options.shadow_model, pipeline.manifest.kind == "classifier",
-                options.shadow_sample_rate, options.shadow_queue, options.shadow_window,
+                options.shadow_sample_rate, options.shadow_queue, options.shadow_window, self._shadow_predictions,
             )  # fmt: skip
         manifest = pipeline.manifest
         self._specs = output_specs(manifest)
@@ -231,7 +231,7 @@ class PipelineRuntime(MLModel):
                 with obs.span("encode"):
                     answer = obs.timed("encode", self._encode, results, ood, sources)
             if self._shadow is not None and "predict" in results:
-                self._offer_to_shadow(parsed.features, results["predict"])
+                self._shadow.offer(parsed.features, results["predict"])
             return answer
         except PipelineError:
             raise
@@ -239,15 +239,16 @@ class PipelineRuntime(MLModel):
             # The observation logged it with its traceback; the client gets a short message only.
             raise InternalPredictionError("internal error while predicting; see server logs") from None
 
-    def _offer_to_shadow(self, features: np.ndarray, predictions: np.ndarray) -> None:
-        shadow = self._shadow
-        assert shadow is not None
-        if not shadow.bound:  # bound once the shadow model is loaded
-            other = _LOADED.get(shadow.shadow)
-            if other is None or other._contract.n_features != self._contract.n_features:
-                return
-            shadow.bind(lambda x: other._predictor.predict(x, ("predict",))["predict"])
-        shadow.offer(features, predictions)
+    def _shadow_predictions(self, name: str) -> Optional[Predict]:
+        """Model `name` as loaded now, as this model's shadow: looked up for every batch, so an
+        unloaded shadow is skipped and a reloaded one is its new version (runtime.shadow)."""
+        other = _LOADED.get(name)
+        if other is None or other._contract.n_features != self._contract.n_features:
+            return None
+        return other._predictions
+
+    def _predictions(self, features: np.ndarray) -> np.ndarray:
+        return self._predictor.predict(features, ("predict",))["predict"]
 
     def _encode(self, results: dict[str, np.ndarray], ood: OodReport, sources: Optional[str]) -> Answer:
         parameters = {FLAGS_PARAMETER: ood.flags, entities.SOURCES_PARAMETER: sources}

@@ -3,9 +3,13 @@
     breaker open           -> the fallback answers ("breaker_open"), else a fast 503
     internal error         -> counted as a failure; the fallback answers ("error"), else the 500
     over the budget        -> counted as a failure; the fallback answers ("slow")
-    a client's mistake     -> not a failure, never rescued: the 4xx as it is
+    a client's mistake, its own deadline, a refusal, a cancelled call
+                           -> not recorded at all (a half-open probe's slot is freed), never
+                              rescued: the 4xx, 503 or 504 as it is
 
-The fallback is another model of the same server; the adapter says how to ask it.
+A call that says nothing about the model's health is neither a failure nor a success: counted as a
+success it would dilute the model's real failures. The fallback is another model of the same
+server; the adapter says how to ask it, and it is counted once it answered.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Awaitable, Callable, Optional, TypeVar
 
 from runtime import metrics
 from runtime.breaker import STATE_VALUES, CircuitBreaker
-from runtime.errors import INTERNAL, ModelUnavailable, PipelineError
+from runtime.errors import ModelUnavailable, PipelineError, counts_against_model
 from runtime.options import RuntimeOptions
 
 T = TypeVar("T")
@@ -52,13 +56,19 @@ class Resilience:
             self._record(False)
             return await self._instead(fallback, "slow")
         except PipelineError as error:
-            if error.status < INTERNAL:  # the client's mistake, a deadline, a refusal
-                self._record(True)
+            if not counts_against_model(error):
+                self._forget()
                 raise
             self._record(False)
             if fallback is None:
                 raise
             return await self._instead(fallback, "error")
+        except Exception:
+            self._record(False)
+            raise
+        except BaseException:  # cancelled: the client went away
+            self._forget()
+            raise
         self._record(True)
         return result
 
@@ -66,11 +76,16 @@ class Resilience:
         if self.breaker is not None:
             self.breaker.record(ok)
 
+    def _forget(self) -> None:
+        if self.breaker is not None:
+            self.breaker.forget()
+
     async def _instead(self, fallback: Optional[Fallback], reason: str) -> T:
         if fallback is None:
             raise ModelUnavailable(
                 f"model '{self.model}' is unavailable: its circuit breaker is open after repeated "
                 "failures; retry later"
             )
+        answer = await fallback(reason)
         metrics.count_fallback(self.model, self.fallback_model or "", reason)
-        return await fallback(reason)
+        return answer

@@ -1,17 +1,21 @@
 """A shadow model on a real server: diabetes v2 behind v1. The primary's answers are unchanged; the
 exported differences, PSI and KS equal an offline computation on the same rows; a shadow that
-fails or sleeps is only counted, and changes neither the primary's answers nor its p99."""
+fails or sleeps is only counted, and changes neither the primary's answers nor its p99; the shadow is
+looked up by name for every batch: unloaded, its batches are skipped (counted); reloaded with other
+artifacts, the new version's predictions are compared."""
 
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 import pytest
+import requests
 import tritonclient.grpc as tgrpc
 
-from harness.models import pipeline, sample_rows
-from harness.repository import add_model, make_repository
+from harness.models import MODELS_DIR, pipeline, sample_rows
+from harness.repository import add_model, make_repository, replace_artifacts
 from scipy.stats import ks_2samp
 
 from runtime.shadow import psi
@@ -36,8 +40,10 @@ def server(tmp_path_factory):
     add_model(root, "sleepy", implementation=SLEEPING_RUNTIME)
     add_model(root, "primary-with-sleeping-shadow", extra={"shadow_model": "sleepy", "shadow_queue": 20})
     add_model(root, "unshadowed")
+    add_model(root, "swappable", source="diabetes/2")
+    add_model(root, "primary-with-swappable-shadow", extra={"shadow_model": "swappable"})
     ready = ["candidate", "primary", "primary-over-grpc", "broken", "primary-with-broken-shadow", "sleepy",
-             "primary-with-sleeping-shadow", "unshadowed"]
+             "primary-with-sleeping-shadow", "unshadowed", "swappable", "primary-with-swappable-shadow"]
     env = {"FAILING_RUNTIME_FLAG": str(flag), "SLEEPING_RUNTIME_MS": str(SHADOW_SLEEP_MS)}
     yield from serve(root, env=env, ready=ready)
 
@@ -117,3 +123,56 @@ def test_a_slow_or_failing_shadow_leaves_the_primarys_p99_alone(server, shadowed
         assert events["evaluated"] > 0 and events["dropped"] > 0, events
     else:
         assert events["error"] > 0, events
+
+
+def _wait_until(check: Callable[[], bool], timeout_s: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not (done := check()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return done
+
+
+def _shadowed(server, x: np.ndarray, requests_sent: int) -> None:
+    for chunk in np.array_split(x, requests_sent):
+        response = rest_infer(server, "primary-with-swappable-shadow", rows=chunk.tolist())
+        assert response.status_code == 200, response.text
+
+
+def _repository(server, model: str, action: str) -> None:
+    response = requests.post(f"{server.http_url}/v2/repository/models/{model}/{action}", timeout=60)
+    assert response.status_code == 200, response.text
+
+
+def test_the_shadow_is_looked_up_for_every_batch_unloaded_skipped_reloaded_the_new_version(server):
+    labels = {"model": "primary-with-swappable-shadow", "shadow": "swappable"}
+
+    def metric(name: str, **more: str) -> float:
+        return _metric(server, name, **labels, **more)
+
+    def events(event: str) -> float:
+        return metric("pipeline_shadow_events_total", event=event)
+
+    x = sample_rows("diabetes", 20)
+    v1, v2 = pipeline("diabetes", "1").predict(x), pipeline("diabetes", "2").predict(x)
+    _shadowed(server, x, 4)
+    assert _wait_until(lambda: events("evaluated") == 4 and metric("pipeline_shadow_window_rows") == 20)
+    assert metric("pipeline_shadow_abs_difference_sum") == pytest.approx(np.abs(v2 - v1).sum(), rel=1e-6)
+
+    _repository(server, "swappable", "unload")
+    assert rest_infer(server, "swappable").status_code == 404
+    _shadowed(server, x[:6], 3)
+    assert _wait_until(lambda: events("skipped") == 3), events("skipped")
+    assert events("evaluated") == 4  # not evaluated by the unloaded version
+
+    replace_artifacts(server.root / "models" / "swappable", MODELS_DIR / "diabetes" / "1")  # the primary's own
+    _repository(server, "swappable", "load")
+    differences = metric("pipeline_shadow_abs_difference_sum")
+    _shadowed(server, x[:10], 2)
+    assert _wait_until(lambda: events("evaluated") == 6 and metric("pipeline_shadow_window_rows") != 20)
+    assert metric("pipeline_shadow_abs_difference_sum") == pytest.approx(differences, abs=1e-9)  # v1 vs v1
+    assert metric("pipeline_shadow_abs_difference_count") == 30
+    # PSI and KS describe the new version alone: its window restarted with it.
+    assert metric("pipeline_shadow_window_rows") == 10
+    assert metric("pipeline_shadow_psi") == pytest.approx(0.0, abs=1e-9)
+    assert metric("pipeline_shadow_ks") == 0
+    assert events("skipped") == 3

@@ -16,6 +16,7 @@ from runtime.errors import (
     NonFiniteError,
     OutputError,
     RequestIdError,
+    RequestIdTooLong,
     ShapeError,
     ValueRangeError,
 )
@@ -121,6 +122,18 @@ def test_request_ids_must_survive_being_echoed_in_headers(request_id):
     with pytest.raises(RequestIdError, match="must be printable ASCII"):
         Request(tensor(), request_id=request_id).parse_with(CONTRACT)
     assert Request(tensor(), request_id="order-42 (retry 1)").parse_with(CONTRACT).features.shape == (2, 3)
+
+
+@pytest.mark.parametrize("request_id,size", [("x" * 257, 257), ("é" * 129, 258), ("x" * 100_000, 100_000)])
+def test_a_request_id_past_256_bytes_is_refused_naming_the_limit(request_id, size):
+    # Echoed in the ce-id response header: a long one makes a header line common clients refuse.
+    with pytest.raises(RequestIdTooLong, match=rf"request id of {size} bytes \(UTF-8\) exceeds the limit of 256 bytes") as refused:
+        Request(tensor(), request_id=request_id).parse_with(CONTRACT)
+    assert refused.value.status == 400 and request_id[:10] not in str(refused.value)  # never echoed
+
+
+def test_a_request_id_of_256_bytes_is_accepted():
+    assert Request(tensor(), request_id="x" * 256).parse_with(CONTRACT).features.shape == (2, 3)
 
 
 def test_requested_outputs_select_and_unknown_ones_are_refused():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from typing import Callable, Optional
 
 import numpy as np
 import pytest
@@ -106,10 +107,11 @@ def test_the_window_holds_the_last_pairs():
     assert sorted(window.pairs()[:, 1]) == [95, 96, 97, 98, 99]
 
 
-def _shadow(**kwargs) -> tuple[Shadow, str]:
+def _shadow(predict: Optional[Callable[[np.ndarray], np.ndarray]], **kwargs) -> tuple[Shadow, str]:
+    """A shadow whose model `candidate` predicts with `predict` (None: not loaded)."""
     model = f"unit-{next(_names)}"
     options = {"classifier": False, "sample_rate": 1.0, "queue_size": 100, "window": 10} | kwargs
-    return Shadow(model, "candidate", **options), model
+    return Shadow(model, "candidate", find=lambda name: predict if name == "candidate" else None, **options), model
 
 
 def _sample(model: str, name: str, **labels: str) -> float:
@@ -118,8 +120,7 @@ def _sample(model: str, name: str, **labels: str) -> float:
 
 def test_differences_psi_and_ks_of_a_known_shadow(monkeypatch):
     monkeypatch.setattr(shadow_module, "TICK_S", 0.01)
-    shadow, model = _shadow()
-    shadow.bind(lambda x: x[:, 0] + 2.0)  # the shadow predicts the primary (column 0) plus 2
+    shadow, model = _shadow(lambda x: x[:, 0] + 2.0)  # the shadow predicts the primary (column 0) plus 2
     primary = np.arange(8.0)
 
     async def offer_then_wait() -> None:
@@ -142,8 +143,7 @@ def test_differences_psi_and_ks_of_a_known_shadow(monkeypatch):
 
 def test_a_sleeping_shadow_never_holds_up_the_event_loop(monkeypatch):
     monkeypatch.setattr(shadow_module, "TICK_S", 0.01)
-    shadow, model = _shadow(queue_size=5)
-    shadow.bind(lambda x: (time.sleep(0.3), x[:, 0])[1])
+    shadow, model = _shadow(lambda x: (time.sleep(0.3), x[:, 0])[1], queue_size=5)
 
     async def offer_and_measure_lag() -> float:
         worst, until = 0.0, time.monotonic() + 0.8
@@ -161,8 +161,7 @@ def test_a_sleeping_shadow_never_holds_up_the_event_loop(monkeypatch):
 
 
 def test_a_failing_shadow_is_counted():
-    shadow, model = _shadow()
-    shadow.bind(lambda x: 1 / 0)
+    shadow, model = _shadow(lambda x: 1 / 0)
 
     async def offer_then_wait() -> None:
         shadow.offer(np.ones((3, 2)), np.ones(3))
@@ -191,27 +190,26 @@ def test_observe_many_falls_back_to_observe_without_prometheus_clients_internals
 
 
 def test_a_closed_shadow_takes_no_more_requests_and_its_thread_ends():
-    shadow, model = _shadow()
-    shadow.bind(lambda x: x[:, 0])
+    shadow, model = _shadow(lambda x: x[:, 0])
 
     async def offer_close_offer() -> None:
         shadow.offer(np.ones((1, 2)), np.ones(1))
         shadow.close()
-        shadow.bind(lambda x: x[:, 0])  # a request still in flight on the unloaded primary
-        shadow.offer(np.ones((1, 2)), np.ones(1))
+        shadow.offer(np.ones((1, 2)), np.ones(1))  # a request still in flight on the unloaded primary
         await asyncio.sleep(0.3)
 
     asyncio.run(offer_close_offer())
     shadow._worker.thread.join(timeout=5)
     assert not shadow._worker.thread.is_alive()
-    assert not shadow.bound and _sample(model, "pipeline_shadow_events_total", event="evaluated") == 0
+    assert shadow._pending.requests == 1  # the one offered before the close, never evaluated
+    for event in ("evaluated", "skipped", "dropped"):
+        assert _sample(model, "pipeline_shadow_events_total", event=event) == 0
 
 
 def test_a_full_piece_is_evaluated_at_once_not_at_the_end_of_the_tick(monkeypatch):
     monkeypatch.setattr(shadow_module, "TICK_S", 30.0)
     monkeypatch.setattr(shadow_module, "ROWS_PER_TICK", 8)
-    shadow, model = _shadow()
-    shadow.bind(lambda x: x[:, 0])
+    shadow, model = _shadow(lambda x: x[:, 0])
 
     async def offer_then_wait() -> None:
         shadow.offer(np.ones((3, 2)), np.ones(3))  # 3 rows: waits for the (30 s) tick
@@ -225,3 +223,84 @@ def test_a_full_piece_is_evaluated_at_once_not_at_the_end_of_the_tick(monkeypatc
 
     asyncio.run(offer_then_wait())
     assert _sample(model, "pipeline_shadow_events_total", event="evaluated") == 2
+
+
+class _Swappable:
+    """The shadow model's name as the registry resolves it: loaded (a version's predict) or not."""
+
+    def __init__(self) -> None:
+        self.loaded: Optional[Callable[[np.ndarray], np.ndarray]] = None
+
+    def find(self, name: str) -> Optional[Callable[[np.ndarray], np.ndarray]]:
+        return self.loaded if name == "candidate" else None
+
+
+async def _evaluate(shadow: Shadow, model: str, event: str, count: float) -> None:
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if _sample(model, "pipeline_shadow_events_total", event=event) >= count:
+            return
+
+
+def test_the_shadow_is_looked_up_for_every_batch(monkeypatch):
+    monkeypatch.setattr(shadow_module, "TICK_S", 0.01)
+    registry = _Swappable()
+    model = f"unit-{next(_names)}"
+    shadow = Shadow(model, "candidate", False, 1.0, 100, 10, find=registry.find)
+    rows = np.arange(4.0)[:, None]
+
+    async def scenario() -> None:
+        shadow.offer(rows, rows[:, 0])  # not loaded yet: skipped
+        await _evaluate(shadow, model, "skipped", 1)
+        registry.loaded = lambda x: x[:, 0] + 1.0  # loaded
+        shadow.offer(rows, rows[:, 0])
+        await _evaluate(shadow, model, "evaluated", 1)
+        registry.loaded = None  # unloaded
+        shadow.offer(rows, rows[:, 0])
+        shadow.offer(rows, rows[:, 0])
+        await _evaluate(shadow, model, "skipped", 3)
+        registry.loaded = lambda x: x[:, 0] + 3.0  # loaded again, another version
+        shadow.offer(rows, rows[:, 0])
+        await _evaluate(shadow, model, "evaluated", 2)
+        for _ in range(100):  # the stats once traffic paused
+            await asyncio.sleep(0.01)
+            if _sample(model, "pipeline_shadow_window_rows") == 4:
+                return
+
+    asyncio.run(scenario())
+    shadow.close()
+    assert _sample(model, "pipeline_shadow_events_total", event="skipped") == 3  # requests
+    assert _sample(model, "pipeline_shadow_events_total", event="evaluated") == 2
+    assert _sample(model, "pipeline_shadow_abs_difference_sum") == pytest.approx(4 * 1.0 + 4 * 3.0)
+    # The window restarted with the new version: only its 4 pairs (all 3 apart).
+    assert _sample(model, "pipeline_shadow_window_rows") == 4
+    assert _sample(model, "pipeline_shadow_psi") == pytest.approx(shadow_module.psi(np.arange(4.0), np.arange(4.0) + 3))
+
+
+def test_the_same_version_found_again_keeps_its_window(monkeypatch):
+    monkeypatch.setattr(shadow_module, "TICK_S", 0.01)
+    version = lambda x: x[:, 0]  # noqa: E731
+    shadow, model = _shadow(version)
+    rows = np.arange(3.0)[:, None]
+
+    async def scenario() -> None:
+        shadow.offer(rows, rows[:, 0])
+        await _evaluate(shadow, model, "evaluated", 1)
+        shadow.offer(rows, rows[:, 0])
+        await _evaluate(shadow, model, "evaluated", 2)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if _sample(model, "pipeline_shadow_window_rows") == 6:
+                return
+
+    asyncio.run(scenario())
+    shadow.close()
+    assert _sample(model, "pipeline_shadow_window_rows") == 6
+
+
+def test_pending_clear_says_how_many_requests_waited():
+    pending = _Pending(capacity=10)
+    for i in range(3):
+        pending.add(np.ones((2, 2)), np.ones(2))
+    assert pending.clear() == 3 and pending.requests == 0 and pending.rows == 0
+    assert pending.add(np.zeros((1, 2)), np.zeros(1)) and pending.take(max_rows=10)[2] == 1
