@@ -19,6 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
+import grpc
 import numpy as np
 import pytest
 import requests
@@ -112,6 +113,19 @@ def _grpc_infer(server: Server, model: str, x: np.ndarray = ROW, **kwargs) -> tg
         return client.infer(model, [tensor], **kwargs)
     finally:
         client.close()
+
+
+def _grpc_stream(server: Server, model: str, metadata: tuple = ()) -> list:
+    """One request through ModelStreamInfer; its stream's responses."""
+    tensor = service_pb2.ModelInferRequest.InferInputTensor(name="X", datatype="FP64", shape=list(ROW.shape))
+    tensor.contents.fp64_contents.extend(ROW.ravel().tolist())
+    request = service_pb2.ModelInferRequest(model_name=model, inputs=[tensor])
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        # MLServer's stream answers ModelInferResponse messages (Triton's proto says otherwise).
+        call = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer",
+                                     request_serializer=service_pb2.ModelInferRequest.SerializeToString,
+                                     response_deserializer=service_pb2.ModelInferResponse.FromString)  # fmt: skip
+        return list(call(iter([request]), metadata=metadata, timeout=20))
 
 
 def _grpc_refusal(server: Server, model: str, **kwargs) -> InferenceServerException:
@@ -239,11 +253,12 @@ def test_inference_is_admitted_before_the_model_sees_it(servers):
 @pins("mlserver.handlers.dataplane:DataPlane.infer_stream")
 def test_streamed_inference_is_admitted_too(servers):
     server = servers["workers-0"]
-    # MLServer 1.7.1 answers any error raised inside a REST stream with a bare 500.
-    refused = _rest(server, "guarded", path="infer_stream")
-    assert refused.status_code == 500 and "outputs" not in refused.text
-    served = _rest(server, "guarded", path="infer_stream", headers={"Authorization": f"Bearer {TOKEN}"})
-    assert served.status_code == 200 and '"outputs"' in served.text
+    # Over gRPC ModelStreamInfer: over REST the request guard refuses a stream from its head first.
+    with pytest.raises(grpc.RpcError) as refused:
+        _grpc_stream(server, "guarded")
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, refused.value
+    served = _grpc_stream(server, "guarded", metadata=(("authorization", f"Bearer {TOKEN}"),))
+    assert len(served) == 1 and [o.name for o in served[0].outputs] == ["predict"]
 
 
 # ------------------------------------------------------------------------------ batching
