@@ -80,6 +80,14 @@ def ks(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(np.max(np.abs(gap)))
 
 
+def _on_a_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 class Shadow:
     def __init__(self, model: str, shadow: str, classifier: bool, sample_rate: float,
                  queue_size: int, window: int, find: Find):  # fmt: skip
@@ -96,6 +104,12 @@ class Shadow:
         self._in_flight = False  # one batch at the shadow at a time
         self._backlog = False  # the last tick left requests behind (ROWS_PER_TICK)
         self._closed = False
+        # The primary's loop: a primary that computes on a thread (offload_compute, a cap, a
+        # deadline or a budget) offers from that thread, and the buffer belongs to the loop.
+        try:
+            self._loop: Optional[asyncio.AbstractEventLoop] = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
 
     def close(self) -> None:
         """The primary is unloaded (or reloaded: a new Shadow comes with it): no more evaluations,
@@ -107,8 +121,17 @@ class Shadow:
         self._worker.stop()
 
     def offer(self, features: np.ndarray, primary: np.ndarray) -> None:
-        """Called on the event loop after the primary answered; never blocks."""
+        """Called after the primary answered, on the event loop or the thread that computed it;
+        never blocks."""
         if self._closed or random.random() >= self.sample_rate:
+            return
+        if _on_a_loop():
+            self._take(features, primary)
+        elif self._loop is not None:
+            self._loop.call_soon_threadsafe(self._take, features, primary)
+
+    def _take(self, features: np.ndarray, primary: np.ndarray) -> None:
+        if self._closed:
             return
         if not self._pending.add(features, primary):
             self._metrics.count("dropped")

@@ -42,7 +42,9 @@ def server(tmp_path_factory):
     add_model(root, "unshadowed")
     add_model(root, "swappable", source="diabetes/2")
     add_model(root, "primary-with-swappable-shadow", extra={"shadow_model": "swappable"})
-    ready = ["candidate", "primary", "primary-over-grpc", "broken", "primary-with-broken-shadow", "sleepy",
+    add_model(root, "offloaded-primary", extra={"shadow_model": "candidate", "offload_compute": True,
+                                                "request_timeout_ms": 5000})  # fmt: skip
+    ready = ["offloaded-primary", "candidate", "primary", "primary-over-grpc", "broken", "primary-with-broken-shadow", "sleepy",
              "primary-with-sleeping-shadow", "unshadowed", "swappable", "primary-with-swappable-shadow"]
     env = {"FAILING_RUNTIME_FLAG": str(flag), "SLEEPING_RUNTIME_MS": str(SHADOW_SLEEP_MS)}
     yield from serve(root, env=env, ready=ready)
@@ -176,3 +178,17 @@ def test_the_shadow_is_looked_up_for_every_batch_unloaded_skipped_reloaded_the_n
     assert metric("pipeline_shadow_psi") == pytest.approx(0.0, abs=1e-9)
     assert metric("pipeline_shadow_ks") == 0
     assert events("skipped") == 3
+
+
+def test_a_primary_that_computes_on_a_thread_still_feeds_its_shadow(server):
+    # offload_compute (and a deadline) compute the primary on a thread; the shadow's buffer is the
+    # event loop's: an offer from the thread once raised 'no running event loop', a 500 per request.
+    before = _metric(server, "pipeline_shadow_events_total", model="offloaded-primary", shadow="candidate",
+                     event="evaluated")  # fmt: skip
+    for _ in range(20):
+        response = rest_infer(server, "offloaded-primary")
+        assert response.status_code == 200, response.text
+    got = _wait_for(server, "pipeline_shadow_events_total", before + 20, model="offloaded-primary",
+                    shadow="candidate", event="evaluated")  # fmt: skip
+    assert got >= before + 20
+    assert "no running event loop" not in server.log_text()
