@@ -80,6 +80,16 @@ def stdout_handler() -> logging.Handler:
     return logging.StreamHandler(sys.stdout)
 
 
+# A refused request's id is logged too, and its refusal may be its length (runtime.contract's limit).
+_LOGGED_ID_CHARS = 256
+
+
+def _loggable_id(request_id: Optional[str]) -> Optional[str]:
+    if request_id is None or len(request_id) <= _LOGGED_ID_CHARS:
+        return request_id
+    return f"{request_id[:_LOGGED_ID_CHARS]}... ({len(request_id)} characters)"
+
+
 def log_request(
     logger: logging.Logger,
     level: int,
@@ -102,7 +112,7 @@ def log_request(
         message,
         exc_info=error if traceback else None,
         extra={
-            "request_id": request_id,
+            "request_id": _loggable_id(request_id),
             "model": model,
             "version": version,
             "rows": rows,

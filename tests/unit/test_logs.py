@@ -121,3 +121,14 @@ def test_shipped_logging_config_makes_every_line_json():
 def test_settings_json_points_at_the_shipped_config():
     settings = json.loads((ROOT / "settings.json").read_text())
     assert (ROOT / settings["logging_settings"]).resolve() == ROOT / "runtime" / "logging.json"
+
+
+def test_a_long_request_id_is_cut_in_the_log_line(caplog):
+    logger = logging.getLogger("test.long-id")
+    with caplog.at_level(logging.INFO, logger="test.long-id"):
+        for request_id in ("short-id", "x" * 100_000):
+            log_request(logger, logging.INFO, request_id=request_id, model="m", version="1", rows=1,
+                        seconds=0.001, outcome="ok")  # fmt: skip
+    short, long = (r.request_id for r in caplog.records)
+    assert short == "short-id"
+    assert long.startswith("x" * 256 + "...") and long.endswith("(100000 characters)") and len(long) < 300
