@@ -46,12 +46,15 @@ bodies = st.sampled_from([
 ])  # fmt: skip
 
 
-def _assert_served_well(answer: raw_http.Answer, server) -> None:
+def _assert_served_well(answer: raw_http.Answer, server, log_from: int) -> None:
     assert answer.status < 500 or answer.status == 501, answer
-    assert "Traceback" not in server.log_text()
+    # The log since this test began (the gRPC fuzz logs MLServer's own tracebacks for 400s).
+    assert "Traceback" not in server.log_text()[log_from:]
 
 
 def test_codings_in_any_spelling_never_get_a_server_error(server):
+    log_from = len(server.log_text())
+
     @SETTINGS
     @given(transfer=st.one_of(st.none(), token_lists), content=st.one_of(st.none(), token_lists), body=bodies)
     def prop(transfer, content, body):
@@ -66,7 +69,7 @@ def test_codings_in_any_spelling_never_get_a_server_error(server):
             headers["Content-Length"] = str(len(data))
             pieces = [data]
         request = raw_http.head(server.http_hostport, "/v2/models/diabetes/infer", headers)
-        _assert_served_well(raw_http.exchange(server.http_hostport, request, pieces), server)
+        _assert_served_well(raw_http.exchange(server.http_hostport, request, pieces), server, log_from)
 
     prop()
     good_rest_request_works(server.http_url)
@@ -87,6 +90,8 @@ nestings = st.tuples(
 
 
 def test_json_nested_any_way_on_every_entry_is_refused_past_the_depth_and_never_a_5xx(server):
+    log_from = len(server.log_text())
+
     @SETTINGS
     @given(path=st.sampled_from(JSON_ENTRIES), nesting=nestings, wrap=st.booleans())
     def prop(path, nesting, wrap):
@@ -97,7 +102,7 @@ def test_json_nested_any_way_on_every_entry_is_refused_past_the_depth_and_never_
         request = raw_http.head(server.http_hostport, path, {"Content-Type": "application/json",
                                                             "Content-Length": str(len(body))})  # fmt: skip
         answer = raw_http.exchange(server.http_hostport, request, [body])
-        _assert_served_well(answer, server)
+        _assert_served_well(answer, server, log_from)
         if depth > DEPTH:
             assert answer.status == 400 and "nests deeper" in answer.body.get("error", ""), (depth, answer)
 
