@@ -85,16 +85,19 @@ bench: venv
 	$(PY) -m bench.run --shadow 1 --lookup --rounds 5
 	$(PY) -m bench.run --model forest
 
-# Regenerate both locks after editing pyproject.toml (needs pip-tools, installed on the fly). The
+# Regenerate both locks after editing pyproject.toml, with `uv pip compile` (uv is in the dev set): it
+# applies pyproject.toml's [tool.uv] override-dependencies, which lift MLServer 1.7.1's declared
+# fastapi<0.116 cap for the starlette advisories named there (pip-compile has no override and refuses the
+# conflict; the install script installs the lock with --no-deps, so nothing re-resolves the cap). The
 # runtime lock first; then the dev lock with the runtime lock as a constraint, so a package in both has
 # one version and the same hashes (tests/deploy/test_dockerfile.py checks). Existing pins are kept:
-# `make lock PIP_COMPILE_ARGS=--upgrade` (or `--upgrade-package NAME`) moves them. No index URLs or
-# find-links in the locks: they name this machine's pip configuration, not the image build's.
-PIP_COMPILE = $(VENV)/bin/pip-compile --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links -q $(PIP_COMPILE_ARGS)
+# `make lock LOCK_ARGS=--upgrade` (or `--upgrade-package NAME`) moves them. No index URLs or
+# find-links in the locks: they name this machine's configuration, not the image build's.
+LOCK_ARGS ?= $(PIP_COMPILE_ARGS)
+LOCK_COMPILE = $(VENV)/bin/uv pip compile --python $(PY) --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links -q $(LOCK_ARGS)
 lock: venv
-	$(PY) -m pip install --quiet pip-tools
-	$(PIP_COMPILE) -o requirements.lock pyproject.toml
-	$(PIP_COMPILE) --extra dev -c requirements.lock -o requirements-dev.lock pyproject.toml
+	$(LOCK_COMPILE) --output-file=requirements.lock pyproject.toml
+	$(LOCK_COMPILE) --extra=dev --constraint=requirements.lock --output-file=requirements-dev.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache
