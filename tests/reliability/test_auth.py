@@ -104,11 +104,11 @@ def test_the_other_inference_routes_are_guarded_too(server):
         assert response.status_code == 401, (path, response.text)
     ok = requests.post(server.http_url + "/v2/models/diabetes/generate", json=body, headers=bearer(NEW), timeout=10)
     assert ok.status_code == 200, ok.text
-    # REST streams: refused too, but MLServer 1.7.1 answers any error raised inside a REST stream
-    # with a bare 500 (a contract 400 as well); gRPC ModelStreamInfer keeps UNAUTHENTICATED.
+    # REST streams: refused with the same 401 (runtime.integration.rest_stream holds the stream's
+    # headers until its first event); gRPC ModelStreamInfer keeps UNAUTHENTICATED.
     stream = "/v2/models/diabetes/infer_stream"
     refused = requests.post(server.http_url + stream, json=body, timeout=10)
-    assert refused.status_code == 500 and "outputs" not in refused.text
+    assert refused.status_code == 401 and "bearer token" in refused.json()["error"], refused.text
     served = requests.post(server.http_url + stream, json=body, headers=bearer(NEW), timeout=10)
     assert served.status_code == 200 and '"outputs"' in served.text, served.text
 
