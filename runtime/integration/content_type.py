@@ -9,9 +9,11 @@ of their requests became a 422 once the locks moved FastAPI past MLServer 1.7.1'
 on each of them: no Content-Type is JSON, a JSON type is JSON, any other type stays a 422 as it always
 was (CVE-2021-32677). The fast path applies the same rule (fast_path._parsed_as_json).
 
-FastAPI's CSRF note for the strict default concerns an unauthenticated app on a trusted network: here
-inference and the repository API keep their bearer tokens, and without an admin token the repository
-API is open only on a loopback address (runtime.admin), where its load and unload take no body anyway.
+FastAPI's reason for the strict default is a browser's cross-site request without a Content-Type (no
+CORS preflight) against an app without authentication on a trusted network. Here such a page cannot
+read an inference answer (no CORS headers unless configured) and bearer tokens still apply where set;
+without an admin token the repository API is open only on a loopback address (runtime.admin), and its
+load and unload take no body, so strictness never covered them.
 """
 
 from __future__ import annotations
