@@ -16,7 +16,7 @@ export MLSERVER_METRICS_PORT ?= 8082
 # The model POST /predict answers (POST /predict/{model} names any other).
 export PIPELINE_DEFAULT_MODEL ?= diabetes
 
-.PHONY: venv serve serve-features test test-unit test-pins test-packaging test-integration test-features test-rehearsal test-deploy test-reliability test-security test-fuzz train bench lock clean
+.PHONY: venv serve serve-features test test-unit test-pins test-packaging test-integration test-features test-rehearsal test-deploy test-reliability test-security test-fuzz train bench lock sbom clean
 
 venv: $(STAMP)
 
@@ -90,16 +90,27 @@ bench: venv
 	$(PY) -m bench.run --shadow 1 --lookup --rounds 5
 	$(PY) -m bench.run --model forest
 
-# Regenerate both locks after editing pyproject.toml (needs pip-tools, installed on the fly). The
+# Regenerate both locks after editing pyproject.toml, with `uv pip compile` (uv is in the dev set): it
+# applies pyproject.toml's [tool.uv] override-dependencies, which lift MLServer 1.7.1's declared
+# fastapi<0.116 cap for the starlette advisories named there (pip-compile has no override and refuses the
+# conflict; the install script installs the lock with --no-deps, so nothing re-resolves the cap). The
 # runtime lock first; then the dev lock with the runtime lock as a constraint, so a package in both has
 # one version and the same hashes (tests/deploy/test_dockerfile.py checks). Existing pins are kept:
-# `make lock PIP_COMPILE_ARGS=--upgrade` (or `--upgrade-package NAME`) moves them. No index URLs or
-# find-links in the locks: they name this machine's pip configuration, not the image build's.
-PIP_COMPILE = $(VENV)/bin/pip-compile --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links -q $(PIP_COMPILE_ARGS)
+# `make lock LOCK_ARGS=--upgrade` (or `--upgrade-package NAME`) moves them. No index URLs or
+# find-links in the locks: they name this machine's configuration, not the image build's.
+LOCK_ARGS ?= $(PIP_COMPILE_ARGS)
+LOCK_COMPILE = $(VENV)/bin/uv pip compile --python $(PY) --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links -q $(LOCK_ARGS)
 lock: venv
-	$(PY) -m pip install --quiet pip-tools
-	$(PIP_COMPILE) -o requirements.lock pyproject.toml
-	$(PIP_COMPILE) --extra dev -c requirements.lock -o requirements-dev.lock pyproject.toml
+	$(LOCK_COMPILE) --output-file=requirements.lock pyproject.toml
+	$(LOCK_COMPILE) --extra=dev --constraint=requirements.lock --output-file=requirements-dev.lock pyproject.toml
+
+# A CycloneDX SBOM (JSON) of the runtime set, the packages the image installs: requirements.lock's pins
+# and hashes as a flat component list, read from the file (no network, nothing installed; so no
+# dependency graph, which cyclonedx-py would otherwise warn about). Hand it to the image scanner.
+SBOM ?= sbom.cdx.json
+sbom: venv
+	$(PY) -W "ignore:The Component this BOM is describing:UserWarning" -m cyclonedx_py requirements \
+		--pyproject pyproject.toml --output-format JSON --output-reproducible --output-file $(SBOM) requirements.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache

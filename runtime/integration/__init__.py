@@ -1,8 +1,8 @@
 """Every touch of MLServer, uvicorn and grpc internals, installed by one explicit `install()`.
 
-One module per surface: rest, grpc_service, fast_path_grpc, dataplane, lifecycle, parallel,
-batching, tracing (and fast_path, direct, packed, log_format, v2: no patches of their own). `patch_points()` lists
-every point; the README's "How it hooks into MLServer" table and tests/pins list the same ones.
+One module per surface: rest, content_type, rest_stream, grpc_service, fast_path_grpc, dataplane,
+lifecycle, parallel, batching, tracing (and fast_path, direct, packed, log_format, v2: no patches of
+their own). `patch_points()` lists every point; the README's "How it hooks into MLServer" table and tests/pins list the same ones.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import multiprocessing
 import threading
 
 from runtime.drain import DrainSettings
-from runtime.integration import batching, dataplane, fast_path_grpc, grpc_service, lifecycle, parallel, rest, tracing
+from runtime.integration import batching, content_type, dataplane, fast_path_grpc, grpc_service, lifecycle, parallel
+from runtime.integration import rest, rest_stream, tracing
 from runtime.integration.patching import IntegrationError, PatchPoint, install_all
 
 logger = logging.getLogger("runtime.integration")
@@ -27,6 +28,8 @@ def patch_points(runtime_class: type, drain: DrainSettings | None = None) -> lis
     """Every patch point, in the order they are installed."""
     return [
         *rest.PATCHES,
+        *content_type.PATCHES,
+        *rest_stream.PATCHES,
         *grpc_service.PATCHES,
         *fast_path_grpc.PATCHES,
         *dataplane.PATCHES,

@@ -48,7 +48,7 @@ def canonical(name: str) -> str:
 
 
 def read_lock(path: Path) -> dict[str, Pin]:
-    """Every `name==version` of a `pip-compile --generate-hashes` lock with its hashes, by canonical name.
+    """Every `name==version` of a `uv pip compile --generate-hashes` lock with its hashes, by canonical name.
     Anything else at the start of a line (an option such as --extra-index-url, an extra, a range) fails."""
     pins: dict[str, tuple[str, set[str]]] = {}
     name = None
@@ -76,10 +76,16 @@ def pyproject_requirements() -> tuple[list[Requirement], list[Requirement]]:
 
 
 def compile_command(path: Path) -> list[str]:
-    """The pip-compile command line a lock's header records."""
-    header = path.read_text().split("\n\n", 1)[0]
-    (line,) = [line for line in header.splitlines() if line.startswith("#    pip-compile ")]
+    """The `uv pip compile` command line a lock's header records (`make lock`)."""
+    header = path.read_text().splitlines()[:5]
+    (line,) = [line for line in header if line.startswith("#    uv pip compile ")]
     return shlex.split(line[1:])
+
+
+def uv_overrides() -> list[Requirement]:
+    """pyproject.toml's [tool.uv] override-dependencies: `make lock` lets them replace MLServer's fastapi cap."""
+    uv = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["uv"]
+    return [Requirement(r) for r in uv["override-dependencies"]]
 
 
 def hadolint(dockerfile: Path | str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -165,9 +171,12 @@ def test_the_locks_are_compiled_from_pyproject_as_make_lock_does() -> None:
     )
     for cmd in (runtime_cmd, dev_cmd):
         assert {"--generate-hashes", "--allow-unsafe", "--strip-extras", "--no-emit-index-url"} <= set(cmd)
-    # Each lock satisfies pyproject.toml as it is now: an edit there without `make lock` fails here.
+    # Each lock satisfies pyproject.toml as it is now, its overrides included: an edit there without
+    # `make lock` fails here.
     runtime_reqs, dev_reqs = pyproject_requirements()
-    for lock, reqs in ((RUNTIME_LOCK, runtime_reqs), (DEV_LOCK, runtime_reqs + dev_reqs)):
+    overrides = uv_overrides()
+    assert {canonical(r.name) for r in overrides} == {"fastapi", "starlette"}
+    for lock, reqs in ((RUNTIME_LOCK, runtime_reqs + overrides), (DEV_LOCK, runtime_reqs + dev_reqs + overrides)):
         pins = read_lock(lock)
         stale = [
             str(r)

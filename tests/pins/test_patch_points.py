@@ -160,6 +160,21 @@ def test_rest_guards_body_size_and_the_repository_api(servers):
     assert index.status_code == 200 and {m["name"] for m in index.json()} >= {"plain", "guarded"}
 
 
+@pins("mlserver.rest.app:APIRoute.__init__")
+def test_a_json_body_without_a_content_type_is_read_as_json(servers):
+    # tritonclient.http and KServe's REST client send none. The traced server answers on MLServer's own
+    # routes (no fast path while tracing is on), where FastAPI >= 0.132 would refuse such a body.
+    server = servers["workers-0"]
+    url = f"{server.http_url}/v2/models/plain/infer"
+    body = json.dumps({"inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", "data": ROW.ravel().tolist()}]})
+    untyped = requests.post(url, data=body.encode(), timeout=20)
+    assert "Content-Type" not in untyped.request.headers
+    assert untyped.status_code == 200 and untyped.json()["outputs"][0]["name"] == "predict", untyped.text
+    # Only a missing type is taken for JSON: another type stays a 422, as it always was (CVE-2021-32677).
+    typed = requests.post(url, data=body.encode(), headers={"Content-Type": "text/plain"}, timeout=20)
+    assert typed.status_code == 422, typed.text
+
+
 @pins("mlserver.grpc.server:aio")
 def test_grpc_guards_message_size_and_the_repository_api(servers):
     import grpc
@@ -259,6 +274,19 @@ def test_streamed_inference_is_admitted_too(servers):
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, refused.value
     served = _grpc_stream(server, "guarded", metadata=(("authorization", f"Bearer {TOKEN}"),))
     assert len(served) == 1 and [o.name for o in served[0].outputs] == ["predict"]
+
+
+@pins("mlserver.rest.endpoints:Endpoints.infer_stream")
+def test_a_rest_stream_refused_before_its_first_event_answers_with_its_status(servers):
+    # Starlette 1.x sends a stream's 200 headers before its first event: the refusal must come first.
+    server = servers["workers-0"]
+    refused = _rest(server, "guarded", path="generate_stream")
+    assert refused.status_code == 401 and "missing bearer token" in refused.json()["error"]
+    missing = _rest(server, "no-such-model", path="infer_stream")
+    assert missing.status_code == 404, missing.text
+    served = _rest(server, "plain", path="infer_stream")
+    assert served.status_code == 200 and served.headers["content-type"].startswith("text/event-stream")
+    assert served.text.startswith("data: ") and '"outputs"' in served.text
 
 
 # ------------------------------------------------------------------------------ batching
