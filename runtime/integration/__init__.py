@@ -13,6 +13,7 @@ import threading
 
 from runtime.drain import DrainSettings
 from runtime.integration import batching, dataplane, fast_path_grpc, grpc_service, lifecycle, parallel, rest, tracing
+from runtime.integration import http_head
 from runtime.integration.patching import IntegrationError, PatchPoint, install_all
 
 logger = logging.getLogger("runtime.integration")
@@ -34,6 +35,7 @@ def patch_points(runtime_class: type, drain: DrainSettings | None = None) -> lis
         *parallel.PATCHES,
         *batching.patches(runtime_class),
         *tracing.patches(runtime_class),
+        *http_head.patches(),
     ]
 
 
