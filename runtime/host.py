@@ -9,9 +9,10 @@ is digits, at most 65535 (URL parsers refuse more).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 MISSING = "an HTTP/1.1 request needs a Host header"
 REPEATED = "more than one Host header"
@@ -23,6 +24,8 @@ _MAX_PORT = 65535
 _OWS = b" \t"
 
 
+# Clients send the same few Host values over and over: each is checked once (per process, bounded).
+@functools.lru_cache(maxsize=1024)
 def valid_host(value: bytes) -> bool:
     """Whether a Host field value is RFC 3986 `host [":" port]` (surrounding whitespace aside)."""
     match = _HOST.fullmatch(value.strip(_OWS))
@@ -40,12 +43,15 @@ def valid_host(value: bytes) -> bool:
     return True
 
 
-def host_problem(headers: Sequence[tuple[bytes, bytes]], http_version: str) -> Optional[str]:
+def host_problem(headers: Sequence[tuple[bytes, bytes]], http_version: Callable[[], str]) -> Optional[str]:
     """Why a request's Host header is refused with 400, or None. `headers`: (lower-case name,
-    value) pairs as received."""
-    hosts = [value for name, value in headers if name == b"host"]
-    if not hosts:
-        return MISSING if http_version == "1.1" else None
-    if len(hosts) > 1:
-        return REPEATED
-    return None if valid_host(hosts[0]) else INVALID
+    value) pairs as received; `http_version` ("1.1", "1.0") is asked only when there is no Host."""
+    host: Optional[bytes] = None
+    for name, value in headers:
+        if name == b"host":
+            if host is not None:
+                return REPEATED
+            host = value
+    if host is None:
+        return MISSING if http_version() == "1.1" else None
+    return None if valid_host(host) else INVALID

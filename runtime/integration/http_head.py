@@ -91,11 +91,18 @@ class _HeadClock:
 
 
 _clocks: "weakref.WeakKeyDictionary[Any, _HeadClock]" = weakref.WeakKeyDictionary()
+# uvicorn's methods called directly: cheaper than super() on every request.
+_feed = HttpToolsProtocol.data_received
+_headers_complete = HttpToolsProtocol.on_headers_complete
+_message_complete = HttpToolsProtocol.on_message_complete
 
 
 class HeadGuard(HttpToolsProtocol):
     limits: ClassVar[HeadLimits] = HeadLimits()
     port_name: ClassVar[str] = "REST"
+    # limits' two numbers read on every request, one attribute lookup away
+    _max_head_bytes: ClassVar[int] = limits.max_head_bytes
+    _max_headers: ClassVar[int] = limits.max_headers
 
     # Per connection; defaults here because uvicorn builds the protocol (connection_made sets them).
     _in_head = True  # the next bytes belong to a request head
@@ -113,51 +120,61 @@ class HeadGuard(HttpToolsProtocol):
         clock.start()
 
     def data_received(self, data: bytes) -> None:
-        if self._in_head:
-            self._take_head(data)
-        else:  # a body: the per-read cost stays one attribute test
-            super().data_received(data)
-
-    def _take_head(self, data: bytes) -> None:
+        if not self._in_head:  # a body: the per-read cost stays one attribute test
+            return _feed(self, data)
         if self._refused:
             return
-        if self._head_deadline == _NO_DEADLINE:
-            self._head_deadline = self.loop.time() + self.limits.head_timeout_s
-        while True:
-            room = self.limits.max_head_bytes - self._head_bytes
+        if self._head_bytes + len(data) > self._max_head_bytes:
+            return self._take_head_in_pieces(data)
+        self._head_bytes += len(data)
+        _feed(self, data)
+        if self._in_head:
+            self._after_partial_head()
+
+    def _take_head_in_pieces(self, data: bytes) -> None:
+        """A read that passes the head limit: fed up to the limit, then refused if the head is
+        still incomplete, else the rest is fed (a body, or a later head counted afresh)."""
+        while data and not (self._refused or self.transport.is_closing()):
+            room = self._max_head_bytes - self._head_bytes
             if room <= 0:
                 return self._refuse_now(self.limits.head_too_large())
             piece, data = data[:room], data[room:]
             self._head_bytes += len(piece)
-            super().data_received(piece)
-            if self.transport.is_closing():  # uvicorn answered a malformed request
-                return
+            _feed(self, piece)
             if not self._in_head:  # the head ended in this piece: what follows is its body
-                if data:
-                    super().data_received(data)
-                return
-            if self.headers is not None and len(self.headers) > self.limits.max_headers:
-                return self._refuse_now(self.limits.too_many_headers())
-            if not data:
-                return
+                return _feed(self, data) if data else None
+            self._after_partial_head()
+
+    def _after_partial_head(self) -> None:
+        """After a read that left a head incomplete: this head's (`_head_bytes` counted it), or one
+        that began after a request ended in the same read (no deadline before its next read)."""
+        # Before a head begins, self.headers is the previous request's (within the limit) or None.
+        if len(self.headers or ()) > self._max_headers and not self.transport.is_closing():
+            self._refuse_now(self.limits.too_many_headers())
+        elif self._head_bytes and self._head_deadline == _NO_DEADLINE:
+            self._head_deadline = self.loop.time() + self.limits.head_timeout_s
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._head_deadline = _NO_DEADLINE
-        refusal = self._complete_head_refusal()
-        if refusal is None:
-            return super().on_headers_complete()
+        if len(self.headers) > self._max_headers:
+            refusal: Optional[Refusal] = self.limits.too_many_headers()
+        else:
+            problem = host_problem(self.headers, self.parser.get_http_version)
+            if problem is None:
+                return _headers_complete(self)
+            refusal = Refusal(400, problem)
         self._note(refusal)
         app, self.app = self.app, _Answer(refusal)
         try:
-            super().on_headers_complete()
+            _headers_complete(self)
         finally:
             self.app = app
 
     def on_message_complete(self) -> None:
         self._in_head = True
         self._head_bytes = 0
-        super().on_message_complete()
+        _message_complete(self)
 
     def head_overdue(self) -> None:
         if self.transport.is_closing():
@@ -168,12 +185,6 @@ class HeadGuard(HttpToolsProtocol):
             self.transport.close()
         else:
             self._refuse_now(self.limits.head_too_slow())
-
-    def _complete_head_refusal(self) -> Optional[Refusal]:
-        if len(self.headers) > self.limits.max_headers:
-            return self.limits.too_many_headers()
-        problem = host_problem(self.headers, self.parser.get_http_version())
-        return None if problem is None else Refusal(400, problem)
 
     def _refuse_now(self, refusal: Refusal) -> None:
         self._refused = True
@@ -194,7 +205,9 @@ class HeadGuard(HttpToolsProtocol):
 
 
 def guarded_protocol(limits: HeadLimits, port_name: str) -> type[HeadGuard]:
-    return type(f"HeadGuard{port_name}", (HeadGuard,), {"limits": limits, "port_name": port_name})
+    attributes = {"limits": limits, "port_name": port_name, "_max_head_bytes": limits.max_head_bytes,
+                  "_max_headers": limits.max_headers}  # fmt: skip
+    return type(f"HeadGuard{port_name}", (HeadGuard,), attributes)
 
 
 def _guarded_config(limits: HeadLimits, port_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -32,9 +32,12 @@ def _headers(*hosts: bytes) -> list[tuple[bytes, bytes]]:
 
 
 def test_a_request_is_refused_for_a_missing_repeated_or_invalid_host():
-    assert host_problem(_headers(b"example.com"), "1.1") is None
-    assert host_problem(_headers(), "1.1") == MISSING
-    assert host_problem(_headers(), "1.0") is None  # HTTP/1.0 had no Host
-    assert host_problem(_headers(b"a", b"a"), "1.1") == REPEATED
-    assert host_problem(_headers(b"a", b"a"), "1.0") == REPEATED
-    assert host_problem(_headers(b"[zz]"), "1.1") == INVALID
+    def version(v: str):  # noqa: ANN202
+        return lambda: v
+
+    assert host_problem(_headers(b"example.com"), version("1.1")) is None
+    assert host_problem(_headers(), version("1.1")) == MISSING
+    assert host_problem(_headers(), version("1.0")) is None  # HTTP/1.0 had no Host
+    assert host_problem(_headers(b"a", b"a"), version("1.1")) == REPEATED
+    assert host_problem(_headers(b"a", b"a", b"a"), version("1.0")) == REPEATED
+    assert host_problem(_headers(b"[zz]"), version("1.1")) == INVALID
