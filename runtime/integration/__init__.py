@@ -12,8 +12,8 @@ import multiprocessing
 import threading
 
 from runtime.drain import DrainSettings
-from runtime.integration import batching, content_type, dataplane, fast_path_grpc, grpc_service, lifecycle, parallel
-from runtime.integration import rest, rest_stream, tracing
+from runtime.integration import batching, content_type, dataplane, fast_path_grpc, grpc_service, http_head, lifecycle
+from runtime.integration import parallel, rest, rest_stream, tracing
 from runtime.integration.patching import IntegrationError, PatchPoint, install_all
 
 logger = logging.getLogger("runtime.integration")
@@ -37,6 +37,7 @@ def patch_points(runtime_class: type, drain: DrainSettings | None = None) -> lis
         *parallel.PATCHES,
         *batching.patches(runtime_class),
         *tracing.patches(runtime_class),
+        *http_head.patches(),
     ]
 
 

@@ -31,6 +31,7 @@ from harness.models import REPO_ROOT, sample_rows
 from harness.repository import add_model, make_repository
 from harness.server import Server, served
 from tests.reliability.support import SLOW_RUNTIME
+from tests.security.support import closed_within, connect, exchange, head, read_response
 from harness.otlp import ReceivedSpan, TraceReceiver
 
 TOKEN = "pin-token-3f1c"
@@ -40,6 +41,7 @@ BATCHING = {"max_batch_size": 8, "max_batch_time": 0.05}
 DRAIN_DELAY_S = 2.0
 ABANDONED_MS = 1000  # the slow model of the parallel-worker server
 IN_FLIGHT_MS = 4000  # the drained server's slow request outlives the drain delay
+HEAD_TIMEOUT_S, KEEPALIVE_TIMEOUT_S = 2.0, 1.0  # the workers-0 server's
 ROW = sample_rows("diabetes", 1)
 
 PINNED: dict[str, Callable[..., None]] = {}
@@ -87,8 +89,10 @@ def servers(tmp_path_factory, receiver):
     drain_env = {**env, "SLOW_RUNTIME_DELAY_MS": str(IN_FLIGHT_MS),
                  "PIPELINE_DRAIN_DELAY_S": str(DRAIN_DELAY_S), "PIPELINE_DRAIN_TIMEOUT_S": "10"}  # fmt: skip
 
+    inproc_env = {**env, "PIPELINE_HEAD_TIMEOUT_S": str(HEAD_TIMEOUT_S),
+                  "PIPELINE_KEEPALIVE_TIMEOUT_S": str(KEEPALIVE_TIMEOUT_S)}  # fmt: skip
     launched = {
-        "workers-0": Server.launch(base / "workers-0.log", root=inproc, env=env,
+        "workers-0": Server.launch(base / "workers-0.log", root=inproc, env=inproc_env,
                                    models=[("plain", None), ("guarded", None), ("batched", None)]),
         "workers-1": Server.launch(base / "workers-1.log", root=pooled, env=pooled_env,
                                    models=[("plain", None), ("batched", None), ("slow", None)]),
@@ -252,6 +256,67 @@ def test_a_grpc_refusal_logs_no_traceback(servers):
     time.sleep(0.3)  # the log line, if any, is written after the answer
     grpc_lines = [r for r in server.log_records() if r.get("logger", "").startswith("mlserver.grpc")]
     assert not [r for r in grpc_lines if "bearer token" in json.dumps(r)], grpc_lines[-3:]
+
+
+# ------------------------------------------------------------------------------ request heads
+
+_HTTPTOOLS = "uvicorn.protocols.http.httptools_impl:HttpToolsProtocol"
+
+
+def _unfinished_big_head() -> bytes:
+    return b"GET /v2/health/ready HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"x" * (128 * 1024)
+
+
+@pins("mlserver.rest.server:RESTServer._get_config")
+def test_rest_refuses_a_malformed_host_and_closes_idle_keep_alive_connections(servers):
+    port = servers["workers-0"].http_port
+    assert exchange(port, head(hosts=[b"[zz]"])).status == 400
+    with connect(port) as sock:
+        sock.sendall(head())
+        assert read_response(sock).status == 200
+        assert closed_within(sock, KEEPALIVE_TIMEOUT_S + 1.5) == b""
+
+
+@pins("mlserver.metrics.server:MetricsServer._get_config")
+def test_the_metrics_port_refuses_a_malformed_host(servers):
+    port = servers["workers-0"].metrics_port
+    refused = exchange(port, head("/metrics", hosts=[b"[zz]"]))
+    assert refused.status == 400 and "Host header" in refused.json()["error"]
+    assert exchange(port, head("/metrics")).status == 200
+
+
+@pins(f"{_HTTPTOOLS}.connection_made")
+def test_a_connection_that_sends_nothing_is_closed_after_the_head_timeout(servers):
+    started = time.monotonic()
+    with connect(servers["workers-0"].http_port) as sock:
+        assert closed_within(sock, HEAD_TIMEOUT_S + 2) == b""
+    assert time.monotonic() - started >= HEAD_TIMEOUT_S - 0.1
+
+
+@pins(f"{_HTTPTOOLS}.data_received")
+def test_an_oversized_head_is_431_before_it_is_all_sent(servers):
+    with connect(servers["workers-0"].http_port) as sock:
+        sock.sendall(_unfinished_big_head())
+        refused = read_response(sock, timeout_s=5)
+    assert refused.status == 431 and "PIPELINE_MAX_HEAD_BYTES" in refused.json()["error"]
+
+
+@pins(f"{_HTTPTOOLS}.on_headers_complete")
+def test_a_malformed_host_or_too_many_headers_never_reach_the_app(servers):
+    server = servers["workers-0"]
+    assert exchange(server.http_port, head(hosts=[b"a b"])).status == 400
+    assert exchange(server.http_port, head(extra=[b"X-%d: 1" % i for i in range(200)])).status == 431
+    time.sleep(0.3)  # the log line, if any, is written after the answer
+    assert "Exception in ASGI application" not in server.log_text()
+
+
+@pins(f"{_HTTPTOOLS}.on_message_complete")
+def test_the_second_head_on_a_keep_alive_connection_is_limited_too(servers):
+    with connect(servers["workers-0"].http_port) as sock:
+        sock.sendall(head())
+        assert read_response(sock).status == 200
+        sock.sendall(_unfinished_big_head())
+        assert read_response(sock, timeout_s=5).status == 431
 
 
 # ------------------------------------------------------------------------------ dataplane
