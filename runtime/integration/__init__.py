@@ -1,7 +1,7 @@
 """Every touch of MLServer, uvicorn and grpc internals, installed by one explicit `install()`.
 
 One module per surface: rest, content_type, rest_stream, grpc_service, fast_path_grpc, dataplane,
-lifecycle, parallel, batching, tracing (and fast_path, direct, packed, log_format, v2: no patches of
+lifecycle, parallel, batching, tracing, http_head (and fast_path, direct, packed, log_format, v2: no patches of
 their own). `patch_points()` lists every point; the README's "How it hooks into MLServer" table and tests/pins list the same ones.
 """
 
