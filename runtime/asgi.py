@@ -13,6 +13,14 @@ Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+RawHeaders = list[tuple[bytes, bytes]]
+
+
+def credentials(headers: RawHeaders) -> dict[str, str]:
+    """The request's Authorization header (the last of repeats), decoded, as auth reads it."""
+    return {"authorization": v.decode("latin-1") for k, v in headers if k.lower() == b"authorization"}
+
+
 def route_path(scope: Scope) -> str:
     """The path the app routes: the server puts its root path (MLSERVER_ROOT_PATH) in front of
     `path`, and Starlette's router takes it off again (starlette._utils.get_route_path)."""

@@ -15,12 +15,12 @@ as one message. Plain ASGI: it knows nothing of MLServer.
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Mapping, NamedTuple, Optional
+from typing import Awaitable, Callable, NamedTuple, Optional
 
 from runtime import json_depth
 from runtime.admin import AdminPolicy
 from runtime.admission import PEER_HEADER
-from runtime.asgi import App, Message, Receive, Scope, Send, json_response, replay, route_path
+from runtime.asgi import App, Message, RawHeaders, Receive, Scope, Send, credentials, json_response, replay, route_path
 from runtime.body_limits import ENV_MAX_JSON_DEPTH, ENV_MAX_REQUEST_BYTES, BodyLimits
 from runtime.body_reader import BodyReader
 from runtime.errors import MalformedBody, PipelineError, RequestTooLarge, RouteNotFound
@@ -36,8 +36,9 @@ class Route(NamedTuple):
 
 
 Router = Callable[[Scope], Optional[Route]]  # None: nothing answers this method and path
-# An inference route's model and the request's headers -> RouteNotFound / Unauthenticated, or None.
-Authorize = Callable[[str, Optional[str], Mapping[str, str]], Awaitable[None]]
+# An inference route's model and the request's raw headers -> RouteNotFound / Unauthenticated, or
+# None. The raw headers: a model without a token never has them decoded.
+Authorize = Callable[[str, Optional[str], RawHeaders], Awaitable[None]]
 
 
 class RequestGuard:
@@ -67,43 +68,47 @@ class RequestGuard:
         if route is None:
             raise RouteNotFound(f"{scope['method']} {route_path(scope)}: no such route")
         if route.kind == REPOSITORY:
-            self.admin.check(_decoded(scope, _CREDENTIALS))
+            self.admin.check(credentials(scope["headers"]))
         elif route.kind == INFERENCE and route.model is not None:
-            await self.authorize(route.model, route.version, _decoded(scope, _CREDENTIALS))
+            await self.authorize(route.model, route.version, scope["headers"])
 
     async def _body(self, scope: Scope, receive: Receive) -> Optional[tuple[Scope, Receive]]:
         """The scope and a `receive` replaying the body read under the limits; None if the client
         disconnected first."""
         declared, coding = framing(scope["headers"])
-        if declared is not None and declared > self.limits.max_bytes:
+        limits = self.limits
+        if declared is not None and declared > limits.max_bytes:
             raise RequestTooLarge(
-                f"request body of {declared} bytes exceeds this server's limit of {self.limits.max_bytes} "
+                f"request body of {declared} bytes exceeds this server's limit of {limits.max_bytes} "
                 f"bytes ({ENV_MAX_REQUEST_BYTES}); send fewer rows per request"
             )
-        reader = BodyReader(self.limits, coding)
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        body = message.get("body", b"")
+        if coding is not None or message.get("more_body", False) or len(body) > limits.max_bytes:
+            body = await _read(BodyReader(limits, coding), message, receive)
+            if body is None:
                 return None
-            reader.feed(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body = reader.body()
-        depth = self.limits.max_json_depth
-        if body and _may_be_json(scope) and not json_depth.within(body, depth):
-            raise MalformedBody(f"the JSON body nests deeper than {depth} levels, this server's limit ({ENV_MAX_JSON_DEPTH})")
+        if body and not json_depth.within(body, limits.max_json_depth) and _may_be_json(scope):
+            raise MalformedBody(
+                f"the JSON body nests deeper than {limits.max_json_depth} levels, this server's limit ({ENV_MAX_JSON_DEPTH})"
+            )
         if coding is not None:
             scope = {**scope, "headers": _inflated_headers(scope["headers"], len(body))}
         return scope, replay(body, receive)
 
 
-# The headers a head decision reads (the bearer token); the rest of a request's headers never are.
-_CREDENTIALS = frozenset({b"authorization"})
-
-
-def _decoded(scope: Scope, only: frozenset[bytes]) -> dict[str, str]:
-    """The request's headers named in `only` (the last of repeats)."""
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"] if k.lower() in only}
+async def _read(reader: BodyReader, first: Message, receive: Receive) -> Optional[bytes]:
+    """A body of several messages, or a compressed one, through the reader; None if the client left."""
+    message = first
+    while True:
+        reader.feed(message.get("body", b""))
+        if not message.get("more_body", False):
+            return reader.body()
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
 
 
 def _may_be_json(scope: Scope) -> bool:

@@ -26,13 +26,13 @@ class Framing(NamedTuple):
 
 def framing(headers: RawHeaders) -> Framing:
     """The body's framing and content coding, or the error that refuses the request."""
-    lengths: list[str] = []
+    lengths: list[bytes] = []
     transfer: list[str] = []
     content: list[str] = []
     for name, value in headers:
         key = name.lower()
-        if key == b"content-length":  # every element must be the number: an empty one is not
-            lengths += [t.strip() for t in value.decode("latin-1").split(",")]
+        if key == b"content-length":
+            lengths.append(value)
         elif key == b"transfer-encoding":
             transfer += _tokens(value)
         elif key == b"content-encoding":
@@ -44,19 +44,23 @@ def framing(headers: RawHeaders) -> Framing:
             raise UnsupportedTransferCoding(
                 f"Transfer-Encoding {', '.join(transfer)!r} is not supported; send the body chunked or with a Content-Length"
             )
-    return Framing(_length(lengths), _coding(content))
+    return Framing(_length(lengths), _coding(content) if content else None)
 
 
 def _tokens(value: bytes) -> list[str]:
     return [t.strip().lower() for t in value.decode("latin-1").split(",") if t.strip()]
 
 
-def _length(values: list[str]) -> Optional[int]:
+def _length(values: list[bytes]) -> Optional[int]:
+    if len(values) == 1 and values[0].isdigit():  # every request with a body but a chunked one
+        return int(values[0])
     if not values:
         return None
-    if not all(v.isdigit() and v.isascii() for v in values) or len(set(map(int, values))) != 1:
-        raise MalformedFraming(f"Content-Length {', '.join(values)!r} is not one number of bytes")
-    return int(values[0])
+    # Repeated, or a list: every element must be the same number (an empty one is not a number).
+    elements = [t.strip() for v in values for t in v.decode("latin-1").split(",")]
+    if not all(e.isdigit() and e.isascii() for e in elements) or len(set(map(int, elements))) != 1:
+        raise MalformedFraming(f"Content-Length {', '.join(elements)!r} is not one number of bytes")
+    return int(elements[0])
 
 
 def _coding(values: list[str]) -> Optional[str]:

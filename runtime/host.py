@@ -24,10 +24,23 @@ _MAX_PORT = 65535
 _OWS = b" \t"
 
 
-# Clients send the same few Host values over and over: each is checked once (per process, bounded).
-@functools.lru_cache(maxsize=1024)
+# Clients send the same few Host values over and over: each is checked once (per process, bounded
+# in count, and in size: a long value, which no client needs, is checked every time, so a head full
+# of distinct long values cannot fill the cache).
+_CACHED_LENGTH = 270
+
+
 def valid_host(value: bytes) -> bool:
     """Whether a Host field value is RFC 3986 `host [":" port]` (surrounding whitespace aside)."""
+    return _valid_cached(value) if len(value) <= _CACHED_LENGTH else _valid(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _valid_cached(value: bytes) -> bool:
+    return _valid(value)
+
+
+def _valid(value: bytes) -> bool:
     match = _HOST.fullmatch(value.strip(_OWS))
     if match is None:
         return False

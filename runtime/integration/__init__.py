@@ -27,7 +27,7 @@ _installed = False
 def patch_points(runtime_class: type, drain: DrainSettings | None = None) -> list[PatchPoint]:
     """Every patch point, in the order they are installed."""
     return [
-        *rest.PATCHES,
+        *rest.patches(),
         *content_type.PATCHES,
         *rest_stream.PATCHES,
         *grpc_service.PATCHES,

@@ -2,7 +2,7 @@
 and, for a model served in this process, MLServer's pydantic types and DataPlane.
 
 One ASGI middleware, inside the request guard and POST /predict (runtime.asgi_guard,
-runtime.legacy_api) and outside MLServer's own middleware. It takes
+runtime.legacy_api) and in front of MLServer's FastAPI app (runtime.integration.rest). It takes
 `POST /v2/models/{name}[/versions/{v}]/infer` for a model of this runtime whose fast path is on,
 with a body in the simple form (runtime.fast_json), and does what the layers it skips do:
 - MLServer's REST request metrics: starlette_exporter's PrometheusMiddleware, with that
@@ -44,14 +44,12 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette_exporter import PrometheusMiddleware
 
 from runtime.asgi import App, Receive, Scope, Send, read_body, replay
-from runtime.asgi_guard import RequestGuard
 from runtime.call import Answer, Call
 from runtime.deadlines import stamp
 from runtime.errors import PipelineError
 from runtime.fast_json import SimpleRequest, read_simple
 from runtime.integration.direct import DirectInference, new_id
 from runtime.integration.patching import IntegrationError
-from runtime.legacy_api import LegacyPredict
 from runtime.metrics import fast_path_counter, observer
 
 logger = logging.getLogger("runtime.integration")
@@ -61,7 +59,6 @@ _INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 # The routes of MLServer's app the fast path answers for: its metrics label requests with these.
 ROUTES = ("/v2/models/{model_name}/infer", "/v2/models/{model_name}/versions/{model_version}/infer")
 _JSON = (b"content-type", b"application/json")
-_OURS = (RequestGuard, LegacyPredict)
 
 
 def switched_on(env: Optional[dict[str, str]] = None) -> bool:
@@ -136,8 +133,6 @@ def layers(app: Any) -> Optional[Layers]:
             raise IntegrationError(f"runtime.integration.fast_path: MLServer's app has no inference route {path}")
     found: dict[type, dict[str, Any]] = {}
     for middleware in app.user_middleware:
-        if middleware.cls in _OURS:
-            continue
         allowed = _REPRODUCED.get(middleware.cls)
         if allowed is None or middleware.args or not middleware.kwargs.keys() <= allowed:
             logger.warning(

@@ -210,20 +210,37 @@ def guarded_protocol(limits: HeadLimits, port_name: str) -> type[HeadGuard]:
     return type(f"HeadGuard{port_name}", (HeadGuard,), attributes)
 
 
+def configure(config: Any, protocol: type[HeadGuard], limits: HeadLimits) -> None:
+    """A server's uvicorn.Config (loaded later by uvicorn.Server.serve) with the guarded protocol."""
+    config.http = protocol
+    config.ws = "none"
+    config.timeout_keep_alive = limits.keepalive_timeout_s
+
+
 def _guarded_config(limits: HeadLimits, port_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     protocol = guarded_protocol(limits, port_name)
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         def _get_config(self):  # type: ignore[no-untyped-def]
-            config = original(self)  # uvicorn.Config, loaded later by uvicorn.Server.serve
-            config.http = protocol
-            config.ws = "none"
-            config.timeout_keep_alive = limits.keepalive_timeout_s
+            config = original(self)
+            configure(config, protocol, limits)
             return config
 
         return _get_config
 
     return wrap
+
+
+# What the protocol does on a port, for the patch points that install it (the REST one: runtime.integration.rest).
+CONFIG_WHY = ("uvicorn.Config gets http=HeadGuard (head size, header count, head timeout, Host check: "
+              "runtime.head_limits, runtime.host), timeout_keep_alive=PIPELINE_KEEPALIVE_TIMEOUT_S and ws='none'")  # fmt: skip
+CONFIG_UPSTREAM = ("encode/uvicorn#157 (closed: no head timeout or header count; the httptools head size limit "
+                   "of #1684 closed unmerged); MLServer passes no uvicorn limits")  # fmt: skip
+
+
+def config_lost(port: str) -> str:
+    return (f"on the {port} port an 8 MiB header is served, unfinished heads hold memory and connections "
+            "without end, a malformed Host is a 500 with a traceback")  # fmt: skip
 
 
 def _read(_original: Any) -> None:
@@ -237,18 +254,13 @@ def patches(limits: Optional[HeadLimits] = None) -> list[PatchPoint]:
     limits = limits or HeadLimits.from_env()
     servers = [
         PatchPoint(
-            target=f"mlserver.{module}:{cls}._get_config",
-            why=f"the {port} server's uvicorn.Config gets http=HeadGuard (head size, header count, "
-            "head timeout, Host check: runtime.head_limits, runtime.host), timeout_keep_alive="
-            "PIPELINE_KEEPALIVE_TIMEOUT_S and ws='none'",
-            upstream="encode/uvicorn#157 (closed: no head timeout or header count; the httptools head "
-            "size limit of #1684 closed unmerged); MLServer passes no uvicorn limits",
-            if_removed=f"on the {port} port an 8 MiB header is served, unfinished heads hold memory "
-            "and connections without end, a malformed Host is a 500 with a traceback",
+            target="mlserver.metrics.server:MetricsServer._get_config",
+            why=f"the metrics server's {CONFIG_WHY}",
+            upstream=CONFIG_UPSTREAM,
+            if_removed=config_lost("metrics"),
             params=("self",),
-            apply=_guarded_config(limits, port),
+            apply=_guarded_config(limits, "metrics"),
         )
-        for module, cls, port in (("rest.server", "RESTServer", "REST"), ("metrics.server", "MetricsServer", "metrics"))
     ]
     methods = [
         ("connection_made", ("self", "transport"), "start the first head's deadline with the connection",

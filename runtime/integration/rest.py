@@ -1,29 +1,33 @@
-"""REST: a guard in front of MLServer's app, and each inference request's arrival stamped.
+"""REST: the edge in front of MLServer's app, and each inference request's arrival stamped.
 
-- `create_app`: the app MLServer builds gets runtime.asgi_guard's middleware (routes, the
-  repository API's lock, bearer tokens and body limits decided before the body is read) and
-  runtime.legacy_api's POST /predict, added through Starlette's public `add_middleware`; MLServer
-  offers no setting for either. The guard asks the app's own router which route a request takes,
-  so it decides on the path Starlette routes (root path and every spelling included).
+- `RESTServer._get_config`: uvicorn serves the edge, not MLServer's FastAPI app directly:
+  runtime.asgi_guard's RequestGuard (routes, the repository API's lock, bearer tokens and body
+  limits decided before the body is read), then runtime.legacy_api's POST /predict, then (unless
+  off) the V2 fast path, then MLServer's app. Outside FastAPI, a request the edge answers passes
+  none of its and Starlette's per-request layers (FastAPI >= 0.13x adds a telemetry check and two
+  middlewares to every request). The guard asks the app's own router which route a request takes,
+  so it decides on the path Starlette routes (root path and every spelling included). The same
+  config gets uvicorn's guarded protocol (runtime.integration.http_head). MLServer offers no
+  setting for either.
 - `insert_headers`: MLServer records no arrival time, and it is the one step of its REST endpoints
   that sees every inference request with its transport headers before the model is looked up.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Optional
 
 from mlserver.errors import MLServerError
-from starlette.middleware import Middleware
 from starlette.routing import Match
 
 from runtime.admin import AdminPolicy
-from runtime.asgi import Scope, route_path
+from runtime.asgi import App, RawHeaders, Scope, credentials, route_path
 from runtime.asgi_guard import INFERENCE, OTHER, REPOSITORY, Authorize, RequestGuard, Route, Router
 from runtime.body_limits import BodyLimits
 from runtime.deadlines import stamp
 from runtime.errors import PipelineError, RouteNotFound
-from runtime.integration import fast_path
+from runtime.head_limits import HeadLimits
+from runtime.integration import fast_path, http_head
 from runtime.integration.dataplane import policy_for
 from runtime.integration.patching import PatchPoint
 from runtime.integration.v2 import as_mlserver_error
@@ -110,60 +114,73 @@ def authorizer(data_plane: Any) -> Authorize:
     """An inference route's model (404 if none is loaded) and its bearer token (401), as
     admission will check them once the body is read."""
 
-    async def authorize(name: str, version: Optional[str], headers: Mapping[str, str]) -> None:
+    async def authorize(name: str, version: Optional[str], headers: RawHeaders) -> None:
         try:
             model = await data_plane._model_registry.get_model(name, version)
         except MLServerError as error:
             if error.status_code == _NOT_FOUND:
                 raise RouteNotFound(str(error)) from None
             return  # not ours to decide from the head: MLServer's path answers
-        policy_for(model).authenticate(headers)
+        policy = policy_for(model)
+        if policy.authenticator is not None:
+            policy.authenticate(credentials(headers))
 
     return authorize
 
 
-def _guarded(original: Callable[..., Any]) -> Callable[..., Any]:
-    def create_app(settings, data_plane, model_repository_handlers):  # type: ignore[no-untyped-def]
-        app = original(settings, data_plane, model_repository_handlers)
-        admin = AdminPolicy.from_env(settings.host)
-        admin.announce()
-        default_model = configured_default()
-        # Starlette puts the last one added outermost: the guard sees every request first.
-        app.add_middleware(LegacyPredict, default_model=default_model)
-        app.add_middleware(RequestGuard, limits=BodyLimits.from_env(), admin=admin,
-                           router=router_of(app, default_model), authorize=authorizer(data_plane))  # fmt: skip
-        layers = fast_path.layers(app) if fast_path.enabled(settings) else None
-        if layers is not None:
-            # Inside the guard and /predict (whose V2 requests it serves too), outside MLServer's
-            # own middleware, whose work it reproduces: where add_middleware cannot put it.
-            app.user_middleware.insert(2, Middleware(fast_path.FastInfer, data_plane=data_plane, layers=layers))
-        return app
-
-    return create_app
+def edge(app: Any, settings: Any, data_plane: Any) -> App:
+    """The ASGI app uvicorn serves: guard -> /predict -> fast path (unless off) -> MLServer's app."""
+    admin = AdminPolicy.from_env(settings.host)
+    admin.announce()
+    default_model = configured_default()
+    inner: App = app
+    layers = fast_path.layers(app) if fast_path.enabled(settings) else None
+    if layers is not None:
+        inner = fast_path.FastInfer(app, data_plane=data_plane, layers=layers)
+    inner = LegacyPredict(inner, default_model=default_model)
+    return RequestGuard(inner, limits=BodyLimits.from_env(), admin=admin, router=router_of(app, default_model),
+                        authorize=authorizer(data_plane))  # fmt: skip
 
 
-PATCHES = [
-    PatchPoint(
-        target="mlserver.rest.server:create_app",
-        why="add the request guard to the app (from the request head: unknown routes 404, the "
-        "repository API's admin token, an inference model's bearer token; then the body read under "
-        "PIPELINE_MAX_REQUEST_BYTES, inflated as it arrives, its JSON depth bounded), POST /predict "
-        "(runtime.legacy_api) and, in front of MLServer's middleware, the V2 fast path "
-        "(runtime.integration.fast_path)",
-        upstream="none found: no body size limit and no auth on the repository API; MLServer "
-        "inflates a gzip body whole (mlserver.rest.requests)",
-        if_removed="a few large or compressed bodies exhaust the pod's memory; anyone who reaches "
-        "the port unloads models; no /predict; REST inference at MLServer's speed",
-        params=("settings", "data_plane", "model_repository_handlers"),
-        apply=_guarded,
-    ),
-    PatchPoint(
-        target="mlserver.rest.endpoints:insert_headers",
-        why="stamp the arrival time and the X-Request-Timeout-Ms deadline (a module global, "
-        "looked up per request by Endpoints.infer / infer_stream)",
-        upstream="none: MLServer has no request hook before the dataplane",
-        if_removed="X-Request-Timeout-Ms and request_timeout_ms are ignored over REST (no 504)",
-        params=("inference_request", "headers"),
-        apply=_stamp_on_insert,
-    ),
-]
+def _served_through_the_edge(limits: HeadLimits) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    protocol = http_head.guarded_protocol(limits, "REST")
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def _get_config(self):  # type: ignore[no-untyped-def]
+            config = original(self)
+            http_head.configure(config, protocol, limits)
+            config.app = edge(self._app, self._settings, self._data_plane)
+            return config
+
+        return _get_config
+
+    return wrap
+
+
+def patches(limits: Optional[HeadLimits] = None) -> list[PatchPoint]:
+    return [
+        PatchPoint(
+            target="mlserver.rest.server:RESTServer._get_config",
+            why="uvicorn serves the edge in front of MLServer's app: the request guard (from the request "
+            "head: unknown routes 404, the repository API's admin token, an inference model's bearer "
+            "token; then the body read under PIPELINE_MAX_REQUEST_BYTES, inflated as it arrives, its JSON "
+            "depth bounded), POST /predict (runtime.legacy_api) and the V2 fast path "
+            "(runtime.integration.fast_path); and the REST server's " + http_head.CONFIG_WHY,
+            upstream="none found: no body size limit and no auth on the repository API; MLServer inflates "
+            "a gzip body whole (mlserver.rest.requests); " + http_head.CONFIG_UPSTREAM,
+            if_removed="a few large or compressed bodies exhaust the pod's memory; anyone who reaches the "
+            "port unloads models; no /predict; REST inference at MLServer's speed; "
+            + http_head.config_lost("REST"),
+            params=("self",),
+            apply=_served_through_the_edge(limits or HeadLimits.from_env()),
+        ),
+        PatchPoint(
+            target="mlserver.rest.endpoints:insert_headers",
+            why="stamp the arrival time and the X-Request-Timeout-Ms deadline (a module global, "
+            "looked up per request by Endpoints.infer / infer_stream)",
+            upstream="none: MLServer has no request hook before the dataplane",
+            if_removed="X-Request-Timeout-Ms and request_timeout_ms are ignored over REST (no 504)",
+            params=("inference_request", "headers"),
+            apply=_stamp_on_insert,
+        ),
+    ]

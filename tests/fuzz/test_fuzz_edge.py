@@ -12,8 +12,8 @@ import zlib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import raw_http
 from harness.v2 import good_rest_request_works
+from tests.security import support
 
 EXAMPLES = 300
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -46,7 +46,7 @@ bodies = st.sampled_from([
 ])  # fmt: skip
 
 
-def _assert_served_well(answer: raw_http.Answer, server, log_from: int) -> None:
+def _assert_served_well(answer: support.Response, server, log_from: int) -> None:
     assert answer.status < 500 or answer.status == 501, answer
     # The log since this test began (the gRPC fuzz logs MLServer's own tracebacks for 400s).
     assert "Traceback" not in server.log_text()[log_from:]
@@ -64,12 +64,12 @@ def test_codings_in_any_spelling_never_get_a_server_error(server):
             headers["Content-Encoding"] = content
         if transfer is not None:
             headers["Transfer-Encoding"] = transfer
-            pieces = list(raw_http.chunked(data)) if "chunked" in transfer.lower() else [data]
+            pieces = list(support.chunked(data)) if "chunked" in transfer.lower() else [data]
         else:
             headers["Content-Length"] = str(len(data))
             pieces = [data]
-        request = raw_http.head(server.http_hostport, "/v2/models/diabetes/infer", headers)
-        _assert_served_well(raw_http.exchange(server.http_hostport, request, pieces), server, log_from)
+        request = support.request_head("/v2/models/diabetes/infer", headers)
+        _assert_served_well(support.exchange(server.http_port, request, pieces=pieces), server, log_from)
 
     prop()
     good_rest_request_works(server.http_url)
@@ -99,12 +99,40 @@ def test_json_nested_any_way_on_every_entry_is_refused_past_the_depth_and_never_
         text = _nested(shape, leaf)
         body = (f'{{"inputs": {text}}}' if wrap else text).encode()
         depth = len(shape) + int(wrap) + int(leaf in ("[]", "{}"))
-        request = raw_http.head(server.http_hostport, path, {"Content-Type": "application/json",
-                                                            "Content-Length": str(len(body))})  # fmt: skip
-        answer = raw_http.exchange(server.http_hostport, request, [body])
+        request = support.request_head(path, {"Content-Type": "application/json", "Content-Length": str(len(body))})
+        answer = support.exchange(server.http_port, request, pieces=[body])
         _assert_served_well(answer, server, log_from)
         if depth > DEPTH:
-            assert answer.status == 400 and "nests deeper" in answer.body.get("error", ""), (depth, answer)
+            assert answer.status == 400 and "nests deeper" in answer.json()["error"], (depth, answer)
+
+    prop()
+    good_rest_request_works(server.http_url)
+
+
+host_values = st.one_of(
+    st.binary(max_size=40).filter(lambda b: b"\r" not in b and b"\n" not in b),
+    st.text(alphabet="abcz09.-_~[]:%@ \t!$&'()*+,;=/?#", max_size=30).map(str.encode),
+    st.tuples(st.sampled_from([b"[::1]", b"[zz]", b"127.0.0.1", b"example.com", b"", b"[::ffff:1.2.3.4]"]),
+              st.sampled_from([b"", b":", b":8080", b":65535", b":65536", b":99999999", b":x"])).map(b"".join),
+)  # fmt: skip
+
+
+def test_host_headers_of_any_shape_are_400_exactly_when_invalid_on_both_ports(server):
+    from runtime.host import valid_host  # plain Python: the same check the server applies
+
+    log_from = len(server.log_text())
+
+    @SETTINGS
+    @given(value=host_values, port=st.sampled_from(["rest", "metrics"]))
+    def prop(value, port):
+        number, path = (server.http_port, "/v2/health/ready") if port == "rest" else (server.metrics_port, "/metrics")
+        request = b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (path.encode(), value)
+        answer = support.exchange(number, request)
+        _assert_served_well(answer, server, log_from)
+        if valid_host(value.strip(b" \t")):
+            assert answer.status == 200, (value, answer)
+        else:
+            assert answer.status == 400, (value, answer)
 
     prop()
     good_rest_request_works(server.http_url)

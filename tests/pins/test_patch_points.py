@@ -150,8 +150,9 @@ def _runtime_spans(receiver: TraceReceiver, trace_id: str) -> list[ReceivedSpan]
 # ------------------------------------------------------------------------------ transport
 
 
-@pins("mlserver.rest.server:create_app")
+@pins("mlserver.rest.server:RESTServer._get_config")
 def test_rest_guards_body_size_and_the_repository_api(servers):
+    # The same point also installs the guarded protocol: the next test.
     server = servers["workers-0"]
     oversized = requests.post(f"{server.http_url}/v2/models/plain/infer", data=b"0" * (MAX_REQUEST_BYTES + 1),
                               headers={"Content-Type": "application/json"}, timeout=20)  # fmt: skip
@@ -267,7 +268,6 @@ def _unfinished_big_head() -> bytes:
     return b"GET /v2/health/ready HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"x" * (128 * 1024)
 
 
-@pins("mlserver.rest.server:RESTServer._get_config")
 def test_rest_refuses_a_malformed_host_and_closes_idle_keep_alive_connections(servers):
     port = servers["workers-0"].http_port
     assert exchange(port, head(hosts=[b"[zz]"])).status == 400

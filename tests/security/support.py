@@ -1,13 +1,18 @@
-"""Raw HTTP/1.1 over loopback sockets, for the heads no HTTP client library sends: oversized,
-endless, slow, or with a malformed Host. Every read is bounded by a timeout."""
+"""Raw HTTP/1.1 over loopback sockets, for what no HTTP client library sends: heads oversized,
+endless, slow or with a malformed Host; framings and codings in odd spellings; gzip bombs; path
+tricks. Every read is bounded by a timeout. tests/security, tests/fuzz and tests/pins use it."""
 
 from __future__ import annotations
 
 import json
 import socket
+import statistics
+import threading
 import time
-from dataclasses import dataclass
-from typing import Iterable, Optional
+from dataclasses import dataclass, replace
+from typing import Callable, Iterable, Optional
+
+import requests
 
 from harness.server import HOST, Server
 
@@ -21,6 +26,7 @@ class Response:
     status: int
     headers: dict[str, str]
     body: bytes
+    seconds: float = 0.0  # from the request sent to the response read (exchange)
 
     def json(self) -> dict:
         return json.loads(self.body)
@@ -38,6 +44,20 @@ def head(path: str = "/v2/health/ready", method: str = "GET", hosts: Iterable[by
     if body or method == "POST":
         lines += [b"Content-Type: application/json", b"Content-Length: %d" % len(body)]
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def request_head(path: str, headers: dict[str, str], method: str = "POST") -> bytes:
+    """A head alone, exactly these headers (and Host): the caller frames and sends the body."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}", *[f"{k}: {v}" for k, v in headers.items()]]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def chunked(data: bytes, size: int = 65536) -> Iterable[bytes]:
+    """`data` in chunked transfer coding."""
+    for i in range(0, len(data), size):
+        piece = data[i:i + size]
+        yield b"%x\r\n" % len(piece) + piece + b"\r\n"
+    yield b"0\r\n\r\n"
 
 
 def infer(hosts: Iterable[bytes] = (b"127.0.0.1",), model: str = "diabetes") -> bytes:
@@ -68,10 +88,19 @@ def read_response(sock: socket.socket, timeout_s: float = 10.0) -> Response:
     raise AssertionError("response larger than expected")
 
 
-def exchange(port: int, request: bytes, timeout_s: float = 10.0) -> Response:
+def exchange(port: int, request: bytes, timeout_s: float = 10.0, pieces: Iterable[bytes] = ()) -> Response:
+    """Send `request`, then the body's `pieces` (stopping once the server closes: it may answer
+    before the body ends), and read one response."""
     with connect(port, timeout_s) as sock:
+        started = time.monotonic()
         sock.sendall(request)
-        return read_response(sock, timeout_s)
+        try:
+            for piece in pieces:
+                sock.sendall(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        response = read_response(sock, timeout_s)
+        return replace(response, seconds=time.monotonic() - started)
 
 
 def closed_within(sock: socket.socket, timeout_s: float) -> Optional[bytes]:
@@ -101,3 +130,96 @@ def errors_logged(server: Server) -> list[str]:
     """Log lines at ERROR or above, and any traceback."""
     return [line for line in server.log_text().splitlines()
             if '"level": "ERROR"' in line or '"level": "CRITICAL"' in line or "Traceback" in line]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ under attack
+
+NORMAL_REQUESTS = 150
+MAX_RSS_GROWTH = 64 * 1024 * 1024
+ATTACK_BOUND_S = 60.0
+
+
+def normal_latencies(server: Server, headers: Optional[dict[str, str]] = None) -> list[float]:
+    """NORMAL_REQUESTS, alternating readiness and inference on one keep-alive session."""
+    latencies = []
+    with requests.Session() as session:
+        for i in range(NORMAL_REQUESTS):
+            started = time.monotonic()
+            if i % 2:
+                r = session.get(f"{server.http_url}/v2/health/ready", timeout=10)
+            else:
+                r = session.post(f"{server.http_url}/v2/models/diabetes/infer", data=INFER_BODY,
+                                 headers={"Content-Type": "application/json", **(headers or {})}, timeout=10)  # fmt: skip
+            latencies.append(time.monotonic() - started)
+            assert r.status_code == 200, r.text
+    return latencies
+
+
+def p99(latencies: list[float]) -> float:
+    return statistics.quantiles(latencies, n=100)[98]
+
+
+Attacker = Callable[[threading.Event], Optional[int]]  # until the event is set: one hostile request
+
+
+class Attack:
+    """Each attacker on its own thread, over and over (at most `rounds` times, each its own
+    connection) until stopped; counts the statuses the server answered them with (0: closed)."""
+
+    def __init__(self, attackers: dict[str, tuple[int, Attacker]], rounds: int = 200) -> None:
+        self.stop = threading.Event()
+        self.answered: dict[str, dict[int, int]] = {kind: {} for kind in attackers}
+        self._lock = threading.Lock()
+        self._rounds = rounds
+        self._threads = [threading.Thread(target=self._run, args=(kind, attack), daemon=True)
+                         for kind, (count, attack) in attackers.items() for _ in range(count)]  # fmt: skip
+
+    def __enter__(self) -> "Attack":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(15)
+        assert not any(t.is_alive() for t in self._threads), "attackers did not stop"
+
+    def _run(self, kind: str, attack: Attacker) -> None:
+        for _ in range(self._rounds):
+            try:
+                status = attack(self.stop)
+            except OSError:
+                status = 0
+            if self.stop.is_set():
+                return
+            with self._lock:
+                self.answered[kind][status or 0] = self.answered[kind].get(status or 0, 0) + 1
+            if self.stop.wait(0.05):
+                return
+
+
+def under_attack(server: Server, attack: Attack, settle_s: float = 1.0, after_s: float = 0.0,
+                 headers: Optional[dict[str, str]] = None) -> tuple[float, float, int]:  # fmt: skip
+    """(quiet p99, p99 under `attack`, peak RSS growth in bytes) of a normal client."""
+    normal_latencies(server, headers)  # warm-up: connections, caches, the model's first call
+    quiet = p99(normal_latencies(server, headers))
+    before = server_rss(server)
+    peak = [before]
+    with attack:
+        started = time.monotonic()
+        deadline = started + ATTACK_BOUND_S
+        time.sleep(settle_s)  # the attack under way
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.wait(0.1) and time.monotonic() < deadline:
+                peak[0] = max(peak[0], server_rss(server))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        attacked = p99(normal_latencies(server, headers))
+        time.sleep(max(0.0, started + after_s - time.monotonic()))
+        sampling.set()
+        sampler.join(5)
+    return quiet, attacked, peak[0] - before

@@ -7,19 +7,19 @@ and twenty huge plus twenty slow heads at once cost the server neither memory no
 from __future__ import annotations
 
 import socket
-import statistics
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import pytest
-import requests
 
 from harness.models import served_models
 from harness.server import Server
 from tests.security.support import (
-    INFER_BODY,
+    MAX_RSS_GROWTH,
+    Attack,
+    Attacker,
     Response,
     closed_within,
     connect,
@@ -28,7 +28,7 @@ from tests.security.support import (
     head,
     infer,
     read_response,
-    server_rss,
+    under_attack,
 )
 
 HEAD_TIMEOUT_S = 2.0
@@ -217,117 +217,51 @@ def test_http_1_1_without_host_is_400_and_http_1_0_is_served(server):
 # ------------------------------------------------------------------------------ under attack
 
 ATTACKERS = 20
-NORMAL_REQUESTS = 150
-ATTACK_BOUND_S = 60.0
-MAX_RSS_GROWTH = 64 * 1024 * 1024
 
 
-def _normal_latencies(server: Server) -> list[float]:
-    """NORMAL_REQUESTS, alternating readiness and inference on one keep-alive session."""
-    latencies = []
-    with requests.Session() as session:
-        for i in range(NORMAL_REQUESTS):
-            started = time.monotonic()
-            if i % 2:
-                r = session.get(f"{server.http_url}/v2/health/ready", timeout=10)
-            else:
-                r = session.post(f"{server.http_url}/v2/models/diabetes/infer", data=INFER_BODY,
-                                 headers={"Content-Type": "application/json"}, timeout=10)  # fmt: skip
-            latencies.append(time.monotonic() - started)
-            assert r.status_code == 200, r.text
-    return latencies
+def _huge_head(port: int) -> Attacker:
+    """An unfinished HUGE head, held open once sent, until the server closes it."""
+
+    def attack(stop: threading.Event) -> Optional[int]:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(_unfinished("/v2/health/ready") + b"X-Huge: ")
+            for _ in range(HUGE // 65536):
+                if stop.is_set():
+                    return None
+                sock.sendall(b"h" * 65536)
+            answer = None
+            while answer is None and not stop.is_set():
+                answer = closed_within(sock, 0.2)
+            return int(answer.split(b" ", 2)[1]) if answer else 0
+
+    return attack
 
 
-def _p99(latencies: list[float]) -> float:
-    return statistics.quantiles(latencies, n=100)[98]
+def _slow_head(port: int) -> Attacker:
+    """A head a byte every quarter second, until the server closes it."""
 
+    def attack(stop: threading.Event) -> Optional[int]:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            for byte in _unfinished("/v2/health/ready") + b"X-Slow: " + b"s" * 100:
+                sock.sendall(bytes([byte]))
+                if stop.wait(0.25):
+                    return None
+                answer = closed_within(sock, 0.01)
+                if answer is not None:
+                    return int(answer.split(b" ", 2)[1]) if answer else 0
+        return None
 
-class _Attack:
-    """ATTACKERS sockets each sending an unfinished HUGE head (held open once sent) and ATTACKERS
-    sending a head a byte at a time; each reconnects when the server closes it, until stopped."""
-
-    def __init__(self, server: Server) -> None:
-        self.port = server.http_port
-        self.stop = threading.Event()
-        self.refused = {"huge": 0, "slow": 0}
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._huge, daemon=True) for _ in range(ATTACKERS)]
-        self._threads += [threading.Thread(target=self._slow, daemon=True) for _ in range(ATTACKERS)]
-
-    def __enter__(self) -> "_Attack":
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self._threads:
-            thread.join(15)
-        assert not any(t.is_alive() for t in self._threads), "attackers did not stop"
-
-    def _count(self, kind: str) -> None:
-        with self._lock:
-            self.refused[kind] += 1
-
-    def _huge(self) -> None:
-        for _ in range(20):  # connections per attacker
-            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
-                try:
-                    sock.sendall(_unfinished("/v2/health/ready") + b"X-Huge: ")
-                    for _ in range(HUGE // 65536):
-                        if self.stop.is_set():
-                            return
-                        sock.sendall(b"h" * 65536)
-                    closed = None
-                    while closed is None and not self.stop.is_set():  # hold the unfinished head
-                        closed = closed_within(sock, 0.2)
-                except OSError:
-                    pass
-            self._count("huge")
-            if self.stop.wait(0.1):
-                return
-
-    def _slow(self) -> None:
-        for _ in range(20):
-            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
-                try:
-                    for byte in _unfinished("/v2/health/ready") + b"X-Slow: " + b"s" * 100:
-                        sock.sendall(bytes([byte]))
-                        if self.stop.wait(0.25) or closed_within(sock, 0.01) is not None:
-                            break
-                except OSError:
-                    pass
-            if self.stop.is_set():
-                return
-            self._count("slow")
+    return attack
 
 
 def test_twenty_huge_and_twenty_slow_heads_cost_neither_memory_nor_latency(server):
-    _normal_latencies(server)  # warm-up: connections, caches, the model's first call
-    quiet = _p99(_normal_latencies(server))
-    rss_before = server_rss(server)
-    peak = [rss_before]
-    with _Attack(server) as attack:
-        started = time.monotonic()
-        deadline = started + ATTACK_BOUND_S
-        time.sleep(1.0)  # the attack under way: slow heads open, huge ones sent
-        sampler_stop = threading.Event()
-
-        def sample() -> None:
-            while not sampler_stop.wait(0.1) and time.monotonic() < deadline:
-                peak[0] = max(peak[0], server_rss(server))
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        attacked = _p99(_normal_latencies(server))
-        time.sleep(max(0.0, started + HEAD_TIMEOUT_S + TIMEOUT_SLACK_S - time.monotonic()))  # slow heads cut
-        sampler_stop.set()
-        sampler.join(5)
-    grown = peak[0] - rss_before
+    attack = Attack({"huge": (ATTACKERS, _huge_head(server.http_port)), "slow": (ATTACKERS, _slow_head(server.http_port))})
+    quiet, attacked, grown = under_attack(server, attack, after_s=HEAD_TIMEOUT_S + TIMEOUT_SLACK_S)
     assert grown <= MAX_RSS_GROWTH, f"RSS grew by {grown / 2**20:.0f} MiB under attack"
     # A floor of 5 ms: on a shared machine a quiet p99 of a few ms moves by that much on its own.
     assert attacked <= 2 * max(quiet, 0.005), f"p99 {attacked * 1000:.1f} ms under attack, {quiet * 1000:.1f} ms quiet"
-    assert attack.refused["huge"] >= ATTACKERS and attack.refused["slow"] >= 1, attack.refused
+    assert sum(attack.answered["huge"].values()) >= ATTACKERS and attack.answered["slow"], attack.answered
+    assert set(attack.answered["huge"]) <= {431, 0} and set(attack.answered["slow"]) <= {408, 0}, attack.answered
     assert errors_logged(server) == []
 
 

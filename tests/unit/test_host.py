@@ -41,3 +41,14 @@ def test_a_request_is_refused_for_a_missing_repeated_or_invalid_host():
     assert host_problem(_headers(b"a", b"a"), version("1.1")) == REPEATED
     assert host_problem(_headers(b"a", b"a", b"a"), version("1.0")) == REPEATED
     assert host_problem(_headers(b"[zz]"), version("1.1")) == INVALID
+
+
+def test_long_values_are_checked_every_time_not_cached():
+    from runtime import host
+
+    host._valid_cached.cache_clear()
+    for i in range(50):
+        assert host.valid_host(b"a" * 60_000 + str(i).encode())
+        assert not host.valid_host(b"[" * 60_000 + str(i).encode())
+    assert host._valid_cached.cache_info().currsize == 0
+    assert host.valid_host(b"example.com:8080") and host._valid_cached.cache_info().currsize == 1
