@@ -12,6 +12,8 @@ from typing import Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict, PositiveInt
 
+from runtime.env_numbers import whole_number
+
 ENV_MAX_REQUEST_BYTES = "PIPELINE_MAX_REQUEST_BYTES"
 ENV_MAX_INFLATION_RATIO = "PIPELINE_MAX_INFLATION_RATIO"
 ENV_MAX_JSON_DEPTH = "PIPELINE_MAX_JSON_DEPTH"
@@ -36,21 +38,12 @@ class BodyLimits(BaseModel):
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "BodyLimits":
         env = os.environ if env is None else env
         return cls(
-            max_bytes=_positive(env, ENV_MAX_REQUEST_BYTES, DEFAULT_MAX_REQUEST_BYTES),
-            max_inflation_ratio=_positive(env, ENV_MAX_INFLATION_RATIO, DEFAULT_MAX_INFLATION_RATIO),
-            max_json_depth=_positive(env, ENV_MAX_JSON_DEPTH, DEFAULT_MAX_JSON_DEPTH),
+            max_bytes=max_request_bytes(env),
+            max_inflation_ratio=whole_number(env, ENV_MAX_INFLATION_RATIO, DEFAULT_MAX_INFLATION_RATIO, "times"),
+            max_json_depth=whole_number(env, ENV_MAX_JSON_DEPTH, DEFAULT_MAX_JSON_DEPTH, "levels"),
         )
 
 
 def max_request_bytes(env: Optional[Mapping[str, str]] = None) -> int:
     """PIPELINE_MAX_REQUEST_BYTES, else the default (gRPC's maximum message size too)."""
-    return _positive(os.environ if env is None else env, ENV_MAX_REQUEST_BYTES, DEFAULT_MAX_REQUEST_BYTES)
-
-
-def _positive(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) <= 0:
-        raise ValueError(f"{name}={raw!r}: expected a whole number > 0")
-    return int(raw)
+    return whole_number(os.environ if env is None else env, ENV_MAX_REQUEST_BYTES, DEFAULT_MAX_REQUEST_BYTES, "bytes")

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional
 
+from runtime.env_numbers import seconds, whole_number
+
 logger = logging.getLogger("runtime.heads")
 
 ENV_MAX_HEAD_BYTES = "PIPELINE_MAX_HEAD_BYTES"
@@ -65,10 +67,10 @@ class HeadLimits:
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "HeadLimits":
         env = os.environ if env is None else env
         return cls(
-            max_head_bytes=_count(env, ENV_MAX_HEAD_BYTES, DEFAULT_MAX_HEAD_BYTES, "bytes"),
-            max_headers=_count(env, ENV_MAX_HEADERS, DEFAULT_MAX_HEADERS, "header lines"),
-            head_timeout_s=_seconds(env, ENV_HEAD_TIMEOUT, DEFAULT_HEAD_TIMEOUT_S, allow_zero=False),
-            keepalive_timeout_s=_seconds(env, ENV_KEEPALIVE_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT_S, allow_zero=True),
+            max_head_bytes=whole_number(env, ENV_MAX_HEAD_BYTES, DEFAULT_MAX_HEAD_BYTES, "bytes"),
+            max_headers=whole_number(env, ENV_MAX_HEADERS, DEFAULT_MAX_HEADERS, "header lines"),
+            head_timeout_s=seconds(env, ENV_HEAD_TIMEOUT, DEFAULT_HEAD_TIMEOUT_S, allow_zero=False),
+            keepalive_timeout_s=seconds(env, ENV_KEEPALIVE_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT_S, allow_zero=True),
         )
 
     def head_too_large(self) -> Refusal:
@@ -79,34 +81,6 @@ class HeadLimits:
 
     def head_too_slow(self) -> Refusal:
         return Refusal(408, f"request head not received within {self.head_timeout_s:g} s ({ENV_HEAD_TIMEOUT})")
-
-
-def _raw(env: Mapping[str, str], name: str) -> Optional[str]:
-    raw = env.get(name, "").strip()
-    return raw or None
-
-
-def _count(env: Mapping[str, str], name: str, default: int, unit: str) -> int:
-    raw = _raw(env, name)
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit()) or int(raw) <= 0:
-        raise ValueError(f"{name}={raw!r}: expected a whole number of {unit} > 0")
-    return int(raw)
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float, allow_zero: bool) -> float:
-    raw = _raw(env, name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not (0 <= value < float("inf")) or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name}={raw!r}: expected a number of seconds {bound}")
-    return value
 
 
 class RefusalLog:
