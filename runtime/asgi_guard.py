@@ -15,6 +15,7 @@ as one message. Plain ASGI: it knows nothing of MLServer.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Awaitable, Callable, NamedTuple, Optional
 
 from runtime import json_depth
@@ -100,10 +101,15 @@ class RequestGuard:
 
 
 async def _read(reader: BodyReader, first: Message, receive: Receive) -> Optional[bytes]:
-    """A body of several messages, or a compressed one, through the reader; None if the client left."""
+    """A body of several messages, or a compressed one, through the reader; None if the client left.
+    Inflating runs on a thread (zlib lets go of the GIL): a piece can inflate to the whole limit,
+    milliseconds the event loop would otherwise spend away from every other request."""
     message = first
     while True:
-        reader.feed(message.get("body", b""))
+        if reader.coding is None:
+            reader.feed(message.get("body", b""))
+        else:
+            await asyncio.to_thread(reader.feed, message.get("body", b""))
         if not message.get("more_body", False):
             return reader.body()
         message = await receive()

@@ -5,12 +5,13 @@ tricks. Every read is bounded by a timeout. tests/security, tests/fuzz and tests
 from __future__ import annotations
 
 import json
+import multiprocessing
 import socket
 import statistics
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import requests
 
@@ -159,44 +160,57 @@ def p99(latencies: list[float]) -> float:
     return statistics.quantiles(latencies, n=100)[98]
 
 
-Attacker = Callable[[threading.Event], Optional[int]]  # until the event is set: one hostile request
+Attacker = Callable[[Any], Optional[int]]  # until the stop event is set: one hostile request, its status
 
 
 class Attack:
     """Each attacker on its own thread, over and over (at most `rounds` times, each its own
-    connection) until stopped; counts the statuses the server answered them with (0: closed)."""
+    connection, `pause_s` apart) until stopped; counts the statuses the server answered them with
+    (0: closed). The attackers run in a forked process of their own: as threads of the test's
+    process they would hold the GIL against the normal client whose latency the test measures."""
 
-    def __init__(self, attackers: dict[str, tuple[int, Attacker]], rounds: int = 200) -> None:
-        self.stop = threading.Event()
-        self.answered: dict[str, dict[int, int]] = {kind: {} for kind in attackers}
-        self._lock = threading.Lock()
-        self._rounds = rounds
-        self._threads = [threading.Thread(target=self._run, args=(kind, attack), daemon=True)
-                         for kind, (count, attack) in attackers.items() for _ in range(count)]  # fmt: skip
+    def __init__(self, attackers: dict[str, tuple[int, Attacker]], rounds: int = 20, pause_s: float = 0.1) -> None:
+        context = multiprocessing.get_context("fork")
+        self._attackers, self._rounds, self._pause_s = attackers, rounds, pause_s
+        self._stop = context.Event()
+        self._results = context.Queue()
+        self._process = context.Process(target=self._attack, daemon=True)
+        self.answered: dict[str, dict[int, int]] = {}
 
     def __enter__(self) -> "Attack":
-        for thread in self._threads:
-            thread.start()
+        self._process.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self._threads:
-            thread.join(15)
-        assert not any(t.is_alive() for t in self._threads), "attackers did not stop"
+        self._stop.set()
+        self.answered = self._results.get(timeout=ATTACK_BOUND_S)
+        self._process.join(15)
+        assert not self._process.is_alive(), "attackers did not stop"
 
-    def _run(self, kind: str, attack: Attacker) -> None:
-        for _ in range(self._rounds):
-            try:
-                status = attack(self.stop)
-            except OSError:
-                status = 0
-            if self.stop.is_set():
-                return
-            with self._lock:
-                self.answered[kind][status or 0] = self.answered[kind].get(status or 0, 0) + 1
-            if self.stop.wait(0.05):
-                return
+    def _attack(self) -> None:
+        answered: dict[str, dict[int, int]] = {kind: {} for kind in self._attackers}
+        lock = threading.Lock()
+
+        def run(kind: str, attack: Attacker) -> None:
+            for _ in range(self._rounds):
+                try:
+                    status = attack(self._stop)
+                except OSError:
+                    status = 0
+                if self._stop.is_set():
+                    return
+                with lock:
+                    answered[kind][status or 0] = answered[kind].get(status or 0, 0) + 1
+                if self._stop.wait(self._pause_s):
+                    return
+
+        threads = [threading.Thread(target=run, args=(kind, attack), daemon=True)
+                   for kind, (count, attack) in self._attackers.items() for _ in range(count)]  # fmt: skip
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(ATTACK_BOUND_S)
+        self._results.put(answered)
 
 
 def under_attack(server: Server, attack: Attack, settle_s: float = 1.0, after_s: float = 0.0,

@@ -7,10 +7,9 @@ and twenty huge plus twenty slow heads at once cost the server neither memory no
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import pytest
 
@@ -222,7 +221,7 @@ ATTACKERS = 20
 def _huge_head(port: int) -> Attacker:
     """An unfinished HUGE head, held open once sent, until the server closes it."""
 
-    def attack(stop: threading.Event) -> Optional[int]:
+    def attack(stop: Any) -> Optional[int]:  # a multiprocessing Event (support.Attack)
         with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
             sock.sendall(_unfinished("/v2/health/ready") + b"X-Huge: ")
             for _ in range(HUGE // 65536):
@@ -240,7 +239,7 @@ def _huge_head(port: int) -> Attacker:
 def _slow_head(port: int) -> Attacker:
     """A head a byte every quarter second, until the server closes it."""
 
-    def attack(stop: threading.Event) -> Optional[int]:
+    def attack(stop: Any) -> Optional[int]:  # a multiprocessing Event (support.Attack)
         with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
             for byte in _unfinished("/v2/health/ready") + b"X-Slow: " + b"s" * 100:
                 sock.sendall(bytes([byte]))
