@@ -11,9 +11,7 @@ Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-RawHeaders = list[tuple[bytes, bytes]]
+RawHeaders = list[tuple[bytes, bytes]]  # a scope's headers, as the server received them
 
 
 def credentials(headers: RawHeaders) -> dict[str, str]:

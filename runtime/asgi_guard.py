@@ -38,8 +38,10 @@ class Route(NamedTuple):
 
 Router = Callable[[Scope], Optional[Route]]  # None: nothing answers this method and path
 # An inference route's model and the request's raw headers -> RouteNotFound / Unauthenticated, or
-# None. The raw headers: a model without a token never has them decoded.
-Authorize = Callable[[str, Optional[str], RawHeaders], Awaitable[None]]
+# what it found (the integration's model object), handed on under TARGET so the layers behind need
+# not look it up again. The raw headers: a model without a token never has them decoded.
+Authorize = Callable[[str, Optional[str], RawHeaders], Awaitable[object]]
+TARGET = "pipeline.target"
 
 
 class RequestGuard:
@@ -65,13 +67,14 @@ class RequestGuard:
         await self.app(scope, receive, _retry_after_on_429(send))
 
     async def _head(self, scope: Scope) -> None:
+        """Refuse from the head, or return; `scope` is this request's own copy (_with_peer)."""
         route = self.router(scope)
         if route is None:
             raise RouteNotFound(f"{scope['method']} {route_path(scope)}: no such route")
         if route.kind == REPOSITORY:
             self.admin.check(credentials(scope["headers"]))
         elif route.kind == INFERENCE and route.model is not None:
-            await self.authorize(route.model, route.version, scope["headers"])
+            scope[TARGET] = await self.authorize(route.model, route.version, scope["headers"])
 
     async def _body(self, scope: Scope, receive: Receive) -> Optional[tuple[Scope, Receive]]:
         """The scope and a `receive` replaying the body read under the limits; None if the client

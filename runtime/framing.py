@@ -10,11 +10,10 @@ its alias x-gzip) and deflate are inflated by the guard; identity is none; any o
 
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
+from runtime.asgi import RawHeaders
 from runtime.errors import MalformedFraming, UnsupportedEncoding, UnsupportedTransferCoding
-
-RawHeaders = Iterable[tuple[bytes, bytes]]
 
 _CODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
 

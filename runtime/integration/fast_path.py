@@ -44,6 +44,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette_exporter import PrometheusMiddleware
 
 from runtime.asgi import App, Receive, Scope, Send, read_body, replay
+from runtime.asgi_guard import TARGET
 from runtime.call import Answer, Call
 from runtime.deadlines import stamp
 from runtime.errors import PipelineError
@@ -166,7 +167,7 @@ class FastInfer:
         ):  # fmt: skip
             return await self.app(scope, receive, send)
         name, version = match.groups()
-        model = await self._model(name, version)
+        model = await self._model(scope, name, version)
         if model is None:
             return await self.app(scope, receive, send)
         body = await read_body(receive)
@@ -195,12 +196,15 @@ class FastInfer:
                 metrics.in_progress.dec()
                 metrics.record(ROUTES[version is not None], status, (ended or time.perf_counter()) - started)
 
-    async def _model(self, name: str, version: Optional[str]) -> Any:
-        """The model, if the fast path serves it."""
-        try:
-            model = await self.data_plane._model_registry.get_model(name, version)
-        except MLServerError:  # not found: MLServer's path answers its 404
-            return None
+    async def _model(self, scope: Scope, name: str, version: Optional[str]) -> Any:
+        """The model, if the fast path serves it: the one the guard found for this path, else
+        looked up (a guard is not required in front)."""
+        model = scope.get(TARGET)
+        if model is None:
+            try:
+                model = await self.data_plane._model_registry.get_model(name, version)
+            except MLServerError:  # not found: MLServer's path answers its 404
+                return None
         return model if getattr(model, "fast_path", False) else None
 
     async def _respond(

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 from mlserver.errors import MLServerError
 from starlette.routing import Match
 
-from runtime.admin import AdminPolicy
+from runtime.admin import REPOSITORY_PATH, AdminPolicy
 from runtime.asgi import App, RawHeaders, Scope, credentials, route_path
 from runtime.asgi_guard import INFERENCE, OTHER, REPOSITORY, Authorize, RequestGuard, Route, Router
 from runtime.body_limits import BodyLimits
@@ -34,9 +34,8 @@ from runtime.integration.v2 import as_mlserver_error
 from runtime.legacy_api import LegacyPredict, configured_default, is_legacy, legacy_model
 
 # MLServer's inference routes end so (infer, generate, and their streams); its repository API's
-# routes start so.
+# routes start with REPOSITORY_PATH.
 _INFERENCE_ENDINGS = ("/infer", "/generate", "/infer_stream", "/generate_stream")
-_REPOSITORY = "/v2/repository"
 _NOT_FOUND = 404
 _DECISIONS_KEPT = 1024
 
@@ -81,7 +80,7 @@ def router_of(app: Any, default_model: Optional[str]) -> Router:
         if found is None:
             return None
         template, params = found
-        if template.startswith(_REPOSITORY):
+        if template.startswith(REPOSITORY_PATH):
             return Route(REPOSITORY)
         if template.endswith(_INFERENCE_ENDINGS):
             return Route(INFERENCE, params.get("model_name"), params.get("model_version"))
@@ -112,18 +111,19 @@ def _other_slash(scope: Scope) -> Optional[Scope]:
 
 def authorizer(data_plane: Any) -> Authorize:
     """An inference route's model (404 if none is loaded) and its bearer token (401), as
-    admission will check them once the body is read."""
+    admission will check them once the body is read; the model, for the fast path."""
 
-    async def authorize(name: str, version: Optional[str], headers: RawHeaders) -> None:
+    async def authorize(name: str, version: Optional[str], headers: RawHeaders) -> object:
         try:
             model = await data_plane._model_registry.get_model(name, version)
         except MLServerError as error:
             if error.status_code == _NOT_FOUND:
                 raise RouteNotFound(str(error)) from None
-            return  # not ours to decide from the head: MLServer's path answers
+            return None  # not ours to decide from the head: MLServer's path answers
         policy = policy_for(model)
         if policy.authenticator is not None:
             policy.authenticate(credentials(headers))
+        return model
 
     return authorize
 
