@@ -83,7 +83,7 @@ test-deploy: venv
 	$(PY) -m pytest -q tests/deploy
 
 train: venv
-	$(PY) -m runtime.train
+	$(PY) -m pipeline_tools.train
 
 # The linear model (the folded fast path, with a shadowed twin beside it), then a random forest.
 bench: venv

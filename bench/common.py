@@ -144,7 +144,7 @@ def prepare_mlserver_dir(kind: str, workdir: Path, cfg: MLServerConfig, model: s
     """A model repository for `mlserver start` with one model `diabetes`.
 
     kind "ours": harness.repository (runtime/ linked, the project's settings.json, a copy of
-    models/diabetes/1, or the forest packaged by runtime.package, with the batching fields added;
+    models/diabetes/1, or the forest packaged by pipeline_tools.package, with the batching fields added;
     `feature_store`: the linear model also answers requests by id from that store).
     `variant` names the directory of one more server of the same kind and config.
     kind "stock": the same scaler + model dumped as one sklearn Pipeline served by mlserver_sklearn,
@@ -168,7 +168,7 @@ def prepare_mlserver_dir(kind: str, workdir: Path, cfg: MLServerConfig, model: s
         add_model(root, MODEL_NAME, source=f"{MODEL_NAME}/{MODEL_VERSION}", version=MODEL_VERSION,
                   extra=extra, settings=cfg.batching_settings())
     elif kind == "ours":
-        from runtime.package import write_model_dir  # MLServer-free
+        from pipeline_tools.package import write_model_dir  # MLServer-free
 
         make_repository(root, workers=cfg.parallel_workers)
         target = write_model_dir(bench_pipeline(model), MODEL_NAME, MODEL_VERSION, root / "models")

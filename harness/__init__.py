@@ -2,7 +2,7 @@
 
 Client side only: nothing here imports mlserver or a runtime module that does. The runtime and
 the kserve/tritonclient V2 clients register the same protobuf symbols, so a process holding the
-clients may import the MLServer-free core (runtime.artifacts, runtime.datatypes, ...) but never
+clients may import the MLServer-free core (runtime.core.artifacts, runtime.core.datatypes, ...) but never
 runtime.model or runtime.integration; servers run as subprocesses.
 
     harness.server      Server (`mlserver start .` on free loopback ports), free_ports()

@@ -1,5 +1,5 @@
 """The shipped models (models/<name>/<version>/): what is served, the version a request naming
-none gets, the artifacts loaded with runtime.artifacts (the runtime's own loader, MLServer-free),
+none gets, the artifacts loaded with runtime.core.artifacts (the runtime's own loader, MLServer-free),
 expected predictions with plain scikit-learn on the loaded objects, and the parity check.
 """
 
@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from runtime.artifacts import LoadedPipeline, Manifest, load_pipeline, read_manifest
+from runtime.core.artifacts import LoadedPipeline, Manifest, load_pipeline, read_manifest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO_ROOT / "models"
@@ -101,7 +101,7 @@ def default_version(name: str) -> str:
 
 @dataclass(frozen=True)
 class Pipeline:
-    """One model version's artifacts, loaded and verified by runtime.artifacts.load_pipeline."""
+    """One model version's artifacts, loaded and verified by runtime.core.artifacts.load_pipeline."""
 
     name: str
     version: str

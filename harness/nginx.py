@@ -9,7 +9,7 @@ at the end.
     lb.upstream_counts(since=t0)                                    # (server, status) -> requests, from its access log
     lb.close()
 
-The weights are changed the way `rollout auto` changes them (runtime.rollout_targets.NginxTarget:
+The weights are changed the way `rollout auto` changes them (pipeline_tools.rollout.targets.NginxTarget:
 rewrite the upstream's server lines, `nginx -t`, `nginx -s reload`); nginx allows no weight 0, so
 a server at 0 is marked `down`.
 
@@ -38,7 +38,7 @@ from typing import Any, Callable, Optional
 
 from harness.prometheus import ensure_package, hand_over, service_ids, tail
 from harness.server import HOST, free_ports, stop_group
-from runtime.rollout_targets import NginxTarget, upstream_block
+from pipeline_tools.rollout.targets import NginxTarget, upstream_block
 
 BINARY = "nginx"
 PACKAGE = "nginx"

@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from harness.models import ShippedModel, shipped_models
 from harness.v2 import GRPC_CONTENTS_FIELD, raw_dtype
 from harness.v2 import pb as _pb
-from runtime.datatypes import NUMERIC_DATATYPES
+from runtime.core.datatypes import NUMERIC_DATATYPES
 
 OK, REJECT, ANY = "ok", "reject", "any"
 

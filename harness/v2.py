@@ -10,7 +10,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from harness.models import DIABETES, assert_parity, default_pipeline, sample_rows
-from runtime.datatypes import NUMERIC_DATATYPES
+from runtime.core.datatypes import NUMERIC_DATATYPES
 
 REQUEST_TIMEOUT_S = 60.0
 

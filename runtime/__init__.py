@@ -1,6 +1,6 @@
 """pipeline-runtime: a strict, fast MLServer runtime for scikit-learn scaler+model pipelines.
 
-`PipelineRuntime` is imported lazily: `runtime.train` and `runtime.rollout` must stay importable
+`PipelineRuntime` is imported lazily: `pipeline_tools.train` and `pipeline_tools.rollout.cli` must stay importable
 without MLServer, whose protobuf registrations clash with the kserve/tritonclient gRPC clients.
 """
 

@@ -1,6 +1,6 @@
 """The MLServer adapter: wires artifacts -> contract -> predictor -> response, nothing more.
 
-Each request runs inside an observation (runtime.observation) that times the stages, counts the
+Each request runs inside an observation (runtime.observation.observer) that times the stages, counts the
 outcome, logs the request and opens the tracing spans. Admission (auth, deadlines, the in-flight
 cap) happens before MLServer calls predict, and the graceful drain on SIGTERM around MLServer's
 stop: both live in runtime.integration, installed here once per process.
@@ -19,12 +19,14 @@ from mlserver import MLModel
 from mlserver.types import InferenceRequest, InferenceResponse
 from mlserver.utils import get_model_uri
 
-from runtime import auth, entities, integration
-from runtime.artifacts import LoadedPipeline, load_pipeline
-from runtime.compute import compute
-from runtime.call import Answer, Call
-from runtime.contract import Contract, flag_parameter
-from runtime.errors import (
+from runtime.policy import auth
+from runtime.features import entities
+from runtime import integration
+from runtime.core.artifacts import LoadedPipeline, load_pipeline
+from runtime.service.compute import compute
+from runtime.core.call import Answer, Call
+from runtime.core.contract import Contract, flag_parameter
+from runtime.core.errors import (
     ArtifactError,
     EntityIdError,
     FeatureStoreUnavailable,
@@ -33,15 +35,15 @@ from runtime.errors import (
     PipelineError,
     UnknownEntityError,
 )
-from runtime.feature_store import FeatureStore
+from runtime.features.store import FeatureStore
 from runtime.integration import batching, tracing, v2
-from runtime.observation import Observer
-from runtime.ood import FLAGS_PARAMETER, OodDetector, OodReport, wants_flags
-from runtime.options import RuntimeOptions
-from runtime.predictor import Predictor, compile_predictor, reference_rows
-from runtime.resilience import Resilience
-from runtime.shadow import Predict, Shadow
-from runtime.response import (
+from runtime.observation.observer import Observer
+from runtime.core.ood import FLAGS_PARAMETER, OodDetector, OodReport, wants_flags
+from runtime.core.options import RuntimeOptions
+from runtime.core.predictor import Predictor, compile_predictor, reference_rows
+from runtime.policy.resilience import Resilience
+from runtime.service.shadow import Predict, Shadow
+from runtime.core.response import (
     encode_outputs,
     input_description,
     output_descriptions,
@@ -57,7 +59,7 @@ class Work(NamedTuple):
     """One request on its way to the computation."""
 
     call: Call
-    looked_up: Optional[entities.Assembled]  # features by entity id (runtime.feature_store)
+    looked_up: Optional[entities.Assembled]  # features by entity id (runtime.features.store)
 
 
 class PipelineRuntime(MLModel):
@@ -241,7 +243,7 @@ class PipelineRuntime(MLModel):
 
     def _shadow_predictions(self, name: str) -> Optional[Predict]:
         """Model `name` as loaded now, as this model's shadow: looked up for every batch, so an
-        unloaded shadow is skipped and a reloaded one is its new version (runtime.shadow)."""
+        unloaded shadow is skipped and a reloaded one is its new version (runtime.service.shadow)."""
         other = _LOADED.get(name)
         if other is None or other._contract.n_features != self._contract.n_features:
             return None

@@ -11,7 +11,7 @@ import logging
 import multiprocessing
 import threading
 
-from runtime.drain import DrainSettings
+from runtime.policy.drain import DrainSettings
 from runtime.integration import batching, content_type, dataplane, fast_path_grpc, grpc_service, http_head, lifecycle
 from runtime.integration import parallel, rest, rest_stream, tracing
 from runtime.integration.patching import IntegrationError, PatchPoint, install_all

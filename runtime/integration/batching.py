@@ -24,12 +24,12 @@ from typing import Any, Awaitable, Callable, Optional
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput, TensorData
 from mlserver.utils import get_model_uri
 
-from runtime.artifacts import read_manifest
-from runtime.contract import Contract, ParsedRequest
-from runtime.errors import PipelineError
-from runtime.ood import wants_flags
-from runtime.options import RuntimeOptions
-from runtime.response import INPUT_NAME
+from runtime.core.artifacts import read_manifest
+from runtime.core.contract import Contract, ParsedRequest
+from runtime.core.errors import PipelineError
+from runtime.core.ood import wants_flags
+from runtime.core.options import RuntimeOptions
+from runtime.core.response import INPUT_NAME
 from runtime.integration import v2
 from runtime.integration.patching import PatchPoint
 

@@ -12,7 +12,7 @@ was (CVE-2021-32677). The fast path applies the same rule (fast_path._parsed_as_
 FastAPI's reason for the strict default is a browser's cross-site request without a Content-Type (no
 CORS preflight) against an app without authentication on a trusted network. Here such a page cannot
 read an inference answer (no CORS headers unless configured) and bearer tokens still apply where set;
-without an admin token the repository API is open only on a loopback address (runtime.admin), and its
+without an admin token the repository API is open only on a loopback address (runtime.policy.admin), and its
 load and unload take no body, so strictness never covered them.
 """
 

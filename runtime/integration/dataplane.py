@@ -3,11 +3,11 @@
 - `DataPlane.infer` / `.infer_stream` are the one entry of REST and gRPC inference, looked up per
   request through the DataPlane instance, and the last point in the server process before
   MLServer dispatches a request to the model, its adaptive batcher or a parallel worker. There
-  runtime.admission runs (401/504/503 before any computation) and the request counts in flight
+  runtime.policy.admission runs (401/504/503 before any computation) and the request counts in flight
   (the cap, and what the drain waits for). MLServer has no public hook between the model lookup
   and that dispatch, so the wrapper looks the model up itself (the registry's dict lookup; the
   original looks it up again).
-- `DataPlane.ready` / `.model_ready` answer false while the server drains (runtime.drain) and
+- `DataPlane.ready` / `.model_ready` answer false while the server drains (runtime.policy.drain) and
   keep serving inference: `model.ready = False` would make MLServer refuse inference with 400.
 """
 
@@ -16,10 +16,10 @@ from __future__ import annotations
 import weakref
 from typing import Any, AsyncIterator, Awaitable, Callable, Optional, TypeVar
 
-from runtime.admission import Policy
-from runtime.drain import STATE as DRAIN
-from runtime.errors import DeadlineExceeded, PipelineError
-from runtime.inflight import IN_FLIGHT, REFUSED
+from runtime.policy.admission import Policy
+from runtime.policy.drain import STATE as DRAIN
+from runtime.core.errors import DeadlineExceeded, PipelineError
+from runtime.policy.inflight import IN_FLIGHT, REFUSED
 from runtime.integration.v2 import as_mlserver_error
 from runtime.integration.patching import PatchPoint
 

@@ -23,8 +23,8 @@ from mlserver.errors import ModelNotReady
 from mlserver.utils import extract_headers
 from mlserver.types import InferenceResponse
 
-from runtime.call import Answer, Call
-from runtime.errors import PipelineError
+from runtime.core.call import Answer, Call
+from runtime.core.errors import PipelineError
 from runtime.integration.dataplane import admitted
 from runtime.integration.v2 import as_mlserver_error
 

@@ -1,16 +1,16 @@
 """The REST fast path: V2 inference for this runtime's models without Starlette's middleware, FastAPI
 and, for a model served in this process, MLServer's pydantic types and DataPlane.
 
-One ASGI middleware, inside the request guard and POST /predict (runtime.asgi_guard,
-runtime.legacy_api) and in front of MLServer's FastAPI app (runtime.integration.rest). It takes
+One ASGI middleware, inside the request guard and POST /predict (runtime.edge.guard,
+runtime.edge.legacy_api) and in front of MLServer's FastAPI app (runtime.integration.rest). It takes
 `POST /v2/models/{name}[/versions/{v}]/infer` for a model of this runtime whose fast path is on,
-with a body in the simple form (runtime.fast_json), and does what the layers it skips do:
+with a body in the simple form (runtime.edge.fast_json), and does what the layers it skips do:
 - MLServer's REST request metrics: starlette_exporter's PrometheusMiddleware, with that
   middleware's own metric objects (requests in progress, requests and their duration by route
   template and status), and its GZip middleware (a body of 500 bytes or more gets
   `vary: Accept-Encoding`, and is compressed when the client accepts gzip);
 - the endpoint: the request headers (the first of repeats) stamped with the arrival time and
-  deadline (runtime.deadlines), the inference, the response headers, the body rendered as FastAPI
+  deadline (runtime.policy.deadlines), the inference, the response headers, the body rendered as FastAPI
   renders the response model and an MLServerError as MLServer's handler renders it;
 - the inference: runtime.integration.direct for a model served in this process, else
   `DataPlane.infer` with MLServer's request built without validation (adaptive batching,
@@ -43,15 +43,15 @@ from mlserver.utils import extract_headers
 from starlette.middleware.gzip import GZipMiddleware
 from starlette_exporter import PrometheusMiddleware
 
-from runtime.asgi import App, Receive, Scope, Send, read_body, replay
-from runtime.asgi_guard import TARGET
-from runtime.call import Answer, Call
-from runtime.deadlines import stamp
-from runtime.errors import PipelineError
-from runtime.fast_json import SimpleRequest, read_simple
+from runtime.edge.asgi import App, Receive, Scope, Send, read_body, replay
+from runtime.edge.guard import TARGET
+from runtime.core.call import Answer, Call
+from runtime.policy.deadlines import stamp
+from runtime.core.errors import PipelineError
+from runtime.edge.fast_json import SimpleRequest, read_simple
 from runtime.integration.direct import DirectInference, new_id
 from runtime.integration.patching import IntegrationError
-from runtime.metrics import fast_path_counter, observer
+from runtime.observation.metrics import fast_path_counter, observer
 
 logger = logging.getLogger("runtime.integration")
 

@@ -28,17 +28,17 @@ from mlserver.grpc.logging import logger
 from mlserver.grpc.utils import STATUS_CODE_MAPPING, to_headers
 from mlserver.types import Datatype
 
-from runtime.admission import PEER_HEADER
-from runtime.call import Answer, Call
-from runtime.contract import Tensor
-from runtime.deadlines import stamp
-from runtime.errors import PipelineError
+from runtime.policy.admission import PEER_HEADER
+from runtime.core.call import Answer, Call
+from runtime.core.contract import Tensor
+from runtime.policy.deadlines import stamp
+from runtime.core.errors import PipelineError
 from runtime.integration import fast_path, v2
 from runtime.integration.direct import DirectInference, new_id
 from runtime.integration.grpc_service import decode_request, raw_buffers, tensor_values
 from runtime.integration.packed import written
 from runtime.integration.patching import PatchPoint
-from runtime.metrics import fast_path_counter
+from runtime.observation.metrics import fast_path_counter
 
 _TAKEN = fast_path_counter("grpc")
 _DIRECT: "weakref.WeakKeyDictionary[Any, Optional[DirectInference]]" = weakref.WeakKeyDictionary()

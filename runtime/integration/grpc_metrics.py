@@ -18,7 +18,7 @@ import grpc
 from grpc import RpcError
 from py_grpc_prometheus import grpc_utils
 
-from runtime.metrics import observer
+from runtime.observation.metrics import observer
 
 _UNARY = grpc_utils.get_method_type(False, False)
 

@@ -12,9 +12,9 @@ errors their status codes.
 - `STATUS_CODE_MAPPING`: MLServer maps only 400/404/422/500 to gRPC codes; anything else
   becomes UNKNOWN.
 - a filter on the `mlserver.grpc` logger, which logs a full traceback for every error it returns:
-  refusals by design (auth, overload, deadline) are summarised by runtime.inflight instead.
+  refusals by design (auth, overload, deadline) are summarised by runtime.policy.inflight instead.
 - `aio` as `mlserver.grpc.server` sees it: the server it builds gets an interceptor that locks
-  the repository methods (runtime.admin), the same maximum message size as REST bodies and
+  the repository methods (runtime.policy.admin), the same maximum message size as REST bodies and
   MLServer's metrics interceptor in a faster form (runtime.integration.grpc_metrics).
 """
 
@@ -32,12 +32,12 @@ from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc.converters import ParametersConverter
 from pydantic import ValidationError
 
-from runtime.datatypes import NUMERIC_DATATYPES, NUMERIC_HINT
-from runtime.deadlines import stamp
-from runtime.admin import AdminPolicy
-from runtime.admission import PEER_HEADER
-from runtime.body_limits import max_request_bytes
-from runtime.errors import (
+from runtime.core.datatypes import NUMERIC_DATATYPES, NUMERIC_HINT
+from runtime.policy.deadlines import stamp
+from runtime.policy.admin import AdminPolicy
+from runtime.policy.admission import PEER_HEADER
+from runtime.edge.body_limits import max_request_bytes
+from runtime.core.errors import (
     FORBIDDEN,
     GATEWAY_TIMEOUT,
     PAYLOAD_TOO_LARGE,
@@ -97,7 +97,7 @@ def raw_buffers(request: pb.ModelInferRequest) -> dict[int, bytes]:
         )
     for index, buffer in zip(pending, raw):
         inp = request.inputs[index]
-        if inp.datatype == "BYTES":  # entity ids (runtime.entities): split and checked by tensor_values
+        if inp.datatype == "BYTES":  # entity ids (runtime.features.entities): split and checked by tensor_values
             continue
         if inp.datatype not in NUMERIC_DATATYPES:
             raise DatatypeError(
@@ -222,7 +222,7 @@ def _add_status_codes(mapping: dict[int, grpc.StatusCode]) -> None:
 
 
 class QuietRefusals(logging.Filter):
-    """Drop MLServer's gRPC traceback for refusals by design (summarised by runtime.inflight)."""
+    """Drop MLServer's gRPC traceback for refusals by design (summarised by runtime.policy.inflight)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else record.msg
@@ -239,7 +239,7 @@ def _quiet(logger: logging.Logger) -> None:
 
 
 class RepositoryLock(grpc.aio.ServerInterceptor):
-    """Refuses the repository methods unless runtime.admin's policy lets the call through."""
+    """Refuses the repository methods unless runtime.policy.admin's policy lets the call through."""
 
     def __init__(self, admin: AdminPolicy):
         self._admin = admin
@@ -316,7 +316,7 @@ PATCHES = [
     PatchPoint(
         target="mlserver.grpc.server:aio",
         why="the gRPC server MLServer builds gets an interceptor locking the repository methods "
-        "(runtime.admin), PIPELINE_MAX_REQUEST_BYTES as its maximum message size and, unless "
+        "(runtime.policy.admin), PIPELINE_MAX_REQUEST_BYTES as its maximum message size and, unless "
         "PIPELINE_FAST_PATH=0, MLServer's request-metrics interceptor with its label children bound "
         "once (runtime.integration.grpc_metrics)",
         upstream="none found: no auth on the repository API",

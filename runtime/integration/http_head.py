@@ -1,4 +1,4 @@
-"""The request head on the REST and metrics ports: runtime.head_limits and runtime.host enforced in
+"""The request head on the REST and metrics ports: runtime.edge.head_limits and runtime.edge.host enforced in
 uvicorn's HTTP protocol, before any middleware sees a request.
 
 Why: uvicorn 0.54 with httptools limits neither the size of a head nor its number of header lines
@@ -30,8 +30,8 @@ from typing import Any, Callable, ClassVar, Optional
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from runtime.head_limits import HeadLimits, Refusal, RefusalLog
-from runtime.host import host_problem
+from runtime.edge.head_limits import HeadLimits, Refusal, RefusalLog
+from runtime.edge.host import host_problem
 from runtime.integration.patching import PatchPoint
 
 _NO_DEADLINE = float("inf")
@@ -233,7 +233,7 @@ def _guarded_config(limits: HeadLimits, port_name: str) -> Callable[[Callable[..
 
 # What the protocol does on a port, for the patch points that install it (the REST one: runtime.integration.rest).
 CONFIG_WHY = ("uvicorn.Config gets http=HeadGuard (head size, header count, head timeout, Host check: "
-              "runtime.head_limits, runtime.host), timeout_keep_alive=PIPELINE_KEEPALIVE_TIMEOUT_S and ws='none'")  # fmt: skip
+              "runtime.edge.head_limits, runtime.edge.host), timeout_keep_alive=PIPELINE_KEEPALIVE_TIMEOUT_S and ws='none'")  # fmt: skip
 CONFIG_UPSTREAM = ("encode/uvicorn#157 (closed: no head timeout or header count; the httptools head size limit "
                    "of #1684 closed unmerged); MLServer passes no uvicorn limits")  # fmt: skip
 

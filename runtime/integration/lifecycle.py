@@ -1,4 +1,4 @@
-"""MLServer's stop and uvicorn's signal handlers: the graceful drain of runtime.drain.
+"""MLServer's stop and uvicorn's signal handlers: the graceful drain of runtime.policy.drain.
 
 Why: MLServer 1.7.1's stop() closes the parallel inference pool *first*: with parallel_workers
 >= 1, requests in flight then fail (500 KeyError / CancelledError, gRPC INTERNAL) and uvicorn
@@ -23,7 +23,7 @@ import signal
 import threading
 from typing import Any, Callable, Iterator, Optional
 
-from runtime.drain import STATE, DrainSettings, Listeners, drain
+from runtime.policy.drain import STATE, DrainSettings, Listeners, drain
 from runtime.integration.patching import PatchPoint
 
 logger = logging.getLogger("runtime.lifecycle")

@@ -9,7 +9,7 @@ from typing import Any
 
 from mlserver.context import model_name_var, model_version_var
 
-from runtime.logs import JsonFormatter
+from runtime.observation.logs import JsonFormatter
 
 
 class ModelContextJsonFormatter(JsonFormatter):

@@ -1,8 +1,8 @@
 """REST: the edge in front of MLServer's app, and each inference request's arrival stamped.
 
 - `RESTServer._get_config`: uvicorn serves the edge, not MLServer's FastAPI app directly:
-  runtime.asgi_guard's RequestGuard (routes, the repository API's lock, bearer tokens and body
-  limits decided before the body is read), then runtime.legacy_api's POST /predict, then (unless
+  runtime.edge.guard's RequestGuard (routes, the repository API's lock, bearer tokens and body
+  limits decided before the body is read), then runtime.edge.legacy_api's POST /predict, then (unless
   off) the V2 fast path, then MLServer's app. Outside FastAPI, a request the edge answers passes
   none of its and Starlette's per-request layers (FastAPI >= 0.13x adds a telemetry check and two
   middlewares to every request). The guard asks the app's own router which route a request takes,
@@ -20,18 +20,18 @@ from typing import Any, Callable, Optional
 from mlserver.errors import MLServerError
 from starlette.routing import Match
 
-from runtime.admin import REPOSITORY_PATH, AdminPolicy
-from runtime.asgi import App, RawHeaders, Scope, credentials, route_path
-from runtime.asgi_guard import INFERENCE, OTHER, REPOSITORY, Authorize, RequestGuard, Route, Router
-from runtime.body_limits import BodyLimits
-from runtime.deadlines import stamp
-from runtime.errors import PipelineError, RouteNotFound
-from runtime.head_limits import HeadLimits
+from runtime.policy.admin import REPOSITORY_PATH, AdminPolicy
+from runtime.edge.asgi import App, RawHeaders, Scope, credentials, route_path
+from runtime.edge.guard import INFERENCE, OTHER, REPOSITORY, Authorize, RequestGuard, Route, Router
+from runtime.edge.body_limits import BodyLimits
+from runtime.policy.deadlines import stamp
+from runtime.core.errors import PipelineError, RouteNotFound
+from runtime.edge.head_limits import HeadLimits
 from runtime.integration import fast_path, http_head
 from runtime.integration.dataplane import policy_for
 from runtime.integration.patching import PatchPoint
 from runtime.integration.v2 import as_mlserver_error
-from runtime.legacy_api import LegacyPredict, configured_default, is_legacy, legacy_model
+from runtime.edge.legacy_api import LegacyPredict, configured_default, is_legacy, legacy_model
 
 # MLServer's inference routes end so (infer, generate, and their streams); its repository API's
 # routes start with REPOSITORY_PATH.
@@ -164,7 +164,7 @@ def patches(limits: Optional[HeadLimits] = None) -> list[PatchPoint]:
             why="uvicorn serves the edge in front of MLServer's app: the request guard (from the request "
             "head: unknown routes 404, the repository API's admin token, an inference model's bearer "
             "token; then the body read under PIPELINE_MAX_REQUEST_BYTES, inflated as it arrives, its JSON "
-            "depth bounded), POST /predict (runtime.legacy_api) and the V2 fast path "
+            "depth bounded), POST /predict (runtime.edge.legacy_api) and the V2 fast path "
             "(runtime.integration.fast_path); and the REST server's " + http_head.CONFIG_WHY,
             upstream="none found: no body size limit and no auth on the repository API; MLServer inflates "
             "a gzip body whole (mlserver.rest.requests); " + http_head.CONFIG_UPSTREAM,

@@ -27,7 +27,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from runtime.integration.patching import PatchPoint
-from runtime.observation import Tracing
+from runtime.observation.observer import Tracing
 
 TRACER_NAME = "pipeline-runtime"
 # Request parameter carrying the request span's context from the server process to a worker

@@ -19,12 +19,12 @@ from mlserver.types import (
 
 from opentelemetry.context import Context
 
-from runtime.call import Answer, Call
-from runtime.contract import Tensor
-from runtime.entities import SOURCES_PARAMETER
-from runtime.ood import FLAGS_PARAMETER
-from runtime.errors import PipelineError
-from runtime.response import TensorDescription
+from runtime.core.call import Answer, Call
+from runtime.core.contract import Tensor
+from runtime.features.entities import SOURCES_PARAMETER
+from runtime.core.ood import FLAGS_PARAMETER
+from runtime.core.errors import PipelineError
+from runtime.core.response import TensorDescription
 
 
 class RuntimeRequestError(MLServerError):

@@ -1,4 +1,4 @@
-"""tests/deploy: the Dockerfile, kserve/ manifests and runtime.rollout, validated offline.
+"""tests/deploy: the Dockerfile, kserve/ manifests and pipeline_tools.rollout.cli, validated offline.
 
 Never import mlserver or runtime.model here: test_image_reproduction runs gRPC clients in-process.
 """

@@ -315,13 +315,13 @@ def served_model_name(isvc: dict[str, Any]) -> str:
     return env.get("MLSERVER_MODEL_NAME", isvc["metadata"]["name"])
 
 
-# ---------------------------------------------------------------- runtime.rollout from the outside
+# ---------------------------------------------------------------- pipeline_tools.rollout.cli from the outside
 
 
 def run_rollout(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`python -m runtime.rollout ARGV` in a fresh interpreter, from the repository root."""
+    """`python -m pipeline_tools.rollout ARGV` in a fresh interpreter, from the repository root."""
     return subprocess.run(
-        [sys.executable, "-m", "runtime.rollout", *argv],
+        [sys.executable, "-m", "pipeline_tools.rollout", *argv],
         capture_output=True,
         text=True,
         timeout=60,

@@ -1,7 +1,7 @@
-"""A fake Kubernetes API server on loopback holding one InferenceService, for runtime.rollout's tests.
+"""A fake Kubernetes API server on loopback holding one InferenceService, for pipeline_tools.rollout.cli's tests.
 
 The real kubernetes client does the HTTP; a PATCH is applied as the API server applies a JSON merge
-patch (runtime.rollout.merge_patch, which test_rollout_standard.py checks against `kubectl patch`).
+patch (pipeline_tools.rollout.cli.merge_patch, which test_rollout_standard.py checks against `kubectl patch`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from runtime.rollout import MERGE_PATCH, merge_patch
+from pipeline_tools.rollout.cli import MERGE_PATCH, merge_patch
 
 ISVC_PATH = "/apis/serving.kserve.io/v1beta1/namespaces/ml/inferenceservices/diabetes"
 

@@ -1,4 +1,4 @@
-"""runtime.canary_rules: each KServe v0.20.0 admission rule for canaries refuses its example, the edge
+"""pipeline_tools.rollout.canary_rules: each KServe v0.20.0 admission rule for canaries refuses its example, the edge
 cases the webhook accepts pass, and the schema alone would have let most of the examples through.
 
 Every example starts from the rendered kserve/standard/canary-10 overlay (diabetes at version 1, canary
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from runtime import canary_rules as rules
+from pipeline_tools.rollout import canary_rules as rules
 from tests.deploy.deploy_support import CANARY_RELEASE, by_kind, render, schema_errors
 
 Obj = dict[str, Any]

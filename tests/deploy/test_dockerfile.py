@@ -306,7 +306,7 @@ def test_entrypoint_refuses_a_models_dir_that_is_not_there(tmp_path: Path) -> No
 
 
 def test_image_drain_settings_fit_kubernetes_default_grace_period() -> None:
-    """runtime/drain.py's knobs, explicit in the image: delay + timeout <= hard exit < 30 s."""
+    """runtime/policy/drain.py's knobs, explicit in the image: delay + timeout <= hard exit < 30 s."""
     env = parse_env(read_dockerfile()[-1])
     delay, timeout, hard_exit = (
         float(env[f"PIPELINE_DRAIN_{k}"]) for k in ("DELAY_S", "TIMEOUT_S", "HARD_EXIT_S")

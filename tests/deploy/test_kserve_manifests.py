@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from runtime.canary_rules import STANDARD, annotated_mode, normalized_mode
+from pipeline_tools.rollout.canary_rules import STANDARD, annotated_mode, normalized_mode
 from tests.deploy.deploy_support import (
     CANARY_RELEASE,
     OLDEST_RELEASE,

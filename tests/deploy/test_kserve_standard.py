@@ -1,6 +1,6 @@
 """kserve/standard/: the Standard-mode overlays (spec.canary[], KServe >= 0.20) render, validate strictly
 against the v0.20.0 CRDs (and, where they use spec.canary or a predictor name, are refused by v0.16.0's),
-pass KServe v0.20.0's admission rules (runtime.canary_rules), every check the Serverless overlays pass
+pass KServe v0.20.0's admission rules (pipeline_tools.rollout.canary_rules), every check the Serverless overlays pass
 (CHECKS), and the canary checks below; each step is an update the webhook accepts from the step before.
 """
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from runtime import canary_rules as rules
-from runtime.rollout import MODEL_FORMAT
+from pipeline_tools.rollout import canary_rules as rules
+from pipeline_tools.rollout.cli import MODEL_FORMAT
 from tests.deploy.deploy_support import (
     CANARY_RELEASE,
     OLDEST_RELEASE,

@@ -65,7 +65,7 @@ SEVERITIES = {"warning", "critical"}
 # Labels Prometheus attaches to every scraped series (not the runtime's).
 TARGET_LABELS = {"job", "instance"}
 # Label values the server creates only on events this test does not provoke, from the code:
-# runtime.admission refuses with errors.Overloaded (reason "overloaded") when max_in_flight is full.
+# runtime.policy.admission refuses with errors.Overloaded (reason "overloaded") when max_in_flight is full.
 LAZY_LABEL_VALUES = {
     ("pipeline_admission_refusals_total", "reason"): {"overloaded"},
 }

@@ -1,4 +1,4 @@
-"""runtime.rollout in Serverless (Knative) mode: its patches as exact data, --dry-run end to end, and
+"""pipeline_tools.rollout.cli in Serverless (Knative) mode: its patches as exact data, --dry-run end to end, and
 every command against a fake Kubernetes API server on loopback (the real kubernetes client does the
 HTTP). Standard mode (spec.canary[]) is in test_rollout_standard.py."""
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from runtime import rollout
+from pipeline_tools.rollout import cli as rollout
 from tests.deploy.deploy_support import REPO, by_kind, kubectl_merge_patch, render, run_rollout
 from tests.deploy.fake_api import ISVC_PATH, FakeApiServer, serving
 
@@ -31,7 +31,7 @@ IDS = [" ".join(a[:2]) for a, _ in PATCHES]
 
 
 def test_rollout_imports_neither_mlserver_nor_the_runtime_model() -> None:
-    probe = "import sys, runtime.rollout; print(sorted({'mlserver', 'runtime.model'} & set(sys.modules)))"
+    probe = "import sys, pipeline_tools.rollout.cli; print(sorted({'mlserver', 'runtime.model'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
 

@@ -1,4 +1,4 @@
-"""runtime.rollout in Standard mode (spec.canary[], KServe >= 0.20): exact --dry-run patches, the same
+"""pipeline_tools.rollout.cli in Standard mode (spec.canary[], KServe >= 0.20): exact --dry-run patches, the same
 steps as the kserve/standard overlays (through `kubectl patch --local`), and against a fake Kubernetes
 API server: the mode read from the service, the deployed canary continued, and a patch KServe's
 admission rules refuse never sent."""
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from runtime import canary_rules as rules
-from runtime import rollout
+from pipeline_tools.rollout import canary_rules as rules
+from pipeline_tools.rollout import cli as rollout
 from tests.deploy.deploy_support import by_kind, kubectl_merge_patch, render, run_rollout
 from tests.deploy.fake_api import FakeApiServer, serving
 

@@ -18,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from harness.models import pipeline
 from harness.repository import add_model, make_repository
 from harness.server import served
-from runtime.package import write_model_dir
+from pipeline_tools.package import write_model_dir
 from tests.features.support import grpc_by_id, rest_by_id, rows_of, store_options
 from tests.reliability.support import FAILING_RUNTIME, launch
 

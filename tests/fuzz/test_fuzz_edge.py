@@ -118,7 +118,7 @@ host_values = st.one_of(
 
 
 def test_host_headers_of_any_shape_are_400_exactly_when_invalid_on_both_ports(server):
-    from runtime.host import valid_host  # plain Python: the same check the server applies
+    from runtime.edge.host import valid_host  # plain Python: the same check the server applies
 
     log_from = len(server.log_text())
 

@@ -14,7 +14,7 @@ import pytest
 from harness.models import default_pipeline
 from harness.server import Server
 from harness.v2 import REQUEST_TIMEOUT_S, json_tensor, rest_outputs
-from runtime.datatypes import NUMERIC_DATATYPES
+from runtime.core.datatypes import NUMERIC_DATATYPES
 from tests.integration import support
 
 CLIENTS = ["rest-json", "triton-http", "triton-grpc", "kserve-rest", "kserve-grpc"]

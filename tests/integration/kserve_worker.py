@@ -33,7 +33,7 @@ from kserve import (
 )
 from kserve.protocol.infer_type import RequestedOutput
 
-from runtime.datatypes import NUMERIC_DATATYPES
+from runtime.core.datatypes import NUMERIC_DATATYPES
 
 
 def build_request(msg: dict) -> InferRequest:

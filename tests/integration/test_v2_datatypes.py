@@ -12,7 +12,7 @@ import pytest
 
 from harness.models import DIABETES, assert_parity, default_pipeline
 from harness.v2 import json_tensor, pb_outputs, pb_request, pb_tensor, rest_outputs
-from runtime.datatypes import NUMERIC_DATATYPES
+from runtime.core.datatypes import NUMERIC_DATATYPES
 from tests.integration import support
 
 P = default_pipeline(DIABETES)

@@ -1,5 +1,5 @@
 """Your own pipeline, packaged and served: every supported scaler and every model family, fitted
-on scikit-learn's bundled datasets, packaged with `runtime.package.write_model_dir`, served by one
+on scikit-learn's bundled datasets, packaged with `pipeline_tools.package.write_model_dir`, served by one
 real `mlserver start .` and asked over REST and gRPC. The served predictions equal scikit-learn's
 own: labels exactly, numbers within 1e-9 relative.
 
@@ -21,7 +21,7 @@ from sklearn.pipeline import make_pipeline
 
 from harness.repository import make_repository
 from harness.server import Server
-from runtime.package import MODELS, SCALERS, write_model_dir
+from pipeline_tools.package import MODELS, SCALERS, write_model_dir
 
 ROWS = 25
 RTOL, ATOL = 1e-9, 1e-12

@@ -131,8 +131,8 @@ class Load:
 
 
 def run_cli(*argv: str, timeout: float = 180.0) -> subprocess.CompletedProcess:
-    """`python -m runtime.rollout_auto ...` as a subprocess of its own, from the project root."""
-    return subprocess.run([sys.executable, "-m", "runtime.rollout_auto", *argv], cwd=REPO_ROOT,
+    """`python -m pipeline_tools.rollout.auto ...` as a subprocess of its own, from the project root."""
+    return subprocess.run([sys.executable, "-m", "pipeline_tools.rollout.auto", *argv], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
 
 

@@ -1,5 +1,5 @@
 """`rollout auto` without servers: its `--dry-run` output, exactly, for both targets (an nginx
-upstream; the InferenceService through runtime.rollout's own patches, in both deployment modes);
+upstream; the InferenceService through pipeline_tools.rollout.cli's own patches, in both deployment modes);
 its step / analyze / promote-or-rollback loop on scripted analyses; `rollout analyze` end to end on
 fake metrics endpoints; and what the modules may import."""
 
@@ -19,10 +19,10 @@ import pytest
 
 from harness.models import REPO_ROOT
 from harness.nginx import config_text
-from runtime import rollout
-from runtime import rollout_analysis as ra
-from runtime import rollout_auto as auto
-from runtime import rollout_targets as targets
+from pipeline_tools.rollout import cli as rollout
+from pipeline_tools.rollout import analysis as ra
+from pipeline_tools.rollout import auto
+from pipeline_tools.rollout import targets
 from tests.rehearsal.support import run_cli
 
 V2 = "gs://YOUR-BUCKET/pipeline-runtime/models/diabetes/2"
@@ -78,7 +78,7 @@ def test_dry_run_on_an_inference_service_prints_runtime_rollouts_patches() -> No
     done = run_cli("-n", "ml", "--name", "diabetes", "auto", "--dry-run", "--mode", "serverless",
                    "--storage-uri", V2, "--steps", "10,50,100")  # fmt: skip
     assert done.returncode == 0, done.stderr
-    command = "python -m runtime.rollout -n ml --name diabetes"
+    command = "python -m pipeline_tools.rollout -n ml --name diabetes"
     wait = ("# wait 30s, then analyze every 60s: promote -> next step, rollback -> rollback, "
             "not enough data -> analyze again (at most 3 times, then rollback)")  # fmt: skip
     assert done.stdout == f"""\
@@ -101,7 +101,7 @@ def test_dry_run_on_an_inference_service_prints_runtime_rollouts_patches() -> No
 def test_dry_run_in_standard_mode_prints_the_spec_canary_patches() -> None:
     done = run_cli("-n", "ml", "auto", "--dry-run", "--mode", "standard", "--storage-uri", V2, "--steps", "25,100")
     assert done.returncode == 0, done.stderr
-    command = "python -m runtime.rollout -n ml --name diabetes"
+    command = "python -m pipeline_tools.rollout -n ml --name diabetes"
     fmt = '{"name": "sklearn-pipeline", "version": "1"}'
     model = f'{{"name": "kserve-container", "modelFormat": {fmt}, "storageUri": "{V2}"}}'
     wait = ("# wait 30s, then analyze every 60s: promote -> next step, rollback -> rollback, "
@@ -219,7 +219,7 @@ def test_auto_promotes_after_every_step_passed() -> None:
     analysis = lines[1]
     assert analysis["checks"]["requests"] == {"stable": 1000.0, "canary": 300.0, "verdict": "pass", "limit": 200}
     assert {"time", "level", "logger", "message", "exit_code", "window_s", "stable", "canary"} <= set(analysis)
-    assert analysis["logger"] == "runtime.rollout" and analysis["message"] == "analysis"
+    assert analysis["logger"] == "pipeline_tools.rollout" and analysis["message"] == "analysis"
 
 
 def test_auto_rolls_back_at_the_first_failed_analysis() -> None:
@@ -230,7 +230,7 @@ def test_auto_rolls_back_at_the_first_failed_analysis() -> None:
     assert lines[-2]["decision"] == "rollback" and lines[-2]["reasons"] == ["error_rate_5xx"]
     assert lines[-2]["checks"]["error_rate_5xx"]["canary"] == 0.2
     assert lines[-1] | {"time": None, "pid": None} == {
-        "time": None, "level": "INFO", "logger": "runtime.rollout", "message": "rollback", "pid": None,
+        "time": None, "level": "INFO", "logger": "pipeline_tools.rollout", "message": "rollback", "pid": None,
         "event": "rollback", "decision": "rollback", "reason": "analysis at canary 50% failed: error_rate_5xx",
         "target": {"applied": "rollback"}, "exit_code": 1}  # fmt: skip
 
@@ -257,7 +257,7 @@ def test_a_step_that_cannot_be_applied_rolls_back_and_exits_2() -> None:
 
 
 def test_the_cluster_adapter_is_runtime_rollouts_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Live, each step is `python -m runtime.rollout ...` run in-process: what it prints is logged,
+    """Live, each step is `python -m pipeline_tools.rollout ...` run in-process: what it prints is logged,
     a non-zero exit stops the rollout."""
     calls: list[list[str]] = []
 
@@ -272,7 +272,7 @@ def test_the_cluster_adapter_is_runtime_rollouts_command(monkeypatch: pytest.Mon
     monkeypatch.setattr(rollout, "main", fake_main)
     target = targets.InferenceServiceTarget(name="diabetes", namespace="ml", storage_uri=V2)
     assert target.apply(targets.Step("canary", 10)) == {
-        "command": f"python -m runtime.rollout -n ml --name diabetes canary 10 --storage-uri {V2}",
+        "command": f"python -m pipeline_tools.rollout -n ml --name diabetes canary 10 --storage-uri {V2}",
         "status": {"name": "diabetes", "canaryTrafficPercent": 10}}  # fmt: skip
     assert calls == [["-n", "ml", "--name", "diabetes", "canary", "10", "--storage-uri", V2]]
     target = targets.InferenceServiceTarget(name="diabetes")
@@ -346,15 +346,15 @@ def test_analyze_scrapes_twice_and_exits_with_its_decision(endpoints, canary_err
 
 
 def test_the_modules_import_neither_mlserver_nor_scipy() -> None:
-    probe = ("import sys, runtime.rollout_analysis, runtime.rollout_sources, runtime.rollout_targets, "
-             "runtime.rollout_auto as m; m.add_commands; "
+    probe = ("import sys, pipeline_tools.rollout.analysis, pipeline_tools.rollout.sources, pipeline_tools.rollout.targets, "
+             "pipeline_tools.rollout.auto as m; m.add_commands; "
              "print(sorted({'mlserver', 'runtime.model', 'scipy', 'sklearn'} & set(sys.modules)))")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert done.stdout.strip() == "[]", done.stderr
 
 
 def test_add_commands_registers_analyze_and_auto_on_another_parser() -> None:
-    """As runtime.rollout will: its own global -n/--name, then these commands; `handler` runs them."""
+    """As pipeline_tools.rollout.cli will: its own global -n/--name, then these commands; `handler` runs them."""
     import argparse
 
     parser = argparse.ArgumentParser()

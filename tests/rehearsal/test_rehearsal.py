@@ -18,7 +18,7 @@ import pytest
 from harness.nginx import Nginx
 from harness.prometheus import Prometheus
 from harness.server import Server
-from runtime.rollout_analysis import histogram_quantile
+from pipeline_tools.rollout.analysis import histogram_quantile
 from tests.rehearsal import support
 
 SETTLE = "1s"

@@ -1,6 +1,6 @@
 """`rollout analyze`'s verdicts on synthetic windows (no servers): each check, its threshold, the
 sample-size gates, the decision's precedence, and the statistics against reference implementations
-(Prometheus's histogram_quantile rules, runtime.shadow.psi, scipy's chi-square test)."""
+(Prometheus's histogram_quantile rules, runtime.service.shadow.psi, scipy's chi-square test)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from runtime.rollout_analysis import (
+from pipeline_tools.rollout.analysis import (
     AnalysisError,
     Side,
     Thresholds,
@@ -20,9 +20,9 @@ from runtime.rollout_analysis import (
     histogram_quantile,
     render,
 )
-from runtime.rollout_sources import ScrapeSource, parse_matchers, selector
+from pipeline_tools.rollout.sources import ScrapeSource, parse_matchers, selector
 
-# runtime.metrics.SECONDS_BUCKETS (not imported: it would load the runtime's metric families).
+# runtime.observation.metrics.SECONDS_BUCKETS (not imported: it would load the runtime's metric families).
 SECONDS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
            0.25, 0.5, 1.0)  # fmt: skip
 EDGES = ["78.923", "99.923", "118.566", "135.019", "152.57", "165.673", "180.017", "200.292", "229.994", "+Inf"]
@@ -208,7 +208,7 @@ def test_histogram_quantile_follows_prometheus() -> None:
 
 
 def test_psi_from_counts_is_runtime_shadow_psi_on_binned_samples() -> None:
-    from runtime.shadow import PSI_BINS, PSI_EPSILON, psi, psi_from_counts
+    from runtime.service.shadow import PSI_BINS, PSI_EPSILON, psi, psi_from_counts
 
     assert PSI_EPSILON == 1e-6
     rng = np.random.default_rng(8)

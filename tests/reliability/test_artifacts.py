@@ -18,7 +18,7 @@ from sklearn.tree import DecisionTreeRegressor
 from harness.models import DIABETES, pipeline
 from harness.repository import add_model, make_repository, read_manifest_json, tamper, write_manifest_json
 from harness.server import Server
-from runtime.artifacts import sha256_hex
+from runtime.core.artifacts import sha256_hex
 from tests.reliability import support
 
 TREE = "sklearn.tree._classes.DecisionTreeRegressor"
@@ -96,7 +96,7 @@ def _tree(server: Server, name: str, extra: dict) -> tuple:
     """A decision tree (holding an untrusted type) in place of diabetes/1's model."""
     target = add_model(server.root, name, extra=extra)
     x, y = load_diabetes(return_X_y=True)
-    scaler = pipeline(DIABETES, "1").scaler  # the copied scaler, as runtime.artifacts loads it
+    scaler = pipeline(DIABETES, "1").scaler  # the copied scaler, as runtime.core.artifacts loads it
     tree = DecisionTreeRegressor(max_depth=4, random_state=0).fit(scaler.transform(x), y)
     sio.dump(tree, target / "model.skops")
     doc = read_manifest_json(target)

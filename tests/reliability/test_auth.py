@@ -104,7 +104,7 @@ def test_the_other_inference_routes_are_guarded_too(server):
         assert response.status_code == 401, (path, response.text)
     ok = requests.post(server.http_url + "/v2/models/diabetes/generate", json=body, headers=bearer(NEW), timeout=10)
     assert ok.status_code == 200, ok.text
-    # REST streams: refused from the request head (runtime.asgi_guard), before MLServer's stream
+    # REST streams: refused from the request head (runtime.edge.guard), before MLServer's stream
     # starts (inside it, MLServer 1.7.1 answers any error with a bare 500).
     stream = "/v2/models/diabetes/infer_stream"
     refused = requests.post(server.http_url + stream, json=body, timeout=10)

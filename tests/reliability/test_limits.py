@@ -135,7 +135,7 @@ def test_the_repository_api_can_be_switched_off(servers):
 
 def test_on_loopback_without_any_auth_it_stays_open_and_says_so(servers):
     server = servers["default"]
-    warnings = [r for r in server.log_records() if r.get("logger") == "runtime.admin"]
+    warnings = [r for r in server.log_records() if r.get("logger") == "runtime.policy.admin"]
     assert warnings and warnings[0]["level"] == "WARNING" and "open" in warnings[0]["message"]
     index = requests.post(f"{server.http_url}/v2/repository/index", json={}, timeout=20)
     assert index.status_code == 200

@@ -1,4 +1,4 @@
-"""Request heads on the REST and metrics ports (runtime.head_limits, runtime.host, enforced by
+"""Request heads on the REST and metrics ports (runtime.edge.head_limits, runtime.edge.host, enforced by
 runtime.integration.http_head): oversized heads and too many headers are 431 before the head is
 all in, a head that takes too long is 408 and closed, a connection that sends nothing and an idle
 keep-alive connection are closed, a malformed Host is 400 before any middleware (no traceback),

@@ -1,16 +1,16 @@
-"""Who may call the repository API (runtime.admin), the request size setting (runtime.asgi_guard)
-and per-client rate limits (runtime.ratelimit, runtime.admission)."""
+"""Who may call the repository API (runtime.policy.admin), the request size setting (runtime.edge.guard)
+and per-client rate limits (runtime.policy.ratelimit, runtime.policy.admission)."""
 
 from __future__ import annotations
 
 import pytest
 
-from runtime.admin import AdminPolicy
-from runtime.admission import PEER_HEADER, Policy
-from runtime.breaker import CircuitBreaker
-from runtime.body_limits import DEFAULT_MAX_REQUEST_BYTES, max_request_bytes
-from runtime.errors import AdminDisabled, AdminUnauthenticated, RateLimited, Unauthenticated
-from runtime.ratelimit import RateLimiter
+from runtime.policy.admin import AdminPolicy
+from runtime.policy.admission import PEER_HEADER, Policy
+from runtime.policy.breaker import CircuitBreaker
+from runtime.edge.body_limits import DEFAULT_MAX_REQUEST_BYTES, max_request_bytes
+from runtime.core.errors import AdminDisabled, AdminUnauthenticated, RateLimited, Unauthenticated
+from runtime.policy.ratelimit import RateLimiter
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ def test_a_bucket_allows_the_burst_then_the_rate():
 
 
 def test_the_buckets_are_bounded(monkeypatch):
-    from runtime import ratelimit
+    from runtime.policy import ratelimit
 
     monkeypatch.setattr(ratelimit, "MAX_CLIENTS", 3)
     limiter = RateLimiter(rate=1.0, burst=1, clock=_Clock())

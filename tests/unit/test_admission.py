@@ -1,6 +1,6 @@
-"""Admission in process: the options, deadlines (runtime.deadlines), the compute offload
-(runtime.compute), the admission steps around MLServer's DataPlane with a stand-in model registry
-(runtime.admission, runtime.integration.dataplane) and the MLServer fixes beside them. The same
+"""Admission in process: the options, deadlines (runtime.policy.deadlines), the compute offload
+(runtime.service.compute), the admission steps around MLServer's DataPlane with a stand-in model registry
+(runtime.policy.admission, runtime.integration.dataplane) and the MLServer fixes beside them. The same
 behaviour over real servers is in tests/reliability."""
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from mlserver.settings import ModelParameters, ModelSettings, Settings
 from mlserver.types import InferenceRequest, InferenceResponse, Parameters
 
 import runtime.model  # noqa: F401  (installs the patches)
-from runtime import deadlines
-from runtime.compute import compute
-from runtime.errors import ArtifactError, DeadlineExceeded, InvalidTimeoutError, Overloaded, Unauthenticated
-from runtime.inflight import IN_FLIGHT
+from runtime.policy import deadlines
+from runtime.service.compute import compute
+from runtime.core.errors import ArtifactError, DeadlineExceeded, InvalidTimeoutError, Overloaded, Unauthenticated
+from runtime.policy.inflight import IN_FLIGHT
 from runtime.integration.grpc_service import QuietRefusals
 from runtime.integration.v2 import RuntimeRequestError, as_mlserver_error
-from runtime.options import AdmissionOptions, RuntimeOptions
+from runtime.core.options import AdmissionOptions, RuntimeOptions
 
 # ------------------------------------------------------------------------------ options
 

@@ -19,9 +19,9 @@ from sklearn.datasets import load_diabetes
 from sklearn.linear_model import LinearRegression
 from sklearn.tree import DecisionTreeRegressor
 
-from runtime.artifacts import LoadPolicy, load_pipeline, sha256_hex
-from runtime.errors import ArtifactError
-from runtime.package import write_model_dir
+from runtime.core.artifacts import LoadPolicy, load_pipeline, sha256_hex
+from runtime.core.errors import ArtifactError
+from pipeline_tools.package import write_model_dir
 
 SHIPPED = [("diabetes", "1", 10), ("diabetes", "2", 10), ("breast-cancer", "1", 30)]
 
@@ -157,7 +157,7 @@ def test_other_sklearn_minor_is_refused_naming_both_versions(model_copy, caplog)
     _edit_manifest(model_copy, trained_with=trained_with)
     with pytest.raises(ArtifactError, match=rf"trained with scikit-learn 0\.24\.2 but {sklearn.__version__} is installed"):
         load_pipeline(model_copy)
-    with caplog.at_level(logging.WARNING, logger="runtime.artifacts"):
+    with caplog.at_level(logging.WARNING, logger="runtime.core.artifacts"):
         load_pipeline(model_copy, LoadPolicy(allow_sklearn_version_mismatch=True))
     assert "loading anyway" in caplog.text
 

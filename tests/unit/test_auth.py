@@ -1,4 +1,4 @@
-"""Bearer tokens (runtime.auth): parsing, constant-time checks, rotation, configuration."""
+"""Bearer tokens (runtime.policy.auth): parsing, constant-time checks, rotation, configuration."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from runtime import auth
-from runtime.errors import ArtifactError, Unauthenticated
+from runtime.policy import auth
+from runtime.core.errors import ArtifactError, Unauthenticated
 
 
 
@@ -74,7 +74,7 @@ def test_a_token_file_is_re_read_when_it_changes_and_fails_closed(tmp_path, capl
     with pytest.raises(Unauthenticated):
         checker.check({"authorization": "Bearer one"})
     path.unlink()  # a Secret being swapped: keep the last tokens, say so
-    with caplog.at_level(logging.ERROR, logger="runtime.auth"):
+    with caplog.at_level(logging.ERROR, logger="runtime.policy.auth"):
         checker.check({"authorization": "Bearer two"})
     assert "cannot read token file" in caplog.text
     missing = auth.Authenticator(auth.FileTokens(str(tmp_path / "never-there")))

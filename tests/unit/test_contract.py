@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from runtime.contract import Contract, ParsedRequest, Tensor
-from runtime.errors import (
+from runtime.core.contract import Contract, ParsedRequest, Tensor
+from runtime.core.errors import (
     BatchSizeError,
     DatatypeError,
     FeatureCountError,

@@ -1,4 +1,4 @@
-"""The drain in process (runtime.drain, runtime.integration.lifecycle): settings, readiness while
+"""The drain in process (runtime.policy.drain, runtime.integration.lifecycle): settings, readiness while
 draining and the order of the drain, against stand-ins for the servers' listeners. SIGTERM on
 real servers is tests/reliability."""
 
@@ -12,9 +12,9 @@ import pytest
 from mlserver.handlers.dataplane import DataPlane
 
 import runtime.model  # noqa: F401  (installs the patches)
-from runtime import drain as drain_module
-from runtime.drain import STATE, DrainSettings, Listeners
-from runtime.inflight import IN_FLIGHT
+from runtime.policy import drain as drain_module
+from runtime.policy.drain import STATE, DrainSettings, Listeners
+from runtime.policy.inflight import IN_FLIGHT
 from runtime.integration import lifecycle
 
 

@@ -1,4 +1,4 @@
-"""Requests by entity id (runtime.entities) and the feature cache (runtime.ttl_cache): plain
+"""Requests by entity id (runtime.features.entities) and the feature cache (runtime.features.ttl_cache): plain
 tensors and dictionaries, no database (the real one is in tests/features)."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import re
 import numpy as np
 import pytest
 
-from runtime import entities
-from runtime.contract import Contract, Tensor
-from runtime.errors import EntityIdError, FeatureNameError, ShapeError, UnknownEntityError
-from runtime.ttl_cache import TTLCache
+from runtime.features import entities
+from runtime.core.contract import Contract, Tensor
+from runtime.core.errors import EntityIdError, FeatureNameError, ShapeError, UnknownEntityError
+from runtime.features.ttl_cache import TTLCache
 
 CONTRACT = Contract(("a", "b", "c"), ("predict",), max_rows=10)
 

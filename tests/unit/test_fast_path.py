@@ -1,4 +1,4 @@
-"""The REST fast path's seam (runtime.integration.fast_path) and its reader (runtime.fast_json):
+"""The REST fast path's seam (runtime.integration.fast_path) and its reader (runtime.edge.fast_json):
 which requests it serves itself and which it hands to MLServer's app, body intact. That its
 answers equal MLServer's is tested through real servers (tests/integration/test_fast_path.py)."""
 
@@ -19,10 +19,10 @@ from starlette.routing import Route
 from starlette_exporter import PrometheusMiddleware
 
 import runtime.model  # noqa: F401  (installs the integration, as loading the runtime does)
-from runtime.fast_json import _may_hold_booleans, read_simple
-from runtime.asgi import read_body
-from runtime.contract import Contract
-from runtime.errors import PipelineError
+from runtime.edge.fast_json import _may_hold_booleans, read_simple
+from runtime.edge.asgi import read_body
+from runtime.core.contract import Contract
+from runtime.core.errors import PipelineError
 from runtime.integration.fast_path import ROUTES, Compression, FastInfer, Layers, enabled, layers
 from runtime.integration.patching import IntegrationError
 

@@ -9,10 +9,10 @@ from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc.converters import ModelInferRequestConverter
 
 import runtime.model  # noqa: F401  (installs the decoder, as loading the runtime does)
-from runtime.contract import Contract, ParsedRequest
+from runtime.core.contract import Contract, ParsedRequest
 from runtime.integration import v2
 from runtime.integration.grpc_service import decode_request
-from runtime.errors import DatatypeError, MalformedDataError, ShapeError
+from runtime.core.errors import DatatypeError, MalformedDataError, ShapeError
 
 CONTRACT = Contract(("a", "b"), ("predict",), max_rows=10)
 

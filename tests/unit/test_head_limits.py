@@ -1,4 +1,4 @@
-"""runtime.head_limits: the head limits' settings, their refusals and the rate of their warnings.
+"""runtime.edge.head_limits: the head limits' settings, their refusals and the rate of their warnings.
 Enforced on real servers: tests/security/test_heads.py."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from runtime.head_limits import (
+from runtime.edge.head_limits import (
     ENV_HEAD_TIMEOUT,
     ENV_KEEPALIVE_TIMEOUT,
     ENV_MAX_HEAD_BYTES,

@@ -1,11 +1,11 @@
-"""runtime.host: which Host headers reach MLServer's app (RFC 9112 section 3.2, RFC 3986 host[:port]).
+"""runtime.edge.host: which Host headers reach MLServer's app (RFC 9112 section 3.2, RFC 3986 host[:port]).
 On real servers: tests/security/test_heads.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from runtime.host import INVALID, MISSING, REPEATED, host_problem, valid_host
+from runtime.edge.host import INVALID, MISSING, REPEATED, host_problem, valid_host
 
 
 @pytest.mark.parametrize(
@@ -44,7 +44,7 @@ def test_a_request_is_refused_for_a_missing_repeated_or_invalid_host():
 
 
 def test_long_values_are_checked_every_time_not_cached():
-    from runtime import host
+    from runtime.edge import host
 
     host._valid_cached.cache_clear()
     for i in range(50):

@@ -14,7 +14,7 @@ import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from runtime.head_limits import HeadLimits
+from runtime.edge.head_limits import HeadLimits
 from runtime.integration.http_head import guarded_protocol
 
 LIMITS = HeadLimits(max_head_bytes=1024, max_headers=10, head_timeout_s=2.0, keepalive_timeout_s=5.0)

@@ -1,4 +1,4 @@
-"""JSON log lines (runtime.logs) and the shipped logging configuration (runtime/logging.json)."""
+"""JSON log lines (runtime.observation.logs) and the shipped logging configuration (runtime/logging.json)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from runtime.logs import JsonFormatter, log_request
+from runtime.observation.logs import JsonFormatter, log_request
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTILE = 'he said "stop"\nthen \\ left; naïve 日本語 \u2028 \x00'

@@ -25,11 +25,11 @@ from opentelemetry.trace import StatusCode
 from prometheus_client import REGISTRY
 from sklearn.datasets import load_diabetes
 
-from runtime import errors
+from runtime.core import errors
 from runtime.integration import tracing
 from runtime.integration.v2 import RuntimeRequestError
-from runtime.errors import InternalPredictionError, InvalidRequest
-from runtime.metrics import INTERNAL_ERROR, OK, STAGES, known_outcomes, outcome_of
+from runtime.core.errors import InternalPredictionError, InvalidRequest
+from runtime.observation.metrics import INTERNAL_ERROR, OK, STAGES, known_outcomes, outcome_of
 from runtime.model import PipelineRuntime
 
 MODEL, VERSION = "diabetes", "1"

@@ -1,4 +1,4 @@
-"""Out-of-distribution bands, counts and per-row flags (runtime.ood; the flags in a V2 response:
+"""Out-of-distribution bands, counts and per-row flags (runtime.core.ood; the flags in a V2 response:
 runtime.integration.v2)."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from mlserver.types import InferenceRequest
 
-from runtime.artifacts import load_pipeline
-from runtime.call import Answer
+from runtime.core.artifacts import load_pipeline
+from runtime.core.call import Answer
 from runtime.integration import v2
-from runtime.ood import FLAGS_PARAMETER, OodDetector, wants_flags
-from runtime.errors import ArtifactError, InvalidRequest
-from runtime.options import DEFAULT_OOD_Z_THRESHOLD, RuntimeOptions
+from runtime.core.ood import FLAGS_PARAMETER, OodDetector, wants_flags
+from runtime.core.errors import ArtifactError, InvalidRequest
+from runtime.core.options import DEFAULT_OOD_Z_THRESHOLD, RuntimeOptions
 
 
 def _detector(low: list[float], high: list[float]) -> OodDetector:

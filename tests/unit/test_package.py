@@ -1,4 +1,4 @@
-"""`python -m runtime.package`: what it writes, how it names features and ranges, and every bad
+"""`python -m pipeline_tools.package`: what it writes, how it names features and ranges, and every bad
 input refused with one line and exit code 2, nothing left behind."""
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, StandardScaler
 from sklearn.svm import LinearSVC
 
-from runtime.artifacts import load_pipeline
-from runtime.package import ROBUST_IQRS, main
+from runtime.core.artifacts import load_pipeline
+from pipeline_tools.package import ROBUST_IQRS, main
 from tests.unit.conftest import ROOT
 
 X, Y = load_diabetes(return_X_y=True)
@@ -180,7 +180,7 @@ def test_an_existing_version_needs_force(tmp_path, capsys):
 def test_the_command_exits_2_from_the_shell(tmp_path):
     source = _save(make_pipeline(StandardScaler(), Ridge()), tmp_path / "unfitted.joblib")
     run = subprocess.run(
-        [sys.executable, "-m", "runtime.package", str(source), "--name", "m", "--version", "1", "--out", str(tmp_path)],
+        [sys.executable, "-m", "pipeline_tools.package", str(source), "--name", "m", "--version", "1", "--out", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert run.returncode == 2 and run.stderr.startswith("error: ") and "is not fitted" in run.stderr
@@ -190,7 +190,7 @@ def test_the_command_exits_2_from_the_shell(tmp_path):
 def test_a_pipeline_fitted_on_a_dataframe_serves_matrices_without_warnings(tmp_path):
     import warnings
 
-    from runtime.predictor import compile_predictor
+    from runtime.core.predictor import compile_predictor
 
     frame = pd.DataFrame(X, columns=NAMES)
     code, out = _package(tmp_path, make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=3, random_state=0)).fit(frame, Y > 150))

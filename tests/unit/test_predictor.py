@@ -11,11 +11,11 @@ from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.tree import DecisionTreeRegressor
 
-from runtime import predictor as predictor_module
-from runtime.artifacts import LoadedPipeline, load_pipeline
-from runtime.errors import NonFiniteOutputError
-from runtime.package import MODELS, SCALERS, write_model_dir
-from runtime.predictor import (
+from runtime.core import predictor as predictor_module
+from runtime.core.artifacts import LoadedPipeline, load_pipeline
+from runtime.core.errors import NonFiniteOutputError
+from pipeline_tools.package import MODELS, SCALERS, write_model_dir
+from runtime.core.predictor import (
     FOREST_CLASSIFIERS,
     FOREST_REGRESSORS,
     LINEAR_CLASSIFIERS,
@@ -51,7 +51,7 @@ def test_disagreeing_fast_path_falls_back_to_sklearn(models_dir, monkeypatch, ca
 
     monkeypatch.setattr(predictor_module, "_fold", skewed_fold)
     pipeline = load_pipeline(models_dir / "diabetes" / "1")
-    with caplog.at_level(logging.WARNING, logger="runtime.predictor"):
+    with caplog.at_level(logging.WARNING, logger="runtime.core.predictor"):
         compiled = compile_predictor(pipeline)
     assert compiled.kind == "sklearn"
     assert "serving it with scikit-learn instead" in caplog.text
@@ -144,7 +144,7 @@ def test_a_forest_path_that_disagrees_falls_back_to_scikit_learn(tmp_path, monke
     pipe, x = _fitted(None, FOREST_CLASSIFIERS[0], "binary strings")
     pipeline = load_pipeline(write_model_dir(pipe, "m", "1", tmp_path))
     monkeypatch.setattr(predictor_module, "TREE_DTYPE", np.float16)  # coarser than scikit-learn's
-    with caplog.at_level(logging.WARNING, logger="runtime.predictor"):
+    with caplog.at_level(logging.WARNING, logger="runtime.core.predictor"):
         compiled = compile_predictor(pipeline)
     assert compiled.kind == "sklearn" and "tree-loop fast path for output" in caplog.text
     np.testing.assert_array_equal(compiled.predict(x, ("predict",))["predict"], pipe.predict(x))

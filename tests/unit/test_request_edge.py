@@ -1,6 +1,6 @@
-"""The request edge's plain parts: framing read from the head (runtime.framing), a body read under
-the limits and inflated as it arrives (runtime.body_reader), JSON nesting (runtime.json_depth), and
-the guard deciding from the head before reading a byte (runtime.asgi_guard, with a toy app)."""
+"""The request edge's plain parts: framing read from the head (runtime.edge.framing), a body read under
+the limits and inflated as it arrives (runtime.edge.body_reader), JSON nesting (runtime.edge.json_depth), and
+the guard deciding from the head before reading a byte (runtime.edge.guard, with a toy app)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import zlib
 
 import pytest
 
-from runtime import json_depth
-from runtime.asgi_guard import INFERENCE, OTHER, REPOSITORY, RequestGuard, Route
-from runtime.admin import AdminPolicy
-from runtime.body_limits import BodyLimits
-from runtime.body_reader import BodyReader
-from runtime.errors import (
+from runtime.edge import json_depth
+from runtime.edge.guard import INFERENCE, OTHER, REPOSITORY, RequestGuard, Route
+from runtime.policy.admin import AdminPolicy
+from runtime.edge.body_limits import BodyLimits
+from runtime.edge.body_reader import BodyReader
+from runtime.core.errors import (
     MalformedBody,
     MalformedFraming,
     RequestTooLarge,
@@ -24,7 +24,7 @@ from runtime.errors import (
     UnsupportedEncoding,
     UnsupportedTransferCoding,
 )
-from runtime.framing import framing
+from runtime.edge.framing import framing
 
 
 def _h(*pairs: tuple[str, str]) -> list[tuple[bytes, bytes]]:

@@ -11,7 +11,7 @@ from typing import Any, Awaitable, Callable, Optional
 import pytest
 from prometheus_client import REGISTRY
 
-from runtime.errors import (
+from runtime.core.errors import (
     DeadlineExceeded,
     FeatureCountError,
     InternalPredictionError,
@@ -21,8 +21,8 @@ from runtime.errors import (
     RateLimited,
     Unauthenticated,
 )
-from runtime.options import RuntimeOptions
-from runtime.resilience import Resilience
+from runtime.core.options import RuntimeOptions
+from runtime.policy.resilience import Resilience
 
 BREAKER = {"breaker_failure_ratio": 0.5, "breaker_window": 4, "breaker_min_calls": 4,
            "breaker_open_s": 60.0, "breaker_probes": 1}  # fmt: skip
@@ -156,7 +156,7 @@ def test_an_unexpected_exception_is_a_failure():
 
 def test_every_error_type_is_either_the_models_failure_or_not():
     # A new error type must be placed on one side on purpose: the 500s are the model's.
-    from runtime import errors
+    from runtime.core import errors
 
     kinds = {cls: errors.counts_against_model(cls("x")) for cls in _subclasses(PipelineError)}
     assert {cls.__name__ for cls, counted in kinds.items() if counted} == {

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 
-from runtime import shadow as shadow_module
-from runtime.metrics import DIFF_BUCKETS, incrementer, observe_many, observer
-from runtime.shadow import Shadow, _Pending, _Window
+from runtime.service import shadow as shadow_module
+from runtime.observation.metrics import DIFF_BUCKETS, incrementer, observe_many, observer
+from runtime.service.shadow import Shadow, _Pending, _Window
 
 _names = itertools.count()
 
@@ -35,7 +35,7 @@ def test_observe_many_is_observe_on_each_value():
 
 
 def test_observer_is_observe():
-    """The per-request observer (runtime.metrics.observer) on values at, between and past bounds."""
+    """The per-request observer (runtime.observation.metrics.observer) on values at, between and past bounds."""
     values = [0.0, 0.1, 0.1000001, 0.5, 3.0, 7.5, 20.0, 100.0, 1e9, -1.0, 2.0]
     one, fast = CollectorRegistry(), CollectorRegistry()
     by_one = Histogram("d", "h", ["m"], buckets=DIFF_BUCKETS, registry=one).labels("x")
@@ -49,7 +49,7 @@ def test_observer_is_observe():
 
 
 def test_incrementer_is_inc():
-    """The predictions counter's incrementer (runtime.metrics.incrementer), on one and on many."""
+    """The predictions counter's incrementer (runtime.observation.metrics.incrementer), on one and on many."""
     one, fast = CollectorRegistry(), CollectorRegistry()
     by_one = Counter("p", "c", ["m"], registry=one).labels("x")
     inc = incrementer(Counter("p", "c", ["m"], registry=fast).labels("x"))

@@ -1,4 +1,4 @@
-"""`python -m runtime.train` regenerates models that predict what the committed ones predict."""
+"""`python -m pipeline_tools.train` regenerates models that predict what the committed ones predict."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import sys
 
 import numpy as np
 
-from runtime.artifacts import load_pipeline
-from runtime.predictor import reference_rows
+from runtime.core.artifacts import load_pipeline
+from runtime.core.predictor import reference_rows
 from tests.unit.conftest import ROOT
 
 
 def test_retraining_reproduces_the_committed_models(tmp_path, models_dir):
-    subprocess.run([sys.executable, "-m", "runtime.train", "--out", str(tmp_path)], cwd=ROOT, check=True)
+    subprocess.run([sys.executable, "-m", "pipeline_tools.train", "--out", str(tmp_path)], cwd=ROOT, check=True)
     for committed_dir in sorted(p for p in models_dir.glob("*/*") if p.is_dir()):
         fresh_dir = tmp_path / committed_dir.relative_to(models_dir)
         committed, fresh = load_pipeline(committed_dir), load_pipeline(fresh_dir)

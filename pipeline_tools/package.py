@@ -1,0 +1,381 @@
+"""Package a fitted scikit-learn pipeline as a model directory this runtime serves.
+
+    python -m pipeline_tools.package PIPELINE_FILE --name NAME --version VERSION [--out models]
+        [--features a,b,c] [--reference data.csv] [--force]
+
+PIPELINE_FILE holds a fitted `Pipeline` (an optional scaler step, then one estimator), a
+`(scaler, model)` tuple or a bare estimator, saved with joblib/pickle (.joblib, .pkl) or skops
+(.skops). Reading a pickle is the user's own, local act here; the directory written needs no
+pickle again: skops artifacts, with exactly the types they hold recorded in the manifest.
+`write_model_dir()` does the same from Python (notebooks, training jobs, pipeline_tools.train).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import joblib
+import numpy as np
+import sklearn
+import skops.io
+from sklearn.base import is_classifier
+from sklearn.ensemble import (
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+)
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import SGDClassifier
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, StandardScaler
+from sklearn.svm import SVC, SVR
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+from sklearn.utils.validation import check_is_fitted
+
+from runtime.core.artifacts import (
+    MANIFEST_FILE,
+    SKLEARN_PREFIX,
+    FeatureRanges,
+    Manifest,
+    class_labels,
+    load_pipeline,
+    sha256_hex,
+    type_path,
+)
+from runtime.core.errors import ArtifactError
+from runtime.core.predictor import (
+    AFFINE_SCALERS,
+    FOREST_CLASSIFIERS,
+    FOREST_REGRESSORS,
+    LINEAR_CLASSIFIERS,
+    LINEAR_REGRESSORS,
+    compile_predictor,
+)
+
+IMPLEMENTATION = "runtime.PipelineRuntime"
+SCALERS = AFFINE_SCALERS
+MODELS = (
+    *LINEAR_REGRESSORS, *LINEAR_CLASSIFIERS, DecisionTreeRegressor, DecisionTreeClassifier,
+    *FOREST_REGRESSORS, *FOREST_CLASSIFIERS, GradientBoostingRegressor, GradientBoostingClassifier,
+    HistGradientBoostingRegressor, HistGradientBoostingClassifier, KNeighborsRegressor,
+    KNeighborsClassifier, SVR, SVC,
+)
+PROBABILISTIC_SGD_LOSSES = ("log_loss", "modified_huber")
+# Beyond the scaler's learned spread: RobustScaler's band is center +- this many IQRs.
+ROBUST_IQRS = 3.0
+PIPELINE_SUFFIXES = (".joblib", ".pkl", ".pickle", ".skops")
+CLASSIFIER_OUTPUTS = ("predict_proba", "decision_function")
+
+
+class PackagingError(Exception):
+    """A pipeline that cannot be packaged: one line for the user, exit code 2."""
+
+
+@dataclass(frozen=True)
+class Parts:
+    scaler: Optional[Any]
+    model: Any
+
+
+# ------------------------------------------------------------------------------ reading
+
+
+def read_pipeline_file(path: Path) -> Any:
+    """The object in a joblib/pickle or skops file (skops: scikit-learn types only)."""
+    if path.suffix not in PIPELINE_SUFFIXES:
+        raise PackagingError(f"{path}: expected a {', '.join(PIPELINE_SUFFIXES)} file")
+    if not path.is_file():
+        raise PackagingError(f"{path}: no such file")
+    try:
+        if path.suffix == ".skops":
+            untrusted = skops.io.get_untrusted_types(file=path)
+            foreign = [t for t in untrusted if not t.startswith(SKLEARN_PREFIX)]
+            if foreign:
+                raise PackagingError(f"{path}: holds types outside scikit-learn: {foreign}")
+            return skops.io.load(path, trusted=untrusted)
+        return joblib.load(path)
+    except PackagingError:
+        raise
+    except Exception as exc:  # whatever the file is, the user gets one line
+        raise PackagingError(f"{path}: cannot be read as a {path.suffix} file ({type(exc).__name__}: {exc})") from None
+
+
+def split_pipeline(obj: Any) -> Parts:
+    """(scaler or None, estimator) from a Pipeline, a (scaler, model) tuple or an estimator."""
+    if isinstance(obj, Pipeline):
+        steps = [(name, step) for name, step in obj.steps if step not in (None, "passthrough")]
+    elif isinstance(obj, (tuple, list)) and len(obj) == 2:
+        steps = [(f"item {i}", step) for i, step in enumerate(obj) if step is not None]
+    elif hasattr(obj, "fit") and hasattr(obj, "get_params"):
+        steps = [("estimator", obj)]
+    else:
+        raise PackagingError(
+            f"a {type(obj).__name__} is not a scikit-learn Pipeline, estimator or (scaler, model) tuple"
+        )
+    if not steps:
+        raise PackagingError("the pipeline has no estimator")
+    *leading, (model_name, model) = steps
+    estimators = [name for name, step in steps if isinstance(step, MODELS)]
+    if len(estimators) > 1:
+        raise PackagingError(f"more than one estimator ({', '.join(estimators)}); package one model")
+    if len(leading) > 1:
+        names = ", ".join(f"'{n}' ({type(s).__name__})" for n, s in leading)
+        raise PackagingError(f"unsupported steps {names}: at most one scaler, then the estimator")
+    scaler = leading[0][1] if leading else None
+    if scaler is not None and not isinstance(scaler, SCALERS):
+        raise PackagingError(
+            f"unsupported step '{leading[0][0]}' ({type(scaler).__name__}); supported scalers: "
+            f"{_names(SCALERS)}"
+        )
+    if not isinstance(model, MODELS):
+        raise PackagingError(
+            f"unsupported estimator '{model_name}' ({type(model).__name__}); supported: {_names(MODELS)}"
+        )
+    if isinstance(model, SGDClassifier) and model.loss not in PROBABILISTIC_SGD_LOSSES:
+        raise PackagingError(
+            f"SGDClassifier(loss={model.loss!r}) has no probabilities; use loss "
+            f"{' or '.join(map(repr, PROBABILISTIC_SGD_LOSSES))}"
+        )
+    for name, step in steps:
+        try:
+            check_is_fitted(step)
+        except NotFittedError:
+            raise PackagingError(f"'{name}' ({type(step).__name__}) is not fitted; fit it first") from None
+    # Exact types only: a subclass may override what the compiled path folds away.
+    for step in (scaler, model):
+        if step is not None and type(step) not in SCALERS + MODELS:
+            raise PackagingError(f"{type_path(step)} is a subclass; package the scikit-learn class itself")
+    return Parts(scaler, model)
+
+
+def _names(types: Sequence[type]) -> str:
+    return ", ".join(t.__name__ for t in types)
+
+
+# ------------------------------------------------------------------------------ features, ranges
+
+
+def feature_names(parts: Parts, given: Optional[Sequence[str]]) -> list[str]:
+    """The names the pipeline was fitted with, else `given`, else x0..xN-1."""
+    n = parts.model.n_features_in_
+    if parts.scaler is not None and parts.scaler.n_features_in_ != n:
+        raise PackagingError(
+            f"the scaler expects {parts.scaler.n_features_in_} features but the estimator {n}"
+        )
+    fitted = getattr(parts.scaler if parts.scaler is not None else parts.model, "feature_names_in_", None)
+    names = [str(f) for f in fitted] if fitted is not None else None
+    if given is not None:
+        given = [g.strip() for g in given]
+        if len(given) != n:
+            raise PackagingError(f"--features names {len(given)} features but the pipeline expects {n}")
+        if names is not None and names != given:
+            raise PackagingError(f"--features {given} differ from the names the pipeline was fitted with {names}")
+        names = given
+    names = names or [f"x{i}" for i in range(n)]
+    if len(set(names)) != n or any(not f or "," in f for f in names):
+        raise PackagingError(f"feature names must be unique, non-empty and free of commas: {names}")
+    return names
+
+
+def read_reference_csv(path: Path, names: Sequence[str]) -> np.ndarray:
+    """The CSV's columns named `names` (its header), as a float matrix in that order."""
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except OSError as exc:
+        raise PackagingError(f"--reference {path}: {exc.strerror}") from None
+    if len(rows) < 2:
+        raise PackagingError(f"--reference {path}: expected a header row and at least one data row")
+    header = [h.strip() for h in rows[0]]
+    missing = [n for n in names if n not in header]
+    if missing:
+        raise PackagingError(f"--reference {path}: no column for feature(s) {missing}; header: {header}")
+    columns = [header.index(n) for n in names]
+    try:
+        return np.array([[float(row[c]) for c in columns] for row in rows[1:] if row], dtype=np.float64)
+    except (ValueError, IndexError) as exc:
+        raise PackagingError(f"--reference {path}: not a table of numbers ({exc})") from None
+
+
+def feature_ranges(parts: Parts, reference: Optional[np.ndarray], n: int) -> tuple[Optional[FeatureRanges], str]:
+    """The out-of-distribution bands and their source: the reference data, else what the scaler
+    learned, else none."""
+    if reference is not None:
+        reference = np.asarray(reference, dtype=np.float64)
+        if reference.ndim != 2 or reference.shape[1] != n or not len(reference):
+            raise PackagingError(f"the reference data has shape {list(reference.shape)}, expected [rows, {n}]")
+        return FeatureRanges(min=reference.min(axis=0).tolist(), max=reference.max(axis=0).tolist()), "reference"
+    scaler = parts.scaler
+    if isinstance(scaler, MinMaxScaler):
+        return FeatureRanges(min=scaler.data_min_.tolist(), max=scaler.data_max_.tolist()), "scaler"
+    if isinstance(scaler, MaxAbsScaler):
+        return FeatureRanges(min=(-scaler.max_abs_).tolist(), max=scaler.max_abs_.tolist()), "scaler"
+    if isinstance(scaler, RobustScaler) and scaler.with_centering and scaler.with_scaling:
+        spread = ROBUST_IQRS * scaler.scale_
+        return FeatureRanges(min=(scaler.center_ - spread).tolist(), max=(scaler.center_ + spread).tolist()), "scaler"
+    if isinstance(scaler, StandardScaler) and scaler.with_mean and scaler.with_std:
+        return None, "scaler"  # the runtime's z-score band from mean_ and scale_
+    return None, "none"
+
+
+# ------------------------------------------------------------------------------ writing
+
+
+def _dump(obj: Any, directory: Path, stem: str) -> dict[str, Any]:
+    data = skops.io.dumps(obj)
+    types = sorted(skops.io.get_untrusted_types(data=data))
+    foreign = [t for t in types if not t.startswith(SKLEARN_PREFIX)]
+    if foreign:
+        raise PackagingError(f"{type(obj).__name__} holds types outside scikit-learn {foreign}; the runtime would refuse it")
+    (directory / f"{stem}.skops").write_bytes(data)
+    return {"file": f"{stem}.skops", "sha256": sha256_hex(data), "format": "skops", "types": types}
+
+
+def _write_json(path: Path, doc: Any) -> None:
+    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
+def model_settings(name: str, version: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "implementation": IMPLEMENTATION,
+        "parameters": {"version": version, "uri": ".", "extra": {"max_rows": 10000}},
+    }
+
+
+def build_manifest(parts: Parts, name: str, version: str, names: list[str],
+                   ranges: tuple[Optional[FeatureRanges], str], directory: Path) -> Manifest:  # fmt: skip
+    model = parts.model
+    classifier = is_classifier(model)
+    outputs = ["predict"]
+    if classifier:
+        outputs += [o for o in CLASSIFIER_OUTPUTS if hasattr(model, o)]
+    doc: dict[str, Any] = {
+        "name": name,
+        "version": version,
+        "kind": "classifier" if classifier else "regressor",
+        "estimator": type_path(model),
+        "feature_names": names,
+        "classes": class_labels(model) if classifier else None,
+        "outputs": outputs,
+        "trained_with": {
+            "scikit-learn": sklearn.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        "model": _dump(model, directory, "model"),
+        "feature_ranges": ranges[0].model_dump() if ranges[0] is not None else None,
+        "feature_ranges_source": ranges[1],
+    }
+    if parts.scaler is not None:
+        doc["scaler"] = _dump(parts.scaler, directory, "scaler")
+    try:
+        return Manifest.model_validate(doc)
+    except ValueError as exc:
+        raise PackagingError(f"the pipeline does not make a valid manifest: {exc}") from None
+
+
+def write_model_dir(
+    pipeline: Any,
+    name: str,
+    version: str,
+    out: Path = Path("models"),
+    *,
+    features: Optional[Sequence[str]] = None,
+    reference: Optional[np.ndarray] = None,
+    force: bool = False,
+) -> Path:
+    """Write out/NAME/VERSION complete (artifacts, manifest.json, model-settings.json), load it
+    back through the runtime's own loader and return it; nothing is left behind on failure."""
+    for label, value in (("name", name), ("version", version)):
+        if not value or "/" in value or value.startswith("."):
+            raise PackagingError(f"--{label} {value!r}: expected a plain directory name")
+    parts = split_pipeline(pipeline)
+    names = feature_names(parts, features)
+    target = Path(out) / name / version
+    if target.exists() and not force:
+        raise PackagingError(f"{target} already exists; pass --force to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=target.parent))
+    try:
+        ranges = feature_ranges(parts, reference, len(names))
+        manifest = build_manifest(parts, name, version, names, ranges, staging)
+        _write_json(staging / MANIFEST_FILE, manifest.model_dump(mode="json", exclude_none=True))
+        _write_json(staging / "model-settings.json", model_settings(name, version))
+        try:
+            compile_predictor(load_pipeline(staging))
+        except ArtifactError as exc:
+            raise PackagingError(f"the packaged model does not load: {exc}") from None
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def example_row(model_dir: Path) -> list[float]:
+    """A plausible row for the printed curl call: the middle of the ranges, else the scaler's
+    centre, else zeros."""
+    loaded = load_pipeline(model_dir)
+    ranges = loaded.manifest.feature_ranges
+    if ranges is not None:
+        return [round((lo + hi) / 2, 6) for lo, hi in zip(ranges.min, ranges.max)]
+    zeros = np.zeros((1, loaded.manifest.n_features))
+    if loaded.scaler is not None:
+        return [round(float(v), 6) for v in loaded.scaler.inverse_transform(zeros)[0]]
+    return zeros[0].tolist()
+
+
+def curl_command(model_dir: Path, name: str, version: str, port: int = 8080) -> str:
+    row = example_row(model_dir)
+    body = {"inputs": [{"name": "features", "shape": [1, len(row)], "datatype": "FP64", "data": row}]}
+    return (
+        f"curl -s localhost:{port}/v2/models/{name}/versions/{version}/infer "
+        f"-H 'content-type: application/json' -d '{json.dumps(body)}'"
+    )
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline_tools.package", description=__doc__.splitlines()[0])
+    parser.add_argument("pipeline_file", type=Path, metavar="PIPELINE_FILE")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--version", required=True)
+    parser.add_argument("--out", type=Path, default=Path("models"))
+    parser.add_argument("--features", help="comma-separated feature names (when the pipeline has none)")
+    parser.add_argument("--reference", type=Path, help="CSV with a header of feature names: the ranges")
+    parser.add_argument("--force", action="store_true", help="replace an existing version directory")
+    args = parser.parse_args(argv)
+    try:
+        pipeline = read_pipeline_file(args.pipeline_file)
+        features = args.features.split(",") if args.features else None
+        parts_names = feature_names(split_pipeline(pipeline), features)
+        reference = read_reference_csv(args.reference, parts_names) if args.reference else None
+        target = write_model_dir(
+            pipeline, args.name, args.version, args.out,
+            features=features, reference=reference, force=args.force,
+        )  # fmt: skip
+    except PackagingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {target}")
+    print("serve it with `make serve` (or `mlserver start .`), then:")
+    print(curl_command(target, args.name, args.version))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

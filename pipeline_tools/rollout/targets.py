@@ -1,0 +1,210 @@
+"""What a traffic step of `rollout auto` changes, and how: the KServe InferenceService (through
+pipeline_tools.rollout.cli) or the weights of an nginx upstream (as in the local rehearsal, tests/rehearsal).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Protocol, Sequence
+
+from pipeline_tools.rollout.analysis import AnalysisError
+
+DEFAULT_UPSTREAM = "pipeline"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One traffic change: `canary` (percent), `promote` or `rollback`."""
+
+    action: str
+    percent: Optional[int] = None
+
+    def __str__(self) -> str:
+        return f"canary {self.percent}%" if self.action == "canary" else self.action
+
+
+class Target(Protocol):
+    """Where `auto` moves the traffic. `plan` is pure (what --dry-run prints), `apply` sends it
+    and returns what the decision log records."""
+
+    def describe(self, step: Step) -> str: ...
+
+    def plan(self, step: Step) -> str: ...
+
+    def apply(self, step: Step) -> dict[str, Any]: ...
+
+
+@dataclass
+class InferenceServiceTarget:
+    """The KServe InferenceService, through pipeline_tools.rollout.cli: each step is that command's own
+    canary / promote / rollback (its patch, its mode detection, its admission checks, its error
+    handling), run in-process, so this adapter decides nothing about patches itself."""
+
+    name: str
+    namespace: Optional[str] = None
+    mode: Optional[str] = None  # serverless | standard; None: the service's annotation decides
+    storage_uri: Optional[str] = None
+    canary_name: Optional[str] = None
+
+    def argv(self, step: Step) -> list[str]:
+        argv = (["-n", self.namespace] if self.namespace else []) + ["--name", self.name, step.action]
+        if step.action == "canary":
+            argv.append(str(step.percent))
+        standard = self.mode == "standard"
+        if step.action == "canary" or (step.action == "promote" and standard):
+            # Serverless promote takes no storageUri: the latest revision is promoted.
+            argv += ["--storage-uri", self.storage_uri] if self.storage_uri else []
+            argv += ["--canary-name", self.canary_name] if self.canary_name else []
+        argv += ["--mode", self.mode] if self.mode else []
+        return argv
+
+    def describe(self, step: Step) -> str:
+        return f"python -m pipeline_tools.rollout {' '.join(self.argv(step))}"
+
+    def _run(self, argv: list[str]) -> tuple[int, str, str]:
+        from pipeline_tools.rollout import cli as rollout  # late: pipeline_tools.rollout.cli may import this module to offer its commands
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = rollout.main(argv)
+            except SystemExit as exit_:  # its argument parser refusing the step
+                code = exit_.code if isinstance(exit_.code, int) else 2
+        return code, out.getvalue(), err.getvalue()
+
+    def plan(self, step: Step) -> str:
+        code, out, err = self._run(self.argv(step) + ["--dry-run"])
+        if code != 0:
+            raise AnalysisError(f"{self.describe(step)} --dry-run failed: {err.strip()}")
+        return out.strip()
+
+    def apply(self, step: Step) -> dict[str, Any]:
+        code, out, err = self._run(self.argv(step))
+        if code != 0:
+            raise AnalysisError(f"{self.describe(step)} failed: {err.strip()}")
+        try:
+            status: Any = json.loads(out)
+        except ValueError:
+            status = out.strip()
+        return {"command": self.describe(step), "status": status}
+
+
+SERVER_LINE = re.compile(r"^(\s*)server\s+(\S+)(\s[^;]*)?;\s*$")
+
+
+def upstream_block(name: str, servers: dict[str, Optional[int]], extra: Sequence[str] = ()) -> str:
+    """An nginx upstream block: one `server` line per address, `weight=N`, or `down` for None/0
+    (nginx refuses weight=0)."""
+    lines = [f"upstream {name} {{"] + [f"    {_server_line(addr, weight)}" for addr, weight in servers.items()]
+    return "\n".join(lines + [f"    {line}" for line in extra] + ["}"])
+
+
+def _server_line(addr: str, weight: Optional[int]) -> str:
+    return f"server {addr} weight={weight};" if weight else f"server {addr} down;"
+
+
+@dataclass
+class NginxTarget:
+    """An nginx upstream of the stable and the canary server: each step rewrites their `server`
+    lines (weights 100 - p and p; 0 is `down`, nginx allows no weight 0), then `nginx -t` and
+    `nginx -s reload` (new workers take the weights, old ones finish their requests). Everything
+    else in the file, and in the block, stays as it is."""
+
+    conf: Path
+    stable: str
+    canary: str
+    upstream: str = DEFAULT_UPSTREAM
+    prefix: Optional[Path] = None
+    nginx: str = "nginx"
+    error_log: Optional[Path] = None
+
+    def weights(self, step: Step) -> dict[str, Optional[int]]:
+        if step.action == "canary":
+            assert step.percent is not None
+            return {self.stable: 100 - step.percent, self.canary: step.percent}
+        if step.action == "promote":
+            return {self.stable: None, self.canary: 100}
+        return {self.stable: 100, self.canary: None}
+
+    def command(self, *args: str) -> list[str]:
+        argv = [self.nginx] + (["-p", str(self.prefix)] if self.prefix else [])
+        argv += ["-e", str(self.error_log)] if self.error_log else []
+        return argv + ["-c", str(self.conf), *args]
+
+    def describe(self, step: Step) -> str:
+        return f"upstream {self.upstream} in {self.conf}, then {' '.join(self.command('-s', 'reload'))}"
+
+    def plan(self, step: Step) -> str:
+        text = self.conf.read_text() if self.conf.exists() else upstream_block(self.upstream, {})
+        return self._block(self.rewritten(text, self.upstream, self.weights(step)), self.upstream)
+
+    def apply(self, step: Step) -> dict[str, Any]:
+        weights = self.weights(step)
+        self.rewrite(self.conf, self.upstream, weights)
+        self.reload_command(self.command())
+        return {"conf": str(self.conf), "upstream": self.upstream,
+                "weights": {addr: weight or "down" for addr, weight in weights.items()}}  # fmt: skip
+
+    @staticmethod
+    def _block(text: str, upstream: str) -> str:
+        match = re.search(rf"^[ \t]*upstream\s+{re.escape(upstream)}\s*\{{[^}}]*\}}", text, re.MULTILINE)
+        if not match:
+            raise AnalysisError(f"no `upstream {upstream} {{ ... }}` block in the nginx config")
+        return _dedent(match.group(0))
+
+    @staticmethod
+    def rewritten(text: str, upstream: str, weights: dict[str, Optional[int]]) -> str:
+        """`text` with the upstream's server lines for these addresses replaced (missing ones added
+        at the top of the block); AnalysisError without the block."""
+        pattern = re.compile(rf"(^[ \t]*upstream\s+{re.escape(upstream)}\s*\{{)([^}}]*)(\}})", re.MULTILINE)
+        match = pattern.search(text)
+        if not match:
+            raise AnalysisError(f"no `upstream {upstream} {{ ... }}` block in the nginx config")
+        head, body, tail = match.groups()
+        indent = re.match(r"[ \t]*", head).group(0) + "    "  # type: ignore[union-attr]
+        pending = dict(weights)
+        lines = []
+        for line in body.split("\n"):
+            server = SERVER_LINE.match(line)
+            if server and server.group(2) in pending:
+                lines.append(f"{server.group(1)}{_server_line(server.group(2), pending.pop(server.group(2)))}")
+            else:
+                lines.append(line)
+        added = [f"{indent}{_server_line(addr, weight)}" for addr, weight in pending.items()]
+        if added:
+            lines = lines[:1] + added + lines[1:]
+        new_body = "\n".join(lines)
+        if "\n" not in new_body:
+            new_body += "\n" + indent[:-4]
+        return text[: match.start()] + head + new_body + tail + text[match.end():]
+
+    @classmethod
+    def rewrite(cls, conf: Path, upstream: str, weights: dict[str, Optional[int]]) -> None:
+        """Rewrite the file atomically (readers see the old or the new config, never half)."""
+        new = cls.rewritten(conf.read_text(), upstream, weights)
+        fd, tmp = tempfile.mkstemp(prefix=".nginx-", dir=conf.parent)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(new)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, conf)
+
+    @staticmethod
+    def reload_command(base: list[str]) -> None:
+        for args in (["-t", "-q"], ["-s", "reload"]):
+            done = subprocess.run(base + args, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+            if done.returncode != 0:
+                raise AnalysisError(f"`{' '.join(base + args)}` exited {done.returncode}: {done.stderr.strip()}")
+
+
+def _dedent(block: str) -> str:
+    lines = block.split("\n")
+    first = re.match(r"[ \t]*", lines[0]).group(0)  # type: ignore[union-attr]
+    return "\n".join(line[len(first):] if line.startswith(first) else line for line in lines)

@@ -1,0 +1,237 @@
+"""The model directory: its manifest, artifact hashes and safe loading.
+
+A model version directory holds `manifest.json`, the model artifact and optionally a scaler
+artifact, each in skops format (the default: only types on a trusted list are ever built) or
+joblib (pickle: safe only because its sha256 is pinned). Every artifact is read into memory,
+hashed, compared with the manifest and only then deserialised from those same bytes, so a file
+swapped after the check is never deserialised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import joblib
+import sklearn
+import skops.io
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from runtime.core.errors import ArtifactError, validation_problems
+
+MANIFEST_FILE = "manifest.json"
+
+logger = logging.getLogger("runtime.core.artifacts")
+
+# A type recorded in a manifest is accepted only from this package (or from trusted_types).
+SKLEARN_PREFIX = "sklearn."
+
+
+class ArtifactRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file: str
+    sha256: str
+    # No default: a manifest must say whether its artifact is skops or (pinned) pickle.
+    format: Literal["skops", "joblib"]
+    # The types beyond skops' defaults the artifact holds, recorded at packaging: the loader
+    # accepts exactly these.
+    types: list[str] = []
+
+
+@dataclass(frozen=True)
+class LoadPolicy:
+    """What a load may accept beyond the safe defaults; set from parameters.extra."""
+
+    extra_trusted_types: tuple[str, ...] = ()
+    allow_sklearn_version_mismatch: bool = False
+
+
+class FeatureRanges(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min: list[float]
+    max: list[float]
+
+
+class Manifest(BaseModel):
+    """What a model version promises; written by `pipeline_tools.package`, checked at every load."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: str
+    kind: Literal["regressor", "classifier"]
+    estimator: str
+    feature_names: list[str]
+    # Class labels as the estimator holds them: integers, or strings (answered as BYTES).
+    classes: Optional[Union[list[int], list[str]]] = None
+    outputs: list[Literal["predict", "predict_proba", "decision_function"]]
+    trained_with: dict[str, str]
+    model: ArtifactRef
+    scaler: Optional[ArtifactRef] = None
+    # Per-feature bands of the out-of-distribution check, and where they came from.
+    feature_ranges: Optional[FeatureRanges] = None
+    feature_ranges_source: Literal["reference", "scaler", "none"]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Manifest":
+        n = len(self.feature_names)
+        if len(set(self.feature_names)) != n:
+            raise ValueError("feature_names must be unique")
+        if any("," in f or not f for f in self.feature_names):
+            raise ValueError("feature names must be non-empty and free of commas (metadata joins them)")
+        ranges = self.feature_ranges
+        if ranges is not None and (len(ranges.min) != n or len(ranges.max) != n):
+            raise ValueError("feature_ranges must have one min and one max per feature")
+        if (self.kind == "classifier") != (self.classes is not None):
+            raise ValueError("classes must be given for classifiers and only for them")
+        if "predict" not in self.outputs or len(set(self.outputs)) != len(self.outputs):
+            raise ValueError("outputs must name predict, and each output once")
+        if self.kind == "regressor" and set(self.outputs) != {"predict"}:
+            raise ValueError("a regressor offers predict only")
+        return self
+
+    @property
+    def string_labels(self) -> bool:
+        return bool(self.classes) and isinstance(self.classes[0], str)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+
+@dataclass(frozen=True)
+class LoadedPipeline:
+    manifest: Manifest
+    scaler: Optional[Any]
+    model: Any
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_manifest(model_dir: Path) -> Manifest:
+    path = model_dir / MANIFEST_FILE
+    try:
+        return Manifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: manifest is missing") from None
+    except (ValueError, ValidationError) as exc:
+        raise ArtifactError(f"{path}: invalid manifest: {validation_problems(exc)}") from None
+
+
+def read_verified(model_dir: Path, ref: ArtifactRef) -> bytes:
+    """The artifact's bytes, only if they hash to what the manifest pins."""
+    path = model_dir / ref.file
+    if path.resolve().parent != model_dir.resolve():
+        raise ArtifactError(f"{path}: artifacts must sit directly in the model directory")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: artifact is missing") from None
+    actual = sha256_hex(data)
+    if actual != ref.sha256:
+        raise ArtifactError(
+            f"{path}: sha256 mismatch (manifest {ref.sha256}, file {actual}); refusing to load it"
+        )
+    return data
+
+
+def accepted_types(ref: ArtifactRef, policy: LoadPolicy) -> set[str]:
+    """The recorded scikit-learn types, plus whatever the model's settings trust explicitly."""
+    recorded = {t for t in ref.types if t.startswith(SKLEARN_PREFIX)}
+    return recorded | set(policy.extra_trusted_types)
+
+
+def _load_verified(model_dir: Path, ref: ArtifactRef, policy: LoadPolicy) -> Any:
+    data = read_verified(model_dir, ref)
+    if ref.format == "joblib":
+        return joblib.load(io.BytesIO(data))
+    accepted = accepted_types(ref, policy)
+    untrusted = [t for t in skops.io.get_untrusted_types(data=data) if t not in accepted]
+    if untrusted:
+        raise ArtifactError(
+            f"{model_dir / ref.file}: refusing untrusted types {untrusted}: the manifest does not "
+            "record them as scikit-learn types (package the model with `python -m pipeline_tools.package`); "
+            "add them to parameters.extra.trusted_types only if you trust this artifact's author"
+        )
+    return skops.io.loads(data, trusted=sorted(accepted))
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def check_sklearn_version(manifest: Manifest, policy: LoadPolicy) -> None:
+    """Pickled estimators are only promised to work on the scikit-learn minor that wrote them."""
+    trained = manifest.trained_with.get("scikit-learn", "unknown")
+    installed = sklearn.__version__
+    if _minor(trained) == _minor(installed):
+        return
+    message = f"artifacts were trained with scikit-learn {trained} but {installed} is installed"
+    if not policy.allow_sklearn_version_mismatch:
+        raise ArtifactError(
+            f"{message}; retrain them or set parameters.extra.allow_sklearn_version_mismatch"
+        )
+    logger.warning("%s; loading anyway because allow_sklearn_version_mismatch is set", message)
+
+
+def _check_feature_count(name: str, estimator: Any, expected: int) -> None:
+    got = getattr(estimator, "n_features_in_", None)
+    if got != expected:
+        raise ArtifactError(
+            f"{name} expects {got} features but the manifest names {expected}"
+        )
+
+
+def type_path(obj: Any) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def class_labels(model: Any) -> list:
+    """The estimator's class labels as JSON values (numpy scalars unwrapped)."""
+    return [c.item() if hasattr(c, "item") else c for c in getattr(model, "classes_", [])]
+
+
+def _check_model(model: Any, manifest: Manifest) -> None:
+    if type_path(model) != manifest.estimator:
+        raise ArtifactError(
+            f"model {manifest.model.file} is a {type_path(model)}, the manifest says {manifest.estimator}"
+        )
+    missing = [o for o in manifest.outputs if not hasattr(model, o)]
+    if missing:
+        raise ArtifactError(f"the manifest offers {missing} but the model has no such method")
+    if manifest.kind != "classifier":
+        return
+    classes = class_labels(model)
+    if classes != manifest.classes:
+        raise ArtifactError(f"model classes {classes} differ from the manifest's {manifest.classes}")
+
+
+def load_pipeline(model_dir: Path, policy: LoadPolicy = LoadPolicy()) -> LoadedPipeline:
+    """Verify and load one model version directory, or raise ArtifactError naming the problem."""
+    manifest = read_manifest(model_dir)
+    check_sklearn_version(manifest, policy)
+    scaler = _load_verified(model_dir, manifest.scaler, policy) if manifest.scaler else None
+    model = _load_verified(model_dir, manifest.model, policy)
+    if scaler is not None:
+        _check_feature_count(f"scaler {manifest.scaler.file}", scaler, manifest.n_features)
+    _check_feature_count(f"model {manifest.model.file}", model, manifest.n_features)
+    _check_model(model, manifest)
+    for estimator in (scaler, model):
+        _forget_column_names(estimator)
+    return LoadedPipeline(manifest=manifest, scaler=scaler, model=model)
+
+
+def _forget_column_names(estimator: Any) -> None:
+    """The contract hands over columns in the manifest's order, as a matrix: scikit-learn's own
+    name check (fitted on a DataFrame) would only warn on every request."""
+    if estimator is not None and hasattr(estimator, "feature_names_in_"):
+        del estimator.feature_names_in_

@@ -1,0 +1,36 @@
+"""One inference request and its answer as the runtime sees them: plain data, no MLServer.
+
+MLServer's path converts its pydantic types to a Call and an Answer back (runtime.integration.v2);
+the fast path (runtime.integration.fast_path) builds the Call straight from the wire and writes
+the Answer straight to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+from opentelemetry.context import Context
+
+from runtime.core.contract import Tensor
+from runtime.core.response import EncodedOutput
+
+
+class Call(NamedTuple):
+    id: str  # the client's, else one generated for it (MLServer's DataPlane does so)
+    inputs: list[Tensor]
+    outputs: list[str]  # the output names asked for; empty: the model's default
+    ood_flags: Any  # the request parameters the runtime reads, as sent (None when absent)
+    feature_sources: Any
+    headers: Optional[dict[str, str]]  # transport headers, with the arrival time and deadline stamped
+    parent: Optional[Context] = None  # the request span's context when it is not the current one
+
+
+class Answer(NamedTuple):
+    model_name: str
+    model_version: str
+    outputs: list[EncodedOutput]
+    parameters: dict[str, str]  # response parameters, in order; each a string
+
+    def served_by(self, model: str, reason: str) -> "Answer":
+        """A fallback's answer: which model served it, and why the requested one did not."""
+        return self._replace(parameters={**self.parameters, "served_by": model, "fallback_reason": reason})

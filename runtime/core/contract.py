@@ -1,0 +1,363 @@
+"""The input contract: a V2 request becomes one validated float64 matrix, or an error that
+names the input and, where it applies, the row and column.
+
+Accepted layouts: one 2-D tensor [N, F] under any name, or one 1-D tensor [N] per feature named
+as in the manifest. The fast path is one `np.asarray` over the payload; the slower,
+element-by-element walk runs only to explain a payload the fast path rejected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import chain
+from math import prod
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from runtime.core.artifacts import Manifest
+from runtime.core.datatypes import NUMERIC_DATATYPES, NUMERIC_HINT, v2_name
+from runtime.core.errors import (
+    BatchSizeError,
+    DatatypeError,
+    FeatureCountError,
+    FeatureNameError,
+    InputLayoutError,
+    MalformedDataError,
+    NonFiniteError,
+    OutputError,
+    ParameterError,
+    RequestIdError,
+    RequestIdTooLong,
+    ShapeError,
+    ValueRangeError,
+)
+from runtime.core.predictor import offered_outputs
+
+DEFAULT_OUTPUT = "predict"
+# A request id is echoed in a response header (ce-id); longer ones are refused. The contract is the
+# one place every path passes before a response (REST and gRPC, fast paths, MLServer's, batching).
+MAX_REQUEST_ID_BYTES = 256
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One V2 input tensor as the transport delivered it, before any check."""
+
+    name: str
+    shape: Sequence[int]
+    datatype: str
+    data: Any  # nested lists of JSON values (REST), or a numpy array (gRPC; REST's fast path)
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    features: np.ndarray  # float64 [N, F], finite
+    outputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Contract:
+    feature_names: tuple[str, ...]
+    offered_outputs: tuple[str, ...]
+    max_rows: int
+
+    @classmethod
+    def for_manifest(cls, manifest: Manifest, max_rows: int) -> "Contract":
+        return cls(tuple(manifest.feature_names), offered_outputs(manifest), max_rows)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    def parse(
+        self, request_id: str | None, inputs: Sequence[Tensor], outputs: Sequence[str] = ()
+    ) -> ParsedRequest:
+        """The request's features and the outputs it asks for (`predict` when none)."""
+        check_request_id(request_id)
+        return ParsedRequest(self._features(inputs), self._outputs(outputs))
+
+    def _outputs(self, requested: Sequence[str]) -> tuple[str, ...]:
+        if not requested:
+            return (DEFAULT_OUTPUT,)
+        names = tuple(dict.fromkeys(requested))
+        for name in names:
+            if name not in self.offered_outputs:
+                raise OutputError(
+                    f"unknown output '{name}'; this model offers: {', '.join(self.offered_outputs)}"
+                )
+        return names
+
+    def _features(self, inputs: Sequence[Tensor]) -> np.ndarray:
+        if not inputs:
+            raise InputLayoutError(self._layout_hint("no inputs"))
+        matrices = [i for i in inputs if len(i.shape) == 2]
+        if len(matrices) > 1:
+            names = ", ".join(f"'{i.name}'" for i in matrices)
+            raise InputLayoutError(self._layout_hint(f"{len(matrices)} two-dimensional inputs ({names})"))
+        if matrices and len(inputs) > 1:
+            raise InputLayoutError(
+                self._layout_hint(f"input '{matrices[0].name}' is 2-D but sent with other inputs")
+            )
+        if matrices:
+            return self._matrix(matrices[0])
+        return self._columns(inputs)
+
+    def _layout_hint(self, problem: str) -> str:
+        return f"{problem}; send one [N, {self.n_features}] tensor or one 1-D tensor per feature"
+
+    def _matrix(self, inp: Tensor) -> np.ndarray:
+        rows, cols = inp.shape
+        if cols != self.n_features:
+            raise FeatureCountError(
+                f"input '{inp.name}': expected {self.n_features} features (columns), got {cols}"
+            )
+        self._check_rows(inp.name, rows)
+        return decode_tensor(inp, (rows, cols), self.feature_names)
+
+    def _columns(self, inputs: Sequence[Tensor]) -> np.ndarray:
+        for inp in inputs:
+            if len(inp.shape) != 1:
+                raise ShapeError(
+                    f"input '{inp.name}': shape {list(inp.shape)} has {len(inp.shape)} dimensions; "
+                    f"expected [N, {self.n_features}] or, per feature, [N]"
+                )
+        by_name = self._index_columns(inputs)
+        rows = inputs[0].shape[0]
+        for inp in inputs:
+            if inp.shape[0] != rows:
+                raise ShapeError(
+                    f"input '{inp.name}' has {inp.shape[0]} rows but input '{inputs[0].name}' has {rows}"
+                )
+        self._check_rows(inputs[0].name, rows)
+        matrix = np.empty((rows, self.n_features), dtype=np.float64)
+        for col, name in enumerate(self.feature_names):
+            inp = by_name[name]
+            matrix[:, col] = decode_tensor(inp, (rows,), (name,))
+        return matrix
+
+    def _index_columns(self, inputs: Sequence[Tensor]) -> dict[str, Tensor]:
+        known = set(self.feature_names)
+        by_name: dict[str, Tensor] = {}
+        for inp in inputs:
+            if inp.name not in known:
+                raise FeatureNameError(
+                    f"input '{inp.name}': unknown feature name; expected one of: "
+                    f"{', '.join(self.feature_names)} (or one [N, {self.n_features}] tensor)"
+                )
+            if inp.name in by_name:
+                raise FeatureNameError(f"input '{inp.name}': feature given more than once")
+            by_name[inp.name] = inp
+        missing = [f"'{n}'" for n in self.feature_names if n not in by_name]
+        if missing:
+            raise FeatureNameError(
+                f"missing feature input(s): {', '.join(missing)}; "
+                "column style needs one 1-D input per feature"
+            )
+        return by_name
+
+    def _check_rows(self, name: str, rows: int) -> None:
+        if rows == 0:
+            raise BatchSizeError(f"input '{name}': empty batch (0 rows)")
+        if rows < 0:
+            raise ShapeError(f"input '{name}': negative row count {rows}")
+        if rows > self.max_rows:
+            raise BatchSizeError(
+                f"input '{name}': {rows} rows exceed this model's limit of "
+                f"{self.max_rows} rows per request"
+            )
+
+
+def flag_parameter(name: str, value: object) -> bool:
+    """A request parameter that switches something on: true or false; a non-boolean is refused,
+    not guessed at (absent: None, off)."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ParameterError(f"parameter '{name}' must be true or false, got {value!r:.60}")
+    return value
+
+
+def check_request_id(request_id: str | None) -> None:
+    """MLServer echoes the id in response headers: only a short one of printable ASCII survives that."""
+    if not request_id:
+        return
+    # An ASCII id's size is its length: only a long or a non-ASCII one is encoded to be measured.
+    if len(request_id) > MAX_REQUEST_ID_BYTES or not request_id.isascii():
+        size = len(request_id.encode("utf-8", "surrogatepass"))
+        if size > MAX_REQUEST_ID_BYTES:
+            raise RequestIdTooLong(
+                f"request id of {size} bytes (UTF-8) exceeds the limit of {MAX_REQUEST_ID_BYTES} bytes "
+                "(it is echoed in the ce-id response header); send a shorter id"
+            )
+    if not (request_id.isascii() and request_id.isprintable()):
+        raise RequestIdError(
+            f"request id {request_id!r} must be printable ASCII (it is echoed in response headers)"
+        )
+
+
+def decode_tensor(inp: Tensor, shape: tuple[int, ...], columns: Sequence[str]) -> np.ndarray:
+    """The tensor's data as a finite float64 array of `shape`, within its datatype's range."""
+    datatype = _numeric_dtype(inp)
+    if any(d < 0 for d in shape):
+        raise ShapeError(f"input '{inp.name}': shape {list(inp.shape)} has a negative dimension")
+    data = inp.data
+    try:
+        raw = np.asarray(data)
+    except (ValueError, TypeError):
+        raw = None
+    if raw is None or raw.dtype.kind not in "fiu" or _holds_booleans(data):
+        _explain_bad_elements(inp.name, data, shape, columns)
+        raise MalformedDataError(f"input '{inp.name}': data is not a rectangular array of numbers")
+    raw = _reshape(inp.name, raw, shape)
+    _check_range(inp.name, raw, datatype, columns)
+    return raw.astype(np.float64, copy=False)
+
+
+def _holds_booleans(data: Any) -> bool:
+    """JSON true/false among numbers: numpy would silently read them as 1/0."""
+    if not isinstance(data, list):  # gRPC contents arrive as typed arrays
+        return False
+    values = chain.from_iterable(data) if data and isinstance(data[0], list) else data
+    return bool in set(map(type, values))
+
+
+def _numeric_dtype(inp: Tensor) -> np.dtype:
+    name = inp.datatype
+    try:
+        return NUMERIC_DATATYPES[name]
+    except KeyError:
+        raise DatatypeError(
+            f"input '{inp.name}': datatype {name} is not supported; {NUMERIC_HINT}"
+        ) from None
+
+
+def _reshape(name: str, raw: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    expected = prod(shape)
+    if raw.size != expected:
+        raise ShapeError(
+            f"input '{name}': shape {list(shape)} holds {expected} values but data has {raw.size}"
+        )
+    if raw.ndim > 1 and raw.shape != shape:
+        raise ShapeError(
+            f"input '{name}': data is nested as {list(raw.shape)} but shape says {list(shape)}"
+        )
+    return raw.reshape(shape)
+
+
+def _position(name: str, index: tuple[int, ...], columns: Sequence[str]) -> str:
+    """'input 'X': row 3, column 2 ('bmi')' for a 2-D index, 'input 'bmi': row 3' for 1-D."""
+    if len(index) == 1:
+        return f"input '{name}': row {index[0]}"
+    row, col = index
+    return f"input '{name}': row {row}, column {col} ('{columns[col]}')"
+
+
+def _check_range(name: str, values: np.ndarray, datatype: np.dtype, columns: Sequence[str]) -> None:
+    if values.dtype.kind == "f":
+        finite = np.isfinite(values)
+        if not finite.all():
+            index = _first(~finite)
+            raise NonFiniteError(
+                f"{_position(name, index, columns)}: {_describe(values[index])} is not allowed "
+                "(values must be finite)"
+            )
+    if datatype.kind in "iu":
+        _check_integer_range(name, values, datatype, columns)
+    elif datatype != np.float64:
+        limit = float(np.finfo(datatype).max)
+        too_big = np.abs(values) > limit
+        if too_big.any():
+            index = _first(too_big)
+            raise ValueRangeError(
+                f"{_position(name, index, columns)}: value {values[index].item()!r} is out of range "
+                f"for {v2_name(datatype)} [-{limit:g}, {limit:g}]"
+            )
+
+
+def _check_integer_range(
+    name: str, values: np.ndarray, datatype: np.dtype, columns: Sequence[str]
+) -> None:
+    if values.dtype.kind == "f":
+        fractional = values != np.trunc(values)
+        if fractional.any():
+            index = _first(fractional)
+            raise ValueRangeError(
+                f"{_position(name, index, columns)}: value {values[index].item()!r} is not an integer, "
+                f"as {v2_name(datatype)} requires"
+            )
+    info = np.iinfo(datatype)
+    # JSON integers past int64 reach numpy as float64 (from MLServer's parser, or when mixed with
+    # other numbers), where 2**63 - 1 and 2**63 (2**64 - 1 and 2**64) are the same value: the
+    # legitimate maximum wins, so one past the 64-bit maximum slips through as that maximum.
+    outside = (values < info.min) | (values > info.max)
+    if outside.any():
+        index = _first(outside)
+        raise ValueRangeError(
+            f"{_position(name, index, columns)}: value {values[index].item()!r} is out of range "
+            f"for {v2_name(datatype)} [{info.min}, {info.max}]"
+        )
+
+
+def _first(mask: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
+def _describe(value: float) -> str:
+    return "NaN" if np.isnan(value) else ("+Inf" if value > 0 else "-Inf")
+
+
+def _explain_bad_elements(
+    name: str, data: Any, shape: tuple[int, ...], columns: Sequence[str]
+) -> None:
+    """Raise the most specific error for data the fast path could not turn into numbers."""
+    if isinstance(data, np.ndarray):  # gRPC contents arrive as arrays (runtime.integration.grpc)
+        data = data.tolist()
+    if not isinstance(data, list):
+        raise MalformedDataError(f"input '{name}': data must be a list of numbers")
+    width = shape[1] if len(shape) == 2 else 1
+    nested = len(shape) == 2 and any(isinstance(row, list) for row in data)
+    if nested:
+        for row, values in enumerate(data):
+            if not isinstance(values, list):
+                raise MalformedDataError(
+                    f"input '{name}': row {row}: expected a list of {width} numbers, "
+                    f"got {_kind(values)}"
+                )
+            if len(values) != width:
+                raise MalformedDataError(
+                    f"input '{name}': row {row} has {len(values)} values, expected {width}"
+                )
+    for index, value in _elements(data, nested, width):
+        _check_element(_position(name, index if len(shape) == 2 else index[:1], columns), value)
+
+
+def _elements(data: list, nested: bool, width: int) -> Iterator[tuple[tuple[int, int], Any]]:
+    if nested:
+        for row, values in enumerate(data):
+            for col, value in enumerate(values):
+                yield (row, col), value
+    else:
+        for flat, value in enumerate(data):
+            yield divmod(flat, width), value
+
+
+def _check_element(where: str, value: Any) -> None:
+    if value is None:
+        raise NonFiniteError(f"{where}: null is not a number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MalformedDataError(f"{where}: expected a number, got {_kind(value)}")
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        raise ValueRangeError(f"{where}: value {value} is out of range for any 64-bit integer")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"

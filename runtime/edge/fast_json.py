@@ -1,0 +1,112 @@
+"""The REST fast path's request reader: a V2 body in the one simple form this runtime serves most,
+straight to plain tensors, without FastAPI's routing and pydantic's validation in between.
+
+Simple means: a JSON object with `inputs` (and optionally a string `id`, `outputs` naming outputs
+and boolean `ood_flags` / `feature_sources` parameters), each input exactly `name`, `shape`
+(integers), a numeric `datatype` and `data` (a list), or the BYTES `entity_id` of strings.
+Anything else, including every malformed body, is None: MLServer's own path serves it, so a
+mistake gets exactly the answer it always got. The values themselves are checked by the input
+contract, the same code for both paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import orjson
+
+from runtime.core.contract import Tensor
+from runtime.core.datatypes import NUMERIC_DATATYPES
+from runtime.features.entities import ENTITY_INPUT
+
+_REQUEST_KEYS = frozenset({"id", "inputs", "outputs", "parameters"})
+_TENSOR_KEYS = frozenset({"name", "shape", "datatype", "data"})
+# Request parameters the runtime reads; as booleans, MLServer's own parsing leaves them unchanged.
+_FLAGS = frozenset({"ood_flags", "feature_sources"})
+
+
+@dataclass(frozen=True)
+class SimpleRequest:
+    id: Optional[str]
+    inputs: list[Tensor]
+    outputs: list[str]
+    flags: dict[str, bool]
+
+
+def read_simple(body: bytes) -> Optional[SimpleRequest]:
+    """The request, if it is in the simple form; else None."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(document, dict) or not document.keys() <= _REQUEST_KEYS:
+        return None
+    request_id = document.get("id")
+    inputs = document.get("inputs")
+    outputs = document.get("outputs", [])
+    if (request_id is not None and not isinstance(request_id, str)) or not isinstance(inputs, list):
+        return None
+    tensors = [_tensor(i) for i in inputs]
+    names = _output_names(outputs)
+    flags = document.get("parameters", {})
+    if not tensors or None in tensors or names is None or not _simple_flags(flags):
+        return None
+    if not _may_hold_booleans(body):
+        # No JSON boolean anywhere, so none among the numbers: the contract's check for them
+        # (per value, in Python) is not needed once the data is a numpy array.
+        tensors = [_as_array(t) for t in tensors]  # type: ignore[arg-type]
+    return SimpleRequest(request_id, tensors, names, flags)  # type: ignore[arg-type]
+
+
+def _may_hold_booleans(body: bytes) -> bool:
+    """Whether `true` or `false` may be in the body. A byte is found with memchr (~0.3 us in a
+    100-row body), a word by a scan ~40x slower; `true` holds an 'r' and `false` an 'l', and the
+    simple form's keys hold neither, so most bodies are cleared by the two bytes alone."""
+    if b"r" in body and b"true" in body:
+        return True
+    return b"l" in body and b"false" in body
+
+
+def _as_array(tensor: Tensor) -> Tensor:
+    """A numeric tensor's data as numpy reads it, as the contract would; anything numpy does not
+    read as numbers stays a list, for the contract to explain."""
+    if tensor.datatype not in NUMERIC_DATATYPES:
+        return tensor
+    try:
+        array = np.asarray(tensor.data)
+    except (ValueError, TypeError):
+        return tensor
+    return Tensor(tensor.name, tensor.shape, tensor.datatype, array) if array.dtype.kind in "fiu" else tensor
+
+
+def _simple_flags(parameters: Any) -> bool:
+    return isinstance(parameters, dict) and parameters.keys() <= _FLAGS and all(
+        type(v) is bool for v in parameters.values()
+    )
+
+
+def _tensor(item: Any) -> Optional[Tensor]:
+    if not isinstance(item, dict) or item.keys() != _TENSOR_KEYS:
+        return None
+    name, shape, datatype, data = item["name"], item["shape"], item["datatype"], item["data"]
+    if name == ENTITY_INPUT and datatype == "BYTES":
+        if not isinstance(data, list) or not all(isinstance(v, str) for v in data):
+            return None
+    elif not (isinstance(name, str) and isinstance(datatype, str) and datatype in NUMERIC_DATATYPES):
+        return None
+    if not isinstance(shape, list) or not all(type(d) is int for d in shape) or not isinstance(data, list):
+        return None
+    return Tensor(name, shape, datatype, data)
+
+
+def _output_names(outputs: Any) -> Optional[list[str]]:
+    if not isinstance(outputs, list):
+        return None
+    names = []
+    for output in outputs:
+        if not isinstance(output, dict) or output.keys() != {"name"} or not isinstance(output["name"], str):
+            return None
+        names.append(output["name"])
+    return names

@@ -1,0 +1,162 @@
+"""An ASGI middleware in front of the REST app: who may send a body, and how large it may be.
+
+Everything that can refuse a request from its head does so before a byte of the body is read:
+
+    no route answers the path (404) -> the repository API's lock (401/403) -> an inference
+    route's model and its bearer token (404/401) -> the body's framing and coding (400/415/501)
+    -> a declared length above the limit (413)
+
+The route is the one the app's router will take (the root path and every spelling the router
+accepts included), given by the integration as a `Router`. The body is then read here, once,
+under the limits (runtime.edge.body_reader: a compressed body is inflated as it arrives, 413 as soon as
+it passes the limit), its JSON nesting checked (runtime.edge.json_depth, 400), and handed on inflated
+as one message. Plain ASGI: it knows nothing of MLServer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable, Callable, NamedTuple, Optional
+
+from runtime.edge import json_depth
+from runtime.policy.admin import AdminPolicy
+from runtime.policy.admission import PEER_HEADER
+from runtime.edge.asgi import App, Message, RawHeaders, Receive, Scope, Send, credentials, json_response, replay, route_path
+from runtime.edge.body_limits import ENV_MAX_JSON_DEPTH, ENV_MAX_REQUEST_BYTES, BodyLimits
+from runtime.edge.body_reader import BodyReader
+from runtime.core.errors import MalformedBody, PipelineError, RequestTooLarge, RouteNotFound
+from runtime.edge.framing import framing
+
+INFERENCE, REPOSITORY, OTHER = "inference", "repository", "other"
+
+
+class Route(NamedTuple):
+    kind: str  # INFERENCE, REPOSITORY or OTHER
+    model: Optional[str] = None  # an inference route's model, when it names one
+    version: Optional[str] = None
+
+
+Router = Callable[[Scope], Optional[Route]]  # None: nothing answers this method and path
+# An inference route's model and the request's raw headers -> RouteNotFound / Unauthenticated, or
+# what it found (the integration's model object), handed on under TARGET so the layers behind need
+# not look it up again. The raw headers: a model without a token never has them decoded.
+Authorize = Callable[[str, Optional[str], RawHeaders], Awaitable[object]]
+TARGET = "pipeline.target"
+
+
+class RequestGuard:
+    def __init__(self, app: App, limits: BodyLimits, admin: AdminPolicy, router: Router, authorize: Authorize):
+        self.app = app
+        self.limits = limits
+        self.admin = admin
+        self.router = router
+        self.authorize = authorize
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        scope = _with_peer(scope)
+        try:
+            await self._head(scope)
+            admitted = await self._body(scope, receive)
+        except PipelineError as refused:
+            return await _refuse(send, refused)
+        if admitted is None:  # the client left while sending its body
+            return None
+        scope, receive = admitted
+        await self.app(scope, receive, _retry_after_on_429(send))
+
+    async def _head(self, scope: Scope) -> None:
+        """Refuse from the head, or return; `scope` is this request's own copy (_with_peer)."""
+        route = self.router(scope)
+        if route is None:
+            raise RouteNotFound(f"{scope['method']} {route_path(scope)}: no such route")
+        if route.kind == REPOSITORY:
+            self.admin.check(credentials(scope["headers"]))
+        elif route.kind == INFERENCE and route.model is not None:
+            scope[TARGET] = await self.authorize(route.model, route.version, scope["headers"])
+
+    async def _body(self, scope: Scope, receive: Receive) -> Optional[tuple[Scope, Receive]]:
+        """The scope and a `receive` replaying the body read under the limits; None if the client
+        disconnected first."""
+        declared, coding = framing(scope["headers"])
+        limits = self.limits
+        if declared is not None and declared > limits.max_bytes:
+            raise RequestTooLarge(
+                f"request body of {declared} bytes exceeds this server's limit of {limits.max_bytes} "
+                f"bytes ({ENV_MAX_REQUEST_BYTES}); send fewer rows per request"
+            )
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        body = message.get("body", b"")
+        if coding is not None or message.get("more_body", False) or len(body) > limits.max_bytes:
+            body = await _read(BodyReader(limits, coding), message, receive)
+            if body is None:
+                return None
+        if body and not json_depth.within(body, limits.max_json_depth) and _may_be_json(scope):
+            raise MalformedBody(
+                f"the JSON body nests deeper than {limits.max_json_depth} levels, this server's limit ({ENV_MAX_JSON_DEPTH})"
+            )
+        if coding is not None:
+            scope = {**scope, "headers": _inflated_headers(scope["headers"], len(body))}
+        return scope, replay(body, receive)
+
+
+async def _read(reader: BodyReader, first: Message, receive: Receive) -> Optional[bytes]:
+    """A body of several messages, or a compressed one, through the reader; None if the client left.
+    Inflating runs on a thread (zlib lets go of the GIL): a piece can inflate to the whole limit,
+    milliseconds the event loop would otherwise spend away from every other request."""
+    message = first
+    while True:
+        if reader.coding is None:
+            reader.feed(message.get("body", b""))
+        else:
+            await asyncio.to_thread(reader.feed, message.get("body", b""))
+        if not message.get("more_body", False):
+            return reader.body()
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+
+
+def _may_be_json(scope: Scope) -> bool:
+    """Whether a parser behind the guard may read the body as JSON: no content type, or a JSON one."""
+    for key, value in scope["headers"]:
+        if key.lower() == b"content-type":
+            return b"json" in value.lower()
+    return True
+
+
+def _inflated_headers(headers: list[tuple[bytes, bytes]], size: int) -> list[tuple[bytes, bytes]]:
+    """The headers of the body as handed on: no content coding (MLServer would inflate it again),
+    its inflated length."""
+    kept = [(k, v) for k, v in headers if k.lower() not in (b"content-encoding", b"content-length", b"transfer-encoding")]
+    return [*kept, (b"content-length", str(size).encode())]
+
+
+def _with_peer(scope: Scope) -> Scope:
+    """The scope with the client's address as PEER_HEADER (whatever the client sent under it is
+    dropped): the rate limiter's key when the request carries no bearer token."""
+    peer = scope.get("client")
+    name = PEER_HEADER.encode()
+    headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != name]
+    headers.append((name, (peer[0] if peer else "unknown peer").encode("latin-1")))
+    return {**scope, "headers": headers}
+
+
+def _retry_after_on_429(send: Send) -> Send:
+    """A 429 (runtime.policy.admission's rate limit) tells the client when to come back, in whole
+    seconds as HTTP wants them; the message has the exact wait."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start" and message.get("status") == 429:
+            message = {**message, "headers": [*message.get("headers", []), (b"retry-after", b"1")]}
+        await send(message)
+
+    return sending
+
+
+async def _refuse(send: Send, refused: PipelineError) -> None:
+    # Close: the rest of a refused body is never read.
+    await json_response(send, refused.status, {"error": str(refused)}, [(b"connection", b"close")])
