@@ -13,9 +13,10 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -138,9 +139,16 @@ class MLServerConfig:
         return {"max_batch_size": self.max_batch_size, "max_batch_time": self.max_batch_time}
 
 
-def prepare_mlserver_dir(kind: str, workdir: Path, cfg: MLServerConfig, model: str = "linear",
-                         shadow: float = 0.0, copy: bool = False,
-                         feature_store: Optional[dict[str, Any]] = None, variant: str = "") -> Path:
+def prepare_mlserver_dir(
+    kind: str,
+    workdir: Path,
+    cfg: MLServerConfig,
+    model: str = "linear",
+    shadow: float = 0.0,
+    copy: bool = False,
+    feature_store: dict[str, Any] | None = None,
+    variant: str = "",
+) -> Path:
     """A model repository for `mlserver start` with one model `diabetes`.
 
     kind "ours": harness.repository (runtime/ linked, the project's settings.json, a copy of
@@ -165,8 +173,14 @@ def prepare_mlserver_dir(kind: str, workdir: Path, cfg: MLServerConfig, model: s
             extra.update(shadow_model=SHADOW_NAME, shadow_sample_rate=shadow)
         if feature_store:
             extra["feature_store"] = feature_store
-        add_model(root, MODEL_NAME, source=f"{MODEL_NAME}/{MODEL_VERSION}", version=MODEL_VERSION,
-                  extra=extra, settings=cfg.batching_settings())
+        add_model(
+            root,
+            MODEL_NAME,
+            source=f"{MODEL_NAME}/{MODEL_VERSION}",
+            version=MODEL_VERSION,
+            extra=extra,
+            settings=cfg.batching_settings(),
+        )
     elif kind == "ours":
         from pipeline_tools.package import write_model_dir  # MLServer-free
 
@@ -211,7 +225,7 @@ def prepare_kserve_dir(workdir: Path, model: str = "linear") -> Path:
 class FeatureStore:
     """The throw-away PostgreSQL the lookup servers read: its DSN file and the id every request sends."""
 
-    pg: "Postgres"
+    pg: Postgres
     dsn_file: Path
     entity_id: str
 
@@ -258,33 +272,53 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def mlserver_launcher(model_root: Path, log_path: Path, argv: list[str] | None = None,
-                      env: dict[str, str] | None = None) -> Launcher:
+def mlserver_launcher(
+    model_root: Path, log_path: Path, argv: list[str] | None = None, env: dict[str, str] | None = None
+) -> Launcher:
     """Launches `mlserver start .` in model_root (or `argv`, e.g. the profiled server)."""
-    return lambda: Server.launch(log_path, root=model_root, models=[(MODEL_NAME, None)],
-                                 env=_env(env), argv=argv)
+    return lambda: Server.launch(log_path, root=model_root, models=[(MODEL_NAME, None)], env=_env(env), argv=argv)
 
 
 def kserve_launcher(model_dir: Path, log_path: Path) -> Launcher:
     """Launches bench/kserve_server.py (KServe's ModelServer) on the harness' ports."""
     argv = [
-        sys.executable, "-m", "bench.kserve_server",
-        "--model_dir", str(model_dir), "--model_name", MODEL_NAME,
-        "--http_port", "{http_port}", "--grpc_port", "{grpc_port}",
-        "--enable_latency_logging", "false",
-    ]  # fmt: skip
-    return lambda: Server.launch(log_path, root=REPO, models=[(MODEL_NAME, None)],
-                                 env=_env({"PYTHONPATH": str(REPO)}), argv=argv)
+        sys.executable,
+        "-m",
+        "bench.kserve_server",
+        "--model_dir",
+        str(model_dir),
+        "--model_name",
+        MODEL_NAME,
+        "--http_port",
+        "{http_port}",
+        "--grpc_port",
+        "{grpc_port}",
+        "--enable_latency_logging",
+        "false",
+    ]
+    return lambda: Server.launch(
+        log_path, root=REPO, models=[(MODEL_NAME, None)], env=_env({"PYTHONPATH": str(REPO)}), argv=argv
+    )
 
 
 def floor_launcher(model_dir: Path, log_path: Path) -> Launcher:
     """Launches bench/floor_server.py (bare uvicorn + grpc.aio, cached answers) on the harness' ports."""
     argv = [
-        sys.executable, "-m", "bench.floor_server", "--model_dir", str(model_dir), "--model_name", MODEL_NAME,
-        "--http_port", "{http_port}", "--grpc_port", "{grpc_port}",
-    ]  # fmt: skip
-    return lambda: Server.launch(log_path, root=REPO, models=[(MODEL_NAME, None)],
-                                 env=_env({"PYTHONPATH": str(REPO)}), argv=argv)
+        sys.executable,
+        "-m",
+        "bench.floor_server",
+        "--model_dir",
+        str(model_dir),
+        "--model_name",
+        MODEL_NAME,
+        "--http_port",
+        "{http_port}",
+        "--grpc_port",
+        "{grpc_port}",
+    ]
+    return lambda: Server.launch(
+        log_path, root=REPO, models=[(MODEL_NAME, None)], env=_env({"PYTHONPATH": str(REPO)}), argv=argv
+    )
 
 
 @contextlib.contextmanager

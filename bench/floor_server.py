@@ -16,8 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 import joblib
@@ -43,11 +44,19 @@ class Answers:
         if answer is None:
             (tensor,) = json.loads(body)["inputs"]
             predictions = self._predict(np.asarray(tensor["data"], dtype=np.float64).reshape(tensor["shape"]))
-            answer = self._rest[body] = json.dumps({
-                "model_name": self._name, "outputs": [
-                    {"name": "predict", "shape": [len(predictions)], "datatype": "FP64",
-                     "data": predictions.tolist()}],
-            }).encode()  # fmt: skip
+            answer = self._rest[body] = json.dumps(
+                {
+                    "model_name": self._name,
+                    "outputs": [
+                        {
+                            "name": "predict",
+                            "shape": [len(predictions)],
+                            "datatype": "FP64",
+                            "data": predictions.tolist(),
+                        }
+                    ],
+                }
+            ).encode()
         return answer
 
     def grpc(self, message: bytes) -> bytes:
@@ -76,8 +85,13 @@ def rest_app(answers: Answers) -> Callable[..., Any]:
             message = await receive()
             body, more = body + message.get("body", b""), message.get("more_body", False)
         answer = answers.rest(body) if scope["method"] == "POST" else b"{}"
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", str(len(answer)).encode()), *headers]})  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", str(len(answer)).encode()), *headers],
+            }
+        )
         await send({"type": "http.response.body", "body": answer})
 
     return app
@@ -96,8 +110,12 @@ def grpc_handlers(answers: Answers) -> grpc.GenericRpcHandler:
     async def model_is_ready(message: bytes, context: Any) -> bytes:
         return model_ready
 
-    methods = {"ModelInfer": infer, "ServerReady": server_ready, "ServerLive": server_ready,
-               "ModelReady": model_is_ready}  # fmt: skip
+    methods = {
+        "ModelInfer": infer,
+        "ServerReady": server_ready,
+        "ServerLive": server_ready,
+        "ModelReady": model_is_ready,
+    }
     # No (de)serializers: the handlers see and return the messages' bytes.
     return grpc.method_handlers_generic_handler(
         SERVICE, {name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in methods.items()}
@@ -110,8 +128,16 @@ async def serve(args: argparse.Namespace) -> None:
     server.add_generic_rpc_handlers((grpc_handlers(answers),))
     server.add_insecure_port(f"127.0.0.1:{args.grpc_port}")
     await server.start()
-    config = uvicorn.Config(rest_app(answers), host="127.0.0.1", port=args.http_port, access_log=False,
-                            log_level="warning", http="httptools", loop="uvloop", lifespan="off")  # fmt: skip
+    config = uvicorn.Config(
+        rest_app(answers),
+        host="127.0.0.1",
+        port=args.http_port,
+        access_log=False,
+        log_level="warning",
+        http="httptools",
+        loop="uvloop",
+        lifespan="off",
+    )
     try:
         await uvicorn.Server(config).serve()
     finally:

@@ -29,21 +29,28 @@ from harness.server import Server
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.fuzz", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.fuzz", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--examples", type=int, default=10_000, help="examples per protocol (default 10000)")
     p.add_argument("--protocols", default="rest,grpc", help="comma-separated subset of rest,grpc")
     p.add_argument("--seed", type=int, help="hypothesis seed (default: random, printed)")
     p.add_argument("--derandomize", action="store_true", help="the CI profile's fixed examples")
-    p.add_argument("--health-every", type=int, default=fs.HEALTH_EVERY,
-                   help=f"examples between health checks (default {fs.HEALTH_EVERY})")
-    p.add_argument("--max-minutes", type=float, default=30.0,
-                   help="stop generating after this long per protocol (default 30)")
+    p.add_argument(
+        "--health-every",
+        type=int,
+        default=fs.HEALTH_EVERY,
+        help=f"examples between health checks (default {fs.HEALTH_EVERY})",
+    )
+    p.add_argument(
+        "--max-minutes", type=float, default=30.0, help="stop generating after this long per protocol (default 30)"
+    )
     return p.parse_args(argv)
 
 
 def run_protocol(session: fs.FuzzSession, protocol: str, args, seed: int) -> dict:
-    from hypothesis import given, seed as hyp_seed, settings
+    from hypothesis import given, settings
+    from hypothesis import seed as hyp_seed
 
     strategy = S.rest_cases() if protocol == "rest" else S.grpc_cases()
     profile = settings(
@@ -92,8 +99,11 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-fuzz-"))
     fs.use_private_hypothesis_dir(work / "hypothesis")
     log_path = work / "mlserver.log"
-    print(f"fuzz: {args.examples} examples per protocol ({', '.join(protocols)}), "
-          f"{'derandomized' if args.derandomize else f'seed {seed}'}; server log {log_path}", flush=True)
+    print(
+        f"fuzz: {args.examples} examples per protocol ({', '.join(protocols)}), "
+        f"{'derandomized' if args.derandomize else f'seed {seed}'}; server log {log_path}",
+        flush=True,
+    )
     server = Server.start(log_path)
     session = fs.FuzzSession(server, health_every=args.health_every)
     runs = []
@@ -101,9 +111,12 @@ def main(argv=None) -> int:
         for protocol in protocols:
             run = run_protocol(session, protocol, args, seed)
             runs.append(run)
-            print(f"{protocol}: {run['examples']} examples in {run['seconds']} s"
-                  + (" (time limit reached)" if run["stopped_by_time_limit"] else "")
-                  + (" -- VIOLATION" if run["failure"] else ""), flush=True)
+            print(
+                f"{protocol}: {run['examples']} examples in {run['seconds']} s"
+                + (" (time limit reached)" if run["stopped_by_time_limit"] else "")
+                + (" -- VIOLATION" if run["failure"] else ""),
+                flush=True,
+            )
         session.health("at the end")
     finally:
         session.close()

@@ -16,14 +16,14 @@ import argparse
 import logging
 import os
 import pathlib
-from typing import Dict, Union
 
 import joblib
 import uvicorn
-from kserve import Model, ModelServer, model_server
 from kserve.errors import InferenceError, ModelMissingError
 from kserve.protocol.infer_type import InferRequest, InferResponse
 from kserve.utils.utils import get_predict_input, get_predict_response
+
+from kserve import Model, ModelServer, model_server
 
 MODEL_EXTENSIONS = (".joblib", ".pkl", ".pickle")
 
@@ -39,8 +39,11 @@ class SKLearnModel(Model):
 
     def load(self) -> bool:
         model_path = pathlib.Path(self.model_dir)
-        model_files = [model_path / f for f in os.listdir(model_path)
-                       if (model_path / f).is_file() and f.endswith(MODEL_EXTENSIONS)]
+        model_files = [
+            model_path / f
+            for f in os.listdir(model_path)
+            if (model_path / f).is_file() and f.endswith(MODEL_EXTENSIONS)
+        ]
         if not model_files:
             raise ModelMissingError(model_path)
         if len(model_files) > 1:
@@ -49,9 +52,7 @@ class SKLearnModel(Model):
         self.ready = True
         return self.ready
 
-    def predict(
-        self, payload: Union[Dict, InferRequest], headers: Dict[str, str] = None
-    ) -> Union[Dict, InferResponse]:
+    def predict(self, payload: dict | InferRequest, headers: dict[str, str] = None) -> dict | InferResponse:
         try:
             instances = get_predict_input(payload)
             result = self._model.predict(instances)

@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Optional
 
 from bench import common
 from bench.scenarios import CONFIGS, LOADS, Member, Payloads, close_workdir, log, run_group
@@ -52,10 +51,16 @@ def markdown(runs: list[dict], meta: dict) -> str:
     by = {r["config"]: r for r in runs if "failed" not in r}
     stocks = [by[CONFIGS[s].label] for s in STOCK if CONFIGS[s].label in by]
     stock = min(stocks, key=lambda r: r["server_cpu_us_per_req"]) if stocks else None
-    lines = [f"# gRPC stage ladder {meta['stamp']}", "", f"Command: `{meta['command']}`; {meta['load']}, "
-             f"{meta['rounds']} rounds of {meta['duration_s']} s, best round kept.", "",
-             "| server | req/s | server CPU µs/req | added by the stage | ÷ stock's CPU |", "|---|---:|---:|---:|---:|"]
-    previous: Optional[float] = None  # the stage before, when it ran
+    lines = [
+        f"# gRPC stage ladder {meta['stamp']}",
+        "",
+        f"Command: `{meta['command']}`; {meta['load']}, "
+        f"{meta['rounds']} rounds of {meta['duration_s']} s, best round kept.",
+        "",
+        "| server | req/s | server CPU µs/req | added by the stage | ÷ stock's CPU |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    previous: float | None = None  # the stage before, when it ran
     for stage in STAGES:
         r = by.get(stage)
         added = r["server_cpu_us_per_req"] - previous if r and previous is not None else None
@@ -69,7 +74,7 @@ def markdown(runs: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _row(name: str, r: Optional[dict], stock: Optional[dict], added: Optional[float]) -> str:
+def _row(name: str, r: dict | None, stock: dict | None, added: float | None) -> str:
     if r is None:
         return f"| {name} | failed | | | |"
     cpu = r["server_cpu_us_per_req"]
@@ -87,16 +92,22 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = Path(tempfile.mkdtemp(prefix="pipeline-ladder-"))
-    run_args = SimpleNamespace(rounds=args.rounds, duration=args.duration, warmup=1,
-                               protocols=["grpc"], loads=[args.load])
+    run_args = SimpleNamespace(
+        rounds=args.rounds, duration=args.duration, warmup=1, protocols=["grpc"], loads=[args.load]
+    )
     payloads = Payloads(workdir, common.bench_pipeline(), [LOADS[args.load][0]])
     runs: list[dict] = []
     try:
         run_group(members(workdir, args.load), payloads, run_args, workdir, runs)
     finally:
         close_workdir(workdir, args.keep_workdir)
-    meta = {"stamp": stamp, "load": args.load, "rounds": args.rounds, "duration_s": args.duration,
-            "command": "python -m bench.ladder " + " ".join(argv if argv is not None else sys.argv[1:])}
+    meta = {
+        "stamp": stamp,
+        "load": args.load,
+        "rounds": args.rounds,
+        "duration_s": args.duration,
+        "command": "python -m bench.ladder " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
     md = markdown(runs, meta)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"ladder-{stamp}.md").write_text(md)

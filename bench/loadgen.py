@@ -84,13 +84,22 @@ def _run_child(cmd: list[str], timeout: float) -> tuple[subprocess.CompletedProc
     return proc, cpu
 
 
-def run_wrk(url: str, body_path: Path, concurrency: int, duration: float, workdir: Path,
-            timeout_s: float = 5.0) -> LoadResult:
+def run_wrk(
+    url: str, body_path: Path, concurrency: int, duration: float, workdir: Path, timeout_s: float = 5.0
+) -> LoadResult:
     script = workdir / f"wrk-{body_path.stem}.lua"
     script.write_text(WRK_LUA % {"body": str(body_path)})
     threads = min(2, concurrency)
-    cmd = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration))}s",
-           f"--timeout={timeout_s:g}s", "-s", str(script), url]
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{concurrency}",
+        f"-d{max(1, round(duration))}s",
+        f"--timeout={timeout_s:g}s",
+        "-s",
+        str(script),
+        url,
+    ]
     proc, cpu = _run_child(cmd, timeout=duration + 60)
     m = re.search(r"^BENCHJSON (.*)$", proc.stdout, re.M)
     if proc.returncode != 0 or not m:
@@ -100,26 +109,57 @@ def run_wrk(url: str, body_path: Path, concurrency: int, duration: float, workdi
     errors = r["err_connect"] + r["err_read"] + r["err_write"] + r["err_status"] + r["err_timeout"]
     ok = r["requests"] - r["err_status"]
     return LoadResult(
-        tool="wrk", concurrency=concurrency, duration_s=dur, completed=r["requests"], ok=ok, errors=errors,
-        rps=ok / dur, p50_ms=r["p50_us"] / 1e3, p90_ms=r["p90_us"] / 1e3, p99_ms=r["p99_us"] / 1e3,
-        mean_ms=r["mean_us"] / 1e3, client_cpu_s=cpu,
+        tool="wrk",
+        concurrency=concurrency,
+        duration_s=dur,
+        completed=r["requests"],
+        ok=ok,
+        errors=errors,
+        rps=ok / dur,
+        p50_ms=r["p50_us"] / 1e3,
+        p90_ms=r["p90_us"] / 1e3,
+        p99_ms=r["p99_us"] / 1e3,
+        mean_ms=r["mean_us"] / 1e3,
+        client_cpu_s=cpu,
     )
 
 
-_H2_REQS = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
-                      r"(\d+) errored, (\d+) timeout")
+_H2_REQS = re.compile(
+    r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+    r"(\d+) errored, (\d+) timeout"
+)
 _H2_DATA = re.compile(r"traffic: .*?\((\d+)\) total, .*?\((\d+)\) headers .*?, .*?\((\d+)\) data")
 _H2_FIN = re.compile(r"finished in ([\d.]+)(m?s)")
 
 
-def run_h2load_grpc(url: str, body_path: Path, concurrency: int, duration: float, workdir: Path,
-                    response_bytes: int | None) -> LoadResult:
+def run_h2load_grpc(
+    url: str, body_path: Path, concurrency: int, duration: float, workdir: Path, response_bytes: int | None
+) -> LoadResult:
     """gRPC unary calls with h2load: one connection per client, one stream at a time per connection."""
     log = workdir / f"h2load-{body_path.stem}.log"
     log.unlink(missing_ok=True)  # h2load does not truncate its log file
-    cmd = ["h2load", "-c", str(concurrency), "-m", "1", "-t", "1", "-D", f"{max(1, round(duration))}",
-           "-N", "10", "--log-file", str(log), "-d", str(body_path),
-           "-H", "content-type: application/grpc", "-H", "te: trailers", url]
+    cmd = [
+        "h2load",
+        "-c",
+        str(concurrency),
+        "-m",
+        "1",
+        "-t",
+        "1",
+        "-D",
+        f"{max(1, round(duration))}",
+        "-N",
+        "10",
+        "--log-file",
+        str(log),
+        "-d",
+        str(body_path),
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        "te: trailers",
+        url,
+    ]
     proc, cpu = _run_child(cmd, timeout=duration + 60)
     out = proc.stdout
     mr, md, mf = _H2_REQS.search(out), _H2_DATA.search(out), _H2_FIN.search(out)
@@ -141,9 +181,19 @@ def run_h2load_grpc(url: str, body_path: Path, concurrency: int, duration: float
     lat = _h2load_latencies(log)
     p50, p90, p99 = (np.percentile(lat, [50, 90, 99]) / 1e3) if len(lat) else (float("nan"),) * 3
     return LoadResult(
-        tool="h2load", concurrency=concurrency, duration_s=dur, completed=done, ok=ok, errors=errors,
-        rps=ok / dur, p50_ms=float(p50), p90_ms=float(p90), p99_ms=float(p99),
-        mean_ms=float(lat.mean() / 1e3) if len(lat) else float("nan"), client_cpu_s=cpu, note=note,
+        tool="h2load",
+        concurrency=concurrency,
+        duration_s=dur,
+        completed=done,
+        ok=ok,
+        errors=errors,
+        rps=ok / dur,
+        p50_ms=float(p50),
+        p90_ms=float(p90),
+        p99_ms=float(p99),
+        mean_ms=float(lat.mean() / 1e3) if len(lat) else float("nan"),
+        client_cpu_s=cpu,
+        note=note,
     )
 
 
@@ -172,6 +222,10 @@ def floor(predict, X: np.ndarray, seconds: float = 1.0) -> dict:
     t = np.asarray(times, dtype=float) / 1e3
     mean = float(t.mean())
     return {
-        "calls": len(times), "p50_us": float(np.percentile(t, 50)), "p99_us": float(np.percentile(t, 99)),
-        "mean_us": mean, "rps": 1e6 / mean, "rows_per_s": 1e6 / mean * len(X),
+        "calls": len(times),
+        "p50_us": float(np.percentile(t, 50)),
+        "p99_us": float(np.percentile(t, 99)),
+        "mean_us": mean,
+        "rps": 1e6 / mean,
+        "rows_per_s": 1e6 / mean * len(X),
     }

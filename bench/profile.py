@@ -42,18 +42,28 @@ IDLE_NAMES = re.compile(
 # (category, regex on the normalised file path); first match wins. Files matching TRANSPARENT and C
 # built-ins are charged to their callers' categories instead.
 CATEGORIES = [
-    ("runtime code (ours: runtime/, stock: mlserver_sklearn)", r"^(?!.*site-packages).*/runtime/[^/]+\.py$|/mlserver_sklearn/"),
+    (
+        "runtime code (ours: runtime/, stock: mlserver_sklearn)",
+        r"^(?!.*site-packages).*/runtime/[^/]+\.py$|/mlserver_sklearn/",
+    ),
     ("sklearn/numpy internals", r"/(sklearn|numpy|scipy|narwhals|joblib|threadpoolctl)/"),
     ("MLServer codecs", r"/mlserver/codecs/"),
     ("pydantic models (mlserver.types, validation, dumps)", r"/mlserver/types/|/pydantic/|/pydantic_core/"),
-    ("metrics/tracing (prometheus, starlette_exporter, otel)",
-     r"/prometheus_client/|/starlette_exporter/|/opentelemetry/|/mlserver/metrics/|/py_grpc_prometheus/"),
-    ("HTTP layer (uvicorn, starlette, fastapi, mlserver.rest)",
-     r"/uvicorn/|/starlette/|/fastapi/|/httptools/|/h11/|/anyio/|/mlserver/rest/"),
+    (
+        "metrics/tracing (prometheus, starlette_exporter, otel)",
+        r"/prometheus_client/|/starlette_exporter/|/opentelemetry/|/mlserver/metrics/|/py_grpc_prometheus/",
+    ),
+    (
+        "HTTP layer (uvicorn, starlette, fastapi, mlserver.rest)",
+        r"/uvicorn/|/starlette/|/fastapi/|/httptools/|/h11/|/anyio/|/mlserver/rest/",
+    ),
     ("gRPC layer (grpc.aio, protobuf, mlserver.grpc)", r"/grpc/|/google/protobuf/|/mlserver/grpc/|/grpc_interceptor/"),
     ("MLServer batching/parallel", r"/mlserver/batching/|/mlserver/parallel/"),
     ("MLServer dataplane/registry/model base", r"/mlserver/"),
-    ("event loop (asyncio, uvloop, threads)", r"/asyncio/|uvloop|/concurrent/|threading\.py$|selectors\.py$|contextvars"),
+    (
+        "event loop (asyncio, uvloop, threads)",
+        r"/asyncio/|uvloop|/concurrent/|threading\.py$|selectors\.py$|contextvars",
+    ),
     ("logging", r"/logging/"),
 ]
 TRANSPARENT = re.compile(
@@ -65,10 +75,18 @@ BUILTIN_CATEGORY = [("pydantic models (mlserver.types, validation, dumps)", re.c
 
 MARKERS = [
     # (label, file regex, function name); the largest cumtime among matches is used
-    ("REST: whole request in the ASGI app (uvicorn run_asgi)", r"uvicorn/protocols/http/httptools_impl\.py", "run_asgi"),
+    (
+        "REST: whole request in the ASGI app (uvicorn run_asgi)",
+        r"uvicorn/protocols/http/httptools_impl\.py",
+        "run_asgi",
+    ),
     ("REST: fastapi route (parse + validate + endpoint + serialize)", r"fastapi/routing\.py", "app"),
     ("REST: body read + orjson parse", r"mlserver/rest/requests\.py", "json"),
-    ("REST: request validation into pydantic InferenceRequest", r"fastapi/dependencies/utils\.py", "solve_dependencies"),
+    (
+        "REST: request validation into pydantic InferenceRequest",
+        r"fastapi/dependencies/utils\.py",
+        "solve_dependencies",
+    ),
     ("REST: response_model serialization (fastapi)", r"fastapi/routing\.py", "serialize_response"),
     ("REST: response render (orjson dumps)", r"mlserver/rest/responses\.py", "render"),
     ("gRPC: servicer ModelInfer (decode + dataplane + encode)", r"mlserver/grpc/servicers\.py", "ModelInfer"),
@@ -76,7 +94,11 @@ MARKERS = [
     ("gRPC: InferenceResponse -> protobuf (converters.from_types)", r"mlserver/grpc/converters\.py", "from_types"),
     ("DataPlane.infer (metrics, context, model call)", r"mlserver/handlers/dataplane\.py", "infer"),
     ("model.predict of the runtime", r"(^|/)runtime/[^/]+\.py$|mlserver_sklearn/sklearn\.py", "predict"),
-    ("runtime: the fast path's inference (admission, model metrics, answer)", r"runtime/integration/direct\.py", "infer"),
+    (
+        "runtime: the fast path's inference (admission, model metrics, answer)",
+        r"runtime/integration/direct\.py",
+        "infer",
+    ),
     ("runtime: model.answer (lookup, resilience, compute)", r"runtime/model\.py", "answer"),
     ("MLServer codec decode (MLModel.decode_request)", r"mlserver/model\.py", "decode_request"),
     ("MLServer codec encode (MLModel.encode/encode_response)", r"mlserver/model\.py", "encode(_response)?"),
@@ -84,7 +106,11 @@ MARKERS = [
     # This runtime's own per-request work, stage by stage (issue 14: what the common case pays for).
     ("runtime: REST fast path (body read, parse, inference, render)", r"runtime/integration/fast_path\.py", "__call__"),
     ("runtime: gRPC fast path (decode, inference, response)", r"runtime/integration/fast_path_grpc\.py", "ModelInfer"),
-    ("gRPC: request metrics interceptor (runtime.integration.grpc_metrics)", r"runtime/integration/grpc_metrics\.py", "measured"),
+    (
+        "gRPC: request metrics interceptor (runtime.integration.grpc_metrics)",
+        r"runtime/integration/grpc_metrics\.py",
+        "measured",
+    ),
     ("runtime: admission (auth, rate, deadline, cap)", r"runtime/integration/dataplane\.py", "_admit"),
     ("runtime: input contract (decode + checks)", r"runtime/contract\.py", "parse"),
     ("runtime: out-of-distribution check", r"runtime/ood\.py", "check"),
@@ -161,20 +187,39 @@ def analyse(prof_path: Path, requests: int) -> dict:
                 if best is None or ct > best[1]:
                     best = (nc, ct)
         if best:
-            markers.append({"label": label, "calls_per_req": best[0] / n, "us_per_req": best[1] / n * 1e6,
-                            "share": best[1] / busy if busy else 0.0})
+            markers.append(
+                {
+                    "label": label,
+                    "calls_per_req": best[0] / n,
+                    "us_per_req": best[1] / n * 1e6,
+                    "share": best[1] / busy if busy else 0.0,
+                }
+            )
     runtime_funcs = []
     for func, (cc, nc, tt, ct, callers) in stats.items():
         if re.search(CATEGORIES[0][1], _norm(func[0])):
-            runtime_funcs.append({"func": f"{Path(func[0]).parent.name}/{Path(func[0]).name}:{func[1]}({func[2]})",
-                                  "calls_per_req": nc / n, "self_us_per_req": tt / n * 1e6,
-                                  "cum_us_per_req": ct / n * 1e6})
+            runtime_funcs.append(
+                {
+                    "func": f"{Path(func[0]).parent.name}/{Path(func[0]).name}:{func[1]}({func[2]})",
+                    "calls_per_req": nc / n,
+                    "self_us_per_req": tt / n * 1e6,
+                    "cum_us_per_req": ct / n * 1e6,
+                }
+            )
     runtime_funcs.sort(key=lambda r: -r["cum_us_per_req"])
     return {
-        "busy_s": busy, "idle_s": idle, "profiled_us_per_req": busy / n * 1e6,
-        "categories": sorted(({"category": k, "share": v / busy if busy else 0.0, "profiled_us_per_req": v / n * 1e6}
-                              for k, v in by_cat.items()), key=lambda r: -r["share"]),
-        "markers": markers, "runtime_funcs": runtime_funcs[:30],
+        "busy_s": busy,
+        "idle_s": idle,
+        "profiled_us_per_req": busy / n * 1e6,
+        "categories": sorted(
+            (
+                {"category": k, "share": v / busy if busy else 0.0, "profiled_us_per_req": v / n * 1e6}
+                for k, v in by_cat.items()
+            ),
+            key=lambda r: -r["share"],
+        ),
+        "markers": markers,
+        "runtime_funcs": runtime_funcs[:30],
     }
 
 
@@ -194,15 +239,22 @@ def profile_server(kind: str, args, workdir: Path, payloads: Payloads) -> list[d
             before = common.cpu_snapshot(srv)
             res = go(args.duration)
             cpu = common.cpu_delta(before, common.cpu_snapshot(srv))
-            out[sc].update(plain_rps=res.rps, plain_cpu_us_per_req=cpu / max(res.completed, 1) * 1e6,
-                           plain_p50_ms=res.p50_ms, plain_errors=res.errors)
+            out[sc].update(
+                plain_rps=res.rps,
+                plain_cpu_us_per_req=cpu / max(res.completed, 1) * 1e6,
+                plain_p50_ms=res.p50_ms,
+                plain_errors=res.errors,
+            )
             log(f"  {kind} {sc[0]} {sc[1]}: {res.rps:.0f} req/s, {out[sc]['plain_cpu_us_per_req']:.0f} CPU us/req")
 
     log(f"{kind}: profiled runs ...")
     pdir = workdir / f"prof-{kind}"
     profiled = common.mlserver_launcher(
-        root, logs / f"{kind}-prof.log", argv=[sys.executable, "-m", "bench._profiled_mlserver", "start", "."],
-        env={"BENCH_PROFILE_DIR": str(pdir), "PYTHONPATH": str(common.REPO)})
+        root,
+        logs / f"{kind}-prof.log",
+        argv=[sys.executable, "-m", "bench._profiled_mlserver", "start", "."],
+        env={"BENCH_PROFILE_DIR": str(pdir), "PYTHONPATH": str(common.REPO)},
+    )
     with common.serving(profiled) as srv:
         pre = preflight(srv, f"{kind}-prof", payloads, args.protocols)
         for i, sc in enumerate(scenarios, start=1):
@@ -228,40 +280,57 @@ def profile_server(kind: str, args, workdir: Path, payloads: Payloads) -> list[d
 
 
 def markdown(results: list[dict], meta: dict) -> str:
-    lines = [f"# Server profile {meta['stamp']}", "",
-             f"Command: `{meta['command']}`. parallel_workers 0, no adaptive batching, {meta['duration_s']} s per "
-             "scenario. cProfile on the event-loop thread; 'share' = share of the profiled Python time; "
-             "'µs/req' = share × the unprofiled server CPU µs per request (process tree, psutil). cProfile "
-             "inflates call-heavy code, so read shares as indicative.", ""]
+    lines = [
+        f"# Server profile {meta['stamp']}",
+        "",
+        f"Command: `{meta['command']}`. parallel_workers 0, no adaptive batching, {meta['duration_s']} s per "
+        "scenario. cProfile on the event-loop thread; 'share' = share of the profiled Python time; "
+        "'µs/req' = share × the unprofiled server CPU µs per request (process tree, psutil). cProfile "
+        "inflates call-heavy code, so read shares as indicative.",
+        "",
+    ]
     for r in results:
         if "categories" not in r:
             continue
         title = f"{r['server']} — {r['protocol'].upper() if r['protocol'] == 'rest' else 'gRPC'} — {r['load']}"
-        lines += [f"## {title}", "",
-                  f"Unprofiled: {r['plain_rps']:.0f} req/s, server CPU {r['plain_cpu_us_per_req']:.0f} µs/req. "
-                  f"Profiled: {r['profiled_rps']:.0f} req/s, {r['profiled_us_per_req']:.0f} µs/req of Python time "
-                  f"(inflation x{r['profiled_us_per_req'] / max(r['plain_cpu_us_per_req'], 1):.1f}).", "",
-                  "| layer (self time) | share | µs/req |", "|---|---:|---:|"]
+        lines += [
+            f"## {title}",
+            "",
+            f"Unprofiled: {r['plain_rps']:.0f} req/s, server CPU {r['plain_cpu_us_per_req']:.0f} µs/req. "
+            f"Profiled: {r['profiled_rps']:.0f} req/s, {r['profiled_us_per_req']:.0f} µs/req of Python time "
+            f"(inflation x{r['profiled_us_per_req'] / max(r['plain_cpu_us_per_req'], 1):.1f}).",
+            "",
+            "| layer (self time) | share | µs/req |",
+            "|---|---:|---:|",
+        ]
         for c in r["categories"]:
             if c["share"] >= 0.005:
                 lines.append(f"| {c['category']} | {c['share'] * 100:.1f}% | {c['est_us_per_req']:.0f} |")
         lines += ["", "| key function (inclusive) | calls/req | share | µs/req |", "|---|---:|---:|---:|"]
         for m in r["markers"]:
-            lines.append(f"| {m['label']} | {m['calls_per_req']:.2f} | {m['share'] * 100:.1f}% "
-                         f"| {m['share'] * r['plain_cpu_us_per_req']:.0f} |")
+            lines.append(
+                f"| {m['label']} | {m['calls_per_req']:.2f} | {m['share'] * 100:.1f}% "
+                f"| {m['share'] * r['plain_cpu_us_per_req']:.0f} |"
+            )
         if r["runtime_funcs"]:
-            lines += ["", "| runtime function | calls/req | self (profiled µs/req) | inclusive (profiled µs/req) |",
-                      "|---|---:|---:|---:|"]
+            lines += [
+                "",
+                "| runtime function | calls/req | self (profiled µs/req) | inclusive (profiled µs/req) |",
+                "|---|---:|---:|---:|",
+            ]
             for f in r["runtime_funcs"][:15]:
-                lines.append(f"| `{f['func']}` | {f['calls_per_req']:.2f} | {f['self_us_per_req']:.1f} "
-                             f"| {f['cum_us_per_req']:.1f} |")
+                lines.append(
+                    f"| `{f['func']}` | {f['calls_per_req']:.2f} | {f['self_us_per_req']:.1f} "
+                    f"| {f['cum_us_per_req']:.1f} |"
+                )
         lines.append("")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.profile", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--servers", default="ours,stock")
     p.add_argument("--protocols", default="rest,grpc")
     p.add_argument("--loads", default="1row_c16,100rows_c4")
@@ -288,9 +357,11 @@ def main(argv=None) -> int:
         except Exception as e:  # noqa: BLE001
             log(f"{kind}: FAILED {type(e).__name__}: {e}")
             results.append({"server": kind, "failed": f"{type(e).__name__}: {e}"[:2000]})
-    meta = {"stamp": time.strftime("%Y%m%d-%H%M%S"),
-            "command": "python -m bench.profile " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "duration_s": args.duration}
+    meta = {
+        "stamp": time.strftime("%Y%m%d-%H%M%S"),
+        "command": "python -m bench.profile " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "duration_s": args.duration,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     md = markdown(results, meta)
     base = args.out / f"profile-{meta['stamp']}"

@@ -25,8 +25,15 @@ def _variant(run: dict) -> bool:
 
 
 def _best(runs, server, proto, load, key, lower=False):
-    cands = [r for r in runs if r["server"] == server and r["protocol"] == proto and r["load"] == load
-             and r.get("errors_all_rounds", r.get("errors", 0)) == 0 and not _variant(r)]
+    cands = [
+        r
+        for r in runs
+        if r["server"] == server
+        and r["protocol"] == proto
+        and r["load"] == load
+        and r.get("errors_all_rounds", r.get("errors", 0)) == 0
+        and not _variant(r)
+    ]
     if not cands:
         return None
     return (min if lower else max)(cands, key=lambda r: r[key])
@@ -42,12 +49,21 @@ def evaluate_targets(result: dict) -> list[dict]:
         if not o or not s or not s[key]:
             return
         ratio = o[key] / s[key]
-        out.append({
-            "target": name, "metric": key, "ours": o[key], "ours_config": o["config"],
-            vs: s[key], f"{vs}_config": s["config"], "vs": vs, "ratio": ratio, "threshold": threshold,
-            "higher_is_better": higher_is_better,
-            "pass": ratio >= threshold if higher_is_better else ratio <= threshold,
-        })
+        out.append(
+            {
+                "target": name,
+                "metric": key,
+                "ours": o[key],
+                "ours_config": o["config"],
+                vs: s[key],
+                f"{vs}_config": s["config"],
+                "vs": vs,
+                "ratio": ratio,
+                "threshold": threshold,
+                "higher_is_better": higher_is_better,
+                "pass": ratio >= threshold if higher_is_better else ratio <= threshold,
+            }
+        )
 
     protos = sorted({r["protocol"] for r in runs}, key=lambda p: list(PROTO_TITLES).index(p))
     if result["meta"].get("model") == "forest":
@@ -82,8 +98,11 @@ def evaluate_targets(result: dict) -> list[dict]:
 def _paired(base: dict, other: dict, key: str) -> list[float]:
     """other / base round by round (the servers of a group run back to back within a round)."""
     by_round = {r["round"]: r for r in base["rounds"]}
-    return [o[key] / by_round[o["round"]][key] for o in other["rounds"]
-            if o["round"] in by_round and by_round[o["round"]][key]]  # fmt: skip
+    return [
+        o[key] / by_round[o["round"]][key]
+        for o in other["rounds"]
+        if o["round"] in by_round and by_round[o["round"]][key]
+    ]
 
 
 def _median(values: list[float]) -> float:
@@ -105,8 +124,14 @@ def _best_ratio(base: dict, other: dict, key: str) -> float:
 
 def _ours(runs: list[dict], config: str, proto: str, load: str) -> dict | None:
     """This runtime's run in that config (label), protocol and load."""
-    return next((r for r in runs if r["server"] == "ours" and r["config"] == config and r["protocol"] == proto
-                 and r["load"] == load), None)  # fmt: skip
+    return next(
+        (
+            r
+            for r in runs
+            if r["server"] == "ours" and r["config"] == config and r["protocol"] == proto and r["load"] == load
+        ),
+        None,
+    )
 
 
 def shadow_costs(result: dict) -> list[dict]:
@@ -131,8 +156,9 @@ def shadow_costs(result: dict) -> list[dict]:
                 row[name]["rounds"] = len(other["rounds"])
         noise = abs(row["copy"]["p99_paired_median"] - 1) if "copy" in row else 0.0
         row["p99_limit"] = 1 + max(SHADOW_MAX_RPS_LOSS, noise)
-        row["pass"] = (row["shadow"]["rps"] >= 1 - SHADOW_MAX_RPS_LOSS
-                       and row["shadow"]["p99_paired_median"] <= row["p99_limit"])  # fmt: skip
+        row["pass"] = (
+            row["shadow"]["rps"] >= 1 - SHADOW_MAX_RPS_LOSS and row["shadow"]["p99_paired_median"] <= row["p99_limit"]
+        )
         out.append(row)
     return out
 
@@ -147,17 +173,24 @@ def floor_ratios(result: dict) -> list[dict]:
         for load in LOAD_TITLES:
             key = "rows_per_s" if load.startswith("100") else "rps"
             floor, ours, stock = (_best(runs, k, proto, load, key) for k in ("floor", "ours", "stock"))
-            cpu = {k: _best(runs, k, proto, load, "server_cpu_us_per_req", lower=True)
-                   for k in ("floor", "ours", "stock")}  # fmt: skip
+            cpu = {
+                k: _best(runs, k, proto, load, "server_cpu_us_per_req", lower=True) for k in ("floor", "ours", "stock")
+            }
             if floor is None or stock is None or ours is None:
                 continue
-            out.append({
-                "protocol": proto, "load": load, "key": key,
-                "floor": floor[key] / stock[key], "ours": ours[key] / stock[key], "ours_of_floor": ours[key] / floor[key],
-                "floor_cpu": cpu["floor"]["server_cpu_us_per_req"] / cpu["stock"]["server_cpu_us_per_req"],
-                "ours_cpu": cpu["ours"]["server_cpu_us_per_req"] / cpu["stock"]["server_cpu_us_per_req"],
-                "floor_cpu_us": cpu["floor"]["server_cpu_us_per_req"],
-            })  # fmt: skip
+            out.append(
+                {
+                    "protocol": proto,
+                    "load": load,
+                    "key": key,
+                    "floor": floor[key] / stock[key],
+                    "ours": ours[key] / stock[key],
+                    "ours_of_floor": ours[key] / floor[key],
+                    "floor_cpu": cpu["floor"]["server_cpu_us_per_req"] / cpu["stock"]["server_cpu_us_per_req"],
+                    "ours_cpu": cpu["ours"]["server_cpu_us_per_req"] / cpu["stock"]["server_cpu_us_per_req"],
+                    "floor_cpu_us": cpu["floor"]["server_cpu_us_per_req"],
+                }
+            )
     return out
 
 
@@ -165,17 +198,24 @@ def _floor_lines(result: dict) -> list[str]:
     rows = floor_ratios(result)
     if not rows:
         return []
-    lines = ["", "## Transport floor (bare uvicorn and grpc.aio answering from a cache, bench/floor_server.py)", "",
-             "Each ÷ stock's best config (req/s or rows/s: its best round; CPU per request: its lowest). The floor "
-             "has no routing, validation, middleware, interceptor, metrics or logging: no runtime inside MLServer "
-             "or KServe can be faster or cheaper. A floor under 2× (or CPU over 0.4×) puts that target out of "
-             "reach of every server on this stack.", "",
-             "| load | proto | floor ÷ stock best | ours ÷ stock best | ours ÷ floor | floor CPU/req ÷ stock "
-             "| ours CPU/req ÷ stock | floor CPU µs/req |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "",
+        "## Transport floor (bare uvicorn and grpc.aio answering from a cache, bench/floor_server.py)",
+        "",
+        "Each ÷ stock's best config (req/s or rows/s: its best round; CPU per request: its lowest). The floor "
+        "has no routing, validation, middleware, interceptor, metrics or logging: no runtime inside MLServer "
+        "or KServe can be faster or cheaper. A floor under 2× (or CPU over 0.4×) puts that target out of "
+        "reach of every server on this stack.",
+        "",
+        "| load | proto | floor ÷ stock best | ours ÷ stock best | ours ÷ floor | floor CPU/req ÷ stock "
+        "| ours CPU/req ÷ stock | floor CPU µs/req |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {LOAD_TITLES[r['load']]} | {PROTO_TITLES[r['protocol']]} | {r['floor']:.2f} | {r['ours']:.2f} "
-                     f"| {r['ours_of_floor']:.2f} | {r['floor_cpu']:.2f} | {r['ours_cpu']:.2f} | {r['floor_cpu_us']:.0f} |")
+        lines.append(
+            f"| {LOAD_TITLES[r['load']]} | {PROTO_TITLES[r['protocol']]} | {r['floor']:.2f} | {r['ours']:.2f} "
+            f"| {r['ours_of_floor']:.2f} | {r['floor_cpu']:.2f} | {r['ours_cpu']:.2f} | {r['floor_cpu_us']:.0f} |"
+        )
     return lines
 
 
@@ -183,22 +223,28 @@ def _shadow_lines(result: dict) -> list[str]:
     costs = shadow_costs(result)
     if not costs:
         return []
-    lines = ["", "## Shadow cost (this runtime with vs without a shadow model)", "",
-             "Ratios with ÷ without of the best rounds, and the medians of the per-round ratios (paired); the "
-             "A/A row is an identical server without the shadow, the noise of the same comparison. Target: req/s "
-             f"(best rounds) ≥ {1 - SHADOW_MAX_RPS_LOSS:.2f} and p99 (paired median) within the larger of 10 % "
-             "and the A/A's.", "",
-             "| load | proto | compared | req/s | p99 | CPU/req | req/s, paired median | p99, paired median "
-             "| rounds | |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "",
+        "## Shadow cost (this runtime with vs without a shadow model)",
+        "",
+        "Ratios with ÷ without of the best rounds, and the medians of the per-round ratios (paired); the "
+        "A/A row is an identical server without the shadow, the noise of the same comparison. Target: req/s "
+        f"(best rounds) ≥ {1 - SHADOW_MAX_RPS_LOSS:.2f} and p99 (paired median) within the larger of 10 % "
+        "and the A/A's.",
+        "",
+        "| load | proto | compared | req/s | p99 | CPU/req | req/s, paired median | p99, paired median | rounds | |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for c in costs:
         for name, label in (("shadow", c["config"]), ("copy", "A/A copy")):
             if name in c:
                 v = c[name]
                 verdict = ("PASS" if c["pass"] else "FAIL") if name == "shadow" else "noise"
-                lines.append(f"| {LOAD_TITLES[c['load']]} | {PROTO_TITLES[c['protocol']]} | {label} | {v['rps']:.2f} "
-                             f"| {v['p99_ms']:.2f} | {v['server_cpu_us_per_req']:.2f} | {v['rps_paired_median']:.2f} "
-                             f"| {v['p99_paired_median']:.2f} | {v['rounds']} | {verdict} |")
+                lines.append(
+                    f"| {LOAD_TITLES[c['load']]} | {PROTO_TITLES[c['protocol']]} | {label} | {v['rps']:.2f} "
+                    f"| {v['p99_ms']:.2f} | {v['server_cpu_us_per_req']:.2f} | {v['rps_paired_median']:.2f} "
+                    f"| {v['p99_paired_median']:.2f} | {v['rounds']} | {verdict} |"
+                )
     return lines
 
 
@@ -222,8 +268,12 @@ def lookup_costs(result: dict) -> list[dict]:
                 continue
             best = {k: _best_value(run, k) for k in LOOKUP_KEYS if any(k in r for r in run["rounds"])}
             cpus = [r["server_cpu_us_per_req"] for r in run["rounds"] if "server_cpu_us_per_req" in r]
-            best.update(name=name, errors=run.get("errors_all_rounds", run.get("errors", 0)), rounds=len(run["rounds"]),
-                        cpu_spread=max(cpus) - min(cpus))  # the noise the added CPU has to be read against
+            best.update(
+                name=name,
+                errors=run.get("errors_all_rounds", run.get("errors", 0)),
+                rounds=len(run["rounds"]),
+                cpu_spread=max(cpus) - min(cpus),
+            )  # the noise the added CPU has to be read against
             if base is not None and name != "vector":
                 best["added_cpu_us"] = best["server_cpu_us_per_req"] - _best_value(base, "server_cpu_us_per_req")
                 best["p99_vs_vector"] = best["p99_ms"] / _best_value(base, "p99_ms")
@@ -237,36 +287,45 @@ def _lookup_lines(result: dict) -> list[str]:
     if not costs:
         return []
     about = result["meta"].get("lookup", {})
-    lines = ["", "## Feature lookup (1 id, c=16)", "",
-             f"This runtime ({costs[0]['config']}) sent the features of one row (vector), or the id "
-             f"`{about.get('entity_id', '?')}` (lookup) whose features it reads from PostgreSQL {about.get('postgres', '')} "
-             f"(table `{about.get('table', '?')}`, one prepared `= ANY($1)` query through the runtime's pool): warm = the "
-             "runtime's TTL cache answers (one query per 30 s), cold = `cache_ttl_s: 0`, every request "
-             "queries the database. Each metric from the server's best round (highest req/s, lowest p50, p99 and "
-             "CPU/request), as in the shadow table; CPU spread = its highest minus lowest round, the noise to read "
-             "the added CPU against. Added = lookup − vector server CPU per request (the runtime's process tree). "
-             "PostgreSQL CPU is the database's own (postmaster and its backends): not part of the runtime's process "
-             "tree, nor of the bg cores.", "",
-             "| proto | request | req/s | p50 ms | p99 ms | p99 ÷ vector | srv CPU µs/req | CPU spread over rounds "
-             "| added srv CPU µs/req | PostgreSQL CPU µs/req | errors | rounds |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "",
+        "## Feature lookup (1 id, c=16)",
+        "",
+        f"This runtime ({costs[0]['config']}) sent the features of one row (vector), or the id "
+        f"`{about.get('entity_id', '?')}` (lookup) whose features it reads from PostgreSQL {about.get('postgres', '')} "
+        f"(table `{about.get('table', '?')}`, one prepared `= ANY($1)` query through the runtime's pool): warm = the "
+        "runtime's TTL cache answers (one query per 30 s), cold = `cache_ttl_s: 0`, every request "
+        "queries the database. Each metric from the server's best round (highest req/s, lowest p50, p99 and "
+        "CPU/request), as in the shadow table; CPU spread = its highest minus lowest round, the noise to read "
+        "the added CPU against. Added = lookup − vector server CPU per request (the runtime's process tree). "
+        "PostgreSQL CPU is the database's own (postmaster and its backends): not part of the runtime's process "
+        "tree, nor of the bg cores.",
+        "",
+        "| proto | request | req/s | p50 ms | p99 ms | p99 ÷ vector | srv CPU µs/req | CPU spread over rounds "
+        "| added srv CPU µs/req | PostgreSQL CPU µs/req | errors | rounds |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     summary = []
     for c in costs:
         P = PROTO_TITLES[c["protocol"]]
         for v in c["servers"]:
             request = v["name"] if v["name"] == "vector" else "lookup " + v["name"]
             added = f"{v['added_cpu_us']:+,.0f}" if "added_cpu_us" in v else ""
-            lines.append(f"| {P} | {request} | {_f(v['rps'])} | {_f(v['p50_ms'], 2)} | {_f(v['p99_ms'], 2)} "
-                         f"| {_f(v.get('p99_vs_vector'), 2)} | {_f(v['server_cpu_us_per_req'], 0)} "
-                         f"| {_f(v['cpu_spread'], 0)} | {added} | {_f(v.get('store_cpu_us_per_req'), 0)} "
-                         f"| {v['errors']} | {v['rounds']} |")
+            lines.append(
+                f"| {P} | {request} | {_f(v['rps'])} | {_f(v['p50_ms'], 2)} | {_f(v['p99_ms'], 2)} "
+                f"| {_f(v.get('p99_vs_vector'), 2)} | {_f(v['server_cpu_us_per_req'], 0)} "
+                f"| {_f(v['cpu_spread'], 0)} | {added} | {_f(v.get('store_cpu_us_per_req'), 0)} "
+                f"| {v['errors']} | {v['rounds']} |"
+            )
         by = {v["name"]: v for v in c["servers"]}
         if {"vector", "warm", "cold"} <= by.keys():
             w, k = by["warm"], by["cold"]
-            summary.append(f"{P}: a lookup adds {w['added_cpu_us']:+.0f} µs of server CPU per request warm, "
-                           f"{k['added_cpu_us']:+.0f} µs cold (and {_f(k.get('store_cpu_us_per_req'), 0)} µs in PostgreSQL); "
-                           f"p99 {w['p99_ms']:.2f} ms warm, {k['p99_ms']:.2f} ms cold, {by['vector']['p99_ms']:.2f} ms "
-                           "by vector.")
+            summary.append(
+                f"{P}: a lookup adds {w['added_cpu_us']:+.0f} µs of server CPU per request warm, "
+                f"{k['added_cpu_us']:+.0f} µs cold (and {_f(k.get('store_cpu_us_per_req'), 0)} µs in PostgreSQL); "
+                f"p99 {w['p99_ms']:.2f} ms warm, {k['p99_ms']:.2f} ms cold, {by['vector']['p99_ms']:.2f} ms "
+                "by vector."
+            )
     if summary:
         lines += ["", " ".join(summary)]
     return lines
@@ -274,8 +333,12 @@ def _lookup_lines(result: dict) -> list[str]:
 
 def _same_config(runs, r, server="stock"):
     for s in runs:
-        if (s["server"] == server and s["config"] == r["config"] and s["protocol"] == r["protocol"]
-                and s["load"] == r["load"]):
+        if (
+            s["server"] == server
+            and s["config"] == r["config"]
+            and s["protocol"] == r["protocol"]
+            and s["load"] == r["load"]
+        ):
             return s
     return None
 
@@ -309,49 +372,69 @@ def markdown(result: dict) -> str:
     ]
     for n, f in result["floor"].items():
         lines.append(f"| {n} | {_f(f['p50_us'])} | {_f(f['p99_us'])} | {_f(f['rps'], 0)} | {_f(f['rows_per_s'], 0)} |")
-    lines += ["", "## Targets (each server in the config it runs best with for that metric, same run)", "",
-              "| target | ours | config | baseline | config | ratio | needed | |", "|---|---:|---|---:|---|---:|---:|---|"]
+    lines += [
+        "",
+        "## Targets (each server in the config it runs best with for that metric, same run)",
+        "",
+        "| target | ours | config | baseline | config | ratio | needed | |",
+        "|---|---:|---|---:|---|---:|---:|---|",
+    ]
     for t in result.get("targets", []):
         vs = t["vs"]
         lines.append(
             f"| {t['target']} | {_f(t['ours'], 2)} | {t['ours_config']} | {_f(t[vs], 2)} | {t[vs + '_config']} "
             f"| {t['ratio']:.2f} | {'>=' if t['higher_is_better'] else '<='} {t['threshold']} "
-            f"| {'PASS' if t['pass'] else 'FAIL'} |")
-    lines += ["", "## All scenarios", "",
-              "Ratios are this runtime ÷ stock in the same config (req/s: higher is better; latency: lower is "
-              "better). CPU is per completed request: server = the server's process tree, client = wrk/h2load; "
-              "bg cores = CPU used meanwhile by everything else on the machine (other sessions' work); "
-              "CPU/req ÷ stock is the least noise-sensitive ratio (server CPU per request, lower is better).",
-              ""]
-    head = ("| load | proto | server | config | req/s | rows/s | p50 ms | p90 ms | p99 ms | errors | "
-            "srv CPU µs/req | cli CPU µs/req | bg cores | req/s ÷ stock | p50 ÷ stock | p99 ÷ stock | CPU/req ÷ stock |")
+            f"| {'PASS' if t['pass'] else 'FAIL'} |"
+        )
+    lines += [
+        "",
+        "## All scenarios",
+        "",
+        "Ratios are this runtime ÷ stock in the same config (req/s: higher is better; latency: lower is "
+        "better). CPU is per completed request: server = the server's process tree, client = wrk/h2load; "
+        "bg cores = CPU used meanwhile by everything else on the machine (other sessions' work); "
+        "CPU/req ÷ stock is the least noise-sensitive ratio (server CPU per request, lower is better).",
+        "",
+    ]
+    head = (
+        "| load | proto | server | config | req/s | rows/s | p50 ms | p90 ms | p99 ms | errors | "
+        "srv CPU µs/req | cli CPU µs/req | bg cores | req/s ÷ stock | p50 ÷ stock | p99 ÷ stock | CPU/req ÷ stock |"
+    )
     lines += [head, "|" + "---|" * 4 + "---:|" * 13]
     order = {"ours": 0, "stock": 1, "kserve": 2, "floor": 3}
     for load in LOAD_TITLES:
         for proto in PROTO_TITLES:
-            sel = sorted((r for r in runs if r["load"] == load and r["protocol"] == proto),
-                         key=lambda r: (r["config"] if r["server"] in ("ours", "stock") else "~", order[r["server"]]))
+            sel = sorted(
+                (r for r in runs if r["load"] == load and r["protocol"] == proto),
+                key=lambda r: (r["config"] if r["server"] in ("ours", "stock") else "~", order[r["server"]]),
+            )
             for r in sel:
                 ratios = ["", "", "", ""]
                 s = _same_config(runs, r) if r["server"] == "ours" else None
                 if s and s["rps"]:
-                    ratios = [f"**{r['rps'] / s['rps']:.2f}**", f"{r['p50_ms'] / s['p50_ms']:.2f}",
-                              f"{r['p99_ms'] / s['p99_ms']:.2f}",
-                              f"{r['server_cpu_us_per_req'] / s['server_cpu_us_per_req']:.2f}"]
+                    ratios = [
+                        f"**{r['rps'] / s['rps']:.2f}**",
+                        f"{r['p50_ms'] / s['p50_ms']:.2f}",
+                        f"{r['p99_ms'] / s['p99_ms']:.2f}",
+                        f"{r['server_cpu_us_per_req'] / s['server_cpu_us_per_req']:.2f}",
+                    ]
                 lines.append(
                     f"| {LOAD_TITLES[load]} | {PROTO_TITLES[proto]} | {r['server']} | {r['config']} | {_f(r['rps'])} "
                     f"| {_f(r['rows_per_s'], 0)} | {_f(r['p50_ms'], 2)} | {_f(r['p90_ms'], 2)} | {_f(r['p99_ms'], 2)} "
                     f"| {r.get('errors_all_rounds', r['errors'])} | {_f(r['server_cpu_us_per_req'], 0)} | {_f(r['client_cpu_us_per_req'], 0)} "
                     f"| {_f(r.get('other_cpu_cores'), 2)} "
-                    f"| {' | '.join(ratios)} |")
+                    f"| {' | '.join(ratios)} |"
+                )
     lines += _floor_lines(result)
     lines += _shadow_lines(result)
     lines += _lookup_lines(result)
     failed = [r for r in result["runs"] if "failed" in r]
     if failed:
         lines += ["", "## Failed", ""]
-        lines += [f"- {r['server']} {r.get('config', '')} {r.get('protocol', '')} {r.get('load', '')}: "
-                  f"`{r['failed'][:300]}`" for r in failed]
+        lines += [
+            f"- {r['server']} {r.get('config', '')} {r.get('protocol', '')} {r.get('load', '')}: `{r['failed'][:300]}`"
+            for r in failed
+        ]
     notes = sorted({r["note"] for r in runs if r.get("note")})
     if notes:
         lines += ["", "Notes: " + "; ".join(notes)]
@@ -376,8 +459,7 @@ def chart(result: dict, path: Path) -> Path | None:
     for r in runs:
         if r["server"] in ("ours", "stock") and r["config"] not in configs:
             configs.append(r["config"])
-    fig, axes = plt.subplots(len(protos), len(loads), figsize=(5.2 * len(loads), 4.2 * len(protos)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(protos), len(loads), figsize=(5.2 * len(loads), 4.2 * len(protos)), squeeze=False)
     colors = {"ours": "#1f77b4", "stock": "#ff7f0e", "kserve": "#2ca02c"}
     for i, proto in enumerate(protos):
         for j, load in enumerate(loads):
@@ -392,16 +474,27 @@ def chart(result: dict, path: Path) -> Path | None:
                 if s:
                     ax.bar(x + w / 2, s[key], w, color=colors["stock"], label="stock" if x == 0 else None)
                 if o and s and s[key]:
-                    ax.annotate(f"{o[key] / s[key]:.2f}x", (x, max(o[key], s[key])), ha="center", va="bottom",
-                                fontsize=9, fontweight="bold")
+                    ax.annotate(
+                        f"{o[key] / s[key]:.2f}x",
+                        (x, max(o[key], s[key])),
+                        ha="center",
+                        va="bottom",
+                        fontsize=9,
+                        fontweight="bold",
+                    )
             ks = [r for (srv, _), r in sel.items() if srv == "kserve"]
             labels = list(configs)
             if ks:
                 ax.bar(len(configs), ks[0][key], w, color=colors["kserve"], label="kserve")
                 labels.append("kserve")
             ax.set_xticks(range(len(labels)))
-            ax.set_xticklabels([l.replace("pw=", "pw ").replace(" +batch", "\n+batch").replace("kserve workers=1", "kserve")
-                                for l in labels], fontsize=8)
+            ax.set_xticklabels(
+                [
+                    l.replace("pw=", "pw ").replace(" +batch", "\n+batch").replace("kserve workers=1", "kserve")
+                    for l in labels
+                ],
+                fontsize=8,
+            )
             ax.set_title(f"{PROTO_TITLES[proto]} — {LOAD_TITLES[load]}", fontsize=10)
             ax.set_ylabel("rows/s" if key == "rows_per_s" else "req/s")
             ax.margins(y=0.15)

@@ -49,23 +49,36 @@ from bench.scenarios import (
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="one round of 2 s per scenario (default: 3 rounds of 2 s)")
     p.add_argument("--duration", type=int, help="seconds measured per scenario and round (default 2)")
     p.add_argument("--rounds", type=int, help="rounds per scenario, best one kept (default 3, quick 1)")
     p.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured load before a scenario's first round")
-    p.add_argument("--model", choices=common.BENCH_MODELS, default="linear",
-                   help="linear: the shipped diabetes model (folded fast path); forest: a random forest "
-                   "on the same data (scikit-learn's own estimator), the same fitted object for every server")
-    p.add_argument("--shadow", type=float, default=0.0, metavar="RATE",
-                   help="also run this runtime with diabetes v2 shadowing this share of the requests "
-                   "(0 < RATE <= 1; linear model only; first config only), beside the same config without and an identical "
-                   "copy of that (the run's noise): the shadow's cost on the primary, paired by round")
-    p.add_argument("--lookup", action="store_true",
-                   help="also run this runtime answering requests by id (1 id, features looked up in a throw-away "
-                   "PostgreSQL), with its cache warm and with no cache, on the 1row_c16 load (linear model only; "
-                   "first config only): the lookup's cost over sending the features")
+    p.add_argument(
+        "--model",
+        choices=common.BENCH_MODELS,
+        default="linear",
+        help="linear: the shipped diabetes model (folded fast path); forest: a random forest "
+        "on the same data (scikit-learn's own estimator), the same fitted object for every server",
+    )
+    p.add_argument(
+        "--shadow",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="also run this runtime with diabetes v2 shadowing this share of the requests "
+        "(0 < RATE <= 1; linear model only; first config only), beside the same config without and an identical "
+        "copy of that (the run's noise): the shadow's cost on the primary, paired by round",
+    )
+    p.add_argument(
+        "--lookup",
+        action="store_true",
+        help="also run this runtime answering requests by id (1 id, features looked up in a throw-away "
+        "PostgreSQL), with its cache warm and with no cache, on the 1row_c16 load (linear model only; "
+        "first config only): the lookup's cost over sending the features",
+    )
     p.add_argument("--servers", default=",".join(SERVERS), help="subset of ours,stock,kserve,floor")
     p.add_argument("--configs", default=",".join(CONFIGS), help="subset of " + ",".join(CONFIGS))
     p.add_argument("--loads", default=",".join(LOADS), help="subset of " + ",".join(LOADS))
@@ -107,11 +120,15 @@ def lookup_members(store: common.FeatureStore, cfg: MLServerConfig, workdir: Pat
     payloads = Payloads.lookup(workdir, pipeline, store.entity_id)
     members = []
     for name, cache in (("warm", True), ("cold", False)):
-        root = common.prepare_mlserver_dir("ours", workdir, cfg, feature_store=store.settings(cache),
-                                           variant=f"lookup-{name}")
+        root = common.prepare_mlserver_dir(
+            "ours", workdir, cfg, feature_store=store.settings(cache), variant=f"lookup-{name}"
+        )
         launch = common.mlserver_launcher(root, workdir / "logs" / f"ours-{cfg.slug}-lookup-{name}.log")
-        members.append(Member("ours", cfg.label + report.LOOKUP_MARK + name, launch, payloads,
-                              (report.LOOKUP_LOAD,), store.processes))
+        members.append(
+            Member(
+                "ours", cfg.label + report.LOOKUP_MARK + name, launch, payloads, (report.LOOKUP_LOAD,), store.processes
+            )
+        )
     return members
 
 
@@ -157,39 +174,69 @@ def main(argv=None) -> int:
                     group.append(Member(kind, cfg.label, common.mlserver_launcher(root, logs / f"{kind}-{cslug}.log")))
                     if kind == "ours" and args.shadow and args.model == "linear" and cslug == args.configs[0]:
                         root = common.prepare_mlserver_dir(kind, workdir, cfg, args.model, shadow=args.shadow)
-                        group.append(Member(kind, cfg.label + report.SHADOW_MARK + f"{args.shadow:g}",
-                                            common.mlserver_launcher(root, logs / f"{kind}-{cslug}-shadow.log")))
+                        group.append(
+                            Member(
+                                kind,
+                                cfg.label + report.SHADOW_MARK + f"{args.shadow:g}",
+                                common.mlserver_launcher(root, logs / f"{kind}-{cslug}-shadow.log"),
+                            )
+                        )
                         # An identical server without the shadow: what the same comparison gives by noise.
                         root = common.prepare_mlserver_dir(kind, workdir, cfg, args.model, copy=True)
-                        group.append(Member(kind, cfg.label + report.COPY_MARK,
-                                            common.mlserver_launcher(root, logs / f"{kind}-{cslug}-copy.log")))
+                        group.append(
+                            Member(
+                                kind,
+                                cfg.label + report.COPY_MARK,
+                                common.mlserver_launcher(root, logs / f"{kind}-{cslug}-copy.log"),
+                            )
+                        )
                     if kind == "ours" and store and cslug == args.configs[0]:
                         group += lookup_members(store, cfg, workdir, pipeline)
         if "kserve" in args.servers:
-            group.append(Member("kserve", "kserve workers=1",
-                                common.kserve_launcher(common.prepare_kserve_dir(workdir, args.model),
-                                                       logs / "kserve.log")))
+            group.append(
+                Member(
+                    "kserve",
+                    "kserve workers=1",
+                    common.kserve_launcher(common.prepare_kserve_dir(workdir, args.model), logs / "kserve.log"),
+                )
+            )
         if "floor" in args.servers:  # the same joblib'd pipeline KServe loads
-            group.append(Member("floor", "bare uvicorn + grpc.aio",
-                                common.floor_launcher(common.prepare_kserve_dir(workdir, args.model),
-                                                      logs / "floor.log")))
+            group.append(
+                Member(
+                    "floor",
+                    "bare uvicorn + grpc.aio",
+                    common.floor_launcher(common.prepare_kserve_dir(workdir, args.model), logs / "floor.log"),
+                )
+            )
         if group:
             run_group(group, payloads, args, workdir, runs)
 
     meta = {
         "stamp": stamp,
         "model": args.model,
-        "command": "python -m bench.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
-        "duration_s": args.duration, "warmup_s": args.warmup, "rounds": args.rounds,
-        "max_batch_size": args.max_batch_size, "max_batch_time": args.max_batch_time,
+        "command": "python -m bench.run "
+        + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "rounds": args.rounds,
+        "max_batch_size": args.max_batch_size,
+        "max_batch_time": args.max_batch_time,
         "wall_s": round(time.time() - t_start, 1),
-        "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-        "tools": tool_versions(), "server_settings": common.base_server_settings(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "tools": tool_versions(),
+        "server_settings": common.base_server_settings(),
         "loadavg_end": os.getloadavg(),
     }
     if store:
-        meta["lookup"] = {"entity_id": store.entity_id, "table": common.FEATURE_TABLE, "load": report.LOOKUP_LOAD,
-                          "postgres": store.pg.bin_dir.parent.name, "lookup_timeout_ms": common.LOOKUP_TIMEOUT_MS}
+        meta["lookup"] = {
+            "entity_id": store.entity_id,
+            "table": common.FEATURE_TABLE,
+            "load": report.LOOKUP_LOAD,
+            "postgres": store.pg.bin_dir.parent.name,
+            "lookup_timeout_ms": common.LOOKUP_TIMEOUT_MS,
+        }
     result = {"meta": meta, "floor": floor, "runs": runs}
     result["targets"] = report.evaluate_targets(result)
     suffix_model = "" if args.model == "linear" else f"-{args.model}"
@@ -203,8 +250,7 @@ def main(argv=None) -> int:
         if src.exists():
             shutil.copyfile(src, args.out / f"latest{suffix_model}{suffix}")
     print(md)
-    log(f"wrote {base}.json/.md" + ("/.png" if png else " (no chart: matplotlib missing)")
-        + f" in {meta['wall_s']} s")
+    log(f"wrote {base}.json/.md" + ("/.png" if png else " (no chart: matplotlib missing)") + f" in {meta['wall_s']} s")
     close_workdir(workdir, args.keep_workdir)
     return 0
 

@@ -11,9 +11,9 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -55,13 +55,14 @@ class Payloads:
             self.items[n] = _payload(workdir, f"body-{n}", X, pipeline, common.rest_body(X), common.grpc_request(X))
 
     @classmethod
-    def lookup(cls, workdir: Path, pipeline, entity_id: str) -> "Payloads":
+    def lookup(cls, workdir: Path, pipeline, entity_id: str) -> Payloads:
         """One row by id (for the 1-row loads): the request sends `entity_id` instead of the features,
         and the answer must be the pipeline's on that id's dataset row."""
         payloads = cls(workdir, pipeline, ())
-        X = dataset(MODEL_NAME)[common.LOOKUP_ROW:common.LOOKUP_ROW + 1]
-        payloads.items[1] = _payload(workdir, "lookup-1", X, pipeline, common.lookup_rest_body(entity_id),
-                                     common.lookup_grpc_request(entity_id))
+        X = dataset(MODEL_NAME)[common.LOOKUP_ROW : common.LOOKUP_ROW + 1]
+        payloads.items[1] = _payload(
+            workdir, "lookup-1", X, pipeline, common.lookup_rest_body(entity_id), common.lookup_grpc_request(entity_id)
+        )
         return payloads
 
 
@@ -70,8 +71,13 @@ def _payload(workdir: Path, stem: str, X: np.ndarray, pipeline, rest_body: bytes
     rest, grpc = workdir / f"{stem}.json", workdir / f"{stem}.grpc"
     rest.write_bytes(rest_body)
     grpc.write_bytes(common.grpc_frame(request.SerializeToString()))
-    return {"X": X, "rest": rest, "grpc": grpc, "request": request,
-            "expected": np.asarray(pipeline.predict(X), dtype=float)}
+    return {
+        "X": X,
+        "rest": rest,
+        "grpc": grpc,
+        "request": request,
+        "expected": np.asarray(pipeline.predict(X), dtype=float),
+    }
 
 
 def preflight(server: Server, name: str, payloads: Payloads, protocols) -> dict:
@@ -79,9 +85,11 @@ def preflight(server: Server, name: str, payloads: Payloads, protocols) -> dict:
     info = {"grpc_response_bytes": {}}
     for n, item in payloads.items.items():
         if "rest" in protocols:
-            req = urllib.request.Request(f"{server.http_url}/v2/models/{MODEL_NAME}/infer",
-                                         data=item["rest"].read_bytes(),
-                                         headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(
+                f"{server.http_url}/v2/models/{MODEL_NAME}/infer",
+                data=item["rest"].read_bytes(),
+                headers={"Content-Type": "application/json"},
+            )
             with urllib.request.urlopen(req, timeout=30) as r:
                 (got,) = rest_outputs(json.loads(r.read())).values()
             assert_parity(got.astype(float).ravel(), item["expected"], f"{name} REST {n} rows")
@@ -129,21 +137,54 @@ def best_of_rounds(recs: list[dict]) -> dict:
     by the shared machine); every round's numbers stay in `rounds`."""
     ok = [r for r in recs if "failed" not in r]
     best = dict(max(ok, key=lambda r: r["rps"]) if ok else recs[-1])
-    best["rounds"] = [{k: r.get(k) for k in ("round", "rps", "p50_ms", "p99_ms", "errors", "server_cpu_us_per_req",
-                                             "store_cpu_us_per_req", "other_cpu_cores", "failed") if k in r}
-                      for r in recs]
+    best["rounds"] = [
+        {
+            k: r.get(k)
+            for k in (
+                "round",
+                "rps",
+                "p50_ms",
+                "p99_ms",
+                "errors",
+                "server_cpu_us_per_req",
+                "store_cpu_us_per_req",
+                "other_cpu_cores",
+                "failed",
+            )
+            if k in r
+        }
+        for r in recs
+    ]
     best["errors_all_rounds"] = sum(r.get("errors", 0) for r in recs)
     return best
 
 
-def measure(server: Server, kind: str, label: str, pre: dict, payloads: Payloads, proto: str, load: str,
-            args, workdir: Path, warmup: int, store: Optional[Callable[[], list]] = None) -> dict:
+def measure(
+    server: Server,
+    kind: str,
+    label: str,
+    pre: dict,
+    payloads: Payloads,
+    proto: str,
+    load: str,
+    args,
+    workdir: Path,
+    warmup: int,
+    store: Callable[[], list] | None = None,
+) -> dict:
     """One scenario on one server; `store` gives the processes of a database the server queries,
     whose CPU is recorded apart from the server's (store_cpu_us_per_req)."""
     rows, conc = LOADS[load]
     go = scenario_fn(server, pre, payloads, workdir, proto, load)
-    rec = {"server": kind, "config": label, "protocol": proto, "load": load, "rows": rows, "concurrency": conc,
-           "loadavg_before": os.getloadavg()[0]}
+    rec = {
+        "server": kind,
+        "config": label,
+        "protocol": proto,
+        "load": load,
+        "rows": rows,
+        "concurrency": conc,
+        "loadavg_before": os.getloadavg()[0],
+    }
     try:
         if warmup > 0:
             go(warmup)
@@ -164,11 +205,13 @@ def measure(server: Server, kind: str, label: str, pre: dict, payloads: Payloads
             rec["store_cpu_us_per_req"] = store_cpu / done * 1e6
         # Everything else the machine did meanwhile (other sessions' tests, the bench itself).
         rec["other_cpu_cores"] = max(0.0, (sys1 - sys0) - cpu - store_cpu - res.client_cpu_s) / res.duration_s
-        log(f"  {kind:6} {label:16} {proto:4} {load:10} {res.rps:9.1f} req/s "
+        log(
+            f"  {kind:6} {label:16} {proto:4} {load:10} {res.rps:9.1f} req/s "
             f"p50 {res.p50_ms:7.2f} ms p99 {res.p99_ms:7.2f} ms err {res.errors} "
             f"srv {rec['server_cpu_us_per_req']:6.0f} us/req cli {rec['client_cpu_us_per_req']:4.0f} us/req "
             + (f"db {rec['store_cpu_us_per_req']:4.0f} us/req " if store else "")
-            + f"bg {rec['other_cpu_cores']:.2f} cores")
+            + f"bg {rec['other_cpu_cores']:.2f} cores"
+        )
     except Exception as e:  # noqa: BLE001 - record and go on with the next scenario
         rec["failed"] = f"{type(e).__name__}: {e}"[:500]
         log(f"  {kind} {label} {proto} {load} FAILED: {rec['failed']}")
@@ -185,9 +228,9 @@ class Member:
     kind: str
     label: str
     launch: Launcher
-    payloads: Optional[Payloads] = None  # None: the group's
-    loads: Optional[tuple[str, ...]] = None  # None: every load of the run
-    store: Optional[Callable[[], list]] = None  # the database's processes (measure's `store`)
+    payloads: Payloads | None = None  # None: the group's
+    loads: tuple[str, ...] | None = None  # None: every load of the run
+    store: Callable[[], list] | None = None  # the database's processes (measure's `store`)
 
     def runs(self, load: str) -> bool:
         return self.loads is None or load in self.loads
@@ -206,8 +249,9 @@ def run_group(group: list[Member], payloads: Payloads, args, workdir: Path, runs
         for m, server in started:
             try:
                 server.wait_ready(common.READY_TIMEOUT_S)
-                live.append((m, server, preflight(server, f"{m.kind} [{m.label}]", m.payloads or payloads,
-                                                  args.protocols)))
+                live.append(
+                    (m, server, preflight(server, f"{m.kind} [{m.label}]", m.payloads or payloads, args.protocols))
+                )
             except Exception as e:  # noqa: BLE001
                 log(f"{m.kind} [{m.label}] FAILED: {type(e).__name__}: {e}")
                 runs.append({"server": m.kind, "config": m.label, "failed": f"{type(e).__name__}: {e}"[:2000]})
@@ -217,14 +261,25 @@ def run_group(group: list[Member], payloads: Payloads, args, workdir: Path, runs
             for proto in args.protocols:
                 for load in args.loads:
                     these = [x for x in live if x[0].runs(load)]
-                    order = these[i % len(these):] + these[:i % len(these)] if these else []
+                    order = these[i % len(these) :] + these[: i % len(these)] if these else []
                     i += 1
                     for m, server, pre in order:
                         if server.proc.poll() is not None:
                             continue
                         try:
-                            rec = measure(server, m.kind, m.label, pre, m.payloads or payloads, proto, load, args,
-                                          workdir, warmup=args.warmup if rnd == 0 else 0, store=m.store)
+                            rec = measure(
+                                server,
+                                m.kind,
+                                m.label,
+                                pre,
+                                m.payloads or payloads,
+                                proto,
+                                load,
+                                args,
+                                workdir,
+                                warmup=args.warmup if rnd == 0 else 0,
+                                store=m.store,
+                            )
                         except RuntimeError as e:
                             log(str(e))
                             runs.append({"server": m.kind, "config": m.label, "failed": str(e)[:2000]})
@@ -265,5 +320,3 @@ def tool_versions() -> dict:
     except Exception:  # noqa: BLE001
         pass
     return out
-
-

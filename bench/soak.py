@@ -29,17 +29,24 @@ from harness.server import Server
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--seconds", type=float, default=60.0, help="measured duration (default 60)")
-    p.add_argument("--clients", type=int, default=soak.DEFAULT_CLIENTS,
-                   help="concurrent clients, alternately REST and gRPC (default 8)")
+    p.add_argument(
+        "--clients",
+        type=int,
+        default=soak.DEFAULT_CLIENTS,
+        help="concurrent clients, alternately REST and gRPC (default 8)",
+    )
     p.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds first (default 5)")
-    p.add_argument("--good-ratio", type=float, default=soak.DEFAULT_GOOD_RATIO,
-                   help="share of good requests (default 0.75)")
+    p.add_argument(
+        "--good-ratio", type=float, default=soak.DEFAULT_GOOD_RATIO, help="share of good requests (default 0.75)"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-growth-mb", type=float, default=10.0,
-                   help="RSS growth allowed in the second half (default 10)")
+    p.add_argument(
+        "--max-growth-mb", type=float, default=10.0, help="RSS growth allowed in the second half (default 10)"
+    )
     p.add_argument("--max-requests-per-client", type=int, default=1_000_000)
     return p.parse_args(argv)
 
@@ -51,13 +58,22 @@ def main(argv=None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
     log_path = Path(tempfile.mkdtemp(prefix="bench-soak-")) / "mlserver.log"
-    print(f"soak: {args.seconds:g} s measured after {args.warmup:g} s warm-up, {args.clients} clients, "
-          f"{args.good_ratio:.0%} good requests; server log {log_path}", flush=True)
+    print(
+        f"soak: {args.seconds:g} s measured after {args.warmup:g} s warm-up, {args.clients} clients, "
+        f"{args.good_ratio:.0%} good requests; server log {log_path}",
+        flush=True,
+    )
     server = Server.start(log_path)
     try:
-        result = soak.run_soak(server, seconds=args.seconds, clients=args.clients,
-                               warmup=args.warmup, good_ratio=args.good_ratio, seed=args.seed,
-                               max_requests_per_client=args.max_requests_per_client)
+        result = soak.run_soak(
+            server,
+            seconds=args.seconds,
+            clients=args.clients,
+            warmup=args.warmup,
+            good_ratio=args.good_ratio,
+            seed=args.seed,
+            max_requests_per_client=args.max_requests_per_client,
+        )
     finally:
         server.stop()
     growth = result["rss_mb"]["second_half_growth"]

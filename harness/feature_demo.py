@@ -34,10 +34,13 @@ def main() -> int:
                 link_model(root, shipped.name)
         dsn = pg.write_dsn_file(root / "features.dsn")
         add_model(root, DEMO_MODEL, extra={"feature_store": {"dsn_file": str(dsn), "table": TABLE}})
-        print(f"feature store: {TABLE} on 127.0.0.1:{pg.port}; try:\n"
-              f"  curl -s localhost:8080/v2/models/{DEMO_MODEL}/infer -H 'content-type: application/json' "
-              "-d '{\"inputs\": [{\"name\": \"entity_id\", \"shape\": [2], \"datatype\": \"BYTES\", "
-              "\"data\": [\"patient-0001\", \"patient-0002\"]}]}'", flush=True)  # fmt: skip
+        print(
+            f"feature store: {TABLE} on 127.0.0.1:{pg.port}; try:\n"
+            f"  curl -s localhost:8080/v2/models/{DEMO_MODEL}/infer -H 'content-type: application/json' "
+            '-d \'{"inputs": [{"name": "entity_id", "shape": [2], "datatype": "BYTES", '
+            '"data": ["patient-0001", "patient-0002"]}]}\'',
+            flush=True,
+        )
         server = subprocess.Popen([str(Path(sys.executable).parent / "mlserver"), "start", str(root)])
         # SIGTERM as well as Ctrl-C: the server drains and stops, then the database.
         signal.signal(signal.SIGTERM, lambda *_: server.send_signal(signal.SIGTERM))

@@ -27,7 +27,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import grpc
 import numpy as np
@@ -92,8 +92,7 @@ class Client:
         self.session = requests.Session()
         self.channel = grpc.insecure_channel(
             grpc_target,
-            options=[("grpc.max_send_message_length", -1),
-                     ("grpc.max_receive_message_length", -1)],
+            options=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)],
         )
         self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
 
@@ -101,14 +100,13 @@ class Client:
         self.session.close()
         self.channel.close()
 
-    def rest(self, path: str, body: bytes, content_type: Optional[str]) -> Outcome:
+    def rest(self, path: str, body: bytes, content_type: str | None) -> Outcome:
         headers = {"Content-Type": content_type} if content_type else {}
         started = time.perf_counter()
         resp = None
         for attempt in (1, 2):
             try:
-                resp = self.session.post(self.http_url + path, data=body, headers=headers,
-                                         timeout=REQUEST_TIMEOUT_S)
+                resp = self.session.post(self.http_url + path, data=body, headers=headers, timeout=REQUEST_TIMEOUT_S)
                 break
             except requests.ConnectionError as exc:
                 # Closed without an answer. A keep-alive connection the server dropped after an
@@ -119,8 +117,9 @@ class Client:
                 if not self._http_alive():
                     raise ServerDown(f"REST request failed: {type(exc).__name__}: {exc}") from None
                 if attempt == 2:
-                    return Outcome("DISCONNECTED", f"{type(exc).__name__}: {exc}",
-                                   seconds=time.perf_counter() - started)
+                    return Outcome(
+                        "DISCONNECTED", f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - started
+                    )
             except requests.RequestException as exc:
                 raise ServerDown(f"REST request failed: {type(exc).__name__}: {exc}") from None
         assert resp is not None
@@ -170,9 +169,7 @@ class Client:
 
 def _fail(case: S.Case, outcome: Outcome, why: str) -> None:
     detail = outcome.message or outcome.text
-    raise AssertionError(
-        f"{why}\n  answer: {outcome.status} {detail[:1500]!r}\n  request: {case.describe()}"
-    )
+    raise AssertionError(f"{why}\n  answer: {outcome.status} {detail[:1500]!r}\n  request: {case.describe()}")
 
 
 def _check_no_traceback(case: S.Case, outcome: Outcome, text: str) -> None:
@@ -204,11 +201,10 @@ def _decode_grpc_outputs(case, outcome) -> tuple[dict[str, np.ndarray], dict[str
         arrays = pb_outputs(resp)
     except (ValueError, TypeError, KeyError) as exc:
         _fail(case, outcome, f"undecodable ModelInferResponse: {exc}")
-    return ({k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()},
-            {o.name: o.datatype for o in resp.outputs})
+    return ({k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}, {o.name: o.datatype for o in resp.outputs})
 
 
-def _check_success(case: S.Case, outcome: Outcome, stats: "Stats") -> None:
+def _check_success(case: S.Case, outcome: Outcome, stats: Stats) -> None:
     target = case.target
     spec = target.spec
     if not target.served or spec is None:
@@ -220,8 +216,11 @@ def _check_success(case: S.Case, outcome: Outcome, stats: "Stats") -> None:
         arrays, datatypes = _decode_grpc_outputs(case, outcome)
         name, version = outcome.response.model_name, outcome.response.model_version
     if name != target.model or version != target.resolved_version:
-        _fail(case, outcome, f"answered as {name!r} version {version!r}, expected "
-                             f"{target.model!r} version {target.resolved_version!r}")
+        _fail(
+            case,
+            outcome,
+            f"answered as {name!r} version {version!r}, expected {target.model!r} version {target.resolved_version!r}",
+        )
     if not arrays or not set(arrays) <= set(spec.outputs):
         _fail(case, outcome, f"outputs {sorted(arrays)} not within {spec.outputs}")
     rows = {a.shape[0] if a.ndim else -1 for a in arrays.values()}
@@ -232,12 +231,19 @@ def _check_success(case: S.Case, outcome: Outcome, stats: "Stats") -> None:
         multiclass = len(pipeline(target.model, target.resolved_version).manifest.classes or []) > 2
         want_ndim = 2 if out_name == "predict_proba" or (out_name == "decision_function" and multiclass) else 1
         if datatypes[out_name] != want_dtype or arr.ndim != want_ndim:
-            _fail(case, outcome, f"output {out_name!r}: {datatypes[out_name]} {list(arr.shape)}, "
-                                 f"expected {want_dtype} with {want_ndim} dimension(s)")
+            _fail(
+                case,
+                outcome,
+                f"output {out_name!r}: {datatypes[out_name]} {list(arr.shape)}, "
+                f"expected {want_dtype} with {want_ndim} dimension(s)",
+            )
         if not np.isfinite(arr).all():
-            stats.finding("non-finite-output", case, outcome,
-                          "200/OK with a non-finite prediction for finite inputs "
-                          "(REST writes null, gRPC NaN/Inf)")
+            stats.finding(
+                "non-finite-output",
+                case,
+                outcome,
+                "200/OK with a non-finite prediction for finite inputs (REST writes null, gRPC NaN/Inf)",
+            )
     if case.expect == S.OK:
         _check_predictions(case, outcome, arrays)
         if case.flags:  # parameters.ood_flags=true: one JSON string of per-row flags comes back
@@ -288,7 +294,7 @@ def _check_predictions(case: S.Case, outcome: Outcome, arrays: dict[str, np.ndar
                 _fail(case, outcome, f"{name} {got.tolist()} != pipeline {want.tolist()}")
 
 
-def judge(case: S.Case, outcome: Outcome, stats: "Stats") -> str:
+def judge(case: S.Case, outcome: Outcome, stats: Stats) -> str:
     """Raise AssertionError if the answer breaks the contract; return its class for the tally."""
     rest = isinstance(case, S.RestCase)
     if rest:
@@ -356,11 +362,13 @@ class Stats:
         return {
             "examples": dict(self.examples),
             "seconds_waiting": {k: round(v, 2) for k, v in self.seconds.items()},
-            "outcomes": [{"protocol": p, "expect": e, "answer": s, "count": n}
-                         for (p, e, s), n in sorted(self.outcomes.items())],
-            "findings": {k: {"count": n, "summary": self.finding_examples[k][0],
-                             "example": self.finding_examples[k][1]}
-                         for k, n in self.findings.items()},
+            "outcomes": [
+                {"protocol": p, "expect": e, "answer": s, "count": n} for (p, e, s), n in sorted(self.outcomes.items())
+            ],
+            "findings": {
+                k: {"count": n, "summary": self.finding_examples[k][0], "example": self.finding_examples[k][1]}
+                for k, n in self.findings.items()
+            },
             "health_checks": self.health_checks,
             "health_failures": self.health_failures,
         }
@@ -421,4 +429,3 @@ class FuzzSession:
                     self.client._reset_session()
                     time.sleep(0.5)
         self.stats.health_failures.append(f"{when}: {problem}"[:2000])
-

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -45,8 +45,7 @@ def _version_dirs() -> list[tuple[str, str, Path]]:
     out = []
     for ms in sorted(MODELS_DIR.glob("*/*/model-settings.json")):
         cfg = json.loads(ms.read_text())
-        out.append((cfg["name"], str(cfg.get("parameters", {}).get("version") or ms.parent.name),
-                    ms.parent))
+        out.append((cfg["name"], str(cfg.get("parameters", {}).get("version") or ms.parent.name), ms.parent))
     return out
 
 
@@ -59,7 +58,7 @@ def _aliases() -> dict[str, str]:
     return {cfg["name"]: Path(cfg["parameters"]["uri"]).name}
 
 
-@lru_cache(maxsize=None)
+@cache
 def shipped_models() -> dict[str, ShippedModel]:
     found: dict[str, tuple[list[str], Manifest]] = {}
     for name, version, directory in _version_dirs():
@@ -84,10 +83,10 @@ def shipped_models() -> dict[str, ShippedModel]:
     return out
 
 
-def served_models() -> list[tuple[str, Optional[str]]]:
+def served_models() -> list[tuple[str, str | None]]:
     """(name, version) of every shipped version, plus (name, None) for the unversioned alias(es):
     what the repository's server must report ready."""
-    out: list[tuple[str, Optional[str]]] = [(n, v) for n, v, _ in _version_dirs()]
+    out: list[tuple[str, str | None]] = [(n, v) for n, v, _ in _version_dirs()]
     out.extend((name, None) for name in _aliases())
     return out
 
@@ -154,7 +153,7 @@ class Pipeline:
         return SkPipeline(steps)
 
 
-@lru_cache(maxsize=None)
+@cache
 def pipeline(name: str, version: str) -> Pipeline:
     return Pipeline(name, version, load_pipeline(MODELS_DIR / name / version))
 
@@ -163,7 +162,7 @@ def default_pipeline(name: str) -> Pipeline:
     return pipeline(name, default_version(name))
 
 
-@lru_cache(maxsize=None)
+@cache
 def dataset(name: str) -> np.ndarray:
     """The bundled scikit-learn dataset the model was trained on (float64 [N, F], read-only)."""
     from sklearn.datasets import load_breast_cancer, load_diabetes
@@ -190,6 +189,4 @@ def assert_parity(actual, expected, what: str = "predict") -> None:
         np.testing.assert_array_equal(actual, expected, err_msg=what)
     else:
         atol = PROBA_ATOL if what == "predict_proba" else 0.0
-        np.testing.assert_allclose(
-            actual.astype(np.float64), expected, rtol=PARITY_RTOL, atol=atol, err_msg=what
-        )
+        np.testing.assert_allclose(actual.astype(np.float64), expected, rtol=PARITY_RTOL, atol=atol, err_msg=what)

@@ -32,9 +32,10 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from harness.prometheus import ensure_package, hand_over, service_ids, tail
 from harness.server import HOST, free_ports, stop_group
@@ -87,7 +88,7 @@ class Nginx:
     binary: str
     base: Path
     port: int
-    servers: dict[str, Optional[int]]
+    servers: dict[str, int | None]
     proc: subprocess.Popen = field(repr=False)
     upstream: str = UPSTREAM
     _log_file: Any = field(repr=False, default=None)
@@ -113,10 +114,17 @@ class Nginx:
 
     def target(self, stable: str, canary: str) -> NginxTarget:
         """The adapter `rollout auto --target nginx` uses, on this server's config."""
-        return NginxTarget(conf=self.conf, stable=stable, canary=canary, upstream=self.upstream,
-                           prefix=self.base, nginx=self.binary, error_log=self.base / "error.log")  # fmt: skip
+        return NginxTarget(
+            conf=self.conf,
+            stable=stable,
+            canary=canary,
+            upstream=self.upstream,
+            prefix=self.base,
+            nginx=self.binary,
+            error_log=self.base / "error.log",
+        )
 
-    def set_weights(self, servers: dict[str, Optional[int]]) -> None:
+    def set_weights(self, servers: dict[str, int | None]) -> None:
         """Rewrite the upstream (None or 0: `down`) and reload, as NginxTarget does."""
         NginxTarget.rewrite(self.conf, self.upstream, servers)
         NginxTarget.reload_command(self.command())
@@ -162,7 +170,7 @@ class Nginx:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def config_text(base: Path, port: int, servers: dict[str, Optional[int]], upstream: str = UPSTREAM) -> str:
+def config_text(base: Path, port: int, servers: dict[str, int | None], upstream: str = UPSTREAM) -> str:
     block = upstream_block(upstream, servers, extra=["keepalive 32;"])
     return _CONF.format(base=base, host=HOST, port=port, name=upstream, upstream=_indent(block))
 
@@ -172,9 +180,9 @@ def _indent(block: str) -> str:
 
 
 def start_nginx(
-    servers: dict[str, Optional[int]],
-    base_dir: Optional[Path] = None,
-    port: Optional[int] = None,
+    servers: dict[str, int | None],
+    base_dir: Path | None = None,
+    port: int | None = None,
     log: Log = print,
 ) -> Nginx:
     """Install if missing, write the config (upstream `pipeline` of `servers`: "host:port" ->
@@ -193,8 +201,9 @@ def start_nginx(
     out = open(base / "nginx.out", "wb")
     user = {} if ids is None else {"user": ids[0], "group": ids[1], "extra_groups": []}
     argv = [binary, "-p", str(base), "-e", str(base / "error.log"), "-c", str(conf), "-g", "daemon off;"]
-    proc = subprocess.Popen(argv, cwd=base, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, **user)  # fmt: skip
+    proc = subprocess.Popen(
+        argv, cwd=base, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, **user
+    )
     lb = Nginx(binary=binary, base=base, port=port, servers=dict(servers), proc=proc, _log_file=out)
     try:
         lb.wait_ready()

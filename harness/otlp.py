@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
@@ -48,7 +49,7 @@ class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self) -> None:
         self._spans: list[ReceivedSpan] = []
         self._lock = threading.Lock()
-        self._server: Optional[grpc.Server] = None
+        self._server: grpc.Server | None = None
         self.port = 0
 
     def Export(self, request, context):  # the gRPC method's name
@@ -58,7 +59,7 @@ class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                     self._spans.extend(_received(s) for s in scope_spans.spans)
         return trace_service_pb2.ExportTraceServiceResponse()
 
-    def start(self) -> "TraceReceiver":
+    def start(self) -> TraceReceiver:
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self._server)
         self.port = self._server.add_insecure_port("127.0.0.1:0")

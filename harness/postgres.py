@@ -35,9 +35,10 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -123,15 +124,20 @@ def _run(
     argv: Sequence[str],
     timeout: float,
     check: bool = True,
-    server_log: Optional[Path] = None,
-    env: Optional[dict[str, str]] = None,
-    cwd: Optional[Path] = None,
+    server_log: Path | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess:
     """argv with a timeout, output captured; a timeout, or a non-zero exit with `check`, raises
     RuntimeError with the command, its output and the tail of `server_log`."""
     try:
         done = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd,
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired as exc:  # its captured output is bytes, whatever `text` says
@@ -150,7 +156,7 @@ def _run(
     raise RuntimeError(message)
 
 
-def _service_user() -> Optional[pwd.struct_passwd]:
+def _service_user() -> pwd.struct_passwd | None:
     """The user the server runs as: None (the current user) unless we are root, which PostgreSQL
     refuses; then `pipeline-pg`, a system user without home or shell, created on first use."""
     if os.geteuid() != 0:
@@ -159,8 +165,11 @@ def _service_user() -> Optional[pwd.struct_passwd]:
         return pwd.getpwnam(SERVICE_USER)
     except KeyError:
         pass
-    done = _run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
-                timeout=30, check=False)
+    done = _run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+        timeout=30,
+        check=False,
+    )
     try:  # a parallel test process may have created it first: then useradd failed, and that is fine
         return pwd.getpwnam(SERVICE_USER)
     except KeyError:
@@ -173,7 +182,7 @@ def _server_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
 
 
-def _hand_over(path: Path, user: Optional[pwd.struct_passwd], mode: int) -> None:
+def _hand_over(path: Path, user: pwd.struct_passwd | None, mode: int) -> None:
     if user is not None:
         os.chown(path, user.pw_uid, user.pw_gid)
     os.chmod(path, mode)
@@ -196,7 +205,7 @@ class Postgres:
     host: str = HOST
     superuser: str = SUPERUSER
     superuser_password: str = field(repr=False, default="")
-    service_user: Optional[str] = None  # who runs the server commands (None: this process's user)
+    service_user: str | None = None  # who runs the server commands (None: this process's user)
 
     @property
     def data_dir(self) -> Path:
@@ -210,8 +219,13 @@ class Postgres:
         """libpq key=value conninfo for the runtime's role (quoted by psycopg, so any password is
         safe); a short connect_timeout so a stopped server fails a request fast."""
         return make_conninfo(
-            "", host=self.host, port=self.port, dbname=self.dbname, user=self.user,
-            password=self.password, connect_timeout=CONNECT_TIMEOUT_S,
+            "",
+            host=self.host,
+            port=self.port,
+            dbname=self.dbname,
+            user=self.user,
+            password=self.password,
+            connect_timeout=CONNECT_TIMEOUT_S,
         )
 
     def write_dsn_file(self, path: Path) -> Path:
@@ -226,8 +240,14 @@ class Postgres:
 
     def _pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         argv = [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *args]
-        return _run(_as_service_user(argv, self.service_user), timeout=PG_CTL_WAIT_S + 15, check=check,
-                    server_log=self.log_path, env=_server_env(), cwd=self.base)
+        return _run(
+            _as_service_user(argv, self.service_user),
+            timeout=PG_CTL_WAIT_S + 15,
+            check=check,
+            server_log=self.log_path,
+            env=_server_env(),
+            cwd=self.base,
+        )
 
     def start(self) -> None:
         """pg_ctl start, waiting until the server accepts connections (after a crash: until crash
@@ -246,13 +266,18 @@ class Postgres:
         """pg_ctl status: 0 running, 3 not running, 4 no data dir."""
         return self._pg_ctl("status", check=False).returncode == 0
 
-    def _connect(self, dbname: Optional[str] = None) -> psycopg.Connection:
+    def _connect(self, dbname: str | None = None) -> psycopg.Connection:
         return psycopg.connect(
-            host=self.host, port=self.port, dbname=dbname or self.dbname, user=self.superuser,
-            password=self.superuser_password, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True,
+            host=self.host,
+            port=self.port,
+            dbname=dbname or self.dbname,
+            user=self.superuser,
+            password=self.superuser_password,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            autocommit=True,
         )
 
-    def execute(self, query: str | sql.Composable, params: Optional[Sequence[Any]] = None) -> list[tuple]:
+    def execute(self, query: str | sql.Composable, params: Sequence[Any] | None = None) -> list[tuple]:
         """One statement as the superuser on a fresh autocommit connection (tests create, change
         and drop tables; nothing is left open between calls); the fetched rows, or []."""
         with self._connect() as conn, conn.cursor() as cur:
@@ -272,11 +297,11 @@ class Postgres:
             shutil.rmtree(self.base, ignore_errors=True)
 
 
-def _as_service_user(argv: list[str], service_user: Optional[str]) -> list[str]:
+def _as_service_user(argv: list[str], service_user: str | None) -> list[str]:
     return argv if service_user is None else ["runuser", "-u", service_user, "--", *argv]
 
 
-def start_cluster(base_dir: Optional[Path] = None, port: Optional[int] = None, log: Log = print) -> Postgres:
+def start_cluster(base_dir: Path | None = None, port: int | None = None, log: Log = print) -> Postgres:
     """initdb + start a cluster on 127.0.0.1:<free port> in a fresh temp dir (under /tmp, or under
     `base_dir`, whose parents must then be traversable by `pipeline-pg` when root); a database and
     a password-authenticated (scram-sha-256) role for the runtime; unix sockets only inside the
@@ -286,9 +311,14 @@ def start_cluster(base_dir: Optional[Path] = None, port: Optional[int] = None, l
     base = Path(tempfile.mkdtemp(prefix="pipeline-pg-", dir=base_dir or "/tmp"))
     os.chmod(base, 0o755)  # mkdtemp's 0700 would lock the service user out
     pg = Postgres(
-        bin_dir=bin_dir, base=base, port=port or free_ports(1)[0], user=RUNTIME_ROLE,
-        password=secrets.token_urlsafe(24), dbname=DBNAME,
-        superuser_password=secrets.token_urlsafe(24), service_user=None if user is None else user.pw_name,
+        bin_dir=bin_dir,
+        base=base,
+        port=port or free_ports(1)[0],
+        user=RUNTIME_ROLE,
+        password=secrets.token_urlsafe(24),
+        dbname=DBNAME,
+        superuser_password=secrets.token_urlsafe(24),
+        service_user=None if user is None else user.pw_name,
     )
     try:
         _initdb(pg, user)
@@ -302,7 +332,7 @@ def start_cluster(base_dir: Optional[Path] = None, port: Optional[int] = None, l
     return pg
 
 
-def _initdb(pg: Postgres, user: Optional[pwd.struct_passwd]) -> None:
+def _initdb(pg: Postgres, user: pwd.struct_passwd | None) -> None:
     sock = pg.base / "sock"
     pwfile = pg.base / "pwfile"
     for directory in (pg.data_dir, sock):
@@ -313,13 +343,26 @@ def _initdb(pg: Postgres, user: Optional[pwd.struct_passwd]) -> None:
     pwfile.write_text(pg.superuser_password + "\n")
     _hand_over(pwfile, user, 0o600)
     argv = [
-        str(pg.bin_dir / "initdb"), "-D", str(pg.data_dir), "-U", pg.superuser, f"--pwfile={pwfile}",
-        "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C",
+        str(pg.bin_dir / "initdb"),
+        "-D",
+        str(pg.data_dir),
+        "-U",
+        pg.superuser,
+        f"--pwfile={pwfile}",
+        "--auth-local=trust",
+        "--auth-host=scram-sha-256",
+        "--encoding=UTF8",
+        "--locale=C",
         "--no-sync",  # a throw-away cluster: nothing to flush to disk
     ]
     try:
-        _run(_as_service_user(argv, pg.service_user), timeout=INITDB_TIMEOUT_S,
-             server_log=pg.log_path, env=_server_env(), cwd=pg.base)
+        _run(
+            _as_service_user(argv, pg.service_user),
+            timeout=INITDB_TIMEOUT_S,
+            server_log=pg.log_path,
+            env=_server_env(),
+            cwd=pg.base,
+        )
     finally:
         pwfile.unlink()
     with open(pg.data_dir / "postgresql.conf", "a") as conf:  # later settings win
@@ -328,18 +371,22 @@ def _initdb(pg: Postgres, user: Optional[pwd.struct_passwd]) -> None:
 
 def _create_runtime_role(pg: Postgres) -> None:
     with pg._connect("postgres") as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-            sql.Identifier(pg.user), sql.Literal(pg.password)))
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(pg.user), sql.Literal(pg.password))
+        )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(pg.dbname)))
     # Every table the superuser creates from now on is readable, and only readable, by the runtime.
-    pg.execute(sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {}").format(
-        sql.Identifier(pg.user)))
+    pg.execute(
+        sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {}").format(
+            sql.Identifier(pg.user)
+        )
+    )
 
 
 # ------------------------------------------------------------------------------ data
 
 
-def load_feature_table(pg: Postgres, table: str = "diabetes_features", n: Optional[int] = None) -> list[str]:
+def load_feature_table(pg: Postgres, table: str = "diabetes_features", n: int | None = None) -> list[str]:
     """A feature table from the bundled diabetes dataset: `entity_id text primary key` plus one
     double precision column per feature name of the shipped diabetes model's manifest (same
     order), rows i = 0..len-1 (or n-1) of harness.models.dataset("diabetes") with entity_id
@@ -388,18 +435,22 @@ def _smoke() -> None:
     finally:
         pg.close()
     t_end = time.monotonic()
-    print(f"cluster start {t_start - t0:.2f}s, table load ({len(ids)} rows) {t_load - t_start:.2f}s,"
-          f" immediate stop + recovery {t_recovered - t_crash:.2f}s, close {t_end - t_recovered:.2f}s,"
-          f" total {t_end - t0:.2f}s")
+    print(
+        f"cluster start {t_start - t0:.2f}s, table load ({len(ids)} rows) {t_load - t_start:.2f}s,"
+        f" immediate stop + recovery {t_recovered - t_crash:.2f}s, close {t_end - t_recovered:.2f}s,"
+        f" total {t_end - t0:.2f}s"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.postgres")
     action = parser.add_mutually_exclusive_group(required=True)
-    action.add_argument("--ensure-installed", action="store_true",
-                        help="install PostgreSQL if missing; print its bin dir")
-    action.add_argument("--smoke", action="store_true",
-                        help="start, load, read, crash, recover, read again, close; print timings")
+    action.add_argument(
+        "--ensure-installed", action="store_true", help="install PostgreSQL if missing; print its bin dir"
+    )
+    action.add_argument(
+        "--smoke", action="store_true", help="start, load, read, crash, recover, read again, close; print timings"
+    )
     args = parser.parse_args()
     if args.ensure_installed:
         print(ensure_installed())

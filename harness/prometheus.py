@@ -31,9 +31,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 from harness.server import HOST, free_ports, stop_group
 
@@ -71,8 +72,14 @@ def _apt_get(args: Sequence[str], timeout: float) -> subprocess.CompletedProcess
     prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     try:
-        return subprocess.run([*prefix, "apt-get", *args], capture_output=True, text=True, timeout=timeout,
-                              env=env, stdin=subprocess.DEVNULL)  # fmt: skip
+        return subprocess.run(
+            [*prefix, "apt-get", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return subprocess.CompletedProcess(args, 1, "", f"apt-get {' '.join(args)}: {exc}")
 
@@ -92,8 +99,10 @@ def ensure_package(binary: str, package: str, log: Log = print) -> str:
     found = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin:/sbin:/bin")
     if done.returncode != 0 or not found:
         output = "\n".join((done.stdout + done.stderr).splitlines()[-40:])
-        raise RuntimeError(f"installing {package} failed: `apt-get {' '.join(install)}` exited "
-                           f"{done.returncode}, no `{binary}` on the PATH:\n{output}")  # fmt: skip
+        raise RuntimeError(
+            f"installing {package} failed: `apt-get {' '.join(install)}` exited "
+            f"{done.returncode}, no `{binary}` on the PATH:\n{output}"
+        )
     return found
 
 
@@ -101,7 +110,7 @@ def ensure_installed(log: Log = print) -> str:
     return ensure_package(BINARY, PACKAGE, log)
 
 
-def service_ids() -> Optional[tuple[int, int]]:
+def service_ids() -> tuple[int, int] | None:
     """(uid, gid) the servers run as: nobody/nogroup when this process is root, else None (the
     current user)."""
     if os.geteuid() != 0:
@@ -113,7 +122,7 @@ def service_ids() -> Optional[tuple[int, int]]:
     return pwd.getpwnam(SERVICE_USER).pw_uid, gid
 
 
-def hand_over(path: Path, ids: Optional[tuple[int, int]], mode: int) -> None:
+def hand_over(path: Path, ids: tuple[int, int] | None, mode: int) -> None:
     if ids is not None:
         os.chown(path, *ids)
     os.chmod(path, mode)
@@ -150,7 +159,7 @@ class Prometheus:
     def log_tail(self, lines: int = 40) -> str:
         return tail(self.log_path, lines)
 
-    def api(self, path: str, params: Optional[dict[str, Any]] = None, timeout: float = 10.0) -> Any:
+    def api(self, path: str, params: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
         """GET /api/v1/<path>: its `data`, or RuntimeError with Prometheus's error."""
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
         try:
@@ -162,7 +171,7 @@ class Prometheus:
             raise RuntimeError(f"Prometheus /api/v1/{path} {params}: {body.get('errorType')}: {body.get('error')}")
         return body["data"]
 
-    def query(self, expr: str, at: Optional[float] = None) -> Vector:
+    def query(self, expr: str, at: float | None = None) -> Vector:
         """An instant query: [(labels, value)] of its vector (a scalar as one unlabelled value)."""
         data = self.api("query", {"query": expr, **({"time": f"{at:.3f}"} if at is not None else {})})
         if data["resultType"] == "scalar":
@@ -215,8 +224,9 @@ class Prometheus:
 
 def config_text(jobs: dict[str, list[str]], interval_s: float = 1.0, metrics_path: str = "/metrics") -> str:
     """prometheus.yml: one static job per name, scraping `metrics_path` on each host:port."""
-    rendered = "".join(_JOB.format(name=name, path=metrics_path, targets=json.dumps(list(targets)))
-                       for name, targets in jobs.items())  # fmt: skip
+    rendered = "".join(
+        _JOB.format(name=name, path=metrics_path, targets=json.dumps(list(targets))) for name, targets in jobs.items()
+    )
     interval = f"{int(interval_s * 1000)}ms"
     return _CONFIG.format(interval=interval, timeout=interval, jobs=rendered)
 
@@ -224,8 +234,8 @@ def config_text(jobs: dict[str, list[str]], interval_s: float = 1.0, metrics_pat
 def start_prometheus(
     jobs: dict[str, list[str]],
     interval_s: float = 1.0,
-    base_dir: Optional[Path] = None,
-    port: Optional[int] = None,
+    base_dir: Path | None = None,
+    port: int | None = None,
     log: Log = print,
 ) -> Prometheus:
     """Install if missing, write the config, start, wait until /-/ready. `jobs`: job name ->
@@ -242,14 +252,24 @@ def start_prometheus(
     os.chmod(config, 0o644)
     port = port or free_ports(1)[0]
     argv = [
-        binary, f"--config.file={config}", f"--storage.tsdb.path={data}",
-        f"--web.listen-address={HOST}:{port}", "--storage.tsdb.retention.time=2h",
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={data}",
+        f"--web.listen-address={HOST}:{port}",
+        "--storage.tsdb.retention.time=2h",
         "--log.level=warn",
-    ]  # fmt: skip
+    ]
     log_file = open(base / "prometheus.log", "wb")
     user = {} if ids is None else {"user": ids[0], "group": ids[1], "extra_groups": []}
-    proc = subprocess.Popen(argv, cwd=base, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, **user)  # fmt: skip
+    proc = subprocess.Popen(
+        argv,
+        cwd=base,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        **user,
+    )
     prom = Prometheus(base=base, port=port, jobs={k: list(v) for k, v in jobs.items()}, proc=proc, _log_file=log_file)
     try:
         prom.wait_ready()

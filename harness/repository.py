@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from harness.models import MODELS_DIR, REPO_ROOT
 
@@ -37,11 +37,11 @@ def _write_json(path: Path, data: Any) -> None:
 def make_repository(
     root: Path,
     *,
-    workers: Optional[int] = 0,
-    settings: Optional[dict[str, Any]] = None,
-    logging_config: Optional[dict[str, Any]] = None,
+    workers: int | None = 0,
+    settings: dict[str, Any] | None = None,
+    logging_config: dict[str, Any] | None = None,
     link_runtime: bool = True,
-    base: Optional[dict[str, Any]] = None,
+    base: dict[str, Any] | None = None,
 ) -> Path:
     """An empty model repository: settings.json is `base` (default: the project's) with
     `parallel_workers` set (None: MLServer's default) and `settings` merged in; `logging_config`
@@ -68,10 +68,10 @@ def add_model(
     *,
     source: str = "diabetes/1",
     implementation: str = RUNTIME,
-    extra: Optional[dict[str, Any]] = None,
+    extra: dict[str, Any] | None = None,
     version: str = "1",
-    subdir: Optional[str] = None,
-    settings: Optional[dict[str, Any]] = None,
+    subdir: str | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> Path:
     """Copy a shipped model version (models/<source>) to models/<subdir or name> with a
     model-settings.json of its own: `name`, `implementation`, `version`, `parameters.extra`, plus

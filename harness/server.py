@@ -17,10 +17,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
+from typing import IO, Any, TypeVar
 
 import grpc
 import requests
@@ -64,15 +65,16 @@ def mlserver_executable() -> str:
     return found
 
 
-def clean_environ(environ: Optional[dict[str, str]] = None) -> dict[str, str]:
+def clean_environ(environ: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment without what configures MLServer, KServe or the runtime, so
     nothing from a developer's shell leaks into a server under test."""
     source = os.environ if environ is None else environ
     return {k: v for k, v in source.items() if not k.startswith(("MLSERVER_", "PIPELINE_", "KSERVE_"))}
 
 
-def stop_group(proc: subprocess.Popen, log_file: Optional[IO] = None, first: Optional[int] = None,
-               grace_s: float = 10.0) -> None:  # fmt: skip
+def stop_group(
+    proc: subprocess.Popen, log_file: IO | None = None, first: int | None = None, grace_s: float = 10.0
+) -> None:
     """`first` (a signal) to the process and up to `grace_s` for it to exit, then SIGKILL to its
     whole process group (started with start_new_session), and its log file closed."""
     if first is not None and proc.poll() is None:
@@ -102,7 +104,7 @@ class Server:
     metrics_port: int
     root: Path = REPO_ROOT
     # (name, version) whose readiness wait_ready checks; version None = an unversioned model.
-    models: tuple[tuple[str, Optional[str]], ...] = ()
+    models: tuple[tuple[str, str | None], ...] = ()
     _launch: dict[str, Any] = field(repr=False, default_factory=dict)  # env/argv, for a relaunch
     _log_file: Any = field(repr=False, default=None)
 
@@ -131,11 +133,11 @@ class Server:
         cls,
         log_path: Path,
         root: Path = REPO_ROOT,
-        models: Iterable[tuple[str, Optional[str]]] = (),
-        env: Optional[dict[str, str]] = None,
-        base_env: Optional[dict[str, str]] = None,
-        argv: Optional[Sequence[str]] = None,
-    ) -> "Server":
+        models: Iterable[tuple[str, str | None]] = (),
+        env: dict[str, str] | None = None,
+        base_env: dict[str, str] | None = None,
+        argv: Sequence[str] | None = None,
+    ) -> Server:
         """Start without waiting. The environment is `base_env` (default: clean_environ()) updated
         with `env` and the ports (MLSERVER_HOST/HTTP_PORT/GRPC_PORT/METRICS_PORT). `argv` defaults
         to `mlserver start .` run in `root`; "{http_port}", "{grpc_port}" and "{metrics_port}" in
@@ -148,8 +150,7 @@ class Server:
     def _spawn(self) -> None:
         spec = self._launch
         self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
-        ports = {"http_port": self.http_port, "grpc_port": self.grpc_port,
-                 "metrics_port": self.metrics_port}
+        ports = {"http_port": self.http_port, "grpc_port": self.grpc_port, "metrics_port": self.metrics_port}
         full_env = dict(clean_environ() if spec["base_env"] is None else spec["base_env"])
         full_env.update(spec["env"] or {})
         full_env.update(
@@ -174,7 +175,7 @@ class Server:
         )
 
     @classmethod
-    def start(cls, log_path: Path, **launch_kwargs: Any) -> "Server":
+    def start(cls, log_path: Path, **launch_kwargs: Any) -> Server:
         """Launch and wait until ready (default: the repository itself, every shipped model)."""
         launch_kwargs.setdefault("models", served_models())
         server = cls.launch(log_path, **launch_kwargs)
@@ -217,9 +218,7 @@ class Server:
             except (requests.RequestException, grpc.RpcError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
             time.sleep(0.25)
-        raise RuntimeError(
-            f"server not ready after {timeout:.0f}s ({last}); log tail:\n{self.log_tail()}"
-        )
+        raise RuntimeError(f"server not ready after {timeout:.0f}s ({last}); log tail:\n{self.log_tail()}")
 
     def _ready_urls(self) -> list[str]:
         urls = [f"{self.http_url}/v2/health/ready"]
@@ -241,7 +240,7 @@ class Server:
             )
             return call(None, timeout=timeout) == b"\x08\x01"
 
-    def wait_exit(self, timeout_s: float) -> Optional[int]:
+    def wait_exit(self, timeout_s: float) -> int | None:
         try:
             return self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -293,7 +292,7 @@ class Server:
                 raise AssertionError(f"{self.log_path}:{number} is {why}: {line!r}")
         return out
 
-    def scrape(self) -> "Samples":
+    def scrape(self) -> Samples:
         """Every sample on /metrics, parsed by prometheus_client: (name, labels) -> value."""
         from prometheus_client.parser import text_string_to_metric_families
 
@@ -333,8 +332,7 @@ def metric_series(samples: Samples, name: str) -> list[dict[str, str]]:
     return [dict(ls) for (n, ls) in samples if n == name]
 
 
-def log_tail_sections(objects: Iterable[Any], lines: int = 60,
-                      width: int = 0) -> list[tuple[str, str]]:
+def log_tail_sections(objects: Iterable[Any], lines: int = 60, width: int = 0) -> list[tuple[str, str]]:
     """(title, text) report sections with the log tail of each Server among `objects` (e.g. a
     failed test's fixture values); `width` > 0 cuts long lines."""
     sections = []
@@ -357,8 +355,7 @@ def wait_all_ready(servers: Iterable[Server], timeout: float = STARTUP_TIMEOUT_S
             future.result()
 
 
-def launch_all(builders: dict[str, Callable[[], Server]],
-               timeout: float = STARTUP_TIMEOUT_S) -> dict[str, Server]:
+def launch_all(builders: dict[str, Callable[[], Server]], timeout: float = STARTUP_TIMEOUT_S) -> dict[str, Server]:
     """Call every builder (each launches one server and returns at once), then wait for all of
     them side by side; if any fails to start, all are killed."""
     launched: dict[str, Server] = {}

@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -67,22 +67,47 @@ def good_probes() -> list[Probe]:
             expected = _expected(target, x, outputs)
             label = f"{target.model}/{target.version or 'default'} {rows} row(s)"
             body = {"inputs": [json_tensor("X", x)], "outputs": [{"name": o} for o in outputs]}
-            probes.append(Probe("rest", "good", f"{label} matrix", frozenset({"200"}),
-                                path=target.rest_path(), body=json.dumps(body).encode(),
-                                expected=expected))
+            probes.append(
+                Probe(
+                    "rest",
+                    "good",
+                    f"{label} matrix",
+                    frozenset({"200"}),
+                    path=target.rest_path(),
+                    body=json.dumps(body).encode(),
+                    expected=expected,
+                )
+            )
             cols = {"inputs": [json_tensor(f, x[:, j]) for j, f in enumerate(spec.features)]}
-            probes.append(Probe("rest", "good", f"{label} columns", frozenset({"200"}),
-                                path=target.rest_path(), body=json.dumps(cols).encode(),
-                                expected={"predict": expected["predict"]}))
+            probes.append(
+                Probe(
+                    "rest",
+                    "good",
+                    f"{label} columns",
+                    frozenset({"200"}),
+                    path=target.rest_path(),
+                    body=json.dumps(cols).encode(),
+                    expected={"predict": expected["predict"]},
+                )
+            )
             req = pb_2d_request(target.model, x, version=target.version or "", outputs=outputs)
-            probes.append(Probe("grpc", "good", f"{label} typed FP64", frozenset({"OK"}),
-                                request=req, expected=expected))
+            probes.append(
+                Probe("grpc", "good", f"{label} typed FP64", frozenset({"OK"}), request=req, expected=expected)
+            )
             raw = msgs.ModelInferRequest(model_name=target.model, model_version=target.version or "")
             for j, f in enumerate(spec.features):
                 raw.inputs.add(name=f, datatype="FP64", shape=[rows])
                 raw.raw_input_contents.append(np.ascontiguousarray(x[:, j], "<f8").tobytes())
-            probes.append(Probe("grpc", "good", f"{label} raw columns", frozenset({"OK"}),
-                                request=raw, expected={"predict": expected["predict"]}))
+            probes.append(
+                Probe(
+                    "grpc",
+                    "good",
+                    f"{label} raw columns",
+                    frozenset({"OK"}),
+                    request=raw,
+                    expected={"predict": expected["predict"]},
+                )
+            )
     return probes
 
 
@@ -95,34 +120,42 @@ def bad_probes() -> list[Probe]:
 
     def rest(name, body, status, fragment="", target_path=path):
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return Probe("rest", "bad", name, frozenset({str(status)}), path=target_path, body=raw,
-                     fragment=fragment)
+        return Probe("rest", "bad", name, frozenset({str(status)}), path=target_path, body=raw, fragment=fragment)
 
     def X(data, shape, datatype="FP64"):
         return {"inputs": [{"name": "X", "shape": shape, "datatype": datatype, "data": data}]}
 
     probes = [
         rest("wrong feature count", X([row[:7]], [1, 7]), 400, "expected 10 features"),
-        rest("NaN literal", b'{"inputs":[{"name":"X","shape":[1,10],"datatype":"FP64",'
-                            b'"data":[NaN,0,0,0,0,0,0,0,0,0]}]}', 422),
+        rest(
+            "NaN literal",
+            b'{"inputs":[{"name":"X","shape":[1,10],"datatype":"FP64","data":[NaN,0,0,0,0,0,0,0,0,0]}]}',
+            422,
+        ),
         rest("null cell", X([[None] + row[1:]], [1, 10]), 400, "null"),
         rest("unknown datatype", X([row], [1, 10], "FP128"), 422),
         rest("INT8 out of range", X([[300] + [0] * 9], [1, 10], "INT8"), 400, "out of range"),
         rest("empty batch", X([], [0, 10]), 400, "empty"),
-        rest("predict_proba from a regressor",
-             {**X([row], [1, 10]), "outputs": [{"name": "predict_proba"}]}, 400, "predict_proba"),
-        rest("unknown model", X([row], [1, 10]), 404, "not found",
-             target_path=S.Target("no-such-model", None).rest_path()),
-        rest("unknown version", X([row], [1, 10]), 404, "not found",
-             target_path=S.Target("diabetes", "3").rest_path()),
-        rest("ood_flags not a boolean", {**X([row], [1, 10]), "parameters": {"ood_flags": "yes"}},
-             400, "ood_flags"),
+        rest(
+            "predict_proba from a regressor",
+            {**X([row], [1, 10]), "outputs": [{"name": "predict_proba"}]},
+            400,
+            "predict_proba",
+        ),
+        rest(
+            "unknown model",
+            X([row], [1, 10]),
+            404,
+            "not found",
+            target_path=S.Target("no-such-model", None).rest_path(),
+        ),
+        rest("unknown version", X([row], [1, 10]), 404, "not found", target_path=S.Target("diabetes", "3").rest_path()),
+        rest("ood_flags not a boolean", {**X([row], [1, 10]), "parameters": {"ood_flags": "yes"}}, 400, "ood_flags"),
         rest("malformed JSON", b'{"inputs": [', 422),
         rest("over the row cap (shape)", X([row], [10_001, 10]), 400, "10001"),
     ]
 
-    def grpc(name, inputs, status="INVALID_ARGUMENT", fragment="", model="diabetes", version="",
-             outputs=(), raw=()):
+    def grpc(name, inputs, status="INVALID_ARGUMENT", fragment="", model="diabetes", version="", outputs=(), raw=()):
         req = msgs.ModelInferRequest(model_name=model, model_version=version)
         for tname, datatype, shape, field_name, values in inputs:
             t = req.inputs.add(name=tname, datatype=datatype, shape=shape)
@@ -137,33 +170,45 @@ def bad_probes() -> list[Probe]:
     nan = list(flat)
     nan[2] = float("nan")
     probes += [
-        grpc("wrong feature count", [("X", "FP64", [2, 7], "fp64_contents", x[:, :7].ravel().tolist())],
-             fragment="expected 10 features"),
+        grpc(
+            "wrong feature count",
+            [("X", "FP64", [2, 7], "fp64_contents", x[:, :7].ravel().tolist())],
+            fragment="expected 10 features",
+        ),
         grpc("NaN", [("X", "FP64", [2, 10], "fp64_contents", nan)], fragment="nan"),
-        grpc("raw buffer of a wrong length", [("X", "FP64", [2, 10], None, None)],
-             raw=[np.asarray(flat[:19], "<f8").tobytes()], fragment="raw bytes"),
+        grpc(
+            "raw buffer of a wrong length",
+            [("X", "FP64", [2, 10], None, None)],
+            raw=[np.asarray(flat[:19], "<f8").tobytes()],
+            fragment="raw bytes",
+        ),
         grpc("BYTES", [("X", "BYTES", [2, 10], "bytes_contents", [b"a"] * 20)], fragment="BYTES"),
         grpc("unknown datatype", [("X", "FP128", [2, 10], "fp64_contents", flat)], fragment="FP128"),
-        grpc("unknown output", [("X", "FP64", [2, 10], "fp64_contents", flat)], outputs=["foo"],
-             fragment="foo"),
-        grpc("unknown model", [("X", "FP64", [2, 10], "fp64_contents", flat)], "NOT_FOUND",
-             "not found", model="no-such-model"),
+        grpc("unknown output", [("X", "FP64", [2, 10], "fp64_contents", flat)], outputs=["foo"], fragment="foo"),
+        grpc(
+            "unknown model",
+            [("X", "FP64", [2, 10], "fp64_contents", flat)],
+            "NOT_FOUND",
+            "not found",
+            model="no-such-model",
+        ),
         grpc("empty batch", [("X", "FP64", [0, 10], "fp64_contents", [])], fragment="empty"),
-        grpc("over the row cap (shape)", [("X", "FP64", [10_001, 10], "fp64_contents", flat)],
-             fragment="10001"),
-        grpc("two 2-D tensors", [("a", "FP64", [2, 10], "fp64_contents", flat),
-                                 ("b", "FP64", [2, 10], "fp64_contents", flat)], fragment="'a'"),
+        grpc("over the row cap (shape)", [("X", "FP64", [10_001, 10], "fp64_contents", flat)], fragment="10001"),
+        grpc(
+            "two 2-D tensors",
+            [("a", "FP64", [2, 10], "fp64_contents", flat), ("b", "FP64", [2, 10], "fp64_contents", flat)],
+            fragment="'a'",
+        ),
     ]
     return probes
 
 
-def _check_good(probe: Probe, outcome: fs.Outcome) -> Optional[str]:
+def _check_good(probe: Probe, outcome: fs.Outcome) -> str | None:
     if outcome.status not in probe.statuses:
         return f"status {outcome.status}: {(outcome.message or outcome.text)[:300]}"
     try:
         if probe.protocol == "rest":
-            got = {o["name"]: np.asarray(o["data"]).reshape(o["shape"])
-                   for o in outcome.json["outputs"]}
+            got = {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in outcome.json["outputs"]}
         else:
             got = pb_outputs(outcome.response)
         if set(got) != set(probe.expected):
@@ -175,10 +220,9 @@ def _check_good(probe: Probe, outcome: fs.Outcome) -> Optional[str]:
     return None
 
 
-def _check_bad(probe: Probe, outcome: fs.Outcome) -> Optional[str]:
+def _check_bad(probe: Probe, outcome: fs.Outcome) -> str | None:
     if outcome.status not in probe.statuses:
-        return f"status {outcome.status} (expected {sorted(probe.statuses)}): " \
-               f"{(outcome.message or outcome.text)[:300]}"
+        return f"status {outcome.status} (expected {sorted(probe.statuses)}): {(outcome.message or outcome.text)[:300]}"
     if not outcome.message.strip():
         return "error without a message"
     if probe.fragment and probe.fragment.lower() not in outcome.message.lower():
@@ -197,7 +241,7 @@ class Tally:
     latencies: dict = field(default_factory=dict)  # (protocol, kind) -> [seconds]
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, probe: Probe, seconds: float, error: Optional[str]) -> None:
+    def add(self, probe: Probe, seconds: float, error: str | None) -> None:
         key = (probe.protocol, probe.kind)
         with self.lock:
             self.counts[key] += 1
@@ -208,8 +252,16 @@ class Tally:
                     self.error_examples.append(f"{probe.protocol} {probe.kind} '{probe.name}': {error}")
 
 
-def _worker(server: Server, protocol: str, probes: list[Probe], good_ratio: float, seed: int,
-            deadline: float, max_requests: int, tally: Optional[Tally]) -> None:
+def _worker(
+    server: Server,
+    protocol: str,
+    probes: list[Probe],
+    good_ratio: float,
+    seed: int,
+    deadline: float,
+    max_requests: int,
+    tally: Tally | None,
+) -> None:
     rng = random.Random(seed)
     good = [p for p in probes if p.protocol == protocol and p.kind == "good"]
     bad = [p for p in probes if p.protocol == protocol and p.kind == "bad"]
@@ -255,9 +307,12 @@ def _run_phase(server, probes, clients, good_ratio, seconds, seed, tally, max_re
     threads = []
     for i in range(clients):
         protocol = "rest" if i % 2 == 0 else "grpc"
-        t = threading.Thread(target=_worker, name=f"soak-{protocol}-{i}", daemon=True,
-                             args=(server, protocol, probes, good_ratio, seed * 1000 + i,
-                                   deadline, max_requests, tally))
+        t = threading.Thread(
+            target=_worker,
+            name=f"soak-{protocol}-{i}",
+            daemon=True,
+            args=(server, protocol, probes, good_ratio, seed * 1000 + i, deadline, max_requests, tally),
+        )
         t.start()
         threads.append(t)
     for t in threads:
@@ -265,9 +320,15 @@ def _run_phase(server, probes, clients, good_ratio, seconds, seed, tally, max_re
     return [t.name for t in threads if t.is_alive()]
 
 
-def run_soak(server: Server, seconds: float, clients: int = DEFAULT_CLIENTS,
-             warmup: float = 2.0, good_ratio: float = DEFAULT_GOOD_RATIO, seed: int = 0,
-             max_requests_per_client: int = 1_000_000) -> dict:
+def run_soak(
+    server: Server,
+    seconds: float,
+    clients: int = DEFAULT_CLIENTS,
+    warmup: float = 2.0,
+    good_ratio: float = DEFAULT_GOOD_RATIO,
+    seed: int = 0,
+    max_requests_per_client: int = 1_000_000,
+) -> dict:
     probes = good_probes() + bad_probes()
     samples: list[tuple[float, int, int]] = []  # (seconds since start of measurement, rss, procs)
     stop = threading.Event()
@@ -302,12 +363,24 @@ def run_soak(server: Server, seconds: float, clients: int = DEFAULT_CLIENTS,
         session.close()
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         healthy, health_note = False, f"{type(exc).__name__}: {exc}"
-    return summarize(tally, samples, elapsed, clients, good_ratio, warmup, idle_rss, stuck,
-                     healthy, health_note if not healthy else "", probes)
+    return summarize(
+        tally,
+        samples,
+        elapsed,
+        clients,
+        good_ratio,
+        warmup,
+        idle_rss,
+        stuck,
+        healthy,
+        health_note if not healthy else "",
+        probes,
+    )
 
 
-def summarize(tally: Tally, samples, elapsed, clients, good_ratio, warmup, idle_rss, stuck,
-              healthy, health_note, probes) -> dict:
+def summarize(
+    tally: Tally, samples, elapsed, clients, good_ratio, warmup, idle_rss, stuck, healthy, health_note, probes
+) -> dict:
     t = np.asarray([s[0] for s in samples], dtype=float)
     rss = np.asarray([s[1] for s in samples], dtype=float) / MB
     half = t >= elapsed / 2
@@ -320,19 +393,23 @@ def summarize(tally: Tally, samples, elapsed, clients, good_ratio, warmup, idle_
     rows = []
     for key in sorted(tally.counts):
         lat = np.asarray(tally.latencies.get(key, [0.0])) * 1000
-        rows.append({
-            "protocol": key[0], "kind": key[1], "requests": tally.counts[key],
-            "errors": tally.errors[key], "rps": round(tally.counts[key] / elapsed, 1),
-            "p50_ms": round(float(np.percentile(lat, 50)), 2),
-            "p99_ms": round(float(np.percentile(lat, 99)), 2),
-        })
+        rows.append(
+            {
+                "protocol": key[0],
+                "kind": key[1],
+                "requests": tally.counts[key],
+                "errors": tally.errors[key],
+                "rps": round(tally.counts[key] / elapsed, 1),
+                "p50_ms": round(float(np.percentile(lat, 50)), 2),
+                "p99_ms": round(float(np.percentile(lat, 99)), 2),
+            }
+        )
     return {
         "seconds": round(elapsed, 2),
         "warmup_seconds": warmup,
         "clients": clients,
         "good_ratio": good_ratio,
-        "probes": {"good": sum(p.kind == "good" for p in probes),
-                   "bad": sum(p.kind == "bad" for p in probes)},
+        "probes": {"good": sum(p.kind == "good" for p in probes), "bad": sum(p.kind == "bad" for p in probes)},
         "rows": rows,
         "requests": sum(tally.counts.values()),
         "good_requests": sum(n for (p, k), n in tally.counts.items() if k == "good"),
@@ -353,28 +430,32 @@ def summarize(tally: Tally, samples, elapsed, clients, good_ratio, warmup, idle_
             "samples": len(rss),
             "processes": int(samples[-1][2]) if samples else 0,
         },
-        "rss_samples": [{"t": round(float(a), 2), "rss_mb": round(float(b), 2)}
-                        for a, b in zip(t, rss)],
+        "rss_samples": [{"t": round(float(a), 2), "rss_mb": round(float(b), 2)} for a, b in zip(t, rss)],
     }
 
 
 def table(result: dict) -> str:
-    lines = [f"{'protocol':8} {'kind':5} {'requests':>9} {'errors':>7} {'rps':>8} "
-             f"{'p50 ms':>8} {'p99 ms':>8}"]
+    lines = [f"{'protocol':8} {'kind':5} {'requests':>9} {'errors':>7} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8}"]
     for r in result["rows"]:
-        lines.append(f"{r['protocol']:8} {r['kind']:5} {r['requests']:>9} {r['errors']:>7} "
-                     f"{r['rps']:>8} {r['p50_ms']:>8} {r['p99_ms']:>8}")
+        lines.append(
+            f"{r['protocol']:8} {r['kind']:5} {r['requests']:>9} {r['errors']:>7} "
+            f"{r['rps']:>8} {r['p50_ms']:>8} {r['p99_ms']:>8}"
+        )
     m = result["rss_mb"]
     lines.append(
         f"total {result['requests']} requests in {result['seconds']} s with {result['clients']} "
         f"clients (after {result['warmup_seconds']} s warm-up): good errors "
-        f"{result['good_errors']}, bad requests without their 4xx {result['bad_errors']}")
+        f"{result['good_errors']}, bad requests without their 4xx {result['bad_errors']}"
+    )
     lines.append(
         f"server RSS (process tree, {m['processes']} process(es)): idle {m['idle_before_warmup']} MB, "
         f"start {m['start']} MB, peak {m['peak']} MB, end {m['end']} MB; second half: "
-        f"+{m['second_half_growth']} MB, slope {m['second_half_slope_mb_per_min']} MB/min")
-    lines.append(f"server healthy afterwards: {result['server_healthy_after']}"
-                 + (f" ({result['health_note']})" if result["health_note"] else ""))
+        f"+{m['second_half_growth']} MB, slope {m['second_half_slope_mb_per_min']} MB/min"
+    )
+    lines.append(
+        f"server healthy afterwards: {result['server_healthy_after']}"
+        + (f" ({result['health_note']})" if result["health_note"] else "")
+    )
     for e in result["error_examples"]:
         lines.append(f"  error: {e}")
     return "\n".join(lines)

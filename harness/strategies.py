@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any, Callable, Optional
+from functools import cache
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
@@ -39,8 +40,16 @@ from runtime.core.datatypes import NUMERIC_DATATYPES
 OK, REJECT, ANY = "ok", "reject", "any"
 
 V2_DATATYPES = tuple(NUMERIC_DATATYPES) + ("BOOL", "BYTES")
-GRPC_FIELDS = ("bool_contents", "int_contents", "int64_contents", "uint_contents",
-               "uint64_contents", "fp32_contents", "fp64_contents", "bytes_contents")
+GRPC_FIELDS = (
+    "bool_contents",
+    "int_contents",
+    "int64_contents",
+    "uint_contents",
+    "uint64_contents",
+    "fp32_contents",
+    "fp64_contents",
+    "bytes_contents",
+)
 PARAM_KINDS = ("bool_param", "int64_param", "string_param", "double_param", "uint64_param")
 # Parameter names something on the server reads: MLServer (content_type, headers) or the runtime.
 SPECIAL_PARAMS = ("content_type", "headers", "ood_flags", "pipeline_traceparent")
@@ -57,10 +66,10 @@ class Target:
     """Where a request goes: a model name and an optional version, served or not."""
 
     model: str
-    version: Optional[str]  # None: the request names no version
+    version: str | None  # None: the request names no version
 
     @property
-    def spec(self) -> Optional[ShippedModel]:
+    def spec(self) -> ShippedModel | None:
         return shipped_models().get(self.model)
 
     @property
@@ -69,7 +78,7 @@ class Target:
         return spec is not None and (self.version is None or self.version in spec.versions)
 
     @property
-    def resolved_version(self) -> Optional[str]:
+    def resolved_version(self) -> str | None:
         spec = self.spec
         if not self.served or spec is None:
             return None
@@ -102,7 +111,7 @@ class Case:
     expect: str
     notes: tuple[str, ...]
     # For OK cases: the float64 matrix the server must predict on, and the outputs it must return.
-    x: Optional[np.ndarray] = field(default=None, repr=False)
+    x: np.ndarray | None = field(default=None, repr=False)
     outputs: tuple[str, ...] = ()
     # Whether the request asks for ood flags (then the response carries a parameter).
     flags: bool = False
@@ -111,15 +120,17 @@ class Case:
 @dataclass
 class RestCase(Case):
     body: bytes = b""
-    content_type: Optional[str] = "application/json"
+    content_type: str | None = "application/json"
 
     def __repr__(self) -> str:
         text = self.body.decode("utf-8", errors="backslashreplace")
         if len(text) > 4000:
             text = text[:2000] + f"...<{len(text) - 4000} chars>..." + text[-2000:]
-        return (f"RestCase(expect={self.expect}, notes={list(self.notes)}, "
-                f"POST {self.target.rest_path()}, content_type={self.content_type!r}, "
-                f"body={text})")
+        return (
+            f"RestCase(expect={self.expect}, notes={list(self.notes)}, "
+            f"POST {self.target.rest_path()}, content_type={self.content_type!r}, "
+            f"body={text})"
+        )
 
     def describe(self) -> str:
         return repr(self)
@@ -192,16 +203,32 @@ valid_ids = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_s
 any_ids = st.text(SAFE_CHARS, max_size=20)
 
 
-@lru_cache(maxsize=None)
+@cache
 def unknown_datatype() -> st.SearchStrategy[str]:
     return st.one_of(
-        st.sampled_from(["FP128", "fp64", "Fp32", "INT128", "UINT", "FLOAT", "float64", "",
-                         " FP64", "FP64 ", "STRING", "BF16", "TYPE_FP64", "int"]),
+        st.sampled_from(
+            [
+                "FP128",
+                "fp64",
+                "Fp32",
+                "INT128",
+                "UINT",
+                "FLOAT",
+                "float64",
+                "",
+                " FP64",
+                "FP64 ",
+                "STRING",
+                "BF16",
+                "TYPE_FP64",
+                "int",
+            ]
+        ),
         small_text,
     ).filter(lambda s: s not in V2_DATATYPES)
 
 
-@lru_cache(maxsize=None)
+@cache
 def valid_scalar(datatype: str) -> st.SearchStrategy:
     """A value exactly representable in the datatype, small enough that outputs stay finite."""
     dtype = NUMERIC_DATATYPES[datatype]
@@ -251,8 +278,8 @@ class ValidRequest:
     target: Target
     layout: str  # "matrix" | "columns"
     tensors: list[Tensor]
-    outputs: Optional[list[str]]  # None: no outputs key / field
-    ood_flags: Optional[bool]
+    outputs: list[str] | None  # None: no outputs key / field
+    ood_flags: bool | None
     extra_params: dict[str, Any]
 
     @property
@@ -277,8 +304,9 @@ class ValidRequest:
 _DATATYPE = st.sampled_from(tuple(NUMERIC_DATATYPES))
 _EXTRA_PARAMS = st.dictionaries(
     names.filter(lambda k: k not in SPECIAL_PARAMS),
-    st.one_of(small_text, st.integers(-(2**63), 2**63 - 1), st.booleans(),
-              st.floats(allow_nan=False, allow_infinity=False)),
+    st.one_of(
+        small_text, st.integers(-(2**63), 2**63 - 1), st.booleans(), st.floats(allow_nan=False, allow_infinity=False)
+    ),
     max_size=2,
 )
 _OOD = st.sampled_from((None, None, True, False))
@@ -343,7 +371,7 @@ class _DraftShape:
     def n(self) -> int:
         return self.valid.tensors[0].values.shape[0]
 
-    def oracle(self, expect: str) -> tuple[Optional[np.ndarray], tuple[str, ...]]:
+    def oracle(self, expect: str) -> tuple[np.ndarray | None, tuple[str, ...]]:
         """For an OK case: the float64 matrix the server must predict on (the valid request's,
         with the cells the mutations changed on purpose) and the outputs it must return."""
         if expect != OK:
@@ -362,8 +390,8 @@ class RestDraft(_DraftShape):
     target: Target
     body: dict
     nested: bool  # matrix data written as rows
-    content_type: Optional[str] = "application/json"
-    raw: Optional[bytes] = None  # when set, sent instead of the body
+    content_type: str | None = "application/json"
+    raw: bytes | None = None  # when set, sent instead of the body
     x_overrides: list = field(default_factory=list)
 
     def encode(self) -> bytes:
@@ -392,24 +420,52 @@ def _rest_draft(draw, valid: ValidRequest) -> RestDraft:
     return RestDraft(valid, valid.target, body, nested)
 
 
-@lru_cache(maxsize=None)
+@cache
 def json_values(max_leaves: int = 20) -> st.SearchStrategy:
     scalars = st.one_of(
-        st.none(), st.booleans(), st.integers(), st.floats(), small_text,
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+        small_text,
         st.sampled_from(list(V2_DATATYPES) + ["predict", "predict_proba", "X", "age", "inputs"]),
-        st.sampled_from([Raw("1e400"), Raw("-1e400"), Raw("-0.0"), Raw("1E+999"), Raw("NaN"),
-                         Raw("5e-324"), Raw("1e-400"), Raw(str(2**64)), Raw(str(-(2**63) - 1)),
-                         Raw("123456789012345678901234567890")]),
+        st.sampled_from(
+            [
+                Raw("1e400"),
+                Raw("-1e400"),
+                Raw("-0.0"),
+                Raw("1E+999"),
+                Raw("NaN"),
+                Raw("5e-324"),
+                Raw("1e-400"),
+                Raw(str(2**64)),
+                Raw(str(-(2**63) - 1)),
+                Raw("123456789012345678901234567890"),
+            ]
+        ),
     )
     keys = st.one_of(
-        st.sampled_from(["name", "shape", "datatype", "data", "parameters", "inputs", "outputs",
-                         "id", "content_type", "headers", "ood_flags", "pipeline_traceparent"]),
+        st.sampled_from(
+            [
+                "name",
+                "shape",
+                "datatype",
+                "data",
+                "parameters",
+                "inputs",
+                "outputs",
+                "id",
+                "content_type",
+                "headers",
+                "ood_flags",
+                "pipeline_traceparent",
+            ]
+        ),
         names,
     )
     return st.recursive(
         scalars,
-        lambda inner: st.one_of(st.lists(inner, max_size=5),
-                                st.dictionaries(keys, inner, max_size=4)),
+        lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(keys, inner, max_size=4)),
         max_leaves=max_leaves,
     )
 
@@ -422,11 +478,14 @@ def _cell_path(draft: RestDraft, draw) -> tuple[dict, Callable[[Any], None], int
         t = draft.body["inputs"][0]
         c = draw(st.integers(0, draft.F - 1))
         if draft.nested:
+
             def setter(value, t=t, r=r, c=c):
                 t["data"][r][c] = value
         else:
+
             def setter(value, t=t, r=r, c=c):
                 t["data"][r * draft.F + c] = value
+
         return t, setter, r, c
     i = draw(st.integers(0, len(draft.body["inputs"]) - 1))
     t = draft.body["inputs"][i]
@@ -456,9 +515,27 @@ def _bad_value_for(datatype: str, draw) -> Any:
 
 def m_cell_special(draft: RestDraft, draw):
     t, setter, r, c = _cell_path(draft, draw)
-    kind = draw(st.sampled_from(["nan", "inf", "null", "string", "list", "empty-list", "object",
-                                 "bool", "neg-zero", "out-of-range", "fraction", "huge-finite",
-                                 "subnormal", "big-int-token", "exp-float"]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "nan",
+                "inf",
+                "null",
+                "string",
+                "list",
+                "empty-list",
+                "object",
+                "bool",
+                "neg-zero",
+                "out-of-range",
+                "fraction",
+                "huge-finite",
+                "subnormal",
+                "big-int-token",
+                "exp-float",
+            ]
+        )
+    )
     dtype = NUMERIC_DATATYPES[t["datatype"]]
     if kind == "nan":
         setter(Raw(draw(st.sampled_from(["NaN", "nan", "-NaN"]))))
@@ -553,8 +630,7 @@ def m_shape_types(draft: RestDraft, draw):
         # pydantic's lax mode reads "2", 2.0 and true as integers: fine if they equal the dimension
         t["shape"][i] = draw(st.sampled_from([str(t["shape"][i]), float(t["shape"][i])]))
         return ANY, "shape element a numeric string / integral float"
-    bad = draw(st.sampled_from([1.5, "x", "", None, [], {}, Raw("1e400"), Raw(str(2**70)), -0.5,
-                                Raw("NaN")]))
+    bad = draw(st.sampled_from([1.5, "x", "", None, [], {}, Raw("1e400"), Raw(str(2**70)), -0.5, Raw("NaN")]))
     t["shape"][i] = bad
     return REJECT, "shape element not an integer"
 
@@ -614,8 +690,23 @@ def m_names(draft: RestDraft, draw):
 
 def m_data_container(draft: RestDraft, draw):
     t = draw(st.sampled_from(draft.body["inputs"]))
-    choice = draw(st.sampled_from(["scalar", "string", "null", "object", "wrap", "deep",
-                                   "drop-value", "add-value", "drop-row", "add-row", "missing"]))
+    choice = draw(
+        st.sampled_from(
+            [
+                "scalar",
+                "string",
+                "null",
+                "object",
+                "wrap",
+                "deep",
+                "drop-value",
+                "add-value",
+                "drop-row",
+                "add-row",
+                "missing",
+            ]
+        )
+    )
     data = t["data"]
     if choice == "scalar":
         t["data"] = draw(st.one_of(st.integers(-5, 5), st.floats(-5, 5)))
@@ -655,7 +746,7 @@ def m_data_container(draft: RestDraft, draw):
         if nested_rows:
             data.pop()
         else:
-            del data[-(len(data) // draft.n):]
+            del data[-(len(data) // draft.n) :]
         return REJECT, "data row dropped"
     data.append(list(data[0]) if nested_rows else data[0])
     return REJECT, "data row added"
@@ -663,8 +754,9 @@ def m_data_container(draft: RestDraft, draw):
 
 def m_outputs(draft: RestDraft, draw):
     model = draft.valid.model
-    choice = draw(st.sampled_from(["unknown", "proba-on-regressor", "not-a-list", "bad-entry",
-                                   "name-not-string", "params"]))
+    choice = draw(
+        st.sampled_from(["unknown", "proba-on-regressor", "not-a-list", "bad-entry", "name-not-string", "params"])
+    )
     if choice == "proba-on-regressor" and model.kind == "regressor":
         draft.body["outputs"] = [{"name": "predict_proba"}]
         return REJECT, "predict_proba from a regressor"
@@ -723,12 +815,14 @@ def _other_target(spec: ShippedModel, draw, odd_names: list[str]) -> tuple[str, 
     served model (which cannot take this one's features)."""
     choice = draw(st.sampled_from(["unknown-model", "unknown-version", "other-model"]))
     if choice == "unknown-model":
-        target = Target(draw(st.one_of(names, st.sampled_from(odd_names))),
-                        draw(st.sampled_from([None, "1", "2"])))
+        target = Target(draw(st.one_of(names, st.sampled_from(odd_names))), draw(st.sampled_from([None, "1", "2"])))
         return (ANY if target.served else REJECT), target, "unknown model"
     if choice == "unknown-version":
-        version = draw(st.one_of(st.sampled_from(["0", "3", "01", "1.0", "v1", "-1", " 1", "latest"]),
-                                 names.filter(lambda s: s != "")))
+        version = draw(
+            st.one_of(
+                st.sampled_from(["0", "3", "01", "1.0", "v1", "-1", " 1", "latest"]), names.filter(lambda s: s != "")
+            )
+        )
         target = Target(spec.name, version)
         return (OK if target.served else REJECT), target, "version changed"
     other = [t for t in served_targets() if t.model != spec.name]
@@ -737,21 +831,33 @@ def _other_target(spec: ShippedModel, draw, odd_names: list[str]) -> tuple[str, 
 
 def m_target(draft: RestDraft, draw):
     expect, draft.target, note = _other_target(
-        draft.valid.model, draw, ["Diabetes", "diabetes ", "diabetes/1", "..", "%2e%2e", "breast_cancer"])
+        draft.valid.model, draw, ["Diabetes", "diabetes ", "diabetes/1", "..", "%2e%2e", "breast_cancer"]
+    )
     return expect, note
 
 
 def m_top_level(draft: RestDraft, draw):
-    choice = draw(st.sampled_from(["id-not-string", "unknown-key", "inputs-missing", "inputs-empty",
-                                   "inputs-not-list", "input-not-object", "field-missing",
-                                   "body-not-object", "content-type"]))
+    choice = draw(
+        st.sampled_from(
+            [
+                "id-not-string",
+                "unknown-key",
+                "inputs-missing",
+                "inputs-empty",
+                "inputs-not-list",
+                "input-not-object",
+                "field-missing",
+                "body-not-object",
+                "content-type",
+            ]
+        )
+    )
     b = draft.body
     if choice == "id-not-string":
         b["id"] = draw(st.one_of(st.integers(), st.none(), st.just([]), st.just({})))
         return (ANY if b["id"] is None else REJECT), "id not a string"
     if choice == "unknown-key":
-        b[draw(names.filter(lambda k: k not in ("inputs", "outputs", "parameters", "id")))] = \
-            draw(json_values(6))
+        b[draw(names.filter(lambda k: k not in ("inputs", "outputs", "parameters", "id")))] = draw(json_values(6))
         return ANY, "unknown top-level key"
     if choice == "inputs-missing":
         del b["inputs"]
@@ -769,17 +875,36 @@ def m_top_level(draft: RestDraft, draw):
         del b["inputs"][0][draw(st.sampled_from(["name", "shape", "datatype", "data"]))]
         return REJECT, "input field missing"
     if choice == "body-not-object":
-        draft.body = draw(st.one_of(st.just(b["inputs"]), st.just([b]), small_text, st.integers(),
-                                    st.none()))
+        draft.body = draw(st.one_of(st.just(b["inputs"]), st.just([b]), small_text, st.integers(), st.none()))
         return REJECT, "body not an object"
-    draft.content_type = draw(st.sampled_from([None, "text/plain", "application/x-www-form-urlencoded",
-                                               "application/json; charset=utf-8", "application/octet-stream",
-                                               "multipart/form-data"]))
+    draft.content_type = draw(
+        st.sampled_from(
+            [
+                None,
+                "text/plain",
+                "application/x-www-form-urlencoded",
+                "application/json; charset=utf-8",
+                "application/octet-stream",
+                "multipart/form-data",
+            ]
+        )
+    )
     return ANY, f"content-type {draft.content_type}"
 
 
-REST_MUTATIONS = [m_cell_special, m_shape, m_shape_types, m_shape_not_list, m_datatype, m_names,
-                  m_data_container, m_outputs, m_parameters, m_target, m_top_level]
+REST_MUTATIONS = [
+    m_cell_special,
+    m_shape,
+    m_shape_types,
+    m_shape_not_list,
+    m_datatype,
+    m_names,
+    m_data_container,
+    m_outputs,
+    m_parameters,
+    m_target,
+    m_top_level,
+]
 
 
 def _mutate(draft, draw, mutations: list) -> tuple[str, list[str]]:
@@ -803,8 +928,14 @@ def _mutate(draft, draw, mutations: list) -> tuple[str, list[str]]:
 def _rest_case_from(draft: RestDraft, expect: str, notes: list[str], valid: ValidRequest) -> RestCase:
     x, outputs = draft.oracle(expect)
     return RestCase(
-        protocol="rest", target=draft.target, expect=expect, notes=tuple(notes), x=x,
-        outputs=outputs, flags=bool(valid.ood_flags), body=draft.encode(),
+        protocol="rest",
+        target=draft.target,
+        expect=expect,
+        notes=tuple(notes),
+        x=x,
+        outputs=outputs,
+        flags=bool(valid.ood_flags),
+        body=draft.encode(),
         content_type=draft.content_type,
     )
 
@@ -825,23 +956,27 @@ def rest_chaos(draw) -> RestCase:
         {},
         optional={
             "name": st.one_of(names, json_values(4)),
-            "shape": st.one_of(st.lists(st.integers(-3, 40), max_size=4),
-                               st.lists(st.integers(), max_size=3), json_values(4)),
+            "shape": st.one_of(
+                st.lists(st.integers(-3, 40), max_size=4), st.lists(st.integers(), max_size=3), json_values(4)
+            ),
             "datatype": st.one_of(st.sampled_from(V2_DATATYPES), unknown_datatype(), json_values(2)),
             "data": json_values(30),
-            "parameters": st.one_of(st.dictionaries(
-                st.one_of(st.sampled_from(SPECIAL_PARAMS), names), json_values(4), max_size=3),
-                json_values(3)),
+            "parameters": st.one_of(
+                st.dictionaries(st.one_of(st.sampled_from(SPECIAL_PARAMS), names), json_values(4), max_size=3),
+                json_values(3),
+            ),
         },
     )
-    body = draw(st.one_of(
-        st.fixed_dictionaries({"inputs": st.lists(tensor, max_size=4)},
-                              optional={"outputs": json_values(6), "parameters": json_values(6),
-                                        "id": json_values(2)}),
-        json_values(25),
-    ))
-    return RestCase(protocol="rest", target=target, expect=ANY, notes=("chaos json",),
-                    body=dumps(body).encode("utf-8"))
+    body = draw(
+        st.one_of(
+            st.fixed_dictionaries(
+                {"inputs": st.lists(tensor, max_size=4)},
+                optional={"outputs": json_values(6), "parameters": json_values(6), "id": json_values(2)},
+            ),
+            json_values(25),
+        )
+    )
+    return RestCase(protocol="rest", target=target, expect=ANY, notes=("chaos json",), body=dumps(body).encode("utf-8"))
 
 
 @st.composite
@@ -850,8 +985,22 @@ def rest_raw_text(draw) -> RestCase:
     valid = draw(valid_requests("rest", max_rows=2))
     draft = _rest_draft(draw, valid)
     text = dumps(draft.body).encode("utf-8")
-    choice = draw(st.sampled_from(["truncate", "insert", "replace", "binary", "invalid-utf8",
-                                   "empty", "bom", "tokens", "trailing", "duplicate-key"]))
+    choice = draw(
+        st.sampled_from(
+            [
+                "truncate",
+                "insert",
+                "replace",
+                "binary",
+                "invalid-utf8",
+                "empty",
+                "bom",
+                "tokens",
+                "trailing",
+                "duplicate-key",
+            ]
+        )
+    )
     expect = REJECT
     if choice == "truncate":
         body = text[: draw(st.integers(0, len(text) - 1))]
@@ -861,7 +1010,7 @@ def rest_raw_text(draw) -> RestCase:
         expect = ANY
     elif choice == "replace":
         i = draw(st.integers(0, len(text) - 1))
-        body = text[:i] + draw(st.binary(min_size=1, max_size=1)) + text[i + 1:]
+        body = text[:i] + draw(st.binary(min_size=1, max_size=1)) + text[i + 1 :]
         expect = ANY
     elif choice == "binary":
         body = draw(st.binary(max_size=200))
@@ -874,16 +1023,31 @@ def rest_raw_text(draw) -> RestCase:
         body = b"\xef\xbb\xbf" + text
         expect = ANY
     elif choice == "tokens":
-        body = draw(st.sampled_from([b"NaN", b"Infinity", b"1e400", b"{", b"}", b"[", b"{]",
-                                     b'{"inputs": [}', b'{"inputs": NaN}', b"{'inputs': []}",
-                                     b'{"inputs": [1,]}', b"\x00", b'{"inputs": [] "outputs": []}']))
+        body = draw(
+            st.sampled_from(
+                [
+                    b"NaN",
+                    b"Infinity",
+                    b"1e400",
+                    b"{",
+                    b"}",
+                    b"[",
+                    b"{]",
+                    b'{"inputs": [}',
+                    b'{"inputs": NaN}',
+                    b"{'inputs': []}",
+                    b'{"inputs": [1,]}',
+                    b"\x00",
+                    b'{"inputs": [] "outputs": []}',
+                ]
+            )
+        )
     elif choice == "trailing":
         body = text + draw(st.sampled_from([b"}", b",", b"x", b"{}", b"\x00"]))
     else:
         body = b'{"inputs": [], ' + text[1:]  # the later "inputs" wins in most parsers
         expect = ANY
-    return RestCase(protocol="rest", target=valid.target, expect=expect,
-                    notes=(f"raw text: {choice}",), body=body)
+    return RestCase(protocol="rest", target=valid.target, expect=expect, notes=(f"raw text: {choice}",), body=body)
 
 
 @st.composite
@@ -893,7 +1057,7 @@ def _weighted(draw, *families: tuple[int, st.SearchStrategy]):
     return draw(families[index][1])
 
 
-@lru_cache(maxsize=None)
+@cache
 def rest_cases() -> st.SearchStrategy[RestCase]:
     return _weighted((3, rest_structured()), (1, rest_chaos()), (1, rest_raw_text()))
 
@@ -917,7 +1081,7 @@ def _set_param(params, key: str, kind: str, value: Any) -> None:
     setattr(p, kind, value)
 
 
-@lru_cache(maxsize=None)
+@cache
 def param_values(kind: str) -> st.SearchStrategy:
     return {
         "bool_param": st.booleans(),
@@ -1006,7 +1170,7 @@ def g_cell_special(draft: GrpcDraft, draw):
         k = _raw_index(draft, i)
         buf = bytearray(draft.request.raw_input_contents[k])
         size = dtype.itemsize
-        buf[flat * size:(flat + 1) * size] = np.asarray([value]).astype(dtype).tobytes()
+        buf[flat * size : (flat + 1) * size] = np.asarray([value]).astype(dtype).tobytes()
         draft.request.raw_input_contents[k] = bytes(buf)
     return expect, note
 
@@ -1036,8 +1200,22 @@ def g_contents(draft: GrpcDraft, draw):
     req = draft.request
     i = draw(st.integers(0, len(req.inputs) - 1))
     t = req.inputs[i]
-    choice = draw(st.sampled_from(["other-field", "second-field", "bytes", "clear", "raw-length",
-                                   "extra-raw", "drop-raw", "raw-and-typed", "to-raw", "to-typed"]))
+    choice = draw(
+        st.sampled_from(
+            [
+                "other-field",
+                "second-field",
+                "bytes",
+                "clear",
+                "raw-length",
+                "extra-raw",
+                "drop-raw",
+                "raw-and-typed",
+                "to-raw",
+                "to-typed",
+            ]
+        )
+    )
     n_values = int(np.prod(list(t.shape))) if t.shape else 0
     if choice == "other-field" and t.HasField("contents"):
         old = GRPC_CONTENTS_FIELD.get(t.datatype)
@@ -1112,7 +1290,7 @@ def _coerce_for_field(fname: str, values: list) -> list:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _field_values(fname: str, max_size: int = 40) -> st.SearchStrategy[list]:
     element = {
         "bool_contents": st.booleans(),
@@ -1199,8 +1377,7 @@ def g_parameters(draft: GrpcDraft, draw):
     # double/uint64, which MLServer drops as unknown fields), and it reads the value through
     # ListFields(), so a zero/empty value arrives as None: only a non-default int64/string
     # ood_flags is certainly refused.
-    if key == "ood_flags" and where == "request" and kind in ("int64_param", "string_param") \
-            and value:
+    if key == "ood_flags" and where == "request" and kind in ("int64_param", "string_param") and value:
         return REJECT, f"ood_flags as {kind}"
     # content_type must be a string and headers a dict (inexpressible in gRPC): refusing or
     # ignoring them are both fine; a server error is not (test_regressions.py).
@@ -1209,7 +1386,8 @@ def g_parameters(draft: GrpcDraft, draw):
 
 def g_target(draft: GrpcDraft, draw):
     expect, draft.target, note = _other_target(
-        draft.valid.model, draw, ["Diabetes", "diabetes ", "diabetes/1", "breast_cancer"])
+        draft.valid.model, draw, ["Diabetes", "diabetes ", "diabetes/1", "breast_cancer"]
+    )
     draft.request.model_name = draft.target.model
     draft.request.model_version = draft.target.version or ""
     return expect, note
@@ -1237,8 +1415,7 @@ def g_layout(draft: GrpcDraft, draw):
     return REJECT, "3-D input"
 
 
-GRPC_MUTATIONS = [g_cell_special, g_shape, g_datatype, g_contents, g_names, g_outputs,
-                  g_parameters, g_target, g_layout]
+GRPC_MUTATIONS = [g_cell_special, g_shape, g_datatype, g_contents, g_names, g_outputs, g_parameters, g_target, g_layout]
 
 
 @st.composite
@@ -1247,8 +1424,16 @@ def grpc_structured(draw) -> GrpcCase:
     draft = _grpc_draft(draw, valid)
     expect, notes = _mutate(draft, draw, GRPC_MUTATIONS)
     x, outputs = draft.oracle(expect)
-    return GrpcCase(protocol="grpc", target=draft.target, expect=expect, notes=tuple(notes), x=x,
-                    outputs=outputs, flags=bool(valid.ood_flags), request=draft.request)
+    return GrpcCase(
+        protocol="grpc",
+        target=draft.target,
+        expect=expect,
+        notes=tuple(notes),
+        x=x,
+        outputs=outputs,
+        flags=bool(valid.ood_flags),
+        request=draft.request,
+    )
 
 
 @st.composite
@@ -1256,8 +1441,7 @@ def grpc_chaos(draw) -> GrpcCase:
     """A ModelInferRequest with every field random (typed contents of every kind, raw buffers
     of random lengths, random datatypes and shapes, parameters of each kind)."""
     pb = _pb()
-    target = draw(st.one_of(st.sampled_from(served_targets()),
-                            st.builds(Target, names, st.one_of(st.none(), names))))
+    target = draw(st.one_of(st.sampled_from(served_targets()), st.builds(Target, names, st.one_of(st.none(), names))))
     req = pb.ModelInferRequest(model_name=target.model, model_version=target.version or "")
     model = target.spec
     input_names = st.one_of(names, st.sampled_from(model.features if model else ("X",)))
@@ -1265,32 +1449,38 @@ def grpc_chaos(draw) -> GrpcCase:
         t = req.inputs.add(
             name=draw(input_names),
             datatype=draw(st.one_of(st.sampled_from(V2_DATATYPES), unknown_datatype())),
-            shape=draw(st.one_of(st.lists(st.integers(-2, 12), max_size=4),
-                                 st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3))),
+            shape=draw(
+                st.one_of(
+                    st.lists(st.integers(-2, 12), max_size=4), st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3)
+                )
+            ),
         )
         for fname in draw(st.lists(st.sampled_from(GRPC_FIELDS), max_size=2, unique=True)):
             getattr(t.contents, fname).extend(draw(_field_values(fname)))
         for _ in range(draw(st.integers(0, 2))):
             kind = draw(st.sampled_from(PARAM_KINDS))
-            _set_param(t.parameters, draw(st.one_of(st.sampled_from(SPECIAL_PARAMS), names)), kind,
-                       draw(param_values(kind)))
+            _set_param(
+                t.parameters, draw(st.one_of(st.sampled_from(SPECIAL_PARAMS), names)), kind, draw(param_values(kind))
+            )
     for _ in range(draw(st.integers(0, 3))):
         req.raw_input_contents.append(draw(st.binary(max_size=400)))
     for _ in range(draw(st.integers(0, 2))):
         kind = draw(st.sampled_from(PARAM_KINDS))
-        _set_param(req.parameters, draw(st.one_of(st.sampled_from(SPECIAL_PARAMS), names)), kind,
-                   draw(param_values(kind)))
+        _set_param(
+            req.parameters, draw(st.one_of(st.sampled_from(SPECIAL_PARAMS), names)), kind, draw(param_values(kind))
+        )
     for _ in range(draw(st.integers(0, 2))):
         o = req.outputs.add(name=draw(st.one_of(st.sampled_from(["predict", "predict_proba"]), names)))
         if draw(st.booleans()):
             kind = draw(st.sampled_from(PARAM_KINDS))
-            _set_param(o.parameters, draw(st.one_of(st.sampled_from(SPECIAL_PARAMS), names)), kind,
-                       draw(param_values(kind)))
+            _set_param(
+                o.parameters, draw(st.one_of(st.sampled_from(SPECIAL_PARAMS), names)), kind, draw(param_values(kind))
+            )
     if draw(st.booleans()):
         req.id = draw(any_ids)
     return GrpcCase(protocol="grpc", target=target, expect=ANY, notes=("chaos proto",), request=req)
 
 
-@lru_cache(maxsize=None)
+@cache
 def grpc_cases() -> st.SearchStrategy[GrpcCase]:
     return _weighted((3, grpc_structured()), (1, grpc_chaos()))

@@ -5,7 +5,8 @@ so a process that never builds one registers no V2 protobuf symbols).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ def pb():
 # ------------------------------------------------------------------------------ REST (JSON)
 
 
-def rest_infer_path(model: str, version: Optional[str] = None) -> str:
+def rest_infer_path(model: str, version: str | None = None) -> str:
     if version is None:
         return f"/v2/models/{model}/infer"
     return f"/v2/models/{model}/versions/{version}/infer"
@@ -67,8 +68,9 @@ def rest_outputs(resp_json: dict) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------------ gRPC (protos)
 
 
-def pb_tensor(name: str, shape: list[int], datatype: str, values: Optional[Iterable[Any]] = None,
-              field_name: Optional[str] = None):
+def pb_tensor(
+    name: str, shape: list[int], datatype: str, values: Iterable[Any] | None = None, field_name: str | None = None
+):
     """An InferInputTensor; `values` go to the datatype's typed contents field (or `field_name`)."""
     t = pb().ModelInferRequest.InferInputTensor(name=name, datatype=datatype, shape=shape)
     if values is not None:
@@ -76,8 +78,9 @@ def pb_tensor(name: str, shape: list[int], datatype: str, values: Optional[Itera
     return t
 
 
-def pb_request(model: str, inputs: list, version: str = "", outputs: Iterable[str] = (),
-               raw: Optional[list[bytes]] = None):
+def pb_request(
+    model: str, inputs: list, version: str = "", outputs: Iterable[str] = (), raw: list[bytes] | None = None
+):
     req = pb().ModelInferRequest(model_name=model, model_version=version)
     req.inputs.extend(inputs)
     for o in outputs:
@@ -87,12 +90,12 @@ def pb_request(model: str, inputs: list, version: str = "", outputs: Iterable[st
     return req
 
 
-def pb_2d_request(model: str, x: np.ndarray, version: str = "", outputs: Iterable[str] = (),
-                  name: str = "X"):
+def pb_2d_request(model: str, x: np.ndarray, version: str = "", outputs: Iterable[str] = (), name: str = "X"):
     """One FP64 [N, F] tensor in typed fp64_contents."""
     x = np.asarray(x, dtype=np.float64)
-    return pb_request(model, [pb_tensor(name, list(x.shape), "FP64", x.ravel().tolist())],
-                      version=version, outputs=outputs)
+    return pb_request(
+        model, [pb_tensor(name, list(x.shape), "FP64", x.ravel().tolist())], version=version, outputs=outputs
+    )
 
 
 def pb_outputs(resp) -> dict[str, np.ndarray]:
@@ -123,9 +126,9 @@ def good_rest_request_works(http_url: str, session=None) -> None:
     import requests
 
     x, expected = _good_rows()
-    resp = (session or requests).post(f"{http_url}{rest_infer_path(DIABETES)}",
-                                      json={"inputs": [json_tensor("X", x)]},
-                                      timeout=REQUEST_TIMEOUT_S)
+    resp = (session or requests).post(
+        f"{http_url}{rest_infer_path(DIABETES)}", json={"inputs": [json_tensor("X", x)]}, timeout=REQUEST_TIMEOUT_S
+    )
     assert resp.status_code == 200, f"good request: {resp.status_code} {resp.text[:500]}"
     assert_parity(rest_outputs(resp.json())["predict"], expected)
 

@@ -20,9 +20,10 @@ import platform
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import joblib
 import numpy as np
@@ -67,10 +68,20 @@ from runtime.core.predictor import (
 IMPLEMENTATION = "runtime.PipelineRuntime"
 SCALERS = AFFINE_SCALERS
 MODELS = (
-    *LINEAR_REGRESSORS, *LINEAR_CLASSIFIERS, DecisionTreeRegressor, DecisionTreeClassifier,
-    *FOREST_REGRESSORS, *FOREST_CLASSIFIERS, GradientBoostingRegressor, GradientBoostingClassifier,
-    HistGradientBoostingRegressor, HistGradientBoostingClassifier, KNeighborsRegressor,
-    KNeighborsClassifier, SVR, SVC,
+    *LINEAR_REGRESSORS,
+    *LINEAR_CLASSIFIERS,
+    DecisionTreeRegressor,
+    DecisionTreeClassifier,
+    *FOREST_REGRESSORS,
+    *FOREST_CLASSIFIERS,
+    GradientBoostingRegressor,
+    GradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    KNeighborsRegressor,
+    KNeighborsClassifier,
+    SVR,
+    SVC,
 )
 PROBABILISTIC_SGD_LOSSES = ("log_loss", "modified_huber")
 # Beyond the scaler's learned spread: RobustScaler's band is center +- this many IQRs.
@@ -85,7 +96,7 @@ class PackagingError(Exception):
 
 @dataclass(frozen=True)
 class Parts:
-    scaler: Optional[Any]
+    scaler: Any | None
     model: Any
 
 
@@ -136,8 +147,7 @@ def split_pipeline(obj: Any) -> Parts:
     scaler = leading[0][1] if leading else None
     if scaler is not None and not isinstance(scaler, SCALERS):
         raise PackagingError(
-            f"unsupported step '{leading[0][0]}' ({type(scaler).__name__}); supported scalers: "
-            f"{_names(SCALERS)}"
+            f"unsupported step '{leading[0][0]}' ({type(scaler).__name__}); supported scalers: {_names(SCALERS)}"
         )
     if not isinstance(model, MODELS):
         raise PackagingError(
@@ -167,13 +177,11 @@ def _names(types: Sequence[type]) -> str:
 # ------------------------------------------------------------------------------ features, ranges
 
 
-def feature_names(parts: Parts, given: Optional[Sequence[str]]) -> list[str]:
+def feature_names(parts: Parts, given: Sequence[str] | None) -> list[str]:
     """The names the pipeline was fitted with, else `given`, else x0..xN-1."""
     n = parts.model.n_features_in_
     if parts.scaler is not None and parts.scaler.n_features_in_ != n:
-        raise PackagingError(
-            f"the scaler expects {parts.scaler.n_features_in_} features but the estimator {n}"
-        )
+        raise PackagingError(f"the scaler expects {parts.scaler.n_features_in_} features but the estimator {n}")
     fitted = getattr(parts.scaler if parts.scaler is not None else parts.model, "feature_names_in_", None)
     names = [str(f) for f in fitted] if fitted is not None else None
     if given is not None:
@@ -209,7 +217,7 @@ def read_reference_csv(path: Path, names: Sequence[str]) -> np.ndarray:
         raise PackagingError(f"--reference {path}: not a table of numbers ({exc})") from None
 
 
-def feature_ranges(parts: Parts, reference: Optional[np.ndarray], n: int) -> tuple[Optional[FeatureRanges], str]:
+def feature_ranges(parts: Parts, reference: np.ndarray | None, n: int) -> tuple[FeatureRanges | None, str]:
     """The out-of-distribution bands and their source: the reference data, else what the scaler
     learned, else none."""
     if reference is not None:
@@ -238,7 +246,9 @@ def _dump(obj: Any, directory: Path, stem: str) -> dict[str, Any]:
     types = sorted(skops.io.get_untrusted_types(data=data))
     foreign = [t for t in types if not t.startswith(SKLEARN_PREFIX)]
     if foreign:
-        raise PackagingError(f"{type(obj).__name__} holds types outside scikit-learn {foreign}; the runtime would refuse it")
+        raise PackagingError(
+            f"{type(obj).__name__} holds types outside scikit-learn {foreign}; the runtime would refuse it"
+        )
     (directory / f"{stem}.skops").write_bytes(data)
     return {"file": f"{stem}.skops", "sha256": sha256_hex(data), "format": "skops", "types": types}
 
@@ -255,8 +265,14 @@ def model_settings(name: str, version: str) -> dict[str, Any]:
     }
 
 
-def build_manifest(parts: Parts, name: str, version: str, names: list[str],
-                   ranges: tuple[Optional[FeatureRanges], str], directory: Path) -> Manifest:  # fmt: skip
+def build_manifest(
+    parts: Parts,
+    name: str,
+    version: str,
+    names: list[str],
+    ranges: tuple[FeatureRanges | None, str],
+    directory: Path,
+) -> Manifest:
     model = parts.model
     classifier = is_classifier(model)
     outputs = ["predict"]
@@ -293,8 +309,8 @@ def write_model_dir(
     version: str,
     out: Path = Path("models"),
     *,
-    features: Optional[Sequence[str]] = None,
-    reference: Optional[np.ndarray] = None,
+    features: Sequence[str] | None = None,
+    reference: np.ndarray | None = None,
     force: bool = False,
 ) -> Path:
     """Write out/NAME/VERSION complete (artifacts, manifest.json, model-settings.json), load it
@@ -349,7 +365,7 @@ def curl_command(model_dir: Path, name: str, version: str, port: int = 8080) -> 
     )
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline_tools.package", description=__doc__.splitlines()[0])
     parser.add_argument("pipeline_file", type=Path, metavar="PIPELINE_FILE")
     parser.add_argument("--name", required=True)
@@ -365,9 +381,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         parts_names = feature_names(split_pipeline(pipeline), features)
         reference = read_reference_csv(args.reference, parts_names) if args.reference else None
         target = write_model_dir(
-            pipeline, args.name, args.version, args.out,
-            features=features, reference=reference, force=args.force,
-        )  # fmt: skip
+            pipeline,
+            args.name,
+            args.version,
+            args.out,
+            features=features,
+            reference=reference,
+            force=args.force,
+        )
     except PackagingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

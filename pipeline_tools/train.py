@@ -10,9 +10,10 @@ Training is deterministic, so a rerun predicts exactly what the committed artifa
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from sklearn.datasets import load_breast_cancer, load_diabetes
@@ -43,9 +44,14 @@ def train_one(spec: ModelSpec, out_dir: Path) -> Path:
     scaler = StandardScaler().fit(x)
     model = spec.make_model().fit(scaler.transform(x), np.asarray(data.target))
     return write_model_dir(
-        (scaler, model), spec.name, spec.version, out_dir,
-        features=[str(f) for f in data.feature_names], reference=x, force=True,
-    )  # fmt: skip
+        (scaler, model),
+        spec.name,
+        spec.version,
+        out_dir,
+        features=[str(f) for f in data.feature_names],
+        reference=x,
+        force=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,18 +12,15 @@ import gc
 import logging
 import time
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 from mlserver import MLModel
 from mlserver.types import InferenceRequest, InferenceResponse
 from mlserver.utils import get_model_uri
 
-from runtime.policy import auth
-from runtime.features import entities
 from runtime import integration
 from runtime.core.artifacts import LoadedPipeline, load_pipeline
-from runtime.service.compute import compute
 from runtime.core.call import Answer, Call
 from runtime.core.contract import Contract, flag_parameter
 from runtime.core.errors import (
@@ -35,39 +32,42 @@ from runtime.core.errors import (
     PipelineError,
     UnknownEntityError,
 )
-from runtime.features.store import FeatureStore
-from runtime.integration import batching, tracing, v2
-from runtime.observation.observer import Observer
 from runtime.core.ood import FLAGS_PARAMETER, OodDetector, OodReport, wants_flags
 from runtime.core.options import RuntimeOptions
 from runtime.core.predictor import Predictor, compile_predictor, reference_rows
-from runtime.policy.resilience import Resilience
-from runtime.service.shadow import Predict, Shadow
 from runtime.core.response import (
     encode_outputs,
     input_description,
     output_descriptions,
     output_specs,
 )
+from runtime.features import entities
+from runtime.features.store import FeatureStore
+from runtime.integration import batching, tracing, v2
+from runtime.observation.observer import Observer
+from runtime.policy import auth
+from runtime.policy.resilience import Resilience
+from runtime.service.compute import compute
+from runtime.service.shadow import Predict, Shadow
 
 logger = logging.getLogger("runtime")
 # The loaded runtimes of this process by model name: a model's fallback is looked up here.
-_LOADED: dict[str, "PipelineRuntime"] = {}
+_LOADED: dict[str, PipelineRuntime] = {}
 
 
 class Work(NamedTuple):
     """One request on its way to the computation."""
 
     call: Call
-    looked_up: Optional[entities.Assembled]  # features by entity id (runtime.features.store)
+    looked_up: entities.Assembled | None  # features by entity id (runtime.features.store)
 
 
 class PipelineRuntime(MLModel):
     """Serves one verified scaler+model pipeline version with a strict input contract."""
 
     # Set by a load that got that far: MLServer also unloads a model whose load failed.
-    _store: Optional[FeatureStore] = None
-    _shadow: Optional[Shadow] = None
+    _store: FeatureStore | None = None
+    _shadow: Shadow | None = None
     fast_path = False  # runtime.integration.fast_path serves it (options.fast_path, once loaded)
 
     async def load(self) -> bool:
@@ -84,12 +84,17 @@ class PipelineRuntime(MLModel):
         # A budget can only be kept if the computation runs beside the event loop.
         self._offload = options.offload or options.fallback_budget_ms is not None
         self._resilience = Resilience(self.name, options)
-        self._shadow: Optional[Shadow] = None
+        self._shadow: Shadow | None = None
         if options.shadow_model:
             self._shadow = Shadow(
-                self.name, options.shadow_model, pipeline.manifest.kind == "classifier",
-                options.shadow_sample_rate, options.shadow_queue, options.shadow_window, self._shadow_predictions,
-            )  # fmt: skip
+                self.name,
+                options.shadow_model,
+                pipeline.manifest.kind == "classifier",
+                options.shadow_sample_rate,
+                options.shadow_queue,
+                options.shadow_window,
+                self._shadow_predictions,
+            )
         manifest = pipeline.manifest
         self._specs = output_specs(manifest)
         self._contract = Contract.for_manifest(manifest, options.max_rows)
@@ -97,9 +102,7 @@ class PipelineRuntime(MLModel):
         self._ood = OodDetector.from_pipeline(pipeline, options.ood_z_threshold)
         # The unversioned stable alias still reports the version it actually serves.
         self._served_version = self.version or manifest.version
-        self._observer = Observer(
-            self.name, self._served_version, manifest, tracing.runtime_tracing()
-        )
+        self._observer = Observer(self.name, self._served_version, manifest, tracing.runtime_tracing())
         self.inputs = [v2.metadata(input_description(manifest))]
         self.outputs = [v2.metadata(d) for d in output_descriptions(self._specs)]
         batching.isolate(self, self._contract)
@@ -112,9 +115,11 @@ class PipelineRuntime(MLModel):
         _LOADED[self.name] = self
         self.fast_path = options.fast_path
         self._observer.metrics.bind_predictions(
-            _prediction_edges(self._predictor, pipeline, options.prediction_buckets) if manifest.kind == "regressor" else None,
+            _prediction_edges(self._predictor, pipeline, options.prediction_buckets)
+            if manifest.kind == "regressor"
+            else None,
             manifest.classes,
-        )  # fmt: skip
+        )
         # Everything loaded so far (MLServer, scikit-learn, the model) lives as long as the
         # process: out of the collector's sight, a full collection no longer walks it, which under
         # load had paused the event loop for 150-250 ms every few seconds (bench --lookup, REST).
@@ -123,8 +128,11 @@ class PipelineRuntime(MLModel):
         self._observer.metrics.loaded(manifest, self._predictor.kind, load_seconds)
         logger.info(
             "loaded %s version %s from %s (%s path)",
-            self.name, self._served_version, model_dir, self._predictor.kind,
-        )  # fmt: skip
+            self.name,
+            self._served_version,
+            model_dir,
+            self._predictor.kind,
+        )
         return True
 
     async def unload(self) -> bool:
@@ -241,7 +249,7 @@ class PipelineRuntime(MLModel):
             # The observation logged it with its traceback; the client gets a short message only.
             raise InternalPredictionError("internal error while predicting; see server logs") from None
 
-    def _shadow_predictions(self, name: str) -> Optional[Predict]:
+    def _shadow_predictions(self, name: str) -> Predict | None:
         """Model `name` as loaded now, as this model's shadow: looked up for every batch, so an
         unloaded shadow is skipped and a reloaded one is its new version (runtime.service.shadow)."""
         other = _LOADED.get(name)
@@ -252,13 +260,13 @@ class PipelineRuntime(MLModel):
     def _predictions(self, features: np.ndarray) -> np.ndarray:
         return self._predictor.predict(features, ("predict",))["predict"]
 
-    def _encode(self, results: dict[str, np.ndarray], ood: OodReport, sources: Optional[str]) -> Answer:
+    def _encode(self, results: dict[str, np.ndarray], ood: OodReport, sources: str | None) -> Answer:
         parameters = {FLAGS_PARAMETER: ood.flags, entities.SOURCES_PARAMETER: sources}
         present = {k: v for k, v in parameters.items() if v is not None}
         return Answer(self.name, self._served_version, encode_outputs(results, self._specs), present)
 
 
-def _prediction_edges(predictor: Predictor, pipeline: LoadedPipeline, pinned: Optional[list[float]]) -> np.ndarray:
+def _prediction_edges(predictor: Predictor, pipeline: LoadedPipeline, pinned: list[float] | None) -> np.ndarray:
     """The bucket edges a regressor's predictions are counted by: pinned, else the deciles of its
     own predictions on its reference rows (fixed per version, so a canary needs pinned edges to be
     compared bucket for bucket)."""

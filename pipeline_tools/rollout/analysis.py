@@ -18,9 +18,10 @@ runtime.service.shadow (numpy, the metrics module) only inside the prediction ch
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable, Optional, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 # --------------------------------------------------------------------------------------- constants
 
@@ -106,11 +107,10 @@ class Window:
     source: str
 
 
-
 # --------------------------------------------------------------------------------------- statistics
 
 
-def histogram_quantile(q: float, buckets: dict[float, float]) -> Optional[float]:
+def histogram_quantile(q: float, buckets: dict[float, float]) -> float | None:
     """Prometheus's histogram_quantile on cumulative bucket counts {le: count}: linear
     interpolation inside the bucket holding the rank, the lowest bucket starting at 0, a rank in
     the +Inf bucket answered with the highest finite edge. None without observations."""
@@ -171,11 +171,11 @@ def bucket_order(labels: Iterable[str]) -> list[str]:
 @dataclass(frozen=True)
 class Check:
     name: str
-    stable: Optional[float]
-    canary: Optional[float]
+    stable: float | None
+    canary: float | None
     threshold: str
     verdict: str
-    limit: Optional[float] = None  # the number the canary was held to
+    limit: float | None = None  # the number the canary was held to
     unit: str = ""  # how the table shows the values: "" plain, "n" count, "ms"
 
     def to_dict(self) -> dict[str, Any]:
@@ -219,7 +219,7 @@ class Analysis:
         }
 
 
-def _share(part: float, whole: float) -> Optional[float]:
+def _share(part: float, whole: float) -> float | None:
     return part / whole if whole > 0 else None
 
 
@@ -229,8 +229,17 @@ def analyze(window: Window, t: Thresholds = Thresholds()) -> Analysis:
     s, c = window.stable, window.canary
     checks: list[Check] = []
     enough_requests = min(s.requests, c.requests) >= t.min_requests
-    checks.append(Check("requests", s.requests, c.requests, f">= {t.min_requests} each",
-                        PASS if enough_requests else INSUFFICIENT, t.min_requests, "n"))  # fmt: skip
+    checks.append(
+        Check(
+            "requests",
+            s.requests,
+            c.requests,
+            f">= {t.min_requests} each",
+            PASS if enough_requests else INSUFFICIENT,
+            t.min_requests,
+            "n",
+        )
+    )
     seconds = max(window.seconds, 1e-9)
     checks.append(Check("request_rate_per_s", s.requests / seconds, c.requests / seconds, "-", INFO))
     checks.append(Check("canary_share", None, _share(c.requests, s.requests + c.requests), "-", INFO))
@@ -255,18 +264,24 @@ def analyze(window: Window, t: Thresholds = Thresholds()) -> Analysis:
     enough_rows = min(s.rows, c.rows) >= t.min_rows
     stable_ood, canary_ood = _share(s.ood_rows, s.rows), _share(c.ood_rows, c.rows)
     limit = (stable_ood or 0.0) + t.max_ood_increase
-    verdict = INSUFFICIENT if not enough_rows or stable_ood is None or canary_ood is None else (
-        PASS if canary_ood <= limit + 1e-12 else FAIL)  # fmt: skip
-    checks.append(Check("rows", s.rows, c.rows, f">= {t.min_rows} each", PASS if enough_rows else INSUFFICIENT,
-                        t.min_rows, "n"))  # fmt: skip
-    checks.append(Check("ood_row_rate", stable_ood, canary_ood, f"canary <= stable + {t.max_ood_increase:g}",
-                        verdict, limit))  # fmt: skip
+    verdict = (
+        INSUFFICIENT
+        if not enough_rows or stable_ood is None or canary_ood is None
+        else (PASS if canary_ood <= limit + 1e-12 else FAIL)
+    )
+    checks.append(
+        Check("rows", s.rows, c.rows, f">= {t.min_rows} each", PASS if enough_rows else INSUFFICIENT, t.min_rows, "n")
+    )
+    checks.append(
+        Check("ood_row_rate", stable_ood, canary_ood, f"canary <= stable + {t.max_ood_increase:g}", verdict, limit)
+    )
     checks.extend(_prediction_checks(s, c, t))
     return Analysis(checks, window, t)
 
 
-def _latency_check(stage: str, q: float, stable: dict[float, float], canary: dict[float, float],
-                   t: Thresholds) -> Check:  # fmt: skip
+def _latency_check(
+    stage: str, q: float, stable: dict[float, float], canary: dict[float, float], t: Thresholds
+) -> Check:
     name = f"latency_p{q * 100:g}_{stage}_ms"
     sq, cq = histogram_quantile(q, stable), histogram_quantile(q, canary)
     counts = [max(h.values()) if h else 0.0 for h in (stable, canary)]
@@ -279,8 +294,17 @@ def _latency_check(stage: str, q: float, stable: dict[float, float], canary: dic
 
 def _prediction_checks(s: Side, c: Side, t: Thresholds) -> list[Check]:
     enough = min(s.predicted, c.predicted) >= t.min_rows
-    checks = [Check("predicted_rows", s.predicted, c.predicted, f">= {t.min_rows} each",
-                    PASS if enough else INSUFFICIENT, t.min_rows, "n")]  # fmt: skip
+    checks = [
+        Check(
+            "predicted_rows",
+            s.predicted,
+            c.predicted,
+            f">= {t.min_rows} each",
+            PASS if enough else INSUFFICIENT,
+            t.min_rows,
+            "n",
+        )
+    ]
     psi_threshold = f"<= {t.max_psi:g}, or chi-square p >= {t.alpha:g}"
     if not enough:
         checks.append(Check("prediction_psi", None, None, psi_threshold, INSUFFICIENT, t.max_psi))
@@ -310,11 +334,11 @@ def _prediction_checks(s: Side, c: Side, t: Thresholds) -> list[Check]:
     return checks
 
 
-def _ms(seconds: Optional[float]) -> Optional[float]:
+def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000.0
 
 
-def _num(value: Optional[float]) -> Optional[float]:
+def _num(value: float | None) -> float | None:
     if value is None or isinstance(value, int):
         return value
     if math.isnan(value) or math.isinf(value):
@@ -323,7 +347,7 @@ def _num(value: Optional[float]) -> Optional[float]:
 
 
 def _iso(unix: float) -> str:
-    return datetime.fromtimestamp(unix, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(unix, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def render(analysis: Analysis, title: str = "") -> str:
@@ -334,14 +358,16 @@ def render(analysis: Analysis, title: str = "") -> str:
     lines.append(f"window {w.seconds:.1f}s ending {_iso(w.end)}, from {w.source}")
     lines.append(f"{'metric':<26} {'stable':>12} {'canary':>12}  {'threshold':<44} verdict")
     for check in analysis.checks:
-        lines.append(f"{check.name:<26} {_cell(check.stable, check.unit):>12} {_cell(check.canary, check.unit):>12}  "
-                     f"{check.threshold:<44} {check.verdict}")  # fmt: skip
+        lines.append(
+            f"{check.name:<26} {_cell(check.stable, check.unit):>12} {_cell(check.canary, check.unit):>12}  "
+            f"{check.threshold:<44} {check.verdict}"
+        )
     reasons = f": {', '.join(analysis.reasons)}" if analysis.reasons else ""
     lines.append(f"decision: {analysis.decision} (exit {analysis.exit_code}){reasons}")
     return "\n".join(lines)
 
 
-def _cell(value: Optional[float], unit: str) -> str:
+def _cell(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
     if unit == "n":
@@ -349,4 +375,3 @@ def _cell(value: Optional[float], unit: str) -> str:
     if unit == "ms":
         return f"{value:.3f}"
     return f"{value:.4f}" if abs(value) < 1000 else f"{value:.0f}"
-

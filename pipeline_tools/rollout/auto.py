@@ -27,10 +27,11 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 from pipeline_tools.rollout.analysis import (
     EXIT_ERROR,
@@ -106,8 +107,11 @@ def run_auto_steps(
             applied = target.apply(step)
         except Exception as error:  # noqa: BLE001 - any failure to move traffic stops the rollout
             _decision("step_failed", step=number, action=step.action, percent=step.percent, error=str(error))
-            return EXIT_ERROR if step.action == "rollback" else _rollback(target, f"step {step} failed: {error}",
-                                                                          EXIT_ERROR)  # fmt: skip
+            return (
+                EXIT_ERROR
+                if step.action == "rollback"
+                else _rollback(target, f"step {step} failed: {error}", EXIT_ERROR)
+            )
         _decision("step", step=number, action=step.action, percent=step.percent, target=applied)
         if step.action == "promote":
             _decision("promote", decision=PROMOTE, exit_code=EXIT_PROMOTE, steps=list(options.steps))
@@ -119,8 +123,15 @@ def run_auto_steps(
             try:
                 analysis = analyze(source.collect(begun), thresholds)
             except AnalysisError as error:  # no numbers: as inconclusive as too few numbers
-                _decision("analysis", step=number, percent=step.percent, attempt=attempt, decision=INSUFFICIENT,
-                          exit_code=EXIT_INSUFFICIENT, error=str(error))  # fmt: skip
+                _decision(
+                    "analysis",
+                    step=number,
+                    percent=step.percent,
+                    attempt=attempt,
+                    decision=INSUFFICIENT,
+                    exit_code=EXIT_INSUFFICIENT,
+                    error=str(error),
+                )
                 continue
             report(render(analysis, f"step {number}/{len(steps)}: {step}, analysis {attempt}"))
             _decision("analysis", step=number, percent=step.percent, attempt=attempt, **analysis.to_dict())
@@ -129,8 +140,9 @@ def run_auto_steps(
             if analysis.decision == PROMOTE:
                 break
         else:
-            return _rollback(target, f"not enough data at {step} after {options.max_inconclusive} windows",
-                             EXIT_ROLLBACK)  # fmt: skip
+            return _rollback(
+                target, f"not enough data at {step} after {options.max_inconclusive} windows", EXIT_ROLLBACK
+            )
     return EXIT_PROMOTE  # not reached: the plan ends in promote
 
 
@@ -196,7 +208,7 @@ def timestamp(text: str) -> float:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is neither Unix seconds nor an ISO 8601 time") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def steps(text: str) -> tuple[int, ...]:
@@ -212,35 +224,68 @@ def steps(text: str) -> tuple[int, ...]:
 def _add_common(parser: argparse.ArgumentParser) -> None:
     source = parser.add_argument_group("where the numbers come from (one of)")
     source.add_argument("--prometheus", metavar="URL", help="a Prometheus HTTP API, e.g. http://prometheus:9090")
-    source.add_argument("--stable-metrics", metavar="URL", nargs="+", default=[],
-                        help="without Prometheus: the stable version's metrics endpoints (each pod)")  # fmt: skip
-    source.add_argument("--canary-metrics", metavar="URL", nargs="+", default=[],
-                        help="without Prometheus: the canary's metrics endpoints")  # fmt: skip
+    source.add_argument(
+        "--stable-metrics",
+        metavar="URL",
+        nargs="+",
+        default=[],
+        help="without Prometheus: the stable version's metrics endpoints (each pod)",
+    )
+    source.add_argument(
+        "--canary-metrics",
+        metavar="URL",
+        nargs="+",
+        default=[],
+        help="without Prometheus: the canary's metrics endpoints",
+    )
     select = parser.add_argument_group("which series are which version")
     select.add_argument("--model", default=DEFAULT_MODEL, help=f"the served model name (default {DEFAULT_MODEL})")
     select.add_argument("--stable-version", default="1", help="its `version` label (default 1; '' for any)")
     select.add_argument("--canary-version", default="2", help="its `version` label (default 2; '' for any)")
-    select.add_argument("--stable-selector", metavar="MATCHERS",
-                        help='more label matchers for the stable series, e.g. \'job="stable"\'')  # fmt: skip
+    select.add_argument(
+        "--stable-selector", metavar="MATCHERS", help="more label matchers for the stable series, e.g. 'job=\"stable\"'"
+    )
     select.add_argument("--canary-selector", metavar="MATCHERS", help="the same for the canary's")
     limits = parser.add_argument_group("thresholds (docs/rollout.md explains the defaults)")
     d = Thresholds()
     limits.add_argument("--min-requests", type=int, default=d.min_requests, help=f"per side (default {d.min_requests})")
-    limits.add_argument("--min-rows", type=int, default=d.min_rows,
-                        help=f"predicted rows per side (default {d.min_rows})")  # fmt: skip
-    limits.add_argument("--max-5xx-increase", type=float, default=d.max_5xx_increase,
-                        help=f"over the stable's 5xx share (default {d.max_5xx_increase:g})")  # fmt: skip
-    limits.add_argument("--max-4xx-increase", type=float, default=d.max_4xx_increase,
-                        help=f"over the stable's 4xx share (default {d.max_4xx_increase:g})")  # fmt: skip
-    limits.add_argument("--latency-ratio", type=float, default=d.latency_ratio,
-                        help=f"canary quantile / stable quantile (default {d.latency_ratio:g}) ...")  # fmt: skip
-    limits.add_argument("--latency-slack-ms", type=float, default=d.latency_slack_s * 1000,
-                        help="... or this much slower, whichever allows more (default %(default)g)")  # fmt: skip
-    limits.add_argument("--max-ood-increase", type=float, default=d.max_ood_increase,
-                        help=f"over the stable's OOD row share (default {d.max_ood_increase:g})")  # fmt: skip
+    limits.add_argument(
+        "--min-rows", type=int, default=d.min_rows, help=f"predicted rows per side (default {d.min_rows})"
+    )
+    limits.add_argument(
+        "--max-5xx-increase",
+        type=float,
+        default=d.max_5xx_increase,
+        help=f"over the stable's 5xx share (default {d.max_5xx_increase:g})",
+    )
+    limits.add_argument(
+        "--max-4xx-increase",
+        type=float,
+        default=d.max_4xx_increase,
+        help=f"over the stable's 4xx share (default {d.max_4xx_increase:g})",
+    )
+    limits.add_argument(
+        "--latency-ratio",
+        type=float,
+        default=d.latency_ratio,
+        help=f"canary quantile / stable quantile (default {d.latency_ratio:g}) ...",
+    )
+    limits.add_argument(
+        "--latency-slack-ms",
+        type=float,
+        default=d.latency_slack_s * 1000,
+        help="... or this much slower, whichever allows more (default %(default)g)",
+    )
+    limits.add_argument(
+        "--max-ood-increase",
+        type=float,
+        default=d.max_ood_increase,
+        help=f"over the stable's OOD row share (default {d.max_ood_increase:g})",
+    )
     limits.add_argument("--max-psi", type=float, default=d.max_psi, help=f"default {d.max_psi:g}")
-    limits.add_argument("--alpha", type=float, default=d.alpha,
-                        help=f"chi-square significance a PSI breach needs (default {d.alpha:g})")  # fmt: skip
+    limits.add_argument(
+        "--alpha", type=float, default=d.alpha, help=f"chi-square significance a PSI breach needs (default {d.alpha:g})"
+    )
 
 
 def add_commands(subparsers: Any) -> None:
@@ -250,39 +295,63 @@ def add_commands(subparsers: Any) -> None:
     dests of their own (auto_dry_run, isvc_mode) so a parent's checks on `dry_run` / `mode` do not
     apply to it."""
     analyze_parser = subparsers.add_parser(
-        "analyze", help="compare the canary with the stable version over a window: exit 0 promote, "
-        "1 roll back, 3 not enough data",
+        "analyze",
+        help="compare the canary with the stable version over a window: exit 0 promote, 1 roll back, 3 not enough data",
         description="Compare the canary with the stable version over a window (Prometheus, or two scrapes "
         "of each side's metrics): error rates (5xx, 4xx), stage latency quantiles, the out-of-distribution "
         "rate and the predictions (PSI, chi-square). Exit 0 promote, 1 roll back, 3 not enough data.",
-    )  # fmt: skip
+    )
     _add_common(analyze_parser)
-    analyze_parser.add_argument("--window", type=positive_duration, default=60.0,
-                                help="how far back (Prometheus) or between the scrapes (default 60s)")  # fmt: skip
-    analyze_parser.add_argument("--end", type=timestamp,
-                                help="Prometheus: the window's end, Unix time or ISO 8601 (default now)")  # fmt: skip
+    analyze_parser.add_argument(
+        "--window",
+        type=positive_duration,
+        default=60.0,
+        help="how far back (Prometheus) or between the scrapes (default 60s)",
+    )
+    analyze_parser.add_argument(
+        "--end", type=timestamp, help="Prometheus: the window's end, Unix time or ISO 8601 (default now)"
+    )
     analyze_parser.set_defaults(handler=run_analyze)
 
     auto = subparsers.add_parser(
-        "auto", help="step the canary's traffic with an analysis after each step; promote or roll back",
+        "auto",
+        help="step the canary's traffic with an analysis after each step; promote or roll back",
         description="Step the canary's share of traffic with `analyze` between the steps, then promote; "
         "roll back at the first failed analysis. One JSON line per decision on stdout.",
-    )  # fmt: skip
+    )
     _add_common(auto)
-    auto.add_argument("--steps", type=steps, default=DEFAULT_STEPS,
-                      help="canary percents, the last 100 (= promote) (default 10,25,50,100)")  # fmt: skip
-    auto.add_argument("--settle", type=duration, default=30.0,
-                      help="wait after each step before its window starts (default 30s)")  # fmt: skip
+    auto.add_argument(
+        "--steps",
+        type=steps,
+        default=DEFAULT_STEPS,
+        help="canary percents, the last 100 (= promote) (default 10,25,50,100)",
+    )
+    auto.add_argument(
+        "--settle", type=duration, default=30.0, help="wait after each step before its window starts (default 30s)"
+    )
     auto.add_argument("--window", type=positive_duration, default=60.0, help="analysis window per step (default 60s)")
-    auto.add_argument("--max-inconclusive", type=int, default=3,
-                      help="windows without enough data before rolling back (default 3)")  # fmt: skip
-    auto.add_argument("--dry-run", dest="auto_dry_run", action="store_true",
-                      help="contact nothing: print every patch of the run, then the rollback patch")  # fmt: skip
-    auto.add_argument("--target", choices=("isvc", "nginx"), default="isvc",
-                      help="the InferenceService (default; -n / --name) or an nginx upstream")  # fmt: skip
+    auto.add_argument(
+        "--max-inconclusive", type=int, default=3, help="windows without enough data before rolling back (default 3)"
+    )
+    auto.add_argument(
+        "--dry-run",
+        dest="auto_dry_run",
+        action="store_true",
+        help="contact nothing: print every patch of the run, then the rollback patch",
+    )
+    auto.add_argument(
+        "--target",
+        choices=("isvc", "nginx"),
+        default="isvc",
+        help="the InferenceService (default; -n / --name) or an nginx upstream",
+    )
     isvc = auto.add_argument_group("--target isvc (through pipeline_tools.rollout.cli)")
-    isvc.add_argument("--mode", dest="isvc_mode", choices=("serverless", "standard"),
-                      help="the service's deploymentMode (needed with --dry-run)")  # fmt: skip
+    isvc.add_argument(
+        "--mode",
+        dest="isvc_mode",
+        choices=("serverless", "standard"),
+        help="the service's deploymentMode (needed with --dry-run)",
+    )
     isvc.add_argument("--storage-uri", help="the canary's model (serverless: a new revision at the first step)")
     isvc.add_argument("--canary-name", help="standard: the canary's name (default v<version>)")
     nginx = auto.add_argument_group("--target nginx")
@@ -298,11 +367,16 @@ def add_commands(subparsers: Any) -> None:
 
 def thresholds_from(args: argparse.Namespace) -> Thresholds:
     return Thresholds(
-        min_requests=args.min_requests, min_rows=args.min_rows, max_5xx_increase=args.max_5xx_increase,
-        max_4xx_increase=args.max_4xx_increase, latency_ratio=args.latency_ratio,
-        latency_slack_s=args.latency_slack_ms / 1000.0, max_ood_increase=args.max_ood_increase,
-        max_psi=args.max_psi, alpha=args.alpha,
-    )  # fmt: skip
+        min_requests=args.min_requests,
+        min_rows=args.min_rows,
+        max_5xx_increase=args.max_5xx_increase,
+        max_4xx_increase=args.max_4xx_increase,
+        latency_ratio=args.latency_ratio,
+        latency_slack_s=args.latency_slack_ms / 1000.0,
+        max_ood_increase=args.max_ood_increase,
+        max_psi=args.max_psi,
+        alpha=args.alpha,
+    )
 
 
 def source_from(args: argparse.Namespace) -> Any:
@@ -339,21 +413,37 @@ def run_analyze(args: argparse.Namespace) -> int:
 
 def target_from(args: argparse.Namespace) -> Target:
     if args.target == "nginx":
-        missing = [flag for flag, value in (("--nginx-conf", args.nginx_conf), ("--stable-server", args.stable_server),
-                                            ("--canary-server", args.canary_server)) if not value]  # fmt: skip
+        missing = [
+            flag
+            for flag, value in (
+                ("--nginx-conf", args.nginx_conf),
+                ("--stable-server", args.stable_server),
+                ("--canary-server", args.canary_server),
+            )
+            if not value
+        ]
         if missing:
             raise AnalysisError(f"--target nginx needs {', '.join(missing)}")
-        return NginxTarget(conf=args.nginx_conf, stable=args.stable_server, canary=args.canary_server,
-                           upstream=args.nginx_upstream, prefix=args.nginx_prefix, nginx=args.nginx_bin,
-                           error_log=args.nginx_error_log)  # fmt: skip
+        return NginxTarget(
+            conf=args.nginx_conf,
+            stable=args.stable_server,
+            canary=args.canary_server,
+            upstream=args.nginx_upstream,
+            prefix=args.nginx_prefix,
+            nginx=args.nginx_bin,
+            error_log=args.nginx_error_log,
+        )
     if args.auto_dry_run and not args.isvc_mode:
         raise AnalysisError(
             "--dry-run needs --mode serverless|standard: without a cluster there is no annotation to read"
         )
     return InferenceServiceTarget(
-        name=getattr(args, "name", None) or DEFAULT_MODEL, namespace=getattr(args, "namespace", None),
-        mode=args.isvc_mode, storage_uri=args.storage_uri, canary_name=args.canary_name,
-    )  # fmt: skip
+        name=getattr(args, "name", None) or DEFAULT_MODEL,
+        namespace=getattr(args, "namespace", None),
+        mode=args.isvc_mode,
+        storage_uri=args.storage_uri,
+        canary_name=args.canary_name,
+    )
 
 
 def run_auto(args: argparse.Namespace) -> int:
@@ -368,13 +458,20 @@ def run_auto(args: argparse.Namespace) -> int:
         print(f"rollout auto: {error}", file=sys.stderr)
         return EXIT_ERROR
     with json_log(sys.stdout):
-        _decision("start", steps=list(options.steps), window_s=options.window_s, settle_s=options.settle_s,
-                  source=source.description, target=target.describe(Step("canary", options.steps[0])))  # fmt: skip
-        return run_auto_steps(target, source, options, thresholds_from(args),
-                              report=lambda text: print(text, file=sys.stderr))  # fmt: skip
+        _decision(
+            "start",
+            steps=list(options.steps),
+            window_s=options.window_s,
+            settle_s=options.settle_s,
+            source=source.description,
+            target=target.describe(Step("canary", options.steps[0])),
+        )
+        return run_auto_steps(
+            target, source, options, thresholds_from(args), report=lambda text: print(text, file=sys.stderr)
+        )
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Standalone: `python -m pipeline_tools.rollout.auto [-n NS] [--name NAME] analyze|auto ...`,
     the same global options as pipeline_tools.rollout.cli."""
     parser = argparse.ArgumentParser(prog="python -m pipeline_tools.rollout.auto", description=__doc__.split("\n\n")[0])

@@ -100,9 +100,7 @@ def _one_canary_problems(index: int, canary: Obj, stable: Obj) -> list[str]:
             f"must be specified in PredictorSpec, found {implementations(predictor) or 'none'}"
         )
     if predictor.get("workerSpec") is not None:
-        problems.append(
-            f"canary {name!r} must not set workerSpec (multi-node is not yet supported for canary)"
-        )
+        problems.append(f"canary {name!r} must not set workerSpec (multi-node is not yet supported for canary)")
     if (predictor.get("maxReplicas") or 0) > 0:
         problems.append(f"canary {name!r} must not set maxReplicas (canary uses fixed replicas)")
     problems += [
@@ -113,8 +111,7 @@ def _one_canary_problems(index: int, canary: Obj, stable: Obj) -> list[str]:
     stable_min = stable.get("minReplicas", DEFAULT_MIN_REPLICAS)
     if (minimum := predictor.get("minReplicas")) is not None and minimum > stable_min:
         problems.append(
-            f"canary {name!r} minReplicas ({minimum}) must not exceed "
-            f"stable predictor minReplicas ({stable_min})"
+            f"canary {name!r} minReplicas ({minimum}) must not exceed stable predictor minReplicas ({stable_min})"
         )
     return problems
 
@@ -135,14 +132,11 @@ def canary_problems(isvc: Obj) -> list[str]:
         )
     if stable.get("model") is None and not storage_uri(stable):
         problems.append(
-            "canary requires a stable predictor with a model "
-            "(multi-model serving is not supported with canary)"
+            "canary requires a stable predictor with a model (multi-model serving is not supported with canary)"
         )
     names = [(c.get("predictor") or {}).get("name") for c in canaries]
     problems += [
-        f"canary predictor.name {name!r} is duplicated"
-        for i, name in enumerate(names)
-        if name and name in names[:i]
+        f"canary predictor.name {name!r} is duplicated" for i, name in enumerate(names) if name and name in names[:i]
     ]
     for index, canary in enumerate(canaries):
         problems += _one_canary_problems(index, canary, stable)
@@ -165,9 +159,7 @@ def update_problems(old: Obj, new: Obj) -> list[str]:
     recorded = normalized_mode(old.get("status", {}).get("deploymentMode")) or STANDARD
     requested = normalized_mode(annotated_mode(new))
     if requested and requested != recorded:
-        problems.append(
-            f"update rejected: deploymentMode cannot be changed from '{recorded}' to '{requested}'"
-        )
+        problems.append(f"update rejected: deploymentMode cannot be changed from '{recorded}' to '{requested}'")
     # validatePredictorNameChange: a renamed stable predictor must move to another model (promotion).
     old_predictor = old.get("spec", {}).get("predictor") or {}
     new_predictor = new.get("spec", {}).get("predictor") or {}

@@ -42,8 +42,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline_tools.rollout import canary_rules as rules
 from pipeline_tools.rollout import auto as rollout_auto
+from pipeline_tools.rollout import canary_rules as rules
 
 GROUP = "serving.kserve.io"
 VERSION = "v1beta1"
@@ -101,8 +101,7 @@ def canary_name_for(storage_uri: str) -> str:
     match = VERSION_TAIL.search(storage_uri)
     if not match:
         raise RolloutError(
-            f"cannot name the canary after {storage_uri!r}, which does not end in a version number: "
-            "pass --canary-name"
+            f"cannot name the canary after {storage_uri!r}, which does not end in a version number: pass --canary-name"
         )
     return f"v{match.group(1)}"
 
@@ -191,9 +190,7 @@ def build_patch(args: argparse.Namespace, mode: str, isvc: dict[str, Any] | None
         if args.command == "canary":
             return canary_patch(args.percent, args.storage_uri)
         if args.command == "promote" and args.storage_uri:
-            raise RolloutError(
-                "in Serverless mode promote takes no --storage-uri: the latest revision is promoted"
-            )
+            raise RolloutError("in Serverless mode promote takes no --storage-uri: the latest revision is promoted")
         return promote_patch() if args.command == "promote" else rollback_patch()
     if args.command == "rollback":
         return standard_rollback_patch()
@@ -267,9 +264,7 @@ def dns_label(text: str) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipeline_tools.rollout", description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--namespace", help="default: the kubeconfig context's namespace")
-    parser.add_argument(
-        "--name", default=DEFAULT_NAME, help=f"InferenceService name (default {DEFAULT_NAME})"
-    )
+    parser.add_argument("--name", default=DEFAULT_NAME, help=f"InferenceService name (default {DEFAULT_NAME})")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("status", help="print the predictor's revisions or canaries as JSON")
     canary = commands.add_parser("canary", help="send PERCENT of the traffic to the new version")
@@ -282,9 +277,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             help="the new version's model (serverless: a new revision; standard: the canary's model, "
             "default: the deployed canary's)",
         )
-        command.add_argument(
-            "--canary-name", type=dns_label, help="standard: the canary's name (default: v<version>)"
-        )
+        command.add_argument("--canary-name", type=dns_label, help="standard: the canary's name (default: v<version>)")
     for name in ("canary", "promote", "rollback"):
         commands.choices[name].add_argument(
             "--mode", choices=(SERVERLESS, STANDARD), help="must match the service's deploymentMode"
@@ -296,9 +289,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if getattr(args, "dry_run", False) and args.mode is None:
         # Guessing would repeat kserve#5335: a Serverless patch on a Standard service is silently ignored.
-        parser.error(
-            "--dry-run needs --mode serverless|standard: without a cluster there is no annotation to read"
-        )
+        parser.error("--dry-run needs --mode serverless|standard: without a cluster there is no annotation to read")
     return args
 
 
@@ -357,9 +348,7 @@ def checked_patch(args: argparse.Namespace, isvc: dict[str, Any]) -> Patch:
     problems = rules.rollout_problems(isvc, merge_patch(isvc, patch))
     if problems:
         listed = "".join(f"\n  - {p}" for p in problems)
-        raise RolloutError(
-            f"KServe would refuse {json.dumps(patch)} on {args.name}:{listed}\nnothing was sent"
-        )
+        raise RolloutError(f"KServe would refuse {json.dumps(patch)} on {args.name}:{listed}\nnothing was sent")
     return patch
 
 

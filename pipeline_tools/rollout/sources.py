@@ -12,7 +12,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Callable, Optional, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from pipeline_tools.rollout.analysis import AnalysisError, Side, Window
 
@@ -44,7 +45,7 @@ def build_side(fetch: Fetch) -> Side:
 MATCHER = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
 
 
-def selector(model: str, version: Optional[str], extra: Optional[str]) -> str:
+def selector(model: str, version: str | None, extra: str | None) -> str:
     """The label matchers of one side: model, version (if given) and any extra matchers."""
     parts = [f'model="{model}"'] + ([f'version="{version}"'] if version else [])
     return ",".join(parts + ([extra.strip(" ,")] if extra else []))
@@ -57,7 +58,7 @@ def parse_matchers(text: str) -> list[tuple[str, str, str]]:
     while position < len(text):
         match = MATCHER.match(text, position)
         if not match:
-            raise AnalysisError(f"cannot read the label matchers {text!r} (expected name=\"value\", ...)")
+            raise AnalysisError(f'cannot read the label matchers {text!r} (expected name="value", ...)')
         name, op, value = match.groups()
         matchers.append((name, op, bytes(value, "utf-8").decode("unicode_escape")))
         position = match.end()
@@ -70,7 +71,7 @@ class Source(Protocol):
     def begin(self) -> Any:
         """Mark the start of a window (a scrape source scrapes here)."""
 
-    def collect(self, begun: Any, end: Optional[float] = None) -> Window:
+    def collect(self, begun: Any, end: float | None = None) -> Window:
         """The window from `begun` to now (or, for Prometheus, to `end`)."""
 
 
@@ -119,13 +120,14 @@ class PrometheusSource:
     def begin(self) -> float:
         return time.time()
 
-    def collect(self, begun: Optional[float], end: Optional[float] = None, seconds: Optional[float] = None) -> Window:
+    def collect(self, begun: float | None, end: float | None = None, seconds: float | None = None) -> Window:
         end = time.time() if end is None else end
         seconds = seconds if seconds is not None else end - (begun if begun is not None else end)
         if seconds <= 0:
             raise AnalysisError("the analysis window must be longer than 0 s")
-        return Window(self.side(self.stable, seconds, end), self.side(self.canary, seconds, end), seconds, end,
-                      self.description)  # fmt: skip
+        return Window(
+            self.side(self.stable, seconds, end), self.side(self.canary, seconds, end), seconds, end, self.description
+        )
 
 
 Samples = dict[tuple[str, str, frozenset], float]  # (endpoint, sample name, labels) -> value
@@ -136,13 +138,21 @@ class ScrapeSource:
     of the window, each series differenced (a counter that went down restarted: its new value is
     the increase), then summed as the Prometheus queries sum. Only = matchers."""
 
-    def __init__(self, stable_urls: Sequence[str], canary_urls: Sequence[str], stable: str, canary: str,
-                 timeout: float = HTTP_TIMEOUT_S):  # fmt: skip
+    def __init__(
+        self,
+        stable_urls: Sequence[str],
+        canary_urls: Sequence[str],
+        stable: str,
+        canary: str,
+        timeout: float = HTTP_TIMEOUT_S,
+    ):
         self.urls = {"stable": list(stable_urls), "canary": list(canary_urls)}
         self.matchers = {"stable": self._equalities(stable), "canary": self._equalities(canary)}
         self.timeout = timeout
-        self.description = (f"scrapes of {', '.join(stable_urls)} (stable {{{stable}}}) and "
-                            f"{', '.join(canary_urls)} (canary {{{canary}}})")  # fmt: skip
+        self.description = (
+            f"scrapes of {', '.join(stable_urls)} (stable {{{stable}}}) and "
+            f"{', '.join(canary_urls)} (canary {{{canary}}})"
+        )
 
     @staticmethod
     def _equalities(text: str) -> dict[str, str]:
@@ -176,7 +186,7 @@ class ScrapeSource:
     def begin(self) -> tuple[float, dict[str, Samples]]:
         return time.time(), self.snapshot()
 
-    def collect(self, begun: tuple[float, dict[str, Samples]], end: Optional[float] = None) -> Window:
+    def collect(self, begun: tuple[float, dict[str, Samples]], end: float | None = None) -> Window:
         started, before = begun
         after = self.snapshot()
         now = time.time()

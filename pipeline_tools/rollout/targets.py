@@ -11,9 +11,10 @@ import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Protocol, Sequence
+from typing import Any, Protocol
 
 from pipeline_tools.rollout.analysis import AnalysisError
 
@@ -25,7 +26,7 @@ class Step:
     """One traffic change: `canary` (percent), `promote` or `rollback`."""
 
     action: str
-    percent: Optional[int] = None
+    percent: int | None = None
 
     def __str__(self) -> str:
         return f"canary {self.percent}%" if self.action == "canary" else self.action
@@ -49,10 +50,10 @@ class InferenceServiceTarget:
     handling), run in-process, so this adapter decides nothing about patches itself."""
 
     name: str
-    namespace: Optional[str] = None
-    mode: Optional[str] = None  # serverless | standard; None: the service's annotation decides
-    storage_uri: Optional[str] = None
-    canary_name: Optional[str] = None
+    namespace: str | None = None
+    mode: str | None = None  # serverless | standard; None: the service's annotation decides
+    storage_uri: str | None = None
+    canary_name: str | None = None
 
     def argv(self, step: Step) -> list[str]:
         argv = (["-n", self.namespace] if self.namespace else []) + ["--name", self.name, step.action]
@@ -70,7 +71,9 @@ class InferenceServiceTarget:
         return f"python -m pipeline_tools.rollout {' '.join(self.argv(step))}"
 
     def _run(self, argv: list[str]) -> tuple[int, str, str]:
-        from pipeline_tools.rollout import cli as rollout  # late: pipeline_tools.rollout.cli may import this module to offer its commands
+        from pipeline_tools.rollout import (
+            cli as rollout,
+        )  # late: pipeline_tools.rollout.cli may import this module to offer its commands
 
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -100,14 +103,14 @@ class InferenceServiceTarget:
 SERVER_LINE = re.compile(r"^(\s*)server\s+(\S+)(\s[^;]*)?;\s*$")
 
 
-def upstream_block(name: str, servers: dict[str, Optional[int]], extra: Sequence[str] = ()) -> str:
+def upstream_block(name: str, servers: dict[str, int | None], extra: Sequence[str] = ()) -> str:
     """An nginx upstream block: one `server` line per address, `weight=N`, or `down` for None/0
     (nginx refuses weight=0)."""
     lines = [f"upstream {name} {{"] + [f"    {_server_line(addr, weight)}" for addr, weight in servers.items()]
     return "\n".join(lines + [f"    {line}" for line in extra] + ["}"])
 
 
-def _server_line(addr: str, weight: Optional[int]) -> str:
+def _server_line(addr: str, weight: int | None) -> str:
     return f"server {addr} weight={weight};" if weight else f"server {addr} down;"
 
 
@@ -122,11 +125,11 @@ class NginxTarget:
     stable: str
     canary: str
     upstream: str = DEFAULT_UPSTREAM
-    prefix: Optional[Path] = None
+    prefix: Path | None = None
     nginx: str = "nginx"
-    error_log: Optional[Path] = None
+    error_log: Path | None = None
 
-    def weights(self, step: Step) -> dict[str, Optional[int]]:
+    def weights(self, step: Step) -> dict[str, int | None]:
         if step.action == "canary":
             assert step.percent is not None
             return {self.stable: 100 - step.percent, self.canary: step.percent}
@@ -150,8 +153,11 @@ class NginxTarget:
         weights = self.weights(step)
         self.rewrite(self.conf, self.upstream, weights)
         self.reload_command(self.command())
-        return {"conf": str(self.conf), "upstream": self.upstream,
-                "weights": {addr: weight or "down" for addr, weight in weights.items()}}  # fmt: skip
+        return {
+            "conf": str(self.conf),
+            "upstream": self.upstream,
+            "weights": {addr: weight or "down" for addr, weight in weights.items()},
+        }
 
     @staticmethod
     def _block(text: str, upstream: str) -> str:
@@ -161,7 +167,7 @@ class NginxTarget:
         return _dedent(match.group(0))
 
     @staticmethod
-    def rewritten(text: str, upstream: str, weights: dict[str, Optional[int]]) -> str:
+    def rewritten(text: str, upstream: str, weights: dict[str, int | None]) -> str:
         """`text` with the upstream's server lines for these addresses replaced (missing ones added
         at the top of the block); AnalysisError without the block."""
         pattern = re.compile(rf"(^[ \t]*upstream\s+{re.escape(upstream)}\s*\{{)([^}}]*)(\}})", re.MULTILINE)
@@ -184,10 +190,10 @@ class NginxTarget:
         new_body = "\n".join(lines)
         if "\n" not in new_body:
             new_body += "\n" + indent[:-4]
-        return text[: match.start()] + head + new_body + tail + text[match.end():]
+        return text[: match.start()] + head + new_body + tail + text[match.end() :]
 
     @classmethod
-    def rewrite(cls, conf: Path, upstream: str, weights: dict[str, Optional[int]]) -> None:
+    def rewrite(cls, conf: Path, upstream: str, weights: dict[str, int | None]) -> None:
         """Rewrite the file atomically (readers see the old or the new config, never half)."""
         new = cls.rewritten(conf.read_text(), upstream, weights)
         fd, tmp = tempfile.mkstemp(prefix=".nginx-", dir=conf.parent)
@@ -207,4 +213,4 @@ class NginxTarget:
 def _dedent(block: str) -> str:
     lines = block.split("\n")
     first = re.match(r"[ \t]*", lines[0]).group(0)  # type: ignore[union-attr]
-    return "\n".join(line[len(first):] if line.startswith(first) else line for line in lines)
+    return "\n".join(line[len(first) :] if line.startswith(first) else line for line in lines)

@@ -15,7 +15,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import joblib
 import sklearn
@@ -70,17 +70,17 @@ class Manifest(BaseModel):
     estimator: str
     feature_names: list[str]
     # Class labels as the estimator holds them: integers, or strings (answered as BYTES).
-    classes: Optional[Union[list[int], list[str]]] = None
+    classes: list[int] | list[str] | None = None
     outputs: list[Literal["predict", "predict_proba", "decision_function"]]
     trained_with: dict[str, str]
     model: ArtifactRef
-    scaler: Optional[ArtifactRef] = None
+    scaler: ArtifactRef | None = None
     # Per-feature bands of the out-of-distribution check, and where they came from.
-    feature_ranges: Optional[FeatureRanges] = None
+    feature_ranges: FeatureRanges | None = None
     feature_ranges_source: Literal["reference", "scaler", "none"]
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Manifest":
+    def _consistent(self) -> Manifest:
         n = len(self.feature_names)
         if len(set(self.feature_names)) != n:
             raise ValueError("feature_names must be unique")
@@ -109,7 +109,7 @@ class Manifest(BaseModel):
 @dataclass(frozen=True)
 class LoadedPipeline:
     manifest: Manifest
-    scaler: Optional[Any]
+    scaler: Any | None
     model: Any
 
 
@@ -138,9 +138,7 @@ def read_verified(model_dir: Path, ref: ArtifactRef) -> bytes:
         raise ArtifactError(f"{path}: artifact is missing") from None
     actual = sha256_hex(data)
     if actual != ref.sha256:
-        raise ArtifactError(
-            f"{path}: sha256 mismatch (manifest {ref.sha256}, file {actual}); refusing to load it"
-        )
+        raise ArtifactError(f"{path}: sha256 mismatch (manifest {ref.sha256}, file {actual}); refusing to load it")
     return data
 
 
@@ -177,18 +175,14 @@ def check_sklearn_version(manifest: Manifest, policy: LoadPolicy) -> None:
         return
     message = f"artifacts were trained with scikit-learn {trained} but {installed} is installed"
     if not policy.allow_sklearn_version_mismatch:
-        raise ArtifactError(
-            f"{message}; retrain them or set parameters.extra.allow_sklearn_version_mismatch"
-        )
+        raise ArtifactError(f"{message}; retrain them or set parameters.extra.allow_sklearn_version_mismatch")
     logger.warning("%s; loading anyway because allow_sklearn_version_mismatch is set", message)
 
 
 def _check_feature_count(name: str, estimator: Any, expected: int) -> None:
     got = getattr(estimator, "n_features_in_", None)
     if got != expected:
-        raise ArtifactError(
-            f"{name} expects {got} features but the manifest names {expected}"
-        )
+        raise ArtifactError(f"{name} expects {got} features but the manifest names {expected}")
 
 
 def type_path(obj: Any) -> str:

@@ -7,7 +7,7 @@ the Answer straight to it.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 from opentelemetry.context import Context
 
@@ -21,8 +21,8 @@ class Call(NamedTuple):
     outputs: list[str]  # the output names asked for; empty: the model's default
     ood_flags: Any  # the request parameters the runtime reads, as sent (None when absent)
     feature_sources: Any
-    headers: Optional[dict[str, str]]  # transport headers, with the arrival time and deadline stamped
-    parent: Optional[Context] = None  # the request span's context when it is not the current one
+    headers: dict[str, str] | None  # transport headers, with the arrival time and deadline stamped
+    parent: Context | None = None  # the request span's context when it is not the current one
 
 
 class Answer(NamedTuple):
@@ -31,6 +31,6 @@ class Answer(NamedTuple):
     outputs: list[EncodedOutput]
     parameters: dict[str, str]  # response parameters, in order; each a string
 
-    def served_by(self, model: str, reason: str) -> "Answer":
+    def served_by(self, model: str, reason: str) -> Answer:
         """A fallback's answer: which model served it, and why the requested one did not."""
         return self._replace(parameters={**self.parameters, "served_by": model, "fallback_reason": reason})

@@ -8,10 +8,11 @@ element-by-element walk runs only to explain a payload the fast path rejected.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from math import prod
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -63,16 +64,14 @@ class Contract:
     max_rows: int
 
     @classmethod
-    def for_manifest(cls, manifest: Manifest, max_rows: int) -> "Contract":
+    def for_manifest(cls, manifest: Manifest, max_rows: int) -> Contract:
         return cls(tuple(manifest.feature_names), offered_outputs(manifest), max_rows)
 
     @property
     def n_features(self) -> int:
         return len(self.feature_names)
 
-    def parse(
-        self, request_id: str | None, inputs: Sequence[Tensor], outputs: Sequence[str] = ()
-    ) -> ParsedRequest:
+    def parse(self, request_id: str | None, inputs: Sequence[Tensor], outputs: Sequence[str] = ()) -> ParsedRequest:
         """The request's features and the outputs it asks for (`predict` when none)."""
         check_request_id(request_id)
         return ParsedRequest(self._features(inputs), self._outputs(outputs))
@@ -83,9 +82,7 @@ class Contract:
         names = tuple(dict.fromkeys(requested))
         for name in names:
             if name not in self.offered_outputs:
-                raise OutputError(
-                    f"unknown output '{name}'; this model offers: {', '.join(self.offered_outputs)}"
-                )
+                raise OutputError(f"unknown output '{name}'; this model offers: {', '.join(self.offered_outputs)}")
         return names
 
     def _features(self, inputs: Sequence[Tensor]) -> np.ndarray:
@@ -96,9 +93,7 @@ class Contract:
             names = ", ".join(f"'{i.name}'" for i in matrices)
             raise InputLayoutError(self._layout_hint(f"{len(matrices)} two-dimensional inputs ({names})"))
         if matrices and len(inputs) > 1:
-            raise InputLayoutError(
-                self._layout_hint(f"input '{matrices[0].name}' is 2-D but sent with other inputs")
-            )
+            raise InputLayoutError(self._layout_hint(f"input '{matrices[0].name}' is 2-D but sent with other inputs"))
         if matrices:
             return self._matrix(matrices[0])
         return self._columns(inputs)
@@ -109,9 +104,7 @@ class Contract:
     def _matrix(self, inp: Tensor) -> np.ndarray:
         rows, cols = inp.shape
         if cols != self.n_features:
-            raise FeatureCountError(
-                f"input '{inp.name}': expected {self.n_features} features (columns), got {cols}"
-            )
+            raise FeatureCountError(f"input '{inp.name}': expected {self.n_features} features (columns), got {cols}")
         self._check_rows(inp.name, rows)
         return decode_tensor(inp, (rows, cols), self.feature_names)
 
@@ -126,9 +119,7 @@ class Contract:
         rows = inputs[0].shape[0]
         for inp in inputs:
             if inp.shape[0] != rows:
-                raise ShapeError(
-                    f"input '{inp.name}' has {inp.shape[0]} rows but input '{inputs[0].name}' has {rows}"
-                )
+                raise ShapeError(f"input '{inp.name}' has {inp.shape[0]} rows but input '{inputs[0].name}' has {rows}")
         self._check_rows(inputs[0].name, rows)
         matrix = np.empty((rows, self.n_features), dtype=np.float64)
         for col, name in enumerate(self.feature_names):
@@ -151,8 +142,7 @@ class Contract:
         missing = [f"'{n}'" for n in self.feature_names if n not in by_name]
         if missing:
             raise FeatureNameError(
-                f"missing feature input(s): {', '.join(missing)}; "
-                "column style needs one 1-D input per feature"
+                f"missing feature input(s): {', '.join(missing)}; column style needs one 1-D input per feature"
             )
         return by_name
 
@@ -163,8 +153,7 @@ class Contract:
             raise ShapeError(f"input '{name}': negative row count {rows}")
         if rows > self.max_rows:
             raise BatchSizeError(
-                f"input '{name}': {rows} rows exceed this model's limit of "
-                f"{self.max_rows} rows per request"
+                f"input '{name}': {rows} rows exceed this model's limit of {self.max_rows} rows per request"
             )
 
 
@@ -191,9 +180,7 @@ def check_request_id(request_id: str | None) -> None:
                 "(it is echoed in the ce-id response header); send a shorter id"
             )
     if not (request_id.isascii() and request_id.isprintable()):
-        raise RequestIdError(
-            f"request id {request_id!r} must be printable ASCII (it is echoed in response headers)"
-        )
+        raise RequestIdError(f"request id {request_id!r} must be printable ASCII (it is echoed in response headers)")
 
 
 def decode_tensor(inp: Tensor, shape: tuple[int, ...], columns: Sequence[str]) -> np.ndarray:
@@ -227,21 +214,15 @@ def _numeric_dtype(inp: Tensor) -> np.dtype:
     try:
         return NUMERIC_DATATYPES[name]
     except KeyError:
-        raise DatatypeError(
-            f"input '{inp.name}': datatype {name} is not supported; {NUMERIC_HINT}"
-        ) from None
+        raise DatatypeError(f"input '{inp.name}': datatype {name} is not supported; {NUMERIC_HINT}") from None
 
 
 def _reshape(name: str, raw: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     expected = prod(shape)
     if raw.size != expected:
-        raise ShapeError(
-            f"input '{name}': shape {list(shape)} holds {expected} values but data has {raw.size}"
-        )
+        raise ShapeError(f"input '{name}': shape {list(shape)} holds {expected} values but data has {raw.size}")
     if raw.ndim > 1 and raw.shape != shape:
-        raise ShapeError(
-            f"input '{name}': data is nested as {list(raw.shape)} but shape says {list(shape)}"
-        )
+        raise ShapeError(f"input '{name}': data is nested as {list(raw.shape)} but shape says {list(shape)}")
     return raw.reshape(shape)
 
 
@@ -259,8 +240,7 @@ def _check_range(name: str, values: np.ndarray, datatype: np.dtype, columns: Seq
         if not finite.all():
             index = _first(~finite)
             raise NonFiniteError(
-                f"{_position(name, index, columns)}: {_describe(values[index])} is not allowed "
-                "(values must be finite)"
+                f"{_position(name, index, columns)}: {_describe(values[index])} is not allowed (values must be finite)"
             )
     if datatype.kind in "iu":
         _check_integer_range(name, values, datatype, columns)
@@ -275,9 +255,7 @@ def _check_range(name: str, values: np.ndarray, datatype: np.dtype, columns: Seq
             )
 
 
-def _check_integer_range(
-    name: str, values: np.ndarray, datatype: np.dtype, columns: Sequence[str]
-) -> None:
+def _check_integer_range(name: str, values: np.ndarray, datatype: np.dtype, columns: Sequence[str]) -> None:
     if values.dtype.kind == "f":
         fractional = values != np.trunc(values)
         if fractional.any():
@@ -307,9 +285,7 @@ def _describe(value: float) -> str:
     return "NaN" if np.isnan(value) else ("+Inf" if value > 0 else "-Inf")
 
 
-def _explain_bad_elements(
-    name: str, data: Any, shape: tuple[int, ...], columns: Sequence[str]
-) -> None:
+def _explain_bad_elements(name: str, data: Any, shape: tuple[int, ...], columns: Sequence[str]) -> None:
     """Raise the most specific error for data the fast path could not turn into numbers."""
     if isinstance(data, np.ndarray):  # gRPC contents arrive as arrays (runtime.integration.grpc)
         data = data.tolist()
@@ -321,13 +297,10 @@ def _explain_bad_elements(
         for row, values in enumerate(data):
             if not isinstance(values, list):
                 raise MalformedDataError(
-                    f"input '{name}': row {row}: expected a list of {width} numbers, "
-                    f"got {_kind(values)}"
+                    f"input '{name}': row {row}: expected a list of {width} numbers, got {_kind(values)}"
                 )
             if len(values) != width:
-                raise MalformedDataError(
-                    f"input '{name}': row {row} has {len(values)} values, expected {width}"
-                )
+                raise MalformedDataError(f"input '{name}': row {row} has {len(values)} values, expected {width}")
     for index, value in _elements(data, nested, width):
         _check_element(_position(name, index if len(shape) == 2 else index[:1], columns), value)
 

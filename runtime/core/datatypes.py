@@ -10,11 +10,19 @@ import numpy as np
 NUMERIC_DATATYPES: dict[str, np.dtype] = {
     name: np.dtype(dtype)
     for name, dtype in {
-        "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
-        "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-        "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+        "FP16": np.float16,
+        "FP32": np.float32,
+        "FP64": np.float64,
+        "INT8": np.int8,
+        "INT16": np.int16,
+        "INT32": np.int32,
+        "INT64": np.int64,
+        "UINT8": np.uint8,
+        "UINT16": np.uint16,
+        "UINT32": np.uint32,
+        "UINT64": np.uint64,
     }.items()
-}  # fmt: skip
+}
 NUMERIC_HINT = "use a numeric datatype (FP16/FP32/FP64, INT8..INT64, UINT8..UINT64)"
 
 

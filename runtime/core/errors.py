@@ -224,6 +224,5 @@ def validation_problems(error: Exception) -> str:
     if problems is None:
         return str(error).replace("\n", " ")
     return "; ".join(
-        f"'{'.'.join(map(str, e['loc']))}': {e['msg']}" if e["loc"] else e["msg"]
-        for e in problems(include_url=False)
+        f"'{'.'.join(map(str, e['loc']))}': {e['msg']}" if e["loc"] else e["msg"] for e in problems(include_url=False)
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +28,7 @@ FLAGS_PARAMETER = "ood_flags"
 class OodReport:
     per_feature: np.ndarray  # int64 [F]: out-of-distribution values per feature
     rows: int  # rows with at least one such value
-    flags: Optional[str]  # JSON list (per row) of lists of flagged feature names, if asked
+    flags: str | None  # JSON list (per row) of lists of flagged feature names, if asked
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class OodDetector:
         return OodReport(zeros, 0, None)
 
     @classmethod
-    def from_pipeline(cls, pipeline: LoadedPipeline, z_threshold: Optional[float]) -> "OodDetector":
+    def from_pipeline(cls, pipeline: LoadedPipeline, z_threshold: float | None) -> OodDetector:
         ranges = pipeline.manifest.feature_ranges
         n = pipeline.manifest.n_features
         # A model packaged without ranges has no band but the scaler's, if any.
@@ -80,7 +80,7 @@ class OodDetector:
         return _encode_flags(per_row)
 
 
-def _training_moments(scaler: Any) -> Optional[tuple[np.ndarray, np.ndarray]]:
+def _training_moments(scaler: Any) -> tuple[np.ndarray, np.ndarray] | None:
     """(mean, std) of the training data if the scaler kept them (a fitted StandardScaler)."""
     mean, std = getattr(scaler, "mean_", None), getattr(scaler, "scale_", None)
     if mean is None or std is None:

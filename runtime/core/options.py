@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -34,43 +34,41 @@ class AdmissionOptions(BaseModel):
         description="Requests this model may have in flight; more are refused at once with 503 / "
         "gRPC UNAVAILABLE. 0: no cap.",
     )
-    request_timeout_ms: Optional[float] = Field(
+    request_timeout_ms: float | None = Field(
         None,
         gt=0,
         description="Default deadline of a request, from its arrival; an X-Request-Timeout-Ms header "
         "(gRPC metadata x-request-timeout-ms) replaces it per request. Work whose deadline passed "
         "before it starts is refused with 504 / gRPC DEADLINE_EXCEEDED. null: no default.",
     )
-    offload_compute: Optional[bool] = Field(
+    offload_compute: bool | None = Field(
         None,
         description="Run the computation on one dedicated thread, so that the event loop keeps "
         "accepting, counting and refusing requests meanwhile. null (auto): on when max_in_flight or "
         "request_timeout_ms is set (without it, parallel_workers 0 serialises requests before "
         "anything can count them), off otherwise (saves the thread hop).",
     )
-    rate_limit_per_s: Optional[float] = Field(
+    rate_limit_per_s: float | None = Field(
         None,
         gt=0,
         description="Requests a second each client may send this model on average (a token bucket "
         "per client: its bearer token, else its address); more get 429 / gRPC RESOURCE_EXHAUSTED "
         "with a Retry-After hint. null: no limit.",
     )
-    rate_limit_burst: Optional[int] = Field(
+    rate_limit_burst: int | None = Field(
         None,
         ge=1,
-        description="Requests a client may send at once before the rate applies; default: the "
-        "rate rounded up.",
+        description="Requests a client may send at once before the rate applies; default: the rate rounded up.",
     )
-    auth_token_file: Optional[str] = Field(
+    auth_token_file: str | None = Field(
         None,
         description="Require `Authorization: Bearer <token>` for inference; tokens are the non-empty "
         "lines of this file (re-read when it changes). Overrides PIPELINE_AUTH_TOKEN_FILE / "
         "PIPELINE_AUTH_TOKENS for this model.",
     )
-    auth_token_env: Optional[str] = Field(
+    auth_token_env: str | None = Field(
         None,
-        description="Like auth_token_file, with the tokens (comma-separated) in this environment "
-        "variable.",
+        description="Like auth_token_file, with the tokens (comma-separated) in this environment variable.",
     )
 
     @property
@@ -93,10 +91,10 @@ class FeatureStoreOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dsn_file: Optional[str] = Field(
+    dsn_file: str | None = Field(
         None, description="File holding the libpq connection string (never the settings file itself)."
     )
-    dsn_env: Optional[str] = Field(None, description="Environment variable holding the connection string.")
+    dsn_env: str | None = Field(None, description="Environment variable holding the connection string.")
     table: str = Field(description="Table (or schema.table) with one row per entity.")
     key_column: str = Field("entity_id", description="The entity id column (text).")
     columns: dict[str, str] = Field(
@@ -110,10 +108,10 @@ class FeatureStoreOptions(BaseModel):
         16, ge=1, description="Lookups that may wait for a connection; more are refused with 503."
     )
     pool_max_lifetime_s: float = Field(1800.0, gt=0, description="A connection is replaced after this long.")
-    pool_max_idle_s: float = Field(300.0, gt=0, description="An idle connection above pool_min is closed after this long.")
-    pool_check: bool = Field(
-        True, description="Check a connection (one empty round trip) before a lookup uses it."
+    pool_max_idle_s: float = Field(
+        300.0, gt=0, description="An idle connection above pool_min is closed after this long."
     )
+    pool_check: bool = Field(True, description="Check a connection (one empty round trip) before a lookup uses it.")
     connect_timeout_s: float = Field(2.0, gt=0, description="Per connection attempt.")
     reconnect_timeout_s: float = Field(
         2.0,
@@ -129,10 +127,9 @@ class FeatureStoreOptions(BaseModel):
     cache_entries: int = Field(10_000, ge=1, description="Rows the cache holds at most.")
     max_ids: int = Field(1000, ge=1, description="Entity ids per request at most.")
     max_id_bytes: int = Field(128, ge=1, description="Longest entity id accepted (UTF-8 bytes).")
-    defaults: Optional[dict[str, float]] = Field(
+    defaults: dict[str, float] | None = Field(
         None,
-        description="A value for every feature: an unknown id gets these (its row flagged) instead "
-        "of a 400.",
+        description="A value for every feature: an unknown id gets these (its row flagged) instead of a 400.",
     )
     on_unavailable: Literal["error", "defaults"] = Field(
         "error",
@@ -167,7 +164,7 @@ class FeatureStoreOptions(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _one_dsn_and_complete_defaults(self) -> "FeatureStoreOptions":
+    def _one_dsn_and_complete_defaults(self) -> FeatureStoreOptions:
         if (self.dsn_file is None) == (self.dsn_env is None):
             raise ValueError("give exactly one of dsn_file and dsn_env")
         if self.on_unavailable == "defaults" and self.defaults is None:
@@ -183,7 +180,7 @@ class RuntimeOptions(AdmissionOptions):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_rows: int = Field(DEFAULT_MAX_ROWS, ge=1, description="Row cap per request.")
-    prediction_buckets: Optional[list[float]] = Field(
+    prediction_buckets: list[float] | None = Field(
         None,
         min_length=1,
         description="Upper edges of the buckets this regressor's predictions are counted in "
@@ -196,7 +193,7 @@ class RuntimeOptions(AdmissionOptions):
         description="Serve this model's simple V2 REST requests past FastAPI "
         "(runtime.integration.fast_path); false: MLServer's own path for every request.",
     )
-    ood_z_threshold: Optional[float] = Field(
+    ood_z_threshold: float | None = Field(
         DEFAULT_OOD_Z_THRESHOLD,
         gt=0,
         description="A value further than this many training standard deviations from the training "
@@ -213,16 +210,16 @@ class RuntimeOptions(AdmissionOptions):
         "warning) instead of refusing them.",
     )
 
-    fallback_model: Optional[str] = Field(
+    fallback_model: str | None = Field(
         None,
         description="Another model of this server (by name) that answers when this one fails with "
         "an internal error, its circuit breaker is open, or it is slower than fallback_budget_ms. "
         "A client's mistake is never rescued: it stays a 400.",
     )
-    fallback_budget_ms: Optional[float] = Field(
+    fallback_budget_ms: float | None = Field(
         None, gt=0, description="How long this model may compute before the fallback answers instead."
     )
-    breaker_failure_ratio: Optional[float] = Field(
+    breaker_failure_ratio: float | None = Field(
         None,
         gt=0,
         le=1,
@@ -235,7 +232,7 @@ class RuntimeOptions(AdmissionOptions):
     breaker_open_s: float = Field(10.0, gt=0, description="Seconds open before half-open probes.")
     breaker_probes: int = Field(3, ge=1, description="Successful probes that close it again.")
 
-    shadow_model: Optional[str] = Field(
+    shadow_model: str | None = Field(
         None,
         description="Another model of this server (by name) evaluated on a sample of this model's "
         "requests off the request path and compared with it; its answers never reach a caller.",
@@ -246,14 +243,14 @@ class RuntimeOptions(AdmissionOptions):
     )
     shadow_window: int = Field(1000, ge=10, description="Predictions PSI and KS are computed over.")
 
-    feature_store: Optional[FeatureStoreOptions] = Field(
+    feature_store: FeatureStoreOptions | None = Field(
         None,
         description="Accept an `entity_id` BYTES input and look its features up in PostgreSQL "
         "(runtime.features.store); feature inputs sent beside it override the looked-up values.",
     )
 
     @classmethod
-    def from_extra(cls, extra: Optional[dict[str, Any]]) -> "RuntimeOptions":
+    def from_extra(cls, extra: dict[str, Any] | None) -> RuntimeOptions:
         try:
             return cls.model_validate(extra or {})
         except ValidationError as exc:

@@ -13,8 +13,9 @@ with a log line, if it disagrees.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 import sklearn
@@ -87,8 +88,7 @@ def require_finite(values: np.ndarray) -> np.ndarray:
     if not finite.all():
         row = int(np.argwhere(~finite)[0][0])
         raise NonFiniteOutputError(
-            f"row {row}: the prediction is not finite; its inputs lie far outside the range "
-            "the model can compute with"
+            f"row {row}: the prediction is not finite; its inputs lie far outside the range the model can compute with"
         )
     return values
 
@@ -107,9 +107,10 @@ def compile_predictor(pipeline: LoadedPipeline, seed: int = 0) -> Predictor:
             outputs[name] = fn
         else:
             logger.warning(
-                "%s fast path for output %r disagrees with scikit-learn; serving it with "
-                "scikit-learn instead", compiled_kind, name,
-            )  # fmt: skip
+                "%s fast path for output %r disagrees with scikit-learn; serving it with scikit-learn instead",
+                compiled_kind,
+                name,
+            )
     kind = compiled_kind if all(outputs[n] is folded.get(n) for n in outputs) else "sklearn"
     return Predictor(kind=kind, outputs=outputs)
 
@@ -169,7 +170,7 @@ def _sklearn_outputs(pipeline: LoadedPipeline) -> dict[str, OutputFn]:
 # ------------------------------------------------------------------------------ folding
 
 
-def affine(scaler: Optional[Any], n_features: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
+def affine(scaler: Any | None, n_features: int) -> tuple[np.ndarray, np.ndarray] | None:
     """(a, b) with scaler.transform(x) == x * a + b, or None for a scaler that is not affine."""
     ones, zeros = np.ones(n_features), np.zeros(n_features)
     if scaler is None:
@@ -192,7 +193,7 @@ def affine(scaler: Optional[Any], n_features: int) -> Optional[tuple[np.ndarray,
     return None
 
 
-def _fold(scaler: Optional[Any], coef: Any, intercept: Any) -> Optional[tuple[np.ndarray, np.ndarray]]:
+def _fold(scaler: Any | None, coef: Any, intercept: Any) -> tuple[np.ndarray, np.ndarray] | None:
     """(W, c) with x @ W + c == scaler.transform(x) @ coef.T + intercept, W [F, K]."""
     weights = np.atleast_2d(np.asarray(coef, dtype=np.float64)).T
     bias = np.atleast_1d(np.asarray(intercept, dtype=np.float64)).reshape(-1)
@@ -310,5 +311,6 @@ def _forest_outputs(pipeline: LoadedPipeline) -> dict[str, OutputFn]:
     def predict(x: np.ndarray) -> np.ndarray:
         return classes.take(np.argmax(proba(x), axis=1), axis=0)
 
-    return {name: fn for name, fn in {PREDICT: predict, PREDICT_PROBA: proba}.items()
-            if name in pipeline.manifest.outputs}  # fmt: skip
+    return {
+        name: fn for name, fn in {PREDICT: predict, PREDICT_PROBA: proba}.items() if name in pipeline.manifest.outputs
+    }

@@ -68,15 +68,10 @@ def input_description(manifest: Manifest) -> TensorDescription:
 
 
 def output_descriptions(specs: dict[str, OutputSpec]) -> list[TensorDescription]:
-    return [
-        TensorDescription(s.name, s.datatype, [-1, s.width] if s.width else [-1])
-        for s in specs.values()
-    ]
+    return [TensorDescription(s.name, s.datatype, [-1, s.width] if s.width else [-1]) for s in specs.values()]
 
 
-def encode_outputs(
-    results: dict[str, np.ndarray], specs: dict[str, OutputSpec]
-) -> list[EncodedOutput]:
+def encode_outputs(results: dict[str, np.ndarray], specs: dict[str, OutputSpec]) -> list[EncodedOutput]:
     # Flat data: valid V2 for any shape, and the cheapest form to serialise.
     return [
         EncodedOutput(name, list(values.shape), specs[name].datatype, values.ravel().tolist())

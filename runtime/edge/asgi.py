@@ -4,7 +4,8 @@ path as the router sees it. Knows nothing of MLServer."""
 from __future__ import annotations
 
 import json
-from typing import Any, Awaitable, Callable, Optional
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -24,12 +25,12 @@ def route_path(scope: Scope) -> str:
     `path`, and Starlette's router takes it off again (starlette._utils.get_route_path)."""
     path: str = scope["path"]
     root = scope.get("root_path", "")
-    if root and path.startswith(root) and path[len(root):len(root) + 1] in ("", "/"):
-        return path[len(root):]
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :]
     return path
 
 
-async def json_response(send: Send, status: int, doc: Any, headers: Optional[list] = None) -> None:
+async def json_response(send: Send, status: int, doc: Any, headers: list | None = None) -> None:
     """One JSON answer; `headers` are kept (e.g. the request id an app set), bar length and type."""
     body = json.dumps(doc).encode()
     kept = [(k, v) for k, v in (headers or []) if k.lower() not in (b"content-length", b"content-type")]

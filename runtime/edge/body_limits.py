@@ -1,14 +1,14 @@
 """The limits on a request body, from the environment; a bad value fails the start.
 
-    PIPELINE_MAX_REQUEST_BYTES     the body as the application sees it (inflated), default 8 MiB
-    PIPELINE_MAX_INFLATION_RATIO   inflated bytes per byte on the wire, default 100
-    PIPELINE_MAX_JSON_DEPTH        nested arrays/objects in a JSON body, default 64
+PIPELINE_MAX_REQUEST_BYTES     the body as the application sees it (inflated), default 8 MiB
+PIPELINE_MAX_INFLATION_RATIO   inflated bytes per byte on the wire, default 100
+PIPELINE_MAX_JSON_DEPTH        nested arrays/objects in a JSON body, default 64
 """
 
 from __future__ import annotations
 
 import os
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, PositiveInt
 
@@ -35,7 +35,7 @@ class BodyLimits(BaseModel):
     max_json_depth: PositiveInt = DEFAULT_MAX_JSON_DEPTH
 
     @classmethod
-    def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "BodyLimits":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> BodyLimits:
         env = os.environ if env is None else env
         return cls(
             max_bytes=max_request_bytes(env),
@@ -44,6 +44,6 @@ class BodyLimits(BaseModel):
         )
 
 
-def max_request_bytes(env: Optional[Mapping[str, str]] = None) -> int:
+def max_request_bytes(env: Mapping[str, str] | None = None) -> int:
     """PIPELINE_MAX_REQUEST_BYTES, else the default (gRPC's maximum message size too)."""
     return whole_number(os.environ if env is None else env, ENV_MAX_REQUEST_BYTES, DEFAULT_MAX_REQUEST_BYTES, "bytes")

@@ -8,17 +8,16 @@ the ratio allows, so at most the limit (plus one piece) is ever held. Plain Pyth
 from __future__ import annotations
 
 import zlib
-from typing import Optional
 
-from runtime.edge.body_limits import ENV_MAX_INFLATION_RATIO, ENV_MAX_REQUEST_BYTES, RATIO_FLOOR_BYTES, BodyLimits
 from runtime.core.errors import MalformedBody, RequestTooLarge
+from runtime.edge.body_limits import ENV_MAX_INFLATION_RATIO, ENV_MAX_REQUEST_BYTES, RATIO_FLOOR_BYTES, BodyLimits
 
 # zlib's window bits: 16 + 15 reads a gzip member, 15 a zlib stream (HTTP's "deflate").
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 class BodyReader:
-    def __init__(self, limits: BodyLimits, coding: Optional[str]):
+    def __init__(self, limits: BodyLimits, coding: str | None):
         self.limits = limits
         self.coding = coding
         self._chunks: list[bytes] = []

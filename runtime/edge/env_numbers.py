@@ -3,10 +3,10 @@ line naming the variable and what it expects."""
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 
-def _raw(env: Mapping[str, str], name: str) -> Optional[str]:
+def _raw(env: Mapping[str, str], name: str) -> str | None:
     raw = env.get(name, "").strip()
     return raw or None
 

@@ -12,7 +12,7 @@ contract, the same code for both paths.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import orjson
@@ -29,13 +29,13 @@ _FLAGS = frozenset({"ood_flags", "feature_sources"})
 
 @dataclass(frozen=True)
 class SimpleRequest:
-    id: Optional[str]
+    id: str | None
     inputs: list[Tensor]
     outputs: list[str]
     flags: dict[str, bool]
 
 
-def read_simple(body: bytes) -> Optional[SimpleRequest]:
+def read_simple(body: bytes) -> SimpleRequest | None:
     """The request, if it is in the simple form; else None."""
     try:
         document = orjson.loads(body)
@@ -82,12 +82,14 @@ def _as_array(tensor: Tensor) -> Tensor:
 
 
 def _simple_flags(parameters: Any) -> bool:
-    return isinstance(parameters, dict) and parameters.keys() <= _FLAGS and all(
-        type(v) is bool for v in parameters.values()
+    return (
+        isinstance(parameters, dict)
+        and parameters.keys() <= _FLAGS
+        and all(type(v) is bool for v in parameters.values())
     )
 
 
-def _tensor(item: Any) -> Optional[Tensor]:
+def _tensor(item: Any) -> Tensor | None:
     if not isinstance(item, dict) or item.keys() != _TENSOR_KEYS:
         return None
     name, shape, datatype, data = item["name"], item["shape"], item["datatype"], item["data"]
@@ -101,7 +103,7 @@ def _tensor(item: Any) -> Optional[Tensor]:
     return Tensor(name, shape, datatype, data)
 
 
-def _output_names(outputs: Any) -> Optional[list[str]]:
+def _output_names(outputs: Any) -> list[str] | None:
     if not isinstance(outputs, list):
         return None
     names = []

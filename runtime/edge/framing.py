@@ -10,17 +10,17 @@ its alias x-gzip) and deflate are inflated by the guard; identity is none; any o
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
-from runtime.edge.asgi import RawHeaders
 from runtime.core.errors import MalformedFraming, UnsupportedEncoding, UnsupportedTransferCoding
+from runtime.edge.asgi import RawHeaders
 
 _CODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
 
 
 class Framing(NamedTuple):
-    length: Optional[int]  # the declared Content-Length; None when chunked or absent
-    coding: Optional[str]  # "gzip" or "deflate" to inflate; None for the body as sent
+    length: int | None  # the declared Content-Length; None when chunked or absent
+    coding: str | None  # "gzip" or "deflate" to inflate; None for the body as sent
 
 
 def framing(headers: RawHeaders) -> Framing:
@@ -50,7 +50,7 @@ def _tokens(value: bytes) -> list[str]:
     return [t.strip().lower() for t in value.decode("latin-1").split(",") if t.strip()]
 
 
-def _length(values: list[bytes]) -> Optional[int]:
+def _length(values: list[bytes]) -> int | None:
     if len(values) == 1 and values[0].isdigit():  # every request with a body but a chunked one
         return int(values[0])
     if not values:
@@ -62,14 +62,12 @@ def _length(values: list[bytes]) -> Optional[int]:
     return int(elements[0])
 
 
-def _coding(values: list[str]) -> Optional[str]:
+def _coding(values: list[str]) -> str | None:
     codings = [v for v in values if v != "identity"]
     if not codings:
         return None
     if len(codings) > 1:
-        raise UnsupportedEncoding(
-            f"Content-Encoding {', '.join(codings)!r}: one coding at most (gzip or deflate)"
-        )
+        raise UnsupportedEncoding(f"Content-Encoding {', '.join(codings)!r}: one coding at most (gzip or deflate)")
     coding = _CODINGS.get(codings[0])
     if coding is None:
         raise UnsupportedEncoding(f"Content-Encoding {codings[0]!r} is not supported; send gzip, deflate or none")

@@ -16,31 +16,43 @@ as one message. Plain ASGI: it knows nothing of MLServer.
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, NamedTuple, Optional
+from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
+from runtime.core.errors import MalformedBody, PipelineError, RequestTooLarge, RouteNotFound
 from runtime.edge import json_depth
-from runtime.policy.admin import AdminPolicy
-from runtime.policy.admission import PEER_HEADER
-from runtime.edge.asgi import App, Message, RawHeaders, Receive, Scope, Send, credentials, json_response, replay, route_path
+from runtime.edge.asgi import (
+    App,
+    Message,
+    RawHeaders,
+    Receive,
+    Scope,
+    Send,
+    credentials,
+    json_response,
+    replay,
+    route_path,
+)
 from runtime.edge.body_limits import ENV_MAX_JSON_DEPTH, ENV_MAX_REQUEST_BYTES, BodyLimits
 from runtime.edge.body_reader import BodyReader
-from runtime.core.errors import MalformedBody, PipelineError, RequestTooLarge, RouteNotFound
 from runtime.edge.framing import framing
+from runtime.policy.admin import AdminPolicy
+from runtime.policy.admission import PEER_HEADER
 
 INFERENCE, REPOSITORY, OTHER = "inference", "repository", "other"
 
 
 class Route(NamedTuple):
     kind: str  # INFERENCE, REPOSITORY or OTHER
-    model: Optional[str] = None  # an inference route's model, when it names one
-    version: Optional[str] = None
+    model: str | None = None  # an inference route's model, when it names one
+    version: str | None = None
 
 
-Router = Callable[[Scope], Optional[Route]]  # None: nothing answers this method and path
+Router = Callable[[Scope], Route | None]  # None: nothing answers this method and path
 # An inference route's model and the request's raw headers -> RouteNotFound / Unauthenticated, or
 # what it found (the integration's model object), handed on under TARGET so the layers behind need
 # not look it up again. The raw headers: a model without a token never has them decoded.
-Authorize = Callable[[str, Optional[str], RawHeaders], Awaitable[object]]
+Authorize = Callable[[str, str | None, RawHeaders], Awaitable[object]]
 TARGET = "pipeline.target"
 
 
@@ -76,7 +88,7 @@ class RequestGuard:
         elif route.kind == INFERENCE and route.model is not None:
             scope[TARGET] = await self.authorize(route.model, route.version, scope["headers"])
 
-    async def _body(self, scope: Scope, receive: Receive) -> Optional[tuple[Scope, Receive]]:
+    async def _body(self, scope: Scope, receive: Receive) -> tuple[Scope, Receive] | None:
         """The scope and a `receive` replaying the body read under the limits; None if the client
         disconnected first."""
         declared, coding = framing(scope["headers"])
@@ -103,7 +115,7 @@ class RequestGuard:
         return scope, replay(body, receive)
 
 
-async def _read(reader: BodyReader, first: Message, receive: Receive) -> Optional[bytes]:
+async def _read(reader: BodyReader, first: Message, receive: Receive) -> bytes | None:
     """A body of several messages, or a compressed one, through the reader; None if the client left.
     Inflating runs on a thread (zlib lets go of the GIL): a piece can inflate to the whole limit,
     milliseconds the event loop would otherwise spend away from every other request."""
@@ -131,7 +143,9 @@ def _may_be_json(scope: Scope) -> bool:
 def _inflated_headers(headers: list[tuple[bytes, bytes]], size: int) -> list[tuple[bytes, bytes]]:
     """The headers of the body as handed on: no content coding (MLServer would inflate it again),
     its inflated length."""
-    kept = [(k, v) for k, v in headers if k.lower() not in (b"content-encoding", b"content-length", b"transfer-encoding")]
+    kept = [
+        (k, v) for k, v in headers if k.lower() not in (b"content-encoding", b"content-length", b"transfer-encoding")
+    ]
     return [*kept, (b"content-length", str(size).encode())]
 
 

@@ -21,8 +21,8 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional
 
 from runtime.edge.env_numbers import seconds, whole_number
 
@@ -64,7 +64,7 @@ class HeadLimits:
     keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S
 
     @classmethod
-    def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "HeadLimits":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> HeadLimits:
         env = os.environ if env is None else env
         return cls(
             max_head_bytes=whole_number(env, ENV_MAX_HEAD_BYTES, DEFAULT_MAX_HEAD_BYTES, "bytes"),
@@ -87,8 +87,12 @@ class RefusalLog:
     """One warning line per kind of refusal at once, then at most one per interval with the count
     since: a client that sends thousands of bad heads must not flood the log."""
 
-    def __init__(self, interval_s: float = WARNING_INTERVAL_S, clock: Callable[[], float] = time.monotonic,
-                 log: logging.Logger = logger) -> None:  # fmt: skip
+    def __init__(
+        self,
+        interval_s: float = WARNING_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+        log: logging.Logger = logger,
+    ) -> None:
         self.interval_s = interval_s
         self._clock = clock
         self._log = log
@@ -105,5 +109,6 @@ class RefusalLog:
         others = self._since.pop(kind, 0)
         self._last[kind] = now
         more = f"; {others} more since the last such line" if others else ""
-        self._log.warning("%s port refused a request from %s with %d: %s%s", port, client, refusal.status,
-                          refusal.error, more)  # fmt: skip
+        self._log.warning(
+            "%s port refused a request from %s with %d: %s%s", port, client, refusal.status, refusal.error, more
+        )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 MISSING = "an HTTP/1.1 request needs a Host header"
 REPEATED = "more than one Host header"
@@ -56,10 +56,10 @@ def _valid(value: bytes) -> bool:
     return True
 
 
-def host_problem(headers: Sequence[tuple[bytes, bytes]], http_version: Callable[[], str]) -> Optional[str]:
+def host_problem(headers: Sequence[tuple[bytes, bytes]], http_version: Callable[[], str]) -> str | None:
     """Why a request's Host header is refused with 400, or None. `headers`: (lower-case name,
     value) pairs as received; `http_version` ("1.1", "1.0") is asked only when there is no Host."""
-    host: Optional[bytes] = None
+    host: bytes | None = None
     for name, value in headers:
         if name == b"host":
             if host is not None:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timezone
-from typing import Any, Optional
+from datetime import UTC, datetime
+from typing import Any
 
 from runtime.edge.asgi import App, Message, Receive, Scope, Send, json_response, read_body, route_path
 
@@ -30,7 +30,7 @@ METADATA_TTL_S = 5.0  # a reloaded model may offer other outputs
 
 
 class LegacyPredict:
-    def __init__(self, app: App, default_model: Optional[str] = None):
+    def __init__(self, app: App, default_model: str | None = None):
         self.app = app
         self.default_model = default_model if default_model is not None else configured_default()
         self._offers_proba: dict[str, tuple[float, bool]] = {}
@@ -43,17 +43,24 @@ class LegacyPredict:
             return await json_response(send, 405, {"error": f"{path}: use POST"})
         model = legacy_model(path, self.default_model)
         if not model or "/" in model:
-            return await json_response(send, 404, {"error": f"{path}: no such model; POST /predict/{{model}}"
-                                             f" (or set {ENV_DEFAULT_MODEL} for /predict)"})  # fmt: skip
+            return await json_response(
+                send,
+                404,
+                {"error": f"{path}: no such model; POST /predict/{{model}} (or set {ENV_DEFAULT_MODEL} for /predict)"},
+            )
         body = await read_body(receive)
         try:
             rows = _rows(body)
         except ValueError as problem:
             return await json_response(send, 400, {"error": str(problem)})
         outputs = ["predict"] + (["predict_proba"] if await self._offers(scope, model) else [])
-        v2 = {"inputs": [{"name": INPUT, "shape": [len(rows), _width(rows)], "datatype": "FP64", "data": rows}],
-              "outputs": [{"name": o} for o in outputs]}  # fmt: skip
-        status, headers, answer = await _call(self.app, scope, "POST", f"/v2/models/{model}/infer", json.dumps(v2).encode())
+        v2 = {
+            "inputs": [{"name": INPUT, "shape": [len(rows), _width(rows)], "datatype": "FP64", "data": rows}],
+            "outputs": [{"name": o} for o in outputs],
+        }
+        status, headers, answer = await _call(
+            self.app, scope, "POST", f"/v2/models/{model}/infer", json.dumps(v2).encode()
+        )
         if status != 200:
             return await json_response(send, status, json.loads(answer or b"{}"), headers)
         return await json_response(send, 200, _legacyjson_response(json.loads(answer)), headers)
@@ -70,7 +77,7 @@ class LegacyPredict:
         return offers
 
 
-def configured_default() -> Optional[str]:
+def configured_default() -> str | None:
     """The model /predict serves (PIPELINE_DEFAULT_MODEL), if any."""
     return os.environ.get(ENV_DEFAULT_MODEL)
 
@@ -80,9 +87,9 @@ def is_legacy(path: str) -> bool:
     return path == PREFIX or path.startswith(PREFIX + "/")
 
 
-def legacy_model(path: str, default_model: Optional[str]) -> Optional[str]:
+def legacy_model(path: str, default_model: str | None) -> str | None:
     """The model a /predict path names: its own, else the default."""
-    return path[len(PREFIX) + 1:] or default_model
+    return path[len(PREFIX) + 1 :] or default_model
 
 
 def _rows(body: bytes) -> list:
@@ -111,11 +118,11 @@ def _legacyjson_response(v2: dict[str, Any]) -> dict[str, Any]:
     proba = outputs.get("predict_proba")
     if proba is not None:
         width = proba["shape"][1]
-        answer["probabilities"] = [proba["data"][i:i + width] for i in range(0, len(proba["data"]), width)]
+        answer["probabilities"] = [proba["data"][i : i + width] for i in range(0, len(proba["data"]), width)]
     answer.update(
         model=v2["model_name"],
         version=v2.get("model_version"),
-        timestamp=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        timestamp=datetime.now(UTC).isoformat(timespec="milliseconds"),
     )
     return answer
 
@@ -127,7 +134,14 @@ async def _call(app: App, scope: Scope, method: str, path: str, body: bytes) -> 
     dropped = (b"content-length", b"content-type", b"accept-encoding")
     headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() not in dropped]
     headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    inner = {**scope, "method": method, "path": path, "raw_path": path.encode(), "query_string": b"", "headers": headers}
+    inner = {
+        **scope,
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": headers,
+    }
     sent = False
     status, response_headers, chunks = 500, [], []
 

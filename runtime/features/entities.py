@@ -10,8 +10,9 @@ unless the model configures default features, which it then gets, its row flagge
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -106,10 +107,10 @@ def _id(where: str, row: int, value: Any, max_bytes: int) -> str:
 
 def assemble(
     request: EntityRequest,
-    rows: Optional[Mapping[str, tuple[Optional[float], ...]]],
+    rows: Mapping[str, tuple[float | None, ...]] | None,
     cached: frozenset[str],
     contract: Contract,
-    defaults: Optional[Mapping[str, float]],
+    defaults: Mapping[str, float] | None,
 ) -> Assembled:
     """The feature matrix: given columns, else the looked-up values, else the defaults.
 

@@ -21,23 +21,23 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from runtime.observation import metrics
-from runtime.policy.breaker import STATE_VALUES, CircuitBreaker
 from runtime.core.errors import ArtifactError, FeatureStoreUnavailable
 from runtime.core.options import FeatureStoreOptions
 from runtime.features.ttl_cache import TTLCache
+from runtime.observation import metrics
+from runtime.policy.breaker import STATE_VALUES, CircuitBreaker
 
 logger = logging.getLogger("runtime.features.store")
 
-Row = tuple[Optional[float], ...]  # one entity's values in the model's feature order; None: NULL
+Row = tuple[float | None, ...]  # one entity's values in the model's feature order; None: NULL
 
 
 @dataclass(frozen=True)
@@ -80,10 +80,14 @@ class FeatureStore:
         self._cache: TTLCache[str, Row] = TTLCache(options.cache_ttl_s, options.cache_entries)
         self._metrics = metrics.FeatureStoreMetrics(model)
         self._breaker = CircuitBreaker(
-            f"the feature store of {model}", options.breaker_failure_ratio, options.breaker_window,
-            options.breaker_min_calls, options.breaker_open_s, options.breaker_probes,
+            f"the feature store of {model}",
+            options.breaker_failure_ratio,
+            options.breaker_window,
+            options.breaker_min_calls,
+            options.breaker_open_s,
+            options.breaker_probes,
             on_change=lambda state: self._metrics.set_breaker(STATE_VALUES[state]),
-        )  # fmt: skip
+        )
         self._pool = AsyncConnectionPool(
             read_dsn(options),
             min_size=options.pool_min,
@@ -99,8 +103,12 @@ class FeatureStore:
             check=AsyncConnectionPool.check_connection if options.pool_check else None,
             # Prepared on first use on each connection; autocommit: a lookup is one statement;
             # the application name lets a DBA tell each model's pool apart in pg_stat_activity.
-            kwargs={"autocommit": True, "prepare_threshold": 0, "connect_timeout": options.connect_timeout_s,
-                    "application_name": f"pipeline-runtime/{model}"},  # fmt: skip
+            kwargs={
+                "autocommit": True,
+                "prepare_threshold": 0,
+                "connect_timeout": options.connect_timeout_s,
+                "application_name": f"pipeline-runtime/{model}",
+            },
             name=f"features-{model}",
             open=False,
         )
@@ -147,7 +155,7 @@ class FeatureStore:
                 "for a connection); retry later"
             )
         started = time.perf_counter()
-        worked: Optional[bool] = None  # None: cancelled: the breaker forgets the call
+        worked: bool | None = None  # None: cancelled: the breaker forgets the call
         self._lookups += 1
         try:
             rows = await self._select(ids)
@@ -188,4 +196,3 @@ class FeatureStore:
     def count_unknown(self) -> None:
         """A request named an id the store does not know (or a row missing a feature)."""
         self._metrics.error("unknown_id")
-

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Callable, Generic, Hashable, Optional, TypeVar
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -23,7 +24,7 @@ class TTLCache(Generic[K, V]):
     def enabled(self) -> bool:
         return self.ttl_s > 0
 
-    def get(self, key: K) -> Optional[V]:
+    def get(self, key: K) -> V | None:
         entry = self._entries.get(key)
         if entry is None:
             return None

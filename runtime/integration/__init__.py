@@ -11,10 +11,21 @@ import logging
 import multiprocessing
 import threading
 
-from runtime.policy.drain import DrainSettings
-from runtime.integration import batching, content_type, dataplane, fast_path_grpc, grpc_service, http_head, lifecycle
-from runtime.integration import parallel, rest, rest_stream, tracing
+from runtime.integration import (
+    batching,
+    content_type,
+    dataplane,
+    fast_path_grpc,
+    grpc_service,
+    http_head,
+    lifecycle,
+    parallel,
+    rest,
+    rest_stream,
+    tracing,
+)
 from runtime.integration.patching import IntegrationError, PatchPoint, install_all
+from runtime.policy.drain import DrainSettings
 
 logger = logging.getLogger("runtime.integration")
 
@@ -74,7 +85,8 @@ def install(runtime_class: type) -> None:
             raise
         _installed = True
         logger.info(
-            "MLServer integration installed; graceful drain: delay %.1fs, timeout %.1fs, "
-            "hard exit after %.1fs",
-            drain.delay_s, drain.timeout_s, drain.hard_exit_s,
-        )  # fmt: skip
+            "MLServer integration installed; graceful drain: delay %.1fs, timeout %.1fs, hard exit after %.1fs",
+            drain.delay_s,
+            drain.timeout_s,
+            drain.hard_exit_s,
+        )

@@ -17,9 +17,10 @@ hooks.py `load_batching`, marked by `__adaptive_batching__`) before it calls the
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any
 
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput, TensorData
 from mlserver.utils import get_model_uri
@@ -42,7 +43,7 @@ _ISOLATED = "_pipeline_runtime_isolated"
 
 def isolate(model: Any, contract: Contract) -> None:
     """Check requests against `contract` before MLServer's batcher, if it batches `model`."""
-    batched: Optional[Predict] = model.__dict__.get("predict")
+    batched: Predict | None = model.__dict__.get("predict")
     batcher = getattr(model, BATCHER_ATTRIBUTE, None)
     if batched is None or batcher is None or getattr(batched, _ISOLATED, False):
         return
@@ -120,8 +121,7 @@ def patches(runtime_class: type) -> list[PatchPoint]:
             "`predict` (marked __adaptive_batching__) before load(), where PipelineRuntime.load "
             "wraps it (parallel_workers 0)",
             upstream="none found: one bad request fails its whole adaptive batch",
-            if_removed="(a read) with adaptive batching, one bad request fails every request "
-            "batched with it",
+            if_removed="(a read) with adaptive batching, one bad request fails every request batched with it",
             params=("model",),
             apply=lambda original: None,
         ),

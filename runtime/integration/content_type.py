@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from runtime.integration.patching import PatchPoint
 
@@ -53,8 +54,14 @@ PATCHES = [
         "override that cap for starlette's advisories",
         if_removed="REST inference from tritonclient and KServe's REST client is a 422 wherever "
         "MLServer's path answers (fast path off, tracing on, other runtimes)",
-        params=("self", "args", "response_model_exclude_unset", "response_model_exclude_none",
-                "response_class", "kwargs"),  # fmt: skip
+        params=(
+            "self",
+            "args",
+            "response_model_exclude_unset",
+            "response_model_exclude_none",
+            "response_class",
+            "kwargs",
+        ),
         apply=_lenient,
     ),
 ]

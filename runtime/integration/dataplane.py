@@ -14,17 +14,18 @@
 from __future__ import annotations
 
 import weakref
-from typing import Any, AsyncIterator, Awaitable, Callable, Optional, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
+from runtime.core.errors import DeadlineExceeded, PipelineError
+from runtime.integration.patching import PatchPoint
+from runtime.integration.v2 import as_mlserver_error
 from runtime.policy.admission import Policy
 from runtime.policy.drain import STATE as DRAIN
-from runtime.core.errors import DeadlineExceeded, PipelineError
 from runtime.policy.inflight import IN_FLIGHT, REFUSED
-from runtime.integration.v2 import as_mlserver_error
-from runtime.integration.patching import PatchPoint
 
 T = TypeVar("T")
-_POLICIES: "weakref.WeakKeyDictionary[Any, Policy]" = weakref.WeakKeyDictionary()
+_POLICIES: weakref.WeakKeyDictionary[Any, Policy] = weakref.WeakKeyDictionary()
 
 
 def policy_for(model: Any) -> Policy:
@@ -48,7 +49,7 @@ def _headers(payload: Any) -> dict[str, str]:
     return payload.parameters.headers
 
 
-async def admit(dataplane: Any, payload: Any, name: str, version: Optional[str]) -> Policy:
+async def admit(dataplane: Any, payload: Any, name: str, version: str | None) -> Policy:
     model = await dataplane._model_registry.get_model(name, version)  # ModelNotFound (404)
     policy = policy_for(model)
     _admit(policy, _headers(payload))
@@ -130,7 +131,7 @@ def _not_ready_while_draining(original: Callable[..., Any]) -> Callable[..., Any
 
 
 def _model_not_ready_while_draining(original: Callable[..., Any]) -> Callable[..., Any]:
-    async def model_ready(self, name: str, version: Optional[str] = None) -> bool:  # type: ignore
+    async def model_ready(self, name: str, version: str | None = None) -> bool:  # type: ignore
         ok = await original(self, name, version)  # ModelNotFound (404) as before
         return ok and not DRAIN.draining
 

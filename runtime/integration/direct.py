@@ -16,18 +16,18 @@ from __future__ import annotations
 import os
 import time
 import weakref
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from mlserver.context import model_context
 from mlserver.errors import ModelNotReady
-from mlserver.utils import extract_headers
 from mlserver.types import InferenceResponse
+from mlserver.utils import extract_headers
 
 from runtime.core.call import Answer, Call
 from runtime.core.errors import PipelineError
 from runtime.integration.dataplane import admitted
 from runtime.integration.v2 import as_mlserver_error
-
 
 # The stand-in request id of a model's response header template (no real value holds a NUL).
 STAND_IN_ID = "\x00request-id"
@@ -55,7 +55,7 @@ class _ModelMetrics(NamedTuple):
     duration: Any
 
 
-def new_id(requested: Optional[str]) -> str:
+def new_id(requested: str | None) -> str:
     """The request's id: the client's, else a new one (DataPlane._prepare_payload)."""
     return requested if requested is not None else random_uuid4()
 
@@ -73,8 +73,8 @@ def random_uuid4() -> str:
 class DirectInference:
     def __init__(self, data_plane: Any):
         self._data_plane = data_plane
-        self._metrics: dict[tuple[str, Optional[str]], _ModelMetrics] = {}
-        self._headers: "weakref.WeakKeyDictionary[Any, dict[Form, HeaderTemplate]]" = weakref.WeakKeyDictionary()
+        self._metrics: dict[tuple[str, str | None], _ModelMetrics] = {}
+        self._headers: weakref.WeakKeyDictionary[Any, dict[Form, HeaderTemplate]] = weakref.WeakKeyDictionary()
 
     def serves(self, model: Any) -> bool:
         """A model of this runtime, fast path on, its own predict in this process."""
@@ -85,11 +85,11 @@ class DirectInference:
             and self._data_plane._response_cache is None
         )
 
-    async def infer(self, model: Any, name: str, version: Optional[str], call: Call) -> Answer:
+    async def infer(self, model: Any, name: str, version: str | None, call: Call) -> Answer:
         """`call` admitted and answered (an MLServerError with its status if not)."""
         return await admitted(model, name, call.headers or {}, lambda: self._infer(name, version, call))
 
-    async def _infer(self, name: str, version: Optional[str], call: Call) -> Answer:
+    async def _infer(self, name: str, version: str | None, call: Call) -> Answer:
         metrics = self._model_metrics(name, version)
         started = time.perf_counter()
         try:
@@ -132,7 +132,7 @@ class DirectInference:
         self._data_plane._inference_middleware.response_middleware(carrier, model.settings)
         return extract_headers(carrier) or {}
 
-    def _model_metrics(self, name: str, version: Optional[str]) -> _ModelMetrics:
+    def _model_metrics(self, name: str, version: str | None) -> _ModelMetrics:
         metrics = self._metrics.get((name, version))
         if metrics is None:
             plane = self._data_plane

@@ -33,7 +33,7 @@ import os
 import re
 import time
 from functools import lru_cache
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import mlserver.rest.endpoints as mlserver_endpoints
 from mlserver import types
@@ -43,15 +43,15 @@ from mlserver.utils import extract_headers
 from starlette.middleware.gzip import GZipMiddleware
 from starlette_exporter import PrometheusMiddleware
 
-from runtime.edge.asgi import App, Receive, Scope, Send, read_body, replay
-from runtime.edge.guard import TARGET
 from runtime.core.call import Answer, Call
-from runtime.policy.deadlines import stamp
 from runtime.core.errors import PipelineError
+from runtime.edge.asgi import App, Receive, Scope, Send, read_body, replay
 from runtime.edge.fast_json import SimpleRequest, read_simple
+from runtime.edge.guard import TARGET
 from runtime.integration.direct import DirectInference, new_id
 from runtime.integration.patching import IntegrationError
 from runtime.observation.metrics import fast_path_counter, observer
+from runtime.policy.deadlines import stamp
 
 logger = logging.getLogger("runtime.integration")
 
@@ -62,13 +62,13 @@ ROUTES = ("/v2/models/{model_name}/infer", "/v2/models/{model_name}/versions/{mo
 _JSON = (b"content-type", b"application/json")
 
 
-def switched_on(env: Optional[dict[str, str]] = None) -> bool:
+def switched_on(env: dict[str, str] | None = None) -> bool:
     """The server-wide switch (default on)."""
     raw = (os.environ if env is None else env).get(ENV_FAST_PATH, "1").strip().lower()
     return raw not in ("0", "false", "off", "no")
 
 
-def enabled(settings: Any, env: Optional[dict[str, str]] = None) -> bool:
+def enabled(settings: Any, env: dict[str, str] | None = None) -> bool:
     """The switch, and never with tracing on."""
     return switched_on(env) and not getattr(settings, "tracing_server", None)
 
@@ -88,7 +88,10 @@ class RequestMetrics:
         children = self._children.get((route, status))
         if children is None:
             labels = ("POST", route, status, self._app_name)
-            children = self._children[(route, status)] = (self._count.labels(*labels), observer(self._time.labels(*labels)))
+            children = self._children[(route, status)] = (
+                self._count.labels(*labels),
+                observer(self._time.labels(*labels)),
+            )
         children[0].inc()
         children[1](seconds)
 
@@ -99,7 +102,7 @@ class Compression(NamedTuple):
     minimum_size: int = 500
     compresslevel: int = 9
 
-    def apply(self, body: bytes, headers: list[tuple[bytes, bytes]], accept_encoding: Optional[str]) -> bytes:
+    def apply(self, body: bytes, headers: list[tuple[bytes, bytes]], accept_encoding: str | None) -> bytes:
         if len(body) < self.minimum_size:
             return body
         headers.append((b"vary", b"Accept-Encoding"))
@@ -115,8 +118,8 @@ class Compression(NamedTuple):
 class Layers(NamedTuple):
     """MLServer's middleware, as the fast path reproduces it."""
 
-    metrics: Optional[RequestMetrics]
-    compression: Optional[Compression]
+    metrics: RequestMetrics | None
+    compression: Compression | None
 
 
 _REPRODUCED = {
@@ -125,7 +128,7 @@ _REPRODUCED = {
 }
 
 
-def layers(app: Any) -> Optional[Layers]:
+def layers(app: Any) -> Layers | None:
     """MLServer's middleware in `app`, if the fast path reproduces all of it; else None (logged).
     A route the fast path answers for missing from the app fails the start."""
     paths = {getattr(route, "path", None): route for route in app.router.routes}
@@ -162,9 +165,11 @@ class FastInfer:
         started = time.perf_counter()
         match = _INFER.match(scope["path"]) if scope["type"] == "http" else None
         if (
-            match is None or scope["method"] != "POST" or scope.get("root_path")
+            match is None
+            or scope["method"] != "POST"
+            or scope.get("root_path")
             or not _parsed_as_json(_first(scope, b"content-type"))
-        ):  # fmt: skip
+        ):
             return await self.app(scope, receive, send)
         name, version = match.groups()
         model = await self._model(scope, name, version)
@@ -196,7 +201,7 @@ class FastInfer:
                 metrics.in_progress.dec()
                 metrics.record(ROUTES[version is not None], status, (ended or time.perf_counter()) - started)
 
-    async def _model(self, scope: Scope, name: str, version: Optional[str]) -> Any:
+    async def _model(self, scope: Scope, name: str, version: str | None) -> Any:
         """The model, if the fast path serves it: the one the guard found for this path, else
         looked up (a guard is not required in front)."""
         model = scope.get(TARGET)
@@ -208,15 +213,21 @@ class FastInfer:
         return model if getattr(model, "fast_path", False) else None
 
     async def _respond(
-        self, model: Any, request: SimpleRequest, headers: dict[str, str], name: str, version: Optional[str]
+        self, model: Any, request: SimpleRequest, headers: dict[str, str], name: str, version: str | None
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         try:
             if not self.direct.serves(model):
                 return await self._via_data_plane(request, headers, name, version)
             stamp(headers)
             flags = request.flags
-            call = Call(new_id(request.id), request.inputs, request.outputs,
-                        flags.get("ood_flags"), flags.get("feature_sources"), headers)  # fmt: skip
+            call = Call(
+                new_id(request.id),
+                request.inputs,
+                request.outputs,
+                flags.get("ood_flags"),
+                flags.get("feature_sources"),
+                headers,
+            )
             answer = await self.direct.infer(model, name, version, call)
             return 200, _rendered(answer, call.id), self._response_headers(model, call.id)
         except PipelineError as error:
@@ -229,7 +240,7 @@ class FastInfer:
         return list(self.direct.response_headers(model, request_id.encode("latin-1"), _raw_pair))
 
     async def _via_data_plane(
-        self, request: SimpleRequest, headers: dict[str, str], name: str, version: Optional[str]
+        self, request: SimpleRequest, headers: dict[str, str], name: str, version: str | None
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         payload = _payload(request)
         mlserver_endpoints.insert_headers(payload, headers)
@@ -245,9 +256,11 @@ def _rendered(answer: Answer, request_id: str) -> bytes:
     parameters are there even when empty: MLServer's inference middleware put its headers there,
     and only they were taken out."""
     document: dict[str, Any] = {
-        "model_name": answer.model_name, "model_version": answer.model_version, "id": request_id,
+        "model_name": answer.model_name,
+        "model_version": answer.model_version,
+        "id": request_id,
         "parameters": answer.parameters,
-    }  # fmt: skip
+    }
     document["outputs"] = [
         {"name": o.name, "shape": o.shape, "datatype": o.datatype, "data": o.data} for o in answer.outputs
     ]
@@ -262,7 +275,7 @@ def _raw_pair(name: str, value: str) -> tuple[bytes, bytes]:
     return name.lower().encode("latin-1"), str(value).encode("latin-1")
 
 
-def _first(scope: Scope, name: bytes) -> Optional[str]:
+def _first(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
             return value.decode("latin-1")
@@ -270,7 +283,7 @@ def _first(scope: Scope, name: bytes) -> Optional[str]:
 
 
 @lru_cache(maxsize=64)
-def _parsed_as_json(content_type: Optional[str]) -> bool:
+def _parsed_as_json(content_type: str | None) -> bool:
     """FastAPI's own test (fastapi.routing): a body it parses as JSON; any other it validates as
     bytes, a 422 that only MLServer's path gives."""
     if not content_type:

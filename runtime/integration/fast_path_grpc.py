@@ -18,7 +18,8 @@ tracing on).
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 from mlserver.errors import MLServerError
@@ -28,10 +29,8 @@ from mlserver.grpc.logging import logger
 from mlserver.grpc.utils import STATUS_CODE_MAPPING, to_headers
 from mlserver.types import Datatype
 
-from runtime.policy.admission import PEER_HEADER
 from runtime.core.call import Answer, Call
 from runtime.core.contract import Tensor
-from runtime.policy.deadlines import stamp
 from runtime.core.errors import PipelineError
 from runtime.integration import fast_path, v2
 from runtime.integration.direct import DirectInference, new_id
@@ -39,12 +38,14 @@ from runtime.integration.grpc_service import decode_request, raw_buffers, tensor
 from runtime.integration.packed import written
 from runtime.integration.patching import PatchPoint
 from runtime.observation.metrics import fast_path_counter
+from runtime.policy.admission import PEER_HEADER
+from runtime.policy.deadlines import stamp
 
 _TAKEN = fast_path_counter("grpc")
-_DIRECT: "weakref.WeakKeyDictionary[Any, Optional[DirectInference]]" = weakref.WeakKeyDictionary()
+_DIRECT: weakref.WeakKeyDictionary[Any, DirectInference | None] = weakref.WeakKeyDictionary()
 
 
-def _direct(servicer: Any) -> Optional[DirectInference]:
+def _direct(servicer: Any) -> DirectInference | None:
     """The servicer's direct inference, None when the fast path is off for the server."""
     if servicer not in _DIRECT:
         plane = servicer._data_plane
@@ -63,8 +64,9 @@ def _fast_model_infer(original: Callable[..., Any]) -> Callable[..., Any]:
             return await _infer(direct, model, request, context)  # type: ignore[arg-type]
         except MLServerError as error:  # as MLServer's handle_mlserver_error
             logger.exception(error)
-            await context.abort(code=STATUS_CODE_MAPPING.get(error.status_code, grpc.StatusCode.UNKNOWN),
-                                details=str(error))  # fmt: skip
+            await context.abort(
+                code=STATUS_CODE_MAPPING.get(error.status_code, grpc.StatusCode.UNKNOWN), details=str(error)
+            )
         except Exception as error:
             logger.exception(error)
             await context.abort(code=grpc.StatusCode.INTERNAL, details=str(error))
@@ -80,7 +82,9 @@ async def _served(direct: DirectInference, data_plane: Any, request: pb.ModelInf
     return model if direct.serves(model) else None
 
 
-async def _infer(direct: DirectInference, model: Any, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+async def _infer(
+    direct: DirectInference, model: Any, request: pb.ModelInferRequest, context: Any
+) -> pb.ModelInferResponse:
     call = _prepared(request, context)
     answer = await direct.infer(model, request.model_name, request.model_version, call)
     return _answered(direct, model, answer, call.id, request, context)
@@ -139,9 +143,11 @@ def _response(answer: Answer, request_id: str, raw: bool) -> pb.ModelInferRespon
         parameters={k: pb.InferParameter(string_param=v) for k, v in answer.parameters.items()},
         outputs=[
             pb.ModelInferResponse.InferOutputTensor(
-                name=o.name, shape=o.shape, datatype=o.datatype,
+                name=o.name,
+                shape=o.shape,
+                datatype=o.datatype,
                 contents=_contents(o.data, o.datatype),
-            )  # fmt: skip
+            )
             for o in answer.outputs
         ],
     )

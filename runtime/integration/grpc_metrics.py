@@ -11,8 +11,9 @@ in the server runtime.integration.grpc_service builds, unless PIPELINE_FAST_PATH
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from timeit import default_timer
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import grpc
 from grpc import RpcError
@@ -45,7 +46,9 @@ class _Metrics:
     def __init__(self, prom: Any):
         self.started = prom._metrics["grpc_server_started_counter"]
         self.handled = prom._grpc_server_handled_total_counter
-        self.histogram = prom._metrics["grpc_server_handled_histogram"] if prom._enable_handling_time_histogram else None
+        self.histogram = (
+            prom._metrics["grpc_server_handled_histogram"] if prom._enable_handling_time_histogram else None
+        )
 
 
 class BoundPromInterceptor(grpc.aio.ServerInterceptor):
@@ -67,9 +70,7 @@ class BoundPromInterceptor(grpc.aio.ServerInterceptor):
             and not inner._skip_exceptions
         )
 
-    async def intercept_service(
-        self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any
-    ) -> Any:
+    async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any) -> Any:
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_streaming or handler.response_streaming:
             return await self._mlservers.intercept_service(lambda _: _ready(handler), handler_call_details)

@@ -21,8 +21,9 @@ errors their status codes.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from math import prod
-from typing import Any, Callable, Optional
+from typing import Any
 
 import grpc
 import numpy as np
@@ -33,16 +34,12 @@ from mlserver.grpc.converters import ParametersConverter
 from pydantic import ValidationError
 
 from runtime.core.datatypes import NUMERIC_DATATYPES, NUMERIC_HINT
-from runtime.policy.deadlines import stamp
-from runtime.policy.admin import AdminPolicy
-from runtime.policy.admission import PEER_HEADER
-from runtime.edge.body_limits import max_request_bytes
 from runtime.core.errors import (
     FORBIDDEN,
     GATEWAY_TIMEOUT,
     PAYLOAD_TOO_LARGE,
-    TOO_MANY_REQUESTS,
     SERVICE_UNAVAILABLE,
+    TOO_MANY_REQUESTS,
     UNAUTHORIZED,
     DatatypeError,
     MalformedDataError,
@@ -51,11 +48,15 @@ from runtime.core.errors import (
     ShapeError,
     validation_problems,
 )
+from runtime.edge.body_limits import max_request_bytes
 from runtime.integration import fast_path
 from runtime.integration.grpc_metrics import BoundPromInterceptor
 from runtime.integration.packed import read
-from runtime.integration.v2 import as_mlserver_error
 from runtime.integration.patching import PatchPoint
+from runtime.integration.v2 import as_mlserver_error
+from runtime.policy.admin import AdminPolicy
+from runtime.policy.admission import PEER_HEADER
+from runtime.policy.deadlines import stamp
 
 # HTTP status -> gRPC status code, for the statuses MLServer 1.7.1 does not map itself.
 GRPC_CODES = {
@@ -92,17 +93,13 @@ def raw_buffers(request: pb.ModelInferRequest) -> dict[int, bytes]:
         return {}
     pending = [i for i, inp in enumerate(request.inputs) if not inp.HasField("contents")]
     if len(pending) != len(raw):
-        raise MalformedDataError(
-            f"{len(raw)} raw_input_contents for {len(pending)} inputs without contents"
-        )
+        raise MalformedDataError(f"{len(raw)} raw_input_contents for {len(pending)} inputs without contents")
     for index, buffer in zip(pending, raw):
         inp = request.inputs[index]
         if inp.datatype == "BYTES":  # entity ids (runtime.features.entities): split and checked by tensor_values
             continue
         if inp.datatype not in NUMERIC_DATATYPES:
-            raise DatatypeError(
-                f"input '{inp.name}': datatype {inp.datatype} is not supported; {NUMERIC_HINT}"
-            )
+            raise DatatypeError(f"input '{inp.name}': datatype {inp.datatype} is not supported; {NUMERIC_HINT}")
         if any(d < 0 for d in inp.shape):
             raise ShapeError(f"input '{inp.name}': shape {list(inp.shape)} has a negative dimension")
         expected = prod(inp.shape) * NUMERIC_DATATYPES[inp.datatype].itemsize
@@ -130,7 +127,7 @@ def bytes_elements(name: str, buffer: bytes, count: int) -> list[bytes]:
     return elements
 
 
-def tensor_values(inp: pb.ModelInferRequest.InferInputTensor, raw: Optional[bytes]) -> object:
+def tensor_values(inp: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> object:
     """The tensor's values: a numpy array where the wire format allows, else a list."""
     if raw is not None and inp.datatype == "BYTES":
         return bytes_elements(inp.name, raw, prod(inp.shape))
@@ -150,7 +147,7 @@ def tensor_values(inp: pb.ModelInferRequest.InferInputTensor, raw: Optional[byte
     return np.fromiter(values, dtype=dtype, count=len(values))
 
 
-def parameters(params: object, owner: str) -> Optional[types.Parameters]:
+def parameters(params: object, owner: str) -> types.Parameters | None:
     """MLServer's typed parameters (content_type a string, headers a map), or a 400 naming them."""
     try:
         return ParametersConverter.to_types(params)
@@ -173,9 +170,7 @@ def decode_request(request: pb.ModelInferRequest) -> types.InferenceRequest:
         for index, inp in enumerate(request.inputs)
     ]
     outputs = [
-        types.RequestOutput.model_construct(
-            name=o.name, parameters=parameters(o.parameters, f"output '{o.name}'")
-        )
+        types.RequestOutput.model_construct(name=o.name, parameters=parameters(o.parameters, f"output '{o.name}'"))
         for o in request.outputs
     ]
     return types.InferenceRequest.model_construct(
@@ -280,8 +275,7 @@ class _GuardedAio:
         limited.append((MAX_MESSAGE_OPTION, max_request_bytes()))
         if fast_path.switched_on():
             interceptors = [BoundPromInterceptor(i) if BoundPromInterceptor.replaces(i) else i for i in interceptors]
-        return self._aio.server(*args, interceptors=[RepositoryLock(admin), *interceptors],
-                                options=limited, **kwargs)  # fmt: skip
+        return self._aio.server(*args, interceptors=[RepositoryLock(admin), *interceptors], options=limited, **kwargs)
 
 
 PATCHES = [
@@ -290,8 +284,7 @@ PATCHES = [
         why="decode tensors straight into numpy (frombuffer/fromiter) and refuse malformed raw "
         "buffers as INVALID_ARGUMENT naming the input",
         upstream="none found: struct/Value errors from to_types surface as INTERNAL",
-        if_removed="a raw buffer of the wrong size is INTERNAL instead of INVALID_ARGUMENT; gRPC "
-        "decoding is slower",
+        if_removed="a raw buffer of the wrong size is INTERNAL instead of INVALID_ARGUMENT; gRPC decoding is slower",
         params=("cls", "pb_object"),
         apply=_to_types,
     ),

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -41,8 +42,11 @@ _CLOCK_PERIOD_S = 1.0
 
 
 def _headers(body: bytes) -> list[tuple[bytes, bytes]]:
-    return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close")]  # fmt: skip
+    return [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
 
 
 def _response(refusal: Refusal, default_headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -73,7 +77,7 @@ class _HeadClock:
         self._loop = loop
         self._connections = connections
         self._period_s = period_s
-        self._handle: Optional[asyncio.TimerHandle] = None
+        self._handle: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         if self._handle is None:
@@ -90,7 +94,7 @@ class _HeadClock:
             self.start()
 
 
-_clocks: "weakref.WeakKeyDictionary[Any, _HeadClock]" = weakref.WeakKeyDictionary()
+_clocks: weakref.WeakKeyDictionary[Any, _HeadClock] = weakref.WeakKeyDictionary()
 # uvicorn's methods called directly: cheaper than super() on every request.
 _feed = HttpToolsProtocol.data_received
 _headers_complete = HttpToolsProtocol.on_headers_complete
@@ -158,7 +162,7 @@ class HeadGuard(HttpToolsProtocol):
         self._in_head = False
         self._head_deadline = _NO_DEADLINE
         if len(self.headers) > self._max_headers:
-            refusal: Optional[Refusal] = self.limits.too_many_headers()
+            refusal: Refusal | None = self.limits.too_many_headers()
         else:
             problem = host_problem(self.headers, self.parser.get_http_version)
             if problem is None:
@@ -205,8 +209,12 @@ class HeadGuard(HttpToolsProtocol):
 
 
 def guarded_protocol(limits: HeadLimits, port_name: str) -> type[HeadGuard]:
-    attributes = {"limits": limits, "port_name": port_name, "_max_head_bytes": limits.max_head_bytes,
-                  "_max_headers": limits.max_headers}  # fmt: skip
+    attributes = {
+        "limits": limits,
+        "port_name": port_name,
+        "_max_head_bytes": limits.max_head_bytes,
+        "_max_headers": limits.max_headers,
+    }
     return type(f"HeadGuard{port_name}", (HeadGuard,), attributes)
 
 
@@ -232,15 +240,21 @@ def _guarded_config(limits: HeadLimits, port_name: str) -> Callable[[Callable[..
 
 
 # What the protocol does on a port, for the patch points that install it (the REST one: runtime.integration.rest).
-CONFIG_WHY = ("uvicorn.Config gets http=HeadGuard (head size, header count, head timeout, Host check: "
-              "runtime.edge.head_limits, runtime.edge.host), timeout_keep_alive=PIPELINE_KEEPALIVE_TIMEOUT_S and ws='none'")  # fmt: skip
-CONFIG_UPSTREAM = ("encode/uvicorn#157 (closed: no head timeout or header count; the httptools head size limit "
-                   "of #1684 closed unmerged); MLServer passes no uvicorn limits")  # fmt: skip
+CONFIG_WHY = (
+    "uvicorn.Config gets http=HeadGuard (head size, header count, head timeout, Host check: "
+    "runtime.edge.head_limits, runtime.edge.host), timeout_keep_alive=PIPELINE_KEEPALIVE_TIMEOUT_S and ws='none'"
+)
+CONFIG_UPSTREAM = (
+    "encode/uvicorn#157 (closed: no head timeout or header count; the httptools head size limit "
+    "of #1684 closed unmerged); MLServer passes no uvicorn limits"
+)
 
 
 def config_lost(port: str) -> str:
-    return (f"on the {port} port an 8 MiB header is served, unfinished heads hold memory and connections "
-            "without end, a malformed Host is a 500 with a traceback")  # fmt: skip
+    return (
+        f"on the {port} port an 8 MiB header is served, unfinished heads hold memory and connections "
+        "without end, a malformed Host is a 500 with a traceback"
+    )
 
 
 def _read(_original: Any) -> None:
@@ -250,7 +264,7 @@ def _read(_original: Any) -> None:
 _UVICORN = "uvicorn.protocols.http.httptools_impl:HttpToolsProtocol"
 
 
-def patches(limits: Optional[HeadLimits] = None) -> list[PatchPoint]:
+def patches(limits: HeadLimits | None = None) -> list[PatchPoint]:
     limits = limits or HeadLimits.from_env()
     servers = [
         PatchPoint(
@@ -263,21 +277,35 @@ def patches(limits: Optional[HeadLimits] = None) -> list[PatchPoint]:
         )
     ]
     methods = [
-        ("connection_made", ("self", "transport"), "start the first head's deadline with the connection",
-         "a connection that sends nothing is held open"),
-        ("data_received", ("self", "data"), "count a head's bytes before httptools parses them, and its "
-         "header lines",
-         "heads of any size are buffered"),
-        ("on_headers_complete", ("self",), "check the header count and Host, with a refusal as the ASGI "
-         "app it reads from self.app", "no Host check; too many headers are served"),
-        ("on_message_complete", ("self",), "mark where the next head on a keep-alive connection starts",
-         "only the first head of a connection is limited"),
-    ]  # fmt: skip
+        (
+            "connection_made",
+            ("self", "transport"),
+            "start the first head's deadline with the connection",
+            "a connection that sends nothing is held open",
+        ),
+        (
+            "data_received",
+            ("self", "data"),
+            "count a head's bytes before httptools parses them, and its header lines",
+            "heads of any size are buffered",
+        ),
+        (
+            "on_headers_complete",
+            ("self",),
+            "check the header count and Host, with a refusal as the ASGI app it reads from self.app",
+            "no Host check; too many headers are served",
+        ),
+        (
+            "on_message_complete",
+            ("self",),
+            "mark where the next head on a keep-alive connection starts",
+            "only the first head of a connection is limited",
+        ),
+    ]
     return servers + [
         PatchPoint(
             target=f"{_UVICORN}.{name}",
-            why=f"read, not replaced: HeadGuard (runtime.integration.http_head) overrides it to {what}, "
-            "then calls it",
+            why=f"read, not replaced: HeadGuard (runtime.integration.http_head) overrides it to {what}, then calls it",
             upstream="none: uvicorn has no hook in its HTTP protocol",
             if_removed=f"(a read) {lost}",
             params=params,

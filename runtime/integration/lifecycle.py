@@ -21,10 +21,11 @@ import contextlib
 import logging
 import signal
 import threading
-from typing import Any, Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from runtime.policy.drain import STATE, DrainSettings, Listeners, drain
 from runtime.integration.patching import PatchPoint
+from runtime.policy.drain import STATE, DrainSettings, Listeners, drain
 
 logger = logging.getLogger("runtime.lifecycle")
 
@@ -48,7 +49,7 @@ def _listeners(server: Any) -> Listeners:
 
 def _drain_then_stop(settings: DrainSettings) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def wrap(original_stop: Callable[..., Any]) -> Callable[..., Any]:
-        async def stop(self, sig: Optional[int] = None) -> None:  # type: ignore[no-untyped-def]
+        async def stop(self, sig: int | None = None) -> None:  # type: ignore[no-untyped-def]
             if sig is None or sig == signal.SIGQUIT:
                 # Programmatic stop (a model failed at startup) or SIGQUIT: MLServer's own, at once.
                 return await original_stop(self, sig)

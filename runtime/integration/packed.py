@@ -14,7 +14,7 @@ return None: the caller copies element by element as before.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from mlserver.grpc import dataplane_pb2 as pb
@@ -25,7 +25,7 @@ _LENGTH_DELIMITED = 2
 READ_FROM, WRITE_FROM = 32, 8  # values; measured crossovers with protobuf's own copy
 
 
-def read(contents: pb.InferTensorContents, fields: list) -> Optional[np.ndarray]:
+def read(contents: pb.InferTensorContents, fields: list) -> np.ndarray | None:
     """The values of contents holding one FP32/FP64 field only (`fields`: its ListFields()), as a
     read-only array, else None."""
     if len(fields) != 1 or fields[0][0].name not in _FIELDS or len(fields[0][1]) < READ_FROM:
@@ -40,14 +40,16 @@ def read(contents: pb.InferTensorContents, fields: list) -> Optional[np.ndarray]
     return np.frombuffer(wire, dtype=dtype, offset=at)
 
 
-def written(datatype: str, data: Sequence[float]) -> Optional[pb.InferTensorContents]:
+def written(datatype: str, data: Sequence[float]) -> pb.InferTensorContents | None:
     """Contents equal to InferTensorContents(fp64_contents=data), None for other datatypes (the
     outputs of this runtime are FP64, INT64 or BYTES: no float32 rounding to match)."""
     if datatype != "FP64" or len(data) < WRITE_FROM:
         return None
     number, dtype = _FIELDS["fp64_contents"]
     payload = np.asarray(data, dtype=dtype).tobytes()
-    return pb.InferTensorContents.FromString(bytes([number << 3 | _LENGTH_DELIMITED]) + _varint_bytes(len(payload)) + payload)
+    return pb.InferTensorContents.FromString(
+        bytes([number << 3 | _LENGTH_DELIMITED]) + _varint_bytes(len(payload)) + payload
+    )
 
 
 def _varint(wire: bytes, at: int) -> tuple[int, int]:

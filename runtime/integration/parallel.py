@@ -7,7 +7,8 @@ future in `AsyncResponses._futures`, and the KeyError crashes MLServer's respons
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from runtime.integration.patching import PatchPoint
 

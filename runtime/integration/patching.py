@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable, Optional
+from typing import Any
 
 SUPPORTED_MLSERVER = "1.7.1"
 
@@ -28,7 +29,7 @@ class PatchPoint:
     why: str
     upstream: str  # the upstream issue or PR, or why none applies
     if_removed: str  # what breaks without it
-    params: Optional[tuple[str, ...]] = None  # expected parameters of a callable target
+    params: tuple[str, ...] | None = None  # expected parameters of a callable target
     kind: type = field(default=type(None))  # a non-callable target's type (e.g. dict)
     apply: Callable[[Any], Any] = field(default=lambda original: original, repr=False)
 

@@ -15,23 +15,24 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from mlserver.errors import MLServerError
 from starlette.routing import Match
 
-from runtime.policy.admin import REPOSITORY_PATH, AdminPolicy
-from runtime.edge.asgi import App, RawHeaders, Scope, credentials, route_path
-from runtime.edge.guard import INFERENCE, OTHER, REPOSITORY, Authorize, RequestGuard, Route, Router
-from runtime.edge.body_limits import BodyLimits
-from runtime.policy.deadlines import stamp
 from runtime.core.errors import PipelineError, RouteNotFound
+from runtime.edge.asgi import App, RawHeaders, Scope, credentials, route_path
+from runtime.edge.body_limits import BodyLimits
+from runtime.edge.guard import INFERENCE, OTHER, REPOSITORY, Authorize, RequestGuard, Route, Router
 from runtime.edge.head_limits import HeadLimits
+from runtime.edge.legacy_api import LegacyPredict, configured_default, is_legacy, legacy_model
 from runtime.integration import fast_path, http_head
 from runtime.integration.dataplane import policy_for
 from runtime.integration.patching import PatchPoint
 from runtime.integration.v2 import as_mlserver_error
-from runtime.edge.legacy_api import LegacyPredict, configured_default, is_legacy, legacy_model
+from runtime.policy.admin import REPOSITORY_PATH, AdminPolicy
+from runtime.policy.deadlines import stamp
 
 # MLServer's inference routes end so (infer, generate, and their streams); its repository API's
 # routes start with REPOSITORY_PATH.
@@ -51,17 +52,17 @@ def _stamp_on_insert(original: Callable[[Any, dict[str, str]], Any]) -> Callable
     return insert_headers
 
 
-def router_of(app: Any, default_model: Optional[str]) -> Router:
+def router_of(app: Any, default_model: str | None) -> Router:
     """The route `app` takes for a request, as its router decides (Starlette's Router: the first
     full match, else the first partial one, a 405; else a redirect to the other trailing slash)."""
     routes = app.router.routes
     # Decisions by (method, path, root path): a request's route is a few regex matches, its lookup
     # here one dict access. Bounded (paths name models, and anyone may send any path), and dropped
     # when the routes change (MLServer adds a model's custom handlers at load).
-    decided: dict[tuple[str, str, str], Optional[Route]] = {}
+    decided: dict[tuple[str, str, str], Route | None] = {}
     known = len(routes)
 
-    def route(scope: Scope) -> Optional[Route]:
+    def route(scope: Scope) -> Route | None:
         nonlocal known
         key = (scope["method"], scope["path"], scope.get("root_path", ""))
         if key in decided and known == len(routes):
@@ -72,7 +73,7 @@ def router_of(app: Any, default_model: Optional[str]) -> Router:
         decided[key] = found = _decided(scope)
         return found
 
-    def _decided(scope: Scope) -> Optional[Route]:
+    def _decided(scope: Scope) -> Route | None:
         path = route_path(scope)
         if is_legacy(path):
             return Route(INFERENCE, legacy_model(path, default_model))
@@ -89,7 +90,7 @@ def router_of(app: Any, default_model: Optional[str]) -> Router:
     return route
 
 
-def _matched(routes: list[Any], scope: Optional[Scope]) -> Optional[tuple[str, dict[str, Any]]]:
+def _matched(routes: list[Any], scope: Scope | None) -> tuple[str, dict[str, Any]] | None:
     if scope is None:
         return None
     partial = None
@@ -102,7 +103,7 @@ def _matched(routes: list[Any], scope: Optional[Scope]) -> Optional[tuple[str, d
     return partial
 
 
-def _other_slash(scope: Scope) -> Optional[Scope]:
+def _other_slash(scope: Scope) -> Scope | None:
     path = scope["path"]
     if path in ("", "/"):
         return None
@@ -113,7 +114,7 @@ def authorizer(data_plane: Any) -> Authorize:
     """An inference route's model (404 if none is loaded) and its bearer token (401), as
     admission will check them once the body is read; the model, for the fast path."""
 
-    async def authorize(name: str, version: Optional[str], headers: RawHeaders) -> object:
+    async def authorize(name: str, version: str | None, headers: RawHeaders) -> object:
         try:
             model = await data_plane._model_registry.get_model(name, version)
         except MLServerError as error:
@@ -138,8 +139,13 @@ def edge(app: Any, settings: Any, data_plane: Any) -> App:
     if layers is not None:
         inner = fast_path.FastInfer(app, data_plane=data_plane, layers=layers)
     inner = LegacyPredict(inner, default_model=default_model)
-    return RequestGuard(inner, limits=BodyLimits.from_env(), admin=admin, router=router_of(app, default_model),
-                        authorize=authorizer(data_plane))  # fmt: skip
+    return RequestGuard(
+        inner,
+        limits=BodyLimits.from_env(),
+        admin=admin,
+        router=router_of(app, default_model),
+        authorize=authorizer(data_plane),
+    )
 
 
 def _served_through_the_edge(limits: HeadLimits) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -157,7 +163,7 @@ def _served_through_the_edge(limits: HeadLimits) -> Callable[[Callable[..., Any]
     return wrap
 
 
-def patches(limits: Optional[HeadLimits] = None) -> list[PatchPoint]:
+def patches(limits: HeadLimits | None = None) -> list[PatchPoint]:
     return [
         PatchPoint(
             target="mlserver.rest.server:RESTServer._get_config",
@@ -169,8 +175,7 @@ def patches(limits: Optional[HeadLimits] = None) -> list[PatchPoint]:
             upstream="none found: no body size limit and no auth on the repository API; MLServer inflates "
             "a gzip body whole (mlserver.rest.requests); " + http_head.CONFIG_UPSTREAM,
             if_removed="a few large or compressed bodies exhaust the pod's memory; anyone who reaches the "
-            "port unloads models; no /predict; REST inference at MLServer's speed; "
-            + http_head.config_lost("REST"),
+            "port unloads models; no /predict; REST inference at MLServer's speed; " + http_head.config_lost("REST"),
             params=("self",),
             apply=_served_through_the_edge(limits or HeadLimits.from_env()),
         ),

@@ -15,7 +15,8 @@ resets its model context variables there). An error after the first event can on
 from __future__ import annotations
 
 import functools
-from typing import Any, Awaitable, Callable, Optional
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Send
@@ -24,7 +25,7 @@ from runtime.integration.patching import PatchPoint
 
 
 def _start_with_the_first_body(send: Send) -> Send:
-    held: Optional[Message] = None
+    held: Message | None = None
 
     async def send_held(message: Message) -> None:
         nonlocal held

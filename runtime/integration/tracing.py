@@ -17,8 +17,9 @@ the runtime looks it up:
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, Callable, Optional
+from typing import Any
 
 from mlserver import tracing as mlserver_tracing
 from mlserver.settings import Settings
@@ -38,7 +39,7 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 
 
 @lru_cache(maxsize=1)
-def runtime_tracing() -> Optional[Tracing]:
+def runtime_tracing() -> Tracing | None:
     """The runtime's tracer in this process, or None when `tracing_server` is not set."""
     provider = mlserver_tracing._TRACER_PROVIDER
     if provider is not None:
@@ -50,7 +51,7 @@ def runtime_tracing() -> Optional[Tracing]:
     return None
 
 
-def parent_context(request: InferenceRequest) -> Optional[Context]:
+def parent_context(request: InferenceRequest) -> Context | None:
     """In a worker, the request span's context sent along by the server process; else None
     (the current context, which already holds the request span)."""
     carried = _pop_parameter(request, TRACEPARENT_PARAMETER)
@@ -89,8 +90,7 @@ def patches(runtime_class: type) -> list[PatchPoint]:
     return [
         PatchPoint(
             target="mlserver.parallel.model:ParallelModel.predict",
-            why="carry the request span's traceparent to the parallel worker (reads "
-            "ParallelModel._model)",
+            why="carry the request span's traceparent to the parallel worker (reads ParallelModel._model)",
             upstream="SeldonIO/MLServer#2052 (open)",
             if_removed="with parallel workers the runtime's spans start new traces",
             params=("self", "payload"),

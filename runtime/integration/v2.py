@@ -6,8 +6,6 @@ integration package convert at the edge with these functions, once per request.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from mlserver.errors import MLServerError
 from mlserver.types import (
     InferenceRequest,
@@ -16,15 +14,14 @@ from mlserver.types import (
     Parameters,
     ResponseOutput,
 )
-
 from opentelemetry.context import Context
 
 from runtime.core.call import Answer, Call
 from runtime.core.contract import Tensor
-from runtime.features.entities import SOURCES_PARAMETER
-from runtime.core.ood import FLAGS_PARAMETER
 from runtime.core.errors import PipelineError
+from runtime.core.ood import FLAGS_PARAMETER
 from runtime.core.response import TensorDescription
+from runtime.features.entities import SOURCES_PARAMETER
 
 
 class RuntimeRequestError(MLServerError):
@@ -43,7 +40,7 @@ def as_mlserver_error(error: PipelineError) -> RuntimeRequestError:
     return RuntimeRequestError(str(error), error.status)
 
 
-def call(request: InferenceRequest, parent: Optional[Context] = None) -> Call:
+def call(request: InferenceRequest, parent: Context | None = None) -> Call:
     """MLServer's request as the runtime's Call (the DataPlane has given it an id)."""
     parameters = request.parameters
     return Call(
@@ -64,10 +61,7 @@ def response(answer: Answer) -> InferenceResponse:
     built = InferenceResponse(
         model_name=answer.model_name,
         model_version=answer.model_version,
-        outputs=[
-            ResponseOutput(name=o.name, shape=o.shape, datatype=o.datatype, data=o.data)
-            for o in answer.outputs
-        ],
+        outputs=[ResponseOutput(name=o.name, shape=o.shape, datatype=o.datatype, data=o.data) for o in answer.outputs],
     )
     if answer.parameters:
         built.parameters = Parameters(**answer.parameters)

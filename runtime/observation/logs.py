@@ -16,14 +16,17 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import datetime, timezone
-from typing import Any, Optional
+from datetime import UTC, datetime
+from typing import Any
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is emitted.
 # uvicorn's `color_message` repeats the message with terminal colour codes.
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "color_message", "taskName",
-}  # fmt: skip
+    "message",
+    "asctime",
+    "color_message",
+    "taskName",
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -54,7 +57,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def _utc_iso(created: float) -> str:
-    return datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
 
 
 def _message(record: logging.LogRecord) -> str:
@@ -84,7 +87,7 @@ def stdout_handler() -> logging.Handler:
 _LOGGED_ID_CHARS = 256
 
 
-def _loggable_id(request_id: Optional[str]) -> Optional[str]:
+def _loggable_id(request_id: str | None) -> str | None:
     if request_id is None or len(request_id) <= _LOGGED_ID_CHARS:
         return request_id
     return f"{request_id[:_LOGGED_ID_CHARS]}... ({len(request_id)} characters)"
@@ -94,13 +97,13 @@ def log_request(
     logger: logging.Logger,
     level: int,
     *,
-    request_id: Optional[str],
+    request_id: str | None,
     model: str,
     version: str,
-    rows: Optional[int],
+    rows: int | None,
     seconds: float,
     outcome: str,
-    error: Optional[BaseException] = None,
+    error: BaseException | None = None,
     traceback: bool = False,
 ) -> None:
     """The per-request line: a summary message plus the fields as top-level JSON keys."""

@@ -19,9 +19,10 @@ from __future__ import annotations
 import re
 import time
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
@@ -37,9 +38,23 @@ DIFF_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 50, 100)
 REL_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 SECONDS_BUCKETS = (
-    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-    0.05, 0.1, 0.25, 0.5, 1.0,
-)  # fmt: skip
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
 
 
 @dataclass(frozen=True)
@@ -79,42 +94,55 @@ def _families() -> _Families:
     # Gauges: across parallel workers, the largest value (every worker loads every model).
     return _Families(
         requests=Counter(
-            "pipeline_requests", "Inference requests seen by the runtime, by outcome.",
+            "pipeline_requests",
+            "Inference requests seen by the runtime, by outcome.",
             per_model + ["outcome"],
         ),
         rows=Histogram(
-            "pipeline_request_rows", "Rows per request whose inputs decoded (all OOD-checked).",
+            "pipeline_request_rows",
+            "Rows per request whose inputs decoded (all OOD-checked).",
             per_model,
             buckets=ROW_BUCKETS,
         ),
         # bucket: a regressor's bucket upper edge ("+Inf" last) or a classifier's class label,
         # both from the model (bounded), never from a client.
         predictions=Counter(
-            "pipeline_prediction_bucket", "Predicted values by bucket (regressors) or class (classifiers).",
+            "pipeline_prediction_bucket",
+            "Predicted values by bucket (regressors) or class (classifiers).",
             per_model + ["bucket"],
         ),
         stage_seconds=Histogram(
-            "pipeline_stage_seconds", "Time spent per request in each stage of the runtime.",
-            per_model + ["stage"], buckets=SECONDS_BUCKETS,
+            "pipeline_stage_seconds",
+            "Time spent per request in each stage of the runtime.",
+            per_model + ["stage"],
+            buckets=SECONDS_BUCKETS,
         ),
         model_info=Gauge(
-            "pipeline_model_info", "The loaded model version (always 1); artifacts in labels.",
-            per_model + ["predictor", "model_sha256", "scaler_sha256"], multiprocess_mode="max",
+            "pipeline_model_info",
+            "The loaded model version (always 1); artifacts in labels.",
+            per_model + ["predictor", "model_sha256", "scaler_sha256"],
+            multiprocess_mode="max",
         ),
         load_seconds=Gauge(
-            "pipeline_model_load_seconds", "How long loading and verifying the model took.",
-            per_model, multiprocess_mode="max",
+            "pipeline_model_load_seconds",
+            "How long loading and verifying the model took.",
+            per_model,
+            multiprocess_mode="max",
         ),
         load_timestamp=Gauge(
-            "pipeline_model_load_timestamp_seconds", "When the model was loaded (Unix time).",
-            per_model, multiprocess_mode="max",
+            "pipeline_model_load_timestamp_seconds",
+            "When the model was loaded (Unix time).",
+            per_model,
+            multiprocess_mode="max",
         ),
         ood_values=Counter(
-            "pipeline_ood_values", "Input values outside the training band, per feature.",
+            "pipeline_ood_values",
+            "Input values outside the training band, per feature.",
             per_model + ["feature"],
         ),
         ood_rows=Counter(
-            "pipeline_ood_rows", "Input rows with at least one value outside the training band.",
+            "pipeline_ood_rows",
+            "Input rows with at least one value outside the training band.",
             per_model,
         ),
         # Only `model` (an existing model's name: unknown ones are a 404 first) and the reason.
@@ -125,80 +153,110 @@ def _families() -> _Families:
         ),
         # `client`: a bearer token's short hash (as many as the configured tokens) or "by-address".
         rate_limited=Counter(
-            "pipeline_rate_limited", "Requests refused for being over the client's rate (429).",
+            "pipeline_rate_limited",
+            "Requests refused for being over the client's rate (429).",
             ["model", "client"],
         ),
         # reason: error, slow, breaker_open (from the code).
         fallbacks=Counter(
-            "pipeline_fallbacks", "Requests the fallback model answered for this one, by reason.",
+            "pipeline_fallbacks",
+            "Requests the fallback model answered for this one, by reason.",
             ["model", "fallback", "reason"],
         ),
         # event: evaluated (requests), compared, agreed (rows, classifiers), error, dropped (buffer full),
         # skipped (requests: the shadow model was not loaded when their batch came).
         shadow_events=Counter(
-            "pipeline_shadow_events", "Shadow evaluations of this model's requests, by event.",
+            "pipeline_shadow_events",
+            "Shadow evaluations of this model's requests, by event.",
             ["model", "shadow", "event"],
         ),
         shadow_seconds=Histogram(
-            "pipeline_shadow_batch_seconds", "The shadow model's prediction time per batch of sampled requests.",
-            ["model", "shadow"], buckets=SECONDS_BUCKETS,
+            "pipeline_shadow_batch_seconds",
+            "The shadow model's prediction time per batch of sampled requests.",
+            ["model", "shadow"],
+            buckets=SECONDS_BUCKETS,
         ),
         shadow_abs_diff=Histogram(
-            "pipeline_shadow_abs_difference", "|shadow - primary| per row (regressors).",
-            ["model", "shadow"], buckets=DIFF_BUCKETS,
+            "pipeline_shadow_abs_difference",
+            "|shadow - primary| per row (regressors).",
+            ["model", "shadow"],
+            buckets=DIFF_BUCKETS,
         ),
         shadow_rel_diff=Histogram(
-            "pipeline_shadow_rel_difference", "|shadow - primary| / |primary| per row (regressors).",
-            ["model", "shadow"], buckets=REL_BUCKETS,
+            "pipeline_shadow_rel_difference",
+            "|shadow - primary| / |primary| per row (regressors).",
+            ["model", "shadow"],
+            buckets=REL_BUCKETS,
         ),
         shadow_psi=Gauge(
-            "pipeline_shadow_psi", "Population stability index, shadow vs primary, sliding window.",
-            ["model", "shadow"], multiprocess_mode="max",
+            "pipeline_shadow_psi",
+            "Population stability index, shadow vs primary, sliding window.",
+            ["model", "shadow"],
+            multiprocess_mode="max",
         ),
         shadow_ks=Gauge(
-            "pipeline_shadow_ks", "Two-sample Kolmogorov-Smirnov statistic, shadow vs primary.",
-            ["model", "shadow"], multiprocess_mode="max",
+            "pipeline_shadow_ks",
+            "Two-sample Kolmogorov-Smirnov statistic, shadow vs primary.",
+            ["model", "shadow"],
+            multiprocess_mode="max",
         ),
         shadow_window=Gauge(
-            "pipeline_shadow_window_rows", "Rows in the window PSI and KS are computed over.",
-            ["model", "shadow"], multiprocess_mode="max",
+            "pipeline_shadow_window_rows",
+            "Rows in the window PSI and KS are computed over.",
+            ["model", "shadow"],
+            multiprocess_mode="max",
         ),
         breaker_state=Gauge(
-            "pipeline_breaker_state", "The model's circuit breaker: 0 closed, 1 half-open, 2 open.",
-            ["model"], multiprocess_mode="max",
+            "pipeline_breaker_state",
+            "The model's circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ["model"],
+            multiprocess_mode="max",
         ),
         lookup_seconds=Histogram(
-            "pipeline_feature_lookup_seconds", "Feature store round trips (cache misses), wait for a connection included.",
-            ["model"], buckets=SECONDS_BUCKETS,
+            "pipeline_feature_lookup_seconds",
+            "Feature store round trips (cache misses), wait for a connection included.",
+            ["model"],
+            buckets=SECONDS_BUCKETS,
         ),
         lookup_rows=Counter(
-            "pipeline_feature_rows_fetched", "Entity rows the feature store returned.", ["model"],
+            "pipeline_feature_rows_fetched",
+            "Entity rows the feature store returned.",
+            ["model"],
         ),
         # result: hit, miss (one per distinct id of a request).
         lookup_cache=Counter(
-            "pipeline_feature_cache", "Feature cache lookups by result.", ["model", "result"],
+            "pipeline_feature_cache",
+            "Feature cache lookups by result.",
+            ["model", "result"],
         ),
         # kind: unknown_id (or a stored row missing a feature), timeout, unavailable, breaker_open,
         # pool_full (from the code).
         lookup_errors=Counter(
-            "pipeline_feature_lookup_errors", "Failed feature lookups by kind.", ["model", "kind"],
+            "pipeline_feature_lookup_errors",
+            "Failed feature lookups by kind.",
+            ["model", "kind"],
         ),
         store_breaker=Gauge(
-            "pipeline_feature_store_breaker_state", "The feature store's circuit breaker: 0 closed, 1 half-open, 2 open.",
-            ["model"], multiprocess_mode="max",
+            "pipeline_feature_store_breaker_state",
+            "The feature store's circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ["model"],
+            multiprocess_mode="max",
         ),
         # state: size (open connections), available (idle), in_use, waiting (lookups queued for one);
         # summed over parallel workers, each of which has its own pool.
         store_pool=Gauge(
-            "pipeline_feature_pool_connections", "The feature store's connection pool.",
-            ["model", "state"], multiprocess_mode="livesum",
+            "pipeline_feature_pool_connections",
+            "The feature store's connection pool.",
+            ["model", "state"],
+            multiprocess_mode="livesum",
         ),
         # protocol: rest or grpc. Only the server process answers there (never a parallel worker).
         fast_path=Counter(
-            "pipeline_fast_path_requests", "Inference requests the fast path took (runtime.integration.fast_path), by protocol.",
+            "pipeline_fast_path_requests",
+            "Inference requests the fast path took (runtime.integration.fast_path), by protocol.",
             ["protocol"],
         ),
-    )  # fmt: skip
+    )
 
 
 # ------------------------------------------------------------------------------------ outcomes
@@ -237,7 +295,7 @@ def _reason(error_class: type) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def outcome_of(error: Optional[BaseException]) -> str:
+def outcome_of(error: BaseException | None) -> str:
     if error is None:
         return OK
     if isinstance(error, (errors.InvalidRequest, errors.FeatureStoreUnavailable)):
@@ -277,7 +335,7 @@ class ModelMetrics:
         families.load_seconds.labels(*self._labels).set(seconds)
         families.load_timestamp.labels(*self._labels).set(time.time())
 
-    def record(self, outcome: str, rows: Optional[int], stage_seconds: dict[str, float]) -> None:
+    def record(self, outcome: str, rows: int | None, stage_seconds: dict[str, float]) -> None:
         child = self._requests.get(outcome)
         if child is None:  # an InvalidRequest subclass defined after this model loaded
             child = _families().requests.labels(*self._labels, outcome)
@@ -287,7 +345,7 @@ class ModelMetrics:
         for stage, seconds in stage_seconds.items():
             self._stages[stage](seconds)
 
-    def bind_predictions(self, edges: Optional[np.ndarray], classes: Optional[list]) -> None:
+    def bind_predictions(self, edges: np.ndarray | None, classes: list | None) -> None:
         """What the predictions are counted by: a regressor's bucket edges or a classifier's
         classes, with every series created at load (a version that never predicts a class still
         shows 0)."""
@@ -326,8 +384,10 @@ class ShadowMetrics:
 
     def __init__(self, model: str, shadow: str):
         families = _families()
-        self._events = {e: families.shadow_events.labels(model, shadow, e)
-                        for e in ("evaluated", "compared", "agreed", "error", "dropped", "skipped")}  # fmt: skip
+        self._events = {
+            e: families.shadow_events.labels(model, shadow, e)
+            for e in ("evaluated", "compared", "agreed", "error", "dropped", "skipped")
+        }
         self._seconds = families.shadow_seconds.labels(model, shadow)
         self._abs_diff = families.shadow_abs_diff.labels(model, shadow)
         self._rel_diff = families.shadow_rel_diff.labels(model, shadow)
@@ -352,7 +412,7 @@ class ShadowMetrics:
         self._window.set(rows)
 
 
-def _internals(child: Histogram) -> Optional[tuple[list, list, Any]]:
+def _internals(child: Histogram) -> tuple[list, list, Any] | None:
     """prometheus_client's per-child bucket bounds, bucket values and sum (0.26.0), if it has them."""
     bounds, buckets, total = (getattr(child, a, None) for a in ("_upper_bounds", "_buckets", "_sum"))
     if isinstance(bounds, list) and isinstance(buckets, list) and len(bounds) == len(buckets) and total is not None:
@@ -423,8 +483,10 @@ class FeatureStoreMetrics:
         self._rows = families.lookup_rows.labels(model)
         self._hits = families.lookup_cache.labels(model, "hit")
         self._misses = families.lookup_cache.labels(model, "miss")
-        self._errors = {k: families.lookup_errors.labels(model, k)
-                        for k in ("unknown_id", "timeout", "unavailable", "breaker_open", "pool_full")}  # fmt: skip
+        self._errors = {
+            k: families.lookup_errors.labels(model, k)
+            for k in ("unknown_id", "timeout", "unavailable", "breaker_open", "pool_full")
+        }
         self._breaker = families.store_breaker.labels(model)
         self._pool = {state: families.store_pool.labels(model, state) for state in (*self.POOL_STATES, "in_use")}
 

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Iterator, Optional, TypeVar
+from typing import Any, ContextManager, TypeVar
 
 from opentelemetry.context import Context
 from opentelemetry.trace import Status, StatusCode, Tracer
 
 from runtime.core.artifacts import Manifest
 from runtime.core.errors import FeatureStoreUnavailable
+from runtime.core.ood import OodReport
 from runtime.observation.logs import log_request
 from runtime.observation.metrics import INTERNAL_ERROR, ModelMetrics, outcome_of
-from runtime.core.ood import OodReport
 
 logger = logging.getLogger("runtime")
 
@@ -40,7 +41,7 @@ class Tracing:
     tracer: Tracer
 
 
-def _level(error: Optional[BaseException], internal: bool) -> int:
+def _level(error: BaseException | None, internal: bool) -> int:
     if error is None or isinstance(error, FeatureStoreUnavailable):
         # A dependency's refusal is logged where it happens (the failed lookup, the breaker's
         # transitions), not once more for each of the thousands of requests refused meanwhile.
@@ -51,24 +52,29 @@ def _level(error: Optional[BaseException], internal: bool) -> int:
 class Observer:
     """What one model version records about each request: metrics, a log line and spans."""
 
-    def __init__(self, model: str, version: str, manifest: Manifest, tracing: Optional[Tracing]):
+    def __init__(self, model: str, version: str, manifest: Manifest, tracing: Tracing | None):
         self.model, self.version = model, version
         self.metrics = ModelMetrics(model, version, tuple(manifest.feature_names))
         self.tracing = tracing
 
-    def observe(self, request_id: Optional[str], parent: Optional[Context] = None) -> "Observation":
+    def observe(self, request_id: str | None, parent: Context | None = None) -> Observation:
         """`parent`: the span to hang under when it is not the current one (a parallel worker)."""
         return Observation(self, request_id, parent)
 
-    def refused(self, request_id: Optional[str], error: BaseException) -> None:
+    def refused(self, request_id: str | None, error: BaseException) -> None:
         """A request that failed before its computation (a feature lookup): counted and logged
         like one that failed in it."""
         self.record(request_id, error, None, 0.0, {}, None)
 
     def record(
-        self, request_id: Optional[str], error: Optional[BaseException], rows: Optional[int],
-        seconds: float, stage_seconds: dict[str, float], ood: Optional[OodReport],
-    ) -> None:  # fmt: skip
+        self,
+        request_id: str | None,
+        error: BaseException | None,
+        rows: int | None,
+        seconds: float,
+        stage_seconds: dict[str, float],
+        ood: OodReport | None,
+    ) -> None:
         outcome = outcome_of(error)
         self.metrics.record(outcome, rows, stage_seconds)
         if ood is not None:
@@ -88,7 +94,7 @@ class Observer:
         )
 
     def span(
-        self, name: str, parent: Optional[Context] = None, rows: Callable[[], Optional[int]] = lambda: None
+        self, name: str, parent: Context | None = None, rows: Callable[[], int | None] = lambda: None
     ) -> ContextManager[None]:
         """A child of the current span (or of `parent`); nothing when tracing is off. `rows`:
         the request's row count once known, for the span's attributes."""
@@ -98,13 +104,13 @@ class Observer:
 
     @contextmanager
     def _span(
-        self, tracer: Tracer, name: str, parent: Optional[Context], rows: Callable[[], Optional[int]]
+        self, tracer: Tracer, name: str, parent: Context | None, rows: Callable[[], int | None]
     ) -> Iterator[None]:
         # Status is set here, not by OpenTelemetry: a client's mistake is not a span error.
         with tracer.start_as_current_span(
             name, context=parent, record_exception=False, set_status_on_exception=False
         ) as span:
-            error: Optional[BaseException] = None
+            error: BaseException | None = None
             try:
                 yield
             except BaseException as exc:
@@ -129,23 +135,23 @@ class Observation:
     traceback otherwise) and each span's attributes.
     """
 
-    def __init__(self, observer: Observer, request_id: Optional[str], parent: Optional[Context]):
+    def __init__(self, observer: Observer, request_id: str | None, parent: Context | None):
         self._observer = observer
         self._request_id = request_id
         self._parent = parent
         self._stage_seconds: dict[str, float] = {}
         self._root: ContextManager[None] = _NO_SPAN
         self._started = 0.0
-        self.rows: Optional[int] = None
-        self.ood: Optional[OodReport] = None
+        self.rows: int | None = None
+        self.ood: OodReport | None = None
 
-    def __enter__(self) -> "Observation":
+    def __enter__(self) -> Observation:
         self._started = time.perf_counter()
         self._root = self.span("predict", parent=self._parent)
         self._root.__enter__()
         return self
 
-    def __exit__(self, exc_type: Any, error: Optional[BaseException], tb: Any) -> None:
+    def __exit__(self, exc_type: Any, error: BaseException | None, tb: Any) -> None:
         seconds = time.perf_counter() - self._started
         self._root.__exit__(exc_type, error, tb)
         self._observer.record(self._request_id, error, self.rows, seconds, self._stage_seconds, self.ood)
@@ -157,7 +163,7 @@ class Observation:
         finally:
             self._stage_seconds[stage] = time.perf_counter() - started
 
-    def span(self, name: str, parent: Optional[Context] = None) -> ContextManager[None]:
+    def span(self, name: str, parent: Context | None = None) -> ContextManager[None]:
         """A child of the current span (or of `parent`); nothing when tracing is off."""
         if self._observer.tracing is None:  # checked here too: no closure made for nothing
             return _NO_SPAN

@@ -17,11 +17,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional
 
-from runtime.policy import auth
 from runtime.core.errors import AdminDisabled, AdminUnauthenticated, Unauthenticated
+from runtime.policy import auth
 
 ENV_ADMIN_TOKEN_FILE = "PIPELINE_ADMIN_TOKEN_FILE"
 ENV_ADMIN_TOKENS = "PIPELINE_ADMIN_TOKENS"
@@ -35,10 +35,10 @@ logger = logging.getLogger("runtime.policy.admin")
 class AdminPolicy:
     mode: str  # "token", "open" or "off"
     reason: str
-    authenticator: Optional[auth.Authenticator] = None
+    authenticator: auth.Authenticator | None = None
 
     @classmethod
-    def from_env(cls, host: str, env: Optional[Mapping[str, str]] = None) -> "AdminPolicy":
+    def from_env(cls, host: str, env: Mapping[str, str] | None = None) -> AdminPolicy:
         env = os.environ if env is None else env
         if env.get(ENV_ADMIN_API, "").strip().lower() == "off":
             return cls("off", f"{ENV_ADMIN_API}=off")

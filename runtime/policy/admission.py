@@ -11,17 +11,18 @@ hands the request to the model, its batcher or a parallel worker (runtime.integr
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from pydantic import ValidationError
 
-from runtime.policy import auth
-from runtime.observation import metrics
-from runtime.policy.deadlines import check_deadline, settle_deadline
 from runtime.core.errors import DeadlineExceeded, Overloaded, RateLimited, Unauthenticated
-from runtime.policy.inflight import IN_FLIGHT, REFUSED, Key
 from runtime.core.options import AdmissionOptions
+from runtime.observation import metrics
+from runtime.policy import auth
+from runtime.policy.deadlines import check_deadline, settle_deadline
+from runtime.policy.inflight import IN_FLIGHT, REFUSED, Key
 from runtime.policy.ratelimit import RateLimiter
 
 logger = logging.getLogger("runtime.policy.admission")
@@ -36,13 +37,13 @@ class Policy:
     """One loaded model version's admission settings."""
 
     name: str
-    version: Optional[str]
+    version: str | None
     options: AdmissionOptions
-    authenticator: Optional[auth.Authenticator]
-    limiter: Optional[RateLimiter] = None
+    authenticator: auth.Authenticator | None
+    limiter: RateLimiter | None = None
 
     @classmethod
-    def from_extra(cls, name: str, version: Optional[str], extra: Optional[dict[str, Any]]) -> "Policy":
+    def from_extra(cls, name: str, version: str | None, extra: dict[str, Any] | None) -> Policy:
         try:
             options = AdmissionOptions.model_validate(extra or {})
         except ValidationError:
@@ -51,12 +52,14 @@ class Policy:
         authenticator = auth.from_options(options.auth_token_file, options.auth_token_env)
         if options.max_in_flight or options.request_timeout_ms or authenticator or options.rate_limit_per_s:
             logger.info(
-                "admission for model %s version %s: max_in_flight=%s request_timeout_ms=%s auth=%s "
-                "rate_limit=%s",
-                name, version, options.max_in_flight or "off", options.request_timeout_ms or "off",
+                "admission for model %s version %s: max_in_flight=%s request_timeout_ms=%s auth=%s rate_limit=%s",
+                name,
+                version,
+                options.max_in_flight or "off",
+                options.request_timeout_ms or "off",
                 authenticator.source.description if authenticator else "off",
                 f"{options.rate_limit_per_s:g}/s burst {options.burst}" if options.rate_limit_per_s else "off",
-            )  # fmt: skip
+            )
         limiter = None
         if options.rate_limit_per_s is not None:
             limiter = RateLimiter(options.rate_limit_per_s, options.burst)
@@ -66,7 +69,7 @@ class Policy:
     def key(self) -> Key:
         return (self.name, self.version)
 
-    def authenticate(self, headers: Mapping[str, str]) -> Optional[str]:
+    def authenticate(self, headers: Mapping[str, str]) -> str | None:
         """The client's token id, None when the model needs no token, or Unauthenticated (counted).
         REST asks from the request head (runtime.edge.guard), before the body is read."""
         if self.authenticator is None:
@@ -88,9 +91,7 @@ class Policy:
             check_deadline(headers, "the request was admitted")
             cap = self.options.max_in_flight
             if cap and IN_FLIGHT.per_model[self.key] >= cap:
-                raise Overloaded(
-                    f"model '{self.name}' already has {cap} request(s) in flight, its limit; retry later"
-                )
+                raise Overloaded(f"model '{self.name}' already has {cap} request(s) in flight, its limit; retry later")
         except REFUSALS as error:
             REFUSED.add(self.name, error)
             raise

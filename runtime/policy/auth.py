@@ -27,8 +27,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional, Protocol
+from typing import Protocol
 
 from runtime.core.errors import ArtifactError, Unauthenticated
 
@@ -65,7 +66,7 @@ class TokenSource(Protocol):
 
 
 class EnvTokens:
-    def __init__(self, variable: str, env: Optional[Mapping[str, str]] = None):
+    def __init__(self, variable: str, env: Mapping[str, str] | None = None):
         self.description = f"environment variable {variable}"
         self._digests = parse_tokens((os.environ if env is None else env).get(variable, ""))
 
@@ -81,7 +82,7 @@ class FileTokens:
         self.description = f"token file {path}"
         self._recheck_s = recheck_s
         self._lock = threading.Lock()
-        self._stamp: Optional[tuple[int, int, int]] = None
+        self._stamp: tuple[int, int, int] | None = None
         self._digests: tuple[bytes, ...] = ()
         self._checked = 0.0
         self._refresh()
@@ -105,8 +106,9 @@ class FileTokens:
         except (OSError, UnicodeDecodeError) as exc:
             # Keep the last tokens read (a Secret update can briefly show no file); with none,
             # every request is refused: a broken configuration fails closed.
-            logger.error("cannot read %s: %s; keeping the %d token(s) read before",
-                         self.description, exc, len(self._digests))  # fmt: skip
+            logger.error(
+                "cannot read %s: %s; keeping the %d token(s) read before", self.description, exc, len(self._digests)
+            )
             return
         if self._stamp is not None:
             logger.info("%s changed: %d token(s) now valid", self.description, len(digests))
@@ -117,7 +119,7 @@ class Authenticator:
     def __init__(self, source: TokenSource):
         self.source = source
 
-    def check(self, headers: Optional[Mapping[str, str]]) -> str:
+    def check(self, headers: Mapping[str, str] | None) -> str:
         """The client's id (a short hash of its token, never the token), or Unauthenticated
         unless the headers carry one of the valid bearer tokens."""
         value = (headers or {}).get(HEADER)
@@ -136,7 +138,7 @@ class Authenticator:
         return "token-" + presented.hex()[:8]
 
 
-def from_options(token_file: Optional[str], token_env: Optional[str]) -> Optional[Authenticator]:
+def from_options(token_file: str | None, token_env: str | None) -> Authenticator | None:
     """The model's own setting, else the server-wide environment, else None (auth off)."""
     if token_file:
         return Authenticator(FileTokens(token_file))
@@ -149,11 +151,9 @@ def from_options(token_file: Optional[str], token_env: Optional[str]) -> Optiona
     return None
 
 
-def check_configured(token_file: Optional[str], token_env: Optional[str]) -> None:
+def check_configured(token_file: str | None, token_env: str | None) -> None:
     """At model load: refuse to become ready with an auth setting that holds no token, rather
     than refuse every request later."""
     authenticator = from_options(token_file, token_env)
     if authenticator is not None and not authenticator.source.digests():
-        raise ArtifactError(
-            f"bearer-token auth is configured but {authenticator.source.description} holds no token"
-        )
+        raise ArtifactError(f"bearer-token auth is configured but {authenticator.source.description} holds no token")

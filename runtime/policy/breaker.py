@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Callable, Optional
+from collections.abc import Callable
 
 logger = logging.getLogger("runtime.policy.breaker")
 
@@ -29,7 +29,7 @@ class CircuitBreaker:
         min_calls: int = 10,
         open_s: float = 10.0,
         probes: int = 3,
-        on_change: Optional[Callable[[str], None]] = None,
+        on_change: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.name = name

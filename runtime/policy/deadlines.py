@@ -10,7 +10,6 @@ computation starts, after any queueing.
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 from runtime.core.errors import DeadlineExceeded, InvalidTimeoutError
 
@@ -20,7 +19,7 @@ GRPC_DEADLINE_AT = "x-pipeline-grpc-deadline"
 TIMEOUT_HEADER = "x-request-timeout-ms"
 
 
-def stamp(headers: dict[str, str], grpc_remaining: Optional[float] = None) -> dict[str, str]:
+def stamp(headers: dict[str, str], grpc_remaining: float | None = None) -> dict[str, str]:
     """Record the arrival time and the deadlines the request brought.
 
     Any value a client sent under our keys is overwritten or removed.
@@ -43,13 +42,11 @@ def parse_timeout_ms(raw: str) -> float:
     except (TypeError, ValueError):
         value = float("nan")
     if not value >= 0 or value == float("inf"):  # also catches NaN
-        raise InvalidTimeoutError(
-            f"{TIMEOUT_HEADER}: expected a number of milliseconds >= 0, got {str(raw)[:40]!r}"
-        )
+        raise InvalidTimeoutError(f"{TIMEOUT_HEADER}: expected a number of milliseconds >= 0, got {str(raw)[:40]!r}")
     return value
 
 
-def settle_deadline(headers: dict[str, str], default_timeout_ms: Optional[float]) -> None:
+def settle_deadline(headers: dict[str, str], default_timeout_ms: float | None) -> None:
     """The request's effective deadline: its X-Request-Timeout-Ms, else the model's default,
     and never later than its gRPC deadline (how long the client will wait at all)."""
     candidates = []
@@ -65,7 +62,7 @@ def settle_deadline(headers: dict[str, str], default_timeout_ms: Optional[float]
         headers[DEADLINE_AT] = repr(min(candidates))
 
 
-def check_deadline(headers: Optional[dict[str, str]], where: str) -> None:
+def check_deadline(headers: dict[str, str] | None, where: str) -> None:
     if not headers:
         return
     raw = headers.get(DEADLINE_AT)
@@ -74,6 +71,4 @@ def check_deadline(headers: Optional[dict[str, str]], where: str) -> None:
     now = time.time()
     if now >= float(raw):
         waited_ms = (now - float(headers.get(RECEIVED_AT) or now)) * 1000.0
-        raise DeadlineExceeded(
-            f"deadline passed before {where} (request waited {waited_ms:.0f} ms); not computed"
-        )
+        raise DeadlineExceeded(f"deadline passed before {where} (request waited {waited_ms:.0f} ms); not computed")

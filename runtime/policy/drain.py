@@ -20,8 +20,9 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 from runtime.policy.inflight import IN_FLIGHT, REFUSED
 
@@ -44,7 +45,7 @@ class DrainSettings:
     hard_exit_s: float
 
     @classmethod
-    def from_env(cls, env: Optional[dict[str, str]] = None) -> "DrainSettings":
+    def from_env(cls, env: dict[str, str] | None = None) -> DrainSettings:
         env = os.environ if env is None else env
         delay = _seconds(env, ENV_DELAY, DEFAULT_DELAY_S)
         timeout = _seconds(env, ENV_TIMEOUT, DEFAULT_TIMEOUT_S)
@@ -70,8 +71,8 @@ class DrainState:
     def __init__(self) -> None:
         self.draining = False
         self.sigint_seen = False
-        self.started_at: Optional[float] = None
-        self.watchdog: Optional[threading.Timer] = None
+        self.started_at: float | None = None
+        self.watchdog: threading.Timer | None = None
 
 
 STATE = DrainState()
@@ -100,8 +101,10 @@ async def drain(listeners: Listeners, sig: int, settings: DrainSettings) -> None
     logger.info(
         "signal %s: draining; readiness is now false; %d request(s) in flight; serving for %.1fs "
         "before closing the listeners",
-        signal_name(sig), IN_FLIGHT.total, delay,
-    )  # fmt: skip
+        signal_name(sig),
+        IN_FLIGHT.total,
+        delay,
+    )
     await asyncio.sleep(delay)
     listeners.close(settings.timeout_s)
     deadline = started + delay + settings.timeout_s
@@ -113,9 +116,11 @@ async def drain(listeners: Listeners, sig: int, settings: DrainSettings) -> None
     logger.info(
         "drain finished after %.2fs: %d request(s) admitted since the signal (%d answered with an "
         "error status), %d still in flight; stopping MLServer",
-        loop.time() - started, IN_FLIGHT.admitted - admitted_before,
-        IN_FLIGHT.failed - failed_before, IN_FLIGHT.total,
-    )  # fmt: skip
+        loop.time() - started,
+        IN_FLIGHT.admitted - admitted_before,
+        IN_FLIGHT.failed - failed_before,
+        IN_FLIGHT.total,
+    )
 
 
 def _hard_exit(after_s: float) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from typing import Optional
 
 from runtime.observation import metrics
 
@@ -17,7 +16,7 @@ logger = logging.getLogger("runtime.policy.admission")
 
 SUMMARY_EVERY_S = 10.0
 
-Key = tuple[str, Optional[str]]
+Key = tuple[str, str | None]
 
 
 class InFlight:
@@ -63,7 +62,7 @@ class Refusals:
         if now - self._last_log >= SUMMARY_EVERY_S:
             self.flush(now)
 
-    def flush(self, now: Optional[float] = None) -> None:
+    def flush(self, now: float | None = None) -> None:
         self._last_log = time.monotonic() if now is None else now
         if self.counts:
             summary = ", ".join(f"{m}: {n} {r}" for (m, r), n in sorted(self.counts.items()))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Callable, Optional
+from collections.abc import Callable
 
 MAX_CLIENTS = 10_000
 
@@ -19,7 +19,7 @@ class RateLimiter:
         self._clock = clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
 
-    def take(self, key: str) -> Optional[float]:
+    def take(self, key: str) -> float | None:
         """None if `key` may go now (one token spent), else the seconds until it may."""
         now = self._clock()
         tokens, at = self._buckets.pop(key, (float(self.burst), now))

@@ -15,12 +15,13 @@ server; the adapter says how to ask it, and it is counted once it answered.
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Optional, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-from runtime.observation import metrics
-from runtime.policy.breaker import STATE_VALUES, CircuitBreaker
 from runtime.core.errors import ModelUnavailable, PipelineError, counts_against_model
 from runtime.core.options import RuntimeOptions
+from runtime.observation import metrics
+from runtime.policy.breaker import STATE_VALUES, CircuitBreaker
 
 T = TypeVar("T")
 Fallback = Callable[[str], Awaitable[T]]  # reason -> the fallback's answer
@@ -31,20 +32,24 @@ class Resilience:
         self.model = model
         self.fallback_model = options.fallback_model
         self.budget_s = options.fallback_budget_ms / 1000.0 if options.fallback_budget_ms else None
-        self.breaker: Optional[CircuitBreaker] = None
+        self.breaker: CircuitBreaker | None = None
         if options.breaker_failure_ratio is not None:
             self.breaker = CircuitBreaker(
-                model, options.breaker_failure_ratio, options.breaker_window, options.breaker_min_calls,
-                options.breaker_open_s, options.breaker_probes,
+                model,
+                options.breaker_failure_ratio,
+                options.breaker_window,
+                options.breaker_min_calls,
+                options.breaker_open_s,
+                options.breaker_probes,
                 on_change=lambda state: metrics.set_breaker_state(model, STATE_VALUES[state]),
-            )  # fmt: skip
+            )
             metrics.set_breaker_state(model, 0)
 
     @property
     def active(self) -> bool:
         return self.breaker is not None or self.fallback_model is not None
 
-    async def run(self, primary: Callable[[], Awaitable[T]], fallback: Optional[Fallback]) -> T:
+    async def run(self, primary: Callable[[], Awaitable[T]], fallback: Fallback | None) -> T:
         if self.breaker is not None and not self.breaker.allow():
             return await self._instead(fallback, "breaker_open")
         try:
@@ -52,7 +57,7 @@ class Resilience:
                 result = await asyncio.wait_for(primary(), self.budget_s)
             else:
                 result = await primary()
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._record(False)
             return await self._instead(fallback, "slow")
         except PipelineError as error:
@@ -80,11 +85,10 @@ class Resilience:
         if self.breaker is not None:
             self.breaker.forget()
 
-    async def _instead(self, fallback: Optional[Fallback], reason: str) -> T:
+    async def _instead(self, fallback: Fallback | None, reason: str) -> T:
         if fallback is None:
             raise ModelUnavailable(
-                f"model '{self.model}' is unavailable: its circuit breaker is open after repeated "
-                "failures; retry later"
+                f"model '{self.model}' is unavailable: its circuit breaker is open after repeated failures; retry later"
             )
         answer = await fallback(reason)
         metrics.count_fallback(self.model, self.fallback_model or "", reason)

@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Optional, TypeVar
+from typing import TypeVar
 
 from runtime.policy.deadlines import check_deadline
 
 A = TypeVar("A")
 T = TypeVar("T")
 
-_executor: Optional[ThreadPoolExecutor] = None
+_executor: ThreadPoolExecutor | None = None
 _executor_pid = 0
 
 
@@ -31,14 +32,12 @@ def _compute_executor() -> ThreadPoolExecutor:
     return _executor
 
 
-def _checked(fn: Callable[[A], T], arg: A, headers: Optional[dict[str, str]]) -> T:
+def _checked(fn: Callable[[A], T], arg: A, headers: dict[str, str] | None) -> T:
     check_deadline(headers, "its computation started")
     return fn(arg)
 
 
-async def compute(
-    fn: Callable[[A], T], arg: A, headers: Optional[dict[str, str]], offload: bool
-) -> T:
+async def compute(fn: Callable[[A], T], arg: A, headers: dict[str, str] | None, offload: bool) -> T:
     """`fn(arg)`, unless the deadline in `headers` has passed when it would start.
 
     With `offload`, on the compute thread, with the caller's context variables (tracing span,

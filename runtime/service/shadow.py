@@ -25,11 +25,12 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from functools import partial
-from typing import Callable, Optional, Sequence
 
 import numpy as np
+
 from runtime.observation import metrics
 
 logger = logging.getLogger("runtime.service.shadow")
@@ -49,7 +50,7 @@ ROWS_PER_TICK = 4096
 Predict = Callable[[np.ndarray], np.ndarray]  # features -> predictions [N]
 # A shadow model's predictions by its name as loaded now; None when it is not (or cannot take the
 # primary's features). Equal results are the same loaded version.
-Find = Callable[[str], Optional[Predict]]
+Find = Callable[[str], Predict | None]
 
 
 def psi(expected: np.ndarray, actual: np.ndarray, bins: int = PSI_BINS) -> float:
@@ -89,8 +90,9 @@ def _on_a_loop() -> bool:
 
 
 class Shadow:
-    def __init__(self, model: str, shadow: str, classifier: bool, sample_rate: float,
-                 queue_size: int, window: int, find: Find):  # fmt: skip
+    def __init__(
+        self, model: str, shadow: str, classifier: bool, sample_rate: float, queue_size: int, window: int, find: Find
+    ):
         self.model, self.shadow, self.classifier = model, shadow, classifier
         self._find = find
         self.sample_rate = sample_rate
@@ -98,16 +100,16 @@ class Shadow:
         self._window = _Window(window)
         self._stale, self._stats_at = False, 0.0
         self._metrics = metrics.ShadowMetrics(model, shadow)
-        self._version: Optional[Predict] = None  # the shadow version the window's pairs come from
+        self._version: Predict | None = None  # the shadow version the window's pairs come from
         self._worker = _Worker(f"shadow-{model}")
-        self._tick_handle: Optional[asyncio.TimerHandle] = None
+        self._tick_handle: asyncio.TimerHandle | None = None
         self._in_flight = False  # one batch at the shadow at a time
         self._backlog = False  # the last tick left requests behind (ROWS_PER_TICK)
         self._closed = False
         # The primary's loop: a primary that computes on a thread (offload_compute, a cap, a
         # deadline or a budget) offers from that thread, and the buffer belongs to the loop.
         try:
-            self._loop: Optional[asyncio.AbstractEventLoop] = asyncio.get_running_loop()
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             self._loop = None
 
@@ -161,13 +163,16 @@ class Shadow:
         done = asyncio.wrap_future(self._worker.submit(_timed, predict, features))
         done.add_done_callback(partial(self._evaluated, primary, requests))
 
-    def _found(self) -> Optional[Predict]:
+    def _found(self) -> Predict | None:
         """The shadow as loaded now; a new version restarts the window PSI and KS are taken over."""
         predict = None if self._closed else self._find(self.shadow)
         if predict is None:
             if self._version is not None:
-                logger.warning("shadow %s of %s is not loaded (or takes other features): its batches are "
-                               "skipped", self.shadow, self.model)  # fmt: skip
+                logger.warning(
+                    "shadow %s of %s is not loaded (or takes other features): its batches are skipped",
+                    self.shadow,
+                    self.model,
+                )
             self._version = None
             return None
         if predict != self._version:

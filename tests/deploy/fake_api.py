@@ -80,13 +80,9 @@ def serving(isvc: dict[str, Any], kubeconfig: Path) -> Iterator[FakeApiServer]:
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [
-                    {"name": "fake", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}
-                ],
+                "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}],
                 "users": [{"name": "fake", "user": {"token": "fake-token"}}],
-                "contexts": [
-                    {"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": "ml"}}
-                ],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": "ml"}}],
                 "current-context": "fake",
             }
         )

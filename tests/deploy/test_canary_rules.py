@@ -176,9 +176,7 @@ ACCEPTED: dict[str, Mutation] = {
         set_path(i, ("spec", "canary", 0, "trafficPercent"), 0),
         set_path(i, ("spec", "canary", 0, "predictor", "minReplicas"), 1),
     ),
-    "min-replicas-equal-to-stable": lambda i: set_path(
-        i, ("spec", "canary", 0, "predictor", "minReplicas"), 1
-    ),
+    "min-replicas-equal-to-stable": lambda i: set_path(i, ("spec", "canary", 0, "predictor", "minReplicas"), 1),
     "max-replicas-0": lambda i: set_path(i, ("spec", "canary", 0, "predictor", "maxReplicas"), 0),
     "stable-named-differently": lambda i: set_path(i, ("spec", "predictor", "name"), "v1"),
     "no-canary-in-knative-mode": lambda i: (
@@ -237,9 +235,7 @@ def test_a_predictor_rename_needs_a_model_change() -> None:
     old = with_status(canary_isvc(), "Standard")
     renamed = copy.deepcopy(old)
     set_path(renamed, ("spec", "predictor", "name"), "v1")
-    assert rules.update_problems(old, renamed) == [
-        "predictor.name change requires a model change (e.g. storageUri)"
-    ]
+    assert rules.update_problems(old, renamed) == ["predictor.name change requires a model change (e.g. storageUri)"]
     # Promotion renames and changes the model together.
     promoted = by_kind(render("standard/promote"), "InferenceService")["diabetes"]
     assert rules.update_problems(old, promoted) == []
@@ -270,9 +266,7 @@ def test_the_controller_rules_refuse_what_admission_lets_through(
     "stable_min,percent,canary_min,replicas",
     [(1, 10, None, 1), (4, 10, None, 1), (4, 25, None, 1), (4, 50, None, 2), (4, 0, None, 0), (4, 0, 1, 1)],
 )
-def test_canary_replicas_follow_kserve(
-    stable_min: int, percent: int, canary_min: int | None, replicas: int
-) -> None:
+def test_canary_replicas_follow_kserve(stable_min: int, percent: int, canary_min: int | None, replicas: int) -> None:
     # The figures of KServe's canary controller tests: 25% of 4 -> 1, 50% of 4 -> 2.
     isvc = canary_isvc()
     set_path(isvc, ("spec", "predictor", "minReplicas"), stable_min)

@@ -166,9 +166,7 @@ def test_the_locks_are_compiled_from_pyproject_as_make_lock_does() -> None:
     assert runtime_cmd[-1] == dev_cmd[-1] == "pyproject.toml"
     assert "--output-file=requirements.lock" in runtime_cmd
     assert not [arg for arg in runtime_cmd if arg.startswith(("--extra", "--all-extras"))]
-    assert {"--output-file=requirements-dev.lock", "--extra=dev", "--constraint=requirements.lock"} <= set(
-        dev_cmd
-    )
+    assert {"--output-file=requirements-dev.lock", "--extra=dev", "--constraint=requirements.lock"} <= set(dev_cmd)
     for cmd in (runtime_cmd, dev_cmd):
         assert {"--generate-hashes", "--allow-unsafe", "--strip-extras", "--no-emit-index-url"} <= set(cmd)
     # Each lock satisfies pyproject.toml as it is now, its overrides included: an edit there without
@@ -179,9 +177,7 @@ def test_the_locks_are_compiled_from_pyproject_as_make_lock_does() -> None:
     for lock, reqs in ((RUNTIME_LOCK, runtime_reqs + overrides), (DEV_LOCK, runtime_reqs + dev_reqs + overrides)):
         pins = read_lock(lock)
         stale = [
-            str(r)
-            for r in reqs
-            if canonical(r.name) not in pins or pins[canonical(r.name)].version not in r.specifier
+            str(r) for r in reqs if canonical(r.name) not in pins or pins[canonical(r.name)].version not in r.specifier
         ]
         assert not stale, f"{lock.name} does not satisfy pyproject.toml's {stale}: run `make lock`"
 
@@ -208,9 +204,7 @@ def test_make_venv_installs_the_dev_lock_and_rebuilds_when_it_changes() -> None:
 
 
 def pip_install_args(text: str, python: str, lock: str) -> list[list[str]]:
-    lines = [
-        shlex.split(line.replace(lock, "LOCK")) for line in text.splitlines() if "-m pip install" in line
-    ]
+    lines = [shlex.split(line.replace(lock, "LOCK")) for line in text.splitlines() if "-m pip install" in line]
     return [words[words.index("install") + 1 :] for words in lines if words[0] == python]
 
 
@@ -308,9 +302,7 @@ def test_entrypoint_refuses_a_models_dir_that_is_not_there(tmp_path: Path) -> No
 def test_image_drain_settings_fit_kubernetes_default_grace_period() -> None:
     """runtime/policy/drain.py's knobs, explicit in the image: delay + timeout <= hard exit < 30 s."""
     env = parse_env(read_dockerfile()[-1])
-    delay, timeout, hard_exit = (
-        float(env[f"PIPELINE_DRAIN_{k}"]) for k in ("DELAY_S", "TIMEOUT_S", "HARD_EXIT_S")
-    )
+    delay, timeout, hard_exit = (float(env[f"PIPELINE_DRAIN_{k}"]) for k in ("DELAY_S", "TIMEOUT_S", "HARD_EXIT_S"))
     assert 0 < delay and 0 < timeout and delay + timeout <= hard_exit < 30
     # Auth is off in the image: nothing configures tokens by default.
     assert not {k for k in env if k.startswith("PIPELINE_AUTH")}

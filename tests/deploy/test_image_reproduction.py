@@ -78,10 +78,7 @@ class Container:
     def exec(self, command: list[str], **env: str) -> subprocess.CompletedProcess[str]:
         """Run a command as `docker exec` (or a kubelet exec probe) would: container env and workdir,
         absolute paths of the image's files resolved inside the scratch root."""
-        in_root = [
-            str(self.root / a[1:]) if a.startswith("/") and (self.root / a[1:]).exists() else a
-            for a in command
-        ]
+        in_root = [str(self.root / a[1:]) if a.startswith("/") and (self.root / a[1:]).exists() else a for a in command]
         return subprocess.run(
             in_root, cwd=self.workdir, env={**self.env, **env}, capture_output=True, text=True, timeout=30
         )
@@ -222,9 +219,7 @@ def start(root: Path, workdir: Path, env: dict[str, str], log: Path) -> Containe
     while container.exec(healthcheck).returncode != 0:
         if process.poll() is not None or time.monotonic() > deadline:
             stop(container)
-            pytest.fail(
-                f"the container never became healthy (exit {process.returncode}):\n{container.log_tail()}"
-            )
+            pytest.fail(f"the container never became healthy (exit {process.returncode}):\n{container.log_tail()}")
         time.sleep(0.5)
     return container
 
@@ -348,24 +343,18 @@ def test_the_baked_in_models_serve_standalone(image_venv: Path, tmp_path: Path) 
     env = {**container_env(tmp_path, image_venv, workdir), "MLSERVER_MODELS_DIR": str(workdir)}
     container = start(tmp_path, workdir, env, tmp_path / "container.log")
     try:
-        served = {
-            (m["name"], m.get("version", "")) for m in repository_index(container) if m["state"] == "READY"
-        }
+        served = {(m["name"], m.get("version", "")) for m in repository_index(container) if m["state"] == "READY"}
     finally:
         assert stop(container) == 0
     shipped = {(p.parent.name, p.name) for p in (REPO / "models").glob("*/*") if p.is_dir()}
     assert shipped <= served and ("diabetes", "") in served  # plus the unversioned stable alias
 
 
-def test_a_mount_without_model_settings_is_served_from_the_runtime_env(
-    image_venv: Path, tmp_path: Path
-) -> None:
+def test_a_mount_without_model_settings_is_served_from_the_runtime_env(image_venv: Path, tmp_path: Path) -> None:
     """A storageUri holding only the artifacts: MLServer builds the model from MLSERVER_MODEL_* env."""
     workdir = replay_final_stage(tmp_path)
     env = container_env(tmp_path, image_venv, workdir)
-    shutil.copytree(
-        MODEL_DIR, env["MLSERVER_MODELS_DIR"], ignore=shutil.ignore_patterns("model-settings.json")
-    )
+    shutil.copytree(MODEL_DIR, env["MLSERVER_MODELS_DIR"], ignore=shutil.ignore_patterns("model-settings.json"))
     container = start(tmp_path, workdir, env, tmp_path / "container.log")
     try:
         names = {m["name"] for m in repository_index(container) if m["state"] == "READY"}

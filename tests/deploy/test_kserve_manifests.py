@@ -65,9 +65,7 @@ def splitter_problems(objects: Objects) -> list[str]:
                 continue
             weights = [step.get("weight") for step in node["steps"]]
             if None in weights or sum(weights) != 100 or min(weights) <= 0:
-                problems.append(
-                    f"{graph_name}/{node_name}: Splitter weights {weights} must be > 0 and sum to 100"
-                )
+                problems.append(f"{graph_name}/{node_name}: Splitter weights {weights} must be > 0 and sum to 100")
             problems += [
                 f"{graph_name}/{node_name}: step {step.get('name')} routes to {step.get('serviceName')!r}, "
                 "which is not a REST (v2) InferenceService of this deployment"
@@ -93,28 +91,19 @@ def model_problems(objects: Objects) -> list[str]:
             continue
         settings = model_settings(model_dir)
         if settings["name"] != served_model_name(isvc):
-            problems.append(
-                f"{name}: serves {served_model_name(isvc)!r} but the model is {settings['name']!r}"
-            )
+            problems.append(f"{name}: serves {served_model_name(isvc)!r} but the model is {settings['name']!r}")
         if settings["parameters"]["version"] != model_dir.name:
             problems.append(f"{name}: {model_dir} holds version {settings['parameters']['version']!r}")
         runtime = runtimes.get(model["runtime"])
         if runtime is None:
             problems.append(f"{name}: runtime {model['runtime']!r} is not deployed with it")
             continue
-        formats = [
-            {"name": f["name"], "version": f["version"]} for f in runtime["spec"]["supportedModelFormats"]
-        ]
-        if (
-            model["modelFormat"] not in formats
-            or model["protocolVersion"] not in runtime["spec"]["protocolVersions"]
-        ):
+        formats = [{"name": f["name"], "version": f["version"]} for f in runtime["spec"]["supportedModelFormats"]]
+        if model["modelFormat"] not in formats or model["protocolVersion"] not in runtime["spec"]["protocolVersions"]:
             problems.append(f"{name}: {model['runtime']} supports neither its modelFormat nor its protocol")
         implementation = env_map(runtime["spec"]["containers"][0]["env"])["MLSERVER_MODEL_IMPLEMENTATION"]
         if settings["implementation"] != implementation:
-            problems.append(
-                f"{name}: the runtime's default implementation is not {settings['implementation']}"
-            )
+            problems.append(f"{name}: the runtime's default implementation is not {settings['implementation']}")
     return problems
 
 
@@ -138,22 +127,16 @@ def port_problems(objects: Objects) -> list[str]:
         scraped = {annotations[k] for k in ("prometheus.kserve.io/port", "prometheus.io/port")}
         paths = {annotations[k] for k in ("prometheus.kserve.io/path", "prometheus.io/path")}
         if scraped != {IMAGE_ENV["MLSERVER_METRICS_PORT"]} or paths != {SETTINGS["metrics_endpoint"]}:
-            problems.append(
-                f"{name}: Prometheus must scrape the metrics port and path, not {scraped} {paths}"
-            )
+            problems.append(f"{name}: Prometheus must scrape the metrics port and path, not {scraped} {paths}")
     for name, isvc in by_kind(objects, "InferenceService").items():
         model = isvc["spec"]["predictor"]["model"]
         expected = {
             # Knative's default port is 8080, MLServer's REST port; gRPC needs its own, named h2c.
             "v2": [],
-            "grpc-v2": [
-                {"name": "h2c", "containerPort": int(IMAGE_ENV["MLSERVER_GRPC_PORT"]), "protocol": "TCP"}
-            ],
+            "grpc-v2": [{"name": "h2c", "containerPort": int(IMAGE_ENV["MLSERVER_GRPC_PORT"]), "protocol": "TCP"}],
         }.get(model["protocolVersion"])
         if model.get("ports", []) != expected:
-            problems.append(
-                f"{name}: ports {model.get('ports')} do not fit protocol {model['protocolVersion']}"
-            )
+            problems.append(f"{name}: ports {model.get('ports')} do not fit protocol {model['protocolVersion']}")
     return problems
 
 
@@ -225,9 +208,7 @@ def test_overlay_renders_and_validates_strictly_against_the_crds(overlay: str, r
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
-def test_overlay_passes_the_checks_beyond_the_schema(
-    overlay: str, check: Callable[[Objects], list[str]]
-) -> None:
+def test_overlay_passes_the_checks_beyond_the_schema(overlay: str, check: Callable[[Objects], list[str]]) -> None:
     assert check(render(overlay)) == []
 
 
@@ -247,9 +228,7 @@ def test_ab_test_splits_between_version_1_and_version_2() -> None:
     steps = graph["spec"]["nodes"]["root"]["steps"]
     services = by_kind(objects, "InferenceService")
     versions = {
-        s["serviceName"]: model_dir_for(
-            services[s["serviceName"]]["spec"]["predictor"]["model"]["storageUri"]
-        ).name
+        s["serviceName"]: model_dir_for(services[s["serviceName"]]["spec"]["predictor"]["model"]["storageUri"]).name
         for s in steps
     }
     assert versions == {"diabetes": "1", "diabetes-ridge": "2"}

@@ -69,9 +69,7 @@ def canary_model_problems(objects: Objects) -> list[str]:
             settings = model_settings(model_dir)
             served = served_model_name({"metadata": isvc["metadata"], "spec": {"predictor": predictor}})
             if (settings["name"], settings["parameters"]["version"]) != (served, model_dir.name):
-                problems.append(
-                    f"{label}: {model_dir} holds {settings['name']} {settings['parameters']['version']}"
-                )
+                problems.append(f"{label}: {model_dir} holds {settings['name']} {settings['parameters']['version']}")
             if predictor["model"]["modelFormat"] != stable["model"]["modelFormat"]:
                 problems.append(f"{label}: modelFormat differs from the stable predictor's")
     return problems
@@ -99,9 +97,7 @@ def test_overlay_renders_and_validates_strictly_against_the_v0_20_crds(overlay: 
 def test_kserve_0_16_knows_neither_canaries_nor_predictor_names(overlay: str) -> None:
     errors = [e for o in render(overlay) for e in schema_errors(o, OLDEST_RELEASE)]
     stable_name, _, canaries = ROLLOUT_STATES[overlay]
-    expected = (
-        {"'canary' was unexpected"} if canaries else {"'name' was unexpected"} if stable_name else set()
-    )
+    expected = {"'canary' was unexpected"} if canaries else {"'name' was unexpected"} if stable_name else set()
     assert {e.split("(")[-1].rstrip(")") for e in errors} == expected, errors
 
 
@@ -170,9 +166,9 @@ def test_the_rollout_commands_model_format_is_the_runtimes() -> None:
     (runtime,) = by_kind(objects, "ServingRuntime").values()
     formats = [{"name": f["name"], "version": f["version"]} for f in runtime["spec"]["supportedModelFormats"]]
     assert formats == [MODEL_FORMAT]
-    assert {
-        s["spec"]["predictor"]["model"]["modelFormat"]["name"] for s in services("standard/base").values()
-    } == {MODEL_FORMAT["name"]}
+    assert {s["spec"]["predictor"]["model"]["modelFormat"]["name"] for s in services("standard/base").values()} == {
+        MODEL_FORMAT["name"]
+    }
 
 
 # ---------------------------------------------------------------- the validators reject what they should
@@ -227,7 +223,5 @@ def test_the_canary_model_check_catches_its_mistakes(path: str, value: Any) -> N
 
 def test_the_drain_check_uses_the_grace_period_in_standard_mode() -> None:
     objects = render("standard/canary-10")
-    by_kind(objects, "InferenceService")["diabetes"]["spec"]["predictor"][
-        "terminationGracePeriodSeconds"
-    ] = 25
+    by_kind(objects, "InferenceService")["diabetes"]["spec"]["predictor"]["terminationGracePeriodSeconds"] = 25
     assert any("terminationGracePeriodSeconds (25s)" in p for check in CHECKS for p in check(objects))

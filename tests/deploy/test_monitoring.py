@@ -29,11 +29,12 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import grpc
 import pytest
@@ -80,7 +81,7 @@ PROMTOOL_TIMEOUT_S = 60
 
 
 @cache
-def _find_or_install_promtool() -> tuple[Optional[str], str]:
+def _find_or_install_promtool() -> tuple[str | None, str]:
     """(path, log) of promtool, installing the distribution's `prometheus` package if it is missing.
 
     Debian's package may also try to start a Prometheus service; nothing here uses it."""
@@ -124,7 +125,7 @@ def promtool() -> str:
     return path
 
 
-def run_promtool(promtool: str, *args: str, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+def run_promtool(promtool: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([promtool, *args], capture_output=True, text=True, timeout=PROMTOOL_TIMEOUT_S, cwd=cwd)
 
 
@@ -198,8 +199,12 @@ def test_promtool_test_rules(promtool, prometheus_rule, tmp_path):
 
 
 def test_every_alert_has_unit_tests_that_catch_it_never_and_always_firing(promtool, prometheus_rule, alerts, tmp_path):
-    tested = {case["alertname"] for test in yaml.safe_load(RULES_TEST.read_text())["tests"]
-              for case in test.get("alert_rule_test", []) if case.get("exp_alerts")}  # fmt: skip
+    tested = {
+        case["alertname"]
+        for test in yaml.safe_load(RULES_TEST.read_text())["tests"]
+        for case in test.get("alert_rule_test", [])
+        if case.get("exp_alerts")
+    }
     assert {a["alert"] for a in alerts} <= tested, "alerts without a firing expectation in rules_test.yaml"
     mutants: dict[str, Path] = {}
     for index, alert in enumerate(alerts):
@@ -209,8 +214,15 @@ def test_every_alert_has_unit_tests_that_catch_it_never_and_always_firing(promto
             name = f"{alert['alert']} {mutation}"
             mutants[name] = write_rule_files(tmp_path / name.replace(" ", "-"), spec)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 2)) as pool:
-        codes = dict(zip(mutants, pool.map(
-            lambda d: run_promtool(promtool, "test", "rules", "rules_test.yaml", cwd=d).returncode, mutants.values())))
+        codes = dict(
+            zip(
+                mutants,
+                pool.map(
+                    lambda d: run_promtool(promtool, "test", "rules", "rules_test.yaml", cwd=d).returncode,
+                    mutants.values(),
+                ),
+            )
+        )
     uncaught = [name for name, code in codes.items() if code == 0]
     assert not uncaught, f"rules_test.yaml passes although: {uncaught}"
 
@@ -233,8 +245,10 @@ def dashboard_queries(dashboard: dict[str, Any]) -> list[tuple[str, str, dict[st
     """(where, expr, target) of every panel target."""
     return [
         (f"panel {p['id']} {p['title']!r} target {t['refId']}", t["expr"], t)
-        for p in panels(dashboard) if p["type"] != "row" for t in p["targets"]
-    ]  # fmt: skip
+        for p in panels(dashboard)
+        if p["type"] != "row"
+        for t in p["targets"]
+    ]
 
 
 def template_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
@@ -288,8 +302,10 @@ def test_the_dashboard_is_well_formed(dashboard):
 
 def test_the_dashboard_promql_passes_promtool(promtool, dashboard, tmp_path):
     """Each panel query (variables substituted) as a recording rule: `promtool check rules` parses it."""
-    rules = [{"record": f"dashboard:query_{i}", "expr": as_promql(expr)}
-             for i, (_, expr, _) in enumerate(dashboard_queries(dashboard))]  # fmt: skip
+    rules = [
+        {"record": f"dashboard:query_{i}", "expr": as_promql(expr)}
+        for i, (_, expr, _) in enumerate(dashboard_queries(dashboard))
+    ]
     path = tmp_path / "dashboard-rules.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, sort_keys=False))
     out = run_promtool(promtool, "check", "rules", str(path))
@@ -330,8 +346,22 @@ _TOKEN = re.compile(
     """,
     re.VERBOSE,
 )
-AGGREGATORS = {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",
-               "bottomk", "topk", "quantile", "limitk", "limit_ratio"}  # fmt: skip
+AGGREGATORS = {
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "limitk",
+    "limit_ratio",
+}
 GROUPING = {"by", "without", "on", "ignoring", "group_left", "group_right"}
 KEYWORDS = AGGREGATORS | GROUPING | {"and", "or", "unless", "bool", "offset", "atan2", "inf", "nan"}
 
@@ -341,7 +371,7 @@ def _tokens(expr: str) -> list[tuple[str, str]]:
     while pos < len(expr):
         match = _TOKEN.match(expr, pos)
         if match is None:
-            raise AssertionError(f"cannot tokenize PromQL at {expr[pos:pos + 30]!r} in {expr!r}")
+            raise AssertionError(f"cannot tokenize PromQL at {expr[pos : pos + 30]!r} in {expr!r}")
         pos = match.end()
         if match.lastgroup not in ("ws", "comment"):
             out.append((match.lastgroup, match.group()))
@@ -416,7 +446,7 @@ def test_the_promql_reference_reader_finds_names_labels_and_values():
     assert template is not None and template[1] == "model"
 
 
-def label_values_query(query: str) -> Optional[tuple[str, str]]:
+def label_values_query(query: str) -> tuple[str, str] | None:
     """(selector, label) of a Grafana `label_values(selector, label)` variable query."""
     match = re.fullmatch(r"\s*label_values\((.*),\s*(\w+)\s*\)\s*", query)
     return (match.group(1), match.group(2)) if match else None
@@ -441,13 +471,18 @@ class Exported:
         return set(self.series) | self.declared
 
     @classmethod
-    def parse(cls, text: str) -> "Exported":
+    def parse(cls, text: str) -> Exported:
         from prometheus_client.parser import text_string_to_metric_families
 
         series: dict[str, dict[str, set[str]]] = {}
         declared: set[str] = set()
-        suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
-                    "summary": ("", "_sum", "_count", "_created"), "gauge": ("",), "info": ("_info",)}  # fmt: skip
+        suffixes = {
+            "counter": ("_total", "_created"),
+            "histogram": ("_bucket", "_sum", "_count", "_created"),
+            "summary": ("", "_sum", "_count", "_created"),
+            "gauge": ("",),
+            "info": ("_info",),
+        }
         for family in text_string_to_metric_families(text):
             declared.update(family.name + s for s in suffixes.get(family.type, ("",)))
             for sample in family.samples:
@@ -459,10 +494,16 @@ class Exported:
 
 # The server: models that exercise every family the rules and the dashboard use.
 SHADOW_BREAKER_FALLBACK = {
-    "shadow_model": "candidate", "shadow_window": 50,
-    "fallback_model": "backup", "fallback_budget_ms": 0.001, "offload_compute": True,  # always "slow"
-    "breaker_failure_ratio": 0.5, "breaker_window": 2, "breaker_min_calls": 2, "breaker_open_s": 300,
-}  # fmt: skip
+    "shadow_model": "candidate",
+    "shadow_window": 50,
+    "fallback_model": "backup",
+    "fallback_budget_ms": 0.001,
+    "offload_compute": True,  # always "slow"
+    "breaker_failure_ratio": 0.5,
+    "breaker_window": 2,
+    "breaker_min_calls": 2,
+    "breaker_open_s": 300,
+}
 GUARDED = {"auth_token_env": "MONITORING_TEST_TOKENS", "rate_limit_per_s": 0.001, "rate_limit_burst": 1}
 TOKEN = "monitoring-test-token"
 
@@ -478,8 +519,13 @@ def server(tmp_path_factory) -> Iterator[Any]:
     add_model(root, "primary", extra=SHADOW_BREAKER_FALLBACK)
     add_model(root, "guarded", extra=GUARDED)
     add_model(root, "deadline", extra={"request_timeout_ms": 0.001})
-    add_model(root, "store", extra={"feature_store": {"dsn_env": "MONITORING_TEST_DSN", "table": "diabetes_features",
-                                                      "lookup_timeout_ms": 50}})  # fmt: skip
+    add_model(
+        root,
+        "store",
+        extra={
+            "feature_store": {"dsn_env": "MONITORING_TEST_DSN", "table": "diabetes_features", "lookup_timeout_ms": 50}
+        },
+    )
     closed_port = free_ports(1)[0]  # nothing listens there: every lookup fails
     env = {
         "MONITORING_TEST_TOKENS": TOKEN,
@@ -493,7 +539,7 @@ def server(tmp_path_factory) -> Iterator[Any]:
         launched.stop()
 
 
-def _rest(server: Any, model: str, body: dict[str, Any], token: Optional[str] = None) -> int:
+def _rest(server: Any, model: str, body: dict[str, Any], token: str | None = None) -> int:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     url = f"{server.http_url}/v2/models/{model}/infer"
     return requests.post(url, json=body, headers=headers, timeout=30).status_code
@@ -516,16 +562,32 @@ def exported(server) -> Exported:
     malformed = {"inputs": [{"name": "X"}]}  # not a V2 request: MLServer's own route answers 422
     statuses = {
         "primary": [_rest(server, "primary", simple) for _ in range(4)],  # slow -> fallback; breaker opens
-        "backup": [_rest(server, "backup", simple), _rest(server, "backup", with_parameters),
-                   _rest(server, "backup", malformed)],  # fmt: skip
-        "guarded": [_rest(server, "guarded", simple), _rest(server, "guarded", simple, TOKEN),
-                    _rest(server, "guarded", simple, TOKEN)],  # fmt: skip
+        "backup": [
+            _rest(server, "backup", simple),
+            _rest(server, "backup", with_parameters),
+            _rest(server, "backup", malformed),
+        ],
+        "guarded": [
+            _rest(server, "guarded", simple),
+            _rest(server, "guarded", simple, TOKEN),
+            _rest(server, "guarded", simple, TOKEN),
+        ],
         "deadline": [_rest(server, "deadline", simple)],
-        "store": [_rest(server, "store", {"inputs": [{"name": "entity_id", "shape": [1], "datatype": "BYTES",
-                                                      "data": ["patient-0001"]}]})],  # fmt: skip
+        "store": [
+            _rest(
+                server,
+                "store",
+                {"inputs": [{"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": ["patient-0001"]}]},
+            )
+        ],
     }
-    assert statuses == {"primary": [200] * 4, "backup": [200, 200, 422], "guarded": [401, 200, 429],
-                        "deadline": [504], "store": [503]}, statuses  # fmt: skip
+    assert statuses == {
+        "primary": [200] * 4,
+        "backup": [200, 200, 422],
+        "guarded": [401, 200, 429],
+        "deadline": [504],
+        "store": [503],
+    }, statuses
     with grpc.insecure_channel(server.grpc_url) as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         assert stub.ModelInfer(v2.pb_2d_request("candidate", x), timeout=30).outputs
@@ -552,19 +614,30 @@ def monitoring_usages(prometheus_rule: dict[str, Any], dashboard: dict[str, Any]
         for rule in group["rules"]:
             name = rule.get("alert") or rule.get("record")
             text = " ".join(str(v) for v in (rule.get("annotations") or {}).values())
-            usages.append(Usage(f"prometheus-rule.yaml {name}", promql_references(rule["expr"]),
-                                set(ALERT_LABELS.findall(text))))  # fmt: skip
+            usages.append(
+                Usage(f"prometheus-rule.yaml {name}", promql_references(rule["expr"]), set(ALERT_LABELS.findall(text)))
+            )
     for where, expr, target in dashboard_queries(dashboard):
-        usages.append(Usage(f"grafana-dashboard.json {where}", promql_references(as_promql(expr)),
-                            set(TEMPLATE_LABELS.findall(target.get("legendFormat", "")))))  # fmt: skip
+        usages.append(
+            Usage(
+                f"grafana-dashboard.json {where}",
+                promql_references(as_promql(expr)),
+                set(TEMPLATE_LABELS.findall(target.get("legendFormat", ""))),
+            )
+        )
     for where, query in template_queries(dashboard):
         parsed = label_values_query(query)
         assert parsed is not None, f"{where}: only label_values(selector, label) queries are checked: {query!r}"
         usages.append(Usage(f"grafana-dashboard.json {where}", promql_references(as_promql(parsed[0])), {parsed[1]}))
     for test in yaml.safe_load(RULES_TEST.read_text())["tests"]:
         for item in test.get("input_series", []):
-            usages.append(Usage(f"rules_test.yaml {test['name']!r} series {item['series']}",
-                                promql_references(item["series"]), check_values=False))  # fmt: skip
+            usages.append(
+                Usage(
+                    f"rules_test.yaml {test['name']!r} series {item['series']}",
+                    promql_references(item["series"]),
+                    check_values=False,
+                )
+            )
     return usages
 
 
@@ -573,7 +646,7 @@ def _closest(name: str, candidates: set[str]) -> str:
     return f" (closest: {', '.join(near)})" if near else ""
 
 
-def _value_problem(exported: Exported, metric: str, matcher: Matcher) -> Optional[str]:
+def _value_problem(exported: Exported, metric: str, matcher: Matcher) -> str | None:
     seen = exported.series[metric].get(matcher.label, set()) | LAZY_LABEL_VALUES.get((metric, matcher.label), set())
     if matcher.op in ("=", "!="):
         alternatives, regex = [matcher.value], False
@@ -584,8 +657,10 @@ def _value_problem(exported: Exported, metric: str, matcher: Matcher) -> Optiona
     for alternative in alternatives:
         hit = any(re.fullmatch(alternative, v) for v in seen) if regex else alternative in seen
         if not hit:
-            return (f"{metric}{{{matcher.label}{matcher.op}{matcher.value!r}}}: no exported value "
-                    f"{'matches' if regex else 'is'} {alternative!r} (seen: {sorted(seen)})")
+            return (
+                f"{metric}{{{matcher.label}{matcher.op}{matcher.value!r}}}: no exported value "
+                f"{'matches' if regex else 'is'} {alternative!r} (seen: {sorted(seen)})"
+            )
     return None
 
 
@@ -597,12 +672,15 @@ def reference_problems(usages: list[Usage], exported: Exported) -> list[str]:
         for selector in usage.refs.selectors:
             metric = selector.metric
             if metric not in exported.names:
-                problems.append(f"{usage.where}: metric {metric!r} is not exported by the runtime"
-                                f"{_closest(metric, exported.names)}")  # fmt: skip
+                problems.append(
+                    f"{usage.where}: metric {metric!r} is not exported by the runtime{_closest(metric, exported.names)}"
+                )
                 continue
             if metric not in exported.series:
-                problems.append(f"{usage.where}: {metric!r} is declared but the test server has no series of it: "
-                                "exercise it in the `exported` fixture so its labels can be checked")  # fmt: skip
+                problems.append(
+                    f"{usage.where}: {metric!r} is declared but the test server has no series of it: "
+                    "exercise it in the `exported` fixture so its labels can be checked"
+                )
                 continue
             labels = set(exported.series[metric])
             labels_here |= labels
@@ -610,8 +688,9 @@ def reference_problems(usages: list[Usage], exported: Exported) -> list[str]:
                 if matcher.label in TARGET_LABELS:
                     continue
                 if matcher.label not in labels:
-                    problems.append(f"{usage.where}: {metric} has no label {matcher.label!r} "
-                                    f"(labels: {sorted(labels)})")  # fmt: skip
+                    problems.append(
+                        f"{usage.where}: {metric} has no label {matcher.label!r} (labels: {sorted(labels)})"
+                    )
                 elif usage.check_values:
                     problem = _value_problem(exported, metric, matcher)
                     if problem:

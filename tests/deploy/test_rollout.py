@@ -53,9 +53,7 @@ def test_canary_percent_outside_0_to_100_is_refused(bad: str, capsys: pytest.Cap
 @pytest.mark.parametrize("argv,body", PATCHES, ids=IDS)
 def test_dry_run_prints_the_patch_and_contacts_nothing(argv: list[str], body: str, tmp_path: Path) -> None:
     # A kubeconfig that does not exist: the dry run must not even look for a cluster.
-    out = run_rollout(
-        *argv, "--mode", "serverless", "--dry-run", env={"KUBECONFIG": str(tmp_path / "absent")}
-    )
+    out = run_rollout(*argv, "--mode", "serverless", "--dry-run", env={"KUBECONFIG": str(tmp_path / "absent")})
     assert (out.returncode, out.stdout) == (0, body + "\n"), out.stderr
     assert "dry run, serverless mode" in out.stderr
 
@@ -88,9 +86,7 @@ def test_standard_only_options_are_refused_in_serverless_mode(argv: list[str], r
         ("canary", ["rollback"], "rollback"),
     ],
 )
-def test_dry_run_patch_turns_one_overlay_into_the_next(
-    start: str, argv: list[str], end: str, tmp_path: Path
-) -> None:
+def test_dry_run_patch_turns_one_overlay_into_the_next(start: str, argv: list[str], end: str, tmp_path: Path) -> None:
     """The command and the kustomize overlays describe the same rollout steps."""
     patch = run_rollout(*argv, "--mode", "serverless", "--dry-run").stdout
     patched = kubectl_merge_patch(by_kind(render(start), "InferenceService")["diabetes"], patch, tmp_path)
@@ -139,9 +135,7 @@ def api_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fake
         yield server
 
 
-def test_status_reports_the_traffic_split(
-    api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_status_reports_the_traffic_split(api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]) -> None:
     assert rollout.main(["status"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["canaryTrafficPercent"] == 10 and status["ready"] == "True"
@@ -154,9 +148,7 @@ def test_status_reports_the_traffic_split(
         ("diabetes-predictor-00002", 10),
         ("diabetes-predictor-00001", 90),
     ]
-    assert api_server.requests == [
-        {"method": "GET", "path": ISVC_PATH, "query": "", "type": None, "body": None}
-    ]
+    assert api_server.requests == [{"method": "GET", "path": ISVC_PATH, "query": "", "type": None, "body": None}]
 
 
 @pytest.mark.parametrize("argv,body", PATCHES, ids=IDS)
@@ -177,9 +169,7 @@ def test_each_command_reads_the_service_then_sends_the_dry_run_patch(
     assert printed["canaryTrafficPercent"] == json.loads(body)["spec"]["predictor"]["canaryTrafficPercent"]
 
 
-def test_promote_removes_the_field_on_the_server(
-    api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_promote_removes_the_field_on_the_server(api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]) -> None:
     assert rollout.main(["promote"]) == 0
     assert "canaryTrafficPercent" not in api_server.isvc["spec"]["predictor"]
 
@@ -207,16 +197,12 @@ def test_a_mode_the_service_does_not_run_in_is_refused(
     assert api_server.patches() == []
 
 
-def test_a_patch_kserve_would_refuse_is_not_sent(
-    api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_patch_kserve_would_refuse_is_not_sent(api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]) -> None:
     # KServe ran it in Standard mode; its webhook refuses any update annotated otherwise.
     api_server.isvc["status"]["deploymentMode"] = "Standard"
     assert rollout.main(["canary", "20"]) == 1
     err = capsys.readouterr().err
-    assert (
-        "deploymentMode cannot be changed from 'Standard' to 'Knative'" in err and "nothing was sent" in err
-    )
+    assert "deploymentMode cannot be changed from 'Standard' to 'Knative'" in err and "nothing was sent" in err
     assert api_server.patches() == []
 
 

@@ -88,9 +88,7 @@ STEPS = [  # (overlay before, command, overlay after)
 
 
 @pytest.mark.parametrize("start,argv,end", STEPS, ids=[end for _, _, end in STEPS])
-def test_dry_run_patch_turns_one_overlay_into_the_next(
-    start: str, argv: list[str], end: str, tmp_path: Path
-) -> None:
+def test_dry_run_patch_turns_one_overlay_into_the_next(start: str, argv: list[str], end: str, tmp_path: Path) -> None:
     """The command and the overlays describe the same steps; the API server's merge (kubectl's code)
     and rollout.merge_patch agree; and KServe's rules accept the step."""
     before = by_kind(render(start), "InferenceService")["diabetes"]
@@ -114,8 +112,7 @@ def standard_isvc(overlay: str = "standard/canary-10") -> dict[str, Any]:
         "deploymentMode": "Standard",
         "conditions": [{"type": "Ready", "status": "True"}],
         "canaryStatuses": [
-            {"name": c["predictor"]["name"], "ready": True, "trafficPercent": c["trafficPercent"]}
-            for c in canaries
+            {"name": c["predictor"]["name"], "ready": True, "trafficPercent": c["trafficPercent"]} for c in canaries
         ],
     }
     return isvc
@@ -164,9 +161,7 @@ def test_each_command_sends_the_patch_a_dry_run_prints(
     assert patch["body"] == dry_run_body(*same_as)
 
 
-@pytest.mark.parametrize(
-    "command,overlay", [("promote", "standard/promote"), ("rollback", "standard/rollback")]
-)
+@pytest.mark.parametrize("command,overlay", [("promote", "standard/promote"), ("rollback", "standard/rollback")])
 def test_promote_and_rollback_leave_the_overlays_spec_on_the_server(
     command: str, overlay: str, api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -188,9 +183,7 @@ def test_the_deprecated_name_or_the_recorded_status_also_mean_standard(
     else:
         annotations[rules.DEPLOYMENT_MODE] = annotation
         assert rollout.main(["canary", "25"]) == 0
-        assert [p["body"] for p in api_server.patches()] == [
-            dry_run_body("canary", "25", "--storage-uri", V2_URI)
-        ]
+        assert [p["body"] for p in api_server.patches()] == [dry_run_body("canary", "25", "--storage-uri", V2_URI)]
 
 
 def refused(server: FakeApiServer, err: str, *messages: str) -> bool:

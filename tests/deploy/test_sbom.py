@@ -18,8 +18,11 @@ def test_make_sbom_lists_the_locked_runtime_set_with_its_hashes(tmp_path: Path) 
     venv = Path(sys.executable).parent.parent  # this venv: make must not build another
     made = subprocess.run(
         ["make", "-s", "sbom", f"VENV={venv}", f"SBOM={out}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert made.returncode == 0 and not made.stderr.strip(), made.stdout + made.stderr
     bom = json.loads(out.read_text())
     assert bom["bomFormat"] == "CycloneDX" and Version(bom["specVersion"]) >= Version("1.5")

@@ -3,7 +3,7 @@ when missing, run as an unprivileged user, stopped at the end), with the diabete
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

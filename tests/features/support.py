@@ -4,8 +4,9 @@ up there. Like every client-side suite this never imports mlserver (the protobuf
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any
 
 import numpy as np
 import requests
@@ -32,13 +33,18 @@ def cluster() -> Iterator[Postgres]:
 
 def store_options(dsn_file: Path, **overrides: Any) -> dict[str, Any]:
     # A lookup budget for a shared, noisy machine; the default (50 ms) is for a quiet one.
-    return {"feature_store": {"dsn_file": str(dsn_file), "table": TABLE, "lookup_timeout_ms": 1000,
-                              **overrides}}  # fmt: skip
+    return {"feature_store": {"dsn_file": str(dsn_file), "table": TABLE, "lookup_timeout_ms": 1000, **overrides}}
 
 
-def launch(root: Path, pg: Postgres, models: dict[str, Optional[dict[str, Any]]], ready: Iterable[str] = (),
-           settings: Optional[dict[str, Any]] = None, env: Optional[dict[str, str]] = None,
-           workers: Optional[int] = 0) -> Server:  # fmt: skip
+def launch(
+    root: Path,
+    pg: Postgres,
+    models: dict[str, dict[str, Any] | None],
+    ready: Iterable[str] = (),
+    settings: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    workers: int | None = 0,
+) -> Server:
     """A repository with diabetes v1 under each name in `models` (its feature_store overrides;
     None: a plain feature-vector model), launched."""
     make_repository(root, workers=workers, settings=settings)
@@ -54,15 +60,24 @@ def rows_of(ids: list[str]) -> np.ndarray:
     return dataset("diabetes")[[int(i.removeprefix("patient-")) for i in ids]]
 
 
-def rest_by_id(server: Server, model: str, ids: list[str], extra_inputs: Optional[list[dict]] = None,
-               parameters: Optional[dict] = None, session: Optional[requests.Session] = None,
-               headers: Optional[dict] = None, timeout: float = HTTP_TIMEOUT_S) -> requests.Response:  # fmt: skip
-    body: dict[str, Any] = {"inputs": [{"name": "entity_id", "shape": [len(ids)], "datatype": "BYTES", "data": ids},
-                                       *(extra_inputs or [])]}  # fmt: skip
+def rest_by_id(
+    server: Server,
+    model: str,
+    ids: list[str],
+    extra_inputs: list[dict] | None = None,
+    parameters: dict | None = None,
+    session: requests.Session | None = None,
+    headers: dict | None = None,
+    timeout: float = HTTP_TIMEOUT_S,
+) -> requests.Response:
+    body: dict[str, Any] = {
+        "inputs": [{"name": "entity_id", "shape": [len(ids)], "datatype": "BYTES", "data": ids}, *(extra_inputs or [])]
+    }
     if parameters:
         body["parameters"] = parameters
-    return (session or requests).post(f"{server.http_url}/v2/models/{model}/infer", json=body,
-                                      headers=headers or {}, timeout=timeout)  # fmt: skip
+    return (session or requests).post(
+        f"{server.http_url}/v2/models/{model}/infer", json=body, headers=headers or {}, timeout=timeout
+    )
 
 
 def rest_by_features(server: Server, model: str, x: np.ndarray) -> requests.Response:
@@ -70,8 +85,13 @@ def rest_by_features(server: Server, model: str, x: np.ndarray) -> requests.Resp
     return requests.post(f"{server.http_url}/v2/models/{model}/infer", json=body, timeout=HTTP_TIMEOUT_S)
 
 
-def grpc_by_id(client: tgrpc.InferenceServerClient, model: str, ids: list[str],
-               columns: Optional[dict[str, np.ndarray]] = None, timeout: Optional[float] = None) -> tgrpc.InferResult:  # fmt: skip
+def grpc_by_id(
+    client: tgrpc.InferenceServerClient,
+    model: str,
+    ids: list[str],
+    columns: dict[str, np.ndarray] | None = None,
+    timeout: float | None = None,
+) -> tgrpc.InferResult:
     tensor = tgrpc.InferInput("entity_id", [len(ids)], "BYTES")
     tensor.set_data_from_numpy(np.array([i.encode() for i in ids], dtype=np.object_))
     inputs = [tensor]

@@ -41,7 +41,9 @@ def server(pg, tmp_path_factory, small):
     root = make_repository(base / "repo", workers=0)
     dsn = pg.write_dsn_file(root / "features.dsn")
     for name, extra in (("small", store_options(dsn)), ("small-storeless", {})):
-        settings_file = write_model_dir(small, name, "1", root / "models", features=SMALL_FEATURES) / "model-settings.json"
+        settings_file = (
+            write_model_dir(small, name, "1", root / "models", features=SMALL_FEATURES) / "model-settings.json"
+        )
         settings = json.loads(settings_file.read_text())
         settings["parameters"]["extra"] = extra
         settings_file.write_text(json.dumps(settings))
@@ -74,8 +76,9 @@ def test_a_fallback_with_the_same_features_uses_the_looked_up_ones(server):
     response = rest_by_id(server, "twin-primary", IDS)
     assert response.status_code == 200, response.text
     assert response.json()["parameters"]["served_by"] == "twin:1"
-    np.testing.assert_allclose(response.json()["outputs"][0]["data"], pipeline("diabetes", "2").predict(rows_of(IDS)),
-                               rtol=1e-9)  # fmt: skip
+    np.testing.assert_allclose(
+        response.json()["outputs"][0]["data"], pipeline("diabetes", "2").predict(rows_of(IDS)), rtol=1e-9
+    )
 
 
 def test_a_fallback_that_cannot_look_features_up_is_a_503_saying_why(server):

@@ -18,8 +18,9 @@ from harness.server import served
 from tests.features.support import launch, rest_by_id
 
 EXAMPLES = 300
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=list(HealthCheck))  # fmt: skip
+SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
 KNOWN = [f"patient-{i:04d}" for i in (0, 1, 441)]
 
 ids = st.one_of(st.sampled_from(KNOWN), st.text(max_size=140), st.just(""), st.just("x" * 129))
@@ -35,9 +36,18 @@ def rest_bodies(draw) -> dict:
     inputs = [{"name": "entity_id", "shape": shape, "datatype": datatype, "data": data}]
     for name in draw(st.lists(features, max_size=2)):
         column = draw(st.lists(st.one_of(st.floats(), st.integers(-5, 5), st.text(max_size=3)), max_size=6))
-        inputs.append({"name": name, "shape": [len(column)], "datatype": draw(st.sampled_from(["FP64", "FP32", "BYTES"])),
-                       "data": column})  # fmt: skip
-    return {"inputs": inputs, "parameters": draw(st.sampled_from([{}, {"feature_sources": True}, {"feature_sources": "yes"}]))}
+        inputs.append(
+            {
+                "name": name,
+                "shape": [len(column)],
+                "datatype": draw(st.sampled_from(["FP64", "FP32", "BYTES"])),
+                "data": column,
+            }
+        )
+    return {
+        "inputs": inputs,
+        "parameters": draw(st.sampled_from([{}, {"feature_sources": True}, {"feature_sources": "yes"}])),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +83,10 @@ def test_grpc_entity_requests_never_get_a_server_error(server):
     client = tgrpc.InferenceServerClient(url=server.grpc_url)
 
     @SETTINGS
-    @given(values=st.lists(st.one_of(st.binary(max_size=140), ids.map(str.encode)), max_size=6),
-           shape_delta=st.sampled_from([0, 0, 0, 1, -1]))  # fmt: skip
+    @given(
+        values=st.lists(st.one_of(st.binary(max_size=140), ids.map(str.encode)), max_size=6),
+        shape_delta=st.sampled_from([0, 0, 0, 1, -1]),
+    )
     def prop(values, shape_delta):
         tensor = tgrpc.InferInput("entity_id", [max(0, len(values) + shape_delta)], "BYTES")
         tensor._raw_content = b"".join(len(v).to_bytes(4, "little") + v for v in values)  # any bytes, any count

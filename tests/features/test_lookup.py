@@ -66,7 +66,10 @@ def test_the_response_says_where_each_rows_features_came_from_when_asked(server)
     first = rest_by_id(server, "by-id", ids, parameters={"feature_sources": True})
     second = rest_by_id(server, "by-id", ids, parameters={"feature_sources": True})
     assert json.loads(first.json()["parameters"]["feature_sources"]) == {"rows": ["store", "store"], "from_request": []}
-    assert json.loads(second.json()["parameters"]["feature_sources"]) == {"rows": ["cache", "cache"], "from_request": []}
+    assert json.loads(second.json()["parameters"]["feature_sources"]) == {
+        "rows": ["cache", "cache"],
+        "from_request": [],
+    }
     assert "feature_sources" not in (rest_by_id(server, "by-id", ids).json().get("parameters") or {})
     unknown = rest_by_id(server, "with-defaults", ["patient-0001", "nobody"], parameters={"feature_sources": True})
     assert json.loads(unknown.json()["parameters"]["feature_sources"])["rows"] == ["store", "defaults"]
@@ -85,30 +88,69 @@ def test_an_unknown_id_is_the_callers_mistake_naming_the_id_and_its_row(server, 
 
 
 BAD_REQUESTS = [
-    ("wrong datatype", "by-id", [{"name": "entity_id", "shape": [1], "datatype": "FP64", "data": [3.0]}],
-     "input 'entity_id': datatype FP64; entity ids are sent as BYTES (strings)"),
-    ("empty id", "by-id", [{"name": "entity_id", "shape": [2], "datatype": "BYTES", "data": ["patient-0001", ""]}],
-     "input 'entity_id': row 1: empty id"),
-    ("too long", "by-id", [{"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": ["x" * 129]}],
-     "input 'entity_id': row 0: id longer than 128 bytes"),
-    ("empty batch", "by-id", [{"name": "entity_id", "shape": [0], "datatype": "BYTES", "data": []}],
-     "input 'entity_id': no ids (empty batch)"),
-    ("2-D ids", "by-id", [{"name": "entity_id", "shape": [1, 1], "datatype": "BYTES", "data": [["patient-0001"]]}],
-     "input 'entity_id': shape [1, 1]; entity ids are one 1-D tensor [N]"),
-    ("unknown feature beside", "by-id",
-     [{"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": ["patient-0001"]},
-      {"name": "height", "shape": [1], "datatype": "FP64", "data": [1.0]}],
-     "input 'height': beside 'entity_id' only 1-D feature inputs may be sent"),
-    ("feature rows disagree", "by-id",
-     [{"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": ["patient-0001"]},
-      {"name": "bmi", "shape": [2], "datatype": "FP64", "data": [1.0, 2.0]}],
-     "input 'bmi': shape [2], but 'entity_id' has 1 rows"),
-    ("NaN beside", "by-id",
-     [{"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": ["patient-0001"]},
-      {"name": "bmi", "shape": [1], "datatype": "FP32", "data": ["NaN"]}],
-     "input 'bmi'"),
-    ("a model without a store", "plain", [{"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": ["p"]}],
-     "input 'entity_id': model 'plain' has no feature store; send the features themselves"),
+    (
+        "wrong datatype",
+        "by-id",
+        [{"name": "entity_id", "shape": [1], "datatype": "FP64", "data": [3.0]}],
+        "input 'entity_id': datatype FP64; entity ids are sent as BYTES (strings)",
+    ),
+    (
+        "empty id",
+        "by-id",
+        [{"name": "entity_id", "shape": [2], "datatype": "BYTES", "data": ["patient-0001", ""]}],
+        "input 'entity_id': row 1: empty id",
+    ),
+    (
+        "too long",
+        "by-id",
+        [{"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": ["x" * 129]}],
+        "input 'entity_id': row 0: id longer than 128 bytes",
+    ),
+    (
+        "empty batch",
+        "by-id",
+        [{"name": "entity_id", "shape": [0], "datatype": "BYTES", "data": []}],
+        "input 'entity_id': no ids (empty batch)",
+    ),
+    (
+        "2-D ids",
+        "by-id",
+        [{"name": "entity_id", "shape": [1, 1], "datatype": "BYTES", "data": [["patient-0001"]]}],
+        "input 'entity_id': shape [1, 1]; entity ids are one 1-D tensor [N]",
+    ),
+    (
+        "unknown feature beside",
+        "by-id",
+        [
+            {"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": ["patient-0001"]},
+            {"name": "height", "shape": [1], "datatype": "FP64", "data": [1.0]},
+        ],
+        "input 'height': beside 'entity_id' only 1-D feature inputs may be sent",
+    ),
+    (
+        "feature rows disagree",
+        "by-id",
+        [
+            {"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": ["patient-0001"]},
+            {"name": "bmi", "shape": [2], "datatype": "FP64", "data": [1.0, 2.0]},
+        ],
+        "input 'bmi': shape [2], but 'entity_id' has 1 rows",
+    ),
+    (
+        "NaN beside",
+        "by-id",
+        [
+            {"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": ["patient-0001"]},
+            {"name": "bmi", "shape": [1], "datatype": "FP32", "data": ["NaN"]},
+        ],
+        "input 'bmi'",
+    ),
+    (
+        "a model without a store",
+        "plain",
+        [{"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": ["p"]}],
+        "input 'entity_id': model 'plain' has no feature store; send the features themselves",
+    ),
 ]
 
 
@@ -177,19 +219,29 @@ def test_the_rest_fast_path_answers_lookups_as_mlservers_path_does(pg, tmp_path)
         servers[fast] = launch(tmp_path / f"fast-{fast}", pg, {"by-id": {}}, env={"PIPELINE_FAST_PATH": fast})
     bodies = [
         {"inputs": [{"name": "entity_id", "shape": [2], "datatype": "BYTES", "data": IDS[:2]}]},
-        {"inputs": [{"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": ["patient-0005"]},
-                    {"name": "bmi", "shape": [1], "datatype": "FP64", "data": [0.5]}], "parameters": {"feature_sources": True}},
+        {
+            "inputs": [
+                {"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": ["patient-0005"]},
+                {"name": "bmi", "shape": [1], "datatype": "FP64", "data": [0.5]},
+            ],
+            "parameters": {"feature_sources": True},
+        },
         {"inputs": [{"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": ["ghost"]}]},
         {"inputs": [{"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": [""]}]},
         {"inputs": [{"name": "entity_id", "shape": [2], "datatype": "BYTES", "data": ["patient-0001"]}]},
-        {"inputs": [{"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": ["patient-0001"]}], "parameters": {"feature_sources": "yes"}},
-    ]  # fmt: skip
+        {
+            "inputs": [{"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": ["patient-0001"]}],
+            "parameters": {"feature_sources": "yes"},
+        },
+    ]
     uuid = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
     try:
         for server in servers.values():
             server.wait_ready()
         for body in bodies:
-            answers = [requests.post(f"{s.http_url}/v2/models/by-id/infer", json=body, timeout=15) for s in servers.values()]
+            answers = [
+                requests.post(f"{s.http_url}/v2/models/by-id/infer", json=body, timeout=15) for s in servers.values()
+            ]
             on, off = ((a.status_code, uuid.sub(b"", a.content)) for a in answers)
             assert on == off, body
     finally:

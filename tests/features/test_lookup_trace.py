@@ -16,9 +16,13 @@ SERVER_KIND = 2  # OTLP Span.SpanKind SPAN_KIND_SERVER
 @pytest.fixture(scope="module")
 def traced(pg, tmp_path_factory):
     receiver = TraceReceiver().start()
-    server = launch(tmp_path_factory.mktemp("traced"), pg, {"by-id": {}},
-                    settings={"tracing_server": receiver.endpoint},
-                    env={"OTEL_BSP_SCHEDULE_DELAY": "100"})  # export within 0.1 s  # fmt: skip
+    server = launch(
+        tmp_path_factory.mktemp("traced"),
+        pg,
+        {"by-id": {}},
+        settings={"tracing_server": receiver.endpoint},
+        env={"OTEL_BSP_SCHEDULE_DELAY": "100"},
+    )  # export within 0.1 s
     try:
         server.wait_ready()
         yield server, receiver

@@ -31,8 +31,11 @@ def own_pg():  # its own: the tests stop, kill and restart it
 def server(own_pg, tmp_path_factory):
     common = {"cache_ttl_s": 0, "pool_max": POOL_MAX, "breaker_open_s": BREAKER_OPEN_S, "lookup_timeout_ms": 500}
     defaults = dict.fromkeys(["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"], 0.0)
-    models = {"by-id": common, "busy": {**common, "pool_max_waiting": 8},
-              "degrades": {**common, "defaults": defaults, "on_unavailable": "defaults"}}  # fmt: skip
+    models = {
+        "by-id": common,
+        "busy": {**common, "pool_max_waiting": 8},
+        "degrades": {**common, "defaults": defaults, "on_unavailable": "defaults"},
+    }
     server = launch(tmp_path_factory.mktemp("failures"), own_pg, models)
     yield from served(server)
 
@@ -82,8 +85,11 @@ def test_the_pool_stays_within_its_limits_under_64_concurrent_lookups(server, ow
 
     def watch() -> None:  # the database's own view of the runtime's connections
         while not stop.is_set():
-            seen.append(own_pg.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pipeline-runtime/busy'")[0][0])
+            seen.append(
+                own_pg.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pipeline-runtime/busy'"
+                )[0][0]
+            )
             time.sleep(0.02)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -138,8 +144,14 @@ def test_killed_under_16_clients_no_hang_no_500_and_back_to_no_errors(server, ow
                 break
             started = time.monotonic()
             try:
-                status = rest_by_id(server, "by-id", [f"patient-{(i * 7 + n) % 442:04d}"], session=session,
-                                    headers={"X-Request-Timeout-Ms": str(DEADLINE_MS)}, timeout=10).status_code  # fmt: skip
+                status = rest_by_id(
+                    server,
+                    "by-id",
+                    [f"patient-{(i * 7 + n) % 442:04d}"],
+                    session=session,
+                    headers={"X-Request-Timeout-Ms": str(DEADLINE_MS)},
+                    timeout=10,
+                ).status_code
             except requests.RequestException:
                 status = -1
             with lock:

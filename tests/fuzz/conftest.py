@@ -55,5 +55,4 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.failed:
-        report.sections.extend(log_tail_sections(getattr(item, "funcargs", {}).values(), lines=15,
-                                                 width=400))
+        report.sections.extend(log_tail_sections(getattr(item, "funcargs", {}).values(), lines=15, width=400))

@@ -56,6 +56,9 @@ def test_server_is_healthy(fuzz):
 def test_this_process_never_imported_mlserver():
     """The protobuf trap: clients only in this pytest process (the MLServer-free runtime core,
     e.g. runtime.core.artifacts, is allowed; runtime.model and runtime.integration import mlserver)."""
-    server_side = sorted(m for m in sys.modules if m.split(".")[0] == "mlserver"
-                         or m.startswith(("runtime.model", "runtime.integration")))
+    server_side = sorted(
+        m
+        for m in sys.modules
+        if m.split(".")[0] == "mlserver" or m.startswith(("runtime.model", "runtime.integration"))
+    )
     assert not server_side, server_side

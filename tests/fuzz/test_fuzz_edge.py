@@ -16,11 +16,18 @@ from harness.v2 import good_rest_request_works
 from tests.security import support
 
 EXAMPLES = 300
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=list(HealthCheck))  # fmt: skip
+SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
 DEPTH = 64  # the server's default PIPELINE_MAX_JSON_DEPTH
-JSON_ENTRIES = ["/v2/models/diabetes/infer", "/v2/models/diabetes/versions/1/infer", "/v2/models/diabetes/generate",
-                "/predict", "/predict/diabetes", "/v2/repository/index"]  # fmt: skip
+JSON_ENTRIES = [
+    "/v2/models/diabetes/infer",
+    "/v2/models/diabetes/versions/1/infer",
+    "/v2/models/diabetes/generate",
+    "/predict",
+    "/predict/diabetes",
+    "/v2/repository/index",
+]
 # Not /v2/repository/models/{name}/load: on this open loopback server a well-formed body reloads the
 # model under the other fuzz tests (tests/security sends it deep JSON on a server of its own).
 ROW = {"inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", "data": [0.01] * 10}]}
@@ -32,18 +39,25 @@ def _spelled(word: str) -> st.SearchStrategy[str]:
     return st.tuples(st.sampled_from(["", " ", "\t"]), cased, st.sampled_from(["", " "])).map("".join)
 
 
-tokens = st.one_of(_spelled("chunked"), _spelled("gzip"), _spelled("identity"), _spelled("deflate"),
-                   st.text(alphabet="abcxyz-_", min_size=1, max_size=8))  # fmt: skip
+tokens = st.one_of(
+    _spelled("chunked"),
+    _spelled("gzip"),
+    _spelled("identity"),
+    _spelled("deflate"),
+    st.text(alphabet="abcxyz-_", min_size=1, max_size=8),
+)
 token_lists = st.lists(tokens, min_size=1, max_size=3).map(",".join)
 payload = json.dumps(ROW).encode()
-bodies = st.sampled_from([
-    ("plain", payload),
-    ("gzip", gzip.compress(payload)),
-    ("deflate", zlib.compress(payload)),
-    ("corrupt", b"\x1f\x8b\x08\x00garbage"),
-    ("truncated", gzip.compress(payload)[:-9]),
-    ("bomb", gzip.compress(b"0" * (32 * 1024 * 1024))),
-])  # fmt: skip
+bodies = st.sampled_from(
+    [
+        ("plain", payload),
+        ("gzip", gzip.compress(payload)),
+        ("deflate", zlib.compress(payload)),
+        ("corrupt", b"\x1f\x8b\x08\x00garbage"),
+        ("truncated", gzip.compress(payload)[:-9]),
+        ("bomb", gzip.compress(b"0" * (32 * 1024 * 1024))),
+    ]
+)
 
 
 def _assert_served_well(answer: support.Response, server, log_from: int) -> None:
@@ -85,7 +99,7 @@ def _nested(shape: list[str], leaf: str) -> str:
 
 nestings = st.tuples(
     st.lists(st.sampled_from(["[", "{"]), min_size=0, max_size=3 * DEPTH),
-    st.sampled_from(['1', '"x"', '"[[[{{{"', '"\\"[["', "[]", "{}"]),
+    st.sampled_from(["1", '"x"', '"[[[{{{"', '"\\"[["', "[]", "{}"]),
 )
 
 
@@ -112,9 +126,11 @@ def test_json_nested_any_way_on_every_entry_is_refused_past_the_depth_and_never_
 host_values = st.one_of(
     st.binary(max_size=40).filter(lambda b: b"\r" not in b and b"\n" not in b),
     st.text(alphabet="abcz09.-_~[]:%@ \t!$&'()*+,;=/?#", max_size=30).map(str.encode),
-    st.tuples(st.sampled_from([b"[::1]", b"[zz]", b"127.0.0.1", b"example.com", b"", b"[::ffff:1.2.3.4]"]),
-              st.sampled_from([b"", b":", b":8080", b":65535", b":65536", b":99999999", b":x"])).map(b"".join),
-)  # fmt: skip
+    st.tuples(
+        st.sampled_from([b"[::1]", b"[zz]", b"127.0.0.1", b"example.com", b"", b"[::ffff:1.2.3.4]"]),
+        st.sampled_from([b"", b":", b":8080", b":65535", b":65536", b":99999999", b":x"]),
+    ).map(b"".join),
+)
 
 
 def test_host_headers_of_any_shape_are_400_exactly_when_invalid_on_both_ports(server):

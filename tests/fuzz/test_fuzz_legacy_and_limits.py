@@ -13,12 +13,14 @@ from hypothesis import strategies as st
 from harness.v2 import good_rest_request_works
 
 EXAMPLES = 300
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=list(HealthCheck))  # fmt: skip
+SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
 LIMIT = 8 * 1024 * 1024  # the server's default PIPELINE_MAX_REQUEST_BYTES
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False),
-                    st.text(max_size=8))  # fmt: skip
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False), st.text(max_size=8)
+)
 rows = st.lists(st.one_of(scalars, st.lists(scalars, max_size=12)), max_size=12)
 bodies = st.one_of(
     st.fixed_dictionaries({"features": st.one_of(rows, st.lists(rows, max_size=5), scalars)}),
@@ -40,8 +42,14 @@ def test_predict_bodies_never_get_a_server_error(server):
     @SETTINGS
     @given(path=paths, body=bodies)
     def prop(path, body):
-        _check(session.post(f"{server.http_url}{path}", data=json.dumps(body), timeout=20,
-                            headers={"Content-Type": "application/json"}))  # fmt: skip
+        _check(
+            session.post(
+                f"{server.http_url}{path}",
+                data=json.dumps(body),
+                timeout=20,
+                headers={"Content-Type": "application/json"},
+            )
+        )
 
     prop()
     good_rest_request_works(server.http_url)

@@ -19,13 +19,13 @@ SHORT_DEADLINE_S = 2.0  # these requests answer in milliseconds when they answer
 
 def _post(server, body: str, path: str = "/v2/models/diabetes/infer") -> requests.Response:
     with requests.Session() as s:  # a fresh connection: some of these make the server drop it
-        return s.post(server.http_url + path, data=body.encode(),
-                      headers={"Content-Type": "application/json"}, timeout=10)
+        return s.post(
+            server.http_url + path, data=body.encode(), headers={"Content-Type": "application/json"}, timeout=10
+        )
 
 
 def _body(data, datatype="FP64", **extra) -> str:
-    return json.dumps({**extra, "inputs": [{"name": "X", "shape": [1, 10], "datatype": datatype,
-                                            "data": data}]})
+    return json.dumps({**extra, "inputs": [{"name": "X", "shape": [1, 10], "datatype": datatype, "data": data}]})
 
 
 def _grpc(server, request, timeout=SHORT_DEADLINE_S):
@@ -80,12 +80,15 @@ def test_grpc_request_id_outside_printable_ascii_is_refused(server, rid):
 # must be a string and headers a dict; its ValidationError used to escape as INTERNAL.
 
 
-@pytest.mark.parametrize("level,key,kind,value", [
-    ("request", "content_type", "int64_param", 1),
-    ("request", "content_type", "bool_param", False),
-    ("request", "headers", "string_param", "x"),
-    ("input", "content_type", "bool_param", True),
-])
+@pytest.mark.parametrize(
+    "level,key,kind,value",
+    [
+        ("request", "content_type", "int64_param", 1),
+        ("request", "content_type", "bool_param", False),
+        ("request", "headers", "string_param", "x"),
+        ("input", "content_type", "bool_param", True),
+    ],
+)
 def test_grpc_mistyped_mlserver_parameter_is_a_client_error(server, level, key, kind, value):
     """e.g. ModelInferRequest{model_name:"diabetes", parameters:{"content_type":{int64_param:1}},
     inputs:[X FP64 [1,10] zeros]} used to be INTERNAL '1 validation error for Parameters ...'."""
@@ -108,12 +111,14 @@ def test_rest_boolean_in_a_numeric_tensor_is_refused(server):
     assert "row 0, column 9" in resp.json()["error"] and "boolean" in resp.json()["error"]
 
 
-@pytest.mark.xfail(strict=True, reason="known limit: MLServer's JSON parser turns integers past "
-                                       "int64 into float64, where 2**63 equals 2**63 - 1 (and 2**64 "
-                                       "equals 2**64 - 1): the type's maximum is accepted, so one "
-                                       "past it is too")
-@pytest.mark.parametrize("datatype,value", [("INT64", 2**63), ("INT64", -(2**63) - 1),
-                                            ("UINT64", 2**64)])
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limit: MLServer's JSON parser turns integers past "
+    "int64 into float64, where 2**63 equals 2**63 - 1 (and 2**64 "
+    "equals 2**64 - 1): the type's maximum is accepted, so one "
+    "past it is too",
+)
+@pytest.mark.parametrize("datatype,value", [("INT64", 2**63), ("INT64", -(2**63) - 1), ("UINT64", 2**64)])
 def test_rest_64bit_integer_just_out_of_range_is_refused(server, datatype, value):
     """{"inputs":[{"name":"X","shape":[1,10],"datatype":"INT64","data":[9223372036854775808,0,...]}]}
     -> 200."""

@@ -27,4 +27,5 @@ def test_short_soak_has_no_errors_and_flat_memory(server):
     assert result["server_healthy_after"], result["health_note"]
     growth = result["rss_mb"]["second_half_growth"]
     assert growth < MAX_SECOND_HALF_GROWTH_MB, (
-        f"server RSS grew {growth} MB in the second half of the soak: {result['rss_samples']}")
+        f"server RSS grew {growth} MB in the second half of the soak: {result['rss_samples']}"
+    )

@@ -45,17 +45,23 @@ class Clients:
         self._request = request
         self.server: Server = request.getfixturevalue("server")
 
-    def infer(self, client: str, model: str, x: np.ndarray, version: str | None = None,
-              outputs: list[str] | None = None, columns: bool = False, datatype: str = "FP64",
-              column_order: list[str] | None = None) -> Result:
+    def infer(
+        self,
+        client: str,
+        model: str,
+        x: np.ndarray,
+        version: str | None = None,
+        outputs: list[str] | None = None,
+        columns: bool = False,
+        datatype: str = "FP64",
+        column_order: list[str] | None = None,
+    ) -> Result:
         names = default_pipeline(model).feature_names
         tensors = _tensors(x, columns, names, datatype)
         if columns and column_order is not None:
             by_name = dict(tensors)
             tensors = [(n, by_name[n]) for n in column_order]
-        return getattr(self, "_" + client.replace("-", "_"))(
-            model, version, tensors, datatype, outputs or []
-        )
+        return getattr(self, "_" + client.replace("-", "_"))(model, version, tensors, datatype, outputs or [])
 
     def fixture(self, name: str):
         """Another fixture's value (the clients' own, created on first use)."""
@@ -69,8 +75,12 @@ class Clients:
         resp = support.rest_post(self.server, model, body, version=version)
         assert resp.status_code == 200, f"{resp.status_code}: {resp.text[:500]}"
         js = resp.json()
-        return Result(js["model_name"], js.get("model_version"),
-                      {o["name"]: o["datatype"] for o in js["outputs"]}, rest_outputs(js))
+        return Result(
+            js["model_name"],
+            js.get("model_version"),
+            {o["name"]: o["datatype"] for o in js["outputs"]},
+            rest_outputs(js),
+        )
 
     # -- tritonclient ----------------------------------------------------------------------
     def _triton_http(self, model, version, tensors, datatype, outputs) -> Result:
@@ -86,9 +96,12 @@ class Clients:
         res = client.infer(model, inputs, model_version=version or "", outputs=outs)
         js = res.get_response()
         support.AUDIT.check(f"triton-http {model}", json.dumps(js))
-        return Result(js["model_name"], js.get("model_version"),
-                      {o["name"]: o["datatype"] for o in js["outputs"]},
-                      {o["name"]: res.as_numpy(o["name"]) for o in js["outputs"]})
+        return Result(
+            js["model_name"],
+            js.get("model_version"),
+            {o["name"]: o["datatype"] for o in js["outputs"]},
+            {o["name"]: res.as_numpy(o["name"]) for o in js["outputs"]},
+        )
 
     def _triton_grpc(self, model, version, tensors, datatype, outputs) -> Result:
         import tritonclient.grpc as grpcclient
@@ -100,27 +113,40 @@ class Clients:
             inp.set_data_from_numpy(a)
             inputs.append(inp)
         outs = [grpcclient.InferRequestedOutput(o) for o in outputs] or None
-        res = client.infer(model, inputs, model_version=version or "", outputs=outs,
-                           client_timeout=REQUEST_TIMEOUT_S)
+        res = client.infer(model, inputs, model_version=version or "", outputs=outs, client_timeout=REQUEST_TIMEOUT_S)
         pb = res.get_response()
         support.AUDIT.check(f"triton-grpc {model}", str(pb.model_name))
-        return Result(pb.model_name, pb.model_version,
-                      {o.name: o.datatype for o in pb.outputs},
-                      {o.name: res.as_numpy(o.name) for o in pb.outputs})
+        return Result(
+            pb.model_name,
+            pb.model_version,
+            {o.name: o.datatype for o in pb.outputs},
+            {o.name: res.as_numpy(o.name) for o in pb.outputs},
+        )
 
     # -- kserve (own process) --------------------------------------------------------------
     def _kserve(self, transport, model, version, tensors, datatype, outputs) -> Result:
         worker = self.fixture("kserve_clients")
-        inputs = [{"name": n, "shape": list(a.shape), "datatype": datatype, "data": a.tolist(),
-                   # gRPC: raw_input_contents; REST: JSON (MLServer has no binary REST extension)
-                   "binary": transport == "grpc"} for n, a in tensors]
+        inputs = [
+            {
+                "name": n,
+                "shape": list(a.shape),
+                "datatype": datatype,
+                "data": a.tolist(),
+                # gRPC: raw_input_contents; REST: JSON (MLServer has no binary REST extension)
+                "binary": transport == "grpc",
+            }
+            for n, a in tensors
+        ]
         ans = worker.infer(transport, model, inputs, version=version, outputs=outputs)
         assert ans["ok"], f"kserve-{transport}: {ans}"
         # kserve 0.16's InferResponse.from_bytes (REST) drops model_version: not reported there.
         version_seen = ans["model_version"] if transport == "grpc" else UNREPORTED
-        return Result(ans["model_name"], version_seen,
-                      {o["name"]: o["datatype"] for o in ans["outputs"]},
-                      support.kserve_outputs(ans))
+        return Result(
+            ans["model_name"],
+            version_seen,
+            {o["name"]: o["datatype"] for o in ans["outputs"]},
+            support.kserve_outputs(ans),
+        )
 
     def _kserve_rest(self, *args) -> Result:
         return self._kserve("rest", *args)

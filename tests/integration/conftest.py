@@ -9,15 +9,15 @@ trap); expectations come from the artifacts (harness.models).
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from harness.models import served_models
+from harness.otlp import TraceReceiver
 from harness.server import Server, declared_servers, launch_all, log_tail_sections, stop_all
 from tests.integration import support
 from tests.integration.clients import Clients
-from harness.otlp import TraceReceiver
 
 
 def _shipped(request: pytest.FixtureRequest) -> Server:
@@ -64,8 +64,7 @@ def kserve_clients(server, tmp_path_factory):
 def triton_http(server):
     import tritonclient.http as httpclient
 
-    client = httpclient.InferenceServerClient(url=server.http_hostport, connection_timeout=60,
-                                              network_timeout=60)
+    client = httpclient.InferenceServerClient(url=server.http_hostport, connection_timeout=60, network_timeout=60)
     yield client
     client.close()
 

@@ -24,6 +24,8 @@ import sys
 import grpc
 import httpx
 import numpy as np
+from kserve.protocol.infer_type import RequestedOutput
+
 from kserve import (
     InferenceGRPCClient,
     InferenceRESTClient,
@@ -31,8 +33,6 @@ from kserve import (
     InferRequest,
     RESTConfig,
 )
-from kserve.protocol.infer_type import RequestedOutput
-
 from runtime.core.datatypes import NUMERIC_DATATYPES
 
 
@@ -95,25 +95,29 @@ class Worker:
                 return {"ok": True, "checks": checks}
             return {"ok": False, "status": "bad-op", "message": f"unknown op {op!r}"}
         except httpx.HTTPStatusError as err:
-            return {"ok": False, "status": err.response.status_code,
-                    "message": err.response.text}
+            return {"ok": False, "status": err.response.status_code, "message": err.response.text}
         except grpc.RpcError as err:
             return {"ok": False, "status": err.code().name, "message": err.details() or ""}
         except Exception as err:  # a client-side refusal: report it, keep serving
-            return {"ok": False, "status": "client-error",
-                    "message": f"{type(err).__name__}: {err}"}
+            return {"ok": False, "status": "client-error", "message": f"{type(err).__name__}: {err}"}
 
     async def check(self, transport: str, check: list) -> dict:
         """One health call: ["live"], ["ready"] or ["model", name]; errors reported, not raised."""
         kind, args = check[0], check[1:]
         try:
             if transport == "rest":
-                call = {"live": self.rest.is_server_live, "ready": self.rest.is_server_ready,
-                        "model": self.rest.is_model_ready}[kind]
+                call = {
+                    "live": self.rest.is_server_live,
+                    "ready": self.rest.is_server_ready,
+                    "model": self.rest.is_model_ready,
+                }[kind]
                 value = await call(self.http_url, *args)
             else:
-                call = {"live": self.grpc.is_server_live, "ready": self.grpc.is_server_ready,
-                        "model": self.grpc.is_model_ready}[kind]
+                call = {
+                    "live": self.grpc.is_server_live,
+                    "ready": self.grpc.is_server_ready,
+                    "model": self.grpc.is_model_ready,
+                }[kind]
                 value = await call(*args)
             return {"value": value}
         except grpc.RpcError as err:

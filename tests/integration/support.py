@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from functools import lru_cache
+from collections.abc import Iterable
+from functools import cache
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
 
 import grpc
 import numpy as np
@@ -57,8 +58,7 @@ def assert_mentions(message: str, fragments: Iterable[Any], where: str = "") -> 
         options = frag if isinstance(frag, tuple) else (frag,)
         if not any(str(o).lower() in low for o in options):
             raise AssertionError(
-                f"{where} error message lacks {' or '.join(repr(str(o)) for o in options)}:"
-                f" {message!r}"
+                f"{where} error message lacks {' or '.join(repr(str(o)) for o in options)}: {message!r}"
             )
 
 
@@ -70,7 +70,7 @@ def lists_offered_outputs(*offered: str):
         start = rest.find("'")
         end = rest.find("'", start + 1) if start >= 0 else -1
         if end > start >= 0:
-            rest = rest[:start] + rest[end + 1:]
+            rest = rest[:start] + rest[end + 1 :]
         return all(o in rest for o in offered)
 
     check.__doc__ = f"to list the offered outputs {offered}"
@@ -82,12 +82,17 @@ def lists_offered_outputs(*offered: str):
 _SESSION = requests.Session()
 
 
-def rest_post(server: Server, model: str, body: Any, version: Optional[str] = None,
-              raw: bytes | str | None = None, headers: Optional[dict] = None) -> requests.Response:
+def rest_post(
+    server: Server,
+    model: str,
+    body: Any,
+    version: str | None = None,
+    raw: bytes | str | None = None,
+    headers: dict | None = None,
+) -> requests.Response:
     url = server.http_url + rest_infer_path(model, version)
     if raw is not None:
-        resp = _SESSION.post(url, data=raw, headers={"Content-Type": "application/json"},
-                             timeout=REQUEST_TIMEOUT_S)
+        resp = _SESSION.post(url, data=raw, headers={"Content-Type": "application/json"}, timeout=REQUEST_TIMEOUT_S)
     else:
         resp = _SESSION.post(url, json=body, headers=headers or {}, timeout=REQUEST_TIMEOUT_S)
     AUDIT.check(f"POST {url}", resp.content)
@@ -127,7 +132,7 @@ def close_grpc_channels() -> None:
 
 
 class GrpcOutcome:
-    def __init__(self, response=None, code: Optional[grpc.StatusCode] = None, details: str = ""):
+    def __init__(self, response=None, code: grpc.StatusCode | None = None, details: str = ""):
         self.response = response
         self.code = code
         self.details = details
@@ -191,10 +196,19 @@ class KServeWorker:
             AUDIT.check(f"kserve {msg.get('transport')} {msg.get('op')}", answer.get("message"))
         return answer
 
-    def infer(self, transport: str, model: str, inputs: list[dict], version: Optional[str] = None,
-              outputs: Iterable[str] = ()) -> dict:
-        return self.call({"op": "infer", "transport": transport, "model": model,
-                          "version": version, "inputs": inputs, "outputs": list(outputs)})
+    def infer(
+        self, transport: str, model: str, inputs: list[dict], version: str | None = None, outputs: Iterable[str] = ()
+    ) -> dict:
+        return self.call(
+            {
+                "op": "infer",
+                "transport": transport,
+                "model": model,
+                "version": version,
+                "inputs": inputs,
+                "outputs": list(outputs),
+            }
+        )
 
     def close(self) -> None:
         try:
@@ -219,14 +233,12 @@ def kserve_outputs(answer: dict) -> dict[str, np.ndarray]:
 # decodes the same wire bytes with a private descriptor pool (no global symbols registered).
 
 
-@lru_cache(maxsize=None)
+@cache
 def _metadata_message_class():
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     F = descriptor_pb2.FieldDescriptorProto
-    fdp = descriptor_pb2.FileDescriptorProto(
-        name="itest_metadata_probe.proto", package="itest_probe", syntax="proto3"
-    )
+    fdp = descriptor_pb2.FileDescriptorProto(name="itest_metadata_probe.proto", package="itest_probe", syntax="proto3")
 
     def add_field(msg, name, number, ftype, label=F.LABEL_OPTIONAL, type_name=None):
         f = msg.field.add(name=name, number=number, type=ftype, label=label)
@@ -248,8 +260,7 @@ def _metadata_message_class():
     entry.options.map_entry = True
     add_field(entry, "key", 1, F.TYPE_STRING)
     add_field(entry, "value", 2, F.TYPE_MESSAGE, type_name=".itest_probe.InferParameter")
-    add_field(tensor, "parameters", 4, F.TYPE_MESSAGE, F.LABEL_REPEATED,
-              ".itest_probe.TensorMetadata.ParametersEntry")
+    add_field(tensor, "parameters", 4, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".itest_probe.TensorMetadata.ParametersEntry")
 
     meta = fdp.message_type.add(name="ModelMetadataResponse")
     add_field(meta, "name", 1, F.TYPE_STRING)
@@ -260,9 +271,7 @@ def _metadata_message_class():
 
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
-    return message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("itest_probe.ModelMetadataResponse")
-    )
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("itest_probe.ModelMetadataResponse"))
 
 
 def grpc_metadata_with_parameters(server: Server, name: str, version: str = ""):
@@ -271,8 +280,7 @@ def grpc_metadata_with_parameters(server: Server, name: str, version: str = ""):
         request_serializer=service_pb2.ModelMetadataRequest.SerializeToString,
         response_deserializer=_metadata_message_class().FromString,
     )
-    return call(service_pb2.ModelMetadataRequest(name=name, version=version),
-                timeout=REQUEST_TIMEOUT_S)
+    return call(service_pb2.ModelMetadataRequest(name=name, version=version), timeout=REQUEST_TIMEOUT_S)
 
 
 def parse_feature_names(value: Any) -> list[str]:

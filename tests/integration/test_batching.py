@@ -30,10 +30,16 @@ WORKERS = {"workers-0": 0, "workers-1": 1}
 def _launch(request: pytest.FixtureRequest, workers: int) -> Server:
     """The project's settings (JSON logs) with `workers`; diabetes/1 batching with a window far
     longer than it takes to send eight requests, so they merge."""
-    root = make_repository(request.getfixturevalue("tmp_path_factory").mktemp("batching") / "repo",
-                           workers=workers)
-    add_model(root, MODEL, source=f"{MODEL}/{VERSION}", version=VERSION, subdir=f"{MODEL}/{VERSION}",
-              extra={"max_rows": 10000}, settings={"max_batch_size": 32, "max_batch_time": 0.5})
+    root = make_repository(request.getfixturevalue("tmp_path_factory").mktemp("batching") / "repo", workers=workers)
+    add_model(
+        root,
+        MODEL,
+        source=f"{MODEL}/{VERSION}",
+        version=VERSION,
+        subdir=f"{MODEL}/{VERSION}",
+        extra={"max_rows": 10000},
+        settings={"max_batch_size": 32, "max_batch_time": 0.5},
+    )
     return Server.launch(root / "server.log", root=root, models=[(MODEL, VERSION)])
 
 
@@ -52,8 +58,9 @@ def _bodies() -> list[tuple[str, dict, np.ndarray | None]]:
     for i, rows in enumerate(GOOD_ROWS):
         x = sample_rows(MODEL, rows, offset=10 * i)
         if i % 2:
-            inputs = [{"name": n, "shape": [rows], "datatype": "FP64", "data": x[:, j].tolist()}
-                      for j, n in enumerate(names)]
+            inputs = [
+                {"name": n, "shape": [rows], "datatype": "FP64", "data": x[:, j].tolist()} for j, n in enumerate(names)
+            ]
         else:
             inputs = [{"name": "X", "shape": [rows, len(names)], "datatype": "FP64", "data": x.tolist()}]
         cases.append((f"good-{i}", {"inputs": inputs}, x))
@@ -61,7 +68,9 @@ def _bodies() -> list[tuple[str, dict, np.ndarray | None]]:
     nan_rows[1][3] = None
     cases.append(("null", {"inputs": [{"name": "X", "shape": [2, 10], "datatype": "FP64", "data": nan_rows}]}, None))
     short = sample_rows(MODEL, 1)[:, :7]
-    cases.append(("seven", {"inputs": [{"name": "X", "shape": [1, 7], "datatype": "FP64", "data": short.tolist()}]}, None))
+    cases.append(
+        ("seven", {"inputs": [{"name": "X", "shape": [1, 7], "datatype": "FP64", "data": short.tolist()}]}, None)
+    )
     return cases
 
 

@@ -29,8 +29,9 @@ _VARYING = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f
 
 def _launch(request: pytest.FixtureRequest, fast: bool) -> Server:
     log_dir = request.getfixturevalue("tmp_path_factory").mktemp("fast-on" if fast else "fast-off")
-    return Server.launch(log_dir / "mlserver.log", models=served_models(),
-                         env={"PIPELINE_FAST_PATH": "1" if fast else "0"})  # fmt: skip
+    return Server.launch(
+        log_dir / "mlserver.log", models=served_models(), env={"PIPELINE_FAST_PATH": "1" if fast else "0"}
+    )
 
 
 SERVERS = {"fast-on": lambda r: _launch(r, True), "fast-off": lambda r: _launch(r, False)}
@@ -82,16 +83,36 @@ def test_every_grpc_bad_input_gets_the_same_answer(pair, case_id):
 
 GOOD = {
     "2-D FP64": (DIABETES, {"inputs": [json_tensor("X", sample_rows(DIABETES, 3))]}),
-    "2-D nested, an id": (DIABETES, {"id": "mine", "inputs": [{"name": "X", "shape": [2, 10], "datatype": "FP64",
-                                                               "data": sample_rows(DIABETES, 2).tolist()}]}),
+    "2-D nested, an id": (
+        DIABETES,
+        {
+            "id": "mine",
+            "inputs": [{"name": "X", "shape": [2, 10], "datatype": "FP64", "data": sample_rows(DIABETES, 2).tolist()}],
+        },
+    ),
     "INT32": (DIABETES, {"inputs": [{"name": "X", "shape": [1, 10], "datatype": "INT32", "data": [1] * 10}]}),
-    "columns": (DIABETES, {"inputs": [json_tensor(n, sample_rows(DIABETES, 2)[:, i])
-                                      for i, n in enumerate(["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"])]}),
-    "classifier, outputs": (BREAST_CANCER, {"inputs": [json_tensor("X", sample_rows(BREAST_CANCER, 2))],
-                                            "outputs": [{"name": "predict_proba"}, {"name": "predict"}]}),
-    "OOD flags": (DIABETES, {"inputs": [json_tensor("X", sample_rows(DIABETES, 2) * 100)], "parameters": {"ood_flags": True}}),
+    "columns": (
+        DIABETES,
+        {
+            "inputs": [
+                json_tensor(n, sample_rows(DIABETES, 2)[:, i])
+                for i, n in enumerate(["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"])
+            ]
+        },
+    ),
+    "classifier, outputs": (
+        BREAST_CANCER,
+        {
+            "inputs": [json_tensor("X", sample_rows(BREAST_CANCER, 2))],
+            "outputs": [{"name": "predict_proba"}, {"name": "predict"}],
+        },
+    ),
+    "OOD flags": (
+        DIABETES,
+        {"inputs": [json_tensor("X", sample_rows(DIABETES, 2) * 100)], "parameters": {"ood_flags": True}},
+    ),
     "a version": (DIABETES, {"inputs": [json_tensor("X", sample_rows(DIABETES, 1))]}),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case_id", list(GOOD))
@@ -104,14 +125,36 @@ def test_good_requests_get_the_same_answer(pair, case_id):
 
 def test_headers_and_deadlines_are_honoured_the_same(pair):
     body = _body(GOOD["2-D FP64"][1])
-    for headers in ({"X-Request-Timeout-Ms": "abc"}, {"X-Request-Timeout-Ms": "0.001"}, {"X-Request-Timeout-Ms": "5000"}):
-        on, off = (requests.post(f"{s.http_url}/v2/models/{DIABETES}/infer", data=body, timeout=30,
-                                 headers={"Content-Type": "application/json", **headers}) for s in pair)  # fmt: skip
-        assert (on.status_code, _VARYING.sub(b"", on.content)) == (off.status_code, _VARYING.sub(b"", off.content)), headers
+    for headers in (
+        {"X-Request-Timeout-Ms": "abc"},
+        {"X-Request-Timeout-Ms": "0.001"},
+        {"X-Request-Timeout-Ms": "5000"},
+    ):
+        on, off = (
+            requests.post(
+                f"{s.http_url}/v2/models/{DIABETES}/infer",
+                data=body,
+                timeout=30,
+                headers={"Content-Type": "application/json", **headers},
+            )
+            for s in pair
+        )
+        assert (on.status_code, _VARYING.sub(b"", on.content)) == (off.status_code, _VARYING.sub(b"", off.content)), (
+            headers
+        )
 
 
-@pytest.mark.parametrize("content_type", [None, "text/plain", "application/json; charset=utf-8",
-                                          "application/vnd.v2+json", "APPLICATION/JSON", "application/x-www-form-urlencoded"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "text/plain",
+        "application/json; charset=utf-8",
+        "application/vnd.v2+json",
+        "APPLICATION/JSON",
+        "application/x-www-form-urlencoded",
+    ],
+)
 def test_content_types_are_told_apart_as_fastapi_does(pair, content_type):
     # FastAPI parses a body as JSON only without a content type or with application/json or
     # application/*+json; any other body is validated as bytes: a 422 the fast path must leave alone.
@@ -120,7 +163,11 @@ def test_content_types_are_told_apart_as_fastapi_does(pair, content_type):
 
 def test_repeated_headers_count_as_the_first(pair):
     body = _body(GOOD["2-D FP64"][1])
-    headers = [("Content-Type", "application/json"), ("X-Request-Timeout-Ms", "0.001"), ("X-Request-Timeout-Ms", "5000")]
+    headers = [
+        ("Content-Type", "application/json"),
+        ("X-Request-Timeout-Ms", "0.001"),
+        ("X-Request-Timeout-Ms", "5000"),
+    ]
     answers = []
     for server in pair:
         import http.client
@@ -140,10 +187,14 @@ def test_repeated_headers_count_as_the_first(pair):
 GRPC_GOOD = {
     "typed, no id": pb_2d_request(DIABETES, sample_rows(DIABETES, 2)),
     "an id, a version": pb_2d_request(DIABETES, sample_rows(DIABETES, 1), version="2"),
-    "classifier, outputs": pb_2d_request(BREAST_CANCER, sample_rows(BREAST_CANCER, 2), outputs=["predict_proba", "predict"]),
-    "raw inputs": pb_request(DIABETES, [pb_tensor("X", [2, 10], "FP64")], raw=[sample_rows(DIABETES, 2).astype("<f8").tobytes()]),
+    "classifier, outputs": pb_2d_request(
+        BREAST_CANCER, sample_rows(BREAST_CANCER, 2), outputs=["predict_proba", "predict"]
+    ),
+    "raw inputs": pb_request(
+        DIABETES, [pb_tensor("X", [2, 10], "FP64")], raw=[sample_rows(DIABETES, 2).astype("<f8").tobytes()]
+    ),
     "a bad one": pb_2d_request(DIABETES, sample_rows(DIABETES, 1)[:, :3]),
-}  # fmt: skip
+}
 GRPC_GOOD["an id, a version"].id = "mine"
 
 
@@ -187,13 +238,18 @@ def test_fuzzed_grpc_requests_get_the_same_answer(pair):
     prop()
 
 
-COUNTED = re.compile(r"^(rest_server_|grpc_server_|model_infer_|pipeline_(requests|request_rows|prediction_bucket|ood_|admission))")
+COUNTED = re.compile(
+    r"^(rest_server_|grpc_server_|model_infer_|pipeline_(requests|request_rows|prediction_bucket|ood_|admission))"
+)
 
 
 def _counts(server: Server) -> dict:
     """Every request count the server exports (counters, histogram counts), durations aside."""
-    return {key: value for key, value in server.scrape().items()
-            if COUNTED.match(key[0]) and (key[0].endswith("_total") or key[0].endswith("_count"))}  # fmt: skip
+    return {
+        key: value
+        for key, value in server.scrape().items()
+        if COUNTED.match(key[0]) and (key[0].endswith("_total") or key[0].endswith("_count"))
+    }
 
 
 def test_every_request_above_was_counted_the_same_by_mlserver_and_the_runtime(pair):

@@ -22,8 +22,9 @@ def _launch(request: pytest.FixtureRequest) -> Server:
     link_model(root, "breast-cancer/1")
     add_model(root, "guarded", extra={"auth_token_env": "LEGACY_TOKENS"})
     env = {"PIPELINE_DEFAULT_MODEL": "diabetes", "LEGACY_TOKENS": TOKEN, "PYTHONPATH": str(REPO_ROOT)}
-    return Server.launch(root / "server.log", root=root, env=env,
-                         models=[("diabetes", "1"), ("breast-cancer", "1"), ("guarded", None)])  # fmt: skip
+    return Server.launch(
+        root / "server.log", root=root, env=env, models=[("diabetes", "1"), ("breast-cancer", "1"), ("guarded", None)]
+    )
 
 
 SERVERS = {"legacy": _launch}
@@ -40,8 +41,10 @@ def _predict(server: Server, path: str, body, headers=None) -> requests.Response
 
 
 def _v2(server: Server, model: str, rows: np.ndarray, outputs: list[str]) -> dict:
-    body = {"inputs": [{"name": "X", "shape": list(rows.shape), "datatype": "FP64", "data": rows.ravel().tolist()}],
-            "outputs": [{"name": o} for o in outputs]}  # fmt: skip
+    body = {
+        "inputs": [{"name": "X", "shape": list(rows.shape), "datatype": "FP64", "data": rows.ravel().tolist()}],
+        "outputs": [{"name": o} for o in outputs],
+    }
     response = requests.post(f"{server.http_url}/v2/models/{model}/infer", json=body, timeout=20)
     assert response.status_code == 200, response.text
     return {o["name"]: o["data"] for o in response.json()["outputs"]}

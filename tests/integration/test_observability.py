@@ -19,11 +19,11 @@ import pytest
 import requests
 
 from harness.models import BREAST_CANCER, DIABETES, REPO_ROOT, pipeline, sample_rows
+from harness.otlp import ReceivedSpan
 from harness.repository import add_model, link_model, make_repository
 from harness.server import Server, metric_series, metric_value
 from harness.v2 import REQUEST_TIMEOUT_S, json_tensor, pb_2d_request
 from tests.integration import support
-from harness.otlp import ReceivedSpan
 
 Z = 3.0  # the diabetes/1 copy's ood_z_threshold: tighter than the default, so the z-test shows
 MODEL, VERSION = DIABETES, "1"
@@ -54,8 +54,9 @@ def _launch(request: pytest.FixtureRequest, mode: str) -> Server:
         # pw1: the shipped logging.json itself, as settings.json names it
         logging_config=None if workers else _debug_logging_config(),
     )
-    add_model(root, MODEL, version=VERSION, subdir=f"{MODEL}/{VERSION}",
-              extra={"max_rows": 10000, "ood_z_threshold": Z})
+    add_model(
+        root, MODEL, version=VERSION, subdir=f"{MODEL}/{VERSION}", extra={"max_rows": 10000, "ood_z_threshold": Z}
+    )
     link_model(root, f"{MODEL}/{BENCH_VERSION}")
     link_model(root, f"{BREAST_CANCER}/1")
     models = [(MODEL, VERSION), (MODEL, BENCH_VERSION), (BREAST_CANCER, "1")]
@@ -287,9 +288,7 @@ def test_a_refused_request_is_traced_with_its_reason(obs_server, receiver):
     trace_id, span_id, traceparent = _traceparent()
     resp = _rest(obs_server, _body(np.zeros((2, 7))), headers={"traceparent": traceparent})
     assert resp.status_code == 400
-    spans = receiver.wait_for(
-        trace_id, lambda s: {"predict", "validate"} <= {x.name for x in s} and len(s) >= 3
-    )
+    spans = receiver.wait_for(trace_id, lambda s: {"predict", "validate"} <= {x.name for x in s} and len(s) >= 3)
     by_name = {s.name: s for s in spans}
     assert by_name["predict"].attributes["outcome"] == "feature_count"
     assert by_name["validate"].attributes["outcome"] == "feature_count"

@@ -14,8 +14,11 @@ NAME = "pipeline_prediction_bucket_total"
 
 
 def _buckets(server, model: str) -> dict[str, float]:
-    return {dict(labels)["bucket"]: value for (name, labels), value in server.scrape().items()
-            if name == NAME and dict(labels)["model"] == model and dict(labels)["version"] == "1"}  # fmt: skip
+    return {
+        dict(labels)["bucket"]: value
+        for (name, labels), value in server.scrape().items()
+        if name == NAME and dict(labels)["model"] == model and dict(labels)["version"] == "1"
+    }
 
 
 def test_a_regressors_predictions_are_counted_by_bucket(server):
@@ -25,7 +28,9 @@ def test_a_regressors_predictions_are_counted_by_bucket(server):
     after = _buckets(server, DIABETES)
     edges = np.asarray(sorted(float(b) for b in after if b != "+Inf"))
     labels = [f"{e:.6g}" for e in edges] + ["+Inf"]
-    expected = np.bincount(np.searchsorted(edges, pipeline(DIABETES, "1").predict(x), side="left"), minlength=len(labels))
+    expected = np.bincount(
+        np.searchsorted(edges, pipeline(DIABETES, "1").predict(x), side="left"), minlength=len(labels)
+    )
     assert [after[b] - before.get(b, 0.0) for b in labels] == expected.tolist()
     assert len(edges) == 9  # the deciles of the model's own predictions
 
@@ -37,4 +42,5 @@ def test_a_classifiers_predictions_are_counted_by_class(server):
     after = _buckets(server, BREAST_CANCER)
     predicted = pipeline(BREAST_CANCER, "1").predict(x)
     assert {c: after[c] - before.get(c, 0.0) for c in ("0", "1")} == {
-        c: float(np.sum(predicted == int(c))) for c in ("0", "1")}
+        c: float(np.sum(predicted == int(c))) for c in ("0", "1")
+    }

@@ -65,96 +65,124 @@ def _big(n: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 REST_CASES = {
-    "wrong-feature-count": (
-        DIABETES, {"inputs": [_X(_rows(X2[:, :7]), [2, 7])]}, 400, ["'X'", "10", "7"]),
+    "wrong-feature-count": (DIABETES, {"inputs": [_X(_rows(X2[:, :7]), [2, 7])]}, 400, ["'X'", "10", "7"]),
     "unknown-feature-name": (
-        DIABETES, {"inputs": _cols(X2) + [json_tensor("foo", X2[:, 0])]}, 400,
-        ["'foo'", "unknown"]),
+        DIABETES,
+        {"inputs": _cols(X2) + [json_tensor("foo", X2[:, 0])]},
+        400,
+        ["'foo'", "unknown"],
+    ),
     "missing-feature-names": (
-        DIABETES, {"inputs": _cols(X2, [n for n in NAMES if n not in ("bmi", "bp")])}, 400,
-        ["'bmi'", "'bp'", "missing"]),
+        DIABETES,
+        {"inputs": _cols(X2, [n for n in NAMES if n not in ("bmi", "bp")])},
+        400,
+        ["'bmi'", "'bp'", "missing"],
+    ),
     "duplicated-feature-name": (
-        DIABETES, {"inputs": _cols(X2) + [json_tensor("bmi", X2[:, 2])]}, 400,
-        ["'bmi'", ("more than once", "duplicate", "twice")]),
-    "shape-vs-data-length": (
-        DIABETES, {"inputs": [_X(X2.ravel().tolist()[:19], [2, 10])]}, 400,
-        ["'X'", "20", "19"]),
+        DIABETES,
+        {"inputs": _cols(X2) + [json_tensor("bmi", X2[:, 2])]},
+        400,
+        ["'bmi'", ("more than once", "duplicate", "twice")],
+    ),
+    "shape-vs-data-length": (DIABETES, {"inputs": [_X(X2.ravel().tolist()[:19], [2, 10])]}, 400, ["'X'", "20", "19"]),
     "ragged-rows": (
-        DIABETES, {"inputs": [_X([X2[0].tolist(), X2[1].tolist()[:9]], [2, 10])]}, 400,
-        ["'X'", "row 1", "9", "10"]),
+        DIABETES,
+        {"inputs": [_X([X2[0].tolist(), X2[1].tolist()[:9]], [2, 10])]},
+        400,
+        ["'X'", "row 1", "9", "10"],
+    ),
     "nested-list-in-cell": (
-        DIABETES, {"inputs": [_X(_with(X2, 0, 1, [1.0, 2.0]), [2, 10])]}, 400,
-        ["'X'", "row 0", "column 1", "list"]),
-    "string-in-cell": (
-        DIABETES, {"inputs": [_X(_with(X2, 0, 1, "abc"), [2, 10])]}, 400,
-        ["'X'", "row 0", "column 1"]),
-    "bytes-datatype": (
-        DIABETES, {"inputs": [_X([["a"] * F, ["b"] * F], [2, 10], "BYTES")]}, 400,
-        ["'X'", "BYTES"]),
-    "bool-datatype": (
-        DIABETES, {"inputs": [_X([[True] * F, [False] * F], [2, 10], "BOOL")]}, 400,
-        ["'X'", "BOOL"]),
-    "unknown-datatype-FP128": (
-        DIABETES, {"inputs": [_X(_rows(X2), [2, 10], "FP128")]}, ANY4XX, []),
+        DIABETES,
+        {"inputs": [_X(_with(X2, 0, 1, [1.0, 2.0]), [2, 10])]},
+        400,
+        ["'X'", "row 0", "column 1", "list"],
+    ),
+    "string-in-cell": (DIABETES, {"inputs": [_X(_with(X2, 0, 1, "abc"), [2, 10])]}, 400, ["'X'", "row 0", "column 1"]),
+    "bytes-datatype": (DIABETES, {"inputs": [_X([["a"] * F, ["b"] * F], [2, 10], "BYTES")]}, 400, ["'X'", "BYTES"]),
+    "bool-datatype": (DIABETES, {"inputs": [_X([[True] * F, [False] * F], [2, 10], "BOOL")]}, 400, ["'X'", "BOOL"]),
+    "unknown-datatype-FP128": (DIABETES, {"inputs": [_X(_rows(X2), [2, 10], "FP128")]}, ANY4XX, []),
     "out-of-range-INT8": (
-        DIABETES, {"inputs": [_X(_with(np.zeros((2, F), int), 0, 2, 300), [2, 10], "INT8")]},
-        400, ["'X'", "row 0", "column 2", "300", "INT8"]),
+        DIABETES,
+        {"inputs": [_X(_with(np.zeros((2, F), int), 0, 2, 300), [2, 10], "INT8")]},
+        400,
+        ["'X'", "row 0", "column 2", "300", "INT8"],
+    ),
     "out-of-range-UINT8-negative": (
-        DIABETES, {"inputs": [_X(_with(np.ones((2, F), int), 1, 0, -1), [2, 10], "UINT8")]},
-        400, ["'X'", "row 1", "column 0", "-1", "UINT8"]),
+        DIABETES,
+        {"inputs": [_X(_with(np.ones((2, F), int), 1, 0, -1), [2, 10], "UINT8")]},
+        400,
+        ["'X'", "row 1", "column 0", "-1", "UINT8"],
+    ),
     "nan-literal": (
         DIABETES,
-        '{"inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", '
-        '"data": [[0, 0, NaN, 0, 0, 0, 0, 0, 0, 0]]}]}',
-        ANY4XX, []),
+        '{"inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", "data": [[0, 0, NaN, 0, 0, 0, 0, 0, 0, 0]]}]}',
+        ANY4XX,
+        [],
+    ),
     "infinity-literal": (
         DIABETES,
         '{"inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", '
         '"data": [[0, 0, Infinity, 0, 0, 0, 0, 0, 0, 0]]}]}',
-        ANY4XX, []),
+        ANY4XX,
+        [],
+    ),
     "json-null": (
-        DIABETES, {"inputs": [_X(_with(X2, 0, 2, None), [2, 10])]}, 400,
-        ["'X'", "row 0", "column 2", "bmi", "null"]),
+        DIABETES,
+        {"inputs": [_X(_with(X2, 0, 2, None), [2, 10])]},
+        400,
+        ["'X'", "row 0", "column 2", "bmi", "null"],
+    ),
     "json-null-in-column": (
-        DIABETES, {"inputs": [
-            t if t["name"] != "bmi" else {**t, "data": [t["data"][0], None]} for t in _cols(X2)
-        ]}, 400, ["'bmi'", "row 1", "null"]),
-    "empty-batch": (
-        DIABETES, {"inputs": [_X([], [0, 10])]}, 400, ["'X'", ("empty", "0 rows")]),
+        DIABETES,
+        {"inputs": [t if t["name"] != "bmi" else {**t, "data": [t["data"][0], None]} for t in _cols(X2)]},
+        400,
+        ["'bmi'", "row 1", "null"],
+    ),
+    "empty-batch": (DIABETES, {"inputs": [_X([], [0, 10])]}, 400, ["'X'", ("empty", "0 rows")]),
     "over-row-cap": (
-        DIABETES, {"inputs": [json_tensor("X", _big(ROW_CAP + 1))]}, 400,
-        ["'X'", str(ROW_CAP + 1), str(ROW_CAP)]),
+        DIABETES,
+        {"inputs": [json_tensor("X", _big(ROW_CAP + 1))]},
+        400,
+        ["'X'", str(ROW_CAP + 1), str(ROW_CAP)],
+    ),
     "unknown-output-predict_proba-on-regressor": (
-        DIABETES, {"inputs": [json_tensor("X", X2)], "outputs": [{"name": "predict_proba"}]},
-        400, ["'predict_proba'", support.lists_offered_outputs("predict")]),
+        DIABETES,
+        {"inputs": [json_tensor("X", X2)], "outputs": [{"name": "predict_proba"}]},
+        400,
+        ["'predict_proba'", support.lists_offered_outputs("predict")],
+    ),
     "unknown-output-foo-on-classifier": (
         BREAST_CANCER,
-        {"inputs": [json_tensor("X", sample_rows(BREAST_CANCER, 2))],
-         "outputs": [{"name": "foo"}]},
-        400, ["'foo'", support.lists_offered_outputs("predict", "predict_proba")]),
-    "two-2d-tensors": (
-        DIABETES, {"inputs": [json_tensor("a", X2), json_tensor("b", X2)]}, 400,
-        ["'a'", "'b'"]),
+        {"inputs": [json_tensor("X", sample_rows(BREAST_CANCER, 2))], "outputs": [{"name": "foo"}]},
+        400,
+        ["'foo'", support.lists_offered_outputs("predict", "predict_proba")],
+    ),
+    "two-2d-tensors": (DIABETES, {"inputs": [json_tensor("a", X2), json_tensor("b", X2)]}, 400, ["'a'", "'b'"]),
     # Layouts outside the contract that the table's InputLayout/Shape rows cover.
-    "three-d-tensor": (
-        DIABETES, {"inputs": [json_tensor("X", X2.reshape(1, 2, F))]}, 400, ["'X'"]),
+    "three-d-tensor": (DIABETES, {"inputs": [json_tensor("X", X2.reshape(1, 2, F))]}, 400, ["'X'"]),
     "2d-and-1d-mixed": (
-        DIABETES, {"inputs": [json_tensor("X", X2), json_tensor("age", X2[:, 0])]}, 400,
-        [("'X'", "'age'")]),
+        DIABETES,
+        {"inputs": [json_tensor("X", X2), json_tensor("age", X2[:, 0])]},
+        400,
+        [("'X'", "'age'")],
+    ),
     "column-length-mismatch": (
-        DIABETES, {"inputs": _cols(X2, NAMES[:-1]) + [json_tensor("s6", np.zeros(3))]}, 400,
-        ["'s6'"]),
+        DIABETES,
+        {"inputs": _cols(X2, NAMES[:-1]) + [json_tensor("s6", np.zeros(3))]},
+        400,
+        ["'s6'"],
+    ),
     "no-inputs": (DIABETES, {"inputs": []}, ANY4XX, []),
 }
 
 
 def _assert_rest_status(resp, expected, case_id):
     if expected == ANY4XX:
-        assert 400 <= resp.status_code < 500, (
-            f"{case_id}: expected a 4xx, got {resp.status_code}: {resp.text[:500]}")
+        assert 400 <= resp.status_code < 500, f"{case_id}: expected a 4xx, got {resp.status_code}: {resp.text[:500]}"
     else:
         assert resp.status_code == expected, (
-            f"{case_id}: expected {expected}, got {resp.status_code}: {resp.text[:500]}")
+            f"{case_id}: expected {expected}, got {resp.status_code}: {resp.text[:500]}"
+        )
 
 
 @pytest.mark.parametrize("case_id", list(REST_CASES))
@@ -168,7 +196,8 @@ def test_rest_bad_input(server, case_id):
     if status == 400:
         payload = resp.json()
         assert isinstance(payload, dict) and isinstance(payload.get("error"), str), (
-            f"{case_id}: 400 body must be {{'error': str}}, got {resp.text[:500]}")
+            f"{case_id}: 400 body must be {{'error': str}}, got {resp.text[:500]}"
+        )
         support.assert_mentions(payload["error"], fragments, case_id)
     good_rest_request_works(server.http_url)
 
@@ -214,84 +243,87 @@ _FP32_NAN_ROW1_COL9[1, 9] = np.nan
 GRPC_CASES = {
     "wrong-feature-count": (
         pb_request(DIABETES, [T("X", [2, 7], "FP64", X2[:, :7].ravel().tolist())]),
-        ["'X'", "10", "7"]),
+        ["'X'", "10", "7"],
+    ),
     "unknown-feature-name": (
         pb_request(DIABETES, _pb_cols(X2) + [T("foo", [2], "FP64", X2[:, 0].tolist())]),
-        ["'foo'", "unknown"]),
+        ["'foo'", "unknown"],
+    ),
     "missing-feature-names": (
         pb_request(DIABETES, _pb_cols(X2, [n for n in NAMES if n not in ("bmi", "bp")])),
-        ["'bmi'", "'bp'", "missing"]),
+        ["'bmi'", "'bp'", "missing"],
+    ),
     "duplicated-feature-name": (
         pb_request(DIABETES, _pb_cols(X2) + [T("bmi", [2], "FP64", X2[:, 2].tolist())]),
-        ["'bmi'", ("more than once", "duplicate", "twice")]),
+        ["'bmi'", ("more than once", "duplicate", "twice")],
+    ),
     "shape-vs-contents-length": (
         pb_request(DIABETES, [T("X", [2, 10], "FP64", X2.ravel().tolist()[:19])]),
-        ["'X'", "20", "19"]),
+        ["'X'", "20", "19"],
+    ),
     "shape-vs-raw-bytes-length": (
-        pb_request(DIABETES, [T("X", [2, 10], "FP64")],
-                       raw=[np.asarray(X2.ravel()[:19], "<f8").tobytes()]),
-        ["'X'", ("19", "152")]),
+        pb_request(DIABETES, [T("X", [2, 10], "FP64")], raw=[np.asarray(X2.ravel()[:19], "<f8").tobytes()]),
+        ["'X'", ("19", "152")],
+    ),
     "raw-bytes-not-a-whole-number-of-values": (
-        pb_request(DIABETES, [T("X", [2, 10], "FP64")],
-                       raw=[np.asarray(X2.ravel(), "<f8").tobytes()[:-1]]),
-        ["'X'", "159"]),
-    "bytes-datatype": (
-        pb_request(DIABETES, [T("X", [2, 10], "BYTES", [b"a"] * 2 * F)]),
-        ["'X'", "BYTES"]),
-    "bool-datatype": (
-        pb_request(DIABETES, [T("X", [2, 10], "BOOL", [True] * 2 * F)]),
-        ["'X'", "BOOL"]),
+        pb_request(DIABETES, [T("X", [2, 10], "FP64")], raw=[np.asarray(X2.ravel(), "<f8").tobytes()[:-1]]),
+        ["'X'", "159"],
+    ),
+    "bytes-datatype": (pb_request(DIABETES, [T("X", [2, 10], "BYTES", [b"a"] * 2 * F)]), ["'X'", "BYTES"]),
+    "bool-datatype": (pb_request(DIABETES, [T("X", [2, 10], "BOOL", [True] * 2 * F)]), ["'X'", "BOOL"]),
     "unknown-datatype-FP128": (
-        pb_request(DIABETES, [T("X", [2, 10], "FP128", X2.ravel().tolist(),
-                                    field_name="fp64_contents")]),
-        ["FP128"]),
+        pb_request(DIABETES, [T("X", [2, 10], "FP128", X2.ravel().tolist(), field_name="fp64_contents")]),
+        ["FP128"],
+    ),
     "out-of-range-INT8": (
-        pb_request(DIABETES, [T("X", [2, 10], "INT8",
-                                    _flat_with(np.zeros((2, F), int), 0, 2, 300))]),
-        ["'X'", "row 0", "column 2", "300", "INT8"]),
+        pb_request(DIABETES, [T("X", [2, 10], "INT8", _flat_with(np.zeros((2, F), int), 0, 2, 300))]),
+        ["'X'", "row 0", "column 2", "300", "INT8"],
+    ),
     "out-of-range-UINT8": (
-        pb_request(DIABETES, [T("X", [2, 10], "UINT8",
-                                    _flat_with(np.ones((2, F), int), 1, 0, 256))]),
-        ["'X'", "row 1", "column 0", "256", "UINT8"]),
+        pb_request(DIABETES, [T("X", [2, 10], "UINT8", _flat_with(np.ones((2, F), int), 1, 0, 256))]),
+        ["'X'", "row 1", "column 0", "256", "UINT8"],
+    ),
     "nan-in-contents": (
         pb_request(DIABETES, [T("X", [2, 10], "FP64", _flat_with(X2, 0, 2, float("nan")))]),
-        ["'X'", "row 0", "column 2", "bmi", "nan"]),
+        ["'X'", "row 0", "column 2", "bmi", "nan"],
+    ),
     "inf-in-contents": (
         pb_request(DIABETES, [T("X", [2, 10], "FP64", _flat_with(X2, 1, 3, float("inf")))]),
-        ["'X'", "row 1", "column 3", "bp", "inf"]),
+        ["'X'", "row 1", "column 3", "bp", "inf"],
+    ),
     "nan-in-raw-fp32": (
-        pb_request(DIABETES, [T("X", [2, 10], "FP32")],
-                       raw=[_FP32_NAN_ROW1_COL9.astype("<f4").tobytes()]),
-        ["'X'", "row 1", "column 9", "s6", "nan"]),
+        pb_request(DIABETES, [T("X", [2, 10], "FP32")], raw=[_FP32_NAN_ROW1_COL9.astype("<f4").tobytes()]),
+        ["'X'", "row 1", "column 9", "s6", "nan"],
+    ),
     "nan-in-column": (
         pb_request(DIABETES, _pb_cols(X2, override={"bmi": [X2[0, 2], float("nan")]})),
-        ["'bmi'", "row 1", "nan"]),
-    "empty-batch": (
-        pb_request(DIABETES, [T("X", [0, 10], "FP64", [])]),
-        ["'X'", ("empty", "0 rows")]),
-    "over-row-cap": (
-        pb_2d_request(DIABETES, _big(ROW_CAP + 1)),
-        ["'X'", str(ROW_CAP + 1), str(ROW_CAP)]),
+        ["'bmi'", "row 1", "nan"],
+    ),
+    "empty-batch": (pb_request(DIABETES, [T("X", [0, 10], "FP64", [])]), ["'X'", ("empty", "0 rows")]),
+    "over-row-cap": (pb_2d_request(DIABETES, _big(ROW_CAP + 1)), ["'X'", str(ROW_CAP + 1), str(ROW_CAP)]),
     "unknown-output-predict_proba-on-regressor": (
         pb_2d_request(DIABETES, X2, outputs=["predict_proba"]),
-        ["'predict_proba'", support.lists_offered_outputs("predict")]),
+        ["'predict_proba'", support.lists_offered_outputs("predict")],
+    ),
     "unknown-output-foo-on-classifier": (
         pb_2d_request(BREAST_CANCER, sample_rows(BREAST_CANCER, 2), outputs=["foo"]),
-        ["'foo'", support.lists_offered_outputs("predict", "predict_proba")]),
+        ["'foo'", support.lists_offered_outputs("predict", "predict_proba")],
+    ),
     "two-2d-tensors": (
-        pb_request(DIABETES, [T("a", [2, 10], "FP64", X2.ravel().tolist()),
-                                  T("b", [2, 10], "FP64", X2.ravel().tolist())]),
-        ["'a'", "'b'"]),
-    "three-d-tensor": (
-        pb_request(DIABETES, [T("X", [1, 2, 10], "FP64", X2.ravel().tolist())]),
-        ["'X'"]),
+        pb_request(
+            DIABETES, [T("a", [2, 10], "FP64", X2.ravel().tolist()), T("b", [2, 10], "FP64", X2.ravel().tolist())]
+        ),
+        ["'a'", "'b'"],
+    ),
+    "three-d-tensor": (pb_request(DIABETES, [T("X", [1, 2, 10], "FP64", X2.ravel().tolist())]), ["'X'"]),
     "2d-and-1d-mixed": (
-        pb_request(DIABETES, [T("X", [2, 10], "FP64", X2.ravel().tolist()),
-                                  T("age", [2], "FP64", X2[:, 0].tolist())]),
-        [("'X'", "'age'")]),
+        pb_request(DIABETES, [T("X", [2, 10], "FP64", X2.ravel().tolist()), T("age", [2], "FP64", X2[:, 0].tolist())]),
+        [("'X'", "'age'")],
+    ),
     "column-length-mismatch": (
         pb_request(DIABETES, _pb_cols(X2, NAMES[:-1]) + [T("s6", [3], "FP64", [0.0] * 3)]),
-        ["'s6'"]),
+        ["'s6'"],
+    ),
     "no-inputs": (pb_request(DIABETES, []), []),
 }
 
@@ -302,7 +334,8 @@ def test_grpc_bad_input(server, case_id):
     outcome = support.grpc_call(server, request)
     assert outcome.code == grpc.StatusCode.INVALID_ARGUMENT, (
         f"{case_id}: expected INVALID_ARGUMENT, got "
-        f"{'OK' if outcome.ok else outcome.code.name}: {outcome.details[:500]}")
+        f"{'OK' if outcome.ok else outcome.code.name}: {outcome.details[:500]}"
+    )
     support.assert_mentions(outcome.details, fragments, case_id)
     good_grpc_request_works(support.grpc_stub(server))
 
@@ -317,14 +350,28 @@ def test_grpc_row_cap_boundary_is_accepted(server):
 def test_every_table_case_is_covered_on_both_protocols():
     """Guards the case tables themselves: no row of the contract table silently dropped."""
     table_rows = {
-        "wrong-feature-count", "unknown-feature-name", "missing-feature-names",
-        "duplicated-feature-name", "bytes-datatype", "bool-datatype", "unknown-datatype-FP128",
-        "out-of-range-INT8", "empty-batch", "over-row-cap",
-        "unknown-output-predict_proba-on-regressor", "two-2d-tensors",
-    }  # fmt: skip
+        "wrong-feature-count",
+        "unknown-feature-name",
+        "missing-feature-names",
+        "duplicated-feature-name",
+        "bytes-datatype",
+        "bool-datatype",
+        "unknown-datatype-FP128",
+        "out-of-range-INT8",
+        "empty-batch",
+        "over-row-cap",
+        "unknown-output-predict_proba-on-regressor",
+        "two-2d-tensors",
+    }
     assert table_rows <= set(REST_CASES) and table_rows <= set(GRPC_CASES)
     # shape vs data length, NaN/Inf: both protocols, under protocol-specific names
-    assert {"shape-vs-data-length", "nan-literal", "infinity-literal", "json-null",
-            "ragged-rows", "nested-list-in-cell"} <= set(REST_CASES)
+    assert {
+        "shape-vs-data-length",
+        "nan-literal",
+        "infinity-literal",
+        "json-null",
+        "ragged-rows",
+        "nested-list-in-cell",
+    } <= set(REST_CASES)
     assert {"shape-vs-contents-length", "nan-in-contents", "inf-in-contents"} <= set(GRPC_CASES)
     # ragged rows, nested lists and JSON null cannot be expressed in gRPC's flat contents.

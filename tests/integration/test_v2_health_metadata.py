@@ -10,8 +10,7 @@ from harness.v2 import REQUEST_TIMEOUT_S
 from tests.integration import support
 
 # (model, version or None for the default/alias)
-READY_TARGETS = [(DIABETES, None), (DIABETES, "1"), (DIABETES, "2"),
-                 (BREAST_CANCER, None), (BREAST_CANCER, "1")]
+READY_TARGETS = [(DIABETES, None), (DIABETES, "1"), (DIABETES, "2"), (BREAST_CANCER, None), (BREAST_CANCER, "1")]
 READY_IDS = [f"{m}@{v or 'default'}" for m, v in READY_TARGETS]
 ABSENT = [("no-such-model", None), (DIABETES, "3")]
 
@@ -74,8 +73,9 @@ def test_grpc_ready_fails_for_absent_models(server):
     stub = support.grpc_stub(server)
     for model, version in ABSENT:
         try:
-            resp = stub.ModelReady(service_pb2.ModelReadyRequest(name=model, version=version or ""),
-                                   timeout=REQUEST_TIMEOUT_S)
+            resp = stub.ModelReady(
+                service_pb2.ModelReadyRequest(name=model, version=version or ""), timeout=REQUEST_TIMEOUT_S
+            )
         except grpc.RpcError as err:
             assert err.code() != grpc.StatusCode.OK, (model, version, err)
             support.AUDIT.check("gRPC ModelReady", err.details())
@@ -97,13 +97,15 @@ def _expected_outputs(p: Pipeline) -> dict[str, tuple[str, list[int]]]:
     if p.is_classifier:
         n = len(p.manifest.classes)
         # scikit-learn's shapes: one decision score per row for two classes, one per class beyond.
-        return {"predict": ("INT64", [-1]), "predict_proba": ("FP64", [-1, n]),
-                "decision_function": ("FP64", [-1] if n == 2 else [-1, n])}
+        return {
+            "predict": ("INT64", [-1]),
+            "predict_proba": ("FP64", [-1, n]),
+            "decision_function": ("FP64", [-1] if n == 2 else [-1, n]),
+        }
     return {"predict": ("FP64", [-1])}
 
 
-def _check_metadata(meta: dict, model: str, version: str | None, where: str,
-                    feature_names: bool = True):
+def _check_metadata(meta: dict, model: str, version: str | None, where: str, feature_names: bool = True):
     p = pipeline(model, version or "1")
     assert meta["name"] == model, where
     assert len(meta["inputs"]) == 1, f"{where}: {meta['inputs']}"
@@ -145,12 +147,15 @@ def test_grpc_metadata_carries_feature_names(server, model, version):
     meta = {
         "name": msg.name,
         "inputs": [
-            {"name": t.name, "datatype": t.datatype, "shape": list(t.shape),
-             "parameters": {k: v.string_param for k, v in t.parameters.items()}}
+            {
+                "name": t.name,
+                "datatype": t.datatype,
+                "shape": list(t.shape),
+                "parameters": {k: v.string_param for k, v in t.parameters.items()},
+            }
             for t in msg.inputs
         ],
-        "outputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
-                    for t in msg.outputs],
+        "outputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in msg.outputs],
     }
     _check_metadata(meta, model, version, "grpc-parameters")
 

@@ -69,8 +69,7 @@ def test_column_style_matches_2d(clients, client, model):
 def test_column_style_is_matched_by_name_not_order(clients, client):
     p = default_pipeline(DIABETES)
     x = sample_rows(DIABETES, N, offset=31)
-    res = clients.infer(client, DIABETES, x, columns=True,
-                        column_order=list(reversed(p.feature_names)))
+    res = clients.infer(client, DIABETES, x, columns=True, column_order=list(reversed(p.feature_names)))
     assert_parity(res.outputs["predict"], p.predict(x))
 
 

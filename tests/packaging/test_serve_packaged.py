@@ -8,8 +8,9 @@ This process imports the packaging code (no MLServer) and V2 clients only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -51,8 +52,10 @@ def _digits():
 
 # Small, fast settings; probabilistic SGD; SVC with probabilities.
 KWARGS: dict[str, dict[str, Any]] = {
-    "SGDRegressor": {"random_state": 0}, "SGDClassifier": {"loss": "log_loss", "random_state": 0},
-    "LogisticRegression": {"max_iter": 5000}, "SVC": {"probability": True, "random_state": 0},
+    "SGDRegressor": {"random_state": 0},
+    "SGDClassifier": {"loss": "log_loss", "random_state": 0},
+    "LogisticRegression": {"max_iter": 5000},
+    "SVC": {"probability": True, "random_state": 0},
     "RandomForestRegressor": {"n_estimators": 10, "random_state": 0},
     "RandomForestClassifier": {"n_estimators": 10, "random_state": 0},
     "ExtraTreesRegressor": {"n_estimators": 10, "random_state": 0},
@@ -61,8 +64,9 @@ KWARGS: dict[str, dict[str, Any]] = {
     "GradientBoostingClassifier": {"n_estimators": 20, "random_state": 0},
     "HistGradientBoostingRegressor": {"max_iter": 20, "random_state": 0},
     "HistGradientBoostingClassifier": {"max_iter": 20, "random_state": 0},
-    "DecisionTreeRegressor": {"random_state": 0}, "DecisionTreeClassifier": {"random_state": 0},
-}  # fmt: skip
+    "DecisionTreeRegressor": {"random_state": 0},
+    "DecisionTreeClassifier": {"random_state": 0},
+}
 CLASSIFIER_DATA = (_breast_cancer_strings, _iris_strings, _wine, _digits)
 
 
@@ -88,8 +92,12 @@ def _cases() -> list[Case]:
             load = _diabetes
         x, y = load()
         steps = ([scaler()] if scaler else []) + [model]
-        name = f"{scaler.__name__.lower() if scaler else 'none'}-{model_class.__name__.lower()}-{load.__name__.strip('_')}"
-        cases.append(Case(name.replace("_", "-"), make_pipeline(*steps).fit(x, y), np.asarray(x[:ROWS], dtype=np.float64)))
+        name = (
+            f"{scaler.__name__.lower() if scaler else 'none'}-{model_class.__name__.lower()}-{load.__name__.strip('_')}"
+        )
+        cases.append(
+            Case(name.replace("_", "-"), make_pipeline(*steps).fit(x, y), np.asarray(x[:ROWS], dtype=np.float64))
+        )
     return cases
 
 
@@ -131,7 +139,9 @@ def _assert_same(case: Case, output: str, got: np.ndarray, expected: np.ndarray)
 def test_rest_answers_what_scikit_learn_answers(server, case):
     expected = _expected(case)
     body = {
-        "inputs": [{"name": "features", "shape": list(case.x.shape), "datatype": "FP64", "data": case.x.ravel().tolist()}],
+        "inputs": [
+            {"name": "features", "shape": list(case.x.shape), "datatype": "FP64", "data": case.x.ravel().tolist()}
+        ],
         "outputs": [{"name": o} for o in expected],
     }
     response = requests.post(f"{server.http_url}/v2/models/{case.name}/versions/1/infer", json=body, timeout=30)
@@ -151,8 +161,9 @@ def test_grpc_answers_what_scikit_learn_answers(server, case):
     try:
         tensor = tgrpc.InferInput("features", list(case.x.shape), "FP64")
         tensor.set_data_from_numpy(case.x)
-        result = client.infer(case.name, [tensor], model_version="1",
-                              outputs=[tgrpc.InferRequestedOutput(o) for o in expected])  # fmt: skip
+        result = client.infer(
+            case.name, [tensor], model_version="1", outputs=[tgrpc.InferRequestedOutput(o) for o in expected]
+        )
     finally:
         client.close()
     for output, want in expected.items():

@@ -16,8 +16,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import grpc
 import numpy as np
@@ -28,11 +28,11 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from harness.models import REPO_ROOT, sample_rows
+from harness.otlp import ReceivedSpan, TraceReceiver
 from harness.repository import add_model, make_repository
 from harness.server import Server, served
 from tests.reliability.support import SLOW_RUNTIME
 from tests.security.support import closed_within, connect, exchange, head, read_response
-from harness.otlp import ReceivedSpan, TraceReceiver
 
 TOKEN = "pin-token-3f1c"
 ADMIN_TOKEN = "pin-admin-77d0"
@@ -69,8 +69,12 @@ def receiver():
 def servers(tmp_path_factory, receiver):
     base = tmp_path_factory.mktemp("pins")
     tracing = {"tracing_server": receiver.endpoint}
-    env = {"PYTHONPATH": str(REPO_ROOT), "PIN_TOKENS": TOKEN, "PIPELINE_ADMIN_TOKENS": ADMIN_TOKEN,
-           "PIPELINE_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES)}  # fmt: skip
+    env = {
+        "PYTHONPATH": str(REPO_ROOT),
+        "PIN_TOKENS": TOKEN,
+        "PIPELINE_ADMIN_TOKENS": ADMIN_TOKEN,
+        "PIPELINE_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
+    }
 
     inproc = make_repository(base / "workers-0", workers=0, settings=tracing)
     add_model(inproc, "plain")
@@ -86,27 +90,48 @@ def servers(tmp_path_factory, receiver):
     drained = make_repository(base / "drained", workers=0)
     add_model(drained, "plain")
     add_model(drained, "slow", implementation=SLOW_RUNTIME, extra={"offload_compute": True})
-    drain_env = {**env, "SLOW_RUNTIME_DELAY_MS": str(IN_FLIGHT_MS),
-                 "PIPELINE_DRAIN_DELAY_S": str(DRAIN_DELAY_S), "PIPELINE_DRAIN_TIMEOUT_S": "10"}  # fmt: skip
+    drain_env = {
+        **env,
+        "SLOW_RUNTIME_DELAY_MS": str(IN_FLIGHT_MS),
+        "PIPELINE_DRAIN_DELAY_S": str(DRAIN_DELAY_S),
+        "PIPELINE_DRAIN_TIMEOUT_S": "10",
+    }
 
-    inproc_env = {**env, "PIPELINE_HEAD_TIMEOUT_S": str(HEAD_TIMEOUT_S),
-                  "PIPELINE_KEEPALIVE_TIMEOUT_S": str(KEEPALIVE_TIMEOUT_S)}  # fmt: skip
+    inproc_env = {
+        **env,
+        "PIPELINE_HEAD_TIMEOUT_S": str(HEAD_TIMEOUT_S),
+        "PIPELINE_KEEPALIVE_TIMEOUT_S": str(KEEPALIVE_TIMEOUT_S),
+    }
     launched = {
-        "workers-0": Server.launch(base / "workers-0.log", root=inproc, env=inproc_env,
-                                   models=[("plain", None), ("guarded", None), ("batched", None)]),
-        "workers-1": Server.launch(base / "workers-1.log", root=pooled, env=pooled_env,
-                                   models=[("plain", None), ("batched", None), ("slow", None)]),
-        "drained": Server.launch(base / "drained.log", root=drained, env=drain_env,
-                                 models=[("plain", None), ("slow", None)]),
-    }  # fmt: skip
+        "workers-0": Server.launch(
+            base / "workers-0.log",
+            root=inproc,
+            env=inproc_env,
+            models=[("plain", None), ("guarded", None), ("batched", None)],
+        ),
+        "workers-1": Server.launch(
+            base / "workers-1.log",
+            root=pooled,
+            env=pooled_env,
+            models=[("plain", None), ("batched", None), ("slow", None)],
+        ),
+        "drained": Server.launch(
+            base / "drained.log", root=drained, env=drain_env, models=[("plain", None), ("slow", None)]
+        ),
+    }
     yield from served(launched)
 
 
-def _rest(server: Server, model: str, body: dict | None = None, path: str = "infer",
-          headers: dict | None = None, timeout: float = 20) -> requests.Response:  # fmt: skip
+def _rest(
+    server: Server,
+    model: str,
+    body: dict | None = None,
+    path: str = "infer",
+    headers: dict | None = None,
+    timeout: float = 20,
+) -> requests.Response:
     body = body or {"inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", "data": ROW.ravel().tolist()}]}
-    return requests.post(f"{server.http_url}/v2/models/{model}/{path}", json=body,
-                         headers=headers, timeout=timeout)  # fmt: skip
+    return requests.post(f"{server.http_url}/v2/models/{model}/{path}", json=body, headers=headers, timeout=timeout)
 
 
 def _grpc_infer(server: Server, model: str, x: np.ndarray = ROW, **kwargs) -> tgrpc.InferResult:
@@ -126,9 +151,11 @@ def _grpc_stream(server: Server, model: str, metadata: tuple = ()) -> list:
     request = service_pb2.ModelInferRequest(model_name=model, inputs=[tensor])
     with grpc.insecure_channel(server.grpc_url) as channel:
         # MLServer's stream answers ModelInferResponse messages (Triton's proto says otherwise).
-        call = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer",
-                                     request_serializer=service_pb2.ModelInferRequest.SerializeToString,
-                                     response_deserializer=service_pb2.ModelInferResponse.FromString)  # fmt: skip
+        call = channel.stream_stream(
+            "/inference.GRPCInferenceService/ModelStreamInfer",
+            request_serializer=service_pb2.ModelInferRequest.SerializeToString,
+            response_deserializer=service_pb2.ModelInferResponse.FromString,
+        )
         return list(call(iter([request]), metadata=metadata, timeout=20))
 
 
@@ -154,14 +181,22 @@ def _runtime_spans(receiver: TraceReceiver, trace_id: str) -> list[ReceivedSpan]
 def test_rest_guards_body_size_and_the_repository_api(servers):
     # The same point also installs the guarded protocol: the next test.
     server = servers["workers-0"]
-    oversized = requests.post(f"{server.http_url}/v2/models/plain/infer", data=b"0" * (MAX_REQUEST_BYTES + 1),
-                              headers={"Content-Type": "application/json"}, timeout=20)  # fmt: skip
+    oversized = requests.post(
+        f"{server.http_url}/v2/models/plain/infer",
+        data=b"0" * (MAX_REQUEST_BYTES + 1),
+        headers={"Content-Type": "application/json"},
+        timeout=20,
+    )
     assert oversized.status_code == 413 and "exceeds this server's limit" in oversized.json()["error"]
     unload = f"{server.http_url}/v2/repository/models/plain/unload"
     refused = requests.post(unload, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=20)
     assert refused.status_code == 401 and "admin token" in refused.json()["error"]
-    index = requests.post(f"{server.http_url}/v2/repository/index", json={},
-                          headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=20)  # fmt: skip
+    index = requests.post(
+        f"{server.http_url}/v2/repository/index",
+        json={},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=20,
+    )
     assert index.status_code == 200 and {m["name"] for m in index.json()} >= {"plain", "guarded"}
 
 
@@ -381,8 +416,10 @@ def test_a_bad_request_fails_alone_in_a_batch_with_parallel_workers(servers):
 
 @pins("mlserver.batching.adaptive:AdaptiveBatcher.__init__")
 def test_a_batched_model_still_answers_ood_flags_per_request(servers):
-    body = {"parameters": {"ood_flags": True},
-            "inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", "data": [9.0] * 10}]}  # fmt: skip
+    body = {
+        "parameters": {"ood_flags": True},
+        "inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", "data": [9.0] * 10}],
+    }
     answer = _rest(servers["workers-0"], "batched", body)
     assert answer.status_code == 200, answer.text
     assert len(json.loads(answer.json()["parameters"]["ood_flags"])[0]) == 10
@@ -496,6 +533,10 @@ def test_every_patch_point_is_pinned():
     # The registry, from a process of its own: this one must not import MLServer.
     listed = subprocess.run(
         [sys.executable, "-m", "runtime.integration", "--names"],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=120,
-    ).stdout  # fmt: skip
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
     assert sorted(json.loads(listed)) == sorted(PINNED)

@@ -19,8 +19,8 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -35,15 +35,23 @@ LOAD_MAX_S = 170.0  # the load stops on its own after this, whatever happens to 
 @pytest.fixture(scope="session")
 def fleet() -> Iterator[dict[str, Server]]:
     base = Path(tempfile.mkdtemp(prefix="pipeline-rehearsal-"))
-    servers = launch_all({
-        "stable": lambda: support.launch_version(base, "stable", "diabetes/1", "1"),
-        "good": lambda: support.launch_version(base, "good", "diabetes/2", "2"),
-        "erroring": lambda: support.launch_version(
-            base, "erroring", "diabetes/2", "2", support.ERRORING,
-            {"REHEARSAL_ERROR_EVERY": str(support.ERROR_EVERY)}),
-        "shifted": lambda: support.launch_version(
-            base, "shifted", "diabetes/2", "2", support.SHIFTED, {"REHEARSAL_SHIFT": str(support.SHIFT)}),
-    })  # fmt: skip
+    servers = launch_all(
+        {
+            "stable": lambda: support.launch_version(base, "stable", "diabetes/1", "1"),
+            "good": lambda: support.launch_version(base, "good", "diabetes/2", "2"),
+            "erroring": lambda: support.launch_version(
+                base,
+                "erroring",
+                "diabetes/2",
+                "2",
+                support.ERRORING,
+                {"REHEARSAL_ERROR_EVERY": str(support.ERROR_EVERY)},
+            ),
+            "shifted": lambda: support.launch_version(
+                base, "shifted", "diabetes/2", "2", support.SHIFTED, {"REHEARSAL_SHIFT": str(support.SHIFT)}
+            ),
+        }
+    )
     try:
         yield servers
     finally:

@@ -14,10 +14,9 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from functools import lru_cache
+from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import requests
@@ -38,7 +37,7 @@ MAX_REQUESTS_PER_CLIENT = 120_000  # a count bound above what LOAD_MAX_S allows 
 # time bound ends the load; at 20,000 a quiet machine ran out of requests before the last tests
 
 
-@lru_cache(maxsize=None)
+@cache
 def stable_deciles() -> list[float]:
     """The prediction buckets every version of the rehearsal is given: the deciles of the stable
     version's (v1's) predictions on the rows the load sends, so v1 counts about 10 % per bucket
@@ -47,18 +46,30 @@ def stable_deciles() -> list[float]:
     return [round(float(v), 3) for v in np.quantile(values, np.linspace(0.1, 0.9, 9))]
 
 
-def launch_version(base: Path, label: str, source: str, version: str, implementation: str = RUNTIME,
-                   env: Optional[dict[str, str]] = None) -> Server:  # fmt: skip
+def launch_version(
+    base: Path,
+    label: str,
+    source: str,
+    version: str,
+    implementation: str = RUNTIME,
+    env: dict[str, str] | None = None,
+) -> Server:
     """A server of its own serving `source` (e.g. "diabetes/2") as model `diabetes`, version
     `version`, with the shared prediction buckets; launched, not yet waited for."""
     root = make_repository(base / label, workers=0)
-    add_model(root, MODEL, source=source, version=version, implementation=implementation,
-              extra={"prediction_buckets": stable_deciles()})  # fmt: skip
+    add_model(
+        root,
+        MODEL,
+        source=source,
+        version=version,
+        implementation=implementation,
+        extra={"prediction_buckets": stable_deciles()},
+    )
     full_env = {"MLSERVER_METRICS_DIR": str(root / ".metrics"), "PYTHONPATH": str(REPO_ROOT), **(env or {})}
     return Server.launch(root / "server.log", root=root, models=[(MODEL, None)], env=full_env)
 
 
-@lru_cache(maxsize=None)
+@cache
 def bodies() -> tuple[bytes, ...]:
     """V2 request bodies of ROWS_PER_REQUEST real diabetes rows each, covering the whole dataset."""
     x = dataset(MODEL)
@@ -82,7 +93,7 @@ class Load:
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def start(self, max_seconds: float) -> "Load":
+    def start(self, max_seconds: float) -> Load:
         stop_at = time.monotonic() + max_seconds
         for i in range(self.clients):
             thread = threading.Thread(target=self._run, args=(i, stop_at), daemon=True, name=f"load-{i}")
@@ -132,8 +143,14 @@ class Load:
 
 def run_cli(*argv: str, timeout: float = 180.0) -> subprocess.CompletedProcess:
     """`python -m pipeline_tools.rollout.auto ...` as a subprocess of its own, from the project root."""
-    return subprocess.run([sys.executable, "-m", "pipeline_tools.rollout.auto", *argv], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline_tools.rollout.auto", *argv],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def decision_lines(stdout: str) -> list[dict]:
@@ -144,4 +161,4 @@ def decision_lines(stdout: str) -> list[dict]:
 def unix(iso: str) -> float:
     """Unix seconds of the ISO 8601 times the decision lines carry ("...Z")."""
     moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()

@@ -11,18 +11,18 @@ import json
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import redirect_stdout
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from harness.models import REPO_ROOT
 from harness.nginx import config_text
-from pipeline_tools.rollout import cli as rollout
 from pipeline_tools.rollout import analysis as ra
-from pipeline_tools.rollout import auto
-from pipeline_tools.rollout import targets
+from pipeline_tools.rollout import auto, targets
+from pipeline_tools.rollout import cli as rollout
 from tests.rehearsal.support import run_cli
 
 V2 = "gs://YOUR-BUCKET/pipeline-runtime/models/diabetes/2"
@@ -36,14 +36,37 @@ def test_dry_run_on_an_nginx_upstream_prints_each_rewritten_block(tmp_path: Path
     conf = tmp_path / "nginx.conf"
     conf.write_text(config_text(tmp_path, 8000, {STABLE: 100, CANARY: None}))
     before = conf.read_bytes()
-    done = run_cli("auto", "--dry-run", "--target", "nginx", "--nginx-conf", str(conf), "--nginx-prefix", str(tmp_path),
-                   "--stable-server", STABLE, "--canary-server", CANARY, "--steps", "10,50,100", "--settle", "5s",
-                   "--window", "30s", "--max-inconclusive", "2")  # fmt: skip
+    done = run_cli(
+        "auto",
+        "--dry-run",
+        "--target",
+        "nginx",
+        "--nginx-conf",
+        str(conf),
+        "--nginx-prefix",
+        str(tmp_path),
+        "--stable-server",
+        STABLE,
+        "--canary-server",
+        CANARY,
+        "--steps",
+        "10,50,100",
+        "--settle",
+        "5s",
+        "--window",
+        "30s",
+        "--max-inconclusive",
+        "2",
+    )
     assert (done.returncode, done.stderr) == (0, "")
     reload = f"nginx -p {tmp_path} -c {conf} -s reload"
-    wait = ("# wait 5s, then analyze every 30s: promote -> next step, rollback -> rollback, "
-            "not enough data -> analyze again (at most 2 times, then rollback)")  # fmt: skip
-    assert done.stdout == f"""\
+    wait = (
+        "# wait 5s, then analyze every 30s: promote -> next step, rollback -> rollback, "
+        "not enough data -> analyze again (at most 2 times, then rollback)"
+    )
+    assert (
+        done.stdout
+        == f"""\
 # step 1/3: canary 10% (upstream pipeline in {conf}, then {reload})
 upstream pipeline {{
     server 127.0.0.1:8001 weight=90;
@@ -71,17 +94,34 @@ upstream pipeline {{
     keepalive 32;
 }}
 """
+    )
     assert conf.read_bytes() == before  # nothing written, nothing reloaded
 
 
 def test_dry_run_on_an_inference_service_prints_runtime_rollouts_patches() -> None:
-    done = run_cli("-n", "ml", "--name", "diabetes", "auto", "--dry-run", "--mode", "serverless",
-                   "--storage-uri", V2, "--steps", "10,50,100")  # fmt: skip
+    done = run_cli(
+        "-n",
+        "ml",
+        "--name",
+        "diabetes",
+        "auto",
+        "--dry-run",
+        "--mode",
+        "serverless",
+        "--storage-uri",
+        V2,
+        "--steps",
+        "10,50,100",
+    )
     assert done.returncode == 0, done.stderr
     command = "python -m pipeline_tools.rollout -n ml --name diabetes"
-    wait = ("# wait 30s, then analyze every 60s: promote -> next step, rollback -> rollback, "
-            "not enough data -> analyze again (at most 3 times, then rollback)")  # fmt: skip
-    assert done.stdout == f"""\
+    wait = (
+        "# wait 30s, then analyze every 60s: promote -> next step, rollback -> rollback, "
+        "not enough data -> analyze again (at most 3 times, then rollback)"
+    )
+    assert (
+        done.stdout
+        == f"""\
 # step 1/3: canary 10% ({command} canary 10 --storage-uri {V2} --mode serverless)
 {{"spec": {{"predictor": {{"canaryTrafficPercent": 10, "model": {{"storageUri": "{V2}"}}}}}}}}
 {wait}
@@ -93,9 +133,14 @@ def test_dry_run_on_an_inference_service_prints_runtime_rollouts_patches() -> No
 # on rollback ({command} rollback --mode serverless)
 {{"spec": {{"predictor": {{"canaryTrafficPercent": 0}}}}}}
 """
+    )
     patches = [json.loads(line) for line in done.stdout.splitlines() if not line.startswith("#")]
-    assert patches == [rollout.canary_patch(10, V2), rollout.canary_patch(50, V2), rollout.promote_patch(),
-                       rollout.rollback_patch()]  # fmt: skip
+    assert patches == [
+        rollout.canary_patch(10, V2),
+        rollout.canary_patch(50, V2),
+        rollout.promote_patch(),
+        rollout.rollback_patch(),
+    ]
 
 
 def test_dry_run_in_standard_mode_prints_the_spec_canary_patches() -> None:
@@ -104,9 +149,13 @@ def test_dry_run_in_standard_mode_prints_the_spec_canary_patches() -> None:
     command = "python -m pipeline_tools.rollout -n ml --name diabetes"
     fmt = '{"name": "sklearn-pipeline", "version": "1"}'
     model = f'{{"name": "kserve-container", "modelFormat": {fmt}, "storageUri": "{V2}"}}'
-    wait = ("# wait 30s, then analyze every 60s: promote -> next step, rollback -> rollback, "
-            "not enough data -> analyze again (at most 3 times, then rollback)")  # fmt: skip
-    assert done.stdout == f"""\
+    wait = (
+        "# wait 30s, then analyze every 60s: promote -> next step, rollback -> rollback, "
+        "not enough data -> analyze again (at most 3 times, then rollback)"
+    )
+    assert (
+        done.stdout
+        == f"""\
 # step 1/2: canary 25% ({command} canary 25 --storage-uri {V2} --mode standard)
 {{"spec": {{"canary": [{{"trafficPercent": 25, "predictor": {{"name": "v2", "model": {model}}}}}]}}}}
 {wait}
@@ -115,19 +164,30 @@ def test_dry_run_in_standard_mode_prints_the_spec_canary_patches() -> None:
 # on rollback ({command} rollback --mode standard)
 {{"spec": {{"canary": null}}}}
 """
+    )
     patches = [json.loads(line) for line in done.stdout.splitlines() if not line.startswith("#")]
-    assert patches == [rollout.standard_canary_patch(25, V2, "v2"), rollout.standard_promote_patch(V2, "v2"),
-                       rollout.standard_rollback_patch()]  # fmt: skip
+    assert patches == [
+        rollout.standard_canary_patch(25, V2, "v2"),
+        rollout.standard_promote_patch(V2, "v2"),
+        rollout.standard_rollback_patch(),
+    ]
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["auto", "--dry-run"], "--dry-run needs --mode serverless|standard"),
-    (["auto", "--dry-run", "--target", "nginx", "--stable-server", STABLE],
-     "--target nginx needs --nginx-conf, --canary-server"),
-    (["auto", "--prometheus", "http://p", "--stable-metrics", "http://a", "--canary-metrics", "http://b"],
-     "give either --prometheus URL or both --stable-metrics and --canary-metrics"),
-    (["analyze", "--stable-metrics", "http://a"], "give either --prometheus URL or both"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["auto", "--dry-run"], "--dry-run needs --mode serverless|standard"),
+        (
+            ["auto", "--dry-run", "--target", "nginx", "--stable-server", STABLE],
+            "--target nginx needs --nginx-conf, --canary-server",
+        ),
+        (
+            ["auto", "--prometheus", "http://p", "--stable-metrics", "http://a", "--canary-metrics", "http://b"],
+            "give either --prometheus URL or both --stable-metrics and --canary-metrics",
+        ),
+        (["analyze", "--stable-metrics", "http://a"], "give either --prometheus URL or both"),
+    ],
+)
 def test_refused_invocations_exit_2_with_a_reason(argv: list[str], message: str) -> None:
     done = run_cli(*argv)
     assert done.returncode == 2 and message in done.stderr, done.stderr
@@ -189,8 +249,11 @@ class ScriptedSource:
 
 
 def _side(requests: float, errors: float = 0.0) -> ra.Side:
-    return ra.Side(outcomes={"ok": requests - errors, "internal_error": errors}, rows=requests * 8,
-                   predictions={"100": requests * 4, "+Inf": requests * 4})  # fmt: skip
+    return ra.Side(
+        outcomes={"ok": requests - errors, "internal_error": errors},
+        rows=requests * 8,
+        predictions={"100": requests * 4, "+Inf": requests * 4},
+    )
 
 
 GOOD = ra.Window(_side(1000), _side(300), 60.0, 1_800_000_000.0, "scripted")
@@ -202,8 +265,9 @@ def _run(target: FakeTarget, windows: list, max_inconclusive: int = 2) -> tuple[
     out, sleeps = io.StringIO(), []
     options = auto.AutoOptions((10, 50, 100), settle_s=3.0, window_s=7.0, max_inconclusive=max_inconclusive)
     with redirect_stdout(out), auto.json_log(sys.stdout):
-        code = auto.run_auto_steps(target, ScriptedSource(windows), options, ra.Thresholds(), sleep=sleeps.append,
-                                   report=lambda text: None)  # fmt: skip
+        code = auto.run_auto_steps(
+            target, ScriptedSource(windows), options, ra.Thresholds(), sleep=sleeps.append, report=lambda text: None
+        )
     assert set(sleeps) <= {3.0, 7.0}
     return code, [json.loads(line) for line in out.getvalue().splitlines()]
 
@@ -214,8 +278,13 @@ def test_auto_promotes_after_every_step_passed() -> None:
     assert code == 0
     assert target.applied == ["canary 10%", "canary 50%", "promote"]
     assert [(x["event"], x.get("percent"), x.get("decision")) for x in lines] == [
-        ("step", 10, None), ("analysis", 10, "promote"), ("step", 50, None), ("analysis", 50, "promote"),
-        ("step", None, None), ("promote", None, "promote")]  # fmt: skip
+        ("step", 10, None),
+        ("analysis", 10, "promote"),
+        ("step", 50, None),
+        ("analysis", 50, "promote"),
+        ("step", None, None),
+        ("promote", None, "promote"),
+    ]
     analysis = lines[1]
     assert analysis["checks"]["requests"] == {"stable": 1000.0, "canary": 300.0, "verdict": "pass", "limit": 200}
     assert {"time", "level", "logger", "message", "exit_code", "window_s", "stable", "canary"} <= set(analysis)
@@ -230,9 +299,17 @@ def test_auto_rolls_back_at_the_first_failed_analysis() -> None:
     assert lines[-2]["decision"] == "rollback" and lines[-2]["reasons"] == ["error_rate_5xx"]
     assert lines[-2]["checks"]["error_rate_5xx"]["canary"] == 0.2
     assert lines[-1] | {"time": None, "pid": None} == {
-        "time": None, "level": "INFO", "logger": "pipeline_tools.rollout", "message": "rollback", "pid": None,
-        "event": "rollback", "decision": "rollback", "reason": "analysis at canary 50% failed: error_rate_5xx",
-        "target": {"applied": "rollback"}, "exit_code": 1}  # fmt: skip
+        "time": None,
+        "level": "INFO",
+        "logger": "pipeline_tools.rollout",
+        "message": "rollback",
+        "pid": None,
+        "event": "rollback",
+        "decision": "rollback",
+        "reason": "analysis at canary 50% failed: error_rate_5xx",
+        "target": {"applied": "rollback"},
+        "exit_code": 1,
+    }
 
 
 def test_auto_waits_for_data_then_gives_up_with_a_rollback() -> None:
@@ -273,7 +350,8 @@ def test_the_cluster_adapter_is_runtime_rollouts_command(monkeypatch: pytest.Mon
     target = targets.InferenceServiceTarget(name="diabetes", namespace="ml", storage_uri=V2)
     assert target.apply(targets.Step("canary", 10)) == {
         "command": f"python -m pipeline_tools.rollout -n ml --name diabetes canary 10 --storage-uri {V2}",
-        "status": {"name": "diabetes", "canaryTrafficPercent": 10}}  # fmt: skip
+        "status": {"name": "diabetes", "canaryTrafficPercent": 10},
+    }
     assert calls == [["-n", "ml", "--name", "diabetes", "canary", "10", "--storage-uri", V2]]
     target = targets.InferenceServiceTarget(name="diabetes")
     with pytest.raises(ra.AnalysisError, match="403 Forbidden"):
@@ -301,9 +379,12 @@ class _Metrics(http.server.BaseHTTPRequestHandler):
 
 def _exposition(version: str, ok: int, errors: int, buckets: dict[str, int]) -> str:
     labels = f'model="diabetes",version="{version}"'
-    lines = [f'pipeline_requests_total{{{labels},outcome="ok"}} {ok}',
-             f'pipeline_requests_total{{{labels},outcome="internal_error"}} {errors}',
-             f"pipeline_request_rows_sum{{{labels}}} {ok * 8}", f"pipeline_ood_rows_total{{{labels}}} 0"]  # fmt: skip
+    lines = [
+        f'pipeline_requests_total{{{labels},outcome="ok"}} {ok}',
+        f'pipeline_requests_total{{{labels},outcome="internal_error"}} {errors}',
+        f"pipeline_request_rows_sum{{{labels}}} {ok * 8}",
+        f"pipeline_ood_rows_total{{{labels}}} 0",
+    ]
     lines += [f'pipeline_prediction_bucket_total{{{labels},bucket="{b}"}} {n}' for b, n in buckets.items()]
     return "\n".join(lines) + "\n"
 
@@ -330,8 +411,15 @@ def test_analyze_scrapes_twice_and_exits_with_its_decision(endpoints, canary_err
     endpoints["stable"].pages = [_exposition("1", 10, 0, even), _exposition("1", 1010, 0, {k: 2700 for k in even})]
     canary_after = _exposition("2", 505 - canary_errors, canary_errors, {k: 1300 for k in even})
     endpoints["canary"].pages = [_exposition("2", 5, 0, even), canary_after]
-    done = run_cli("analyze", "--stable-metrics", endpoints["stable"].url, "--canary-metrics", endpoints["canary"].url,
-                   "--window", "100ms")  # fmt: skip
+    done = run_cli(
+        "analyze",
+        "--stable-metrics",
+        endpoints["stable"].url,
+        "--canary-metrics",
+        endpoints["canary"].url,
+        "--window",
+        "100ms",
+    )
     assert done.returncode == code, done.stdout + done.stderr
     table = done.stdout.splitlines()
     assert table[0] == "rollout analyze: model diabetes"
@@ -346,9 +434,11 @@ def test_analyze_scrapes_twice_and_exits_with_its_decision(endpoints, canary_err
 
 
 def test_the_modules_import_neither_mlserver_nor_scipy() -> None:
-    probe = ("import sys, pipeline_tools.rollout.analysis, pipeline_tools.rollout.sources, pipeline_tools.rollout.targets, "
-             "pipeline_tools.rollout.auto as m; m.add_commands; "
-             "print(sorted({'mlserver', 'runtime.model', 'scipy', 'sklearn'} & set(sys.modules)))")  # fmt: skip
+    probe = (
+        "import sys, pipeline_tools.rollout.analysis, pipeline_tools.rollout.sources, pipeline_tools.rollout.targets, "
+        "pipeline_tools.rollout.auto as m; m.add_commands; "
+        "print(sorted({'mlserver', 'runtime.model', 'scipy', 'sklearn'} & set(sys.modules)))"
+    )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert done.stdout.strip() == "[]", done.stderr
 

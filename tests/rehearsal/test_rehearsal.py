@@ -28,12 +28,36 @@ STEPS = "25,50,100"
 
 def _auto(prometheus: Prometheus, nginx: Nginx, fleet: dict[str, Server], canary: str):
     done = support.run_cli(
-        "auto", "--target", "nginx", "--nginx-conf", str(nginx.conf), "--nginx-prefix", str(nginx.base),
-        "--nginx-error-log", str(nginx.base / "error.log"), "--nginx-bin", nginx.binary,
-        "--stable-server", fleet["stable"].http_hostport, "--canary-server", fleet[canary].http_hostport,
-        "--prometheus", prometheus.url, "--stable-selector", 'job="stable"', "--canary-selector", f'job="{canary}"',
-        "--steps", STEPS, "--settle", SETTLE, "--window", WINDOW, "--max-inconclusive", "3",
-    )  # fmt: skip
+        "auto",
+        "--target",
+        "nginx",
+        "--nginx-conf",
+        str(nginx.conf),
+        "--nginx-prefix",
+        str(nginx.base),
+        "--nginx-error-log",
+        str(nginx.base / "error.log"),
+        "--nginx-bin",
+        nginx.binary,
+        "--stable-server",
+        fleet["stable"].http_hostport,
+        "--canary-server",
+        fleet[canary].http_hostport,
+        "--prometheus",
+        prometheus.url,
+        "--stable-selector",
+        'job="stable"',
+        "--canary-selector",
+        f'job="{canary}"',
+        "--steps",
+        STEPS,
+        "--settle",
+        SETTLE,
+        "--window",
+        WINDOW,
+        "--max-inconclusive",
+        "3",
+    )
     lines = support.decision_lines(done.stdout)
     return done, lines
 
@@ -41,9 +65,18 @@ def _auto(prometheus: Prometheus, nginx: Nginx, fleet: dict[str, Server], canary
 def _analyze_again(prometheus: Prometheus, canary: str, analysis: dict):
     """`rollout analyze` alone on the window an `auto` analysis judged."""
     return support.run_cli(
-        "analyze", "--prometheus", prometheus.url, "--stable-selector", 'job="stable"',
-        "--canary-selector", f'job="{canary}"', "--end", analysis["end"], "--window", f"{analysis['window_s']}s",
-    )  # fmt: skip
+        "analyze",
+        "--prometheus",
+        prometheus.url,
+        "--stable-selector",
+        'job="stable"',
+        "--canary-selector",
+        f'job="{canary}"',
+        "--end",
+        analysis["end"],
+        "--window",
+        f"{analysis['window_s']}s",
+    )
 
 
 def _upstream(nginx: Nginx) -> str:
@@ -59,8 +92,15 @@ def test_the_good_canary_is_promoted_step_by_step(prometheus, nginx, fleet, load
     elapsed = time.monotonic() - started
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
     events = [(line["event"], line.get("percent")) for line in lines]
-    assert events == [("start", None), ("step", 25), ("analysis", 25), ("step", 50), ("analysis", 50),
-                      ("step", None), ("promote", None)], events  # fmt: skip
+    assert events == [
+        ("start", None),
+        ("step", 25),
+        ("analysis", 25),
+        ("step", 50),
+        ("analysis", 50),
+        ("step", None),
+        ("promote", None),
+    ], events
     assert lines[-2]["action"] == "promote" and lines[-1]["decision"] == "promote"
     good, stable = fleet["good"].http_hostport, fleet["stable"].http_hostport
     for analysis, percent in ((lines[2], 25), (lines[4], 50)):
@@ -123,9 +163,14 @@ def test_analyze_without_prometheus_scrapes_both_servers(fleet, load, split, can
     split(canary, 50)
     time.sleep(0.5)
     done = support.run_cli(
-        "analyze", "--stable-metrics", fleet["stable"].metrics_url, "--canary-metrics", fleet[canary].metrics_url,
-        "--window", "4s",
-    )  # fmt: skip
+        "analyze",
+        "--stable-metrics",
+        fleet["stable"].metrics_url,
+        "--canary-metrics",
+        fleet[canary].metrics_url,
+        "--window",
+        "4s",
+    )
     assert done.returncode == code, done.stdout + done.stderr
     assert f"(exit {code})" in done.stdout and "scrapes of" in done.stdout
 
@@ -135,17 +180,24 @@ def test_quantiles_agree_with_prometheus_histogram_quantile(prometheus, load) ->
     numbers as Prometheus's own function on the same data."""
     at = time.time() - 2
     selector = 'job="stable",stage="predict"'
-    buckets = {float(labels["le"]): value for labels, value in prometheus.query(
-        f"sum by (le) (increase(pipeline_stage_seconds_bucket{{{selector}}}[20s]))", at)}  # fmt: skip
+    buckets = {
+        float(labels["le"]): value
+        for labels, value in prometheus.query(
+            f"sum by (le) (increase(pipeline_stage_seconds_bucket{{{selector}}}[20s]))", at
+        )
+    }
     for q in (0.5, 0.9, 0.99):
-        (_, expected), = prometheus.query(
-            f"histogram_quantile({q}, sum by (le) (increase(pipeline_stage_seconds_bucket{{{selector}}}[20s])))", at)
+        ((_, expected),) = prometheus.query(
+            f"histogram_quantile({q}, sum by (le) (increase(pipeline_stage_seconds_bucket{{{selector}}}[20s])))", at
+        )
         assert histogram_quantile(q, buckets) == pytest.approx(expected, rel=1e-9), (q, buckets)
 
 
 def _summary(analysis: dict) -> str:
     c = analysis["checks"]
-    return (f"requests {c['requests']['stable']:.0f}/{c['requests']['canary']:.0f}, "
-            f"5xx {c['error_rate_5xx']['canary']:.3f}, psi {c['prediction_psi']['canary']:.3f}, "
-            f"chi2 p {c['prediction_chi2_p']['canary']:.2g}, p99 predict {c['latency_p99_predict_ms']['stable']:.3f}/"
-            f"{c['latency_p99_predict_ms']['canary']:.3f} ms")  # fmt: skip
+    return (
+        f"requests {c['requests']['stable']:.0f}/{c['requests']['canary']:.0f}, "
+        f"5xx {c['error_rate_5xx']['canary']:.3f}, psi {c['prediction_psi']['canary']:.3f}, "
+        f"chi2 p {c['prediction_chi2_p']['canary']:.2g}, p99 predict {c['latency_p99_predict_ms']['stable']:.3f}/"
+        f"{c['latency_p99_predict_ms']['canary']:.3f} ms"
+    )

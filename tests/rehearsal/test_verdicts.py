@@ -23,8 +23,24 @@ from pipeline_tools.rollout.analysis import (
 from pipeline_tools.rollout.sources import ScrapeSource, parse_matchers, selector
 
 # runtime.observation.metrics.SECONDS_BUCKETS (not imported: it would load the runtime's metric families).
-SECONDS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-           0.25, 0.5, 1.0)  # fmt: skip
+SECONDS = (
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
 EDGES = ["78.923", "99.923", "118.566", "135.019", "152.57", "165.673", "180.017", "200.292", "229.994", "+Inf"]
 
 
@@ -35,13 +51,23 @@ def histogram(latencies: np.ndarray) -> dict[float, float]:
     return out
 
 
-def side(requests: int = 1000, errors: int = 0, refusals: dict[str, int] | None = None, rows_per: int = 8,
-         ood_share: float = 0.002, predict_s: float = 0.0001, buckets: list[float] | None = None,
-         seed: int = 0) -> Side:  # fmt: skip
+def side(
+    requests: int = 1000,
+    errors: int = 0,
+    refusals: dict[str, int] | None = None,
+    rows_per: int = 8,
+    ood_share: float = 0.002,
+    predict_s: float = 0.0001,
+    buckets: list[float] | None = None,
+    seed: int = 0,
+) -> Side:
     rng = np.random.default_rng(seed)
     refused = sum((refusals or {}).values())
-    outcomes = {"ok": float(requests - errors - refused), "internal_error": float(errors),
-                **{k: float(v) for k, v in (refusals or {}).items()}}  # fmt: skip
+    outcomes = {
+        "ok": float(requests - errors - refused),
+        "internal_error": float(errors),
+        **{k: float(v) for k, v in (refusals or {}).items()},
+    }
     answered = requests - errors - refused
     rows = float((requests - refused) * rows_per)
     shares = np.asarray(buckets or [0.1] * 10, dtype=float)
@@ -50,8 +76,10 @@ def side(requests: int = 1000, errors: int = 0, refusals: dict[str, int] | None 
         outcomes=outcomes,
         rows=rows,
         ood_rows=round(rows * ood_share),
-        stages={stage: histogram(rng.exponential(predict_s if stage == "predict" else 0.00003, requests))
-                for stage in ("decode", "validate", "predict", "encode")},  # fmt: skip
+        stages={
+            stage: histogram(rng.exponential(predict_s if stage == "predict" else 0.00003, requests))
+            for stage in ("decode", "validate", "predict", "encode")
+        },
         predictions={label: float(n) for label, n in zip(EDGES, predictions)},
     )
 
@@ -73,15 +101,31 @@ def test_a_healthy_canary_is_promoted_with_every_check_shown() -> None:
     assert set(verdicts(result).values()) == {"pass", "info"}
     names = [c.name for c in result.checks]
     assert names == [
-        "requests", "request_rate_per_s", "canary_share", "error_rate_5xx", "refusal_rate_4xx",
-        "latency_p50_decode_ms", "latency_p99_decode_ms", "latency_p50_validate_ms", "latency_p99_validate_ms",
-        "latency_p50_predict_ms", "latency_p99_predict_ms", "latency_p50_encode_ms", "latency_p99_encode_ms",
-        "rows", "ood_row_rate", "predicted_rows", "prediction_psi", "prediction_chi2_p",
-    ]  # fmt: skip
+        "requests",
+        "request_rate_per_s",
+        "canary_share",
+        "error_rate_5xx",
+        "refusal_rate_4xx",
+        "latency_p50_decode_ms",
+        "latency_p99_decode_ms",
+        "latency_p50_validate_ms",
+        "latency_p99_validate_ms",
+        "latency_p50_predict_ms",
+        "latency_p99_predict_ms",
+        "latency_p50_encode_ms",
+        "latency_p99_encode_ms",
+        "rows",
+        "ood_row_rate",
+        "predicted_rows",
+        "prediction_psi",
+        "prediction_chi2_p",
+    ]
     table = render(result)
     for check in result.checks:  # every metric printed with its threshold and verdict
-        assert any(line.startswith(check.name) and line.rstrip().endswith(check.verdict)
-                   and check.threshold in line for line in table.splitlines()), check  # fmt: skip
+        assert any(
+            line.startswith(check.name) and line.rstrip().endswith(check.verdict) and check.threshold in line
+            for line in table.splitlines()
+        ), check
     assert table.splitlines()[-1] == "decision: promote (exit 0)"
 
 
@@ -204,7 +248,8 @@ def test_histogram_quantile_follows_prometheus() -> None:
     assert histogram_quantile(0.5, {0.1: 3.0}) is None  # no +Inf bucket
     # Counts that went down (series scraped at slightly different times) are evened out first.
     assert histogram_quantile(0.5, {0.1: 10.0, 0.2: 9.0, math.inf: 20.0}) == histogram_quantile(
-        0.5, {0.1: 10.0, 0.2: 10.0, math.inf: 20.0})  # fmt: skip
+        0.5, {0.1: 10.0, 0.2: 10.0, math.inf: 20.0}
+    )
 
 
 def test_psi_from_counts_is_runtime_shadow_psi_on_binned_samples() -> None:
@@ -246,7 +291,10 @@ def test_selectors_and_matchers() -> None:
     assert selector("diabetes", "2", 'job="canary", ') == 'model="diabetes",version="2",job="canary"'
     assert selector("diabetes", None, None) == 'model="diabetes"'
     assert parse_matchers('model="d",pod=~"x-.*", a!="b\\"c"') == [
-        ("model", "=", "d"), ("pod", "=~", "x-.*"), ("a", "!=", 'b"c')]  # fmt: skip
+        ("model", "=", "d"),
+        ("pod", "=~", "x-.*"),
+        ("a", "!=", 'b"c'),
+    ]
     with pytest.raises(AnalysisError):
         parse_matchers("model=diabetes")
     with pytest.raises(AnalysisError, match="only = matchers"):
@@ -264,7 +312,7 @@ def test_scrapes_are_differenced_per_series_and_a_reset_counts_from_zero() -> No
         key("http://a", "pipeline_requests_total", outcome="internal_error"): 1.0,
         key("http://a", "pipeline_prediction_bucket_total", bucket="+Inf"): 10.0,
         other: 1.0,
-    }  # fmt: skip
+    }
     after = {
         key("http://a", "pipeline_requests_total", outcome="ok"): 160.0,
         key("http://b", "pipeline_requests_total", outcome="ok"): 30.0,
@@ -274,7 +322,7 @@ def test_scrapes_are_differenced_per_series_and_a_reset_counts_from_zero() -> No
         key("http://a", "pipeline_stage_seconds_bucket", stage="predict", le="0.001"): 7.0,
         key("http://a", "pipeline_stage_seconds_bucket", stage="predict", le="+Inf"): 9.0,
         other: 99.0,  # another model's series
-    }  # fmt: skip
+    }
     got = ScrapeSource._side(before, after, {"model": "diabetes", "version": "2"})
     assert got.outcomes == {"ok": 60.0 + 30.0, "internal_error": 0.0, "shape": 4.0}
     assert got.predictions == {"+Inf": 8.0}

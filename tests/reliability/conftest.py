@@ -9,7 +9,7 @@ never import mlserver here (protobuf trap). Run as its own pytest process by `ma
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -31,5 +31,4 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.failed:
-        report.sections.extend(log_tail_sections(getattr(item, "funcargs", {}).values(), lines=40,
-                                                 width=600))
+        report.sections.extend(log_tail_sections(getattr(item, "funcargs", {}).values(), lines=40, width=600))

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any
 
 import numpy as np
 import requests
@@ -34,35 +35,39 @@ FAILING_RUNTIME = "tests.reliability.server_side.faulty_runtime.FailingRuntime"
 SLEEPING_RUNTIME = "tests.reliability.server_side.faulty_runtime.SleepingRuntime"
 
 
-def serve(root: Path, env: Optional[dict[str, str]] = None, ready: Iterable[str] = ()) -> Iterator[Server]:
+def serve(root: Path, env: dict[str, str] | None = None, ready: Iterable[str] = ()) -> Iterator[Server]:
     """A module fixture's body: launch, wait until ready, yield, kill."""
     server = launch(root, env=env, ready=ready)
     yield from served(server)
 
 
-def launch(root: Path, env: Optional[dict[str, str]] = None, ready: Iterable[str] = ()) -> Server:
+def launch(root: Path, env: dict[str, str] | None = None, ready: Iterable[str] = ()) -> Server:
     """`mlserver start .` in `root` (harness.repository), ready once the server and the `ready`
     models are; the project on PYTHONPATH for the server-side test double."""
-    full_env = {"MLSERVER_METRICS_DIR": str(root / ".metrics"), "PYTHONPATH": str(REPO_ROOT),
-                **(env or {})}
-    return Server.launch(root / "server.log", root=root, models=[(m, None) for m in ready],
-                         env=full_env)
+    full_env = {"MLSERVER_METRICS_DIR": str(root / ".metrics"), "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    return Server.launch(root / "server.log", root=root, models=[(m, None) for m in ready], env=full_env)
 
 
 # ------------------------------------------------------------------------------ requests
 
 
 def rest_infer(
-    server: Server, model: str, rows: Optional[list[list[float]]] = None,
-    headers: Optional[dict] = None, session: Optional[requests.Session] = None,
-    version: Optional[str] = None, timeout: float = HTTP_TIMEOUT_S,
+    server: Server,
+    model: str,
+    rows: list[list[float]] | None = None,
+    headers: dict | None = None,
+    session: requests.Session | None = None,
+    version: str | None = None,
+    timeout: float = HTTP_TIMEOUT_S,
 ) -> requests.Response:
     rows = rows or [ROW]
-    body = {"inputs": [{"name": "X", "shape": [len(rows), len(rows[0])], "datatype": "FP64",
-                        "data": [v for r in rows for v in r]}]}  # fmt: skip
+    body = {
+        "inputs": [
+            {"name": "X", "shape": [len(rows), len(rows[0])], "datatype": "FP64", "data": [v for r in rows for v in r]}
+        ]
+    }
     path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
-    return (session or requests).post(server.http_url + path, json=body, headers=headers or {},
-                                      timeout=timeout)
+    return (session or requests).post(server.http_url + path, json=body, headers=headers or {}, timeout=timeout)
 
 
 def grpc_client(server: Server) -> tgrpc.InferenceServerClient:
@@ -70,14 +75,17 @@ def grpc_client(server: Server) -> tgrpc.InferenceServerClient:
 
 
 def grpc_infer(
-    client: tgrpc.InferenceServerClient, model: str, rows: Optional[list[list[float]]] = None,
-    headers: Optional[dict] = None, client_timeout: Optional[float] = None, version: str = "",
+    client: tgrpc.InferenceServerClient,
+    model: str,
+    rows: list[list[float]] | None = None,
+    headers: dict | None = None,
+    client_timeout: float | None = None,
+    version: str = "",
 ) -> tgrpc.InferResult:
     x = np.asarray(rows or [ROW], dtype=np.float64)
     tensor = tgrpc.InferInput("X", list(x.shape), "FP64")
     tensor.set_data_from_numpy(x)
-    return client.infer(model, [tensor], model_version=version, headers=headers,
-                        client_timeout=client_timeout)  # fmt: skip
+    return client.infer(model, [tensor], model_version=version, headers=headers, client_timeout=client_timeout)
 
 
 def grpc_status(error: InferenceServerException) -> str:
@@ -97,14 +105,20 @@ class Outcome:
     ok: bool
     kind: str  # "ok", "http-<status>", "grpc-<CODE>", "transport"
     detail: str = ""
-    value: Optional[float] = None
+    value: float | None = None
 
 
 class Load:
     """Closed-loop REST and gRPC clients, each one request at a time, bounded in time and count."""
 
-    def __init__(self, server: Server, model: str, rest_clients: int = 4, grpc_clients: int = 4,
-                 pause_after_failure_s: float = 0.02) -> None:  # fmt: skip
+    def __init__(
+        self,
+        server: Server,
+        model: str,
+        rest_clients: int = 4,
+        grpc_clients: int = 4,
+        pause_after_failure_s: float = 0.02,
+    ) -> None:
         self.server, self.model = server, model
         self.n_rest, self.n_grpc = rest_clients, grpc_clients
         self.pause = pause_after_failure_s
@@ -114,7 +128,7 @@ class Load:
         self._threads: list[threading.Thread] = []
         self._stop_at = 0.0
 
-    def start(self, duration_s: float) -> "Load":
+    def start(self, duration_s: float) -> Load:
         self._stop_at = time.monotonic() + duration_s
         for i in range(self.n_rest):
             self._threads.append(threading.Thread(target=self._rest, args=(i,), daemon=True))
@@ -153,8 +167,18 @@ class Load:
                 r = rest_infer(self.server, self.model, session=session)
                 ok = r.status_code == 200
                 value = r.json()["outputs"][0]["data"][0] if ok else None
-                self._add(Outcome("rest", i, started, time.monotonic(), ok,
-                                  "ok" if ok else f"http-{r.status_code}", r.text[:300], value))  # fmt: skip
+                self._add(
+                    Outcome(
+                        "rest",
+                        i,
+                        started,
+                        time.monotonic(),
+                        ok,
+                        "ok" if ok else f"http-{r.status_code}",
+                        r.text[:300],
+                        value,
+                    )
+                )
             except requests.RequestException as exc:
                 self._add(Outcome("rest", i, started, time.monotonic(), False, "transport", repr(exc)[:300]))
         session.close()
@@ -171,8 +195,17 @@ class Load:
                     value = float(result.as_numpy("predict")[0])
                     self._add(Outcome("grpc", i, started, time.monotonic(), True, "ok", "", value))
                 except InferenceServerException as exc:
-                    self._add(Outcome("grpc", i, started, time.monotonic(), False,
-                                      f"grpc-{grpc_status(exc)}", str(exc.message())[:300]))  # fmt: skip
+                    self._add(
+                        Outcome(
+                            "grpc",
+                            i,
+                            started,
+                            time.monotonic(),
+                            False,
+                            f"grpc-{grpc_status(exc)}",
+                            str(exc.message())[:300],
+                        )
+                    )
         finally:
             client.close()
 
@@ -184,9 +217,9 @@ class Prober:
         self.server, self.model, self.period = server, model, period_s
         self.samples: list[tuple[float, str, str]] = []  # (time, probe, "ok" | "not-ready" | "down")
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
-    def start(self, duration_s: float) -> "Prober":
+    def start(self, duration_s: float) -> Prober:
         stop_at = time.monotonic() + duration_s
         self._thread = threading.Thread(target=self._run, args=(stop_at,), daemon=True)
         self._thread.start()
@@ -202,10 +235,12 @@ class Prober:
         http = self.server.http_url
         checks: list[tuple[str, Callable[[], bool]]] = [
             ("rest-ready", lambda: requests.get(f"{http}/v2/health/ready", timeout=1).status_code == 200),
-            ("rest-model-ready",
-             lambda: requests.get(f"{http}/v2/models/{self.model}/ready", timeout=1).status_code == 200),
+            (
+                "rest-model-ready",
+                lambda: requests.get(f"{http}/v2/models/{self.model}/ready", timeout=1).status_code == 200,
+            ),
             ("rest-live", lambda: requests.get(f"{http}/v2/health/live", timeout=1).status_code == 200),
-        ]  # fmt: skip
+        ]
         client = grpc_client(self.server)
         checks += [
             ("grpc-ready", lambda: client.is_server_ready(client_timeout=1)),

@@ -30,11 +30,11 @@ OVERLOAD_MESSAGE = f"already has {CAP} request(s) in flight, its limit; retry la
 
 
 def _launch(request: pytest.FixtureRequest, workers: int) -> Server:
-    root = make_repository(request.getfixturevalue("tmp_path_factory").mktemp(f"admission-{workers}")
-                           / "repo", workers=workers)  # fmt: skip
+    root = make_repository(
+        request.getfixturevalue("tmp_path_factory").mktemp(f"admission-{workers}") / "repo", workers=workers
+    )
     add_model(root, "capped", implementation=support.SLOW_RUNTIME, extra={"max_in_flight": CAP})
-    add_model(root, "deadline", implementation=support.SLOW_RUNTIME,
-              extra={"request_timeout_ms": DEFAULT_TIMEOUT_MS})  # fmt: skip
+    add_model(root, "deadline", implementation=support.SLOW_RUNTIME, extra={"request_timeout_ms": DEFAULT_TIMEOUT_MS})
     add_model(root, "slow", implementation=support.SLOW_RUNTIME, extra={"offload_compute": True})
     add_model(root, "diabetes")
     env = {"SLOW_RUNTIME_DELAY_MS": str(SLOW_MS), "PIPELINE_DRAIN_DELAY_S": "0"}
@@ -78,8 +78,10 @@ def rest_and_grpc(server: Server, grpc_clients, model: str):
 def classify(result) -> tuple[str, str]:
     value, _ = result
     if isinstance(value, requests.Response):
-        return (("ok" if value.status_code == 200 else f"http-{value.status_code}"),
-                value.json().get("error", "") if value.status_code != 200 else "")  # fmt: skip
+        return (
+            ("ok" if value.status_code == 200 else f"http-{value.status_code}"),
+            value.json().get("error", "") if value.status_code != 200 else "",
+        )
     if isinstance(value, InferenceServerException):
         return f"grpc-{support.grpc_status(value)}", str(value.message())
     if isinstance(value, Exception):
@@ -98,8 +100,10 @@ def test_requests_beyond_the_cap_are_refused_at_once_and_the_rest_succeed(server
     kinds = [classify(r) for r in results]
     ok = [r for r, (k, _) in zip(results, kinds) if k == "ok"]
     refused = [(r, m) for r, (k, m) in zip(results, kinds) if k in ("http-503", "grpc-UNAVAILABLE")]
-    print(f"burst of 6 at cap {CAP}: {sorted(k for k, _ in kinds)}; refusals answered in "
-          f"{max(r[1] for r, _ in refused) * 1000:.0f} ms at most")  # fmt: skip
+    print(
+        f"burst of 6 at cap {CAP}: {sorted(k for k, _ in kinds)}; refusals answered in "
+        f"{max(r[1] for r, _ in refused) * 1000:.0f} ms at most"
+    )
     assert len(ok) + len(refused) == 6, kinds
     assert len(ok) >= CAP and len(refused) >= 3, kinds
     if len(ok) == CAP:  # 3 REST + 3 gRPC, 2 admitted: each protocol had a refusal
@@ -137,8 +141,7 @@ def test_the_default_deadline_refuses_what_waited_too_long_for_its_turn(server, 
 
     results = support.burst(3, rest_and_grpc(server, grpc_clients, "deadline"))
     kinds = [classify(r) for r in results]
-    print(f"burst of 3, default deadline {DEFAULT_TIMEOUT_MS} ms, {SLOW_MS} ms compute: "
-          f"{sorted(k for k, _ in kinds)}")  # fmt: skip
+    print(f"burst of 3, default deadline {DEFAULT_TIMEOUT_MS} ms, {SLOW_MS} ms compute: {sorted(k for k, _ in kinds)}")
     ok = [k for k, _ in kinds if k == "ok"]
     late = [m for k, m in kinds if k in ("http-504", "grpc-DEADLINE_EXCEEDED")]
     assert len(ok) + len(late) == 3 and ok and late, kinds
@@ -148,8 +151,9 @@ def test_the_default_deadline_refuses_what_waited_too_long_for_its_turn(server, 
 
 def test_the_request_header_replaces_the_default_deadline(server):
     before = computed(server, "deadline")
-    results = support.burst(3, lambda i: support.rest_infer(server, "deadline", headers={"X-Request-Timeout-Ms": "20000"},
-                                                     timeout=30))  # fmt: skip
+    results = support.burst(
+        3, lambda i: support.rest_infer(server, "deadline", headers={"X-Request-Timeout-Ms": "20000"}, timeout=30)
+    )
     assert [classify(r)[0] for r in results] == ["ok"] * 3
     assert computed(server, "deadline") - before == 3
 

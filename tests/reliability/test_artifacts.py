@@ -86,8 +86,11 @@ def test_the_version_mismatch_override_loads_with_a_warning(server):
     response = load(server, "skewed-allowed")
     assert response.status_code == 200, response.text
     assert support.rest_infer(server, "skewed-allowed").status_code == 200
-    warnings = [r for r in server.log_records() if r.get("level") == "WARNING"
-                and "allow_sklearn_version_mismatch is set" in r.get("message", "")]  # fmt: skip
+    warnings = [
+        r
+        for r in server.log_records()
+        if r.get("level") == "WARNING" and "allow_sklearn_version_mismatch is set" in r.get("message", "")
+    ]
     assert warnings, server.log_tail()
     assert OLD_SKLEARN in warnings[-1]["message"] and sklearn.__version__ in warnings[-1]["message"]
 

@@ -77,16 +77,19 @@ def test_rest_inference_without_a_valid_token_is_401(server, headers):
     assert not any(t in error for t in (OLD, NEW, FILED, "wrong"))  # never echoed
 
 
-@pytest.mark.parametrize("headers", [bearer(OLD), bearer(NEW), bearer(NEW, "bearer"),
-                                     {"AUTHORIZATION": f"BEARER  {OLD} "}],
-                         ids=["old", "new", "lower-case-scheme", "upper-case-header"])  # fmt: skip
+@pytest.mark.parametrize(
+    "headers",
+    [bearer(OLD), bearer(NEW), bearer(NEW, "bearer"), {"AUTHORIZATION": f"BEARER  {OLD} "}],
+    ids=["old", "new", "lower-case-scheme", "upper-case-header"],
+)
 def test_rest_inference_with_any_valid_token_is_served(server, headers):
     response = support.rest_infer(server, "diabetes", headers=headers)
     assert response.status_code == 200, response.text
 
 
-@pytest.mark.parametrize("token,code", [(None, "UNAUTHENTICATED"), ("wrong", "UNAUTHENTICATED"),
-                                        (OLD, None), (NEW, None)])  # fmt: skip
+@pytest.mark.parametrize(
+    "token,code", [(None, "UNAUTHENTICATED"), ("wrong", "UNAUTHENTICATED"), (OLD, None), (NEW, None)]
+)
 def test_grpc_inference_checks_the_authorization_metadata(grpc, token, code):
     headers = {"authorization": f"Bearer {token}"} if token else None
     if code is None:
@@ -114,8 +117,14 @@ def test_the_other_inference_routes_are_guarded_too(server):
 
 
 def test_health_readiness_and_metadata_need_no_token(server, grpc):
-    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/diabetes/ready",
-                 "/v2/models/diabetes/versions/1/ready", "/v2/models/diabetes", "/v2"):  # fmt: skip
+    for path in (
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/diabetes/ready",
+        "/v2/models/diabetes/versions/1/ready",
+        "/v2/models/diabetes",
+        "/v2",
+    ):
         assert requests.get(server.http_url + path, timeout=10).status_code == 200, path
     assert grpc.is_server_live() and grpc.is_server_ready() and grpc.is_model_ready("diabetes")
     assert grpc.get_model_metadata("diabetes").name == "diabetes"

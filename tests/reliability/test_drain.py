@@ -34,8 +34,7 @@ CASES = {
     # The shipped configuration: parallel_workers 0, the real runtime, compute on the loop.
     "workers-0": dict(workers=0, implementation=RUNTIME, extra={}),
     # 20 ms of compute per request on a 1-thread executor: requests really are in flight.
-    "workers-0-offload-slow": dict(workers=0, implementation=support.SLOW_RUNTIME,
-                                   extra={"offload_compute": True}),  # fmt: skip
+    "workers-0-offload-slow": dict(workers=0, implementation=support.SLOW_RUNTIME, extra={"offload_compute": True}),
     # Parallel workers, where stock MLServer fails requests in flight.
     "workers-1-slow": dict(workers=1, implementation=support.SLOW_RUNTIME, extra={}),
 }
@@ -43,8 +42,9 @@ CASES = {
 
 def _launch(request: pytest.FixtureRequest, case: str) -> Server:
     cfg = CASES[case]
-    root = make_repository(request.getfixturevalue("tmp_path_factory").mktemp(f"drain-{case}") / "repo",
-                           workers=cfg["workers"])  # fmt: skip
+    root = make_repository(
+        request.getfixturevalue("tmp_path_factory").mktemp(f"drain-{case}") / "repo", workers=cfg["workers"]
+    )
     add_model(root, "diabetes", implementation=cfg["implementation"], extra=cfg["extra"])
     env = {
         "PIPELINE_DRAIN_DELAY_S": str(DELAY_S),
@@ -104,23 +104,26 @@ def test_sigterm_under_load_fails_no_accepted_request(case, server):
     if refused:
         assert first_not_ready < min(refused)
     assert {p for t, p, s in samples if s == "not-ready" and t < signalled + DELAY_S} >= {
-        "rest-ready", "grpc-ready", "rest-model-ready", "grpc-model-ready"
+        "rest-ready",
+        "grpc-ready",
+        "rest-model-ready",
+        "grpc-model-ready",
     }
-    live_during_delay = [
-        s for t, p, s in samples if p == "rest-live" and signalled < t < signalled + DELAY_S - 0.3
-    ]
+    live_during_delay = [s for t, p, s in samples if p == "rest-live" and signalled < t < signalled + DELAY_S - 0.3]
     assert live_during_delay and set(live_during_delay) == {"ok"}
 
     # The server's own account: requests were in flight at the signal, none was left behind.
     log = server.log_text()
-    drained = re.search(r"drain finished after [\d.]+s: (\d+) request\(s\) admitted since the signal "
-                        r"\((\d+) answered with an error status\), (\d+) still in flight", log)  # fmt: skip
+    drained = re.search(
+        r"drain finished after [\d.]+s: (\d+) request\(s\) admitted since the signal "
+        r"\((\d+) answered with an error status\), (\d+) still in flight",
+        log,
+    )
     assert drained, server.log_tail()
     admitted_after, failed_after, left = map(int, drained.groups())
     assert (failed_after, left) == (0, 0)
     assert admitted_after >= len(during_delay)
-    at_signal = re.search(r"signal SIGTERM: draining; readiness is now false; (\d+) request\(s\) in flight",
-                          log)  # fmt: skip
+    at_signal = re.search(r"signal SIGTERM: draining; readiness is now false; (\d+) request\(s\) in flight", log)
     assert at_signal
     if cfg["implementation"] == support.SLOW_RUNTIME:
         assert int(at_signal.group(1)) >= 1, "nothing was in flight at the signal: the test proves little"

@@ -13,7 +13,8 @@ with `backup` as its fallback); `backup` is the plain runtime.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 import numpy as np
@@ -30,15 +31,22 @@ from tests.reliability import support
 SLOW_MS = 100
 CLIENT_DEADLINE_MS = 10
 BURST = 8
-BREAKER = {"breaker_failure_ratio": 0.5, "breaker_window": 4, "breaker_min_calls": 4,
-           "breaker_open_s": 2.0, "breaker_probes": 1, "offload_compute": True}  # fmt: skip
+BREAKER = {
+    "breaker_failure_ratio": 0.5,
+    "breaker_window": 4,
+    "breaker_min_calls": 4,
+    "breaker_open_s": 2.0,
+    "breaker_probes": 1,
+    "offload_compute": True,
+}
 IN_THE_MODEL = "deadline passed before its computation started"
 MAX_ID_BYTES = 256
 
 
 def _launch(request: pytest.FixtureRequest, fast: bool) -> Server:
-    root = make_repository(request.getfixturevalue("tmp_path_factory").mktemp(f"edge-fast-{int(fast)}")
-                           / "repo", workers=0)  # fmt: skip
+    root = make_repository(
+        request.getfixturevalue("tmp_path_factory").mktemp(f"edge-fast-{int(fast)}") / "repo", workers=0
+    )
     add_model(root, "backup", source="diabetes/2")
     add_model(root, "strict", implementation=support.SLOW_RUNTIME, extra=BREAKER)
     add_model(root, "rescued", implementation=support.SLOW_RUNTIME, extra={**BREAKER, "fallback_model": "backup"})

@@ -15,8 +15,13 @@ from harness.repository import add_model, make_repository
 from harness.server import Server
 from tests.reliability.support import FAILING_RUNTIME, SLOW_RUNTIME, rest_infer, serve
 
-BREAKER = {"breaker_failure_ratio": 0.5, "breaker_window": 4, "breaker_min_calls": 4,
-           "breaker_open_s": 1.0, "breaker_probes": 2}  # fmt: skip
+BREAKER = {
+    "breaker_failure_ratio": 0.5,
+    "breaker_window": 4,
+    "breaker_min_calls": 4,
+    "breaker_open_s": 1.0,
+    "breaker_probes": 2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +35,9 @@ def server(tmp_path_factory, flag):
     add_model(root, "backup", source="diabetes/2")
     add_model(root, "primary", implementation=FAILING_RUNTIME, extra={"fallback_model": "backup", **BREAKER})
     add_model(root, "strict", implementation=FAILING_RUNTIME, extra=BREAKER)
-    add_model(root, "slowpoke", implementation=SLOW_RUNTIME,
-              extra={"fallback_model": "backup", "fallback_budget_ms": 50})  # fmt: skip
+    add_model(
+        root, "slowpoke", implementation=SLOW_RUNTIME, extra={"fallback_model": "backup", "fallback_budget_ms": 50}
+    )
     env = {"FAILING_RUNTIME_FLAG": str(flag), "SLOW_RUNTIME_DELAY_MS": "400"}
     yield from serve(root, env=env, ready=["backup", "primary", "strict", "slowpoke"])
 
@@ -69,8 +75,11 @@ def test_the_fallback_answers_a_failing_primary_then_the_breaker_opens_and_close
     for _ in range(2):
         assert "served_by" not in (_answer(server, "primary").get("parameters") or {})
     assert _breaker(server, "primary") == 0
-    reasons = {dict(labels).get("reason") for (name, labels) in server.scrape()
-               if name == "pipeline_fallbacks_total" and dict(labels).get("model") == "primary"}
+    reasons = {
+        dict(labels).get("reason")
+        for (name, labels) in server.scrape()
+        if name == "pipeline_fallbacks_total" and dict(labels).get("model") == "primary"
+    }
     assert {"error", "breaker_open"} <= reasons
 
 

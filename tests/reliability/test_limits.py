@@ -41,8 +41,11 @@ def servers(tmp_path_factory):
         root = make_repository(base / name, workers=0)
         add_model(root, "diabetes")
         if name == "guarded":
-            add_model(root, "rated", extra={"rate_limit_per_s": RATE, "rate_limit_burst": BURST,
-                                            "auth_token_env": "RATED_TOKENS"})  # fmt: skip
+            add_model(
+                root,
+                "rated",
+                extra={"rate_limit_per_s": RATE, "rate_limit_burst": BURST, "auth_token_env": "RATED_TOKENS"},
+            )
             add_model(root, "rated-by-address", extra={"rate_limit_per_s": RATE, "rate_limit_burst": BURST})
             env = {**env, "RATED_TOKENS": f"{CLIENT_A},{CLIENT_B},{CLIENT_C}"}
         ready = ["diabetes", "rated", "rated-by-address"] if name == "guarded" else ["diabetes"]
@@ -54,8 +57,10 @@ def _declared_only(server: Server, declared: int, sent: int = 64 * 1024) -> int:
     """A POST that declares `declared` bytes, sends `sent`, and reads the status line."""
     host, port = server.http_hostport.split(":")
     with socket.create_connection((host, int(port)), timeout=20) as sock:
-        head = (f"POST /v2/models/diabetes/infer HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {declared}\r\n\r\n")  # fmt: skip
+        head = (
+            f"POST /v2/models/diabetes/infer HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {declared}\r\n\r\n"
+        )
         sock.sendall(head.encode() + b"0" * sent)
         return int(sock.recv(4096).split(b" ", 2)[1])
 
@@ -66,8 +71,12 @@ def _rss(server: Server) -> int:
 
 def test_a_declared_oversized_body_is_refused_before_it_is_read(servers):
     server = servers["guarded"]
-    response = requests.post(f"{server.http_url}/v2/models/diabetes/infer", data=b"0" * (LIMIT + 1),
-                             headers={"Content-Type": "application/json"}, timeout=20)  # fmt: skip
+    response = requests.post(
+        f"{server.http_url}/v2/models/diabetes/infer",
+        data=b"0" * (LIMIT + 1),
+        headers={"Content-Type": "application/json"},
+        timeout=20,
+    )
     assert response.status_code == 413
     assert f"exceeds this server's limit of {LIMIT} bytes" in response.json()["error"]
     assert rest_infer(server, "diabetes").status_code == 200
@@ -91,16 +100,24 @@ def test_a_chunked_oversized_body_is_refused_once_it_passes_the_limit(servers):
         for _ in range(4 * LIMIT // 65536):
             yield b"0" * 65536
 
-    response = requests.post(f"{server.http_url}/v2/models/diabetes/infer", data=chunks(),
-                             headers={"Content-Type": "application/json"}, timeout=20)  # fmt: skip
+    response = requests.post(
+        f"{server.http_url}/v2/models/diabetes/infer",
+        data=chunks(),
+        headers={"Content-Type": "application/json"},
+        timeout=20,
+    )
     assert response.status_code == 413 and "more than" in response.json()["error"]
 
 
 def test_a_chunked_body_within_the_limit_is_served(servers):
     server = servers["guarded"]
     body = b'{"inputs":[{"name":"X","shape":[1,10],"datatype":"FP64","data":[0,0,0,0,0,0,0,0,0,0]}]}'
-    response = requests.post(f"{server.http_url}/v2/models/diabetes/infer", data=iter([body[:40], body[40:]]),
-                             headers={"Content-Type": "application/json"}, timeout=20)  # fmt: skip
+    response = requests.post(
+        f"{server.http_url}/v2/models/diabetes/infer",
+        data=iter([body[:40], body[40:]]),
+        headers={"Content-Type": "application/json"},
+        timeout=20,
+    )
     assert response.status_code == 200, response.text
 
 
@@ -114,8 +131,9 @@ def test_unload_needs_the_admin_token_not_an_inference_one(servers):
     assert _unload(server).status_code == 401
     assert _unload(server, "inference-only").status_code == 401
     assert rest_infer(server, "diabetes").status_code == 200  # still loaded
-    index = requests.post(f"{server.http_url}/v2/repository/index", json={},
-                          headers={"Authorization": f"Bearer {ADMIN}"}, timeout=20)  # fmt: skip
+    index = requests.post(
+        f"{server.http_url}/v2/repository/index", json={}, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=20
+    )
     assert index.status_code == 200 and "diabetes" in [m["name"] for m in index.json()]
 
 
@@ -185,4 +203,7 @@ def test_without_auth_clients_are_told_apart_by_address(servers):
     statuses = [rest_infer(server, "rated-by-address").status_code for _ in range(BURST + 1)]
     assert statuses == [200] * BURST + [429]
     samples = server.scrape()
-    assert samples[("pipeline_rate_limited_total", frozenset({("model", "rated-by-address"), ("client", "by-address")}))] >= 1
+    assert (
+        samples[("pipeline_rate_limited_total", frozenset({("model", "rated-by-address"), ("client", "by-address")}))]
+        >= 1
+    )

@@ -28,8 +28,9 @@ TAMPERED_RELOAD_AT_S = 2.0
 
 
 def _launch(request: pytest.FixtureRequest, workers: int) -> Server:
-    root = make_repository(request.getfixturevalue("tmp_path_factory").mktemp(f"reload-{workers}") / "repo",
-                           workers=workers)  # fmt: skip
+    root = make_repository(
+        request.getfixturevalue("tmp_path_factory").mktemp(f"reload-{workers}") / "repo", workers=workers
+    )
     add_model(root, "diabetes")
     return support.launch(root, env={"PIPELINE_DRAIN_DELAY_S": "0"}, ready=["diabetes"])
 
@@ -67,8 +68,10 @@ def test_reload_under_load_fails_nothing_and_keeps_the_old_version_on_a_bad_arti
     outcomes = load.join()
 
     summary = support.summarize(outcomes)
-    print(f"workers {workers}: {summary}; reload {good.status_code} in "
-          f"{reloaded - started - RELOAD_AT_S:.3f}s, tampered reload {bad.status_code}")  # fmt: skip
+    print(
+        f"workers {workers}: {summary}; reload {good.status_code} in "
+        f"{reloaded - started - RELOAD_AT_S:.3f}s, tampered reload {bad.status_code}"
+    )
     assert good.status_code == 200, good.text
     assert bad.status_code == 500 and "sha256 mismatch" in bad.json()["error"], bad.text
     assert "refusing to load it" in bad.json()["error"]

@@ -7,17 +7,16 @@ artifacts, the new version's predictions are compared."""
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 import requests
 import tritonclient.grpc as tgrpc
+from scipy.stats import ks_2samp
 
 from harness.models import MODELS_DIR, pipeline, sample_rows
 from harness.repository import add_model, make_repository, replace_artifacts
-from scipy.stats import ks_2samp
-
 from runtime.service.shadow import psi
 from tests.reliability.support import FAILING_RUNTIME, ROW, SLEEPING_RUNTIME, Load, grpc_infer, rest_infer, serve
 
@@ -42,10 +41,24 @@ def server(tmp_path_factory):
     add_model(root, "unshadowed")
     add_model(root, "swappable", source="diabetes/2")
     add_model(root, "primary-with-swappable-shadow", extra={"shadow_model": "swappable"})
-    add_model(root, "offloaded-primary", extra={"shadow_model": "candidate", "offload_compute": True,
-                                                "request_timeout_ms": 5000})  # fmt: skip
-    ready = ["offloaded-primary", "candidate", "primary", "primary-over-grpc", "broken", "primary-with-broken-shadow", "sleepy",
-             "primary-with-sleeping-shadow", "unshadowed", "swappable", "primary-with-swappable-shadow"]
+    add_model(
+        root,
+        "offloaded-primary",
+        extra={"shadow_model": "candidate", "offload_compute": True, "request_timeout_ms": 5000},
+    )
+    ready = [
+        "offloaded-primary",
+        "candidate",
+        "primary",
+        "primary-over-grpc",
+        "broken",
+        "primary-with-broken-shadow",
+        "sleepy",
+        "primary-with-sleeping-shadow",
+        "unshadowed",
+        "swappable",
+        "primary-with-swappable-shadow",
+    ]
     env = {"FAILING_RUNTIME_FLAG": str(flag), "SLEEPING_RUNTIME_MS": str(SHADOW_SLEEP_MS)}
     yield from serve(root, env=env, ready=ready)
 
@@ -65,7 +78,9 @@ def _answers(server, model: str, protocol: str, x: np.ndarray) -> list[float]:
     if protocol == "grpc":
         client = tgrpc.InferenceServerClient(url=server.grpc_url)
         try:
-            return [v for chunk in np.split(x, 4) for v in grpc_infer(client, model, chunk.tolist()).as_numpy("predict")]
+            return [
+                v for chunk in np.split(x, 4) for v in grpc_infer(client, model, chunk.tolist()).as_numpy("predict")
+            ]
         finally:
             client.close()
     answers = []
@@ -87,7 +102,9 @@ def test_the_shadows_disagreement_matches_an_offline_computation(server, protoco
     assert _metric(server, "pipeline_shadow_psi", **labels) == pytest.approx(psi(v1, v2), rel=1e-6)
     assert _metric(server, "pipeline_shadow_ks", **labels) == pytest.approx(ks_2samp(v1, v2).statistic, rel=1e-6)
     assert _metric(server, "pipeline_shadow_abs_difference_count", **labels) == ROWS
-    assert _metric(server, "pipeline_shadow_abs_difference_sum", **labels) == pytest.approx(np.abs(v2 - v1).sum(), rel=1e-6)
+    assert _metric(server, "pipeline_shadow_abs_difference_sum", **labels) == pytest.approx(
+        np.abs(v2 - v1).sum(), rel=1e-6
+    )
     assert _metric(server, "pipeline_shadow_events_total", event="evaluated", **labels) == 4
     assert 1 <= _metric(server, "pipeline_shadow_batch_seconds_count", **labels) <= 4
 
@@ -97,7 +114,9 @@ def test_a_failing_shadow_changes_nothing_for_the_caller(server):
     for _ in range(3):
         response = rest_infer(server, "primary-with-broken-shadow", rows=x.tolist())
         assert response.status_code == 200
-        np.testing.assert_allclose(response.json()["outputs"][0]["data"], pipeline("diabetes", "1").predict(x), rtol=1e-9)
+        np.testing.assert_allclose(
+            response.json()["outputs"][0]["data"], pipeline("diabetes", "1").predict(x), rtol=1e-9
+        )
     labels = {"model": "primary-with-broken-shadow", "shadow": "broken", "event": "error"}
     assert _wait_for(server, "pipeline_shadow_events_total", 3, **labels) == 3
 
@@ -119,8 +138,10 @@ def test_a_slow_or_failing_shadow_leaves_the_primarys_p99_alone(server, shadowed
     assert beside < SHADOW_SLEEP_MS / 2  # what the shadow would add if it were on the request path
     shadow = shadowed.removeprefix("primary-with-").removesuffix("-shadow")
     shadow = {"sleeping": "sleepy", "broken": "broken"}[shadow]
-    events = {e: _metric(server, "pipeline_shadow_events_total", model=shadowed, shadow=shadow, event=e)
-              for e in ("evaluated", "error", "dropped")}  # fmt: skip
+    events = {
+        e: _metric(server, "pipeline_shadow_events_total", model=shadowed, shadow=shadow, event=e)
+        for e in ("evaluated", "error", "dropped")
+    }
     if shadow == "sleepy":  # 5 batches a second and room for 20 requests: most are dropped, counted
         assert events["evaluated"] > 0 and events["dropped"] > 0, events
     else:
@@ -183,12 +204,19 @@ def test_the_shadow_is_looked_up_for_every_batch_unloaded_skipped_reloaded_the_n
 def test_a_primary_that_computes_on_a_thread_still_feeds_its_shadow(server):
     # offload_compute (and a deadline) compute the primary on a thread; the shadow's buffer is the
     # event loop's: an offer from the thread once raised 'no running event loop', a 500 per request.
-    before = _metric(server, "pipeline_shadow_events_total", model="offloaded-primary", shadow="candidate",
-                     event="evaluated")  # fmt: skip
+    before = _metric(
+        server, "pipeline_shadow_events_total", model="offloaded-primary", shadow="candidate", event="evaluated"
+    )
     for _ in range(20):
         response = rest_infer(server, "offloaded-primary")
         assert response.status_code == 200, response.text
-    got = _wait_for(server, "pipeline_shadow_events_total", before + 20, model="offloaded-primary",
-                    shadow="candidate", event="evaluated")  # fmt: skip
+    got = _wait_for(
+        server,
+        "pipeline_shadow_events_total",
+        before + 20,
+        model="offloaded-primary",
+        shadow="candidate",
+        event="evaluated",
+    )
     assert got >= before + 20
     assert "no running event loop" not in server.log_text()

@@ -10,15 +10,26 @@ import socket
 import statistics
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable, Optional
+from typing import Any
 
 import requests
 
 from harness.server import HOST, Server
 
-INFER_BODY = json.dumps({"inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64",
-                                     "data": [0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, -0.003, 0.02, -0.02]}]}).encode()  # fmt: skip
+INFER_BODY = json.dumps(
+    {
+        "inputs": [
+            {
+                "name": "X",
+                "shape": [1, 10],
+                "datatype": "FP64",
+                "data": [0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, -0.003, 0.02, -0.02],
+            }
+        ]
+    }
+).encode()
 _MAX_RESPONSE_BYTES = 1 << 20
 
 
@@ -37,8 +48,14 @@ def connect(port: int, timeout_s: float = 10.0) -> socket.socket:
     return socket.create_connection((HOST, port), timeout=timeout_s)
 
 
-def head(path: str = "/v2/health/ready", method: str = "GET", hosts: Iterable[bytes] = (b"127.0.0.1",),
-         extra: Iterable[bytes] = (), version: bytes = b"HTTP/1.1", body: bytes = b"") -> bytes:  # fmt: skip
+def head(
+    path: str = "/v2/health/ready",
+    method: str = "GET",
+    hosts: Iterable[bytes] = (b"127.0.0.1",),
+    extra: Iterable[bytes] = (),
+    version: bytes = b"HTTP/1.1",
+    body: bytes = b"",
+) -> bytes:
     """A whole request: `hosts` as Host lines (none, one or several), `extra` header lines."""
     lines = [method.encode() + b" " + path.encode() + b" " + version]
     lines += [b"Host: " + h for h in hosts] + list(extra)
@@ -56,7 +73,7 @@ def request_head(path: str, headers: dict[str, str], method: str = "POST") -> by
 def chunked(data: bytes, size: int = 65536) -> Iterable[bytes]:
     """`data` in chunked transfer coding."""
     for i in range(0, len(data), size):
-        piece = data[i:i + size]
+        piece = data[i : i + size]
         yield b"%x\r\n" % len(piece) + piece + b"\r\n"
     yield b"0\r\n\r\n"
 
@@ -104,7 +121,7 @@ def exchange(port: int, request: bytes, timeout_s: float = 10.0, pieces: Iterabl
         return replace(response, seconds=time.monotonic() - started)
 
 
-def closed_within(sock: socket.socket, timeout_s: float) -> Optional[bytes]:
+def closed_within(sock: socket.socket, timeout_s: float) -> bytes | None:
     """Everything the server sent until it closed the connection, or None if it did not within
     `timeout_s`."""
     deadline = time.monotonic() + timeout_s
@@ -113,7 +130,7 @@ def closed_within(sock: socket.socket, timeout_s: float) -> Optional[bytes]:
         sock.settimeout(left)
         try:
             chunk = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             return None
         except ConnectionResetError:
             return data
@@ -129,8 +146,11 @@ def server_rss(server: Server) -> int:
 
 def errors_logged(server: Server) -> list[str]:
     """Log lines at ERROR or above, and any traceback."""
-    return [line for line in server.log_text().splitlines()
-            if '"level": "ERROR"' in line or '"level": "CRITICAL"' in line or "Traceback" in line]  # fmt: skip
+    return [
+        line
+        for line in server.log_text().splitlines()
+        if '"level": "ERROR"' in line or '"level": "CRITICAL"' in line or "Traceback" in line
+    ]
 
 
 # ------------------------------------------------------------------------------ under attack
@@ -140,7 +160,7 @@ MAX_RSS_GROWTH = 64 * 1024 * 1024
 ATTACK_BOUND_S = 60.0
 
 
-def normal_latencies(server: Server, headers: Optional[dict[str, str]] = None) -> list[float]:
+def normal_latencies(server: Server, headers: dict[str, str] | None = None) -> list[float]:
     """NORMAL_REQUESTS, alternating readiness and inference on one keep-alive session."""
     latencies = []
     with requests.Session() as session:
@@ -149,8 +169,12 @@ def normal_latencies(server: Server, headers: Optional[dict[str, str]] = None) -
             if i % 2:
                 r = session.get(f"{server.http_url}/v2/health/ready", timeout=10)
             else:
-                r = session.post(f"{server.http_url}/v2/models/diabetes/infer", data=INFER_BODY,
-                                 headers={"Content-Type": "application/json", **(headers or {})}, timeout=10)  # fmt: skip
+                r = session.post(
+                    f"{server.http_url}/v2/models/diabetes/infer",
+                    data=INFER_BODY,
+                    headers={"Content-Type": "application/json", **(headers or {})},
+                    timeout=10,
+                )
             latencies.append(time.monotonic() - started)
             assert r.status_code == 200, r.text
     return latencies
@@ -160,7 +184,7 @@ def p99(latencies: list[float]) -> float:
     return statistics.quantiles(latencies, n=100)[98]
 
 
-Attacker = Callable[[Any], Optional[int]]  # until the stop event is set: one hostile request, its status
+Attacker = Callable[[Any], int | None]  # until the stop event is set: one hostile request, its status
 
 
 class Attack:
@@ -177,7 +201,7 @@ class Attack:
         self._process = context.Process(target=self._attack, daemon=True)
         self.answered: dict[str, dict[int, int]] = {}
 
-    def __enter__(self) -> "Attack":
+    def __enter__(self) -> Attack:
         self._process.start()
         return self
 
@@ -204,8 +228,11 @@ class Attack:
                 if self._stop.wait(self._pause_s):
                     return
 
-        threads = [threading.Thread(target=run, args=(kind, attack), daemon=True)
-                   for kind, (count, attack) in self._attackers.items() for _ in range(count)]  # fmt: skip
+        threads = [
+            threading.Thread(target=run, args=(kind, attack), daemon=True)
+            for kind, (count, attack) in self._attackers.items()
+            for _ in range(count)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -213,8 +240,13 @@ class Attack:
         self._results.put(answered)
 
 
-def under_attack(server: Server, attack: Attack, settle_s: float = 1.0, after_s: float = 0.0,
-                 headers: Optional[dict[str, str]] = None) -> tuple[float, float, int]:  # fmt: skip
+def under_attack(
+    server: Server,
+    attack: Attack,
+    settle_s: float = 1.0,
+    after_s: float = 0.0,
+    headers: dict[str, str] | None = None,
+) -> tuple[float, float, int]:
     """(quiet p99, p99 under `attack`, peak RSS growth in bytes) of a normal client."""
     normal_latencies(server, headers)  # warm-up: connections, caches, the model's first call
     quiet = p99(normal_latencies(server, headers))

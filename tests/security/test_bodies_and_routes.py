@@ -10,6 +10,7 @@ import gzip
 import json
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import requests
 
@@ -75,8 +76,11 @@ BIG_BOMB = gzip.compress(b"0" * (1024 * 1024 * 1024), compresslevel=9)
 def test_an_unauthenticated_compressed_bomb_is_refused_from_the_head(servers):
     server = servers["authed"]
     before = _rss(server)
-    head = _head(server, "/v2/models/diabetes/infer",
-                 {"Content-Type": "application/json", "Content-Encoding": "gzip", "Content-Length": str(len(BOMB))})  # fmt: skip
+    head = _head(
+        server,
+        "/v2/models/diabetes/infer",
+        {"Content-Type": "application/json", "Content-Encoding": "gzip", "Content-Length": str(len(BOMB))},
+    )
     status, answer, took = _exchange(server, head, [BOMB])
     assert status == 401 and "bearer token" in answer["error"]
     assert took < 1.0, f"the 401 took {took:.2f} s"
@@ -89,10 +93,12 @@ def test_an_authenticated_compressed_bomb_is_a_413_once_it_inflates_past_the_lim
     before = _rss(server)
     bomb = BOMB if framed == "length" else BIG_BOMB
     framing = {"Content-Length": str(len(bomb))} if framed == "length" else {"Transfer-Encoding": "chunked"}
-    head = _head(server, "/v2/models/diabetes/infer",
-                 {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json",
-                  "Content-Encoding": "gzip", **framing})  # fmt: skip
-    pieces = [bomb[i:i + 65536] for i in range(0, len(bomb), 65536)] if framed == "length" else _chunked(bomb)
+    head = _head(
+        server,
+        "/v2/models/diabetes/infer",
+        {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json", "Content-Encoding": "gzip", **framing},
+    )
+    pieces = [bomb[i : i + 65536] for i in range(0, len(bomb), 65536)] if framed == "length" else _chunked(bomb)
     status, answer, took = _exchange(server, head, pieces)
     assert status == 413 and f"inflates to more than {LIMIT} bytes" in answer["error"]
     assert took < 2.0, f"the 413 took {took:.2f} s"
@@ -100,28 +106,41 @@ def test_an_authenticated_compressed_bomb_is_a_413_once_it_inflates_past_the_lim
     assert rest_infer(server, "diabetes", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
 
 
-@pytest.mark.parametrize("coding,compress", [("gzip", gzip.compress), ("deflate", zlib.compress), ("x-gzip", gzip.compress)])
+@pytest.mark.parametrize(
+    "coding,compress", [("gzip", gzip.compress), ("deflate", zlib.compress), ("x-gzip", gzip.compress)]
+)
 @pytest.mark.parametrize("path", ["/v2/models/diabetes/infer", "/predict/diabetes"])
 def test_a_compressed_request_is_served_inflated(servers, coding, compress, path):
     server = servers["authed"]
     body = ROW if path.startswith("/v2") else {"features": [[0.01] * 10]}
-    response = requests.post(server.http_url + path, data=compress(json.dumps(body).encode()),
-                             headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json",
-                                      "Content-Encoding": coding}, timeout=20)  # fmt: skip
+    response = requests.post(
+        server.http_url + path,
+        data=compress(json.dumps(body).encode()),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json", "Content-Encoding": coding},
+        timeout=20,
+    )
     assert response.status_code == 200, response.text
 
 
 def test_an_unknown_content_coding_is_a_415(servers):
     server = servers["authed"]
-    response = requests.post(server.http_url + "/v2/models/diabetes/infer", data=b"(brotli)",
-                             headers={"Authorization": f"Bearer {TOKEN}", "Content-Encoding": "br"}, timeout=20)  # fmt: skip
+    response = requests.post(
+        server.http_url + "/v2/models/diabetes/infer",
+        data=b"(brotli)",
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Encoding": "br"},
+        timeout=20,
+    )
     assert response.status_code == 415 and "'br' is not supported" in response.json()["error"]
 
 
 def test_a_corrupt_gzip_body_is_a_400(servers):
     server = servers["authed"]
-    response = requests.post(server.http_url + "/v2/models/diabetes/infer", data=b"\x1f\x8bnot really gzip",
-                             headers={"Authorization": f"Bearer {TOKEN}", "Content-Encoding": "gzip"}, timeout=20)  # fmt: skip
+    response = requests.post(
+        server.http_url + "/v2/models/diabetes/infer",
+        data=b"\x1f\x8bnot really gzip",
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Encoding": "gzip"},
+        timeout=20,
+    )
     assert response.status_code == 400 and "does not inflate" in response.json()["error"]
 
 
@@ -131,16 +150,22 @@ def test_a_corrupt_gzip_body_is_a_400(servers):
 @pytest.mark.parametrize("spelling", ["CHUNKED", "Chunked", "chunked"])
 def test_a_chunked_body_counts_against_the_limit_in_any_spelling(servers, spelling):
     server = servers["authed"]
-    head = _head(server, "/v2/models/diabetes/infer",
-                 {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json", "Transfer-Encoding": spelling})  # fmt: skip
+    head = _head(
+        server,
+        "/v2/models/diabetes/infer",
+        {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json", "Transfer-Encoding": spelling},
+    )
     status, answer, _ = _exchange(server, head, _chunked(b"0" * (8 * 1024 * 1024)))
     assert status == 413 and f"{LIMIT} bytes" in answer["error"]
 
 
-@pytest.mark.parametrize("headers,status", [
-    ({"Content-Length": "10", "Transfer-Encoding": "chunked"}, 400),
-    ({"Transfer-Encoding": "gzip, chunked"}, 501),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "headers,status",
+    [
+        ({"Content-Length": "10", "Transfer-Encoding": "chunked"}, 400),
+        ({"Transfer-Encoding": "gzip, chunked"}, 501),
+    ],
+)
 def test_framing_that_does_not_say_one_thing_is_refused(servers, headers, status):
     server = servers["open"]
     got, answer, _ = _exchange(server, _head(server, "/v2/models/diabetes/infer", headers), [b"0\r\n\r\n"])
@@ -150,8 +175,11 @@ def test_framing_that_does_not_say_one_thing_is_refused(servers, headers, status
 
 def test_eight_concurrent_64_mib_chunked_bodies_leave_memory_flat(servers):
     server = servers["authed"]
-    head = _head(server, "/v2/models/diabetes/infer",
-                 {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json", "Transfer-Encoding": "CHUNKED"})  # fmt: skip
+    head = _head(
+        server,
+        "/v2/models/diabetes/infer",
+        {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json", "Transfer-Encoding": "CHUNKED"},
+    )
     payload = b"0" * (64 * 1024 * 1024)
     before = _rss(server)
     with ThreadPoolExecutor(8) as pool:
@@ -193,8 +221,9 @@ def test_the_repository_api_stays_locked_under_a_root_path_whatever_the_spelling
 
 def test_the_repository_api_answers_the_admin_under_a_root_path(servers):
     server = servers["rooted"]
-    index = requests.post(server.http_url + "/v2/repository/index", json={},
-                          headers={"Authorization": f"Bearer {ADMIN}"}, timeout=20)  # fmt: skip
+    index = requests.post(
+        server.http_url + "/v2/repository/index", json={}, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=20
+    )
     assert index.status_code == 200 and "diabetes" in [m["name"] for m in index.json()]
     prefixed = requests.post(server.http_url + f"{ROOT_PATH}/v2/models/diabetes/infer", json=ROW, timeout=20)
     assert prefixed.status_code in (200, 404)
@@ -213,19 +242,23 @@ def test_an_unknown_route_or_model_is_a_404_before_the_body_is_read(servers):
 DEEP = b'{"inputs": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
 
 
-@pytest.mark.parametrize("server_name,path,headers", [
-    ("open", "/v2/models/diabetes/infer", {}),
-    ("open", "/v2/models/diabetes/versions/1/infer", {}),
-    ("open", "/predict/diabetes", {}),
-    ("open", "/predict", {}),
-    ("open", "/v2/repository/index", {}),
-    ("open", "/v2/repository/models/diabetes/load", {}),
-    ("authed", "/v2/models/diabetes/infer", {"Authorization": f"Bearer {TOKEN}"}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "server_name,path,headers",
+    [
+        ("open", "/v2/models/diabetes/infer", {}),
+        ("open", "/v2/models/diabetes/versions/1/infer", {}),
+        ("open", "/predict/diabetes", {}),
+        ("open", "/predict", {}),
+        ("open", "/v2/repository/index", {}),
+        ("open", "/v2/repository/models/diabetes/load", {}),
+        ("authed", "/v2/models/diabetes/infer", {"Authorization": f"Bearer {TOKEN}"}),
+    ],
+)
 def test_deeply_nested_json_is_a_400_on_every_json_entry(servers, server_name, path, headers):
     server = servers[server_name]
-    response = requests.post(server.http_url + path, data=DEEP,
-                             headers={"Content-Type": "application/json", **headers}, timeout=20)  # fmt: skip
+    response = requests.post(
+        server.http_url + path, data=DEEP, headers={"Content-Type": "application/json", **headers}, timeout=20
+    )
     assert response.status_code == 400, response.text
     assert "nests deeper than 64 levels" in response.json()["error"]
     assert "Traceback" not in server.log_text() and '"level": "ERROR"' not in server.log_text()
@@ -233,8 +266,12 @@ def test_deeply_nested_json_is_a_400_on_every_json_entry(servers, server_name, p
 
 def test_predict_refuses_deep_json_sent_as_another_content_type(servers):
     server = servers["open"]
-    response = requests.post(server.http_url + "/predict/diabetes", data=b'{"features": ' + b"[" * 50_000,
-                             headers={"Content-Type": "text/plain"}, timeout=20)  # fmt: skip
+    response = requests.post(
+        server.http_url + "/predict/diabetes",
+        data=b'{"features": ' + b"[" * 50_000,
+        headers={"Content-Type": "text/plain"},
+        timeout=20,
+    )
     assert response.status_code == 400, response.text
 
 
@@ -251,9 +288,11 @@ def _hostile(server: Server, kind: str) -> support.Attacker:
     requests_of_kind = {
         "unauthenticated-bomb": lambda: (_head(server, "/v2/models/diabetes/infer", bomb), [BOMB]),
         "authenticated-bomb": lambda: (_head(server, "/v2/models/diabetes/infer", {**authed, **bomb}), [BOMB]),
-        "chunked": lambda: (_head(server, "/v2/models/diabetes/infer", {**authed, "Transfer-Encoding": "CHUNKED"}),
-                            _chunked(CHUNKED_64_MIB)),
-    }  # fmt: skip
+        "chunked": lambda: (
+            _head(server, "/v2/models/diabetes/infer", {**authed, "Transfer-Encoding": "CHUNKED"}),
+            _chunked(CHUNKED_64_MIB),
+        ),
+    }
 
     def attack(stop) -> int:
         request, pieces = requests_of_kind[kind]()

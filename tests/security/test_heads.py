@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import pytest
 
@@ -42,8 +43,11 @@ HUGE = 8 * 1024 * 1024
 def _launch(request: pytest.FixtureRequest) -> Server:
     """The shipped repository, as tests/integration serves it, with short timeouts."""
     log_dir: Path = request.getfixturevalue("tmp_path_factory").mktemp("heads")
-    env = {"PIPELINE_HEAD_TIMEOUT_S": str(HEAD_TIMEOUT_S), "PIPELINE_KEEPALIVE_TIMEOUT_S": str(KEEPALIVE_TIMEOUT_S),
-           "MLSERVER_METRICS_DIR": str(log_dir / ".metrics")}  # fmt: skip
+    env = {
+        "PIPELINE_HEAD_TIMEOUT_S": str(HEAD_TIMEOUT_S),
+        "PIPELINE_KEEPALIVE_TIMEOUT_S": str(KEEPALIVE_TIMEOUT_S),
+        "MLSERVER_METRICS_DIR": str(log_dir / ".metrics"),
+    }
     return Server.launch(log_dir / "server.log", models=served_models(), env=env)
 
 
@@ -221,7 +225,7 @@ ATTACKERS = 20
 def _huge_head(port: int) -> Attacker:
     """An unfinished HUGE head, held open once sent, until the server closes it."""
 
-    def attack(stop: Any) -> Optional[int]:  # a multiprocessing Event (support.Attack)
+    def attack(stop: Any) -> int | None:  # a multiprocessing Event (support.Attack)
         with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
             sock.sendall(_unfinished("/v2/health/ready") + b"X-Huge: ")
             for _ in range(HUGE // 65536):
@@ -239,7 +243,7 @@ def _huge_head(port: int) -> Attacker:
 def _slow_head(port: int) -> Attacker:
     """A head a byte every quarter second, until the server closes it."""
 
-    def attack(stop: Any) -> Optional[int]:  # a multiprocessing Event (support.Attack)
+    def attack(stop: Any) -> int | None:  # a multiprocessing Event (support.Attack)
         with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
             for byte in _unfinished("/v2/health/ready") + b"X-Slow: " + b"s" * 100:
                 sock.sendall(bytes([byte]))
@@ -254,7 +258,9 @@ def _slow_head(port: int) -> Attacker:
 
 
 def test_twenty_huge_and_twenty_slow_heads_cost_neither_memory_nor_latency(server):
-    attack = Attack({"huge": (ATTACKERS, _huge_head(server.http_port)), "slow": (ATTACKERS, _slow_head(server.http_port))})
+    attack = Attack(
+        {"huge": (ATTACKERS, _huge_head(server.http_port)), "slow": (ATTACKERS, _slow_head(server.http_port))}
+    )
     quiet, attacked, grown = under_attack(server, attack, after_s=HEAD_TIMEOUT_S + TIMEOUT_SLACK_S)
     assert grown <= MAX_RSS_GROWTH, f"RSS grew by {grown / 2**20:.0f} MiB under attack"
     # A floor of 5 ms: on a shared machine a quiet p99 of a few ms moves by that much on its own.

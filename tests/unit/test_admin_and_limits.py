@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from runtime.core.errors import AdminDisabled, AdminUnauthenticated, RateLimited, Unauthenticated
+from runtime.edge.body_limits import DEFAULT_MAX_REQUEST_BYTES, max_request_bytes
 from runtime.policy.admin import AdminPolicy
 from runtime.policy.admission import PEER_HEADER, Policy
 from runtime.policy.breaker import CircuitBreaker
-from runtime.edge.body_limits import DEFAULT_MAX_REQUEST_BYTES, max_request_bytes
-from runtime.core.errors import AdminDisabled, AdminUnauthenticated, RateLimited, Unauthenticated
 from runtime.policy.ratelimit import RateLimiter
 
 
@@ -94,11 +94,14 @@ def test_the_buckets_are_bounded(monkeypatch):
 
 def test_admission_limits_per_client_after_authenticating(monkeypatch):
     monkeypatch.setenv("RATE_TOKENS", "one,two")
-    policy = Policy.from_extra("m", "1", {"auth_token_env": "RATE_TOKENS", "rate_limit_per_s": 1,
-                                          "rate_limit_burst": 2})  # fmt: skip
+    policy = Policy.from_extra(
+        "m", "1", {"auth_token_env": "RATE_TOKENS", "rate_limit_per_s": 1, "rate_limit_burst": 2}
+    )
     for _ in range(2):
         policy.admit({"authorization": "Bearer one"})
-    with pytest.raises(RateLimited, match=r"client token-[0-9a-f]{8} is over its rate for model 'm' \(1/s, burst 2\); retry after") as refused:
+    with pytest.raises(
+        RateLimited, match=r"client token-[0-9a-f]{8} is over its rate for model 'm' \(1/s, burst 2\); retry after"
+    ) as refused:
         policy.admit({"authorization": "Bearer one"})
     assert refused.value.status == 429 and "one" not in str(refused.value).split("token-")[0]
     policy.admit({"authorization": "Bearer two"})  # its own bucket
@@ -120,8 +123,9 @@ def test_without_auth_the_peer_address_is_the_client():
 def test_the_breaker_opens_on_the_failure_ratio_probes_then_closes():
     clock = _Clock()
     states = []
-    breaker = CircuitBreaker("m", failure_ratio=0.5, window=4, min_calls=4, open_s=1.0, probes=2,
-                             on_change=states.append, clock=clock)  # fmt: skip
+    breaker = CircuitBreaker(
+        "m", failure_ratio=0.5, window=4, min_calls=4, open_s=1.0, probes=2, on_change=states.append, clock=clock
+    )
     for ok in (True, False, True):
         assert breaker.allow()
         breaker.record(ok)

@@ -11,32 +11,37 @@ import logging
 import threading
 import time
 from types import SimpleNamespace
-from typing import Any, Optional
+from typing import Any
 
 import pytest
+from mlserver import MLModel
 from mlserver.errors import ModelNotFound
 from mlserver.handlers.dataplane import DataPlane
 from mlserver.parallel.dispatcher import AsyncResponses
-from mlserver import MLModel
 from mlserver.settings import ModelParameters, ModelSettings, Settings
 from mlserver.types import InferenceRequest, InferenceResponse, Parameters
 
 import runtime.model  # noqa: F401  (installs the patches)
-from runtime.policy import deadlines
-from runtime.service.compute import compute
 from runtime.core.errors import ArtifactError, DeadlineExceeded, InvalidTimeoutError, Overloaded, Unauthenticated
-from runtime.policy.inflight import IN_FLIGHT
+from runtime.core.options import AdmissionOptions, RuntimeOptions
 from runtime.integration.grpc_service import QuietRefusals
 from runtime.integration.v2 import RuntimeRequestError, as_mlserver_error
-from runtime.core.options import AdmissionOptions, RuntimeOptions
+from runtime.policy import deadlines
+from runtime.policy.inflight import IN_FLIGHT
+from runtime.service.compute import compute
 
 # ------------------------------------------------------------------------------ options
 
 
 def test_options_accept_the_reliability_keys_and_still_refuse_unknown_ones():
     options = RuntimeOptions.from_extra(
-        {"max_in_flight": 4, "request_timeout_ms": 250, "trusted_types": ["a.B"],
-         "allow_sklearn_version_mismatch": True, "auth_token_file": "/run/secrets/tokens"}  # fmt: skip
+        {
+            "max_in_flight": 4,
+            "request_timeout_ms": 250,
+            "trusted_types": ["a.B"],
+            "allow_sklearn_version_mismatch": True,
+            "auth_token_file": "/run/secrets/tokens",
+        }
     )
     policy = options.load_policy()
     assert policy.extra_trusted_types == ("a.B",) and policy.allow_sklearn_version_mismatch
@@ -53,9 +58,14 @@ def test_options_accept_the_reliability_keys_and_still_refuse_unknown_ones():
 
 @pytest.mark.parametrize(
     "extra,offload",
-    [({}, False), ({"max_in_flight": 3}, True), ({"request_timeout_ms": 100}, True),
-     ({"max_in_flight": 3, "offload_compute": False}, False), ({"offload_compute": True}, True)],
-)  # fmt: skip
+    [
+        ({}, False),
+        ({"max_in_flight": 3}, True),
+        ({"request_timeout_ms": 100}, True),
+        ({"max_in_flight": 3, "offload_compute": False}, False),
+        ({"offload_compute": True}, True),
+    ],
+)
 def test_compute_is_offloaded_only_when_something_needs_to_see_the_queue(extra, offload):
     assert AdmissionOptions.model_validate(extra).offload is offload
 
@@ -84,7 +94,7 @@ def test_a_malformed_timeout_is_a_400(raw):
     assert error.value.status == 400
 
 
-def _settled(header_ms: Optional[float], default_ms: Optional[float], grpc_s: Optional[float]) -> Any:
+def _settled(header_ms: float | None, default_ms: float | None, grpc_s: float | None) -> Any:
     headers = {"x-request-timeout-ms": str(header_ms)} if header_ms is not None else {}
     deadlines.stamp(headers, grpc_s)
     deadlines.settle_deadline(headers, default_ms)
@@ -120,7 +130,7 @@ def test_check_deadline_names_where_and_how_long_it_waited():
 # ------------------------------------------------------------------------------ compute
 
 
-def _payload(headers: Optional[dict] = None) -> InferenceRequest:
+def _payload(headers: dict | None = None) -> InferenceRequest:
     return InferenceRequest(inputs=[], parameters=Parameters(headers=headers or {}))
 
 
@@ -169,7 +179,7 @@ def test_the_deadline_is_checked_when_the_compute_thread_picks_the_job_up():
 
 
 class _Model:
-    def __init__(self, name: str, version: Optional[str], extra: dict) -> None:
+    def __init__(self, name: str, version: str | None, extra: dict) -> None:
         self.name, self.version, self.ready = name, version, True
         self.settings = ModelSettings(
             name=name, implementation=MLModel, parameters=ModelParameters(version=version, extra=extra)
@@ -187,7 +197,7 @@ class _Registry:
     def __init__(self, *models: _Model) -> None:
         self.models = {m.name: m for m in models}
 
-    async def get_model(self, name: str, version: Optional[str] = None) -> Any:
+    async def get_model(self, name: str, version: str | None = None) -> Any:
         if name not in self.models:
             raise ModelNotFound(name, version)
         return self.models[name]

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import pickle
 import shutil
-from pathlib import Path
-
-import io
-import logging
 from fractions import Fraction
+from pathlib import Path
 
 import joblib
 import pytest
-import skops.io
 import sklearn
+import skops.io
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import LinearRegression
 from sklearn.tree import DecisionTreeRegressor
 
+from pipeline_tools.package import write_model_dir
 from runtime.core.artifacts import LoadPolicy, load_pipeline, sha256_hex
 from runtime.core.errors import ArtifactError
-from pipeline_tools.package import write_model_dir
 
 SHIPPED = [("diabetes", "1", 10), ("diabetes", "2", 10), ("breast-cancer", "1", 30)]
 
@@ -155,7 +154,9 @@ def test_a_model_of_another_type_than_the_manifest_says_is_refused(model_copy):
 def test_other_sklearn_minor_is_refused_naming_both_versions(model_copy, caplog):
     trained_with = dict(_manifest(model_copy)["trained_with"], **{"scikit-learn": "0.24.2"})
     _edit_manifest(model_copy, trained_with=trained_with)
-    with pytest.raises(ArtifactError, match=rf"trained with scikit-learn 0\.24\.2 but {sklearn.__version__} is installed"):
+    with pytest.raises(
+        ArtifactError, match=rf"trained with scikit-learn 0\.24\.2 but {sklearn.__version__} is installed"
+    ):
         load_pipeline(model_copy)
     with caplog.at_level(logging.WARNING, logger="runtime.core.artifacts"):
         load_pipeline(model_copy, LoadPolicy(allow_sklearn_version_mismatch=True))
@@ -181,8 +182,14 @@ def test_feature_count_disagreement_is_refused(model_copy):
 
 def test_artifact_outside_the_model_directory_is_refused(model_copy, models_dir):
     outside = models_dir / "diabetes" / "2" / "model.skops"
-    _edit_manifest(model_copy, model={"file": "../" + outside.relative_to(models_dir.parent).as_posix(),
-                                      "sha256": sha256_hex(outside.read_bytes()), "format": "skops"})
+    _edit_manifest(
+        model_copy,
+        model={
+            "file": "../" + outside.relative_to(models_dir.parent).as_posix(),
+            "sha256": sha256_hex(outside.read_bytes()),
+            "format": "skops",
+        },
+    )
     with pytest.raises(ArtifactError, match="directly in the model directory"):
         load_pipeline(model_copy)
 

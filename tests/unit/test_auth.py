@@ -7,9 +7,8 @@ import logging
 
 import pytest
 
-from runtime.policy import auth
 from runtime.core.errors import ArtifactError, Unauthenticated
-
+from runtime.policy import auth
 
 
 def test_tokens_parse_from_lines_and_commas():
@@ -34,11 +33,18 @@ def test_a_valid_bearer_token_passes(value):
 
 @pytest.mark.parametrize(
     "headers,message",
-    [(None, "missing"), ({}, "missing"), ({"authorization": ""}, "missing"),
-     ({"authorization": "Bearer"}, "missing"), ({"authorization": "Basic one"}, "missing"),
-     ({"authorization": "one"}, "missing"), ({"authorization": "Bearer three"}, "invalid"),
-     ({"authorization": "Bearer one two"}, "invalid"), ({"Authorization": "Bearer one"}, "missing")],
-)  # fmt: skip
+    [
+        (None, "missing"),
+        ({}, "missing"),
+        ({"authorization": ""}, "missing"),
+        ({"authorization": "Bearer"}, "missing"),
+        ({"authorization": "Basic one"}, "missing"),
+        ({"authorization": "one"}, "missing"),
+        ({"authorization": "Bearer three"}, "invalid"),
+        ({"authorization": "Bearer one two"}, "invalid"),
+        ({"Authorization": "Bearer one"}, "missing"),
+    ],
+)
 def test_anything_else_is_401_without_echoing_the_token(headers, message):
     with pytest.raises(Unauthenticated, match=message) as error:
         auth.Authenticator(_Tokens("one", "two")).check(headers)
@@ -105,5 +111,3 @@ def test_an_auth_setting_without_tokens_fails_the_load(tmp_path, monkeypatch):
     auth.check_configured(None, None)  # auth off: nothing to check
     with pytest.raises(ArtifactError, match="holds no token"):
         auth.check_configured(str(tmp_path / "missing"), None)
-
-

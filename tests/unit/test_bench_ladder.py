@@ -15,9 +15,15 @@ def _run(config: str, rps: float, cpu: float) -> dict:
 
 
 def test_the_report_adds_stage_by_stage_and_divides_by_stocks_cheaper_config():
-    runs = [_run("canned", 10_000, 120), _run("decoded", 7_000, 165), _run("responded", 6_000, 190),
-            _run("full", 3_500, 310), _run(CONFIGS["pw0"].label, 1_300, 800),
-            _run(CONFIGS["pw0-ab"].label, 2_100, 500), _run("bare grpc.aio", 14_000, 90)]  # fmt: skip
+    runs = [
+        _run("canned", 10_000, 120),
+        _run("decoded", 7_000, 165),
+        _run("responded", 6_000, 190),
+        _run("full", 3_500, 310),
+        _run(CONFIGS["pw0"].label, 1_300, 800),
+        _run(CONFIGS["pw0-ab"].label, 2_100, 500),
+        _run("bare grpc.aio", 14_000, 90),
+    ]
     md = ladder.markdown(runs, {"stamp": "s", "command": "c", "load": "1row_c16", "rounds": 1, "duration_s": 1})
     rows = {line.split(" | ")[0].strip("| "): line for line in md.splitlines() if line.startswith("| ")}
     assert "| +45 | 0.33 |" in rows["decoded"] and "| +120 | 0.62 |" in rows["full"]

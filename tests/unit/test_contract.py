@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from runtime.core.contract import Contract, ParsedRequest, Tensor
 from runtime.core.errors import (
     BatchSizeError,
@@ -43,8 +44,6 @@ class Request:
         return contract.parse(self.id, self.tensors, self.outputs)
 
 
-
-
 def columns(rows: int = 2, **overrides: dict) -> list[dict]:
     cols = {n: tensor(n, (rows,), data=[float(i + j) for i in range(rows)]) for j, n in enumerate(NAMES)}
     cols.update(overrides)
@@ -73,26 +72,101 @@ def test_good_requests_decode_to_float64(label, req, expected):
 
 
 BAD = [
-    ("wrong feature count", [tensor(shape=(1, 2), data=[1, 2])], FeatureCountError, ["input 'X'", "expected 3 features", "got 2"]),
-    ("unknown feature", columns(z=tensor("z", (2,), data=[1, 2])), FeatureNameError, ["input 'z'", "unknown feature name"]),
+    (
+        "wrong feature count",
+        [tensor(shape=(1, 2), data=[1, 2])],
+        FeatureCountError,
+        ["input 'X'", "expected 3 features", "got 2"],
+    ),
+    (
+        "unknown feature",
+        columns(z=tensor("z", (2,), data=[1, 2])),
+        FeatureNameError,
+        ["input 'z'", "unknown feature name"],
+    ),
     ("missing feature", columns()[:2], FeatureNameError, ["missing feature input(s): 'c'"]),
-    ("duplicated feature", columns() + [tensor("a", (2,), data=[1, 2])], FeatureNameError, ["input 'a'", "more than once"]),
+    (
+        "duplicated feature",
+        columns() + [tensor("a", (2,), data=[1, 2])],
+        FeatureNameError,
+        ["input 'a'", "more than once"],
+    ),
     ("short data", [tensor(data=[1.0] * 5)], ShapeError, ["input 'X'", "shape [2, 3] holds 6 values but data has 5"]),
-    ("nesting disagrees with shape", [tensor(shape=(2, 3), data=[[1, 2], [3, 4], [5, 6]])], ShapeError, ["input 'X'", "nested as [3, 2]"]),
-    ("ragged rows", [tensor(data=[[1, 2, 3], [4, 5]])], MalformedDataError, ["input 'X'", "row 1 has 2 values, expected 3"]),
-    ("nested too deep", [tensor(data=[[1, [2, 3], 4], [4, 5, 6]])], MalformedDataError, ["input 'X'", "row 0, column 1 ('b')", "got a list"]),
-    ("string element", [tensor(data=[1, 2, "3", 4, 5, 6])], MalformedDataError, ["row 0, column 2 ('c')", "got a string"]),
-    ("bool element", [tensor(data=[True, False, True, False, True, False])], MalformedDataError, ["row 0, column 0", "got a boolean"]),
+    (
+        "nesting disagrees with shape",
+        [tensor(shape=(2, 3), data=[[1, 2], [3, 4], [5, 6]])],
+        ShapeError,
+        ["input 'X'", "nested as [3, 2]"],
+    ),
+    (
+        "ragged rows",
+        [tensor(data=[[1, 2, 3], [4, 5]])],
+        MalformedDataError,
+        ["input 'X'", "row 1 has 2 values, expected 3"],
+    ),
+    (
+        "nested too deep",
+        [tensor(data=[[1, [2, 3], 4], [4, 5, 6]])],
+        MalformedDataError,
+        ["input 'X'", "row 0, column 1 ('b')", "got a list"],
+    ),
+    (
+        "string element",
+        [tensor(data=[1, 2, "3", 4, 5, 6])],
+        MalformedDataError,
+        ["row 0, column 2 ('c')", "got a string"],
+    ),
+    (
+        "bool element",
+        [tensor(data=[True, False, True, False, True, False])],
+        MalformedDataError,
+        ["row 0, column 0", "got a boolean"],
+    ),
     ("BYTES", [tensor(datatype="BYTES")], DatatypeError, ["input 'X'", "datatype BYTES is not supported"]),
     ("BOOL", [tensor(datatype="BOOL")], DatatypeError, ["input 'X'", "datatype BOOL is not supported"]),
-    ("INT8 overflow", [tensor(shape=(1, 3), datatype="INT8", data=[1, 2, 300])], ValueRangeError, ["row 0, column 2 ('c')", "value 300 is out of range for INT8 [-128, 127]"]),
-    ("UINT8 negative", [tensor(shape=(1, 3), datatype="UINT8", data=[1, -1, 3])], ValueRangeError, ["row 0, column 1 ('b')", "out of range for UINT8"]),
-    ("INT16 fraction", [tensor(shape=(1, 3), datatype="INT16", data=[1, 2.5, 3])], ValueRangeError, ["row 0, column 1", "not an integer"]),
-    ("FP16 overflow", [tensor(shape=(1, 3), datatype="FP16", data=[1, 2, 70000.0])], ValueRangeError, ["row 0, column 2", "out of range for FP16"]),
-    ("beyond 64 bits", [tensor(shape=(1, 3), datatype="INT64", data=[1, 2, 2**70])], ValueRangeError, ["row 0, column 2", "out of range"]),
-    ("NaN", [tensor(data=[0, 1, 2, 3, float("nan"), 5])], NonFiniteError, ["input 'X'", "row 1, column 1 ('b')", "NaN is not allowed"]),
+    (
+        "INT8 overflow",
+        [tensor(shape=(1, 3), datatype="INT8", data=[1, 2, 300])],
+        ValueRangeError,
+        ["row 0, column 2 ('c')", "value 300 is out of range for INT8 [-128, 127]"],
+    ),
+    (
+        "UINT8 negative",
+        [tensor(shape=(1, 3), datatype="UINT8", data=[1, -1, 3])],
+        ValueRangeError,
+        ["row 0, column 1 ('b')", "out of range for UINT8"],
+    ),
+    (
+        "INT16 fraction",
+        [tensor(shape=(1, 3), datatype="INT16", data=[1, 2.5, 3])],
+        ValueRangeError,
+        ["row 0, column 1", "not an integer"],
+    ),
+    (
+        "FP16 overflow",
+        [tensor(shape=(1, 3), datatype="FP16", data=[1, 2, 70000.0])],
+        ValueRangeError,
+        ["row 0, column 2", "out of range for FP16"],
+    ),
+    (
+        "beyond 64 bits",
+        [tensor(shape=(1, 3), datatype="INT64", data=[1, 2, 2**70])],
+        ValueRangeError,
+        ["row 0, column 2", "out of range"],
+    ),
+    (
+        "NaN",
+        [tensor(data=[0, 1, 2, 3, float("nan"), 5])],
+        NonFiniteError,
+        ["input 'X'", "row 1, column 1 ('b')", "NaN is not allowed"],
+    ),
     ("+Inf", [tensor(data=[float("inf"), 1, 2, 3, 4, 5])], NonFiniteError, ["row 0, column 0 ('a')", "+Inf"]),
-    ("-Inf column style", columns(b=tensor("b", (2,), data=[1.0, float("-inf")])), NonFiniteError, ["input 'b': row 1", "-Inf"]),
+    (
+        "-Inf column style",
+        columns(b=tensor("b", (2,), data=[1.0, float("-inf")])),
+        NonFiniteError,
+        ["input 'b': row 1", "-Inf"],
+    ),
     ("null", [tensor(data=[0, 1, 2, 3, 4, None])], NonFiniteError, ["row 1, column 2 ('c')", "null is not a number"]),
     ("empty batch", [tensor(shape=(0, 3), data=[])], BatchSizeError, ["input 'X'", "empty batch"]),
     ("over the row cap", [tensor(shape=(6, 3))], BatchSizeError, ["input 'X'", "6 rows exceed", "limit of 5"]),
@@ -102,8 +176,18 @@ BAD = [
     ("column lengths differ", columns(b=tensor("b", (3,), data=[1, 2, 3])), ShapeError, ["input 'b' has 3 rows"]),
     ("no inputs", [], InputLayoutError, ["no inputs"]),
     ("unknown datatype", [tensor(datatype="FP128")], DatatypeError, ["datatype FP128 is not supported"]),
-    ("boolean among numbers", [tensor(data=[[0, 1, 2], [3, True, 5]])], MalformedDataError, ["row 1, column 1 ('b')", "got a boolean"]),
-    ("boolean among floats", [tensor(data=[0.5, 1, 2, 3, 4, False])], MalformedDataError, ["row 1, column 2 ('c')", "got a boolean"]),
+    (
+        "boolean among numbers",
+        [tensor(data=[[0, 1, 2], [3, True, 5]])],
+        MalformedDataError,
+        ["row 1, column 1 ('b')", "got a boolean"],
+    ),
+    (
+        "boolean among floats",
+        [tensor(data=[0.5, 1, 2, 3, 4, False])],
+        MalformedDataError,
+        ["row 1, column 2 ('c')", "got a boolean"],
+    ),
 ]
 
 
@@ -127,7 +211,9 @@ def test_request_ids_must_survive_being_echoed_in_headers(request_id):
 @pytest.mark.parametrize("request_id,size", [("x" * 257, 257), ("é" * 129, 258), ("x" * 100_000, 100_000)])
 def test_a_request_id_past_256_bytes_is_refused_naming_the_limit(request_id, size):
     # Echoed in the ce-id response header: a long one makes a header line common clients refuse.
-    with pytest.raises(RequestIdTooLong, match=rf"request id of {size} bytes \(UTF-8\) exceeds the limit of 256 bytes") as refused:
+    with pytest.raises(
+        RequestIdTooLong, match=rf"request id of {size} bytes \(UTF-8\) exceeds the limit of 256 bytes"
+    ) as refused:
         Request(tensor(), request_id=request_id).parse_with(CONTRACT)
     assert refused.value.status == 400 and request_id[:10] not in str(refused.value)  # never echoed
 

@@ -12,10 +12,10 @@ import pytest
 from mlserver.handlers.dataplane import DataPlane
 
 import runtime.model  # noqa: F401  (installs the patches)
+from runtime.integration import lifecycle
 from runtime.policy import drain as drain_module
 from runtime.policy.drain import STATE, DrainSettings, Listeners
 from runtime.policy.inflight import IN_FLIGHT
-from runtime.integration import lifecycle
 
 
 @pytest.fixture(autouse=True)
@@ -56,8 +56,7 @@ def test_readiness_is_false_while_draining_and_liveness_is_not():
     plane = SimpleNamespace(_model_registry=_Registry())
 
     async def states():
-        return (await DataPlane.ready(plane), await DataPlane.model_ready(plane, "m"),
-                await DataPlane.live(plane))  # fmt: skip
+        return (await DataPlane.ready(plane), await DataPlane.model_ready(plane, "m"), await DataPlane.live(plane))
 
     assert asyncio.run(states()) == (True, True, True)
     STATE.draining = True

@@ -9,9 +9,9 @@ import re
 import numpy as np
 import pytest
 
-from runtime.features import entities
 from runtime.core.contract import Contract, Tensor
 from runtime.core.errors import EntityIdError, FeatureNameError, ShapeError, UnknownEntityError
+from runtime.features import entities
 from runtime.features.ttl_cache import TTLCache
 
 CONTRACT = Contract(("a", "b", "c"), ("predict",), max_rows=10)
@@ -29,18 +29,21 @@ def test_ids_arrive_as_strings_or_utf8_bytes():
     assert _parse(_ids("x1", b"x2")).ids == ("x1", "x2")
 
 
-@pytest.mark.parametrize("tensor, message", [
-    (_ids(1.0, datatype="FP64"), "datatype FP64; entity ids are sent as BYTES"),
-    (_ids("x", shape=[1, 1]), "shape [1, 1]; entity ids are one 1-D tensor"),
-    (_ids("a", "b", shape=[3]), "shape [3] but 2 values"),
-    (_ids(), "no ids (empty batch)"),
-    (_ids("a", "b", "c", "d"), "4 ids exceed this model's limit of 3"),
-    (_ids("ok", ""), "row 1: empty id"),
-    (_ids("123456789"), "row 0: id longer than 8 bytes"),
-    (_ids(b"\xff"), "row 0: the id is not UTF-8"),
-    (_ids("a\nb"), "row 0: the id has control characters"),
-    (_ids(7), "row 0: expected a string id, got int"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "tensor, message",
+    [
+        (_ids(1.0, datatype="FP64"), "datatype FP64; entity ids are sent as BYTES"),
+        (_ids("x", shape=[1, 1]), "shape [1, 1]; entity ids are one 1-D tensor"),
+        (_ids("a", "b", shape=[3]), "shape [3] but 2 values"),
+        (_ids(), "no ids (empty batch)"),
+        (_ids("a", "b", "c", "d"), "4 ids exceed this model's limit of 3"),
+        (_ids("ok", ""), "row 1: empty id"),
+        (_ids("123456789"), "row 0: id longer than 8 bytes"),
+        (_ids(b"\xff"), "row 0: the id is not UTF-8"),
+        (_ids("a\nb"), "row 0: the id has control characters"),
+        (_ids(7), "row 0: expected a string id, got int"),
+    ],
+)
 def test_malformed_ids_are_refused_naming_the_row(tensor, message):
     with pytest.raises(EntityIdError, match=re.escape(message)):
         _parse(tensor)

@@ -19,22 +19,30 @@ from starlette.routing import Route
 from starlette_exporter import PrometheusMiddleware
 
 import runtime.model  # noqa: F401  (installs the integration, as loading the runtime does)
-from runtime.edge.fast_json import _may_hold_booleans, read_simple
-from runtime.edge.asgi import read_body
 from runtime.core.contract import Contract
 from runtime.core.errors import PipelineError
+from runtime.edge.asgi import read_body
+from runtime.edge.fast_json import _may_hold_booleans, read_simple
 from runtime.integration.fast_path import ROUTES, Compression, FastInfer, Layers, enabled, layers
 from runtime.integration.patching import IntegrationError
 
 X = {"name": "X", "shape": [1, 2], "datatype": "FP64", "data": [1.0, 2.0]}
 
 
-@pytest.mark.parametrize("document", [
-    {"inputs": [X]},
-    {"id": "a", "inputs": [X], "outputs": [{"name": "predict"}]},
-    {"inputs": [X], "parameters": {"ood_flags": True, "feature_sources": False}},
-    {"inputs": [{"name": "entity_id", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]}, {**X, "name": "bmi"}]},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"inputs": [X]},
+        {"id": "a", "inputs": [X], "outputs": [{"name": "predict"}]},
+        {"inputs": [X], "parameters": {"ood_flags": True, "feature_sources": False}},
+        {
+            "inputs": [
+                {"name": "entity_id", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]},
+                {**X, "name": "bmi"},
+            ]
+        },
+    ],
+)
 def test_the_simple_form_is_read(document):
     body = json.dumps(document).encode()
     request = read_simple(body)
@@ -43,10 +51,24 @@ def test_the_simple_form_is_read(document):
     assert isinstance(request.inputs[-1].data, np.ndarray) == (b"true" not in body and b"false" not in body)
 
 
-@pytest.mark.parametrize("body", [
-    b'[1.0, true]', b'[false, 2]', b'[1.0, 2.0]', b'{"parameters": {"ood_flags": true}}', b'"rl" [1, 2]',
-    b'"r" [false]', b'"l" [true]', b'"tru" [1]', b'"fals" [1]', b'', b'true', b'false', b'"label" "error"',
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[1.0, true]",
+        b"[false, 2]",
+        b"[1.0, 2.0]",
+        b'{"parameters": {"ood_flags": true}}',
+        b'"rl" [1, 2]',
+        b'"r" [false]',
+        b'"l" [true]',
+        b'"tru" [1]',
+        b'"fals" [1]',
+        b"",
+        b"true",
+        b"false",
+        b'"label" "error"',
+    ],
+)
 def test_the_byte_precheck_for_booleans_agrees_with_searching_the_words(body):
     assert _may_hold_booleans(body) == (b"true" in body or b"false" in body)
 
@@ -58,15 +80,23 @@ def test_a_boolean_among_the_numbers_is_still_refused_by_the_contract():
         Contract(("a", "b"), ("predict",), max_rows=10).parse("r", request.inputs, [])
 
 
-@pytest.mark.parametrize("body", [
-    b"not json", b"[]", b'{"inputs": []}', json.dumps({"inputs": [X], "parameters": {"ood_flags": "yes"}}).encode(),
-    json.dumps({"inputs": [X], "parameters": {"content_type": "np"}}).encode(),
-    json.dumps({"inputs": [{"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": [1]}]}).encode(),
-    json.dumps({"inputs": [{**X, "parameters": {}}]}).encode(), json.dumps({"inputs": [{**X, "datatype": "BYTES"}]}).encode(),
-    json.dumps({"inputs": [{**X, "shape": [1, True]}]}).encode(), json.dumps({"id": 3, "inputs": [X]}).encode(),
-    json.dumps({"inputs": [X], "outputs": [{"name": "p", "parameters": {}}]}).encode(),
-    b'{"inputs": [{"name": "X", "shape": [1, 1], "datatype": "FP64", "data": [NaN]}]}',
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b'{"inputs": []}',
+        json.dumps({"inputs": [X], "parameters": {"ood_flags": "yes"}}).encode(),
+        json.dumps({"inputs": [X], "parameters": {"content_type": "np"}}).encode(),
+        json.dumps({"inputs": [{"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": [1]}]}).encode(),
+        json.dumps({"inputs": [{**X, "parameters": {}}]}).encode(),
+        json.dumps({"inputs": [{**X, "datatype": "BYTES"}]}).encode(),
+        json.dumps({"inputs": [{**X, "shape": [1, True]}]}).encode(),
+        json.dumps({"id": 3, "inputs": [X]}).encode(),
+        json.dumps({"inputs": [X], "outputs": [{"name": "p", "parameters": {}}]}).encode(),
+        b'{"inputs": [{"name": "X", "shape": [1, 1], "datatype": "FP64", "data": [NaN]}]}',
+    ],
+)
 def test_anything_else_is_left_to_mlserver(body):
     assert read_simple(body) is None
 
@@ -130,12 +160,15 @@ def test_a_simple_request_to_a_fast_model_never_reaches_mlservers_app():
     assert json.loads(sent[1]["body"])["outputs"][0]["data"] == [3.0]
 
 
-@pytest.mark.parametrize("path, body", [
-    ("/v2/models/slow/infer", json.dumps({"inputs": [X]}).encode()),  # fast_path false
-    ("/v2/models/nope/infer", json.dumps({"inputs": [X]}).encode()),  # MLServer answers the 404
-    ("/v2/models/fast/infer", json.dumps({"inputs": [X], "parameters": {"headers": {}}}).encode()),
-    ("/v2/models/fast/ready", b""),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/v2/models/slow/infer", json.dumps({"inputs": [X]}).encode()),  # fast_path false
+        ("/v2/models/nope/infer", json.dumps({"inputs": [X]}).encode()),  # MLServer answers the 404
+        ("/v2/models/fast/infer", json.dumps({"inputs": [X], "parameters": {"headers": {}}}).encode()),
+        ("/v2/models/fast/ready", b""),
+    ],
+)
 def test_everything_else_reaches_mlservers_app_with_its_body(path, body):
     data_plane, seen, sent = _call(path, body)
     assert data_plane.calls == [] and sent[0]["status"] == 299
@@ -173,10 +206,14 @@ def test_mlservers_middleware_is_reproduced_or_the_fast_path_is_off():
         layers(_app(routes=ROUTES[:1]))
 
 
-@pytest.mark.parametrize("size, accept, expected", [
-    (499, "gzip", []), (500, "", [(b"vary", b"Accept-Encoding")]),
-    (500, "deflate, gzip", [(b"vary", b"Accept-Encoding"), (b"content-encoding", b"gzip")]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "size, accept, expected",
+    [
+        (499, "gzip", []),
+        (500, "", [(b"vary", b"Accept-Encoding")]),
+        (500, "deflate, gzip", [(b"vary", b"Accept-Encoding"), (b"content-encoding", b"gzip")]),
+    ],
+)
 def test_compression_as_starlettes_gzip(size, accept, expected):
     import gzip
 
@@ -214,6 +251,7 @@ def test_response_headers_are_mlservers_cloudevents_in_each_form():
     middleware = CloudEventsMiddleware(Settings(server_name="srv"))
     plane = SimpleNamespace(_inference_middleware=middleware, _response_cache=None)
     direct = DirectInference(plane)
+
     class Model:  # weakly referenced, as a loaded model is
         settings = ModelSettings(name="m", implementation="runtime.model.PipelineRuntime")
 

@@ -10,9 +10,9 @@ from mlserver.grpc.converters import ModelInferRequestConverter
 
 import runtime.model  # noqa: F401  (installs the decoder, as loading the runtime does)
 from runtime.core.contract import Contract, ParsedRequest
+from runtime.core.errors import DatatypeError, MalformedDataError, ShapeError
 from runtime.integration import v2
 from runtime.integration.grpc_service import decode_request
-from runtime.core.errors import DatatypeError, MalformedDataError, ShapeError
 
 CONTRACT = Contract(("a", "b"), ("predict",), max_rows=10)
 

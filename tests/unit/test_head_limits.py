@@ -24,18 +24,32 @@ def test_defaults():
 
 
 def test_from_the_environment():
-    env = {ENV_MAX_HEAD_BYTES: "16384", ENV_MAX_HEADERS: " 50 ", ENV_HEAD_TIMEOUT: "2.5",
-           ENV_KEEPALIVE_TIMEOUT: "0", ENV_MAX_HEAD_BYTES + "_UNRELATED": "x"}  # fmt: skip
+    env = {
+        ENV_MAX_HEAD_BYTES: "16384",
+        ENV_MAX_HEADERS: " 50 ",
+        ENV_HEAD_TIMEOUT: "2.5",
+        ENV_KEEPALIVE_TIMEOUT: "0",
+        ENV_MAX_HEAD_BYTES + "_UNRELATED": "x",
+    }
     assert HeadLimits.from_env(env) == HeadLimits(16384, 50, 2.5, 0.0)
     assert HeadLimits.from_env({ENV_MAX_HEADERS: ""}).max_headers == 100  # empty: the default
 
 
 @pytest.mark.parametrize(
     "name, raw",
-    [(ENV_MAX_HEAD_BYTES, "64k"), (ENV_MAX_HEAD_BYTES, "0"), (ENV_MAX_HEADERS, "-1"), (ENV_MAX_HEADERS, "1.5"),
-     (ENV_MAX_HEADERS, "\u00b2"), (ENV_HEAD_TIMEOUT, "0"), (ENV_HEAD_TIMEOUT, "soon"), (ENV_HEAD_TIMEOUT, "inf"),
-     (ENV_KEEPALIVE_TIMEOUT, "-1"), (ENV_KEEPALIVE_TIMEOUT, "nan")],
-)  # fmt: skip
+    [
+        (ENV_MAX_HEAD_BYTES, "64k"),
+        (ENV_MAX_HEAD_BYTES, "0"),
+        (ENV_MAX_HEADERS, "-1"),
+        (ENV_MAX_HEADERS, "1.5"),
+        (ENV_MAX_HEADERS, "\u00b2"),
+        (ENV_HEAD_TIMEOUT, "0"),
+        (ENV_HEAD_TIMEOUT, "soon"),
+        (ENV_HEAD_TIMEOUT, "inf"),
+        (ENV_KEEPALIVE_TIMEOUT, "-1"),
+        (ENV_KEEPALIVE_TIMEOUT, "nan"),
+    ],
+)
 def test_a_bad_value_fails_naming_the_variable(name, raw):
     with pytest.raises(ValueError) as error:
         HeadLimits.from_env({name: raw})

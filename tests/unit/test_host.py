@@ -10,19 +10,53 @@ from runtime.edge.host import INVALID, MISSING, REPEATED, host_problem, valid_ho
 
 @pytest.mark.parametrize(
     "value",
-    [b"example.com", b"example.com:8080", b"127.0.0.1", b"127.0.0.1:80", b"[::1]", b"[::1]:8080",
-     b"[2001:db8::7]:443", b"[::ffff:192.0.2.1]", b"my-svc.ns.svc.cluster.local:8080", b"a_b~c",
-     b"x%41y", b"999.1.1.1", b"example.com:", b"", b":80", b"  example.com \t", b"localhost:65535"],
-)  # fmt: skip
+    [
+        b"example.com",
+        b"example.com:8080",
+        b"127.0.0.1",
+        b"127.0.0.1:80",
+        b"[::1]",
+        b"[::1]:8080",
+        b"[2001:db8::7]:443",
+        b"[::ffff:192.0.2.1]",
+        b"my-svc.ns.svc.cluster.local:8080",
+        b"a_b~c",
+        b"x%41y",
+        b"999.1.1.1",
+        b"example.com:",
+        b"",
+        b":80",
+        b"  example.com \t",
+        b"localhost:65535",
+    ],
+)
 def test_rfc_3986_hosts_are_valid(value):
     assert valid_host(value)
 
 
 @pytest.mark.parametrize(
     "value",
-    [b"[zz]", b"a b", b"x:port", b"x:80:80", b"[::1", b"::1", b"[::1]x", b"[fe80::1%25eth0]", b"a/b",
-     b"a@b", b"x%zz", b"caf\xc3\xa9.fr", b"a\x00b", b"x:65536", b"x:000080", b"[v1.fe]", b"a?b", b"a#b"],
-)  # fmt: skip
+    [
+        b"[zz]",
+        b"a b",
+        b"x:port",
+        b"x:80:80",
+        b"[::1",
+        b"::1",
+        b"[::1]x",
+        b"[fe80::1%25eth0]",
+        b"a/b",
+        b"a@b",
+        b"x%zz",
+        b"caf\xc3\xa9.fr",
+        b"a\x00b",
+        b"x:65536",
+        b"x:000080",
+        b"[v1.fe]",
+        b"a?b",
+        b"a#b",
+    ],
+)
 def test_anything_else_is_invalid(value):
     assert not valid_host(value)
 

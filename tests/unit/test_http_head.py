@@ -8,7 +8,8 @@ import asyncio
 import functools
 import json
 import re
-from typing import Any, Callable, Coroutine, Optional
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 from uvicorn.config import Config
@@ -67,7 +68,9 @@ async def _app(scope: dict, receive: Any, send: Any) -> None:
     if scope["path"] == "/slow":
         await asyncio.sleep(0.05)
     answer = json.dumps({"path": scope["path"], "body": len(body)}).encode()
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(answer)).encode())]})
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(answer)).encode())]}
+    )
     await send({"type": "http.response.body", "body": answer})
 
 
@@ -88,7 +91,7 @@ class Connection:
         return self.transport.statuses()
 
 
-def request(path: str = "/", body: bytes = b"", extra: int = 0, padding: int = 0, host: Optional[bytes] = b"a") -> bytes:
+def request(path: str = "/", body: bytes = b"", extra: int = 0, padding: int = 0, host: bytes | None = b"a") -> bytes:
     lines = [f"POST {path} HTTP/1.1".encode()]
     lines += [b"Host: " + host] if host is not None else []
     lines += [b"X-%d: 1" % i for i in range(extra)]
@@ -155,7 +158,9 @@ async def test_too_many_headers_are_refused_before_the_head_ends():
 
 @in_a_loop
 async def test_exactly_the_header_limit_is_served():
-    assert await Connection().send(request(extra=LIMITS.max_headers - 2), settle_s=0.01) == [200]  # + Host, Content-Length
+    assert await Connection().send(request(extra=LIMITS.max_headers - 2), settle_s=0.01) == [
+        200
+    ]  # + Host, Content-Length
 
 
 @in_a_loop

@@ -73,8 +73,9 @@ def test_a_changed_signature_or_type_fails_the_same_way():
 
 def test_nothing_is_applied_unless_every_point_matches(monkeypatch):
     monkeypatch.setattr(_Target, "method", _Target.method)
-    good = _point(f"{__name__}:_Target.method", params=("self", "a", "b"),
-                  apply=lambda original: lambda self, a, b: "patched")  # fmt: skip
+    good = _point(
+        f"{__name__}:_Target.method", params=("self", "a", "b"), apply=lambda original: lambda self, a, b: "patched"
+    )
     bad = _point(f"{__name__}:_Target.gone", params=("self",))
     with pytest.raises(IntegrationError):
         install_all([good, bad])

@@ -60,24 +60,35 @@ def test_request_line_fields(caplog):
     logger = logging.getLogger("runtime.test")
     with caplog.at_level(logging.DEBUG, logger="runtime.test"):
         log_request(
-            logger, logging.DEBUG, request_id="abc", model="m", version="1", rows=4,
-            seconds=0.0012345, outcome="ok",
-        )  # fmt: skip
+            logger,
+            logging.DEBUG,
+            request_id="abc",
+            model="m",
+            version="1",
+            rows=4,
+            seconds=0.0012345,
+            outcome="ok",
+        )
     (record,) = caplog.records
     doc = _format(record)
     assert doc["message"] == "inference ok"
     expected = {
-        "request_id": "abc", "model": "m", "version": "1", "rows": 4, "duration_ms": 1.234,
+        "request_id": "abc",
+        "model": "m",
+        "version": "1",
+        "rows": 4,
+        "duration_ms": 1.234,
         "outcome": "ok",
-    }  # fmt: skip
+    }
     assert {key: doc[key] for key in expected} == expected
 
 
 def test_request_line_is_skipped_below_the_logger_level(caplog):
     logger = logging.getLogger("runtime.test.quiet")
     with caplog.at_level(logging.INFO, logger="runtime.test.quiet"):
-        log_request(logger, logging.DEBUG, request_id=None, model="m", version="1", rows=None,
-                    seconds=0.0, outcome="ok")  # fmt: skip
+        log_request(
+            logger, logging.DEBUG, request_id=None, model="m", version="1", rows=None, seconds=0.0, outcome="ok"
+        )
     assert not caplog.records
 
 
@@ -106,14 +117,22 @@ _CHILD = textwrap.dedent(
 def test_shipped_logging_config_makes_every_line_json():
     result = subprocess.run(
         [sys.executable, "-c", _CHILD, HOSTILE.replace("\x00", "")],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert result.stderr == ""
     docs = [json.loads(line) for line in result.stdout.splitlines()]
     assert [d["logger"] for d in docs] == [
-        "mlserver", "mlserver.parallel", "uvicorn.error", "runtime", "opentelemetry.exporter",
+        "mlserver",
+        "mlserver.parallel",
+        "uvicorn.error",
+        "runtime",
+        "opentelemetry.exporter",
         "py.warnings",
-    ]  # fmt: skip
+    ]
     for doc in docs[:-1]:
         assert doc["message"].endswith(HOSTILE.replace("\x00", ""))
 
@@ -127,8 +146,9 @@ def test_a_long_request_id_is_cut_in_the_log_line(caplog):
     logger = logging.getLogger("test.long-id")
     with caplog.at_level(logging.INFO, logger="test.long-id"):
         for request_id in ("short-id", "x" * 100_000):
-            log_request(logger, logging.INFO, request_id=request_id, model="m", version="1", rows=1,
-                        seconds=0.001, outcome="ok")  # fmt: skip
+            log_request(
+                logger, logging.INFO, request_id=request_id, model="m", version="1", rows=1, seconds=0.001, outcome="ok"
+            )
     short, long = (r.request_id for r in caplog.records)
     assert short == "short-id"
     assert long.startswith("x" * 256 + "...") and long.endswith("(100000 characters)") and len(long) < 300

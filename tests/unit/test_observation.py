@@ -9,7 +9,7 @@ import json
 import logging
 import multiprocessing
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,11 +26,11 @@ from prometheus_client import REGISTRY
 from sklearn.datasets import load_diabetes
 
 from runtime.core import errors
+from runtime.core.errors import InternalPredictionError, InvalidRequest
 from runtime.integration import tracing
 from runtime.integration.v2 import RuntimeRequestError
-from runtime.core.errors import InternalPredictionError, InvalidRequest
-from runtime.observation.metrics import INTERNAL_ERROR, OK, STAGES, known_outcomes, outcome_of
 from runtime.model import PipelineRuntime
+from runtime.observation.metrics import INTERNAL_ERROR, OK, STAGES, known_outcomes, outcome_of
 
 MODEL, VERSION = "diabetes", "1"
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -117,9 +117,10 @@ def test_load_publishes_model_info_and_every_outcome_series(models_dir):
     assert _sample("pipeline_model_load_seconds", version="2") > 0
     assert _sample("pipeline_model_load_timestamp_seconds", version="2") > 1e9
     for outcome in known_outcomes():
-        assert REGISTRY.get_sample_value(
-            "pipeline_requests_total", {"model": MODEL, "version": "2", "outcome": outcome}
-        ) is not None
+        assert (
+            REGISTRY.get_sample_value("pipeline_requests_total", {"model": MODEL, "version": "2", "outcome": outcome})
+            is not None
+        )
 
 
 def test_counters_move_by_the_right_amounts(models_dir):
@@ -153,6 +154,7 @@ def test_out_of_distribution_counts(models_dir):
     rows[0, 2] = high[2] + 1.0  # bmi above
     rows[1, 2] = low[2] - 1.0  # bmi below
     rows[1, 9] = high[9] * 10  # s6 above
+
     def counts() -> dict[str, float]:
         return {f: _sample("pipeline_ood_values_total", feature=f) for f in ("bmi", "s6", "age")}
 
@@ -192,13 +194,14 @@ def test_nothing_a_client_sends_creates_a_series(models_dir):
         _request(_rows(2), name='evil"name\n', ood_flags=True, anything="x"),
         _request(np.zeros((1, 3)), name="other"),
         InferenceRequest.model_validate(
-            {"id": "new-id",
-             "inputs": [{"name": "bmi", "shape": [1], "datatype": "FP64", "data": [0]}]}
-        ),  # fmt: skip
+            {"id": "new-id", "inputs": [{"name": "bmi", "shape": [1], "datatype": "FP64", "data": [0]}]}
+        ),
         InferenceRequest.model_validate(
-            {"inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", "data": [0] * 10}],
-             "outputs": [{"name": "made-up-output"}]}
-        ),  # fmt: skip
+            {
+                "inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", "data": [0] * 10}],
+                "outputs": [{"name": "made-up-output"}],
+            }
+        ),
     ]
     for request in hostile:
         try:
@@ -362,7 +365,7 @@ class _Dispatcher:
         return ModelResponseMessage(id=message.id, return_value=response)
 
 
-def _dispatch(model: Any, request: InferenceRequest, span_name: Optional[str]) -> tuple[Any, Any]:
+def _dispatch(model: Any, request: InferenceRequest, span_name: str | None) -> tuple[Any, Any]:
     """What MLServer's ParallelModel sends to a worker, and the request span it ran under."""
     dispatcher = _Dispatcher()
     parallel = ParallelModel(model, dispatcher)  # type: ignore[arg-type]

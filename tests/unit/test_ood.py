@@ -12,10 +12,10 @@ from mlserver.types import InferenceRequest
 
 from runtime.core.artifacts import load_pipeline
 from runtime.core.call import Answer
-from runtime.integration import v2
-from runtime.core.ood import FLAGS_PARAMETER, OodDetector, wants_flags
 from runtime.core.errors import ArtifactError, InvalidRequest
+from runtime.core.ood import FLAGS_PARAMETER, OodDetector, wants_flags
 from runtime.core.options import DEFAULT_OOD_Z_THRESHOLD, RuntimeOptions
+from runtime.integration import v2
 
 
 def _detector(low: list[float], high: list[float]) -> OodDetector:

@@ -21,8 +21,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, StandardScaler
 from sklearn.svm import LinearSVC
 
-from runtime.core.artifacts import load_pipeline
 from pipeline_tools.package import ROBUST_IQRS, main
+from runtime.core.artifacts import load_pipeline
 from tests.unit.conftest import ROOT
 
 X, Y = load_diabetes(return_X_y=True)
@@ -56,7 +56,10 @@ def test_a_pipeline_file_becomes_a_complete_model_directory(tmp_path, capsys, su
     assert code == 0, capsys.readouterr().err
     target = out / "mine" / "1"
     assert sorted(p.name for p in target.iterdir()) == [
-        "manifest.json", "model-settings.json", "model.skops", "scaler.skops"
+        "manifest.json",
+        "model-settings.json",
+        "model.skops",
+        "scaler.skops",
     ]
     loaded = load_pipeline(target)
     np.testing.assert_allclose(loaded.model.predict(loaded.scaler.transform(X)), pipe.predict(X), rtol=1e-12)
@@ -69,7 +72,9 @@ def test_a_pipeline_file_becomes_a_complete_model_directory(tmp_path, capsys, su
 
 def test_types_of_the_artifacts_are_recorded(tmp_path):
     x, y = load_iris(return_X_y=True)
-    code, out = _package(tmp_path, make_pipeline(MinMaxScaler(), RandomForestClassifier(n_estimators=3, random_state=0)).fit(x, y))
+    code, out = _package(
+        tmp_path, make_pipeline(MinMaxScaler(), RandomForestClassifier(n_estimators=3, random_state=0)).fit(x, y)
+    )
     assert code == 0
     manifest = _manifest(out)
     assert manifest["model"]["types"] == ["sklearn.tree._tree.Tree"]
@@ -80,7 +85,9 @@ def test_feature_names_from_the_dataframe_then_the_flag_then_positions(tmp_path)
     frame = pd.DataFrame(X, columns=NAMES)
     assert _package(tmp_path / "a", LinearRegression().fit(frame, Y))[0] == 0
     assert _manifest(tmp_path / "a" / "models")["feature_names"] == NAMES
-    code, out = _package(tmp_path / "b", LinearRegression().fit(X, Y), "--features", ",".join(f"f{i}" for i in range(10)))
+    code, out = _package(
+        tmp_path / "b", LinearRegression().fit(X, Y), "--features", ",".join(f"f{i}" for i in range(10))
+    )
     assert code == 0 and _manifest(out)["feature_names"] == [f"f{i}" for i in range(10)]
     code, out = _package(tmp_path / "c", LinearRegression().fit(X, Y))
     assert code == 0 and _manifest(out)["feature_names"] == [f"x{i}" for i in range(10)]
@@ -126,19 +133,33 @@ def test_no_scaler_and_no_reference_means_no_ranges(tmp_path):
 def test_string_labels_are_kept(tmp_path):
     x, y = load_iris(return_X_y=True)
     labels = np.array(["setosa", "versicolor", "virginica"])[y]
-    code, out = _package(tmp_path, make_pipeline(StandardScaler(), SGDClassifier(loss="log_loss", random_state=0)).fit(x, labels))
+    code, out = _package(
+        tmp_path, make_pipeline(StandardScaler(), SGDClassifier(loss="log_loss", random_state=0)).fit(x, labels)
+    )
     assert code == 0 and _manifest(out)["classes"] == ["setosa", "versicolor", "virginica"]
 
 
 BAD = [
     ("unfitted", lambda: make_pipeline(StandardScaler(), Ridge()), "'standardscaler' (StandardScaler) is not fitted"),
-    ("unsupported step", lambda: make_pipeline(PCA(3), Ridge()).fit(X, Y), "unsupported step 'pca' (PCA); supported scalers"),
-    ("unsupported estimator", lambda: make_pipeline(StandardScaler(), LinearSVC()).fit(X, Y > 150), "unsupported estimator 'linearsvc' (LinearSVC); supported:"),
+    (
+        "unsupported step",
+        lambda: make_pipeline(PCA(3), Ridge()).fit(X, Y),
+        "unsupported step 'pca' (PCA); supported scalers",
+    ),
+    (
+        "unsupported estimator",
+        lambda: make_pipeline(StandardScaler(), LinearSVC()).fit(X, Y > 150),
+        "unsupported estimator 'linearsvc' (LinearSVC); supported:",
+    ),
     ("two estimators", lambda: (LinearRegression().fit(X, Y), Ridge().fit(X, Y)), "more than one estimator"),
     ("three steps", lambda: make_pipeline(StandardScaler(), MinMaxScaler(), Ridge()).fit(X, Y), "at most one scaler"),
     ("not scikit-learn", lambda: {"weights": [1, 2, 3]}, "a dict is not a scikit-learn Pipeline"),
-    ("non-probabilistic SGD", lambda: SGDClassifier(loss="hinge").fit(X, Y > 150), "SGDClassifier(loss='hinge') has no probabilities"),
-]  # fmt: skip
+    (
+        "non-probabilistic SGD",
+        lambda: SGDClassifier(loss="hinge").fit(X, Y > 150),
+        "SGDClassifier(loss='hinge') has no probabilities",
+    ),
+]
 
 
 @pytest.mark.parametrize("label,make,message", BAD, ids=[b[0] for b in BAD])
@@ -180,9 +201,23 @@ def test_an_existing_version_needs_force(tmp_path, capsys):
 def test_the_command_exits_2_from_the_shell(tmp_path):
     source = _save(make_pipeline(StandardScaler(), Ridge()), tmp_path / "unfitted.joblib")
     run = subprocess.run(
-        [sys.executable, "-m", "pipeline_tools.package", str(source), "--name", "m", "--version", "1", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pipeline_tools.package",
+            str(source),
+            "--name",
+            "m",
+            "--version",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2 and run.stderr.startswith("error: ") and "is not fitted" in run.stderr
     assert "Traceback" not in run.stderr
 
@@ -193,7 +228,10 @@ def test_a_pipeline_fitted_on_a_dataframe_serves_matrices_without_warnings(tmp_p
     from runtime.core.predictor import compile_predictor
 
     frame = pd.DataFrame(X, columns=NAMES)
-    code, out = _package(tmp_path, make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=3, random_state=0)).fit(frame, Y > 150))
+    code, out = _package(
+        tmp_path,
+        make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=3, random_state=0)).fit(frame, Y > 150),
+    )
     assert code == 0
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # scikit-learn's "X does not have valid feature names" would fail

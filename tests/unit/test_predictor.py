@@ -11,10 +11,10 @@ from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.tree import DecisionTreeRegressor
 
+from pipeline_tools.package import MODELS, SCALERS, write_model_dir
 from runtime.core import predictor as predictor_module
 from runtime.core.artifacts import LoadedPipeline, load_pipeline
 from runtime.core.errors import NonFiniteOutputError
-from pipeline_tools.package import MODELS, SCALERS, write_model_dir
 from runtime.core.predictor import (
     FOREST_CLASSIFIERS,
     FOREST_REGRESSORS,
@@ -56,7 +56,9 @@ def test_disagreeing_fast_path_falls_back_to_sklearn(models_dir, monkeypatch, ca
     assert compiled.kind == "sklearn"
     assert "serving it with scikit-learn instead" in caplog.text
     rows = reference_rows(pipeline, seed=1)
-    np.testing.assert_allclose(compiled.predict(rows, ("predict",))["predict"], _sklearn_outputs(pipeline, rows)["predict"], rtol=1e-12)
+    np.testing.assert_allclose(
+        compiled.predict(rows, ("predict",))["predict"], _sklearn_outputs(pipeline, rows)["predict"], rtol=1e-12
+    )
 
 
 def test_other_estimators_run_through_sklearn(models_dir):
@@ -66,7 +68,9 @@ def test_other_estimators_run_through_sklearn(models_dir):
     other = LoadedPipeline(manifest=pipeline.manifest, scaler=pipeline.scaler, model=tree)
     compiled = compile_predictor(other)
     assert compiled.kind == "sklearn"
-    np.testing.assert_array_equal(compiled.predict(data.data, ("predict",))["predict"], _sklearn_outputs(other, data.data)["predict"])
+    np.testing.assert_array_equal(
+        compiled.predict(data.data, ("predict",))["predict"], _sklearn_outputs(other, data.data)["predict"]
+    )
 
 
 def test_without_scaler_the_folded_path_is_the_plain_model(tmp_path):
@@ -78,8 +82,9 @@ def test_without_scaler_the_folded_path_is_the_plain_model(tmp_path):
     np.testing.assert_allclose(compiled.predict(rows, ("predict",))["predict"], pipeline.model.predict(rows), rtol=1e-9)
 
 
-@pytest.mark.parametrize("name,outputs", [("diabetes", ("predict",)), ("breast-cancer", ("predict",)),
-                                          ("breast-cancer", ("predict_proba",))])
+@pytest.mark.parametrize(
+    "name,outputs", [("diabetes", ("predict",)), ("breast-cancer", ("predict",)), ("breast-cancer", ("predict_proba",))]
+)
 def test_finite_inputs_that_overflow_are_refused_naming_the_row(models_dir, name, outputs):
     pipeline = load_pipeline(models_dir / name / "1")
     rows = np.zeros((3, pipeline.manifest.n_features))
@@ -88,8 +93,12 @@ def test_finite_inputs_that_overflow_are_refused_naming_the_row(models_dir, name
         compile_predictor(pipeline).predict(rows, outputs)
 
 
-_KWARGS = {"SGDClassifier": {"loss": "log_loss", "random_state": 0}, "SGDRegressor": {"random_state": 0},
-           "LogisticRegression": {"max_iter": 5000}, "SVC": {"probability": True, "random_state": 0}}  # fmt: skip
+_KWARGS = {
+    "SGDClassifier": {"loss": "log_loss", "random_state": 0},
+    "SGDRegressor": {"random_state": 0},
+    "LogisticRegression": {"max_iter": 5000},
+    "SVC": {"probability": True, "random_state": 0},
+}
 
 
 def _fitted(scaler_class, model_class, classes: str):
@@ -127,8 +136,9 @@ def test_every_scaler_folds_into_every_linear_model(tmp_path, scaler_class, mode
             np.testing.assert_array_equal(got[output], expected)
 
 
-@pytest.mark.parametrize("model_class", [m for m in MODELS if m not in LINEAR_REGRESSORS + LINEAR_CLASSIFIERS],
-                         ids=lambda c: c.__name__)  # fmt: skip
+@pytest.mark.parametrize(
+    "model_class", [m for m in MODELS if m not in LINEAR_REGRESSORS + LINEAR_CLASSIFIERS], ids=lambda c: c.__name__
+)
 def test_other_families_run_scikit_learn_trees_or_estimators_exactly(tmp_path, model_class):
     pipe, x = _fitted(SCALERS[1], model_class, "multiclass ints")
     pipeline = load_pipeline(write_model_dir(pipe, "m", "1", tmp_path))

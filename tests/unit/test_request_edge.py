@@ -11,11 +11,6 @@ import zlib
 
 import pytest
 
-from runtime.edge import json_depth
-from runtime.edge.guard import INFERENCE, OTHER, REPOSITORY, RequestGuard, Route
-from runtime.policy.admin import AdminPolicy
-from runtime.edge.body_limits import BodyLimits
-from runtime.edge.body_reader import BodyReader
 from runtime.core.errors import (
     MalformedBody,
     MalformedFraming,
@@ -24,7 +19,12 @@ from runtime.core.errors import (
     UnsupportedEncoding,
     UnsupportedTransferCoding,
 )
+from runtime.edge import json_depth
+from runtime.edge.body_limits import BodyLimits
+from runtime.edge.body_reader import BodyReader
 from runtime.edge.framing import framing
+from runtime.edge.guard import INFERENCE, OTHER, REPOSITORY, RequestGuard, Route
+from runtime.policy.admin import AdminPolicy
 
 
 def _h(*pairs: tuple[str, str]) -> list[tuple[bytes, bytes]]:
@@ -61,8 +61,17 @@ def test_one_length_however_repeated(values):
     assert framing(_h(*[("Content-Length", v) for v in values])).length == 5
 
 
-@pytest.mark.parametrize("value,coding", [("gzip", "gzip"), ("GZIP", "gzip"), ("x-gzip", "gzip"),
-                                          ("deflate", "deflate"), ("identity", None), ("identity, gzip", "gzip")])  # fmt: skip
+@pytest.mark.parametrize(
+    "value,coding",
+    [
+        ("gzip", "gzip"),
+        ("GZIP", "gzip"),
+        ("x-gzip", "gzip"),
+        ("deflate", "deflate"),
+        ("identity", None),
+        ("identity, gzip", "gzip"),
+    ],
+)
 def test_content_codings(value, coding):
     assert framing(_h(("Content-Encoding", value))).coding == coding
 
@@ -86,7 +95,7 @@ def _read(limits: BodyLimits, coding, pieces) -> bytes:
 
 
 def _pieces(data: bytes, size: int = 7) -> list[bytes]:
-    return [data[i:i + size] for i in range(0, len(data), size)]
+    return [data[i : i + size] for i in range(0, len(data), size)]
 
 
 def test_a_plain_body_up_to_the_limit_and_not_a_byte_more():
@@ -138,8 +147,10 @@ def test_junk_after_a_deflate_stream_is_a_400():
 
 def _nested(depth: int, opener: str = "[") -> bytes:
     """`depth` containers around 1: arrays, objects, or alternating ("mixed")."""
-    parts = [("[" if i % 2 == 0 else '{"k":') if opener == "mixed" else (opener if opener == "[" else '{"k":')
-             for i in range(depth)]  # fmt: skip
+    parts = [
+        ("[" if i % 2 == 0 else '{"k":') if opener == "mixed" else (opener if opener == "[" else '{"k":')
+        for i in range(depth)
+    ]
     closers = ["]" if p == "[" else "}" for p in parts]
     inner = "1"
     return ("".join(parts) + inner + "".join(reversed(closers))).encode()
@@ -238,16 +249,25 @@ def test_refusals_from_the_head_read_no_body():
     bomb = [gzip.compress(b"0" * 10_000_000)]
     assert _run(guard, "/v2/models/m/infer", [("content-encoding", "gzip")], bomb) == (401, 0)
     assert _run(guard, "/nowhere", [], bomb) == (404, 0)
-    assert _run(guard, "/v2/models/m/infer", [("authorization", "Bearer good"), ("content-encoding", "br")], bomb) == (415, 0)
-    assert _run(guard, "/v2/models/m/infer", [("authorization", "Bearer good"), ("content-length", "1001")], [b"x"]) == (413, 0)
+    assert _run(guard, "/v2/models/m/infer", [("authorization", "Bearer good"), ("content-encoding", "br")], bomb) == (
+        415,
+        0,
+    )
+    assert _run(
+        guard, "/v2/models/m/infer", [("authorization", "Bearer good"), ("content-length", "1001")], [b"x"]
+    ) == (413, 0)
     assert app.bodies == []
 
 
 def test_a_compressed_body_reaches_the_app_inflated_with_its_length():
     app = Recorder()
     data = b'{"inputs": []}'
-    status, _ = _run(_guard(app), "/v2/models/m/infer",
-                     [("authorization", "Bearer good"), ("Content-Encoding", "GZIP")], [gzip.compress(data)])  # fmt: skip
+    status, _ = _run(
+        _guard(app),
+        "/v2/models/m/infer",
+        [("authorization", "Bearer good"), ("Content-Encoding", "GZIP")],
+        [gzip.compress(data)],
+    )
     assert status == 200 and app.bodies == [data]
     names = dict(app.headers[0])
     assert b"content-encoding" not in names and names[b"content-length"] == str(len(data)).encode()

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Any, Awaitable, Callable, Optional
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -24,8 +25,13 @@ from runtime.core.errors import (
 from runtime.core.options import RuntimeOptions
 from runtime.policy.resilience import Resilience
 
-BREAKER = {"breaker_failure_ratio": 0.5, "breaker_window": 4, "breaker_min_calls": 4,
-           "breaker_open_s": 60.0, "breaker_probes": 1}  # fmt: skip
+BREAKER = {
+    "breaker_failure_ratio": 0.5,
+    "breaker_window": 4,
+    "breaker_min_calls": 4,
+    "breaker_open_s": 60.0,
+    "breaker_probes": 1,
+}
 # What the client did (never the model's failure): none may open the breaker or reach the fallback.
 CLIENTS_OWN = [
     DeadlineExceeded("deadline passed before its computation started"),
@@ -52,7 +58,7 @@ async def _answered() -> str:
     return "primary"
 
 
-def _run(resilience: Resilience, primary: Callable[[], Awaitable[str]], fallback: Optional[Callable] = None) -> Any:
+def _run(resilience: Resilience, primary: Callable[[], Awaitable[str]], fallback: Callable | None = None) -> Any:
     """The answer, or the exception the caller gets."""
     try:
         return asyncio.run(resilience.run(primary, fallback))
@@ -92,8 +98,14 @@ def test_the_models_own_failures_open_it():
 def test_a_clients_deadline_between_model_failures_does_not_dilute_them():
     # Not recorded as a success either: 2 failures of the 4 recorded calls open the breaker.
     resilience = _resilience()
-    outcomes = [InternalPredictionError("boom"), DeadlineExceeded("late"), None, DeadlineExceeded("late"),
-                None, InternalPredictionError("boom")]  # fmt: skip
+    outcomes = [
+        InternalPredictionError("boom"),
+        DeadlineExceeded("late"),
+        None,
+        DeadlineExceeded("late"),
+        None,
+        InternalPredictionError("boom"),
+    ]
     for error in outcomes:
         _run(resilience, _answered if error is None else _failing(error))
     assert resilience.breaker is not None and resilience.breaker.state == "open"
@@ -160,7 +172,9 @@ def test_every_error_type_is_either_the_models_failure_or_not():
 
     kinds = {cls: errors.counts_against_model(cls("x")) for cls in _subclasses(PipelineError)}
     assert {cls.__name__ for cls, counted in kinds.items() if counted} == {
-        "PipelineError", "ArtifactError", "InternalPredictionError",
+        "PipelineError",
+        "ArtifactError",
+        "InternalPredictionError",
     }
 
 

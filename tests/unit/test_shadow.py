@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 
-from runtime.service import shadow as shadow_module
 from runtime.observation.metrics import DIFF_BUCKETS, incrementer, observe_many, observer
+from runtime.service import shadow as shadow_module
 from runtime.service.shadow import Shadow, _Pending, _Window
 
 _names = itertools.count()
@@ -43,9 +43,9 @@ def test_observer_is_observe():
     for value in values:
         by_one.observe(value)
         observe(value)
-    assert [(s.name, s.labels, s.value) for s in next(iter(fast.collect())).samples if not s.name.endswith("_created")] == [
-        (s.name, s.labels, s.value) for s in next(iter(one.collect())).samples if not s.name.endswith("_created")
-    ]
+    assert [
+        (s.name, s.labels, s.value) for s in next(iter(fast.collect())).samples if not s.name.endswith("_created")
+    ] == [(s.name, s.labels, s.value) for s in next(iter(one.collect())).samples if not s.name.endswith("_created")]
 
 
 def test_incrementer_is_inc():
@@ -107,7 +107,7 @@ def test_the_window_holds_the_last_pairs():
     assert sorted(window.pairs()[:, 1]) == [95, 96, 97, 98, 99]
 
 
-def _shadow(predict: Optional[Callable[[np.ndarray], np.ndarray]], **kwargs) -> tuple[Shadow, str]:
+def _shadow(predict: Callable[[np.ndarray], np.ndarray] | None, **kwargs) -> tuple[Shadow, str]:
     """A shadow whose model `candidate` predicts with `predict` (None: not loaded)."""
     model = f"unit-{next(_names)}"
     options = {"classifier": False, "sample_rate": 1.0, "queue_size": 100, "window": 10} | kwargs
@@ -229,9 +229,9 @@ class _Swappable:
     """The shadow model's name as the registry resolves it: loaded (a version's predict) or not."""
 
     def __init__(self) -> None:
-        self.loaded: Optional[Callable[[np.ndarray], np.ndarray]] = None
+        self.loaded: Callable[[np.ndarray], np.ndarray] | None = None
 
-    def find(self, name: str) -> Optional[Callable[[np.ndarray], np.ndarray]]:
+    def find(self, name: str) -> Callable[[np.ndarray], np.ndarray] | None:
         return self.loaded if name == "candidate" else None
 
 
