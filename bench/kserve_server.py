@@ -58,7 +58,7 @@ class SKLearnModel(Model):
             result = self._model.predict(instances)
             return get_predict_response(payload, result, self.name)
         except Exception as e:
-            raise InferenceError(str(e))
+            raise InferenceError(str(e)) from e
 
 
 def _loopback_only() -> None:

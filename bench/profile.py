@@ -171,7 +171,7 @@ def analyse(prof_path: Path, requests: int) -> dict:
 
     by_cat: dict[str, float] = defaultdict(float)
     idle = 0.0
-    for func, (cc, nc, tt, ct, callers) in stats.items():
+    for func, (_cc, _nc, tt, _ct, _callers) in stats.items():
         if IDLE_NAMES.search(func[2]):
             idle += tt
             continue
@@ -182,7 +182,7 @@ def analyse(prof_path: Path, requests: int) -> dict:
     markers = []
     for label, frx, fname in MARKERS:
         best = None
-        for func, (cc, nc, tt, ct, callers) in stats.items():
+        for func, (_cc, nc, _tt, ct, _callers) in stats.items():
             if re.search(frx, _norm(func[0])) and re.fullmatch(fname, func[2]):
                 if best is None or ct > best[1]:
                     best = (nc, ct)
@@ -196,7 +196,7 @@ def analyse(prof_path: Path, requests: int) -> dict:
                 }
             )
     runtime_funcs = []
-    for func, (cc, nc, tt, ct, callers) in stats.items():
+    for func, (_cc, nc, tt, ct, _callers) in stats.items():
         if re.search(CATEGORIES[0][1], _norm(func[0])):
             runtime_funcs.append(
                 {
@@ -227,7 +227,7 @@ def profile_server(kind: str, args, workdir: Path, payloads: Payloads) -> list[d
     cfg = MLServerConfig(parallel_workers=0, batching=False)
     root = common.prepare_mlserver_dir(kind, workdir, cfg)
     logs = workdir / "logs"
-    scenarios = [(p, l) for p in args.protocols for l in args.loads]
+    scenarios = [(p, load) for p in args.protocols for load in args.loads]
     out = {sc: {"server": kind, "protocol": sc[0], "load": sc[1]} for sc in scenarios}
 
     log(f"{kind}: unprofiled runs ...")
@@ -349,7 +349,7 @@ def main(argv=None) -> int:
     args.protocols = [pr for pr in args.protocols if tools["wrk" if pr == "rest" else "h2load"]]
 
     workdir = Path(tempfile.mkdtemp(prefix="pipeline-profile-"))
-    payloads = Payloads(workdir, common.bench_pipeline(), sorted({LOADS[l][0] for l in args.loads}))
+    payloads = Payloads(workdir, common.bench_pipeline(), sorted({LOADS[load][0] for load in args.loads}))
     results = []
     for kind in args.servers:
         try:

@@ -358,9 +358,11 @@ def markdown(result: dict) -> str:
     lines = [
         f"# Benchmark {meta['stamp']}",
         "",
-        f"Command: `{meta['command'].strip()}` — per scenario {meta.get('rounds', 1)} round(s) of {meta['duration_s']} s "
-        f"(best round kept; {meta['warmup_s']} s warmup before the first), {meta['wall_s']} s in all, {meta['cpus']} CPUs, load average at end "
-        f"{', '.join(f'{x:.2f}' for x in meta['loadavg_end'])}. Loopback only; one server under load at a time. "
+        f"Command: `{meta['command'].strip()}` — per scenario {meta.get('rounds', 1)} round(s) "
+        f"of {meta['duration_s']} s "
+        f"(best round kept; {meta['warmup_s']} s warmup before the first), {meta['wall_s']} s in all, "
+        f"{meta['cpus']} CPUs, load average at end {', '.join(f'{x:.2f}' for x in meta['loadavg_end'])}. "
+        "Loopback only; one server under load at a time. "
         f"Adaptive batching (+batch): max_batch_size {meta['max_batch_size']}, max_batch_time "
         f"{meta['max_batch_time']} s. pw = MLServer `parallel_workers` (default = 1).",
         f"Tools: {', '.join(f'{k} {v}' for k, v in meta['tools'].items() if v)}.",
@@ -421,7 +423,8 @@ def markdown(result: dict) -> str:
                 lines.append(
                     f"| {LOAD_TITLES[load]} | {PROTO_TITLES[proto]} | {r['server']} | {r['config']} | {_f(r['rps'])} "
                     f"| {_f(r['rows_per_s'], 0)} | {_f(r['p50_ms'], 2)} | {_f(r['p90_ms'], 2)} | {_f(r['p99_ms'], 2)} "
-                    f"| {r.get('errors_all_rounds', r['errors'])} | {_f(r['server_cpu_us_per_req'], 0)} | {_f(r['client_cpu_us_per_req'], 0)} "
+                    f"| {r.get('errors_all_rounds', r['errors'])} | {_f(r['server_cpu_us_per_req'], 0)} "
+                    f"| {_f(r['client_cpu_us_per_req'], 0)} "
                     f"| {_f(r.get('other_cpu_cores'), 2)} "
                     f"| {' | '.join(ratios)} |"
                 )
@@ -452,7 +455,7 @@ def chart(result: dict, path: Path) -> Path | None:
     # Lookup runs send another request (an id) on one load only: their own table, not bars in every panel.
     runs = [r for r in _ok_runs(result) if LOOKUP_MARK not in r["config"]]
     protos = [p for p in PROTO_TITLES if any(r["protocol"] == p for r in runs)]
-    loads = [l for l in LOAD_TITLES if any(r["load"] == l for r in runs)]
+    loads = [load for load in LOAD_TITLES if any(r["load"] == load for r in runs)]
     if not protos or not loads:
         return None
     configs = []
@@ -490,8 +493,8 @@ def chart(result: dict, path: Path) -> Path | None:
             ax.set_xticks(range(len(labels)))
             ax.set_xticklabels(
                 [
-                    l.replace("pw=", "pw ").replace(" +batch", "\n+batch").replace("kserve workers=1", "kserve")
-                    for l in labels
+                    label.replace("pw=", "pw ").replace(" +batch", "\n+batch").replace("kserve workers=1", "kserve")
+                    for label in labels
                 ],
                 fontsize=8,
             )

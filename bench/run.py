@@ -9,7 +9,8 @@ Scenarios: {REST, gRPC} x {1 row @ concurrency 1, 1 row @ 16, 100 rows @ 4}, for
 stock runtime under MLServer settings {parallel_workers 0, default} x {adaptive batching off, on}, and for
 KServe's ModelServer (one config), plus two floors: in-process (pipeline.predict on 1 and 100 rows) and
 transport (bench/floor_server.py: bare uvicorn and grpc.aio answering from a cache, what no server on this
-stack can beat). All servers (8 MLServer + KServe + the floor) are started together; each scenario runs on each of them in turn,
+stack can beat). All servers (8 MLServer + KServe + the floor) are started together; each scenario runs on each of
+them in turn,
 back to back, in several short rounds, and the best round per server and scenario is kept, so drift in
 the shared machine's load hits every server and config alike. Only one server is ever under load.
 Outputs bench/results/bench[-forest]-<stamp>.{json,md,png} and latest[-forest].*. This is the command line; the
@@ -153,7 +154,7 @@ def main(argv=None) -> int:
     logs = workdir / "logs"
     t_start = time.time()
     pipeline = common.bench_pipeline(args.model)
-    row_counts = sorted({LOADS[l][0] for l in args.loads})
+    row_counts = sorted({LOADS[load][0] for load in args.loads})
     payloads = Payloads(workdir, pipeline, row_counts)
 
     log("in-process floor (pipeline.predict) ...")

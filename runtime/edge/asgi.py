@@ -17,7 +17,8 @@ RawHeaders = list[tuple[bytes, bytes]]  # a scope's headers, as the server recei
 
 def credentials(headers: RawHeaders) -> dict[str, str]:
     """The request's Authorization header (the last of repeats), decoded, as auth reads it."""
-    return {"authorization": v.decode("latin-1") for k, v in headers if k.lower() == b"authorization"}
+    found = [v for k, v in headers if k.lower() == b"authorization"]
+    return {"authorization": found[-1].decode("latin-1")} if found else {}
 
 
 def route_path(scope: Scope) -> str:

@@ -41,7 +41,8 @@ def framing(headers: RawHeaders) -> Framing:
             raise MalformedFraming("the request has both Content-Length and Transfer-Encoding; send one")
         if transfer != ["chunked"]:
             raise UnsupportedTransferCoding(
-                f"Transfer-Encoding {', '.join(transfer)!r} is not supported; send the body chunked or with a Content-Length"
+                f"Transfer-Encoding {', '.join(transfer)!r} is not supported; "
+                "send the body chunked or with a Content-Length"
             )
     return Framing(_length(lengths), _coding(content) if content else None)
 

@@ -108,7 +108,8 @@ class RequestGuard:
                 return None
         if body and not json_depth.within(body, limits.max_json_depth) and _may_be_json(scope):
             raise MalformedBody(
-                f"the JSON body nests deeper than {limits.max_json_depth} levels, this server's limit ({ENV_MAX_JSON_DEPTH})"
+                f"the JSON body nests deeper than {limits.max_json_depth} levels, "
+                f"this server's limit ({ENV_MAX_JSON_DEPTH})"
             )
         if coding is not None:
             scope = {**scope, "headers": _inflated_headers(scope["headers"], len(body))}

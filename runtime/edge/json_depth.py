@@ -3,8 +3,8 @@
 Python's json module recurses once per level (a few thousand levels are a RecursionError, a 500);
 orjson stops at 1024. The guard refuses a body nested past the server's depth (400) before either
 sees it. Linear in the body and bounded in memory: the brackets are found by bytes.translate, their
-common shallow case (a short run of brackets) settled by removing innermost pairs a few times over, the rest by numpy summing
-their running depth one block at a time.
+common shallow case (a short run of brackets) settled by removing innermost pairs a few times over, the rest by
+numpy summing their running depth one block at a time.
 """
 
 from __future__ import annotations

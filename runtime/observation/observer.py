@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, ContextManager, TypeVar
+from typing import Any, TypeVar
 
 from opentelemetry.context import Context
 from opentelemetry.trace import Status, StatusCode, Tracer
@@ -33,7 +33,7 @@ logger = logging.getLogger("runtime")
 T = TypeVar("T")
 
 # What a span is without a tracer: one shared, reentrant no-op (a request opens four).
-_NO_SPAN: ContextManager[None] = nullcontext()
+_NO_SPAN: AbstractContextManager[None] = nullcontext()
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ class Observer:
 
     def span(
         self, name: str, parent: Context | None = None, rows: Callable[[], int | None] = lambda: None
-    ) -> ContextManager[None]:
+    ) -> AbstractContextManager[None]:
         """A child of the current span (or of `parent`); nothing when tracing is off. `rows`:
         the request's row count once known, for the span's attributes."""
         if self.tracing is None:
@@ -140,7 +140,7 @@ class Observation:
         self._request_id = request_id
         self._parent = parent
         self._stage_seconds: dict[str, float] = {}
-        self._root: ContextManager[None] = _NO_SPAN
+        self._root: AbstractContextManager[None] = _NO_SPAN
         self._started = 0.0
         self.rows: int | None = None
         self.ood: OodReport | None = None
@@ -163,7 +163,7 @@ class Observation:
         finally:
             self._stage_seconds[stage] = time.perf_counter() - started
 
-    def span(self, name: str, parent: Context | None = None) -> ContextManager[None]:
+    def span(self, name: str, parent: Context | None = None) -> AbstractContextManager[None]:
         """A child of the current span (or of `parent`); nothing when tracing is off."""
         if self._observer.tracing is None:  # checked here too: no closure made for nothing
             return _NO_SPAN

@@ -96,7 +96,7 @@ def test_a_head_just_within_the_limit_is_served(server):
 def test_a_body_sent_with_its_head_in_one_write_is_not_counted_as_head(server):
     rows = 2000  # about 200 KB of JSON: several times the head limit
     data = [0.01] * (rows * 10)
-    body = ('{"inputs":[{"name":"X","shape":[%d,10],"datatype":"FP64","data":%s}]}' % (rows, data)).encode()
+    body = f'{{"inputs":[{{"name":"X","shape":[{rows},10],"datatype":"FP64","data":{data}}}]}}'.encode()
     answer = exchange(server.http_port, head("/v2/models/diabetes/infer", "POST", body=body))
     assert answer.status == 200 and len(answer.json()["outputs"][0]["data"]) == rows
 

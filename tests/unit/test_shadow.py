@@ -300,7 +300,7 @@ def test_the_same_version_found_again_keeps_its_window(monkeypatch):
 
 def test_pending_clear_says_how_many_requests_waited():
     pending = _Pending(capacity=10)
-    for i in range(3):
+    for _ in range(3):
         pending.add(np.ones((2, 2)), np.ones(2))
     assert pending.clear() == 3 and pending.requests == 0 and pending.rows == 0
     assert pending.add(np.zeros((1, 2)), np.zeros(1)) and pending.take(max_rows=10)[2] == 1
