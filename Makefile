@@ -16,7 +16,7 @@ export MLSERVER_METRICS_PORT ?= 8082
 # The model POST /predict answers (POST /predict/{model} names any other).
 export PIPELINE_DEFAULT_MODEL ?= diabetes
 
-.PHONY: venv serve serve-features test test-unit test-pins test-packaging test-integration test-features test-rehearsal test-deploy test-reliability test-security test-fuzz train bench lock sbom clean
+.PHONY: venv serve serve-features test lint test-unit test-pins test-packaging test-integration test-features test-rehearsal test-deploy test-reliability test-security test-fuzz train bench lock sbom clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,12 @@ serve-features: venv
 # The runtime (which imports mlserver) and the V2 clients of kserve/tritonclient register the
 # same protobuf symbols, so the two kinds of tests run in separate pytest processes.
 test: test-unit test-pins test-packaging test-integration test-features test-deploy test-rehearsal test-reliability test-security test-fuzz
+
+# ruff (lint and format) and mypy (strict on the serving core and the service), configured in pyproject.toml.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test-unit: venv
 	$(PY) -m pytest -q tests/unit

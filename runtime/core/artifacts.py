@@ -99,7 +99,7 @@ class Manifest(BaseModel):
 
     @property
     def string_labels(self) -> bool:
-        return bool(self.classes) and isinstance(self.classes[0], str)
+        return self.classes is not None and len(self.classes) > 0 and isinstance(self.classes[0], str)
 
     @property
     def n_features(self) -> int:
@@ -189,7 +189,7 @@ def type_path(obj: Any) -> str:
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
-def class_labels(model: Any) -> list:
+def class_labels(model: Any) -> list[Any]:
     """The estimator's class labels as JSON values (numpy scalars unwrapped)."""
     return [c.item() if hasattr(c, "item") else c for c in getattr(model, "classes_", [])]
 
@@ -215,7 +215,7 @@ def load_pipeline(model_dir: Path, policy: LoadPolicy = LoadPolicy()) -> LoadedP
     check_sklearn_version(manifest, policy)
     scaler = _load_verified(model_dir, manifest.scaler, policy) if manifest.scaler else None
     model = _load_verified(model_dir, manifest.model, policy)
-    if scaler is not None:
+    if manifest.scaler is not None:
         _check_feature_count(f"scaler {manifest.scaler.file}", scaler, manifest.n_features)
     _check_feature_count(f"model {manifest.model.file}", model, manifest.n_features)
     _check_model(model, manifest)

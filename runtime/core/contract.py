@@ -305,7 +305,7 @@ def _explain_bad_elements(name: str, data: Any, shape: tuple[int, ...], columns:
         _check_element(_position(name, index if len(shape) == 2 else index[:1], columns), value)
 
 
-def _elements(data: list, nested: bool, width: int) -> Iterator[tuple[tuple[int, int], Any]]:
+def _elements(data: list[Any], nested: bool, width: int) -> Iterator[tuple[tuple[int, int], Any]]:
     if nested:
         for row, values in enumerate(data):
             for col, value in enumerate(values):

@@ -31,7 +31,7 @@ def route_path(scope: Scope) -> str:
     return path
 
 
-async def json_response(send: Send, status: int, doc: Any, headers: list | None = None) -> None:
+async def json_response(send: Send, status: int, doc: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     """One JSON answer; `headers` are kept (e.g. the request id an app set), bar length and type."""
     body = json.dumps(doc).encode()
     kept = [(k, v) for k, v in (headers or []) if k.lower() not in (b"content-length", b"content-type")]

@@ -92,7 +92,7 @@ def legacy_model(path: str, default_model: str | None) -> str | None:
     return path[len(PREFIX) + 1 :] or default_model
 
 
-def _rows(body: bytes) -> list:
+def _rows(body: bytes) -> list[Any]:
     try:
         doc = json.loads(body)
     except RecursionError:  # the guard checks the depth of JSON content types only; /predict reads any
@@ -107,7 +107,7 @@ def _rows(body: bytes) -> list:
     return rows
 
 
-def _width(rows: list) -> int:
+def _width(rows: list[Any]) -> int:
     # The first row's: a ragged table is the contract's to name (row and count), as over V2.
     return len(rows[0])
 
@@ -127,7 +127,7 @@ def _legacyjson_response(v2: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-async def _call(app: App, scope: Scope, method: str, path: str, body: bytes) -> tuple[int, list, bytes]:
+async def _call(app: App, scope: Scope, method: str, path: str, body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """The app's answer to a request like `scope` (its headers: auth, timeouts, the peer) on
     another method and path."""
     # Not accept-encoding: the answer is read here, and MLServer would gzip it.

@@ -15,17 +15,18 @@ return None: the caller copies element by element as before.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from mlserver.grpc import dataplane_pb2 as pb
 
 # InferTensorContents field numbers (dataplane.proto) and their values' wire layout.
-_FIELDS = {"fp32_contents": (6, np.dtype("<f4")), "fp64_contents": (7, np.dtype("<f8"))}
+_FIELDS: dict[str, tuple[int, np.dtype[Any]]] = {"fp32_contents": (6, np.dtype("<f4")), "fp64_contents": (7, np.dtype("<f8"))}
 _LENGTH_DELIMITED = 2
 READ_FROM, WRITE_FROM = 32, 8  # values; measured crossovers with protobuf's own copy
 
 
-def read(contents: pb.InferTensorContents, fields: list) -> np.ndarray | None:
+def read(contents: pb.InferTensorContents, fields: list[tuple[Any, Any]]) -> np.ndarray | None:
     """The values of contents holding one FP32/FP64 field only (`fields`: its ListFields()), as a
     read-only array, else None."""
     if len(fields) != 1 or fields[0][0].name not in _FIELDS or len(fields[0][1]) < READ_FROM:

@@ -46,7 +46,7 @@ class DrainSettings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> DrainSettings:
-        env = os.environ if env is None else env
+        env = dict(os.environ) if env is None else env
         delay = _seconds(env, ENV_DELAY, DEFAULT_DELAY_S)
         timeout = _seconds(env, ENV_TIMEOUT, DEFAULT_TIMEOUT_S)
         hard_exit = _seconds(env, ENV_HARD_EXIT, delay + timeout + HARD_EXIT_MARGIN_S)

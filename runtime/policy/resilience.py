@@ -49,7 +49,7 @@ class Resilience:
     def active(self) -> bool:
         return self.breaker is not None or self.fallback_model is not None
 
-    async def run(self, primary: Callable[[], Awaitable[T]], fallback: Fallback | None) -> T:
+    async def run(self, primary: Callable[[], Awaitable[T]], fallback: Fallback[T] | None) -> T:
         if self.breaker is not None and not self.breaker.allow():
             return await self._instead(fallback, "breaker_open")
         try:
@@ -85,7 +85,7 @@ class Resilience:
         if self.breaker is not None:
             self.breaker.forget()
 
-    async def _instead(self, fallback: Fallback | None, reason: str) -> T:
+    async def _instead(self, fallback: Fallback[T] | None, reason: str) -> T:
         if fallback is None:
             raise ModelUnavailable(
                 f"model '{self.model}' is unavailable: its circuit breaker is open after repeated failures; retry later"
