@@ -127,7 +127,9 @@ def _legacyjson_response(v2: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-async def _call(app: App, scope: Scope, method: str, path: str, body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+async def _call(
+    app: App, scope: Scope, method: str, path: str, body: bytes
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """The app's answer to a request like `scope` (its headers: auth, timeouts, the peer) on
     another method and path."""
     # Not accept-encoding: the answer is read here, and MLServer would gzip it.

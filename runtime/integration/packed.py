@@ -21,7 +21,10 @@ import numpy as np
 from mlserver.grpc import dataplane_pb2 as pb
 
 # InferTensorContents field numbers (dataplane.proto) and their values' wire layout.
-_FIELDS: dict[str, tuple[int, np.dtype[Any]]] = {"fp32_contents": (6, np.dtype("<f4")), "fp64_contents": (7, np.dtype("<f8"))}
+_FIELDS: dict[str, tuple[int, np.dtype[Any]]] = {
+    "fp32_contents": (6, np.dtype("<f4")),
+    "fp64_contents": (7, np.dtype("<f8")),
+}
 _LENGTH_DELIMITED = 2
 READ_FROM, WRITE_FROM = 32, 8  # values; measured crossovers with protobuf's own copy
 
