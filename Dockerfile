@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# Production image of the pipeline-runtime MLServer runtime (README: "Deploy on Kubernetes").
+# Production image of the pipeline-runtime MLServer runtime (docs/deploy.md).
 # tests/deploy lints this file with hadolint and reproduces what the image does without Docker.
 
 # Python 3.11 slim (Debian bookworm), pinned by tag and multi-arch index digest. Refresh both together:

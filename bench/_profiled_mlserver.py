@@ -23,7 +23,7 @@ def _start(signum, frame) -> None:
     if _state["prof"] is not None:
         _state["prof"].disable()
     # Default (wall-clock) timer: a thread-CPU-time timer costs a syscall per call and inflated
-    # the profile x8 instead of x2; the shares by layer came out the same either way.
+    # the profile far more, with the same shares by layer (docs/performance.md, "Profiling").
     prof = cProfile.Profile()
     _state["prof"] = prof
     prof.enable()

@@ -137,10 +137,10 @@ def _ours(runs: list[dict], config: str, proto: str, load: str) -> dict | None:
 def shadow_costs(result: dict) -> list[dict]:
     """Per protocol and load: the shadowed server and the A/A copy, each against the plain server.
     Req/s is judged on best rounds, like every other comparison of the bench: on this shared machine
-    the same server's CPU per request jumps between rounds (about 290 or 400-500 us) with where the
-    scheduler puts it, which pairing rounds does not cancel. p99 is judged on the median of the
-    per-round ratios: one server's p99 ranged 4-9 ms over eight rounds, and a best round is one
-    lucky round, so best-round p99 ratios of two identical servers differed by up to 27 %."""
+    the same server's CPU per request jumps between rounds with where the scheduler puts it, which
+    pairing rounds does not cancel. p99 is judged on the median of the per-round ratios: one server's
+    p99 varies widely over rounds, and a best round is one lucky round, so best-round p99 ratios of two
+    identical servers differ well beyond the target (docs/performance.md, "Noise")."""
     runs, out = _ok_runs(result), []
     for shadowed in (r for r in runs if SHADOW_MARK in r["config"]):
         config, proto, load = shadowed["config"].split(SHADOW_MARK)[0], shadowed["protocol"], shadowed["load"]

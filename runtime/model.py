@@ -121,8 +121,8 @@ class PipelineRuntime(MLModel):
             manifest.classes,
         )
         # Everything loaded so far (MLServer, scikit-learn, the model) lives as long as the
-        # process: out of the collector's sight, a full collection no longer walks it, which under
-        # load had paused the event loop for 150-250 ms every few seconds (bench --lookup, REST).
+        # process: out of the collector's sight, a full collection no longer walks it, and no longer
+        # pauses the event loop under load (docs/performance.md, "Feature lookups").
         gc.freeze()
         load_seconds = time.perf_counter() - started
         self._observer.metrics.loaded(manifest, self._predictor.kind, load_seconds)

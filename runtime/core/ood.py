@@ -61,7 +61,7 @@ class OodDetector:
     def check(self, features: np.ndarray, with_flags: bool) -> OodReport:
         outside = np.less(features, self.low)
         outside |= np.greater(features, self.high)
-        # count_nonzero without an axis is a plain C loop, a few times cheaper than .any().
+        # count_nonzero without an axis is a plain C loop, cheaper than .any().
         if not np.count_nonzero(outside):
             # The common case: nothing to count, and every row's flags are an empty list.
             if not with_flags:

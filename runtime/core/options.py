@@ -12,9 +12,9 @@ from runtime.core.artifacts import LoadPolicy
 from runtime.core.errors import ArtifactError, validation_problems
 
 DEFAULT_MAX_ROWS = 10_000
-# 4 training standard deviations: the training data itself goes beyond it rarely (0.02% of the
-# diabetes values, 0.4% of the heavier-tailed breast-cancer ones), so in-distribution traffic
-# leaves the out-of-distribution counts near zero.
+# 4 training standard deviations: the training data itself goes beyond it rarely (the shares are in
+# docs/operations.md, "Out-of-distribution counts"), so in-distribution traffic leaves the
+# out-of-distribution counts near zero.
 DEFAULT_OOD_Z_THRESHOLD = 4.0
 
 

@@ -2,7 +2,7 @@
 
 One module per surface: rest, content_type, rest_stream, grpc_service, fast_path_grpc, dataplane,
 lifecycle, parallel, batching, tracing, http_head (and fast_path, direct, packed, log_format, v2: no patches of
-their own). `patch_points()` lists every point; the README's "How it hooks into MLServer" table and tests/pins list the same ones.
+their own). `patch_points()` lists every point; the table in docs/integration.md and tests/pins list the same ones.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Print the integration's patch points: `python -m runtime.integration [--names]`.
 
-The README's "How it hooks into MLServer" table is this output; a unit test keeps them equal,
+The table in docs/integration.md is this output; a unit test keeps them equal,
 and tests/pins reads `--names` (its process must not import MLServer).
 """
 

@@ -120,8 +120,9 @@ class DirectInference:
             by_form = self._headers[model] = {}
         template = by_form.get(form)
         if template is None:
-            # Made once per model object and form by the middleware itself (~65 us a call), with a
-            # stand-in id (an id that reached here passed the contract: printable ASCII, never it).
+            # Made once per model object and form by the middleware itself (a costly call per request:
+            # docs/performance.md, "The fast path"), with a stand-in id (an id that reached here passed
+            # the contract: printable ASCII, never it).
             made = self._middleware_headers(model, STAND_IN_ID)
             pairs = tuple(form(k, v) for k, v in made.items())
             template = by_form[form] = HeaderTemplate(pairs, form("", STAND_IN_ID)[1])

@@ -2,7 +2,8 @@
 
 MLServer's PromServerInterceptor (mlserver.grpc.interceptors, over py_grpc_prometheus) looks up
 three label children per call (started, handled, the handling-time histogram) and builds a new
-handler around each call: ~10 % of the server's CPU for a one-row ModelInfer. This interceptor
+handler around each call, a sizeable share of a one-row ModelInfer's CPU (docs/performance.md,
+"The fast path"). This interceptor
 records the same samples on the same metric objects, in the same order and on the same paths
 (an RpcError counts as handled with its code; an abort, which is not one, only in the histogram),
 for unary-unary calls; it hands every streaming call to MLServer's own. It replaces MLServer's

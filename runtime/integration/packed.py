@@ -1,15 +1,14 @@
 """FP32 and FP64 gRPC tensor contents to and from numpy through their wire bytes.
 
-protobuf's Python objects copy a repeated double one element at a time: reading 1,000 request
-values took ~30 µs (np.fromiter) and writing 100 response values ~15 µs, the largest single costs
-of a 100-row gRPC request. A proto3 repeated float or double is packed on the wire: one tag, a
-varint length, then the values as little-endian IEEE 754, exactly numpy's '<f4' / '<f8' bytes. So
-a contents message holding only such a field is read by serialising it (a copy in upb's C) and
-viewing the bytes, and written by parsing bytes made by numpy. The messages are equal to the
-ones protobuf builds element by element (tests/unit/test_packed checks it both ways, NaN and -0.0
-included). Anything else (integer varints, more than one field set) and short tensors, which
-protobuf copies faster than the serialisation round trip (under ~32 values read, ~8 written),
-return None: the caller copies element by element as before.
+protobuf's Python objects copy a repeated double one element at a time, the largest single costs of
+a 100-row gRPC request (docs/performance.md, "The fast path"). A proto3 repeated float or double is
+packed on the wire: one tag, a varint length, then the values as little-endian IEEE 754, exactly
+numpy's '<f4' / '<f8' bytes. So a contents message holding only such a field is read by serialising
+it (a copy in upb's C) and viewing the bytes, and written by parsing bytes made by numpy. The
+messages are equal to the ones protobuf builds element by element (tests/unit/test_packed checks it
+both ways, NaN and -0.0 included). Anything else (integer varints, more than one field set) and
+short tensors, which protobuf copies faster than the serialisation round trip (below READ_FROM
+values read, WRITE_FROM written), return None: the caller copies element by element as before.
 """
 
 from __future__ import annotations

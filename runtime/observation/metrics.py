@@ -423,8 +423,9 @@ def _internals(child: Histogram) -> tuple[list, list, Any] | None:
 def observer(child: Histogram) -> Callable[[float], None]:
     """`child.observe` for values that are never NaN (durations, row counts): the same bucket and
     sum increments, without prometheus_client's per-call checks and its loop over the bounds (one
-    bisection instead). A request makes ~8 observations; they were ~60 % of the runtime's own
-    observation cost. Made once per child; tests/unit/test_shadow compares it with `observe`."""
+    bisection instead). A request makes several observations, most of the runtime's own observation
+    cost (docs/performance.md, "The fast path"). Made once per child; tests/unit/test_shadow compares
+    it with `observe`."""
     found = _internals(child)
     if found is None:
         return child.observe
@@ -439,7 +440,8 @@ def observer(child: Histogram) -> Callable[[float], None]:
 
 def incrementer(child: Counter) -> Callable[[float], None]:
     """`child.inc` for amounts that are never negative (counts of predictions): the same increment
-    of the child's value without prometheus_client's per-call checks, ~40 % of its cost; a 100-row
+    of the child's value without prometheus_client's per-call checks, a large part of its cost
+    (docs/performance.md, "The fast path"); a 100-row
     request makes one per bucket its predictions fall in. Made once per child; tests/unit/test_shadow
     compares it with `inc`."""
     value = getattr(child, "_value", None)
@@ -450,13 +452,14 @@ def observe_many(child: Histogram, values: np.ndarray) -> None:
     """`values.size` observations of one histogram child, the same as calling `observe` on each
     (NaN left out).
 
-    Observing the shadow's differences one row at a time cost the event loop ~0.7 us a row, in one
-    block per tick, which showed in the primary's p99. prometheus_client has no bulk observe (declined
-    upstream: prometheus/client_python#733, #1124, pointing to custom collectors, which parallel
-    workers' multiprocess metrics never export). So numpy counts the values per bucket and each
-    bucket and the sum are incremented once, through the child's own values (`_upper_bounds`,
-    `_buckets`, `_sum` of prometheus_client 0.26.0, locked; tests/unit/test_shadow compares this
-    with `observe`, so an upgrade that moves them fails there). Without them: one observe a value.
+    Observing the shadow's differences one row at a time held the event loop for a whole tick's rows
+    in one block, which showed in the primary's p99 (docs/performance.md, "Shadow model").
+    prometheus_client has no bulk observe (declined upstream: prometheus/client_python#733, #1124,
+    pointing to custom collectors, which parallel workers' multiprocess metrics never export). So
+    numpy counts the values per bucket and each bucket and the sum are incremented once, through the
+    child's own values (`_upper_bounds`, `_buckets`, `_sum` of prometheus_client 0.26.0, locked;
+    tests/unit/test_shadow compares this with `observe`, so an upgrade that moves them fails there).
+    Without them: one observe a value.
     """
     values = values[~np.isnan(values)]
     found = _internals(child)

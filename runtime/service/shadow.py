@@ -4,8 +4,8 @@ compared with the primary's predictions; its outputs never reach a caller.
 The primary answers first; the request's features then go to a bounded buffer (full: dropped and
 counted). Everything but the shadow's own prediction runs on the server's event loop, in one short
 callback per tick: a thread that woke up for it would contend for the GIL with the loop, and on a
-busy server every I/O call of the loop then became a GIL hand-off (measured: +10 % CPU per request
-and a p99 20-30 % higher at 1 row, concurrency 16). Only `predict` runs on the shadow's own thread,
+busy server every I/O call of the loop then became a GIL hand-off, which cost CPU per request and p99
+(docs/performance.md, "Shadow model"). Only `predict` runs on the shadow's own thread,
 once per tick on everything that arrived meanwhile, so a slow or hanging shadow delays only its
 own next batch (meanwhile the buffer fills and drops).
 The shadow model is looked up by name for every batch (the adapter's `find`), never held: an
@@ -38,13 +38,14 @@ logger = logging.getLogger("runtime.service.shadow")
 PSI_BINS = 10
 PSI_EPSILON = 1e-6  # an empty bin would make the index infinite
 # Sampled requests wait at most this long before they are evaluated together. Each tick holds the
-# event loop ~250 us, and the requests in flight then wait that much: at 10 ticks a second that was
-# ~3 % of the requests at 1 row, concurrency 16, enough to show in p99; at 2, under 1 %.
+# event loop briefly, and the requests in flight then wait that much: few ticks a second keep the
+# share of requests that wait small enough not to show in p99 (docs/performance.md, "Shadow model").
 TICK_S = 0.5
 STATS_EVERY_S = 1.0  # PSI/KS recomputed at most this often under load, and once traffic pauses
 # Rows one tick hands to the shadow: bounds the loop's work per tick (taking, comparing). As soon as
-# this many wait, the tick comes at once: 100-row requests bring ~60,000 rows in 500 ms, which in
-# one burst of pieces had held the loop for ~7 ms and doubled the primary's p99.
+# this many wait, the tick comes at once: large requests fill a tick with many times this, and one
+# burst of pieces held the loop long enough to show in the primary's p99 (docs/performance.md,
+# "Shadow model").
 ROWS_PER_TICK = 4096
 
 Predict = Callable[[np.ndarray], np.ndarray]  # features -> predictions [N]
@@ -240,8 +241,9 @@ class _Window:
 
 class _Pending:
     """Sampled requests waiting for the shadow (event loop only). Each request's rows are copied on
-    arrival into one growing block, so a tick takes its batch as a slice: stacking a tick's ~500
-    small arrays at once had blocked the loop for ~300 us. Bounded by requests, like a queue."""
+    arrival into one growing block, so a tick takes its batch as a slice: stacking a tick's many small
+    arrays at once blocked the loop (docs/performance.md, "Shadow model"). Bounded by requests, like a
+    queue."""
 
     def __init__(self, capacity: int):
         self.capacity, self.requests = capacity, 0

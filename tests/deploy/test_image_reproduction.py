@@ -9,7 +9,7 @@
 - Container environment: the image's ENV, overlaid with the ServingRuntime's env and then the
   InferenceService's (KServe's merge order, {{.Name}} filled in), paths moved under the scratch root and
   ports moved to free loopback ports. Then the ENTRYPOINT runs in the WORKDIR.
-Not reproduced: the base image's OS, UID 1000 and file ownership (see the README's validation table).
+Not reproduced: the base image's OS, UID 1000 and file ownership (see docs/deploy.md, "What was validated offline").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Minimal requests the fuzzer found that broke the contract, kept as regression tests.
 
-The one still `xfail(strict=True)` is a documented limit (README: Known limits); the others were
+The one still `xfail(strict=True)` is a documented limit (docs/reliability.md, "Known limits"); the others were
 server errors or silent wrong answers that the runtime now refuses with a 400/INVALID_ARGUMENT.
 """
 

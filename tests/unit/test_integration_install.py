@@ -120,10 +120,10 @@ def test_importing_the_runtime_leaves_the_test_process_signals_alone():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_the_readme_table_lists_every_patch_point_as_the_registry_does():
+def test_the_documented_table_lists_every_patch_point_as_the_registry_does():
     from runtime.integration.__main__ import table
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "integration.md").read_text(encoding="utf-8")
     start, end = "<!-- patch-table:start -->\n", "\n<!-- patch-table:end -->"
-    documented = readme[readme.index(start) + len(start) : readme.index(end)]
-    assert documented == table(), "README table is stale: paste `python -m runtime.integration`"
+    documented = doc[doc.index(start) + len(start) : doc.index(end)]
+    assert documented == table(), "docs/integration.md's table is stale: paste `python -m runtime.integration`"
