@@ -14,29 +14,39 @@ import cProfile
 import os
 import signal
 import sys
+from dataclasses import dataclass
+from types import FrameType
 
 _out = os.environ["BENCH_PROFILE_DIR"]
-_state = {"prof": None, "n": 0}
 
 
-def _start(signum, frame) -> None:
-    if _state["prof"] is not None:
-        _state["prof"].disable()
+@dataclass
+class _Windows:
+    prof: cProfile.Profile | None = None  # the open window's profile
+    n: int = 0  # windows written
+
+
+_state = _Windows()
+
+
+def _start(signum: int, frame: FrameType | None) -> None:
+    if _state.prof is not None:
+        _state.prof.disable()
     # Default (wall-clock) timer: a thread-CPU-time timer costs a syscall per call and inflated
     # the profile far more, with the same shares by layer (docs/performance.md, "Profiling").
     prof = cProfile.Profile()
-    _state["prof"] = prof
+    _state.prof = prof
     prof.enable()
 
 
-def _stop(signum, frame) -> None:
-    prof = _state["prof"]
+def _stop(signum: int, frame: FrameType | None) -> None:
+    prof = _state.prof
     if prof is None:
         return
     prof.disable()
-    _state["prof"] = None
-    _state["n"] += 1
-    path = os.path.join(_out, f"window-{_state['n']}.prof")
+    _state.prof = None
+    _state.n += 1
+    path = os.path.join(_out, f"window-{_state.n}.prof")
     prof.dump_stats(path + ".tmp")
     os.replace(path + ".tmp", path)
 

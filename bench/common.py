@@ -51,7 +51,7 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 BENCH_MODELS = ("linear", "forest")
 
 
-def bench_pipeline(model: str = "linear"):
+def bench_pipeline(model: str = "linear") -> Any:
     """The benchmark model's scaler + model as one fitted scikit-learn Pipeline."""
     if model == "linear":
         return pipeline(MODEL_NAME, MODEL_VERSION).sklearn_pipeline()
@@ -61,7 +61,7 @@ def bench_pipeline(model: str = "linear"):
 
 
 @functools.lru_cache(maxsize=1)
-def _forest():
+def _forest() -> Any:
     from sklearn.datasets import load_diabetes
     from sklearn.ensemble import RandomForestRegressor
     from sklearn.pipeline import make_pipeline
@@ -83,7 +83,7 @@ def rest_body(X: np.ndarray) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def grpc_request(X: np.ndarray):
+def grpc_request(X: np.ndarray) -> Any:
     """The same request as a ModelInferRequest (typed fp64_contents)."""
     return pb_2d_request(MODEL_NAME, X, name="input-0")
 
@@ -94,7 +94,7 @@ def lookup_rest_body(entity_id: str) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def lookup_grpc_request(entity_id: str):
+def lookup_grpc_request(entity_id: str) -> Any:
     """The same as a ModelInferRequest (the id in contents.bytes_contents)."""
     return pb_request(MODEL_NAME, [pb_tensor("entity_id", [1], "BYTES", [entity_id.encode()])])
 
@@ -235,14 +235,14 @@ class FeatureStore:
         settings = {"dsn_file": str(self.dsn_file), "table": FEATURE_TABLE, "lookup_timeout_ms": LOOKUP_TIMEOUT_MS}
         return settings if cache else {**settings, "cache_ttl_s": 0}
 
-    def processes(self) -> list:
+    def processes(self) -> list[Any]:
         """The postmaster and its children (one backend per pooled connection, checkpointer, ...):
         the database's CPU, which is outside the runtime's process tree."""
         import psutil
 
         try:  # the pid file's first line is the postmaster's pid
             root = psutil.Process(int((self.pg.data_dir / "postmaster.pid").read_text().split()[0]))
-            return [root] + root.children(recursive=True)
+            return [root, *root.children(recursive=True)]
         except (OSError, ValueError, IndexError, psutil.NoSuchProcess):  # not running
             return []
 
@@ -340,7 +340,7 @@ def cpu_snapshot(server: Server) -> dict[int, float]:
     return processes_cpu(server.processes())
 
 
-def processes_cpu(processes: list) -> dict[int, float]:
+def processes_cpu(processes: list[Any]) -> dict[int, float]:
     """CPU seconds (user+system) of these psutil processes, by pid (the gone ones left out)."""
     import psutil
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,11 @@ class Answers:
 def rest_app(answers: Answers) -> Callable[..., Any]:
     headers = [(b"content-type", b"application/json")]
 
-    async def app(scope: dict, receive: Callable, send: Callable) -> None:
+    async def app(
+        scope: dict[str, Any],
+        receive: Callable[[], Awaitable[dict[str, Any]]],
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
         body, more = b"", True
         while more:
             message = await receive()
@@ -98,8 +102,8 @@ def rest_app(answers: Answers) -> Callable[..., Any]:
 
 
 def grpc_handlers(answers: Answers) -> grpc.GenericRpcHandler:
-    ready = service_pb2.ServerReadyResponse(ready=True).SerializeToString()
-    model_ready = service_pb2.ModelReadyResponse(ready=True).SerializeToString()
+    ready: bytes = service_pb2.ServerReadyResponse(ready=True).SerializeToString()
+    model_ready: bytes = service_pb2.ModelReadyResponse(ready=True).SerializeToString()
 
     async def infer(message: bytes, context: Any) -> bytes:
         return answers.grpc(message)

@@ -21,6 +21,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 from bench.common import REPO, RESULTS
 from harness import fuzz as fs
@@ -28,7 +29,7 @@ from harness import strategies as S
 from harness.server import Server
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.fuzz", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -48,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run_protocol(session: fs.FuzzSession, protocol: str, args, seed: int) -> dict:
+def run_protocol(session: fs.FuzzSession, protocol: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     from hypothesis import given, settings
     from hypothesis import seed as hyp_seed
 
@@ -63,7 +64,7 @@ def run_protocol(session: fs.FuzzSession, protocol: str, args, seed: int) -> dic
 
     @profile
     @given(case=strategy)
-    def prop(case):
+    def prop(case: S.AnyCase) -> None:
         if time.monotonic() > stop_at:
             timed_out["value"] = True
             return  # bounded in time: the remaining examples are generated but not sent
@@ -87,7 +88,7 @@ def run_protocol(session: fs.FuzzSession, protocol: str, args, seed: int) -> dic
     }
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     unknown = set(protocols) - {"rest", "grpc"}
@@ -106,7 +107,7 @@ def main(argv=None) -> int:
     )
     server = Server.start(log_path)
     session = fs.FuzzSession(server, health_every=args.health_every)
-    runs = []
+    runs: list[dict[str, Any]] = []
     try:
         for protocol in protocols:
             run = run_protocol(session, protocol, args, seed)

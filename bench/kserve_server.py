@@ -1,3 +1,5 @@
+# kserve ships no type information, so the Model this server subclasses is Any to mypy.
+# mypy: disallow-subclassing-any=False
 """KServe's own Python model server for the same pipeline, written the way KServe's sklearnserver is.
 
     python -m bench.kserve_server --model_dir DIR --model_name diabetes --http_port P --grpc_port G \
@@ -16,14 +18,16 @@ import argparse
 import logging
 import os
 import pathlib
+from typing import Any
 
 import joblib
 import uvicorn
 from kserve.errors import InferenceError, ModelMissingError
+from kserve.model import Model
+from kserve.model_server import ModelServer
+from kserve.model_server import parser as kserve_parser
 from kserve.protocol.infer_type import InferRequest, InferResponse
 from kserve.utils.utils import get_predict_input, get_predict_response
-
-from kserve import Model, ModelServer, model_server
 
 MODEL_EXTENSIONS = (".joblib", ".pkl", ".pickle")
 
@@ -31,7 +35,7 @@ MODEL_EXTENSIONS = (".joblib", ".pkl", ".pickle")
 class SKLearnModel(Model):
     """Same shape as kserve/python/sklearnserver/sklearnserver/model.py (v0.16)."""
 
-    def __init__(self, name: str, model_dir: str):
+    def __init__(self, name: str, model_dir: str) -> None:
         super().__init__(name)
         self.name = name
         self.model_dir = model_dir
@@ -52,7 +56,9 @@ class SKLearnModel(Model):
         self.ready = True
         return self.ready
 
-    def predict(self, payload: dict | InferRequest, headers: dict[str, str] = None) -> dict | InferResponse:
+    def predict(
+        self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
+    ) -> dict[str, Any] | InferResponse:
         try:
             instances = get_predict_input(payload)
             result = self._model.predict(instances)
@@ -63,25 +69,26 @@ class SKLearnModel(Model):
 
 def _loopback_only() -> None:
     """kserve binds 0.0.0.0 (REST) and [::] (gRPC); the benchmark listens on loopback only."""
-    real_config = uvicorn.Config
 
-    def config(*args, **kwargs):
-        kwargs["host"] = "127.0.0.1"
-        return real_config(*args, **kwargs)
+    class LoopbackConfig(uvicorn.Config):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["host"] = "127.0.0.1"
+            super().__init__(*args, **kwargs)
 
-    uvicorn.Config = config  # type: ignore[misc]
+    # kserve builds its uvicorn.Config by this name; mypy refuses any assignment to a class name
+    uvicorn.Config = LoopbackConfig  # type: ignore[misc]
 
     from grpc import aio
 
     real_server = aio.server
 
-    def server(*args, **kwargs):
+    def server(*args: Any, **kwargs: Any) -> Any:
         srv = real_server(*args, **kwargs)
         add_port = srv.add_insecure_port
         srv.add_insecure_port = lambda addr: add_port(addr.replace("[::]", "127.0.0.1"))
         return srv
 
-    aio.server = server  # type: ignore[assignment]
+    aio.server = server
 
 
 def _quiet_per_request_logs() -> None:
@@ -93,7 +100,7 @@ def _quiet_per_request_logs() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(parents=[model_server.parser])
+    parser = argparse.ArgumentParser(parents=[kserve_parser])
     parser.add_argument("--model_dir", required=True)
     args, _ = parser.parse_known_args()
     model = SKLearnModel(args.model_name, args.model_dir)

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
+from typing import Any
 
 from bench import common
 from bench.scenarios import CONFIGS, LOADS, Member, Payloads, close_workdir, log, run_group
@@ -47,7 +47,7 @@ def members(workdir: Path, load: str) -> list[Member]:
     return out
 
 
-def markdown(runs: list[dict], meta: dict) -> str:
+def markdown(runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     by = {r["config"]: r for r in runs if "failed" not in r}
     stocks = [by[CONFIGS[s].label] for s in STOCK if CONFIGS[s].label in by]
     stock = min(stocks, key=lambda r: r["server_cpu_us_per_req"]) if stocks else None
@@ -74,7 +74,7 @@ def markdown(runs: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _row(name: str, r: dict | None, stock: dict | None, added: float | None) -> str:
+def _row(name: str, r: dict[str, Any] | None, stock: dict[str, Any] | None, added: float | None) -> str:
     if r is None:
         return f"| {name} | failed | | | |"
     cpu = r["server_cpu_us_per_req"]
@@ -82,7 +82,7 @@ def _row(name: str, r: dict | None, stock: dict | None, added: float | None) -> 
     return f"| {name} | {r['rps']:,.0f} | {cpu:.0f} | {'' if added is None else f'{added:+.0f}'} | {ratio} |"
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--load", choices=LOADS, default="1row_c16")
     p.add_argument("--rounds", type=int, default=3)
@@ -92,11 +92,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = Path(tempfile.mkdtemp(prefix="pipeline-ladder-"))
-    run_args = SimpleNamespace(
+    run_args = argparse.Namespace(
         rounds=args.rounds, duration=args.duration, warmup=1, protocols=["grpc"], loads=[args.load]
     )
     payloads = Payloads(workdir, common.bench_pipeline(), [LOADS[args.load][0]])
-    runs: list[dict] = []
+    runs: list[dict[str, Any]] = []
     try:
         run_group(members(workdir, args.load), payloads, run_args, workdir, runs)
     finally:

@@ -17,8 +17,10 @@ import resource
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,11 +58,11 @@ class LoadResult:
     client_cpu_s: float
     note: str = ""
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def ensure_tools(log=print) -> dict[str, bool]:
+def ensure_tools(log: Callable[[str], None] = print) -> dict[str, bool]:
     """wrk and h2load (Debian: wrk, nghttp2-client); installs them with apt-get if missing (root)."""
     have = {t: shutil.which(t) is not None for t in ("wrk", "h2load")}
     if all(have.values()):
@@ -75,7 +77,7 @@ def ensure_tools(log=print) -> dict[str, bool]:
     return {t: shutil.which(t) is not None for t in ("wrk", "h2load")}
 
 
-def _run_child(cmd: list[str], timeout: float) -> tuple[subprocess.CompletedProcess, float]:
+def _run_child(cmd: list[str], timeout: float) -> tuple[subprocess.CompletedProcess[str], float]:
     """Run a load generator; return its output and the CPU seconds it used (user+system)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -208,11 +210,11 @@ def _h2load_latencies(log: Path) -> np.ndarray:
     return arr[:, 2].astype(float)
 
 
-def floor(predict, X: np.ndarray, seconds: float = 1.0) -> dict:
+def floor(predict: Callable[[np.ndarray], object], X: np.ndarray, seconds: float = 1.0) -> dict[str, float]:
     """In-process floor: `predict(X)` timed call by call for ~seconds (after a short warmup)."""
     for _ in range(50):
         predict(X)
-    times = []
+    times: list[int] = []
     deadline = time.perf_counter() + seconds
     pc = time.perf_counter_ns
     while time.perf_counter() < deadline and len(times) < 200_000:

@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from bench import common, loadgen
 from bench.common import MLServerConfig
@@ -126,7 +127,13 @@ def _norm(path: str) -> str:
     return path.replace("\\", "/")
 
 
-def _own_category(func) -> str | None:
+# pstats' key of a function: (file, line, name)
+Func = tuple[str, int, str]
+# pstats' value: (primitive calls, calls, own time, cumulative time, callers -> their first four)
+FuncStats = tuple[int, int, float, float, dict[Func, tuple[int, int, float, float]]]
+
+
+def _own_category(func: Func) -> str | None:
     file, _, name = func
     f = _norm(file)
     if f == "~":
@@ -136,18 +143,19 @@ def _own_category(func) -> str | None:
         return None
     if TRANSPARENT.search(f) and "site-packages" not in f:
         return None
-    for cat, rx in CATEGORIES:
-        if re.search(rx, f):
+    for cat, pattern in CATEGORIES:
+        if re.search(pattern, f):
             return cat
     return "other"
 
 
-def analyse(prof_path: Path, requests: int) -> dict:
+def analyse(prof_path: Path, requests: int) -> dict[str, Any]:
     st = pstats.Stats(str(prof_path))
-    stats = st.stats  # func -> (cc, nc, tt, ct, callers{caller: (cc, nc, tt, ct)})
-    memo: dict = {}
+    # typeshed's Stats leaves out `stats`, the table every Stats holds (the callers are only there)
+    stats: dict[Func, FuncStats] = st.stats  # type: ignore[attr-defined]
+    memo: dict[Func, dict[str, float]] = {}
 
-    def dist(func, depth=0) -> dict[str, float]:
+    def dist(func: Func, depth: int = 0) -> dict[str, float]:
         if func in memo:
             return memo[func]
         cat = _own_category(func)
@@ -195,7 +203,7 @@ def analyse(prof_path: Path, requests: int) -> dict:
                     "share": best[1] / busy if busy else 0.0,
                 }
             )
-    runtime_funcs = []
+    runtime_funcs: list[dict[str, Any]] = []
     for func, (_cc, nc, tt, ct, _callers) in stats.items():
         if re.search(CATEGORIES[0][1], _norm(func[0])):
             runtime_funcs.append(
@@ -223,12 +231,14 @@ def analyse(prof_path: Path, requests: int) -> dict:
     }
 
 
-def profile_server(kind: str, args, workdir: Path, payloads: Payloads) -> list[dict]:
+def profile_server(kind: str, args: argparse.Namespace, workdir: Path, payloads: Payloads) -> list[dict[str, Any]]:
     cfg = MLServerConfig(parallel_workers=0, batching=False)
     root = common.prepare_mlserver_dir(kind, workdir, cfg)
     logs = workdir / "logs"
     scenarios = [(p, load) for p in args.protocols for load in args.loads]
-    out = {sc: {"server": kind, "protocol": sc[0], "load": sc[1]} for sc in scenarios}
+    out: dict[tuple[str, str], dict[str, Any]] = {
+        sc: {"server": kind, "protocol": sc[0], "load": sc[1]} for sc in scenarios
+    }
 
     log(f"{kind}: unprofiled runs ...")
     with common.serving(common.mlserver_launcher(root, logs / f"{kind}-plain.log")) as srv:
@@ -279,7 +289,7 @@ def profile_server(kind: str, args, workdir: Path, payloads: Payloads) -> list[d
     return list(out.values())
 
 
-def markdown(results: list[dict], meta: dict) -> str:
+def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         f"# Server profile {meta['stamp']}",
         "",
@@ -327,7 +337,7 @@ def markdown(results: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m bench.profile", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -350,7 +360,7 @@ def main(argv=None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="pipeline-profile-"))
     payloads = Payloads(workdir, common.bench_pipeline(), sorted({LOADS[load][0] for load in args.loads}))
-    results = []
+    results: list[dict[str, Any]] = []
     for kind in args.servers:
         try:
             results += profile_server(kind, args, workdir, payloads)

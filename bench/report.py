@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 LOAD_TITLES = {"1row_c1": "1 row, c=1", "1row_c16": "1 row, c=16", "100rows_c4": "100 rows, c=4"}
 PROTO_TITLES = {"rest": "REST", "grpc": "gRPC"}
@@ -14,17 +15,19 @@ SHADOW_MAX_RPS_LOSS = 0.10  # the issue's target: at most 10 % fewer req/s with 
 LOOKUP_MARK = " +lookup "  # this runtime answering requests by id from PostgreSQL (bench.run --lookup)
 LOOKUP_LOAD = "1row_c16"  # the one load the lookup servers run (1 id at concurrency 16)
 
+Record = dict[str, Any]  # a bench result, one of its runs or rounds, or a row computed from them (JSON)
 
-def _ok_runs(result: dict) -> list[dict]:
+
+def _ok_runs(result: Record) -> list[Record]:
     return [r for r in result["runs"] if "failed" not in r and "rps" in r]
 
 
-def _variant(run: dict) -> bool:
+def _variant(run: Record) -> bool:
     """A run of the shadow-cost or lookup-cost comparison, not a configuration competing for "best"."""
     return any(mark in run["config"] for mark in (SHADOW_MARK, COPY_MARK, LOOKUP_MARK))
 
 
-def _best(runs, server, proto, load, key, lower=False):
+def _best(runs: list[Record], server: str, proto: str, load: str, key: str, lower: bool = False) -> Record | None:
     cands = [
         r
         for r in runs
@@ -39,13 +42,21 @@ def _best(runs, server, proto, load, key, lower=False):
     return (min if lower else max)(cands, key=lambda r: r[key])
 
 
-def evaluate_targets(result: dict) -> list[dict]:
+def evaluate_targets(result: Record) -> list[Record]:
     """The issue's targets, each comparing each server in the settings it runs best with for that
     metric (max req/s or rows/s, min p50 or p99), in the same run."""
     runs = _ok_runs(result)
-    out = []
+    out: list[Record] = []
 
-    def add(name, o, s, key, threshold, higher_is_better, vs="stock"):
+    def add(
+        name: str,
+        o: Record | None,
+        s: Record | None,
+        key: str,
+        threshold: float,
+        higher_is_better: bool,
+        vs: str = "stock",
+    ) -> None:
         if not o or not s or not s[key]:
             return
         ratio = o[key] / s[key]
@@ -95,7 +106,7 @@ def evaluate_targets(result: dict) -> list[dict]:
     return out
 
 
-def _paired(base: dict, other: dict, key: str) -> list[float]:
+def _paired(base: Record, other: Record, key: str) -> list[float]:
     """other / base round by round (the servers of a group run back to back within a round)."""
     by_round = {r["round"]: r for r in base["rounds"]}
     return [
@@ -111,18 +122,19 @@ def _median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def _best_value(run: dict, key: str) -> float:
+def _best_value(run: Record, key: str) -> float:
     """The run's best round for this metric: highest req/s, lowest latency and CPU/request."""
     pick = max if key == "rps" else min
-    return pick(r[key] for r in run["rounds"] if r.get(key) is not None)
+    value: float = pick(r[key] for r in run["rounds"] if r.get(key) is not None)
+    return value
 
 
-def _best_ratio(base: dict, other: dict, key: str) -> float:
+def _best_ratio(base: Record, other: Record, key: str) -> float:
     """other's best round over base's best round (highest req/s, lowest p99 and CPU/request)."""
     return _best_value(other, key) / _best_value(base, key)
 
 
-def _ours(runs: list[dict], config: str, proto: str, load: str) -> dict | None:
+def _ours(runs: list[Record], config: str, proto: str, load: str) -> Record | None:
     """This runtime's run in that config (label), protocol and load."""
     return next(
         (
@@ -134,7 +146,7 @@ def _ours(runs: list[dict], config: str, proto: str, load: str) -> dict | None:
     )
 
 
-def shadow_costs(result: dict) -> list[dict]:
+def shadow_costs(result: Record) -> list[Record]:
     """Per protocol and load: the shadowed server and the A/A copy, each against the plain server.
     Req/s is judged on best rounds, like every other comparison of the bench: on this shared machine
     the same server's CPU per request jumps between rounds with where the scheduler puts it, which
@@ -163,7 +175,7 @@ def shadow_costs(result: dict) -> list[dict]:
     return out
 
 
-def floor_ratios(result: dict) -> list[dict]:
+def floor_ratios(result: Record) -> list[Record]:
     """Per protocol and load: the transport floor (bench/floor_server.py) and this runtime against
     stock's best config, and this runtime against the floor. What no server on uvicorn and grpc.aio
     can beat here: where the floor itself is under 2x stock's best req/s (or over 0.4x its CPU per
@@ -173,10 +185,13 @@ def floor_ratios(result: dict) -> list[dict]:
         for load in LOAD_TITLES:
             key = "rows_per_s" if load.startswith("100") else "rps"
             floor, ours, stock = (_best(runs, k, proto, load, key) for k in ("floor", "ours", "stock"))
-            cpu = {
-                k: _best(runs, k, proto, load, "server_cpu_us_per_req", lower=True) for k in ("floor", "ours", "stock")
-            }
+            # the same candidates as above, so these are None exactly when those are
+            floor_cpu, ours_cpu, stock_cpu = (
+                _best(runs, k, proto, load, "server_cpu_us_per_req", lower=True) for k in ("floor", "ours", "stock")
+            )
             if floor is None or stock is None or ours is None:
+                continue
+            if floor_cpu is None or ours_cpu is None or stock_cpu is None:
                 continue
             out.append(
                 {
@@ -186,15 +201,15 @@ def floor_ratios(result: dict) -> list[dict]:
                     "floor": floor[key] / stock[key],
                     "ours": ours[key] / stock[key],
                     "ours_of_floor": ours[key] / floor[key],
-                    "floor_cpu": cpu["floor"]["server_cpu_us_per_req"] / cpu["stock"]["server_cpu_us_per_req"],
-                    "ours_cpu": cpu["ours"]["server_cpu_us_per_req"] / cpu["stock"]["server_cpu_us_per_req"],
-                    "floor_cpu_us": cpu["floor"]["server_cpu_us_per_req"],
+                    "floor_cpu": floor_cpu["server_cpu_us_per_req"] / stock_cpu["server_cpu_us_per_req"],
+                    "ours_cpu": ours_cpu["server_cpu_us_per_req"] / stock_cpu["server_cpu_us_per_req"],
+                    "floor_cpu_us": floor_cpu["server_cpu_us_per_req"],
                 }
             )
     return out
 
 
-def _floor_lines(result: dict) -> list[str]:
+def _floor_lines(result: Record) -> list[str]:
     rows = floor_ratios(result)
     if not rows:
         return []
@@ -219,7 +234,7 @@ def _floor_lines(result: dict) -> list[str]:
     return lines
 
 
-def _shadow_lines(result: dict) -> list[str]:
+def _shadow_lines(result: Record) -> list[str]:
     costs = shadow_costs(result)
     if not costs:
         return []
@@ -251,7 +266,7 @@ def _shadow_lines(result: dict) -> list[str]:
 LOOKUP_KEYS = ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_req", "store_cpu_us_per_req")
 
 
-def lookup_costs(result: dict) -> list[dict]:
+def lookup_costs(result: Record) -> list[Record]:
     """Per protocol: this runtime sent the features (vector) and, in the same config, sent the id
     with the cache warm and with none (cold). Each metric from the server's best round, as in
     shadow_costs; `added_cpu_us` = lookup − vector server CPU per request."""
@@ -282,7 +297,7 @@ def lookup_costs(result: dict) -> list[dict]:
     return out
 
 
-def _lookup_lines(result: dict) -> list[str]:
+def _lookup_lines(result: Record) -> list[str]:
     costs = lookup_costs(result)
     if not costs:
         return []
@@ -331,7 +346,7 @@ def _lookup_lines(result: dict) -> list[str]:
     return lines
 
 
-def _same_config(runs, r, server="stock"):
+def _same_config(runs: list[Record], r: Record, server: str = "stock") -> Record | None:
     for s in runs:
         if (
             s["server"] == server
@@ -343,7 +358,7 @@ def _same_config(runs, r, server="stock"):
     return None
 
 
-def _f(v, nd=1):
+def _f(v: object, nd: int = 1) -> str:
     if v is None:
         return ""
     if isinstance(v, float):
@@ -353,7 +368,7 @@ def _f(v, nd=1):
     return str(v)
 
 
-def markdown(result: dict) -> str:
+def markdown(result: Record) -> str:
     meta, runs = result["meta"], _ok_runs(result)
     lines = [
         f"# Benchmark {meta['stamp']}",
@@ -444,7 +459,7 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def chart(result: dict, path: Path) -> Path | None:
+def chart(result: Record, path: Path) -> Path | None:
     try:
         import matplotlib
 
@@ -510,7 +525,7 @@ def chart(result: dict, path: Path) -> Path | None:
     return path
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = argv if argv is not None else sys.argv[1:]
     src = Path(argv[0]) if argv else Path(__file__).parent / "results" / "latest.json"
     result = json.loads(src.read_text())

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench import common, loadgen, report
 from bench.common import MLServerConfig
@@ -49,7 +50,7 @@ from bench.scenarios import (
 )
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -115,7 +116,7 @@ def lookup_wanted(args: argparse.Namespace) -> bool:
     return False
 
 
-def lookup_members(store: common.FeatureStore, cfg: MLServerConfig, workdir: Path, pipeline) -> list[Member]:
+def lookup_members(store: common.FeatureStore, cfg: MLServerConfig, workdir: Path, pipeline: Any) -> list[Member]:
     """This runtime in `cfg` answering requests by id from `store`, with its cache (the database once
     per TTL) and without (every request queries it); measured on one load only."""
     payloads = Payloads.lookup(workdir, pipeline, store.entity_id)
@@ -133,7 +134,7 @@ def lookup_members(store: common.FeatureStore, cfg: MLServerConfig, workdir: Pat
     return members
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # A kill or a CI timeout unwinds like Ctrl-C: the servers and the throw-away database are stopped.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -158,11 +159,11 @@ def main(argv=None) -> int:
     payloads = Payloads(workdir, pipeline, row_counts)
 
     log("in-process floor (pipeline.predict) ...")
-    floor = {str(n): loadgen.floor(pipeline.predict, payloads.items[n]["X"], 1.0) for n in row_counts}
+    floor = {str(n): loadgen.floor(pipeline.predict, payloads.items[n].X, 1.0) for n in row_counts}
     for n, f in floor.items():
         log(f"  floor {n:>3} rows: p50 {f['p50_us']:.1f} us/call, {f['rps']:.0f} calls/s")
 
-    runs: list[dict] = []
+    runs: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:  # the feature store's database lives until the group has run
         store = stack.enter_context(common.feature_store(log)) if lookup_wanted(args) else None
         group = []

@@ -11,9 +11,11 @@ import shutil
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
+from argparse import Namespace
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,24 +40,36 @@ CONFIGS = {
 SERVERS = ("ours", "stock", "kserve", "floor")
 
 
-def log(*a) -> None:
+def log(*a: object) -> None:
     print(time.strftime("%H:%M:%S"), *a, flush=True)
 
 
 # ---------------------------------------------------------------- request bodies and pre-flight checks
 
 
+@dataclass(frozen=True)
+class Payload:
+    """One request: the features, where wrk and h2load read its bodies, the ModelInferRequest, and
+    what the server must answer."""
+
+    X: np.ndarray
+    rest: Path  # the JSON body
+    grpc: Path  # the gRPC body, framed
+    request: Any  # the ModelInferRequest
+    expected: np.ndarray
+
+
 class Payloads:
     """Per row count: the JSON body, the gRPC body (framed) and the expected predictions."""
 
-    def __init__(self, workdir: Path, pipeline, row_counts):
-        self.items = {}
+    def __init__(self, workdir: Path, pipeline: Any, row_counts: Iterable[int]) -> None:
+        self.items: dict[int, Payload] = {}
         for n in row_counts:
             X = common.bench_rows(n)
             self.items[n] = _payload(workdir, f"body-{n}", X, pipeline, common.rest_body(X), common.grpc_request(X))
 
     @classmethod
-    def lookup(cls, workdir: Path, pipeline, entity_id: str) -> Payloads:
+    def lookup(cls, workdir: Path, pipeline: Any, entity_id: str) -> Payloads:
         """One row by id (for the 1-row loads): the request sends `entity_id` instead of the features,
         and the answer must be the pipeline's on that id's dataset row."""
         payloads = cls(workdir, pipeline, ())
@@ -66,45 +80,42 @@ class Payloads:
         return payloads
 
 
-def _payload(workdir: Path, stem: str, X: np.ndarray, pipeline, rest_body: bytes, request) -> dict:
+def _payload(workdir: Path, stem: str, X: np.ndarray, pipeline: Any, rest_body: bytes, request: Any) -> Payload:
     """The request bodies written where wrk and h2load read them, and what the server must answer."""
     rest, grpc = workdir / f"{stem}.json", workdir / f"{stem}.grpc"
     rest.write_bytes(rest_body)
     grpc.write_bytes(common.grpc_frame(request.SerializeToString()))
-    return {
-        "X": X,
-        "rest": rest,
-        "grpc": grpc,
-        "request": request,
-        "expected": np.asarray(pipeline.predict(X), dtype=float),
-    }
+    return Payload(X, rest, grpc, request, np.asarray(pipeline.predict(X), dtype=float))
 
 
-def preflight(server: Server, name: str, payloads: Payloads, protocols) -> dict:
+Preflight = dict[str, dict[int, int | None]]  # "grpc_response_bytes" -> row count -> size (None: varies)
+
+
+def preflight(server: Server, name: str, payloads: Payloads, protocols: Iterable[str]) -> Preflight:
     """One real client call per protocol and row count: checks values, returns gRPC response sizes."""
-    info = {"grpc_response_bytes": {}}
+    info: Preflight = {"grpc_response_bytes": {}}
     for n, item in payloads.items.items():
         if "rest" in protocols:
             req = urllib.request.Request(
                 f"{server.http_url}/v2/models/{MODEL_NAME}/infer",
-                data=item["rest"].read_bytes(),
+                data=item.rest.read_bytes(),
                 headers={"Content-Type": "application/json"},
             )
             with urllib.request.urlopen(req, timeout=30) as r:
                 (got,) = rest_outputs(json.loads(r.read())).values()
-            assert_parity(got.astype(float).ravel(), item["expected"], f"{name} REST {n} rows")
+            assert_parity(got.astype(float).ravel(), item.expected, f"{name} REST {n} rows")
         if "grpc" in protocols:
             import grpc
             from tritonclient.grpc import service_pb2_grpc
 
             with grpc.insecure_channel(server.grpc_url) as ch:
                 stub = service_pb2_grpc.GRPCInferenceServiceStub(ch)
-                sizes = set()
+                sizes: set[int] = set()
                 for _ in range(3):
-                    resp = stub.ModelInfer(item["request"], timeout=30)
+                    resp = stub.ModelInfer(item.request, timeout=30)
                     sizes.add(resp.ByteSize())
             (got,) = pb_outputs(resp).values()
-            assert_parity(got.astype(float).ravel(), item["expected"], f"{name} gRPC {n} rows")
+            assert_parity(got.astype(float).ravel(), item.expected, f"{name} gRPC {n} rows")
             info["grpc_response_bytes"][n] = (sizes.pop() + 5) if len(sizes) == 1 else None
     return info
 
@@ -117,22 +128,27 @@ def _system_busy_s() -> float:
     import psutil
 
     t = psutil.cpu_times()
-    return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0) + getattr(t, "steal", 0.0)
+    busy: float = (
+        t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0) + getattr(t, "steal", 0.0)
+    )
+    return busy
 
 
-def scenario_fn(server: Server, pre: dict, payloads: Payloads, workdir: Path, proto: str, load: str):
+def scenario_fn(
+    server: Server, pre: Preflight, payloads: Payloads, workdir: Path, proto: str, load: str
+) -> Callable[[float], loadgen.LoadResult]:
     """A function(duration_s) -> LoadResult that drives one scenario against one server."""
     rows, conc = LOADS[load]
     item = payloads.items[rows]
     if proto == "rest":
         url = f"{server.http_url}/v2/models/{MODEL_NAME}/infer"
-        return lambda d: loadgen.run_wrk(url, item["rest"], conc, d, workdir)
+        return lambda d: loadgen.run_wrk(url, item.rest, conc, d, workdir)
     url = f"http://{server.grpc_url}/inference.GRPCInferenceService/ModelInfer"
     rb = pre["grpc_response_bytes"].get(rows)
-    return lambda d: loadgen.run_h2load_grpc(url, item["grpc"], conc, d, workdir, rb)
+    return lambda d: loadgen.run_h2load_grpc(url, item.grpc, conc, d, workdir, rb)
 
 
-def best_of_rounds(recs: list[dict]) -> dict:
+def best_of_rounds(recs: list[dict[str, Any]]) -> dict[str, Any]:
     """The round with the most good responses per second stands for the scenario (the least disturbed
     by the shared machine); every round's numbers stay in `rounds`."""
     ok = [r for r in recs if "failed" not in r]
@@ -163,20 +179,20 @@ def measure(
     server: Server,
     kind: str,
     label: str,
-    pre: dict,
+    pre: Preflight,
     payloads: Payloads,
     proto: str,
     load: str,
-    args,
+    args: Namespace,
     workdir: Path,
     warmup: int,
-    store: Callable[[], list] | None = None,
-) -> dict:
+    store: Callable[[], list[Any]] | None = None,
+) -> dict[str, Any]:
     """One scenario on one server; `store` gives the processes of a database the server queries,
     whose CPU is recorded apart from the server's (store_cpu_us_per_req)."""
     rows, conc = LOADS[load]
     go = scenario_fn(server, pre, payloads, workdir, proto, load)
-    rec = {
+    rec: dict[str, Any] = {
         "server": kind,
         "config": label,
         "protocol": proto,
@@ -230,22 +246,24 @@ class Member:
     launch: Launcher
     payloads: Payloads | None = None  # None: the group's
     loads: tuple[str, ...] | None = None  # None: every load of the run
-    store: Callable[[], list] | None = None  # the database's processes (measure's `store`)
+    store: Callable[[], list[Any]] | None = None  # the database's processes (measure's `store`)
 
     def runs(self, load: str) -> bool:
         return self.loads is None or load in self.loads
 
 
-def run_group(group: list[Member], payloads: Payloads, args, workdir: Path, runs: list) -> None:
+def run_group(
+    group: list[Member], payloads: Payloads, args: Namespace, workdir: Path, runs: list[dict[str, Any]]
+) -> None:
     """All servers start together (idle ones cost ~0.002 cores); each scenario then runs on each server
     in turn, back to back (rotating who goes first), round after round, so drift in the shared machine's
     background load hits every server and config alike."""
-    started = []
+    started: list[tuple[Member, Server]] = []
     try:
         for m in group:
             log(f"{m.kind} [{m.label}] starting ...")
             started.append((m, m.launch()))
-        live = []
+        live: list[tuple[Member, Server, Preflight]] = []
         for m, server in started:
             try:
                 server.wait_ready(common.READY_TIMEOUT_S)
@@ -255,7 +273,7 @@ def run_group(group: list[Member], payloads: Payloads, args, workdir: Path, runs
             except Exception as e:  # noqa: BLE001
                 log(f"{m.kind} [{m.label}] FAILED: {type(e).__name__}: {e}")
                 runs.append({"server": m.kind, "config": m.label, "failed": f"{type(e).__name__}: {e}"[:2000]})
-        measured: dict[tuple, list[dict]] = {}
+        measured: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
         for rnd in range(args.rounds):
             i = 0
             for proto in args.protocols:
@@ -304,8 +322,8 @@ def ours_available() -> bool:
     return (common.REPO / "runtime" / "model.py").exists()
 
 
-def tool_versions() -> dict:
-    out = {}
+def tool_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
     for name, cmd in (("wrk", ["wrk", "-v"]), ("h2load", ["h2load", "--version"])):
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)

@@ -28,7 +28,7 @@ from harness import soak
 from harness.server import Server
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -51,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not (0 < args.seconds <= 3600 and 1 <= args.clients <= 64):
         raise SystemExit("--seconds must be in (0, 3600] and --clients in [1, 64]")

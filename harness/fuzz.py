@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import numpy as np
@@ -48,7 +48,7 @@ TRACEBACK_MARKERS = ("Traceback (most recent call last)", 'File "/')
 
 # ---- hypothesis profiles --------------------------------------------------------------------
 
-_COMMON = dict(
+_COMMON: dict[str, Any] = dict(
     database=None,  # no .hypothesis/examples in the repository
     deadline=None,  # a request's latency is not a property under test
     suppress_health_check=list(HealthCheck),
@@ -87,7 +87,7 @@ class ServerDown(AssertionError):
 class Client:
     """One keep-alive HTTP session and one gRPC channel to a server."""
 
-    def __init__(self, http_url: str, grpc_target: str):
+    def __init__(self, http_url: str, grpc_target: str) -> None:
         self.http_url = http_url
         self.session = requests.Session()
         self.channel = grpc.insecure_channel(
@@ -147,7 +147,7 @@ class Client:
         except requests.RequestException:
             return False
 
-    def grpc(self, request) -> Outcome:
+    def grpc(self, request: Any) -> Outcome:
         started = time.perf_counter()
         try:
             resp = self.stub.ModelInfer(request, timeout=REQUEST_TIMEOUT_S)
@@ -158,7 +158,7 @@ class Client:
             return Outcome(code.name, err.details() or "", seconds=time.perf_counter() - started)
         return Outcome("OK", response=resp, seconds=time.perf_counter() - started)
 
-    def send(self, case: S.Case) -> Outcome:
+    def send(self, case: S.AnyCase) -> Outcome:
         if isinstance(case, S.RestCase):
             return self.rest(case.target.rest_path(), case.body, case.content_type)
         return self.grpc(case.request)
@@ -167,23 +167,24 @@ class Client:
 # ---- judging one answer ---------------------------------------------------------------------
 
 
-def _fail(case: S.Case, outcome: Outcome, why: str) -> None:
+def _fail(case: S.AnyCase, outcome: Outcome, why: str) -> NoReturn:
     detail = outcome.message or outcome.text
     raise AssertionError(f"{why}\n  answer: {outcome.status} {detail[:1500]!r}\n  request: {case.describe()}")
 
 
-def _check_no_traceback(case: S.Case, outcome: Outcome, text: str) -> None:
+def _check_no_traceback(case: S.AnyCase, outcome: Outcome, text: str) -> None:
     sent = case.body.decode("utf-8", "replace") if isinstance(case, S.RestCase) else str(case.request)
     for marker in TRACEBACK_MARKERS:
         if marker in text and marker not in sent:
             _fail(case, outcome, f"the answer carries a traceback ({marker!r})")
 
 
-def _decode_rest_outputs(case, outcome) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def _decode_rest_outputs(case: S.AnyCase, outcome: Outcome) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     body = outcome.json
     if not isinstance(body, dict) or not isinstance(body.get("outputs"), list):
         _fail(case, outcome, "200 without an outputs list")
-    arrays, datatypes = {}, {}
+    arrays: dict[str, np.ndarray] = {}
+    datatypes: dict[str, str] = {}
     for o in body["outputs"]:
         data = np.array(o["data"], dtype=object).ravel()
         values = np.array([np.nan if v is None else v for v in data], dtype=np.float64)
@@ -195,7 +196,7 @@ def _decode_rest_outputs(case, outcome) -> tuple[dict[str, np.ndarray], dict[str
     return arrays, datatypes
 
 
-def _decode_grpc_outputs(case, outcome) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def _decode_grpc_outputs(case: S.AnyCase, outcome: Outcome) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     resp = outcome.response
     try:
         arrays = pb_outputs(resp)
@@ -204,7 +205,7 @@ def _decode_grpc_outputs(case, outcome) -> tuple[dict[str, np.ndarray], dict[str
     return ({k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}, {o.name: o.datatype for o in resp.outputs})
 
 
-def _check_success(case: S.Case, outcome: Outcome, stats: Stats) -> None:
+def _check_success(case: S.AnyCase, outcome: Outcome, stats: Stats) -> None:
     target = case.target
     spec = target.spec
     if not target.served or spec is None:
@@ -256,11 +257,12 @@ def _check_success(case: S.Case, outcome: Outcome, stats: Stats) -> None:
                 per_row = json.loads(flags) if isinstance(flags, str) else None
             except ValueError:
                 per_row = None
+            assert case.x is not None  # an OK case carries the matrix the server predicts on
             if not isinstance(per_row, list) or len(per_row) != len(case.x):
                 _fail(case, outcome, f"ood_flags asked for, got {flags!r}")
 
 
-def _check_predictions(case: S.Case, outcome: Outcome, arrays: dict[str, np.ndarray]) -> None:
+def _check_predictions(case: S.AnyCase, outcome: Outcome, arrays: dict[str, np.ndarray]) -> None:
     """The answer equals the pipeline on the matrix the request encodes (float64)."""
     if set(arrays) != set(case.outputs):
         _fail(case, outcome, f"outputs {sorted(arrays)}, expected {sorted(case.outputs)}")
@@ -294,7 +296,7 @@ def _check_predictions(case: S.Case, outcome: Outcome, arrays: dict[str, np.ndar
                 _fail(case, outcome, f"{name} {got.tolist()} != pipeline {want.tolist()}")
 
 
-def judge(case: S.Case, outcome: Outcome, stats: Stats) -> str:
+def judge(case: S.AnyCase, outcome: Outcome, stats: Stats) -> str:
     """Raise AssertionError if the answer breaks the contract; return its class for the tally."""
     rest = isinstance(case, S.RestCase)
     if rest:
@@ -334,15 +336,16 @@ def judge(case: S.Case, outcome: Outcome, stats: Stats) -> str:
 
 @dataclass
 class Stats:
-    outcomes: Counter = field(default_factory=Counter)  # (protocol, expect, status) -> n
-    findings: Counter = field(default_factory=Counter)
-    finding_examples: dict = field(default_factory=dict)
+    outcomes: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (protocol, expect, status) -> n
+    findings: Counter[str] = field(default_factory=Counter)
+    finding_examples: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (summary, a case)
     health_checks: int = 0
-    health_failures: list = field(default_factory=list)
-    examples: Counter = field(default_factory=Counter)  # protocol -> n
-    seconds: Counter = field(default_factory=Counter)  # protocol -> seconds waiting for answers
+    health_failures: list[str] = field(default_factory=list)
+    examples: Counter[str] = field(default_factory=Counter)  # protocol -> n
+    # protocol -> seconds waiting for answers
+    seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
 
-    def finding(self, fid: str, case: S.Case, outcome: Outcome, summary: str) -> None:
+    def finding(self, fid: str, case: S.AnyCase, outcome: Outcome, summary: str) -> None:
         self.findings[fid] += 1
         self.finding_examples.setdefault(fid, (summary, case.describe()))
 
@@ -358,7 +361,7 @@ class Stats:
             lines.append(f"finding {fid} ({summary}): {n}x, e.g. {example[:600]}")
         return "\n".join(lines)
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         return {
             "examples": dict(self.examples),
             "seconds_waiting": {k: round(v, 2) for k, v in self.seconds.items()},
@@ -375,17 +378,17 @@ class Stats:
 
 
 class FuzzSession:
-    def __init__(self, server: Server, health_every: int = HEALTH_EVERY):
+    def __init__(self, server: Server, health_every: int = HEALTH_EVERY) -> None:
         self.server = server
         self.client = Client(server.http_url, server.grpc_url)
         self.stats = Stats()
         self.health_every = health_every
-        self.recent: deque = deque(maxlen=5)
+        self.recent: deque[S.AnyCase] = deque(maxlen=5)
 
     def close(self) -> None:
         self.client.close()
 
-    def run(self, case: S.Case) -> None:
+    def run(self, case: S.AnyCase) -> None:
         """Send one case and judge the answer (raises AssertionError on a violation)."""
         self.recent.append(case)
         try:

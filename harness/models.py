@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from runtime.core.artifacts import LoadedPipeline, Manifest, load_pipeline, read_manifest
 
@@ -69,6 +70,7 @@ def shipped_models() -> dict[str, ShippedModel]:
     aliases = _aliases()
     out = {}
     for name, (versions, m) in found.items():
+        assert m.feature_ranges is not None, f"{name}: the manifest has no feature_ranges"
         ordered = tuple(sorted(versions, key=lambda v: (len(v), v)))
         out[name] = ShippedModel(
             name=name,
@@ -180,7 +182,7 @@ def sample_rows(name: str, n: int, offset: int = 0) -> np.ndarray:
     return np.ascontiguousarray(x[idx])
 
 
-def assert_parity(actual, expected, what: str = "predict") -> None:
+def assert_parity(actual: npt.ArrayLike, expected: npt.ArrayLike, what: str = "predict") -> None:
     """Labels exactly; values within a relative 1e-9 (probabilities also absolute 1e-15)."""
     actual = np.asarray(actual)
     expected = np.asarray(expected)

@@ -35,9 +35,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO
 
-from harness.prometheus import ensure_package, hand_over, service_ids, tail
+from harness.prometheus import ensure_package, hand_over, service_ids, spawn_service, tail
 from harness.server import HOST, free_ports, stop_group
 from pipeline_tools.rollout.targets import NginxTarget, upstream_block
 
@@ -89,9 +89,9 @@ class Nginx:
     base: Path
     port: int
     servers: dict[str, int | None]
-    proc: subprocess.Popen = field(repr=False)
+    proc: subprocess.Popen[bytes] = field(repr=False)
     upstream: str = UPSTREAM
-    _log_file: Any = field(repr=False, default=None)
+    _log_file: IO[bytes] | None = field(repr=False, default=None)
 
     @property
     def url(self) -> str:
@@ -130,10 +130,10 @@ class Nginx:
         NginxTarget.reload_command(self.command())
         self.servers = dict(servers)
 
-    def upstream_counts(self, since: float = 0.0, until: float = float("inf")) -> Counter:
+    def upstream_counts(self, since: float = 0.0, until: float = float("inf")) -> Counter[tuple[str, str]]:
         """Requests per (upstream address, status) that nginx logged between two Unix times: what
         it actually routed. The log is flushed every 200 ms."""
-        counts: Counter = Counter()
+        counts: Counter[tuple[str, str]] = Counter()
         try:
             text = self.access_log.read_text()
         except FileNotFoundError:
@@ -199,11 +199,8 @@ def start_nginx(
     conf.write_text(config_text(base, port, servers))
     os.chmod(conf, 0o644)
     out = open(base / "nginx.out", "wb")
-    user = {} if ids is None else {"user": ids[0], "group": ids[1], "extra_groups": []}
     argv = [binary, "-p", str(base), "-e", str(base / "error.log"), "-c", str(conf), "-g", "daemon off;"]
-    proc = subprocess.Popen(
-        argv, cwd=base, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, **user
-    )
+    proc = spawn_service(argv, base, out, ids)
     lb = Nginx(binary=binary, base=base, port=port, servers=dict(servers), proc=proc, _log_file=out)
     try:
         lb.wait_ready()

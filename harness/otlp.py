@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
@@ -52,7 +52,9 @@ class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
         self._server: grpc.Server | None = None
         self.port = 0
 
-    def Export(self, request, context):  # the gRPC method's name
+    def Export(  # the gRPC method's name
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
         with self._lock:
             for resource_spans in request.resource_spans:
                 for scope_spans in resource_spans.scope_spans:
@@ -61,7 +63,11 @@ class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
 
     def start(self) -> TraceReceiver:
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self._server)
+        # the generated registration function is untyped
+        register = cast(
+            Callable[[TraceReceiver, grpc.Server], None], trace_service_pb2_grpc.add_TraceServiceServicer_to_server
+        )
+        register(self, self._server)
         self.port = self._server.add_insecure_port("127.0.0.1:0")
         self._server.start()
         return self

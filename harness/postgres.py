@@ -42,6 +42,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.abc import QueryNoTemplate
 from psycopg.conninfo import make_conninfo
 
 from harness.models import DIABETES, dataset, shipped_models
@@ -84,7 +85,7 @@ def _bin_dirs() -> list[Path]:
     return sorted(majors, key=lambda d: int(d.parent.name), reverse=True)
 
 
-def _apt_get(args: Sequence[str], timeout: float) -> subprocess.CompletedProcess:
+def _apt_get(args: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
     # A CI runner that is not root usually has passwordless sudo; -n fails instead of prompting.
     prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -127,7 +128,7 @@ def _run(
     server_log: Path | None = None,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
-) -> subprocess.CompletedProcess:
+) -> subprocess.CompletedProcess[str]:
     """argv with a timeout, output captured; a timeout, or a non-zero exit with `check`, raises
     RuntimeError with the command, its output and the tail of `server_log`."""
     try:
@@ -238,7 +239,7 @@ class Postgres:
         os.chmod(path, 0o600)  # O_CREAT's mode does not apply to a file that already existed
         return path
 
-    def _pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def _pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         argv = [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *args]
         return _run(
             _as_service_user(argv, self.service_user),
@@ -277,7 +278,7 @@ class Postgres:
             autocommit=True,
         )
 
-    def execute(self, query: str | sql.Composable, params: Sequence[Any] | None = None) -> list[tuple]:
+    def execute(self, query: QueryNoTemplate, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """One statement as the superuser on a fresh autocommit connection (tests create, change
         and drop tables; nothing is left open between calls); the fetched rows, or []."""
         with self._connect() as conn, conn.cursor() as cur:
@@ -420,7 +421,7 @@ def _smoke() -> None:
         query = "SELECT entity_id, bmi FROM diabetes_features WHERE entity_id = ANY(%s) ORDER BY entity_id"
         wanted = [ids[0], ids[len(ids) // 2], ids[-1]]
 
-        def select() -> list[tuple]:
+        def select() -> list[tuple[Any, ...]]:
             with psycopg.connect(dsn_file.read_text().strip()) as conn:
                 return conn.execute(query, [wanted]).fetchall()
 

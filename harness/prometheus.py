@@ -34,7 +34,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from harness.server import HOST, free_ports, stop_group
 
@@ -68,7 +68,7 @@ Vector = list[tuple[dict[str, str], float]]
 # ------------------------------------------------------------------------------ installation
 
 
-def _apt_get(args: Sequence[str], timeout: float) -> subprocess.CompletedProcess:
+def _apt_get(args: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
     prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     try:
@@ -128,6 +128,24 @@ def hand_over(path: Path, ids: tuple[int, int] | None, mode: int) -> None:
     os.chmod(path, mode)
 
 
+def spawn_service(
+    argv: list[str], cwd: Path, log_file: IO[bytes], ids: tuple[int, int] | None
+) -> subprocess.Popen[bytes]:
+    """`argv` in `cwd` as the user and group `ids` (None: this process's), in its own process group,
+    every line it writes in `log_file`."""
+    return subprocess.Popen(
+        argv,
+        cwd=cwd,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        user=None if ids is None else ids[0],
+        group=None if ids is None else ids[1],
+        extra_groups=None if ids is None else [],
+    )
+
+
 def tail(path: Path, lines: int = 40) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -145,8 +163,8 @@ class Prometheus:
     base: Path
     port: int
     jobs: dict[str, list[str]]
-    proc: subprocess.Popen = field(repr=False)
-    _log_file: Any = field(repr=False, default=None)
+    proc: subprocess.Popen[bytes] = field(repr=False)
+    _log_file: IO[bytes] | None = field(repr=False, default=None)
 
     @property
     def url(self) -> str:
@@ -179,7 +197,8 @@ class Prometheus:
         return [(item["metric"], float(item["value"][1])) for item in data["result"]]
 
     def targets(self) -> list[dict[str, Any]]:
-        return self.api("targets")["activeTargets"]
+        targets: list[dict[str, Any]] = self.api("targets")["activeTargets"]
+        return targets
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
@@ -260,16 +279,7 @@ def start_prometheus(
         "--log.level=warn",
     ]
     log_file = open(base / "prometheus.log", "wb")
-    user = {} if ids is None else {"user": ids[0], "group": ids[1], "extra_groups": []}
-    proc = subprocess.Popen(
-        argv,
-        cwd=base,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-        **user,
-    )
+    proc = spawn_service(argv, base, log_file, ids)
     prom = Prometheus(base=base, port=port, jobs={k: list(v) for k, v in jobs.items()}, proc=proc, _log_file=log_file)
     try:
         prom.wait_ready()

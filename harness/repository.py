@@ -24,7 +24,7 @@ _ADDRESS_KEYS = ("host", "http_port", "grpc_port", "metrics_port")
 
 def project_settings() -> dict[str, Any]:
     """The project's settings.json minus anything that pins addresses or ports."""
-    settings = json.loads((REPO_ROOT / "settings.json").read_text())
+    settings: dict[str, Any] = json.loads((REPO_ROOT / "settings.json").read_text())
     for key in _ADDRESS_KEYS:
         settings.pop(key, None)
     return settings
@@ -100,11 +100,12 @@ def link_model(root: Path, source: str) -> Path:
 # ------------------------------------------------------------------------------ artifact edits
 
 
-def read_manifest_json(model_dir: Path) -> dict:
-    return json.loads((model_dir / "manifest.json").read_text())
+def read_manifest_json(model_dir: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((model_dir / "manifest.json").read_text())
+    return doc
 
 
-def write_manifest_json(model_dir: Path, doc: dict) -> None:
+def write_manifest_json(model_dir: Path, doc: dict[str, Any]) -> None:
     (model_dir / "manifest.json").write_text(json.dumps(doc, indent=2))
 
 

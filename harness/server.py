@@ -73,7 +73,7 @@ def clean_environ(environ: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def stop_group(
-    proc: subprocess.Popen, log_file: IO | None = None, first: int | None = None, grace_s: float = 10.0
+    proc: subprocess.Popen[bytes], log_file: IO[bytes] | None = None, first: int | None = None, grace_s: float = 10.0
 ) -> None:
     """`first` (a signal) to the process and up to `grace_s` for it to exit, then SIGKILL to its
     whole process group (started with start_new_session), and its log file closed."""
@@ -92,12 +92,52 @@ def stop_group(
         log_file.close()
 
 
+@dataclass(frozen=True)
+class _Launch:
+    """What Server.launch was given and a relaunch repeats."""
+
+    env: dict[str, str] | None = None
+    base_env: dict[str, str] | None = None
+    argv: list[str] | None = None
+
+
+def _spawn(
+    spec: _Launch, root: Path, log_path: Path, append: bool
+) -> tuple[subprocess.Popen[bytes], IO[bytes], tuple[int, int, int]]:
+    """The server process of `spec` on three free ports: the process, its open log file and the
+    ports (http, grpc, metrics)."""
+    http_port, grpc_port, metrics_port = free_ports(3)
+    ports = {"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port}
+    full_env = dict(clean_environ() if spec.base_env is None else spec.base_env)
+    full_env.update(spec.env or {})
+    full_env.update(
+        MLSERVER_HOST=HOST,
+        MLSERVER_HTTP_PORT=str(http_port),
+        MLSERVER_GRPC_PORT=str(grpc_port),
+        MLSERVER_METRICS_PORT=str(metrics_port),
+        PYTHONUNBUFFERED="1",
+    )
+    argv = spec.argv or [mlserver_executable(), "start", "."]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file = open(log_path, "ab" if append else "wb")
+    proc = subprocess.Popen(
+        [a.format(**ports) for a in argv],
+        cwd=root,
+        env=full_env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,  # every line the server writes lands in one log
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # its worker processes share a group we can signal
+    )
+    return proc, log_file, (http_port, grpc_port, metrics_port)
+
+
 @dataclass
 class Server:
     """A V2 server subprocess. Build it with `launch` (returns at once, so several can start side
     by side) or `start` (launch + wait_ready); end it with `stop` (graceful) or `kill`."""
 
-    proc: subprocess.Popen
+    proc: subprocess.Popen[bytes]
     log_path: Path
     http_port: int
     grpc_port: int
@@ -105,8 +145,8 @@ class Server:
     root: Path = REPO_ROOT
     # (name, version) whose readiness wait_ready checks; version None = an unversioned model.
     models: tuple[tuple[str, str | None], ...] = ()
-    _launch: dict[str, Any] = field(repr=False, default_factory=dict)  # env/argv, for a relaunch
-    _log_file: Any = field(repr=False, default=None)
+    _launch: _Launch = field(repr=False, default=_Launch())
+    _log_file: IO[bytes] | None = field(repr=False, default=None)
 
     # ------------------------------------------------------------------ addresses
 
@@ -142,36 +182,15 @@ class Server:
         with `env` and the ports (MLSERVER_HOST/HTTP_PORT/GRPC_PORT/METRICS_PORT). `argv` defaults
         to `mlserver start .` run in `root`; "{http_port}", "{grpc_port}" and "{metrics_port}" in
         it are replaced by the ports (for servers that take them as flags)."""
-        spec = dict(env=env, base_env=base_env, argv=None if argv is None else list(argv))
-        server = cls(None, Path(log_path), 0, 0, 0, Path(root), tuple(models), spec)  # type: ignore[arg-type]
-        server._spawn()
-        return server
+        spec = _Launch(env, base_env, None if argv is None else list(argv))
+        root, log_path = Path(root), Path(log_path)
+        proc, log_file, (http_port, grpc_port, metrics_port) = _spawn(spec, root, log_path, append=False)
+        return cls(proc, log_path, http_port, grpc_port, metrics_port, root, tuple(models), spec, log_file)
 
-    def _spawn(self) -> None:
-        spec = self._launch
-        self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
-        ports = {"http_port": self.http_port, "grpc_port": self.grpc_port, "metrics_port": self.metrics_port}
-        full_env = dict(clean_environ() if spec["base_env"] is None else spec["base_env"])
-        full_env.update(spec["env"] or {})
-        full_env.update(
-            MLSERVER_HOST=HOST,
-            MLSERVER_HTTP_PORT=str(self.http_port),
-            MLSERVER_GRPC_PORT=str(self.grpc_port),
-            MLSERVER_METRICS_PORT=str(self.metrics_port),
-            PYTHONUNBUFFERED="1",
-        )
-        argv = spec["argv"] or [mlserver_executable(), "start", "."]
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        # A relaunch appends: the lost port race stays in the log.
-        self._log_file = open(self.log_path, "ab" if self.proc is not None else "wb")
-        self.proc = subprocess.Popen(
-            [a.format(**ports) for a in argv],
-            cwd=self.root,
-            env=full_env,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,  # every line the server writes lands in one log
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its worker processes share a group we can signal
+    def _respawn(self) -> None:
+        """The same launch on fresh ports, appending to the log: the lost port race stays in it."""
+        self.proc, self._log_file, (self.http_port, self.grpc_port, self.metrics_port) = _spawn(
+            self._launch, self.root, self.log_path, append=True
         )
 
     @classmethod
@@ -197,7 +216,7 @@ class Server:
             if not (relaunch_on_port_race and lost_port):
                 raise
             self.kill()
-            self._spawn()
+            self._respawn()
             self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -238,7 +257,8 @@ class Server:
                 request_serializer=lambda _: b"",
                 response_deserializer=lambda data: data,
             )
-            return call(None, timeout=timeout) == b"\x08\x01"
+            reply: bytes = call(None, timeout=timeout)
+            return reply == b"\x08\x01"
 
     def wait_exit(self, timeout_s: float) -> int | None:
         try:
@@ -275,7 +295,7 @@ class Server:
             return f"<cannot read {self.log_path}: {exc}>"
         return "\n".join(text.splitlines()[-lines:])
 
-    def log_records(self, strict: bool = False) -> list[dict]:
+    def log_records(self, strict: bool = False) -> list[dict[str, Any]]:
         """The log lines that are JSON objects, parsed; others are skipped, or with `strict` the
         first one fails the caller (AssertionError naming the line)."""
         out = []
@@ -307,18 +327,18 @@ class Server:
         """The sum of the samples named `name` whose labels include `labels` (0 if none)."""
         return metric_value(self.scrape(), name, **labels)
 
-    def processes(self) -> list:
+    def processes(self) -> list[Any]:
         """The server's process and its descendants (psutil.Process), those still alive."""
         import psutil
 
         try:
             root = psutil.Process(self.proc.pid)
-            return [root] + root.children(recursive=True)
+            return [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             return []
 
 
-Samples = dict[tuple[str, frozenset], float]
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def metric_value(samples: Samples, name: str, **labels: str) -> float:
@@ -380,7 +400,7 @@ def declared_servers(items: Iterable[Any], request: Any) -> dict[str, Callable[[
     return {name: functools.partial(build, request) for name, build in builders.items()}
 
 
-S = TypeVar("S", Server, dict)
+S = TypeVar("S", Server, dict[str, Server])
 
 
 def served(servers: S) -> Iterator[S]:

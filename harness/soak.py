@@ -17,6 +17,7 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,15 +40,19 @@ class Probe:
     protocol: str  # "rest" | "grpc"
     kind: str  # "good" | "bad"
     name: str
-    statuses: frozenset  # acceptable answers ("200", "400", "OK", "INVALID_ARGUMENT", ...)
+    statuses: frozenset[str]  # acceptable answers ("200", "400", "OK", "INVALID_ARGUMENT", ...)
     path: str = ""
     body: bytes = b""
     request: Any = None  # gRPC ModelInferRequest
-    expected: dict = field(default_factory=dict)  # good: output name -> np.ndarray
+    expected: dict[str, np.ndarray] = field(default_factory=dict)  # good: output name -> values
     fragment: str = ""  # bad: a piece the error message must contain (case-insensitive)
 
 
-def _expected(target: S.Target, x: np.ndarray, outputs: tuple[str, ...]) -> dict:
+# (tensor name, datatype, shape, contents field or None, its values or None)
+GrpcInput = tuple[str, str, list[int], str | None, list[Any] | None]
+
+
+def _expected(target: S.Target, x: np.ndarray, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
     p = pipeline(target.model, target.resolved_version)
     out = {}
     for o in outputs:
@@ -118,11 +123,13 @@ def bad_probes() -> list[Probe]:
     x = sample_rows("diabetes", 2)
     row = x[0].tolist()
 
-    def rest(name, body, status, fragment="", target_path=path):
+    def rest(
+        name: str, body: bytes | dict[str, Any], status: int, fragment: str = "", target_path: str = path
+    ) -> Probe:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         return Probe("rest", "bad", name, frozenset({str(status)}), path=target_path, body=raw, fragment=fragment)
 
-    def X(data, shape, datatype="FP64"):
+    def X(data: list[Any], shape: list[int], datatype: str = "FP64") -> dict[str, Any]:
         return {"inputs": [{"name": "X", "shape": shape, "datatype": datatype, "data": data}]}
 
     probes = [
@@ -155,7 +162,16 @@ def bad_probes() -> list[Probe]:
         rest("over the row cap (shape)", X([row], [10_001, 10]), 400, "10001"),
     ]
 
-    def grpc(name, inputs, status="INVALID_ARGUMENT", fragment="", model="diabetes", version="", outputs=(), raw=()):
+    def grpc(
+        name: str,
+        inputs: list[GrpcInput],
+        status: str = "INVALID_ARGUMENT",
+        fragment: str = "",
+        model: str = "diabetes",
+        version: str = "",
+        outputs: Sequence[str] = (),
+        raw: Sequence[bytes] = (),
+    ) -> Probe:
         req = msgs.ModelInferRequest(model_name=model, model_version=version)
         for tname, datatype, shape, field_name, values in inputs:
             t = req.inputs.add(name=tname, datatype=datatype, shape=shape)
@@ -235,10 +251,10 @@ def _check_bad(probe: Probe, outcome: fs.Outcome) -> str | None:
 
 @dataclass
 class Tally:
-    counts: Counter = field(default_factory=Counter)  # (protocol, kind) -> requests
-    errors: Counter = field(default_factory=Counter)  # (protocol, kind) -> wrong answers
-    error_examples: list = field(default_factory=list)
-    latencies: dict = field(default_factory=dict)  # (protocol, kind) -> [seconds]
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (protocol, kind) -> requests
+    errors: Counter[tuple[str, str]] = field(default_factory=Counter)  # (protocol, kind) -> wrong answers
+    error_examples: list[str] = field(default_factory=list)
+    latencies: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # (protocol, kind) -> [seconds]
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, probe: Probe, seconds: float, error: str | None) -> None:
@@ -302,7 +318,16 @@ def tree_rss(server: Server) -> tuple[int, int]:
     return total, alive
 
 
-def _run_phase(server, probes, clients, good_ratio, seconds, seed, tally, max_requests):
+def _run_phase(
+    server: Server,
+    probes: list[Probe],
+    clients: int,
+    good_ratio: float,
+    seconds: float,
+    seed: int,
+    tally: Tally | None,
+    max_requests: int,
+) -> list[str]:
     deadline = time.monotonic() + seconds
     threads = []
     for i in range(clients):
@@ -328,7 +353,7 @@ def run_soak(
     good_ratio: float = DEFAULT_GOOD_RATIO,
     seed: int = 0,
     max_requests_per_client: int = 1_000_000,
-) -> dict:
+) -> dict[str, Any]:
     probes = good_probes() + bad_probes()
     samples: list[tuple[float, int, int]] = []  # (seconds since start of measurement, rss, procs)
     stop = threading.Event()
@@ -379,8 +404,18 @@ def run_soak(
 
 
 def summarize(
-    tally: Tally, samples, elapsed, clients, good_ratio, warmup, idle_rss, stuck, healthy, health_note, probes
-) -> dict:
+    tally: Tally,
+    samples: list[tuple[float, int, int]],
+    elapsed: float,
+    clients: int,
+    good_ratio: float,
+    warmup: float,
+    idle_rss: int,
+    stuck: list[str],
+    healthy: bool,
+    health_note: str,
+    probes: list[Probe],
+) -> dict[str, Any]:
     t = np.asarray([s[0] for s in samples], dtype=float)
     rss = np.asarray([s[1] for s in samples], dtype=float) / MB
     half = t >= elapsed / 2
@@ -434,7 +469,7 @@ def summarize(
     }
 
 
-def table(result: dict) -> str:
+def table(result: dict[str, Any]) -> str:
     lines = [f"{'protocol':8} {'kind':5} {'requests':>9} {'errors':>7} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8}"]
     for r in result["rows"]:
         lines.append(

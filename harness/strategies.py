@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import numpy as np
@@ -38,6 +38,8 @@ from harness.v2 import pb as _pb
 from runtime.core.datatypes import NUMERIC_DATATYPES
 
 OK, REJECT, ANY = "ok", "reject", "any"
+
+T = TypeVar("T")
 
 V2_DATATYPES = tuple(NUMERIC_DATATYPES) + ("BOOL", "BYTES")
 GRPC_FIELDS = (
@@ -152,6 +154,9 @@ class GrpcCase(Case):
         return repr(self)
 
 
+AnyCase = RestCase | GrpcCase  # what the strategies draw
+
+
 # ============================================================================================
 # JSON text with tokens the json module will not write (NaN, 1e400, deep nesting, ...)
 # ============================================================================================
@@ -194,7 +199,7 @@ def dumps(obj: Any) -> str:
 # ============================================================================================
 
 # Text that is valid UTF-8 (protobuf strings must be) and valid in JSON after escaping.
-SAFE_CHARS = st.characters(exclude_categories=("Cs",))
+SAFE_CHARS = st.characters(exclude_categories=["Cs"])
 names = st.text(SAFE_CHARS, max_size=12)
 small_text = st.text(SAFE_CHARS, max_size=20)
 # Request ids: MLServer echoes them in response headers / trailing metadata, so the contract takes
@@ -228,12 +233,15 @@ def unknown_datatype() -> st.SearchStrategy[str]:
     ).filter(lambda s: s not in V2_DATATYPES)
 
 
+_FLOAT_WIDTHS: dict[str, Literal[16, 32, 64]] = {"FP16": 16, "FP32": 32, "FP64": 64}
+
+
 @cache
-def valid_scalar(datatype: str) -> st.SearchStrategy:
+def valid_scalar(datatype: str) -> st.SearchStrategy[float]:
     """A value exactly representable in the datatype, small enough that outputs stay finite."""
     dtype = NUMERIC_DATATYPES[datatype]
     if dtype.kind == "f":
-        width = dtype.itemsize * 8
+        width = _FLOAT_WIDTHS[datatype]
         tiny = float(np.finfo(dtype).smallest_subnormal)
         return st.one_of(
             st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False, width=width),
@@ -243,11 +251,12 @@ def valid_scalar(datatype: str) -> st.SearchStrategy:
     return st.integers(int(info.min), int(info.max))
 
 
-def _base_matrix(draw, model: ShippedModel, n: int) -> np.ndarray:
+def _base_matrix(draw: st.DrawFn, model: ShippedModel, n: int) -> np.ndarray:
     """float64 [n, F] inside the training ranges, from a drawn seed (cheap, deterministic)."""
     seed = draw(st.integers(0, 2**16))
     rng = np.random.default_rng(seed)
-    return rng.uniform(np.asarray(model.low), np.asarray(model.high), size=(n, len(model.features)))
+    matrix: np.ndarray = rng.uniform(np.asarray(model.low), np.asarray(model.high), size=(n, len(model.features)))
+    return matrix
 
 
 def _as_dtype(col: np.ndarray, datatype: str) -> np.ndarray:
@@ -257,7 +266,8 @@ def _as_dtype(col: np.ndarray, datatype: str) -> np.ndarray:
     info = np.iinfo(dtype)
     if dtype.kind == "u":
         col = np.abs(col)
-    return np.clip(np.rint(col), info.min, info.max).astype(dtype)
+    clipped: np.ndarray = np.clip(np.rint(col), info.min, info.max).astype(dtype)
+    return clipped
 
 
 @dataclass
@@ -313,7 +323,7 @@ _OOD = st.sampled_from((None, None, True, False))
 
 
 @st.composite
-def valid_requests(draw, protocol: str, max_rows: int = 5) -> ValidRequest:
+def valid_requests(draw: st.DrawFn, protocol: str, max_rows: int = 5) -> ValidRequest:
     target = draw(st.sampled_from(tuple(served_targets())))
     model = target.spec
     assert model is not None
@@ -362,6 +372,8 @@ class _DraftShape:
     """Rows and features of the valid request a draft (REST or gRPC) was built from."""
 
     valid: ValidRequest
+    # (row, feature index, value): cells a mutation changed on purpose, for the OK oracle
+    x_overrides: list[tuple[int, int, float]]
 
     @property
     def F(self) -> int:
@@ -369,7 +381,7 @@ class _DraftShape:
 
     @property
     def n(self) -> int:
-        return self.valid.tensors[0].values.shape[0]
+        return int(self.valid.tensors[0].values.shape[0])
 
     def oracle(self, expect: str) -> tuple[np.ndarray | None, tuple[str, ...]]:
         """For an OK case: the float64 matrix the server must predict on (the valid request's,
@@ -377,7 +389,7 @@ class _DraftShape:
         if expect != OK:
             return None, ()
         x = self.valid.matrix()
-        for r, c, value in self.x_overrides:  # type: ignore[attr-defined]
+        for r, c, value in self.x_overrides:
             x[r, c] = value
         return x, self.valid.expected_outputs()
 
@@ -388,17 +400,17 @@ class RestDraft(_DraftShape):
 
     valid: ValidRequest
     target: Target
-    body: dict
+    body: Any  # a JSON object, until a mutation puts any other JSON value in its place
     nested: bool  # matrix data written as rows
     content_type: str | None = "application/json"
     raw: bytes | None = None  # when set, sent instead of the body
-    x_overrides: list = field(default_factory=list)
+    x_overrides: list[tuple[int, int, float]] = field(default_factory=list)
 
     def encode(self) -> bytes:
         return self.raw if self.raw is not None else dumps(self.body).encode("utf-8")
 
 
-def _rest_draft(draw, valid: ValidRequest) -> RestDraft:
+def _rest_draft(draw: st.DrawFn, valid: ValidRequest) -> RestDraft:
     nested = draw(st.booleans())
     inputs = []
     for t in valid.tensors:
@@ -413,7 +425,7 @@ def _rest_draft(draw, valid: ValidRequest) -> RestDraft:
     params = dict(valid.extra_params)
     if valid.ood_flags is not None:
         params["ood_flags"] = valid.ood_flags
-    if params or draw(st.booleans()):
+    if bool(params) or draw(st.booleans()):
         body["parameters"] = params
     if valid.outputs is not None:
         body["outputs"] = [{"name": o} for o in valid.outputs]
@@ -421,7 +433,7 @@ def _rest_draft(draw, valid: ValidRequest) -> RestDraft:
 
 
 @cache
-def json_values(max_leaves: int = 20) -> st.SearchStrategy:
+def json_values(max_leaves: int = 20) -> st.SearchStrategy[Any]:
     scalars = st.one_of(
         st.none(),
         st.booleans(),
@@ -470,33 +482,35 @@ def json_values(max_leaves: int = 20) -> st.SearchStrategy:
     )
 
 
-def _cell_path(draft: RestDraft, draw) -> tuple[dict, Callable[[Any], None], int, int]:
+def _cell_path(draft: RestDraft, draw: st.DrawFn) -> tuple[dict[str, Any], Callable[[Any], None], int, int]:
     """A random cell of the valid data: (its tensor, a setter, row, column index)."""
     v = draft.valid
     r = draw(st.integers(0, draft.n - 1))
+    t: dict[str, Any]
     if v.layout == "matrix":
         t = draft.body["inputs"][0]
         c = draw(st.integers(0, draft.F - 1))
         if draft.nested:
 
-            def setter(value, t=t, r=r, c=c):
+            def set_in_row(value: Any, t: dict[str, Any] = t, r: int = r, c: int = c) -> None:
                 t["data"][r][c] = value
-        else:
 
-            def setter(value, t=t, r=r, c=c):
-                t["data"][r * draft.F + c] = value
+            return t, set_in_row, r, c
 
-        return t, setter, r, c
+        def set_in_flat(value: Any, t: dict[str, Any] = t, r: int = r, c: int = c) -> None:
+            t["data"][r * draft.F + c] = value
+
+        return t, set_in_flat, r, c
     i = draw(st.integers(0, len(draft.body["inputs"]) - 1))
     t = draft.body["inputs"][i]
 
-    def setter(value, t=t, r=r):
+    def set_in_column(value: Any, t: dict[str, Any] = t, r: int = r) -> None:
         t["data"][r] = value
 
-    return t, setter, r, v.model.features.index(t["name"])
+    return t, set_in_column, r, v.model.features.index(t["name"])
 
 
-def _bad_value_for(datatype: str, draw) -> Any:
+def _bad_value_for(datatype: str, draw: st.DrawFn) -> Any:
     """A number outside the datatype's range (with margin: 64-bit checks go through float64)."""
     dtype = NUMERIC_DATATYPES[datatype]
     if dtype.kind == "f":
@@ -513,7 +527,7 @@ def _bad_value_for(datatype: str, draw) -> Any:
 # ---- the REST mutation catalogue: each returns (expectation, note) ---------------------------
 
 
-def m_cell_special(draft: RestDraft, draw):
+def m_cell_special(draft: RestDraft, draw: st.DrawFn) -> tuple[str, str]:
     t, setter, r, c = _cell_path(draft, draw)
     kind = draw(
         st.sampled_from(
@@ -612,7 +626,7 @@ def _other_shapes(old: list[int], huge: bool = False) -> st.SearchStrategy[list[
     )
 
 
-def m_shape(draft: RestDraft, draw):
+def m_shape(draft: RestDraft, draw: st.DrawFn) -> tuple[str, str]:
     t = draw(st.sampled_from(draft.body["inputs"]))
     old = list(t["shape"])
     new = draw(_other_shapes(old))
@@ -622,7 +636,7 @@ def m_shape(draft: RestDraft, draw):
     return REJECT, "shape changed"
 
 
-def m_shape_types(draft: RestDraft, draw):
+def m_shape_types(draft: RestDraft, draw: st.DrawFn) -> tuple[str, str]:
     t = draw(st.sampled_from(draft.body["inputs"]))
     i = draw(st.integers(0, len(t["shape"]) - 1))
     choice = draw(st.sampled_from(["bad", "bad", "bad", "lax"]))
@@ -630,18 +644,18 @@ def m_shape_types(draft: RestDraft, draw):
         # pydantic's lax mode reads "2", 2.0 and true as integers: fine if they equal the dimension
         t["shape"][i] = draw(st.sampled_from([str(t["shape"][i]), float(t["shape"][i])]))
         return ANY, "shape element a numeric string / integral float"
-    bad = draw(st.sampled_from([1.5, "x", "", None, [], {}, Raw("1e400"), Raw(str(2**70)), -0.5, Raw("NaN")]))
+    bad: object = draw(st.sampled_from([1.5, "x", "", None, [], {}, Raw("1e400"), Raw(str(2**70)), -0.5, Raw("NaN")]))
     t["shape"][i] = bad
     return REJECT, "shape element not an integer"
 
 
-def m_shape_not_list(draft: RestDraft, draw):
+def m_shape_not_list(draft: RestDraft, draw: st.DrawFn) -> tuple[str, str]:
     t = draw(st.sampled_from(draft.body["inputs"]))
     t["shape"] = draw(st.one_of(st.integers(), small_text, st.none(), st.just({})))
     return REJECT, "shape not a list"
 
 
-def m_datatype(draft: RestDraft, draw):
+def m_datatype(draft: RestDraft, draw: st.DrawFn) -> tuple[str, str]:
     t = draw(st.sampled_from(draft.body["inputs"]))
     choice = draw(st.sampled_from(["numeric", "bool-bytes", "unknown", "not-a-string"]))
     if choice == "numeric":
@@ -657,7 +671,7 @@ def m_datatype(draft: RestDraft, draw):
     return REJECT, "datatype not a string"
 
 
-def m_names(draft: RestDraft, draw):
+def m_names(draft: RestDraft, draw: st.DrawFn) -> tuple[str, str]:
     v = draft.valid
     inputs = draft.body["inputs"]
     if v.layout == "matrix":
@@ -688,7 +702,7 @@ def m_names(draft: RestDraft, draw):
     return REJECT, "column name not a string"
 
 
-def m_data_container(draft: RestDraft, draw):
+def m_data_container(draft: RestDraft, draw: st.DrawFn) -> tuple[str, str]:
     t = draw(st.sampled_from(draft.body["inputs"]))
     choice = draw(
         st.sampled_from(
@@ -752,7 +766,7 @@ def m_data_container(draft: RestDraft, draw):
     return REJECT, "data row added"
 
 
-def m_outputs(draft: RestDraft, draw):
+def m_outputs(draft: RestDraft, draw: st.DrawFn) -> tuple[str, str]:
     model = draft.valid.model
     choice = draw(
         st.sampled_from(["unknown", "proba-on-regressor", "not-a-list", "bad-entry", "name-not-string", "params"])
@@ -777,7 +791,7 @@ def m_outputs(draft: RestDraft, draw):
     return ANY, "output parameters random"
 
 
-def m_parameters(draft: RestDraft, draw):
+def m_parameters(draft: RestDraft, draw: st.DrawFn) -> tuple[str, str]:
     where = draw(st.sampled_from(["request", "input", "output"]))
     if where == "request":
         holder = draft.body
@@ -810,7 +824,7 @@ def m_parameters(draft: RestDraft, draw):
     return ANY, f"{where} parameter {key} random"
 
 
-def _other_target(spec: ShippedModel, draw, odd_names: list[str]) -> tuple[str, Target, str]:
+def _other_target(spec: ShippedModel, draw: st.DrawFn, odd_names: list[str]) -> tuple[str, Target, str]:
     """(expectation, target, note): an unknown model, another version of this one, or another
     served model (which cannot take this one's features)."""
     choice = draw(st.sampled_from(["unknown-model", "unknown-version", "other-model"]))
@@ -829,14 +843,14 @@ def _other_target(spec: ShippedModel, draw, odd_names: list[str]) -> tuple[str, 
     return REJECT, draw(st.sampled_from(other)), "request for another model's features"
 
 
-def m_target(draft: RestDraft, draw):
+def m_target(draft: RestDraft, draw: st.DrawFn) -> tuple[str, str]:
     expect, draft.target, note = _other_target(
         draft.valid.model, draw, ["Diabetes", "diabetes ", "diabetes/1", "..", "%2e%2e", "breast_cancer"]
     )
     return expect, note
 
 
-def m_top_level(draft: RestDraft, draw):
+def m_top_level(draft: RestDraft, draw: st.DrawFn) -> tuple[str, str]:
     choice = draw(
         st.sampled_from(
             [
@@ -907,7 +921,11 @@ REST_MUTATIONS = [
 ]
 
 
-def _mutate(draft, draw, mutations: list) -> tuple[str, list[str]]:
+D = TypeVar("D", bound=_DraftShape)
+Mutation = Callable[[D, st.DrawFn], tuple[str, str]]  # the draft changed in place -> (expectation, note)
+
+
+def _mutate(draft: D, draw: st.DrawFn, mutations: Sequence[Mutation[D]]) -> tuple[str, list[str]]:
     """No mutation (OK), one from the catalogue (its expectation) or 2-4 stacked (ANY)."""
     mode = draw(st.sampled_from(("valid", "one", "one", "one", "one", "stacked")))
     if mode == "valid":
@@ -941,7 +959,7 @@ def _rest_case_from(draft: RestDraft, expect: str, notes: list[str], valid: Vali
 
 
 @st.composite
-def rest_structured(draw) -> RestCase:
+def rest_structured(draw: st.DrawFn) -> RestCase:
     valid = draw(valid_requests("rest"))
     draft = _rest_draft(draw, valid)
     expect, notes = _mutate(draft, draw, REST_MUTATIONS)
@@ -949,7 +967,7 @@ def rest_structured(draw) -> RestCase:
 
 
 @st.composite
-def rest_chaos(draw) -> RestCase:
+def rest_chaos(draw: st.DrawFn) -> RestCase:
     """Arbitrary JSON shaped like a V2 request (or not) to any target."""
     target = draw(st.one_of(st.sampled_from(served_targets()), st.builds(Target, names, st.none())))
     tensor = st.fixed_dictionaries(
@@ -980,7 +998,7 @@ def rest_chaos(draw) -> RestCase:
 
 
 @st.composite
-def rest_raw_text(draw) -> RestCase:
+def rest_raw_text(draw: st.DrawFn) -> RestCase:
     """Malformed bodies: truncated or corrupted valid JSON, random bytes, odd tokens."""
     valid = draw(valid_requests("rest", max_rows=2))
     draft = _rest_draft(draw, valid)
@@ -1051,7 +1069,7 @@ def rest_raw_text(draw) -> RestCase:
 
 
 @st.composite
-def _weighted(draw, *families: tuple[int, st.SearchStrategy]):
+def _weighted(draw: st.DrawFn, *families: tuple[int, st.SearchStrategy[T]]) -> T:
     """Draw from one family, chosen with the given integer weights (shrinks to the first)."""
     index = draw(st.sampled_from([i for i, (w, _) in enumerate(families) for _ in range(w)]))
     return draw(families[index][1])
@@ -1073,16 +1091,16 @@ class GrpcDraft(_DraftShape):
     target: Target
     request: Any  # ModelInferRequest (mutable)
     raw_mode: bool
-    x_overrides: list = field(default_factory=list)
+    x_overrides: list[tuple[int, int, float]] = field(default_factory=list)
 
 
-def _set_param(params, key: str, kind: str, value: Any) -> None:
+def _set_param(params: Any, key: str, kind: str, value: Any) -> None:
     p = params[key]
     setattr(p, kind, value)
 
 
 @cache
-def param_values(kind: str) -> st.SearchStrategy:
+def param_values(kind: str) -> st.SearchStrategy[Any]:
     return {
         "bool_param": st.booleans(),
         "int64_param": st.integers(-(2**63), 2**63 - 1),
@@ -1092,7 +1110,7 @@ def param_values(kind: str) -> st.SearchStrategy:
     }[kind]
 
 
-def _grpc_draft(draw, valid: ValidRequest) -> GrpcDraft:
+def _grpc_draft(draw: st.DrawFn, valid: ValidRequest) -> GrpcDraft:
     pb = _pb()
     raw_mode = draw(st.booleans()) or any(t.datatype == "FP16" for t in valid.tensors)
     req = pb.ModelInferRequest(model_name=valid.target.model, model_version=valid.target.version or "")
@@ -1125,7 +1143,7 @@ def _raw_index(draft: GrpcDraft, tensor_index: int) -> int:
     return sum(1 for t in draft.request.inputs[:tensor_index] if not t.HasField("contents"))
 
 
-def g_cell_special(draft: GrpcDraft, draw):
+def g_cell_special(draft: GrpcDraft, draw: st.DrawFn) -> tuple[str, str]:
     v = draft.valid
     i = draw(st.integers(0, len(draft.request.inputs) - 1))
     t = draft.request.inputs[i]
@@ -1175,7 +1193,7 @@ def g_cell_special(draft: GrpcDraft, draw):
     return expect, note
 
 
-def g_shape(draft: GrpcDraft, draw):
+def g_shape(draft: GrpcDraft, draw: st.DrawFn) -> tuple[str, str]:
     t = draw(st.sampled_from(list(draft.request.inputs)))
     old = list(t.shape)
     new = draw(_other_shapes(old, huge=True))
@@ -1186,7 +1204,7 @@ def g_shape(draft: GrpcDraft, draw):
     return REJECT, "shape changed"
 
 
-def g_datatype(draft: GrpcDraft, draw):
+def g_datatype(draft: GrpcDraft, draw: st.DrawFn) -> tuple[str, str]:
     t = draw(st.sampled_from(list(draft.request.inputs)))
     choice = draw(st.sampled_from(["numeric", "bool-bytes", "unknown"]))
     if choice == "numeric":
@@ -1196,7 +1214,7 @@ def g_datatype(draft: GrpcDraft, draw):
     return REJECT, f"datatype {t.datatype!r}"
 
 
-def g_contents(draft: GrpcDraft, draw):
+def g_contents(draft: GrpcDraft, draw: st.DrawFn) -> tuple[str, str]:
     req = draft.request
     i = draw(st.integers(0, len(req.inputs) - 1))
     t = req.inputs[i]
@@ -1218,7 +1236,7 @@ def g_contents(draft: GrpcDraft, draw):
     )
     n_values = int(np.prod(list(t.shape))) if t.shape else 0
     if choice == "other-field" and t.HasField("contents"):
-        old = GRPC_CONTENTS_FIELD.get(t.datatype)
+        old = GRPC_CONTENTS_FIELD[t.datatype]
         values = list(getattr(t.contents, old))
         t.ClearField("contents")
         new = draw(st.sampled_from([f for f in GRPC_FIELDS if f not in (old, "bytes_contents", "bool_contents")]))
@@ -1242,11 +1260,11 @@ def g_contents(draft: GrpcDraft, draw):
         return REJECT, "contents removed (raw buffers now misassigned)"
     if choice == "raw-length" and req.raw_input_contents:
         k = draw(st.integers(0, len(req.raw_input_contents) - 1))
-        old = req.raw_input_contents[k]
-        new = draw(st.binary(max_size=600))
-        if len(new) == len(old):
+        old_buffer = req.raw_input_contents[k]
+        new_buffer = draw(st.binary(max_size=600))
+        if len(new_buffer) == len(old_buffer):
             return ANY, "raw buffer replaced by random bytes of the same length"
-        req.raw_input_contents[k] = new
+        req.raw_input_contents[k] = new_buffer
         return REJECT, "raw buffer of a wrong length"
     if choice == "extra-raw":
         req.raw_input_contents.append(draw(st.binary(max_size=100)))
@@ -1255,27 +1273,27 @@ def g_contents(draft: GrpcDraft, draw):
         del req.raw_input_contents[draw(st.integers(0, len(req.raw_input_contents) - 1))]
         return REJECT, "one raw buffer missing"
     if choice == "raw-and-typed" and t.HasField("contents"):
-        values = np.asarray(list(getattr(t.contents, GRPC_CONTENTS_FIELD[t.datatype])))
-        req.raw_input_contents.append(values.astype(raw_dtype(t.datatype)).tobytes())
+        typed = np.asarray(list(getattr(t.contents, GRPC_CONTENTS_FIELD[t.datatype])))
+        req.raw_input_contents.append(typed.astype(raw_dtype(t.datatype)).tobytes())
         return REJECT, "raw buffer for an input that has typed contents"
     if choice == "to-raw" and t.HasField("contents") and not req.raw_input_contents:
         # One input raw, the others typed: allowed by the V2 spec? MLServer pairs buffers with
         # the inputs lacking contents, in order.
-        values = np.asarray(list(getattr(t.contents, GRPC_CONTENTS_FIELD[t.datatype])))
+        typed = np.asarray(list(getattr(t.contents, GRPC_CONTENTS_FIELD[t.datatype])))
         t.ClearField("contents")
-        req.raw_input_contents.append(values.astype(raw_dtype(t.datatype)).tobytes())
+        req.raw_input_contents.append(typed.astype(raw_dtype(t.datatype)).tobytes())
         return ANY, "mixed typed and raw inputs"
     if choice == "to-typed" and not t.HasField("contents") and t.datatype in GRPC_CONTENTS_FIELD:
         k = _raw_index(draft, i)
-        values = np.frombuffer(req.raw_input_contents[k], dtype=raw_dtype(t.datatype))
+        raw = np.frombuffer(req.raw_input_contents[k], dtype=raw_dtype(t.datatype))
         del req.raw_input_contents[k]
-        getattr(t.contents, GRPC_CONTENTS_FIELD[t.datatype]).extend(values.tolist())
+        getattr(t.contents, GRPC_CONTENTS_FIELD[t.datatype]).extend(raw.tolist())
         return ANY, "mixed raw and typed inputs"
     return OK, f"contents mutation {choice} not applicable"
 
 
-def _coerce_for_field(fname: str, values: list) -> list:
-    out = []
+def _coerce_for_field(fname: str, values: list[float]) -> list[float]:
+    out: list[float] = []
     for v in values:
         if fname in ("int_contents",):
             out.append(int(max(-(2**31), min(2**31 - 1, int(v) if math.isfinite(v) else 0))))
@@ -1291,7 +1309,7 @@ def _coerce_for_field(fname: str, values: list) -> list:
 
 
 @cache
-def _field_values(fname: str, max_size: int = 40) -> st.SearchStrategy[list]:
+def _field_values(fname: str, max_size: int = 40) -> st.SearchStrategy[list[Any]]:
     element = {
         "bool_contents": st.booleans(),
         "int_contents": st.integers(-(2**31), 2**31 - 1),
@@ -1305,7 +1323,7 @@ def _field_values(fname: str, max_size: int = 40) -> st.SearchStrategy[list]:
     return st.lists(element, max_size=max_size)
 
 
-def g_names(draft: GrpcDraft, draw):
+def g_names(draft: GrpcDraft, draw: st.DrawFn) -> tuple[str, str]:
     v = draft.valid
     req = draft.request
     if v.layout == "matrix":
@@ -1331,7 +1349,7 @@ def g_names(draft: GrpcDraft, draw):
     return REJECT, "column dropped"
 
 
-def g_outputs(draft: GrpcDraft, draw):
+def g_outputs(draft: GrpcDraft, draw: st.DrawFn) -> tuple[str, str]:
     model = draft.valid.model
     req = draft.request
     choice = draw(st.sampled_from(["unknown", "proba-on-regressor", "params", "duplicates"]))
@@ -1357,7 +1375,7 @@ def g_outputs(draft: GrpcDraft, draw):
     return REJECT, "unknown output"
 
 
-def g_parameters(draft: GrpcDraft, draw):
+def g_parameters(draft: GrpcDraft, draw: st.DrawFn) -> tuple[str, str]:
     req = draft.request
     where = draw(st.sampled_from(["request", "input", "output"]))
     if where == "request":
@@ -1384,7 +1402,7 @@ def g_parameters(draft: GrpcDraft, draw):
     return ANY, f"{where} parameter {key!r} as {kind}"
 
 
-def g_target(draft: GrpcDraft, draw):
+def g_target(draft: GrpcDraft, draw: st.DrawFn) -> tuple[str, str]:
     expect, draft.target, note = _other_target(
         draft.valid.model, draw, ["Diabetes", "diabetes ", "diabetes/1", "breast_cancer"]
     )
@@ -1393,7 +1411,7 @@ def g_target(draft: GrpcDraft, draw):
     return expect, note
 
 
-def g_layout(draft: GrpcDraft, draw):
+def g_layout(draft: GrpcDraft, draw: st.DrawFn) -> tuple[str, str]:
     """Two 2-D tensors, a 3-D one, no inputs."""
     req = draft.request
     choice = draw(st.sampled_from(["no-inputs", "two-matrices", "3d"]))
@@ -1419,7 +1437,7 @@ GRPC_MUTATIONS = [g_cell_special, g_shape, g_datatype, g_contents, g_names, g_ou
 
 
 @st.composite
-def grpc_structured(draw) -> GrpcCase:
+def grpc_structured(draw: st.DrawFn) -> GrpcCase:
     valid = draw(valid_requests("grpc"))
     draft = _grpc_draft(draw, valid)
     expect, notes = _mutate(draft, draw, GRPC_MUTATIONS)
@@ -1437,7 +1455,7 @@ def grpc_structured(draw) -> GrpcCase:
 
 
 @st.composite
-def grpc_chaos(draw) -> GrpcCase:
+def grpc_chaos(draw: st.DrawFn) -> GrpcCase:
     """A ModelInferRequest with every field random (typed contents of every kind, raw buffers
     of random lengths, random datatypes and shapes, parameters of each kind)."""
     pb = _pb()

@@ -6,12 +6,15 @@ so a process that never builds one registers no V2 protobuf symbols).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from harness.models import DIABETES, assert_parity, default_pipeline, sample_rows
 from runtime.core.datatypes import NUMERIC_DATATYPES
+
+if TYPE_CHECKING:
+    import requests
 
 REQUEST_TIMEOUT_S = 60.0
 
@@ -37,8 +40,8 @@ def raw_dtype(datatype: str) -> np.dtype:
     return NUMERIC_DATATYPES[datatype].newbyteorder("<")
 
 
-def pb():
-    """tritonclient's generated V2 messages (service_pb2)."""
+def pb() -> Any:
+    """tritonclient's generated V2 messages (service_pb2; untyped, hence Any)."""
     from tritonclient.grpc import service_pb2
 
     return service_pb2
@@ -53,14 +56,14 @@ def rest_infer_path(model: str, version: str | None = None) -> str:
     return f"/v2/models/{model}/versions/{version}/infer"
 
 
-def json_tensor(name: str, x: np.ndarray, datatype: str = "FP64", flat: bool = False) -> dict:
+def json_tensor(name: str, x: np.ndarray, datatype: str = "FP64", flat: bool = False) -> dict[str, Any]:
     """A JSON input tensor; `data` nested like the array, or flat (row-major) with `flat`."""
     x = np.asarray(x)
     data = [v.item() for v in x.ravel()] if flat else x.tolist()
     return {"name": name, "shape": list(x.shape), "datatype": datatype, "data": data}
 
 
-def rest_outputs(resp_json: dict) -> dict[str, np.ndarray]:
+def rest_outputs(resp_json: dict[str, Any]) -> dict[str, np.ndarray]:
     """Output name -> numpy array shaped as the response declares."""
     return {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in resp_json["outputs"]}
 
@@ -70,7 +73,7 @@ def rest_outputs(resp_json: dict) -> dict[str, np.ndarray]:
 
 def pb_tensor(
     name: str, shape: list[int], datatype: str, values: Iterable[Any] | None = None, field_name: str | None = None
-):
+) -> Any:
     """An InferInputTensor; `values` go to the datatype's typed contents field (or `field_name`)."""
     t = pb().ModelInferRequest.InferInputTensor(name=name, datatype=datatype, shape=shape)
     if values is not None:
@@ -79,8 +82,8 @@ def pb_tensor(
 
 
 def pb_request(
-    model: str, inputs: list, version: str = "", outputs: Iterable[str] = (), raw: list[bytes] | None = None
-):
+    model: str, inputs: list[Any], version: str = "", outputs: Iterable[str] = (), raw: list[bytes] | None = None
+) -> Any:
     req = pb().ModelInferRequest(model_name=model, model_version=version)
     req.inputs.extend(inputs)
     for o in outputs:
@@ -90,7 +93,7 @@ def pb_request(
     return req
 
 
-def pb_2d_request(model: str, x: np.ndarray, version: str = "", outputs: Iterable[str] = (), name: str = "X"):
+def pb_2d_request(model: str, x: np.ndarray, version: str = "", outputs: Iterable[str] = (), name: str = "X") -> Any:
     """One FP64 [N, F] tensor in typed fp64_contents."""
     x = np.asarray(x, dtype=np.float64)
     return pb_request(
@@ -98,9 +101,9 @@ def pb_2d_request(model: str, x: np.ndarray, version: str = "", outputs: Iterabl
     )
 
 
-def pb_outputs(resp) -> dict[str, np.ndarray]:
+def pb_outputs(resp: Any) -> dict[str, np.ndarray]:
     """A ModelInferResponse's outputs (typed contents or raw_output_contents) as numpy arrays."""
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for i, o in enumerate(resp.outputs):
         if resp.raw_output_contents:
             arr = np.frombuffer(resp.raw_output_contents[i], dtype=raw_dtype(o.datatype))
@@ -121,7 +124,7 @@ def _good_rows() -> tuple[np.ndarray, np.ndarray]:
     return x, default_pipeline(DIABETES).predict(x)
 
 
-def good_rest_request_works(http_url: str, session=None) -> None:
+def good_rest_request_works(http_url: str, session: requests.Session | None = None) -> None:
     """A known-good REST request to diabetes answers 200 with the pipeline's predictions."""
     import requests
 
@@ -133,7 +136,7 @@ def good_rest_request_works(http_url: str, session=None) -> None:
     assert_parity(rest_outputs(resp.json())["predict"], expected)
 
 
-def good_grpc_request_works(stub) -> None:
+def good_grpc_request_works(stub: Any) -> None:
     """The same over gRPC, through a GRPCInferenceServiceStub (an error raises grpc.RpcError)."""
     x, expected = _good_rows()
     resp = stub.ModelInfer(pb_2d_request(DIABETES, x), timeout=REQUEST_TIMEOUT_S)
