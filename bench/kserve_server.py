@@ -1,5 +1,4 @@
 # kserve ships no type information, so the Model this server subclasses is Any to mypy.
-# mypy: disallow-subclassing-any=False
 """KServe's own Python model server for the same pipeline, written the way KServe's sklearnserver is.
 
     python -m bench.kserve_server --model_dir DIR --model_name diabetes --http_port P --grpc_port G \
