@@ -1,4 +1,3 @@
-# kserve ships no type information, so the Model this server subclasses is Any to mypy.
 """KServe's own Python model server for the same pipeline, written the way KServe's sklearnserver is.
 
     python -m bench.kserve_server --model_dir DIR --model_name diabetes --http_port P --grpc_port G \
