@@ -67,7 +67,7 @@ class PatchPoint:
         or IntegrationError naming what differs."""
         try:
             owner, name = self.owner_and_name
-            value = inspect.getattr_static(owner, self.set_by or name)
+            value = _static(owner, self.set_by or name)
         except (ImportError, AttributeError) as exc:
             raise self.error(f"not found ({exc})") from None
         if self.set_by is not None:
@@ -126,6 +126,14 @@ class PatchPoint:
             return ""
         distributions = metadata.packages_distributions().get(package, [])
         return "".join(f" with {d} {metadata.version(d)}" for d in distributions[:1])
+
+
+def _static(owner: Any, attribute: str) -> Any:
+    """`owner`'s attribute as defined, without running descriptors (a property is not called)."""
+    try:
+        return inspect.getattr_static(owner, attribute)
+    except AttributeError:
+        raise AttributeError(f"{getattr(owner, '__name__', owner)} has no attribute {attribute!r}") from None
 
 
 def mlserver_version() -> str:
