@@ -39,7 +39,7 @@ from runtime.integration.patching import PatchPoint
 Predict = Callable[[InferenceRequest], Awaitable[InferenceResponse]]
 
 _ISOLATED = "_pipeline_runtime_isolated"
-BATCHER_ATTRIBUTE = PatchPoint(
+BATCHER_NAME = PatchPoint(
     target="mlserver.batching.hooks:_AdaptiveBatchingAttr",
     why="read, not replaced: the name of the attribute load_batching sets the batcher as, on a model "
     "whose requests it batches",
@@ -59,7 +59,7 @@ UNBATCHED = PatchPoint(
 
 def batcher_of(model: Any) -> Any:
     """MLServer's adaptive batcher of `model`, None if it batches none of its requests."""
-    return getattr(model, BATCHER_ATTRIBUTE.read(hooks), None)
+    return getattr(model, BATCHER_NAME.read(hooks), None)
 
 
 def isolate(model: Any, contract: Contract) -> None:
@@ -139,12 +139,12 @@ def patches(runtime_class: type) -> list[PatchPoint]:
         PatchPoint(
             target="mlserver.batching.hooks:load_batching",
             why="read, not replaced: it sets the batcher as the model's instance attribute "
-            "`predict` (marked __adaptive_batching__) before load(), where PipelineRuntime.load "
+            "`predict` (the batcher under _AdaptiveBatchingAttr) before load(), where PipelineRuntime.load "
             "wraps it (parallel_workers 0)",
             upstream="none found: one bad request fails its whole adaptive batch",
             if_removed="(a read) with adaptive batching, one bad request fails every request batched with it",
             params=("model",),
         ),
-        BATCHER_ATTRIBUTE,
+        BATCHER_NAME,
         UNBATCHED,
     ]

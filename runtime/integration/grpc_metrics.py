@@ -8,9 +8,9 @@ records the same samples on the same metric objects, in the same order and on th
 for unary-unary calls; it hands every streaming call to MLServer's own. It replaces MLServer's
 in the server runtime.integration.grpc_service builds, unless PIPELINE_FAST_PATH=0.
 
-Both interceptors keep what this one reads private: MLServer's its py_grpc_prometheus interceptor
-and its status code, py_grpc_prometheus's its metric objects and options. Each is a point, read
-through `PatchPoint.read`.
+What this one reads of the two interceptors is private: of MLServer's, the py_grpc_prometheus
+interceptor it wraps and its status code; of that one, its metric objects and options. Each is a
+point, read through `PatchPoint.read`.
 """
 
 from __future__ import annotations

@@ -56,7 +56,10 @@ GRPC_AIO = _private(
     "mlserver.grpc.server:GRPCServer._server", grpc.aio.Server, "_create_server", "the gRPC server's grpc.aio.Server"
 )
 SHOULD_EXIT = _private(
-    "uvicorn.server:Server.should_exit", bool, "__init__", "uvicorn's flag that closes the listener (set, not read)"
+    "uvicorn.server:Server.should_exit",
+    bool,
+    "__init__",
+    "uvicorn's exit flag, which the drain sets to close the listener",
 )
 SERVER_STATE = _private(
     "uvicorn.server:Server.server_state", ServerState, "__init__", "uvicorn's state of its connections"

@@ -89,7 +89,7 @@ class PatchPoint:
         IntegrationError naming the point when it has none or one of another type."""
         value = getattr(instance, self.name, _MISSING)
         if value is _MISSING:
-            raise self.error(f"not found on {type(instance).__name__} {instance!r:.80}")
+            raise self.error(f"not found on a {type(instance).__name__}")
         if not isinstance(value, self.kind):
             raise self.error(f"expected a {self.kind.__name__}, found {type(value).__name__}")
         return value

@@ -108,7 +108,7 @@ def test_an_instance_attribute_is_checked_in_the_code_of_the_method_that_sets_it
 
 
 def test_reading_an_instance_that_lacks_the_attribute_or_holds_another_type_fails_naming_the_point():
-    with pytest.raises(IntegrationError, match=r"DataPlane\._model_registry: not found on SimpleNamespace"):
+    with pytest.raises(IntegrationError, match=r"DataPlane\._model_registry: not found on a SimpleNamespace"):
         dataplane.MODEL_REGISTRY.read(SimpleNamespace())
     with pytest.raises(IntegrationError, match=r"RESTServer\._server: expected a Server, found str"):
         lifecycle.UVICORN.read(SimpleNamespace(_server="a server"))
