@@ -1,8 +1,12 @@
-"""Every touch of MLServer, uvicorn and grpc internals, installed by one explicit `install()`.
+"""Every touch of MLServer, uvicorn, grpc, Starlette and prometheus_client internals, installed by
+one explicit `install()`.
 
-One module per surface: rest, content_type, rest_stream, grpc_service, fast_path_grpc, dataplane,
-lifecycle, parallel, batching, tracing, http_head (and fast_path, direct, packed, log_format, v2: no patches of
-their own). `patch_points()` lists every point; the table in docs/integration.md and tests/pins list the same ones.
+One module per surface: rest, content_type, rest_stream, grpc_service, grpc_metrics, fast_path,
+fast_path_grpc, dataplane, lifecycle, parallel, batching, tracing, http_head, prometheus_internals
+(and direct, packed, log_format, v2: no points of their own). A point replaces or wraps its target,
+or only reads it: every private attribute of another library the integration reads is one, read
+through it. `patch_points()` lists every point; the table in docs/integration.md and tests/pins list the
+same ones.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ from runtime.integration import (
     batching,
     content_type,
     dataplane,
+    fast_path,
     fast_path_grpc,
+    grpc_metrics,
     grpc_service,
     http_head,
     lifecycle,
     parallel,
+    prometheus_internals,
     rest,
     rest_stream,
     tracing,
@@ -42,6 +49,8 @@ def patch_points(runtime_class: type, drain: DrainSettings | None = None) -> lis
         *content_type.PATCHES,
         *rest_stream.PATCHES,
         *grpc_service.PATCHES,
+        *grpc_metrics.PATCHES,
+        fast_path.USER_MIDDLEWARE,
         *fast_path_grpc.PATCHES,
         *dataplane.PATCHES,
         *lifecycle.patches(drain or DrainSettings.from_env()),
@@ -49,6 +58,7 @@ def patch_points(runtime_class: type, drain: DrainSettings | None = None) -> lis
         *batching.patches(runtime_class),
         *tracing.patches(runtime_class),
         *http_head.patches(),
+        *prometheus_internals.PATCHES,
     ]
 
 

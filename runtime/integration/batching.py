@@ -7,8 +7,8 @@ the batch in one canonical form (a single FP64 [N, F] tensor named `features`), 
 layout the client used, so requests in different layouts still merge.
 
 MLServer 1.7.1 installs its batcher as an instance attribute `predict` (mlserver/batching/
-hooks.py `load_batching`, marked by `__adaptive_batching__`) before it calls the model's
-`load()`; the wrapper goes around it:
+hooks.py `load_batching`, the batcher itself under the name in its private `_AdaptiveBatchingAttr`)
+before it calls the model's `load()`; the wrapper goes around it:
 - without parallel workers, from `PipelineRuntime.load()` on the runtime itself;
 - with parallel workers, around the server process's `ParallelModel` (the model runs in the
   workers, the batcher in the server process), whose `load()` is extended to read the
@@ -22,6 +22,7 @@ from functools import wraps
 from pathlib import Path
 from typing import Any
 
+from mlserver.batching import hooks
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput, TensorData
 from mlserver.utils import get_model_uri
 
@@ -32,22 +33,42 @@ from runtime.core.ood import wants_flags
 from runtime.core.options import RuntimeOptions
 from runtime.core.response import INPUT_NAME
 from runtime.integration import v2
+from runtime.integration.parallel import MODEL as PARALLEL_MODEL
 from runtime.integration.patching import PatchPoint
 
 Predict = Callable[[InferenceRequest], Awaitable[InferenceResponse]]
 
-# Attribute MLServer's load_batching sets on a model whose requests it batches.
-BATCHER_ATTRIBUTE = "__adaptive_batching__"
 _ISOLATED = "_pipeline_runtime_isolated"
+BATCHER_NAME = PatchPoint(
+    target="mlserver.batching.hooks:_AdaptiveBatchingAttr",
+    why="read, not replaced: the name of the attribute load_batching sets the batcher as, on a model "
+    "whose requests it batches",
+    upstream="none found: one bad request fails its whole adaptive batch",
+    if_removed="(a read) with adaptive batching, one bad request fails every request batched with it",
+    kind=str,
+)
+UNBATCHED = PatchPoint(
+    target="mlserver.batching.adaptive:AdaptiveBatcher._predict_fn",
+    why="read, not replaced: the batcher keeps the model's own predict there, which requests asking for "
+    "OOD flags call directly",
+    upstream="none: no public handle on the unbatched predict",
+    if_removed="(a read) requests with ood_flags cannot bypass the batch",
+    set_by="__init__",
+)
+
+
+def batcher_of(model: Any) -> Any:
+    """MLServer's adaptive batcher of `model`, None if it batches none of its requests."""
+    return getattr(model, BATCHER_NAME.read(hooks), None)
 
 
 def isolate(model: Any, contract: Contract) -> None:
     """Check requests against `contract` before MLServer's batcher, if it batches `model`."""
     batched: Predict | None = model.__dict__.get("predict")
-    batcher = getattr(model, BATCHER_ATTRIBUTE, None)
+    batcher = batcher_of(model)
     if batched is None or batcher is None or getattr(batched, _ISOLATED, False):
         return
-    unbatched: Predict = batcher._predict_fn  # the model's own predict, saved by the batcher
+    unbatched: Predict = UNBATCHED.read(batcher)
 
     @wraps(batched)
     async def predict(payload: InferenceRequest) -> InferenceResponse:
@@ -98,7 +119,7 @@ def patches(runtime_class: type) -> list[PatchPoint]:
     def isolate_in_server_process(original: Callable[..., Any]) -> Callable[..., Any]:
         async def load(self) -> bool:  # type: ignore[no-untyped-def]
             ready = await original(self)
-            if isinstance(self._model, runtime_class) and BATCHER_ATTRIBUTE in vars(self):
+            if isinstance(PARALLEL_MODEL.read(self), runtime_class) and batcher_of(self) is not None:
                 isolate(self, await contract_from_settings(self))
             return ready
 
@@ -108,7 +129,7 @@ def patches(runtime_class: type) -> list[PatchPoint]:
         PatchPoint(
             target="mlserver.parallel.model:ParallelModel.load",
             why="with parallel workers the batcher runs in the server process around "
-            "ParallelModel: isolate requests there (reads ParallelModel._model)",
+            "ParallelModel: isolate requests there",
             upstream="none found: one bad request fails its whole adaptive batch",
             if_removed="with parallel workers and adaptive batching, one bad request fails every "
             "request batched with it",
@@ -118,20 +139,12 @@ def patches(runtime_class: type) -> list[PatchPoint]:
         PatchPoint(
             target="mlserver.batching.hooks:load_batching",
             why="read, not replaced: it sets the batcher as the model's instance attribute "
-            "`predict` (marked __adaptive_batching__) before load(), where PipelineRuntime.load "
+            "`predict` (the batcher under _AdaptiveBatchingAttr) before load(), where PipelineRuntime.load "
             "wraps it (parallel_workers 0)",
             upstream="none found: one bad request fails its whole adaptive batch",
             if_removed="(a read) with adaptive batching, one bad request fails every request batched with it",
             params=("model",),
-            apply=lambda original: None,
         ),
-        PatchPoint(
-            target="mlserver.batching.adaptive:AdaptiveBatcher.__init__",
-            why="read, not replaced: the batcher keeps the model's own predict as _predict_fn, "
-            "which requests asking for OOD flags call directly",
-            upstream="none: no public handle on the unbatched predict",
-            if_removed="(a read) requests with ood_flags cannot bypass the batch",
-            params=("self", "model"),
-            apply=lambda original: None,
-        ),
+        BATCHER_NAME,
+        UNBATCHED,
     ]

@@ -9,6 +9,8 @@
   original looks it up again).
 - `DataPlane.ready` / `.model_ready` answer false while the server drains (runtime.policy.drain) and
   keep serving inference: `model.ready = False` would make MLServer refuse inference with 400.
+- what the DataPlane keeps private and the integration reads (its model registry, settings, response
+  cache, inference middleware and model metrics), each a point read through `PatchPoint.read`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from __future__ import annotations
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
+
+from mlserver.settings import Settings
+from prometheus_client import Counter, Summary
 
 from runtime.core.errors import DeadlineExceeded, PipelineError
 from runtime.integration.patching import PatchPoint
@@ -25,6 +30,53 @@ from runtime.policy.drain import STATE as DRAIN
 from runtime.policy.inflight import IN_FLIGHT, REFUSED
 
 T = TypeVar("T")
+
+
+def _private(name: str, kind: type, why: str, if_removed: str) -> PatchPoint:
+    return PatchPoint(
+        target=f"mlserver.handlers.dataplane:DataPlane.{name}",
+        why=f"read, not replaced: {why}",
+        upstream="none: the DataPlane has no public handle on it",
+        if_removed=f"(a read) {if_removed}",
+        kind=kind,
+        set_by="__init__",
+    )
+
+
+MODEL_REGISTRY = _private(
+    "_model_registry",
+    object,
+    "the loaded models, where admission, the request guard and the fast paths look a model up",
+    "no admission, no request guard, no fast path",
+)
+SETTINGS = _private(
+    "_settings", Settings, "the server settings: tracing turns the gRPC fast path off", "no gRPC fast path"
+)
+RESPONSE_CACHE = _private(
+    "_response_cache",
+    object,
+    "MLServer's response cache (None when off): the fast paths leave a cached server to the DataPlane",
+    "no fast path",
+)
+INFERENCE_MIDDLEWARE = _private(
+    "_inference_middleware",
+    object,
+    "its inference middleware, which makes the fast paths' response headers (CloudEvents)",
+    "no fast path",
+)
+MODEL_METRICS = tuple(
+    _private(
+        f"_ModelInferRequest{name}",
+        kind,
+        f"the model_infer_request_{metric} metric, which the fast paths record as the DataPlane does",
+        "no fast path",
+    )
+    for name, metric, kind in (
+        ("Success", "success", Counter),
+        ("Failure", "failure", Counter),
+        ("Duration", "duration", Summary),
+    )
+)
 _POLICIES: weakref.WeakKeyDictionary[Any, Policy] = weakref.WeakKeyDictionary()
 
 
@@ -50,7 +102,7 @@ def _headers(payload: Any) -> dict[str, str]:
 
 
 async def admit(dataplane: Any, payload: Any, name: str, version: str | None) -> Policy:
-    model = await dataplane._model_registry.get_model(name, version)  # ModelNotFound (404)
+    model = await MODEL_REGISTRY.read(dataplane).get_model(name, version)  # ModelNotFound (404)
     policy = policy_for(model)
     _admit(policy, _headers(payload))
     return policy
@@ -90,7 +142,7 @@ async def admitted(model: Any, name: str, headers: dict[str, str], infer: Callab
 
 def _admit_infer(original: Callable[..., Any]) -> Callable[..., Any]:
     async def infer(self, payload, name, version=None):  # type: ignore[no-untyped-def]
-        model = await self._model_registry.get_model(name, version)  # ModelNotFound (404)
+        model = await MODEL_REGISTRY.read(self).get_model(name, version)  # ModelNotFound (404)
         return await admitted(model, name, _headers(payload), lambda: original(self, payload, name, version))
 
     return infer
@@ -172,4 +224,9 @@ PATCHES = [
         params=("self", "name", "version"),
         apply=_model_not_ready_while_draining,
     ),
+    MODEL_REGISTRY,
+    SETTINGS,
+    RESPONSE_CACHE,
+    INFERENCE_MIDDLEWARE,
+    *MODEL_METRICS,
 ]

@@ -26,7 +26,7 @@ from mlserver.utils import extract_headers
 
 from runtime.core.call import Answer, Call
 from runtime.core.errors import PipelineError
-from runtime.integration.dataplane import admitted
+from runtime.integration.dataplane import INFERENCE_MIDDLEWARE, MODEL_METRICS, MODEL_REGISTRY, RESPONSE_CACHE, admitted
 from runtime.integration.v2 import as_mlserver_error
 
 # The stand-in request id of a model's response header template (no real value holds a NUL).
@@ -82,7 +82,7 @@ class DirectInference:
             getattr(model, "fast_path", False)
             and hasattr(model, "answer")
             and "predict" not in vars(model)  # MLServer's adaptive batcher replaces it there
-            and self._data_plane._response_cache is None
+            and RESPONSE_CACHE.read(self._data_plane) is None
         )
 
     async def infer(self, model: Any, name: str, version: str | None, call: Call) -> Answer:
@@ -95,7 +95,7 @@ class DirectInference:
         try:
             # Looked up again, as the DataPlane does here: the object the fast path found before it
             # read the body may have been unloaded by a reload since (its `ready` false: a 400).
-            model = await self._data_plane._model_registry.get_model(name, version)
+            model = await MODEL_REGISTRY.read(self._data_plane).get_model(name, version)
             if not model.ready:
                 raise ModelNotReady(name, version)
             with model_context(model.settings):
@@ -130,16 +130,13 @@ class DirectInference:
 
     def _middleware_headers(self, model: Any, request_id: str) -> dict[str, str]:
         carrier = InferenceResponse.model_construct(id=request_id, parameters=None)
-        self._data_plane._inference_middleware.response_middleware(carrier, model.settings)
+        INFERENCE_MIDDLEWARE.read(self._data_plane).response_middleware(carrier, model.settings)
         return extract_headers(carrier) or {}
 
     def _model_metrics(self, name: str, version: str | None) -> _ModelMetrics:
         metrics = self._metrics.get((name, version))
         if metrics is None:
-            plane = self._data_plane
             metrics = self._metrics[(name, version)] = _ModelMetrics(
-                plane._ModelInferRequestSuccess.labels(model=name, version=version),
-                plane._ModelInferRequestFailure.labels(model=name, version=version),
-                plane._ModelInferRequestDuration.labels(model=name, version=version),
+                *(m.read(self._data_plane).labels(model=name, version=version) for m in MODEL_METRICS)
             )
         return metrics

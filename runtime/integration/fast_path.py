@@ -48,8 +48,9 @@ from runtime.core.errors import PipelineError
 from runtime.edge.asgi import App, Receive, Scope, Send, read_body, replay
 from runtime.edge.fast_json import SimpleRequest, read_simple
 from runtime.edge.guard import TARGET
+from runtime.integration.dataplane import MODEL_REGISTRY
 from runtime.integration.direct import DirectInference, new_id
-from runtime.integration.patching import IntegrationError
+from runtime.integration.patching import IntegrationError, PatchPoint
 from runtime.observation.metrics import fast_path_counter, observer
 from runtime.policy.deadlines import stamp
 
@@ -126,6 +127,14 @@ _REPRODUCED = {
     PrometheusMiddleware: {"app_name", "prefix", "skip_paths"},
     GZipMiddleware: {"minimum_size", "compresslevel"},
 }
+USER_MIDDLEWARE = PatchPoint(
+    target="fastapi.applications:FastAPI.user_middleware",
+    why="read, not replaced: the middleware MLServer added to its app, which the REST fast path reproduces",
+    upstream="none: Starlette keeps the list undocumented",
+    if_removed="(a read) no REST fast path",
+    kind=list,
+    set_by="__init__",
+)
 
 
 def layers(app: Any) -> Layers | None:
@@ -136,7 +145,7 @@ def layers(app: Any) -> Layers | None:
         if getattr(getattr(paths.get(path), "endpoint", None), "__name__", None) != "infer":
             raise IntegrationError(f"runtime.integration.fast_path: MLServer's app has no inference route {path}")
     found: dict[type, dict[str, Any]] = {}
-    for middleware in app.user_middleware:
+    for middleware in USER_MIDDLEWARE.read(app):
         allowed = _REPRODUCED.get(middleware.cls)
         if allowed is None or middleware.args or not middleware.kwargs.keys() <= allowed:
             logger.warning(
@@ -207,7 +216,7 @@ class FastInfer:
         model = scope.get(TARGET)
         if model is None:
             try:
-                model = await self.data_plane._model_registry.get_model(name, version)
+                model = await MODEL_REGISTRY.read(self.data_plane).get_model(name, version)
             except MLServerError:  # not found: MLServer's path answers its 404
                 return None
         return model if getattr(model, "fast_path", False) else None

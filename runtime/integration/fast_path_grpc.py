@@ -33,8 +33,9 @@ from runtime.core.call import Answer, Call
 from runtime.core.contract import Tensor
 from runtime.core.errors import PipelineError
 from runtime.integration import fast_path, v2
+from runtime.integration.dataplane import MODEL_REGISTRY, SETTINGS
 from runtime.integration.direct import DirectInference, new_id
-from runtime.integration.grpc_service import decode_request, raw_buffers, tensor_values
+from runtime.integration.grpc_service import SERVICER_DATA_PLANE, decode_request, raw_buffers, tensor_values
 from runtime.integration.packed import written
 from runtime.integration.patching import PatchPoint
 from runtime.observation.metrics import fast_path_counter
@@ -48,15 +49,15 @@ _DIRECT: weakref.WeakKeyDictionary[Any, DirectInference | None] = weakref.WeakKe
 def _direct(servicer: Any) -> DirectInference | None:
     """The servicer's direct inference, None when the fast path is off for the server."""
     if servicer not in _DIRECT:
-        plane = servicer._data_plane
-        _DIRECT[servicer] = DirectInference(plane) if fast_path.enabled(plane._settings) else None
+        plane = SERVICER_DATA_PLANE.read(servicer)
+        _DIRECT[servicer] = DirectInference(plane) if fast_path.enabled(SETTINGS.read(plane)) else None
     return _DIRECT[servicer]
 
 
 def _fast_model_infer(original: Callable[..., Any]) -> Callable[..., Any]:
     async def ModelInfer(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         direct = _direct(self)
-        model = await _served(direct, self._data_plane, request) if direct is not None else None
+        model = await _served(direct, SERVICER_DATA_PLANE.read(self), request) if direct is not None else None
         if model is None:
             return await original(self, request, context)
         _TAKEN.inc()
@@ -76,7 +77,7 @@ def _fast_model_infer(original: Callable[..., Any]) -> Callable[..., Any]:
 
 async def _served(direct: DirectInference, data_plane: Any, request: pb.ModelInferRequest) -> Any:
     try:
-        model = await data_plane._model_registry.get_model(request.model_name, request.model_version)
+        model = await MODEL_REGISTRY.read(data_plane).get_model(request.model_name, request.model_version)
     except MLServerError:  # not found: MLServer's servicer answers, after decoding, as it always did
         return None
     return model if direct.serves(model) else None

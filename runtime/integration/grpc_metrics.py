@@ -8,6 +8,10 @@ records the same samples on the same metric objects, in the same order and on th
 (an RpcError counts as handled with its code; an abort, which is not one, only in the histogram),
 for unary-unary calls; it hands every streaming call to MLServer's own. It replaces MLServer's
 in the server runtime.integration.grpc_service builds, unless PIPELINE_FAST_PATH=0.
+
+What this one reads of the two interceptors is private: of MLServer's, the py_grpc_prometheus
+interceptor it wraps and its status code; of that one, its metric objects and options. Each is a
+point, read through `PatchPoint.read`.
 """
 
 from __future__ import annotations
@@ -18,11 +22,55 @@ from typing import Any
 
 import grpc
 from grpc import RpcError
+from mlserver.grpc.interceptors import PromServerInterceptor
+from prometheus_client import Counter
 from py_grpc_prometheus import grpc_utils
+from py_grpc_prometheus.prometheus_server_interceptor import PromServerInterceptor as PyGrpcPromInterceptor
 
+from runtime.integration.patching import PatchPoint
 from runtime.observation.metrics import observer
 
 _UNARY = grpc_utils.get_method_type(False, False)
+_PY_GRPC = "py_grpc_prometheus.prometheus_server_interceptor:PromServerInterceptor"
+# The metric objects in py_grpc_prometheus's `_metrics` that MLServer's interceptor records unary calls on.
+STARTED, HISTOGRAM = "grpc_server_started_counter", "grpc_server_handled_histogram"
+
+
+def _private(target: str, kind: type, why: str) -> PatchPoint:
+    return PatchPoint(
+        target=target,
+        why=f"read, not replaced: {why}",
+        upstream="none: neither interceptor has a public handle on its metrics",
+        if_removed="(a read) MLServer's own interceptor measures every gRPC call, at its cost",
+        kind=kind,
+        set_by="__init__",
+    )
+
+
+INNER = _private(
+    "mlserver.grpc.interceptors:PromServerInterceptor._interceptor",
+    PyGrpcPromInterceptor,
+    "the py_grpc_prometheus interceptor MLServer's wraps, whose metric objects this one records on",
+)
+METRICS = _private(
+    f"{_PY_GRPC}._metrics",
+    dict,
+    f"its metric objects by name ({STARTED}, {HISTOGRAM}: checked when the interceptor is bound)",
+)
+HANDLED = _private(f"{_PY_GRPC}._grpc_server_handled_total_counter", Counter, "its grpc_server_handled_total")
+WITH_HISTOGRAM = _private(
+    f"{_PY_GRPC}._enable_handling_time_histogram", bool, "whether it records the handling-time histogram"
+)
+LEGACY = _private(f"{_PY_GRPC}._legacy", bool, "its legacy metric names, which this one does not record")
+SKIPS_EXCEPTIONS = _private(f"{_PY_GRPC}._skip_exceptions", bool, "its option to swallow errors, which this one lacks")
+STATUS_CODE = PatchPoint(
+    target="mlserver.grpc.interceptors:PromServerInterceptor._compute_status_code",
+    why="read, not replaced: the status code MLServer's interceptor labels a finished call with",
+    upstream="none: a private method",
+    if_removed="(a read) MLServer's own interceptor measures every gRPC call, at its cost",
+    params=("self", "servicer_context"),
+)
+PATCHES = [INNER, METRICS, HANDLED, WITH_HISTOGRAM, LEGACY, SKIPS_EXCEPTIONS, STATUS_CODE]
 
 
 class _Children:
@@ -45,31 +93,28 @@ class _Children:
 
 class _Metrics:
     def __init__(self, prom: Any):
-        self.started = prom._metrics["grpc_server_started_counter"]
-        self.handled = prom._grpc_server_handled_total_counter
-        self.histogram = (
-            prom._metrics["grpc_server_handled_histogram"] if prom._enable_handling_time_histogram else None
-        )
+        metrics = METRICS.read(prom)
+        missing = {STARTED, HISTOGRAM} - metrics.keys()
+        if missing:
+            raise METRICS.error(f"no {sorted(missing)} among {sorted(metrics)}")
+        self.started = metrics[STARTED]
+        self.handled = HANDLED.read(prom)
+        self.histogram = metrics[HISTOGRAM] if WITH_HISTOGRAM.read(prom) else None
 
 
 class BoundPromInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, mlservers: Any):
         self._mlservers = mlservers  # mlserver.grpc.interceptors.PromServerInterceptor
-        self._metrics = _Metrics(mlservers._interceptor)
+        self._metrics = _Metrics(INNER.read(mlservers))
         self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     @staticmethod
     def replaces(interceptor: Any) -> bool:
         """MLServer's, as this module knows it (its py_grpc_prometheus neither legacy nor skipping)."""
-        from mlserver.grpc.interceptors import PromServerInterceptor
-
-        inner = getattr(interceptor, "_interceptor", None)
-        return (
-            type(interceptor) is PromServerInterceptor
-            and inner is not None
-            and not inner._legacy
-            and not inner._skip_exceptions
-        )
+        if type(interceptor) is not PromServerInterceptor:
+            return False
+        inner = INNER.read(interceptor)
+        return not LEGACY.read(inner) and not SKIPS_EXCEPTIONS.read(inner)
 
     async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any) -> Any:
         handler = await continuation(handler_call_details)
@@ -90,7 +135,7 @@ class BoundPromInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _measured(self, behavior: Callable[..., Awaitable[Any]], children: _Children) -> Callable[..., Awaitable[Any]]:
-        compute_status_code = self._mlservers._compute_status_code
+        compute_status_code = STATUS_CODE.read(self._mlservers)
 
         async def measured(request: Any, context: Any) -> Any:
             start = default_timer()

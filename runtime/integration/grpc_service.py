@@ -16,6 +16,7 @@ errors their status codes.
 - `aio` as `mlserver.grpc.server` sees it: the server it builds gets an interceptor that locks
   the repository methods (runtime.policy.admin), the same maximum message size as REST bodies and
   MLServer's metrics interceptor in a faster form (runtime.integration.grpc_metrics).
+- the servicer's private DataPlane, read (runtime.integration.fast_path_grpc answers from it).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from mlserver import types
 from mlserver.errors import MLServerError
 from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc.converters import ParametersConverter
+from mlserver.handlers.dataplane import DataPlane
 from pydantic import ValidationError
 
 from runtime.core.datatypes import NUMERIC_DATATYPES, NUMERIC_HINT
@@ -278,6 +280,15 @@ class _GuardedAio:
         return self._aio.server(*args, interceptors=[RepositoryLock(admin), *interceptors], options=limited, **kwargs)
 
 
+SERVICER_DATA_PLANE = PatchPoint(
+    target="mlserver.grpc.servicers:InferenceServicer._data_plane",
+    why="read, not replaced: the DataPlane the gRPC fast path (runtime.integration.fast_path_grpc) answers from",
+    upstream="none: the servicer has no public handle on it",
+    if_removed="(a read) no gRPC fast path",
+    kind=DataPlane,
+    set_by="__init__",
+)
+
 PATCHES = [
     PatchPoint(
         target="mlserver.grpc.converters:ModelInferRequestConverter.to_types",
@@ -326,4 +337,5 @@ PATCHES = [
         kind=logging.Logger,
         apply=_quiet,
     ),
+    SERVICER_DATA_PLANE,
 ]

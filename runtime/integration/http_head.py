@@ -257,10 +257,6 @@ def config_lost(port: str) -> str:
     )
 
 
-def _read(_original: Any) -> None:
-    return None
-
-
 _UVICORN = "uvicorn.protocols.http.httptools_impl:HttpToolsProtocol"
 
 
@@ -309,7 +305,6 @@ def patches(limits: HeadLimits | None = None) -> list[PatchPoint]:
             upstream="none: uvicorn has no hook in its HTTP protocol",
             if_removed=f"(a read) {lost}",
             params=params,
-            apply=_read,
         )
         for name, params, what, lost in methods
     ]

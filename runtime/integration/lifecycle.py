@@ -10,8 +10,8 @@ metrics servers would start closing the instant the signal lands. The runtime is
 before MLServer starts them (runtime.integration.startup), so they never take the signals.
 
 Drives the private `MLServer._rest_server._server` (uvicorn.Server: `should_exit`,
-`server_state.connections`) and `MLServer._grpc_server._server` (grpc.aio.Server: `stop(grace)`),
-checked at install like the patches.
+`server_state.connections`) and `MLServer._grpc_server._server` (grpc.aio.Server: `stop(grace)`):
+each attribute on the way is a point, checked at install like the patches and read through it.
 """
 
 from __future__ import annotations
@@ -24,15 +24,56 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import grpc
+import uvicorn
+from mlserver.grpc import GRPCServer
+from mlserver.rest import RESTServer
+from uvicorn.server import ServerState
+
 from runtime.integration.patching import PatchPoint
 from runtime.policy.drain import STATE, DrainSettings, Listeners, drain
 
 logger = logging.getLogger("runtime.lifecycle")
 
 
+def _private(target: str, kind: type, set_by: str, why: str) -> PatchPoint:
+    return PatchPoint(
+        target=target,
+        why=f"read, not replaced: {why}",
+        upstream="none: no public handle on the running servers",
+        if_removed="(a read) the drain cannot close the listeners or see the connections left",
+        kind=kind,
+        set_by=set_by,
+    )
+
+
+REST = _private("mlserver.server:MLServer._rest_server", RESTServer, "_create_servers", "MLServer's REST server")
+GRPC = _private("mlserver.server:MLServer._grpc_server", GRPCServer, "_create_servers", "MLServer's gRPC server")
+UVICORN = _private(
+    "mlserver.rest.server:RESTServer._server", uvicorn.Server, "start", "the REST server's uvicorn.Server"
+)
+GRPC_AIO = _private(
+    "mlserver.grpc.server:GRPCServer._server", grpc.aio.Server, "_create_server", "the gRPC server's grpc.aio.Server"
+)
+SHOULD_EXIT = _private(
+    "uvicorn.server:Server.should_exit",
+    bool,
+    "__init__",
+    "uvicorn's exit flag, which the drain sets to close the listener",
+)
+SERVER_STATE = _private(
+    "uvicorn.server:Server.server_state", ServerState, "__init__", "uvicorn's state of its connections"
+)
+CONNECTIONS = _private(
+    "uvicorn.server:ServerState.connections", set, "__init__", "the open REST connections, which the drain waits for"
+)
+
+
 def _listeners(server: Any) -> Listeners:
-    grpc_server = server._grpc_server._server  # grpc.aio.Server
-    rest_server = server._rest_server._server  # uvicorn.Server
+    grpc_server = GRPC_AIO.read(GRPC.read(server))
+    rest_server = UVICORN.read(REST.read(server))
+    SHOULD_EXIT.read(rest_server)  # an attribute set below: one that no longer exists would do nothing
+    connections = CONNECTIONS.read(SERVER_STATE.read(rest_server))
     stopped: list[asyncio.Future] = []
 
     def close(grace_s: float) -> None:
@@ -42,7 +83,7 @@ def _listeners(server: Any) -> Listeners:
         rest_server.should_exit = True  # not handle_exit(): that records a signal to re-raise
 
     def idle() -> bool:
-        return all(f.done() for f in stopped) and not rest_server.server_state.connections
+        return all(f.done() for f in stopped) and not connections
 
     return Listeners(close, idle)
 
@@ -114,13 +155,11 @@ def patches(settings: DrainSettings) -> list[PatchPoint]:
             )
             for module, what in (("mlserver.rest.server", "REST"), ("mlserver.metrics.server", "metrics"))
         ),
-        PatchPoint(
-            target="mlserver.server:MLServer._create_servers",
-            why="read, not replaced: the drain drives MLServer._rest_server._server "
-            "(uvicorn.Server) and MLServer._grpc_server._server (grpc.aio.Server)",
-            upstream="none: no public handle on the running servers",
-            if_removed="(a read) the drain cannot close the listeners",
-            params=("self",),
-            apply=lambda original: None,
-        ),
+        REST,
+        GRPC,
+        UVICORN,
+        GRPC_AIO,
+        SHOULD_EXIT,
+        SERVER_STATE,
+        CONNECTIONS,
     ]

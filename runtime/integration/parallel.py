@@ -1,8 +1,9 @@
-"""MLServer's parallel-worker dispatcher: drop answers nobody waits for.
+"""MLServer's parallel workers: drop answers nobody waits for; the model a ParallelModel stands for.
 
 A worker's answer to a request whose caller already left (a gRPC deadline or cancel) finds no
 future in `AsyncResponses._futures`, and the KeyError crashes MLServer's response loop
-(observed: 189 "Response processing loop crashed" in one run).
+("Response processing loop crashed"). `ParallelModel._model`, the model the server process's
+stand-in dispatches to, tells batching and tracing whether a model is this runtime's.
 """
 
 from __future__ import annotations
@@ -12,10 +13,27 @@ from typing import Any
 
 from runtime.integration.patching import PatchPoint
 
+FUTURES = PatchPoint(
+    target="mlserver.parallel.dispatcher:AsyncResponses._futures",
+    why="read, not replaced: the calls still waiting for a worker's answer, by id",
+    upstream="SeldonIO/MLServer#1312 (open)",
+    if_removed="(a read) as AsyncResponses.resolve",
+    kind=dict,
+    set_by="__init__",
+)
+MODEL = PatchPoint(
+    target="mlserver.parallel.model:ParallelModel._model",
+    why="read, not replaced: the model a ParallelModel dispatches to its workers, whose class tells "
+    "batching and tracing it is this runtime's",
+    upstream="none: no public handle on it",
+    if_removed="(a read) as ParallelModel.load and ParallelModel.predict",
+    set_by="__init__",
+)
+
 
 def _drop_orphans(original: Callable[..., Any]) -> Callable[..., Any]:
     def resolve(self, response):  # type: ignore[no-untyped-def]
-        if response.id not in self._futures:
+        if response.id not in FUTURES.read(self):
             return None
         return original(self, response)
 
@@ -32,4 +50,6 @@ PATCHES = [
         params=("self", "response"),
         apply=_drop_orphans,
     ),
+    FUTURES,
+    MODEL,
 ]

@@ -1,26 +1,39 @@
-"""How the integration package changes MLServer: named patch points, checked before any is applied.
+"""How the integration package touches MLServer and the libraries under it: named patch points,
+checked before any is applied.
 
-Each `PatchPoint` names one attribute of MLServer, uvicorn or grpc that the runtime replaces,
-wraps or extends, the shape it expects there (a callable with these parameters, or a dict), and
-why. `install_all()` resolves and checks every point first and applies them only if all pass, so
-an MLServer release that moved or reshaped a target fails the start with one line naming the
-point and the version found, never a silent no-op or a half-patched server.
+Each `PatchPoint` names one attribute of MLServer, uvicorn, grpc, Starlette or prometheus_client
+that the runtime replaces, wraps, extends or only reads, the shape it expects there (a callable
+with these parameters, a value of this type, or an instance attribute that this method of the
+class sets), and why. `install_all()` resolves and checks every point first and applies them only
+if all pass, so a release that moved or reshaped a target fails the start with one line naming the
+point and the versions found, never a silent no-op, a half-patched server or a request that fails
+later. The code that reads a private attribute reads it through its point (`read`), so the name it
+reads is the one checked.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import metadata
 from typing import Any
 
 SUPPORTED_MLSERVER = "1.7.1"
 
+_MISSING = object()
+
 
 class IntegrationError(RuntimeError):
     """A patch target is missing or has another shape than the runtime was built against."""
+
+
+def _read_only(_original: Any) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -30,8 +43,11 @@ class PatchPoint:
     upstream: str  # the upstream issue or PR, or why none applies
     if_removed: str  # what breaks without it
     params: tuple[str, ...] | None = None  # expected parameters of a callable target
-    kind: type = field(default=type(None))  # a non-callable target's type (e.g. dict)
-    apply: Callable[[Any], Any] = field(default=lambda original: original, repr=False)
+    kind: type = object  # the type of a non-callable target, or of what `read` finds
+    # An attribute each instance gets: the method of the target's class whose code sets it on self.
+    set_by: str | None = None
+    # The new value from the original, or None when it changed nothing or changed it in place.
+    apply: Callable[[Any], Any] = field(default=_read_only, repr=False)
 
     @property
     def owner_and_name(self) -> tuple[Any, str]:
@@ -42,29 +58,82 @@ class PatchPoint:
             owner = getattr(owner, parent)
         return owner, name
 
+    @cached_property
+    def name(self) -> str:
+        return self.target.partition(":")[2].rpartition(".")[2]
+
     def check(self) -> Any:
-        """The current value at the target, or IntegrationError naming what differs."""
+        """The current value at the target (for an instance attribute, the method that sets it),
+        or IntegrationError naming what differs."""
         try:
             owner, name = self.owner_and_name
-            value = inspect.getattr_static(owner, name)
+            value = _static(owner, self.set_by or name)
         except (ImportError, AttributeError) as exc:
-            raise self._error(f"not found ({exc})") from None
-        if self.params is not None:
+            raise self.error(f"not found ({exc})") from None
+        if self.set_by is not None:
+            if name not in self._set_on_self(value):
+                raise self.error(f"not found ({owner.__name__}.{self.set_by} no longer sets it)")
+        elif self.params is not None:
             function = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
             if not callable(function):
-                raise self._error(f"expected a callable, found {type(value).__name__}")
+                raise self.error(f"expected a callable, found {type(value).__name__}")
             found = tuple(inspect.signature(inspect.unwrap(function)).parameters)
             if found != self.params:
-                raise self._error(f"expected parameters {self.params}, found {found}")
+                raise self.error(f"expected parameters {self.params}, found {found}")
         elif not isinstance(value, self.kind):
-            raise self._error(f"expected a {self.kind.__name__}, found {type(value).__name__}")
+            raise self.error(f"expected a {self.kind.__name__}, found {type(value).__name__}")
         return value
 
-    def _error(self, problem: str) -> IntegrationError:
+    def read(self, instance: Any) -> Any:
+        """The target's attribute on `instance` (an object of its class, or its module), or
+        IntegrationError naming the point when it has none or one of another type."""
+        value = getattr(instance, self.name, _MISSING)
+        if value is _MISSING:
+            raise self.error(f"not found on a {type(instance).__name__}")
+        if not isinstance(value, self.kind):
+            raise self.error(f"expected a {self.kind.__name__}, found {type(value).__name__}")
+        return value
+
+    def error(self, problem: str) -> IntegrationError:
         return IntegrationError(
-            f"pipeline-runtime cannot install its MLServer patch {self.target}: {problem}; "
-            f"MLServer {mlserver_version()} is installed, the runtime supports {SUPPORTED_MLSERVER}"
+            f"pipeline-runtime cannot use {self.target}: {problem}; MLServer {mlserver_version()} "
+            f"is installed{self._library()}, the runtime supports {SUPPORTED_MLSERVER}"
         )
+
+    def _set_on_self(self, method: Any) -> set[str]:
+        """The attributes `method`'s code assigns on its first parameter."""
+        try:
+            source = textwrap.dedent(inspect.getsource(inspect.unwrap(method)))
+        except (OSError, TypeError) as exc:
+            raise self.error(f"cannot read the code of {self.set_by} ({exc})") from None
+        definition = ast.parse(source).body[0]
+        if not isinstance(definition, (ast.FunctionDef, ast.AsyncFunctionDef)) or not definition.args.args:
+            raise self.error(f"{self.set_by} is not a method")
+        itself = definition.args.args[0].arg
+        return {
+            node.attr
+            for node in ast.walk(definition)
+            if isinstance(node, ast.Attribute)
+            and isinstance(node.ctx, ast.Store)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == itself
+        }
+
+    def _library(self) -> str:
+        """ ", with <distribution> <version>" when the target is in another library than MLServer."""
+        package = self.target.partition(".")[0].partition(":")[0]
+        if package == "mlserver":
+            return ""
+        distributions = metadata.packages_distributions().get(package, [])
+        return "".join(f" with {d} {metadata.version(d)}" for d in distributions[:1])
+
+
+def _static(owner: Any, attribute: str) -> Any:
+    """`owner`'s attribute as defined, without running descriptors (a property is not called)."""
+    try:
+        return inspect.getattr_static(owner, attribute)
+    except AttributeError:
+        raise AttributeError(f"{getattr(owner, '__name__', owner)} has no attribute {attribute!r}") from None
 
 
 def mlserver_version() -> str:
@@ -74,11 +143,16 @@ def mlserver_version() -> str:
         return "(not installed)"
 
 
+def check_all(points: list[PatchPoint]) -> list[Any]:
+    """Every point's current value, in order; IntegrationError at the first that does not match."""
+    return [point.check() for point in points]
+
+
 def install_all(points: list[PatchPoint]) -> None:
     """Check every point, then apply each: `apply(original)` returns the new value, or None when
-    it changed the target in place (e.g. added dict entries)."""
-    originals = [point.check() for point in points]
-    for point, original in zip(points, originals):
+    it only reads the target or changed it in place (e.g. added dict entries)."""
+    originals = check_all(points)
+    for point, original in zip(points, originals, strict=True):
         replacement = point.apply(original)
         if replacement is not None:
             owner, name = point.owner_and_name

@@ -11,6 +11,7 @@
   setting for either.
 - `insert_headers`: MLServer records no arrival time, and it is the one step of its REST endpoints
   that sees every inference request with its transport headers before the model is looked up.
+- the REST server's private app, settings and DataPlane, read where the edge is built.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from fastapi import FastAPI
 from mlserver.errors import MLServerError
+from mlserver.handlers.dataplane import DataPlane
+from mlserver.settings import Settings
 from starlette.routing import Match
 
 from runtime.core.errors import PipelineError, RouteNotFound
@@ -28,7 +32,7 @@ from runtime.edge.guard import INFERENCE, OTHER, REPOSITORY, Authorize, RequestG
 from runtime.edge.head_limits import HeadLimits
 from runtime.edge.legacy_api import LegacyPredict, configured_default, is_legacy, legacy_model
 from runtime.integration import fast_path, http_head
-from runtime.integration.dataplane import policy_for
+from runtime.integration.dataplane import MODEL_REGISTRY, policy_for
 from runtime.integration.patching import PatchPoint
 from runtime.integration.v2 import as_mlserver_error
 from runtime.policy.admin import REPOSITORY_PATH, AdminPolicy
@@ -114,9 +118,11 @@ def authorizer(data_plane: Any) -> Authorize:
     """An inference route's model (404 if none is loaded) and its bearer token (401), as
     admission will check them once the body is read; the model, for the fast path."""
 
+    registry = MODEL_REGISTRY.read(data_plane)
+
     async def authorize(name: str, version: str | None, headers: RawHeaders) -> object:
         try:
-            model = await data_plane._model_registry.get_model(name, version)
+            model = await registry.get_model(name, version)
         except MLServerError as error:
             if error.status_code == _NOT_FOUND:
                 raise RouteNotFound(str(error)) from None
@@ -155,12 +161,30 @@ def _served_through_the_edge(limits: HeadLimits) -> Callable[[Callable[..., Any]
         def _get_config(self):  # type: ignore[no-untyped-def]
             config = original(self)
             http_head.configure(config, protocol, limits)
-            config.app = edge(self._app, self._settings, self._data_plane)
+            config.app = edge(*(point.read(self) for point in SERVER_STATE))
             return config
 
         return _get_config
 
     return wrap
+
+
+# What the patched _get_config reads of its RESTServer, in edge()'s order.
+SERVER_STATE = tuple(
+    PatchPoint(
+        target=f"mlserver.rest.server:RESTServer.{name}",
+        why=f"read, not replaced: {what}, from which RESTServer._get_config builds the edge",
+        upstream="none: the REST server has no public handle on it",
+        if_removed="(a read) no edge: no request guard, no /predict, no REST fast path",
+        kind=kind,
+        set_by="__init__",
+    )
+    for name, what, kind in (
+        ("_app", "MLServer's FastAPI app", FastAPI),
+        ("_settings", "the server settings", Settings),
+        ("_data_plane", "the DataPlane", DataPlane),
+    )
+)
 
 
 def patches(limits: HeadLimits | None = None) -> list[PatchPoint]:
@@ -188,4 +212,5 @@ def patches(limits: HeadLimits | None = None) -> list[PatchPoint]:
             params=("inference_request", "headers"),
             apply=_stamp_on_insert,
         ),
+        *SERVER_STATE,
     ]

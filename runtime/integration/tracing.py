@@ -8,8 +8,8 @@ the runtime looks it up:
   `mlserver.tracing._TRACER_PROVIDER` holds the provider (built with the servers, before any
   model loads).
 - With parallel workers the model runs in a worker process that has neither. The worker is
-  MLServer's `Worker` process object and carries the server settings (`_settings`), so the
-  runtime builds the provider from them; and the server process's `ParallelModel.predict` passes
+  MLServer's `Worker` process object and carries the server settings (its private `_settings`), so
+  the runtime builds the provider from them; and the server process's `ParallelModel.predict` passes
   the request span's W3C `traceparent` to the worker inside the request parameters, where
   `parent_context` takes it out again.
 """
@@ -27,6 +27,7 @@ from mlserver.types import InferenceRequest, InferenceResponse, Parameters
 from opentelemetry.context import Context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from runtime.integration.parallel import MODEL as PARALLEL_MODEL
 from runtime.integration.patching import PatchPoint
 from runtime.observation.observer import Tracing
 
@@ -37,14 +38,29 @@ TRACEPARENT_PARAMETER = "pipeline_traceparent"
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
+TRACER_PROVIDER = PatchPoint(
+    target="mlserver.tracing:_TRACER_PROVIDER",
+    why="read, not replaced: MLServer's TracerProvider has no public getter",
+    upstream="SeldonIO/MLServer#2052 (open)",
+    if_removed="(a read) no runtime spans without parallel workers",
+)
+WORKER_SETTINGS = PatchPoint(
+    target="mlserver.parallel.worker:Worker._settings",
+    why="read, not replaced: a worker process carries the server settings, from which it builds its TracerProvider",
+    upstream="SeldonIO/MLServer#2052 (open)",
+    if_removed="(a read) no runtime spans in parallel workers",
+    set_by="__init__",
+)
+
 
 @lru_cache(maxsize=1)
 def runtime_tracing() -> Tracing | None:
     """The runtime's tracer in this process, or None when `tracing_server` is not set."""
-    provider = mlserver_tracing._TRACER_PROVIDER
+    provider = TRACER_PROVIDER.read(mlserver_tracing)
     if provider is not None:
         return Tracing(provider.get_tracer(TRACER_NAME))
-    settings = getattr(multiprocessing.current_process(), "_settings", None)
+    # Only a worker process carries them: any other (the server's own) has none.
+    settings = getattr(multiprocessing.current_process(), WORKER_SETTINGS.name, None)
     if isinstance(settings, Settings) and settings.tracing_server:
         provider = mlserver_tracing.get_tracer_provider(settings)
         return Tracing(provider.get_tracer(TRACER_NAME))
@@ -68,7 +84,7 @@ def _pop_parameter(request: InferenceRequest, key: str) -> object:
 def _carry_traceparent(request: InferenceRequest) -> None:
     # Whatever a client put under this key is dropped: only the server sets the parent.
     _pop_parameter(request, TRACEPARENT_PARAMETER)
-    if mlserver_tracing._TRACER_PROVIDER is None:  # tracing is off
+    if TRACER_PROVIDER.read(mlserver_tracing) is None:  # tracing is off
         return
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier)
@@ -81,7 +97,7 @@ def _carry_traceparent(request: InferenceRequest) -> None:
 def patches(runtime_class: type) -> list[PatchPoint]:
     def carry_to_workers(original: Callable[..., Any]) -> Callable[..., Any]:
         async def predict(self, payload: InferenceRequest) -> InferenceResponse:  # type: ignore
-            if isinstance(self._model, runtime_class):
+            if isinstance(PARALLEL_MODEL.read(self), runtime_class):
                 _carry_traceparent(payload)
             return await original(self, payload)
 
@@ -90,27 +106,12 @@ def patches(runtime_class: type) -> list[PatchPoint]:
     return [
         PatchPoint(
             target="mlserver.parallel.model:ParallelModel.predict",
-            why="carry the request span's traceparent to the parallel worker (reads ParallelModel._model)",
+            why="carry the request span's traceparent to the parallel worker",
             upstream="SeldonIO/MLServer#2052 (open)",
             if_removed="with parallel workers the runtime's spans start new traces",
             params=("self", "payload"),
             apply=carry_to_workers,
         ),
-        PatchPoint(
-            target="mlserver.tracing:_TRACER_PROVIDER",
-            why="read, not replaced: MLServer's TracerProvider has no public getter",
-            upstream="SeldonIO/MLServer#2052 (open)",
-            if_removed="(a read) no runtime spans without parallel workers",
-            kind=object,
-            apply=lambda original: None,
-        ),
-        PatchPoint(
-            target="mlserver.parallel.worker:Worker.__init__",
-            why="read, not replaced: a worker process carries the server settings as _settings, "
-            "from which it builds its TracerProvider",
-            upstream="SeldonIO/MLServer#2052 (open)",
-            if_removed="(a read) no runtime spans in parallel workers",
-            params=("self", "settings", "responses", "env"),
-            apply=lambda original: None,
-        ),
+        TRACER_PROVIDER,
+        WORKER_SETTINGS,
     ]

@@ -412,9 +412,16 @@ class ShadowMetrics:
         self._window.set(rows)
 
 
+# prometheus_client's private per-child state (0.26.0) read below: a Histogram's bucket bounds, bucket
+# values and sum, a Counter's value. Without them each falls back to the public call, slower; in the
+# server, runtime.integration.prometheus_internals checks at install that prometheus_client sets them.
+HISTOGRAM_STATE = ("_upper_bounds", "_buckets", "_sum")
+COUNTER_VALUE = "_value"
+
+
 def _internals(child: Histogram) -> tuple[list, list, Any] | None:
-    """prometheus_client's per-child bucket bounds, bucket values and sum (0.26.0), if it has them."""
-    bounds, buckets, total = (getattr(child, a, None) for a in ("_upper_bounds", "_buckets", "_sum"))
+    """prometheus_client's per-child bucket bounds, bucket values and sum, if it has them."""
+    bounds, buckets, total = (getattr(child, a, None) for a in HISTOGRAM_STATE)
     if isinstance(bounds, list) and isinstance(buckets, list) and len(bounds) == len(buckets) and total is not None:
         return bounds, buckets, total
     return None
@@ -444,7 +451,7 @@ def incrementer(child: Counter) -> Callable[[float], None]:
     (docs/performance.md, "The fast path"); a 100-row
     request makes one per bucket its predictions fall in. Made once per child; tests/unit/test_shadow
     compares it with `inc`."""
-    value = getattr(child, "_value", None)
+    value = getattr(child, COUNTER_VALUE, None)
     return value.inc if callable(getattr(value, "inc", None)) else child.inc
 
 

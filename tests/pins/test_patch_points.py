@@ -1,6 +1,7 @@
 """Every MLServer patch point of runtime.integration, pinned by the behaviour it exists for,
 through real `mlserver start .` servers. An MLServer upgrade that changes what a point relies on
-fails here first; `test_every_patch_point_is_pinned` keeps this list equal to the registry.
+fails here first; `test_every_patch_point_is_pinned` keeps this list equal to the registry. A point
+that only reads a private attribute is pinned by what the runtime does with what it reads.
 
 Three servers start side by side: one with parallel_workers 0 (auth, batching, tracing), one with
 a parallel worker (batching, tracing, a slow model for abandoned calls) and one that is drained.
@@ -43,6 +44,9 @@ ABANDONED_MS = 1000  # the slow model of the parallel-worker server
 IN_FLIGHT_MS = 4000  # the drained server's slow request outlives the drain delay
 HEAD_TIMEOUT_S, KEEPALIVE_TIMEOUT_S = 2.0, 1.0  # the workers-0 server's
 ROW = sample_rows("diabetes", 1)
+_DATAPLANE = "mlserver.handlers.dataplane:DataPlane"
+_PY_GRPC = "py_grpc_prometheus.prometheus_server_interceptor:PromServerInterceptor"
+_MLSERVERS_PROM = "mlserver.grpc.interceptors:PromServerInterceptor"
 
 PINNED: dict[str, Callable[..., None]] = {}
 
@@ -122,6 +126,14 @@ def servers(tmp_path_factory, receiver):
     yield from served(launched)
 
 
+def _rows(n: int, request_id: str | None = None) -> dict:
+    rows = sample_rows("diabetes", n)
+    body: dict = {
+        "inputs": [{"name": "X", "shape": list(rows.shape), "datatype": "FP64", "data": rows.ravel().tolist()}]
+    }
+    return body if request_id is None else {"id": request_id, **body}
+
+
 def _rest(
     server: Server,
     model: str,
@@ -130,7 +142,7 @@ def _rest(
     headers: dict | None = None,
     timeout: float = 20,
 ) -> requests.Response:
-    body = body or {"inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", "data": ROW.ravel().tolist()}]}
+    body = body or _rows(1)
     return requests.post(f"{server.http_url}/v2/models/{model}/{path}", json=body, headers=headers, timeout=timeout)
 
 
@@ -178,6 +190,8 @@ def _runtime_spans(receiver: TraceReceiver, trace_id: str) -> list[ReceivedSpan]
 
 
 @pins("mlserver.rest.server:RESTServer._get_config")
+@pins("mlserver.rest.server:RESTServer._app")  # whose routes the guard decides by
+@pins("mlserver.rest.server:RESTServer._settings")  # whose host the repository lock decides by
 def test_rest_guards_body_size_and_the_repository_api(servers):
     # The same point also installs the guarded protocol: the next test.
     server = servers["workers-0"]
@@ -248,18 +262,126 @@ def test_grpc_requests_get_their_deadline_stamped(servers):
 
 
 @pins("mlserver.grpc.servicers:InferenceServicer.ModelInfer")
+@pins("mlserver.grpc.servicers:InferenceServicer._data_plane")
+@pins(f"{_DATAPLANE}._settings")  # tracing, read by the gRPC fast path
+@pins(f"{_DATAPLANE}._response_cache")  # none: the fast paths serve
+@pins("mlserver.rest.server:RESTServer._data_plane")  # the REST fast path's
 def test_inference_in_this_process_takes_the_fast_path_unless_tracing_is_on(servers):
     fast, traced = servers["drained"], servers["workers-0"]  # the drained server is drained later
-
-    def taken(server: Server, protocol: str) -> float:
-        return server.metric("pipeline_fast_path_requests_total", protocol=protocol)
-
-    before = taken(fast, "grpc"), taken(fast, "rest")
+    before = _fast(fast, "grpc"), _fast(fast, "rest")
     assert _grpc_infer(fast, "plain").as_numpy("predict").shape == (1,)
     assert _rest(fast, "plain").status_code == 200
-    assert (taken(fast, "grpc"), taken(fast, "rest")) == (before[0] + 1, before[1] + 1)
+    assert (_fast(fast, "grpc"), _fast(fast, "rest")) == (before[0] + 1, before[1] + 1)
     assert _grpc_infer(traced, "plain").as_numpy("predict").shape == (1,)
-    assert taken(traced, "grpc") == taken(traced, "rest") == 0  # MLServer's servicer answered
+    assert _fast(traced, "grpc") == _fast(traced, "rest") == 0  # MLServer's servicer answered
+
+
+def _fast(server: Server, protocol: str) -> float:
+    return server.metric("pipeline_fast_path_requests_total", protocol=protocol)
+
+
+@pins("fastapi.applications:FastAPI.user_middleware")
+def test_the_rest_fast_path_reproduces_mlservers_request_metrics_and_compression(servers):
+    server = servers["drained"]  # no tracing: the fast path is on
+    route = {"path": "/v2/models/{model_name}/infer", "method": "POST", "status_code": "200"}
+    counted, taken = server.metric("rest_server_requests_total", **route), _fast(server, "rest")
+    big = _rest(server, "plain", _rows(60), headers={"Accept-Encoding": "gzip"})  # an answer of 500 bytes or more
+    assert big.status_code == 200 and len(big.json()["outputs"][0]["data"]) == 60
+    assert big.headers["content-encoding"] == "gzip" and big.headers["vary"] == "Accept-Encoding"
+    assert _fast(server, "rest") == taken + 1
+    assert server.metric("rest_server_requests_total", **route) == counted + 1
+
+
+@pins(f"{_DATAPLANE}._inference_middleware")
+def test_fast_path_answers_carry_mlservers_cloudevents_headers(servers):
+    server = servers["drained"]
+    taken = _fast(server, "rest"), _fast(server, "grpc")
+    answer = _rest(server, "plain", _rows(1, request_id="pin-ce-rest"))
+    assert answer.headers["ce-id"] == "pin-ce-rest" and answer.headers["ce-modelid"] == "plain", answer.headers
+    request = service_pb2.ModelInferRequest(model_name="plain", id="pin-ce-grpc")
+    tensor = request.inputs.add(name="X", datatype="FP64", shape=list(ROW.shape))
+    tensor.contents.fp64_contents.extend(ROW.ravel().tolist())
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        _, call = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer.with_call(request, timeout=20)
+    trailing = dict(call.trailing_metadata())
+    assert trailing["ce-id"] == "pin-ce-grpc" and trailing["ce-modelid"] == "plain", trailing
+    assert (_fast(server, "rest"), _fast(server, "grpc")) == (taken[0] + 1, taken[1] + 1)
+
+
+@pins(f"{_DATAPLANE}._ModelInferRequestSuccess")
+@pins(f"{_DATAPLANE}._ModelInferRequestFailure")
+@pins(f"{_DATAPLANE}._ModelInferRequestDuration")
+def test_fast_path_requests_count_in_mlservers_model_metrics(servers):
+    server = servers["drained"]
+    names = (
+        "model_infer_request_success_total",
+        "model_infer_request_failure_total",
+        "model_infer_request_duration_count",
+    )
+
+    def counts() -> tuple[float, ...]:
+        return tuple(server.metric(name, model="plain") for name in names)
+
+    before, taken = counts(), _fast(server, "rest")
+    assert _rest(server, "plain").status_code == 200
+    bad = {"inputs": [{"name": "X", "shape": [1, 9], "datatype": "FP64", "data": [0.0] * 9}]}
+    assert _rest(server, "plain", bad).status_code == 400
+    assert _fast(server, "rest") == taken + 2
+    assert counts() == (before[0] + 1, before[1] + 1, before[2] + 2)
+
+
+@pins(f"{_MLSERVERS_PROM}._interceptor")
+@pins(f"{_MLSERVERS_PROM}._compute_status_code")
+@pins(f"{_PY_GRPC}._metrics")
+@pins(f"{_PY_GRPC}._grpc_server_handled_total_counter")
+@pins(f"{_PY_GRPC}._enable_handling_time_histogram")
+@pins(f"{_PY_GRPC}._legacy")
+@pins(f"{_PY_GRPC}._skip_exceptions")
+def test_grpc_calls_count_in_mlservers_grpc_metrics(servers):
+    # The runtime's interceptor records on MLServer's metric objects: a call served counts as
+    # started, handled with its code and timed; a refusal (an abort) as started and timed only.
+    server = servers["workers-0"]
+    method = {"grpc_method": "ModelInfer", "grpc_service": "inference.GRPCInferenceService"}
+
+    def counts() -> tuple[float, ...]:
+        return (
+            server.metric("grpc_server_started_total", **method),
+            server.metric("grpc_server_handled_total", grpc_code="OK", **method),
+            server.metric("grpc_server_handled_total", **method),
+            server.metric("grpc_server_handling_seconds_count", **method),
+        )
+
+    before = counts()
+    assert _grpc_infer(server, "plain").as_numpy("predict").shape == (1,)
+    _grpc_refusal(server, "guarded")
+    assert counts() == (before[0] + 2, before[1] + 1, before[2] + 1, before[3] + 2)
+
+
+@pins("prometheus_client.metrics:Histogram._upper_bounds")
+@pins("prometheus_client.metrics:Histogram._buckets")
+@pins("prometheus_client.metrics:Histogram._sum")
+@pins("prometheus_client.metrics:Counter._value")
+def test_the_runtimes_histograms_and_prediction_counts_add_up(servers):
+    # Recorded through prometheus_client's per-child state: the exported samples must be what
+    # observe() and inc() would have made of the same requests.
+    server = servers["drained"]
+    model = {"model": "plain"}
+
+    def counts() -> tuple[float, ...]:
+        return (
+            server.metric("pipeline_request_rows_count", **model),
+            server.metric("pipeline_request_rows_sum", **model),
+            server.metric("pipeline_request_rows_bucket", le="1.0", **model),
+            server.metric("pipeline_request_rows_bucket", le="2.0", **model),
+            server.metric("pipeline_request_rows_bucket", le="+Inf", **model),
+            server.metric("pipeline_stage_seconds_count", stage="predict", **model),
+            server.metric("pipeline_prediction_bucket_total", **model),
+        )
+
+    before = counts()
+    for _ in range(3):
+        assert _rest(server, "plain", _rows(2)).status_code == 200
+    assert counts() == tuple(b + d for b, d in zip(before, (3, 6, 0, 3, 3, 3, 6), strict=True))
 
 
 @pins("mlserver.grpc.converters:ModelInferRequestConverter.to_types")
@@ -358,6 +480,7 @@ def test_the_second_head_on_a_keep_alive_connection_is_limited_too(servers):
 
 
 @pins("mlserver.handlers.dataplane:DataPlane.infer")
+@pins(f"{_DATAPLANE}._model_registry")  # where admission and the request guard find the model's policy
 def test_inference_is_admitted_before_the_model_sees_it(servers):
     server = servers["workers-0"]
     refused = _rest(server, "guarded")
@@ -405,16 +528,18 @@ def _bad_one_fails_alone(server: Server) -> None:
 
 
 @pins("mlserver.batching.hooks:load_batching")
+@pins("mlserver.batching.hooks:_AdaptiveBatchingAttr")
 def test_a_bad_request_fails_alone_in_an_adaptive_batch(servers):
     _bad_one_fails_alone(servers["workers-0"])
 
 
 @pins("mlserver.parallel.model:ParallelModel.load")
+@pins("mlserver.parallel.model:ParallelModel._model")
 def test_a_bad_request_fails_alone_in_a_batch_with_parallel_workers(servers):
     _bad_one_fails_alone(servers["workers-1"])
 
 
-@pins("mlserver.batching.adaptive:AdaptiveBatcher.__init__")
+@pins("mlserver.batching.adaptive:AdaptiveBatcher._predict_fn")
 def test_a_batched_model_still_answers_ood_flags_per_request(servers):
     body = {
         "parameters": {"ood_flags": True},
@@ -429,6 +554,7 @@ def test_a_batched_model_still_answers_ood_flags_per_request(servers):
 
 
 @pins("mlserver.parallel.dispatcher:AsyncResponses.resolve")
+@pins("mlserver.parallel.dispatcher:AsyncResponses._futures")
 def test_an_abandoned_call_does_not_crash_the_response_loop(servers):
     server = servers["workers-1"]
     refused = _grpc_refusal(server, "slow", client_timeout=0.2)
@@ -449,7 +575,7 @@ def test_runtime_spans_are_exported_without_parallel_workers(servers, receiver):
     assert spans["predict"].attributes["model"] == "plain"
 
 
-@pins("mlserver.parallel.worker:Worker.__init__")
+@pins("mlserver.parallel.worker:Worker._settings")
 def test_runtime_spans_are_exported_from_a_parallel_worker(servers, receiver):
     trace_id, traceparent = _traceparent()
     assert _rest(servers["workers-1"], "plain", headers={"traceparent": traceparent}).status_code == 200
@@ -470,6 +596,20 @@ def test_a_workers_spans_hang_under_the_request_span(servers, receiver):
 # ------------------------------------------------------------------------------ the drain
 
 
+def _refused_connection(call: Callable[[], object]) -> bool:
+    try:
+        call()
+    except (requests.ConnectionError, grpc.RpcError):
+        return True
+    return False
+
+
+def _grpc_live(server: Server) -> None:
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=2)
+
+
 @pytest.fixture(scope="module")
 def drain(servers):
     """SIGTERM to the drained server with a slow request in flight; what it answered meanwhile."""
@@ -479,12 +619,20 @@ def drain(servers):
     in_flight.start()
     time.sleep(0.5)  # the slow request is being computed
     server.signal(signal.SIGTERM)
+    signalled = time.monotonic()
     time.sleep(0.5)  # within the drain delay
     seen["ready"] = requests.get(f"{server.http_url}/v2/health/ready", timeout=5).status_code
     seen["model_ready"] = requests.get(f"{server.http_url}/v2/models/plain/ready", timeout=5).status_code
     seen["live"] = requests.get(f"{server.http_url}/v2/health/live", timeout=5).status_code
     seen["served"] = _rest(server, "plain", timeout=5).status_code
     seen["metrics"] = requests.get(server.metrics_url, timeout=5).status_code
+    # Past the delay, while the slow request is still computing: the listeners are closed.
+    time.sleep(max(0.0, signalled + DRAIN_DELAY_S + 0.5 - time.monotonic()))
+    seen["rest_closed_in_flight"] = _refused_connection(
+        lambda: requests.get(f"{server.http_url}/v2/health/live", timeout=2)
+    )
+    seen["grpc_closed_in_flight"] = _refused_connection(lambda: _grpc_live(server))
+    seen["still_in_flight"] = in_flight.is_alive()
     in_flight.join(timeout=30)
     seen["exit"] = server.wait_exit(30)
     try:
@@ -516,13 +664,21 @@ def test_metrics_keep_serving_during_the_drain_delay(drain):
 
 
 @pins("mlserver.server:MLServer.stop")
+@pins("uvicorn.server:Server.server_state")
+@pins("uvicorn.server:ServerState.connections")  # the drain waits until none is left
 def test_a_request_in_flight_at_sigterm_completes_and_the_server_exits(drain):
     assert drain["slow"].status_code == 200, drain["slow"].text
     assert drain["exit"] == 0
 
 
-@pins("mlserver.server:MLServer._create_servers")
-def test_the_drain_closes_the_listeners(drain):
+@pins("mlserver.server:MLServer._rest_server")
+@pins("mlserver.server:MLServer._grpc_server")
+@pins("mlserver.rest.server:RESTServer._server")
+@pins("mlserver.grpc.server:GRPCServer._server")
+@pins("uvicorn.server:Server.should_exit")
+def test_the_drain_closes_the_listeners_while_a_request_is_in_flight(drain):
+    assert drain["still_in_flight"], "the slow request ended before the listeners were probed"
+    assert drain["rest_closed_in_flight"] and drain["grpc_closed_in_flight"]
     assert drain["closed"]
 
 

@@ -1,25 +1,36 @@
 """The integration package's install (runtime.integration): every patch point is checked before
-any is applied, a target that moved or changed shape fails the start with one line naming it and
-the MLServer version, and the install happens once per process. What each patch does is pinned
-by behaviour through real servers in tests/pins."""
+any is applied, a target that moved or changed shape (a private attribute the runtime only reads
+included) fails the start with one line naming it and the MLServer version, and the install
+happens once per process. What each patch does is pinned by behaviour through real servers in
+tests/pins."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import multiprocessing
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlserver
 import pytest
 import uvicorn
+from mlserver import tracing as mlserver_tracing
+from mlserver.grpc.interceptors import PromServerInterceptor
 from mlserver.handlers.dataplane import DataPlane
 from mlserver.server import MLServer
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics import Histogram
+from py_grpc_prometheus.prometheus_server_interceptor import PromServerInterceptor as PyGrpcPromInterceptor
 
 import runtime.model
 from runtime import integration
-from runtime.integration import lifecycle, patching
+from runtime.integration import dataplane, lifecycle, patching
+from runtime.integration.grpc_metrics import BoundPromInterceptor
 from runtime.integration.patching import IntegrationError, PatchPoint, install_all
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _points() -> list[PatchPoint]:
@@ -46,6 +57,9 @@ def test_every_point_still_matches_after_install():
 
 
 class _Target:
+    def __init__(self):
+        self._made = 1
+
     def method(self, a, b):  # noqa: ANN001
         return "original"
 
@@ -82,6 +96,141 @@ def test_nothing_is_applied_unless_every_point_matches(monkeypatch):
     assert _Target().method(1, 2) == "original"  # not half-patched
     install_all([good])
     assert _Target().method(1, 2) == "patched"
+
+
+def test_an_instance_attribute_is_checked_in_the_code_of_the_method_that_sets_it():
+    made = _point(f"{__name__}:_Target._made", set_by="__init__")
+    assert made.check() is _Target.__init__ and made.read(_Target()) == 1
+    with pytest.raises(IntegrationError, match=r"_Target\._gone: not found \(_Target\.__init__ no longer sets it\)"):
+        _point(f"{__name__}:_Target._gone", set_by="__init__").check()
+    with pytest.raises(IntegrationError, match=r"_Target\._made: not found \(.*no attribute 'setup'"):
+        _point(f"{__name__}:_Target._made", set_by="setup").check()
+
+
+def test_reading_an_instance_that_lacks_the_attribute_or_holds_another_type_fails_naming_the_point():
+    with pytest.raises(IntegrationError, match=r"DataPlane\._model_registry: not found on a SimpleNamespace"):
+        dataplane.MODEL_REGISTRY.read(SimpleNamespace())
+    with pytest.raises(IntegrationError, match=r"RESTServer\._server: expected a Server, found str"):
+        lifecycle.UVICORN.read(SimpleNamespace(_server="a server"))
+
+
+def test_py_grpc_prometheus_without_a_metric_the_interceptor_records_fails_where_it_is_bound():
+    mlservers = PromServerInterceptor(enable_handling_time_histogram=True, registry=CollectorRegistry())
+    del mlservers._interceptor._metrics["grpc_server_handled_histogram"]
+    with pytest.raises(IntegrationError) as error:
+        BoundPromInterceptor(mlservers)
+    message = str(error.value)
+    assert "PromServerInterceptor._metrics: no ['grpc_server_handled_histogram']" in message
+    assert f"with py-grpc-prometheus {py_grpc_prometheus_version()}" in message
+
+
+def py_grpc_prometheus_version() -> str:
+    from importlib import metadata
+
+    return metadata.version("py-grpc-prometheus")
+
+
+# What a release that renamed a private attribute the runtime reads would look like (each is the
+# library's own code with the one name changed).
+def _data_plane_init(self, settings, model_registry):  # noqa: ANN001
+    self._settings = settings
+    self._models = model_registry
+
+
+def _mlserver_create_servers(self):  # noqa: ANN001
+    self._rest = None
+    self._grpc_server = None
+
+
+def _py_grpc_prometheus_init(self, enable_handling_time_histogram=False, legacy=False, skip_exceptions=False):  # noqa: ANN001
+    self._enable_handling_time_histogram = enable_handling_time_histogram
+    self._is_legacy = legacy
+    self._grpc_server_handled_total_counter = None
+    self._metrics = {}
+    self._skip_exceptions = skip_exceptions
+
+
+def _histogram_metric_init(self):  # noqa: ANN001
+    self._bucket_values = []
+    self._sum = None
+
+
+@pytest.mark.parametrize(
+    "owner, name, replacement, target, library",
+    [
+        (DataPlane, "__init__", _data_plane_init, "mlserver.handlers.dataplane:DataPlane._model_registry", ""),
+        (MLServer, "_create_servers", _mlserver_create_servers, "mlserver.server:MLServer._rest_server", ""),
+        (
+            PromServerInterceptor,
+            "_compute_status_code",
+            None,
+            "mlserver.grpc.interceptors:PromServerInterceptor._compute_status_code",
+            "",
+        ),
+        (mlserver_tracing, "_TRACER_PROVIDER", None, "mlserver.tracing:_TRACER_PROVIDER", ""),
+        (
+            PyGrpcPromInterceptor,
+            "__init__",
+            _py_grpc_prometheus_init,
+            "py_grpc_prometheus.prometheus_server_interceptor:PromServerInterceptor._legacy",
+            " with py-grpc-prometheus",
+        ),
+        (Histogram, "_metric_init", _histogram_metric_init, "prometheus_client.metrics:Histogram._buckets", " with "),
+    ],
+)
+def test_a_renamed_private_attribute_fails_the_start_naming_the_point_and_the_version(
+    monkeypatch, owner, name, replacement, target, library
+):
+    if replacement is None:
+        monkeypatch.delattr(owner, name)
+    else:
+        monkeypatch.setattr(owner, name, replacement)
+    monkeypatch.setattr(integration, "_installed", False)
+    before = (DataPlane.infer, MLServer.stop)
+    with pytest.raises(IntegrationError) as error:
+        integration.install(runtime.model.PipelineRuntime)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"pipeline-runtime cannot use {target}: not found"), message
+    assert f"MLServer {mlserver.__version__} is installed{library}" in message
+    assert (DataPlane.infer, MLServer.stop) == before  # nothing applied twice, nothing half-applied
+
+
+# Underscore names that are public API: NamedTuple's methods, os._exit.
+_PUBLIC = {"_replace", "_asdict", "_fields", "_make", "_exit"}
+
+
+def test_no_private_attribute_is_read_unless_runtime_defines_it_or_through_a_point():
+    """A guard rail over runtime/: an underscore attribute read (`x._name`, `getattr(x, "_name")`)
+    must name something the runtime's own code defines; another library's goes through a point.
+    (It cannot tell whose object a name is read on: a private name the runtime also defines passes.)"""
+    trees = {path: ast.parse(path.read_text(encoding="utf-8")) for path in sorted((REPO / "runtime").rglob("*.py"))}
+    defined = set(_PUBLIC)
+    for tree in trees.values():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                defined.add(node.attr)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                defined.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                defined.add(node.id)
+    read = []
+    for path, tree in trees.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
+                name = node.attr
+            elif (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", None) in ("getattr", "hasattr")
+                and len(node.args) > 1
+                and isinstance(node.args[1], ast.Constant)
+            ):
+                name = str(node.args[1].value)
+            else:
+                continue
+            if name.startswith("_") and not name.startswith("__") and name not in defined:
+                read.append(f"{path.relative_to(REPO)}:{node.lineno} {name}")
+    assert not read, "read through a PatchPoint (runtime.integration.patching) instead"
 
 
 def test_install_happens_once_however_often_mlserver_reimports_the_runtime():
