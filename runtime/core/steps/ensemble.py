@@ -27,23 +27,27 @@ TREE_LOOP = "tree-loop"
 TREE_DTYPE = np.float32
 
 
-def _features(preceding: Preceding) -> OutputFn:
+def _trees(model: Any, preceding: Preceding) -> tuple[list[Any], OutputFn] | None:
+    """The forest's trees in its order and the float32 features they compare; None for a forest with
+    several outputs (scikit-learn serves it)."""
+    if model.n_outputs_ != 1:
+        return None
     transform = preceding.transform
 
     def features(x: np.ndarray) -> np.ndarray:
         scaled = transform(x) if transform is not None else x
         return np.asarray(scaled, dtype=TREE_DTYPE)
 
-    return features
+    return [estimator.tree_ for estimator in model.estimators_], features
 
 
 def _forest_regressor(model: Any, preceding: Preceding, offered: tuple[str, ...]) -> dict[str, OutputFn]:
     """The forest's mean of its trees' predictions, summed in the forest's order."""
-    if model.n_outputs_ != 1:
+    found = _trees(model, preceding)
+    if found is None:
         return {}
-    trees = [estimator.tree_ for estimator in model.estimators_]
+    trees, features = found
     count = len(trees)
-    features = _features(preceding)
 
     def predict(x: np.ndarray) -> np.ndarray:
         x32 = features(x)
@@ -58,13 +62,13 @@ def _forest_regressor(model: Any, preceding: Preceding, offered: tuple[str, ...]
 
 def _forest_classifier(model: Any, preceding: Preceding, offered: tuple[str, ...]) -> dict[str, OutputFn]:
     """The forest's mean of its trees' probabilities, summed in the forest's order."""
-    if model.n_outputs_ != 1:
+    found = _trees(model, preceding)
+    if found is None:
         return {}
-    trees = [estimator.tree_ for estimator in model.estimators_]
-    count = len(trees)
-    features = _features(preceding)
     classes = np.asarray(model.classes_)
     n_classes = len(classes)
+    trees, features = found
+    count = len(trees)
 
     def proba(x: np.ndarray) -> np.ndarray:
         x32 = features(x)

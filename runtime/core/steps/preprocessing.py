@@ -21,11 +21,18 @@ def _band(low: np.ndarray, high: np.ndarray) -> Ranges:
     return FeatureRanges(min=low.tolist(), max=high.tolist()), "scaler"
 
 
+def _centred_and_scaled(scaler: Any, centre: np.ndarray | None, scale: np.ndarray | None) -> Affine:
+    """(x - centre) / scale; a part the scaler was configured without is left out."""
+    n = scaler.n_features_in_
+    divisor = scale if scale is not None else np.ones(n)
+    shift = centre if centre is not None else np.zeros(n)
+    return Affine(1.0 / divisor, -shift / divisor)
+
+
 def _standard_affine(scaler: Any) -> Affine:
-    ones, zeros = np.ones(scaler.n_features_in_), np.zeros(scaler.n_features_in_)
-    scale = scaler.scale_ if scaler.with_std else ones
-    mean = scaler.mean_ if scaler.with_mean else zeros
-    return Affine(1.0 / scale, -mean / scale)
+    return _centred_and_scaled(
+        scaler, scaler.mean_ if scaler.with_mean else None, scaler.scale_ if scaler.with_std else None
+    )
 
 
 def _standard_ranges(scaler: Any) -> Ranges:
@@ -50,10 +57,9 @@ def _max_abs_affine(scaler: Any) -> Affine:
 
 
 def _robust_affine(scaler: Any) -> Affine:
-    ones, zeros = np.ones(scaler.n_features_in_), np.zeros(scaler.n_features_in_)
-    scale = scaler.scale_ if scaler.with_scaling else ones
-    center = scaler.center_ if scaler.with_centering else zeros
-    return Affine(1.0 / scale, -center / scale)
+    return _centred_and_scaled(
+        scaler, scaler.center_ if scaler.with_centering else None, scaler.scale_ if scaler.with_scaling else None
+    )
 
 
 def _robust_ranges(scaler: Any) -> Ranges:
