@@ -24,8 +24,8 @@ from runtime.core.steps.kinds import Affine, Build, Estimator, FastPath, Precedi
 FOLDED_LINEAR = "folded-linear"
 PROBABILISTIC_SGD_LOSSES = ("log_loss", "modified_huber")
 
-# Decision scores [N, K] of a multiclass model -> its probabilities; may reuse the scores' memory.
-Link = Callable[[np.ndarray], np.ndarray]
+# A multiclass model's decision function [N, K] -> its predict_proba.
+Link = Callable[[OutputFn], OutputFn]
 
 
 def fold(affine: Affine | None, coef: Any, intercept: Any) -> tuple[np.ndarray, np.ndarray] | None:
@@ -50,22 +50,31 @@ def _regressor(model: Any, preceding: Preceding, offered: tuple[str, ...]) -> di
     return {PREDICT: lambda x: x @ w + c}
 
 
-def _softmax(scores: np.ndarray) -> np.ndarray:
+def _softmax(decision: OutputFn) -> OutputFn:
     """Multinomial logistic regression."""
-    scores -= scores.max(axis=1, keepdims=True)
-    np.exp(scores, out=scores)
-    return scores / scores.sum(axis=1, keepdims=True)
+
+    def proba(x: np.ndarray) -> np.ndarray:
+        scores = decision(x)
+        scores -= scores.max(axis=1, keepdims=True)
+        np.exp(scores, out=scores)
+        return scores / scores.sum(axis=1, keepdims=True)
+
+    return proba
 
 
-def _normalised_sigmoids(scores: np.ndarray) -> np.ndarray:
+def _normalised_sigmoids(decision: OutputFn) -> OutputFn:
     """One-vs-rest log loss."""
-    scores = 1.0 / (1.0 + np.exp(-scores))
-    return scores / scores.sum(axis=1, keepdims=True)
+
+    def proba(x: np.ndarray) -> np.ndarray:
+        scores = 1.0 / (1.0 + np.exp(-decision(x)))
+        return scores / scores.sum(axis=1, keepdims=True)
+
+    return proba
 
 
 def _classifier(link: Callable[[Any], Link | None]) -> Build:
-    """The folded outputs of a linear classifier whose multiclass probabilities are `link(model)` of
-    its scores (None: its probabilities are not a function compiled here; scikit-learn serves them)."""
+    """The folded outputs of a linear classifier whose multiclass probabilities `link(model)` computes
+    from its decision function (None: scikit-learn serves its probabilities)."""
 
     def build(model: Any, preceding: Preceding, offered: tuple[str, ...]) -> dict[str, OutputFn]:
         folded = fold(preceding.affine(), model.coef_, model.intercept_)
@@ -84,7 +93,7 @@ def _linear_classifier(
     decision, predict = _binary(classes, weights, bias) if binary else _multiclass(classes, weights, bias)
     candidates = {PREDICT: predict, DECISION_FUNCTION: decision}
     if link is not None:
-        candidates[PREDICT_PROBA] = _binary_proba(decision) if binary else _multiclass_proba(decision, link)
+        candidates[PREDICT_PROBA] = _binary_proba(decision) if binary else link(decision)
     return {name: fn for name, fn in candidates.items() if name in offered}
 
 
@@ -114,16 +123,11 @@ def _multiclass(classes: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> t
 
 
 def _binary_proba(decision: OutputFn) -> OutputFn:
+    """The sigmoid of a two-class model's one score, for either class."""
+
     def proba(x: np.ndarray) -> np.ndarray:
         positive = 1.0 / (1.0 + np.exp(-decision(x)))
         return np.column_stack([1.0 - positive, positive])
-
-    return proba
-
-
-def _multiclass_proba(decision: OutputFn, link: Link) -> OutputFn:
-    def proba(x: np.ndarray) -> np.ndarray:
-        return link(decision(x))
 
     return proba
 
