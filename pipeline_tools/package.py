@@ -30,20 +30,7 @@ import numpy as np
 import sklearn
 import skops.io
 from sklearn.base import is_classifier
-from sklearn.ensemble import (
-    GradientBoostingClassifier,
-    GradientBoostingRegressor,
-    HistGradientBoostingClassifier,
-    HistGradientBoostingRegressor,
-)
-from sklearn.exceptions import NotFittedError
-from sklearn.linear_model import SGDClassifier
-from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, StandardScaler
-from sklearn.svm import SVC, SVR
-from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
-from sklearn.utils.validation import check_is_fitted
 
 from runtime.core.artifacts import (
     MANIFEST_FILE,
@@ -56,36 +43,11 @@ from runtime.core.artifacts import (
     type_path,
 )
 from runtime.core.errors import ArtifactError
-from runtime.core.predictor import (
-    AFFINE_SCALERS,
-    FOREST_CLASSIFIERS,
-    FOREST_REGRESSORS,
-    LINEAR_CLASSIFIERS,
-    LINEAR_REGRESSORS,
-    compile_predictor,
-)
+from runtime.core.predictor import compile_predictor
+from runtime.core.steps.kinds import Estimator, StepKind, Transformer
+from runtime.core.steps.registry import ESTIMATORS, TRANSFORMERS, UnsupportedStepError
 
 IMPLEMENTATION = "runtime.PipelineRuntime"
-SCALERS = AFFINE_SCALERS
-MODELS = (
-    *LINEAR_REGRESSORS,
-    *LINEAR_CLASSIFIERS,
-    DecisionTreeRegressor,
-    DecisionTreeClassifier,
-    *FOREST_REGRESSORS,
-    *FOREST_CLASSIFIERS,
-    GradientBoostingRegressor,
-    GradientBoostingClassifier,
-    HistGradientBoostingRegressor,
-    HistGradientBoostingClassifier,
-    KNeighborsRegressor,
-    KNeighborsClassifier,
-    SVR,
-    SVC,
-)
-PROBABILISTIC_SGD_LOSSES = ("log_loss", "modified_huber")
-# Beyond the scaler's learned spread: RobustScaler's band is center +- this many IQRs.
-ROBUST_IQRS = 3.0
 PIPELINE_SUFFIXES = (".joblib", ".pkl", ".pickle", ".skops")
 CLASSIFIER_OUTPUTS = ("predict_proba", "decision_function")
 
@@ -98,6 +60,9 @@ class PackagingError(Exception):
 class Parts:
     scaler: Any | None
     model: Any
+    # Their step registry entries (the scaler's is None without a scaler).
+    scaler_kind: Transformer | None
+    model_kind: Estimator
 
 
 # ------------------------------------------------------------------------------ reading
@@ -138,40 +103,35 @@ def split_pipeline(obj: Any) -> Parts:
     if not steps:
         raise PackagingError("the pipeline has no estimator")
     *leading, (model_name, model) = steps
-    estimators = [name for name, step in steps if isinstance(step, MODELS)]
+    estimators = [name for name, step in steps if ESTIMATORS.family(step) is not None]
     if len(estimators) > 1:
         raise PackagingError(f"more than one estimator ({', '.join(estimators)}); package one model")
     if len(leading) > 1:
         names = ", ".join(f"'{n}' ({type(s).__name__})" for n, s in leading)
         raise PackagingError(f"unsupported steps {names}: at most one scaler, then the estimator")
-    scaler = leading[0][1] if leading else None
-    if scaler is not None and not isinstance(scaler, SCALERS):
-        raise PackagingError(
-            f"unsupported step '{leading[0][0]}' ({type(scaler).__name__}); supported scalers: {_names(SCALERS)}"
-        )
-    if not isinstance(model, MODELS):
-        raise PackagingError(
-            f"unsupported estimator '{model_name}' ({type(model).__name__}); supported: {_names(MODELS)}"
-        )
-    if isinstance(model, SGDClassifier) and model.loss not in PROBABILISTIC_SGD_LOSSES:
-        raise PackagingError(
-            f"SGDClassifier(loss={model.loss!r}) has no probabilities; use loss "
-            f"{' or '.join(map(repr, PROBABILISTIC_SGD_LOSSES))}"
-        )
-    for name, step in steps:
-        try:
-            check_is_fitted(step)
-        except NotFittedError:
-            raise PackagingError(f"'{name}' ({type(step).__name__}) is not fitted; fit it first") from None
+    try:
+        scaler_kind = TRANSFORMERS.require(*leading[0]) if leading else None
+        model_kind = ESTIMATORS.require(model_name, model)
+    except UnsupportedStepError as exc:
+        raise PackagingError(str(exc)) from None
+    kinds: list[StepKind] = [scaler_kind] if scaler_kind is not None else []
+    _check_steps(steps, [*kinds, model_kind])
+    return Parts(leading[0][1] if leading else None, model, scaler_kind, model_kind)
+
+
+def _check_steps(steps: list[tuple[str, Any]], kinds: list[StepKind]) -> None:
+    """What each step's registry entry refuses, then whether it is fitted, then its exact type."""
+    for (_, step), kind in zip(steps, kinds, strict=True):
+        problem = kind.refuse(step)
+        if problem is not None:
+            raise PackagingError(problem)
+    for (name, step), kind in zip(steps, kinds, strict=True):
+        if not kind.fitted(step):
+            raise PackagingError(f"'{name}' ({type(step).__name__}) is not fitted; fit it first")
     # Exact types only: a subclass may override what the compiled path folds away.
-    for step in (scaler, model):
-        if step is not None and type(step) not in SCALERS + MODELS:
+    for (_, step), kind in zip(steps, kinds, strict=True):
+        if type(step) is not kind.cls:
             raise PackagingError(f"{type_path(step)} is a subclass; package the scikit-learn class itself")
-    return Parts(scaler, model)
-
-
-def _names(types: Sequence[type]) -> str:
-    return ", ".join(t.__name__ for t in types)
 
 
 # ------------------------------------------------------------------------------ features, ranges
@@ -179,9 +139,11 @@ def _names(types: Sequence[type]) -> str:
 
 def feature_names(parts: Parts, given: Sequence[str] | None) -> list[str]:
     """The names the pipeline was fitted with, else `given`, else x0..xN-1."""
-    n = parts.model.n_features_in_
-    if parts.scaler is not None and parts.scaler.n_features_in_ != n:
-        raise PackagingError(f"the scaler expects {parts.scaler.n_features_in_} features but the estimator {n}")
+    n = parts.model_kind.reads(parts.model)
+    if parts.scaler_kind is not None and parts.scaler_kind.writes(parts.scaler) != n:
+        raise PackagingError(
+            f"the scaler expects {parts.scaler_kind.reads(parts.scaler)} features but the estimator {n}"
+        )
     fitted = getattr(parts.scaler if parts.scaler is not None else parts.model, "feature_names_in_", None)
     names = [str(f) for f in fitted] if fitted is not None else None
     if given is not None:
@@ -219,23 +181,15 @@ def read_reference_csv(path: Path, names: Sequence[str]) -> np.ndarray:
 
 def feature_ranges(parts: Parts, reference: np.ndarray | None, n: int) -> tuple[FeatureRanges | None, str]:
     """The out-of-distribution bands and their source: the reference data, else what the scaler
-    learned, else none."""
+    learned (as its registry entry records it), else none."""
     if reference is not None:
         reference = np.asarray(reference, dtype=np.float64)
         if reference.ndim != 2 or reference.shape[1] != n or not len(reference):
             raise PackagingError(f"the reference data has shape {list(reference.shape)}, expected [rows, {n}]")
         return FeatureRanges(min=reference.min(axis=0).tolist(), max=reference.max(axis=0).tolist()), "reference"
-    scaler = parts.scaler
-    if isinstance(scaler, MinMaxScaler):
-        return FeatureRanges(min=scaler.data_min_.tolist(), max=scaler.data_max_.tolist()), "scaler"
-    if isinstance(scaler, MaxAbsScaler):
-        return FeatureRanges(min=(-scaler.max_abs_).tolist(), max=scaler.max_abs_.tolist()), "scaler"
-    if isinstance(scaler, RobustScaler) and scaler.with_centering and scaler.with_scaling:
-        spread = ROBUST_IQRS * scaler.scale_
-        return FeatureRanges(min=(scaler.center_ - spread).tolist(), max=(scaler.center_ + spread).tolist()), "scaler"
-    if isinstance(scaler, StandardScaler) and scaler.with_mean and scaler.with_std:
-        return None, "scaler"  # the runtime's z-score band from mean_ and scale_
-    return None, "none"
+    if parts.scaler_kind is None:
+        return None, "none"
+    return parts.scaler_kind.ranges(parts.scaler)
 
 
 # ------------------------------------------------------------------------------ writing
@@ -349,7 +303,7 @@ def example_row(model_dir: Path) -> list[float]:
     loaded = load_pipeline(model_dir)
     ranges = loaded.manifest.feature_ranges
     if ranges is not None:
-        return [round((lo + hi) / 2, 6) for lo, hi in zip(ranges.min, ranges.max)]
+        return [round((lo + hi) / 2, 6) for lo, hi in zip(ranges.min, ranges.max, strict=True)]
     zeros = np.zeros((1, loaded.manifest.n_features))
     if loaded.scaler is not None:
         return [round(float(v), 6) for v in loaded.scaler.inverse_transform(zeros)[0]]

@@ -33,7 +33,7 @@ from runtime.core.errors import (
     ShapeError,
     ValueRangeError,
 )
-from runtime.core.predictor import offered_outputs
+from runtime.core.outputs import offered_outputs
 
 DEFAULT_OUTPUT = "predict"
 # A request id is echoed in a response header (ce-id); longer ones are refused. The contract is the

@@ -1,9 +1,10 @@
 """Out-of-distribution (OOD) checks against the training statistics a model version already holds.
 
 A value is out of distribution when it lies outside its feature's range (the manifest's
-`feature_ranges`, from the training data, a reference sample or the scaler) or, where the scaler is a fitted StandardScaler, further than `z` training
-standard deviations from the training mean. Both tests fold at load into one band [low, high]
-per feature, so a request costs one vectorised comparison of its matrix against two vectors.
+`feature_ranges`, from the training data, a reference sample or the scaler) or, where the scaler's
+step registry entry keeps training moments (a StandardScaler's), further than `z` training standard
+deviations from the training mean. Both tests fold at load into one band [low, high] per feature,
+so a request costs one vectorised comparison of its matrix against two vectors.
 
 Per-row flags are built only when the request asks (`parameters: {"ood_flags": true}`) and travel
 as ONE JSON string in the response parameters, because MLServer drops list parameters over gRPC.
@@ -20,6 +21,8 @@ import numpy as np
 
 from runtime.core.artifacts import LoadedPipeline
 from runtime.core.contract import flag_parameter
+from runtime.core.steps.kinds import Moments
+from runtime.core.steps.registry import TRANSFORMERS
 
 FLAGS_PARAMETER = "ood_flags"
 
@@ -53,9 +56,8 @@ class OodDetector:
         high = np.full(n, np.inf) if ranges is None else np.asarray(ranges.max, dtype=np.float64)
         moments = _training_moments(pipeline.scaler)
         if moments is not None and z_threshold is not None:
-            mean, std = moments
-            low = np.maximum(low, mean - z_threshold * std)
-            high = np.minimum(high, mean + z_threshold * std)
+            low = np.maximum(low, moments.mean - z_threshold * moments.std)
+            high = np.minimum(high, moments.mean + z_threshold * moments.std)
         return cls(tuple(pipeline.manifest.feature_names), low, high)
 
     def check(self, features: np.ndarray, with_flags: bool) -> OodReport:
@@ -75,17 +77,15 @@ class OodDetector:
 
     def _flags(self, n_rows: int, rows: np.ndarray, cols: np.ndarray) -> str:
         per_row: list[list[str]] = [[] for _ in range(n_rows)]
-        for row, col in zip(rows.tolist(), cols.tolist()):  # only the flagged values
+        for row, col in zip(rows.tolist(), cols.tolist(), strict=True):  # only the flagged values
             per_row[row].append(self.feature_names[col])
         return _encode_flags(per_row)
 
 
-def _training_moments(scaler: Any) -> tuple[np.ndarray, np.ndarray] | None:
-    """(mean, std) of the training data if the scaler kept them (a fitted StandardScaler)."""
-    mean, std = getattr(scaler, "mean_", None), getattr(scaler, "scale_", None)
-    if mean is None or std is None:
-        return None
-    return np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+def _training_moments(scaler: Any | None) -> Moments | None:
+    """The training moments the scaler's registry entry says it kept, if any."""
+    kind = TRANSFORMERS.family(scaler) if scaler is not None else None
+    return kind.moments(scaler) if kind is not None else None
 
 
 def _encode_flags(per_row: list[list[str]]) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from runtime.core.artifacts import Manifest
-from runtime.core.predictor import DECISION_FUNCTION, PREDICT, PREDICT_PROBA, offered_outputs
+from runtime.core.outputs import DECISION_FUNCTION, PREDICT, PREDICT_PROBA, offered_outputs
 
 INPUT_NAME = "features"
 

@@ -22,7 +22,8 @@ from sklearn.pipeline import make_pipeline
 
 from harness.repository import make_repository
 from harness.server import Server
-from pipeline_tools.package import MODELS, SCALERS, write_model_dir
+from pipeline_tools.package import write_model_dir
+from runtime.core.steps.registry import ESTIMATORS, TRANSFORMERS
 
 ROWS = 25
 RTOL, ATOL = 1e-9, 1e-12
@@ -80,9 +81,9 @@ class Case:
 def _cases() -> list[Case]:
     """Every model family once, the scalers (and no scaler) in turn, the datasets in turn."""
     cases = []
-    scalers = (None, *SCALERS)
+    scalers = (None, *TRANSFORMERS.classes)
     classifier_index = 0
-    for index, model_class in enumerate(MODELS):
+    for index, model_class in enumerate(ESTIMATORS.classes):
         scaler = scalers[index % len(scalers)]
         model = model_class(**KWARGS.get(model_class.__name__, {}))
         if is_classifier(model):
@@ -106,8 +107,8 @@ CASES = _cases()
 
 def test_the_cases_cover_every_scaler_and_every_model_family():
     scalers = {type(c.pipeline[0]) for c in CASES if len(c.pipeline) == 2}
-    assert scalers == set(SCALERS) and any(len(c.pipeline) == 1 for c in CASES)
-    assert {type(c.pipeline[-1]) for c in CASES} == set(MODELS)
+    assert scalers == set(TRANSFORMERS.classes) and any(len(c.pipeline) == 1 for c in CASES)
+    assert {type(c.pipeline[-1]) for c in CASES} == set(ESTIMATORS.classes)
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, StandardScaler
 from sklearn.svm import LinearSVC
 
-from pipeline_tools.package import ROBUST_IQRS, main
+from pipeline_tools.package import main
 from runtime.core.artifacts import load_pipeline
+from runtime.core.steps.preprocessing import ROBUST_IQRS
 from tests.unit.conftest import ROOT
 
 X, Y = load_diabetes(return_X_y=True)

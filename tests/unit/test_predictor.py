@@ -6,23 +6,32 @@ import logging
 
 import numpy as np
 import pytest
+from sklearn.base import is_classifier
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.tree import DecisionTreeRegressor
 
-from pipeline_tools.package import MODELS, SCALERS, write_model_dir
-from runtime.core import predictor as predictor_module
+from pipeline_tools.package import write_model_dir
 from runtime.core.artifacts import LoadedPipeline, load_pipeline
 from runtime.core.errors import NonFiniteOutputError
-from runtime.core.predictor import (
-    FOREST_CLASSIFIERS,
-    FOREST_REGRESSORS,
-    LINEAR_CLASSIFIERS,
-    LINEAR_REGRESSORS,
-    compile_predictor,
-    reference_rows,
-)
+from runtime.core.predictor import compile_predictor, reference_rows
+from runtime.core.steps import ensemble, linear_model
+from runtime.core.steps.kinds import Estimator
+from runtime.core.steps.registry import ESTIMATORS, TRANSFORMERS
+
+SCALERS = TRANSFORMERS.classes
+MODELS = ESTIMATORS.classes
+
+
+def _with_fast_path(name: str) -> tuple[type, ...]:
+    return tuple(k.cls for k in ESTIMATORS if k.fast_path is not None and k.fast_path.name == name)
+
+
+LINEAR = _with_fast_path(linear_model.FOLDED_LINEAR)
+LINEAR_REGRESSORS = tuple(c for c in LINEAR if not is_classifier(c()))
+FORESTS = _with_fast_path(ensemble.TREE_LOOP)
+KINDS: dict[type, Estimator] = {k.cls: k for k in ESTIMATORS}
 
 
 def _sklearn_outputs(pipeline: LoadedPipeline, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -43,13 +52,13 @@ def test_shipped_models_use_the_folded_path_and_match_sklearn(models_dir, name, 
 
 
 def test_disagreeing_fast_path_falls_back_to_sklearn(models_dir, monkeypatch, caplog):
-    real_fold = predictor_module._fold
+    real_fold = linear_model.fold
 
-    def skewed_fold(scaler, coef, intercept):
-        weights, bias = real_fold(scaler, coef, intercept)
+    def skewed_fold(affine, coef, intercept):
+        weights, bias = real_fold(affine, coef, intercept)
         return weights * (1 + 1e-6), bias
 
-    monkeypatch.setattr(predictor_module, "_fold", skewed_fold)
+    monkeypatch.setattr(linear_model, "fold", skewed_fold)
     pipeline = load_pipeline(models_dir / "diabetes" / "1")
     with caplog.at_level(logging.WARNING, logger="runtime.core.predictor"):
         compiled = compile_predictor(pipeline)
@@ -93,14 +102,6 @@ def test_finite_inputs_that_overflow_are_refused_naming_the_row(models_dir, name
         compile_predictor(pipeline).predict(rows, outputs)
 
 
-_KWARGS = {
-    "SGDClassifier": {"loss": "log_loss", "random_state": 0},
-    "SGDRegressor": {"random_state": 0},
-    "LogisticRegression": {"max_iter": 5000},
-    "SVC": {"probability": True, "random_state": 0},
-}
-
-
 def _fitted(scaler_class, model_class, classes: str):
     if model_class in LINEAR_REGRESSORS or not hasattr(model_class, "predict_proba"):
         x, y = load_diabetes(return_X_y=True)
@@ -109,14 +110,14 @@ def _fitted(scaler_class, model_class, classes: str):
         y = np.where(target == 1, "benign", "malignant")
     else:
         x, y = load_wine(return_X_y=True)
-    steps = ([scaler_class()] if scaler_class else []) + [model_class(**_KWARGS.get(model_class.__name__, {}))]
+    steps = ([scaler_class()] if scaler_class else []) + [model_class(**KINDS[model_class].examples[0])]
     return make_pipeline(*steps).fit(x, y), x
 
 
 LINEAR_CASES = [
     pytest.param(scaler, model, classes, id=f"{scaler.__name__ if scaler else 'no-scaler'}-{model.__name__}-{classes}")
     for scaler in (None, *SCALERS)
-    for model in LINEAR_REGRESSORS + LINEAR_CLASSIFIERS
+    for model in LINEAR
     for classes in (("values",) if model in LINEAR_REGRESSORS else ("multiclass ints", "binary strings"))
 ]
 
@@ -136,14 +137,12 @@ def test_every_scaler_folds_into_every_linear_model(tmp_path, scaler_class, mode
             np.testing.assert_array_equal(got[output], expected)
 
 
-@pytest.mark.parametrize(
-    "model_class", [m for m in MODELS if m not in LINEAR_REGRESSORS + LINEAR_CLASSIFIERS], ids=lambda c: c.__name__
-)
+@pytest.mark.parametrize("model_class", [m for m in MODELS if m not in LINEAR], ids=lambda c: c.__name__)
 def test_other_families_run_scikit_learn_trees_or_estimators_exactly(tmp_path, model_class):
     pipe, x = _fitted(SCALERS[1], model_class, "multiclass ints")
     pipeline = load_pipeline(write_model_dir(pipe, "m", "1", tmp_path))
     compiled = compile_predictor(pipeline)
-    forest = model_class in FOREST_REGRESSORS + FOREST_CLASSIFIERS
+    forest = model_class in FORESTS
     assert compiled.kind == ("tree-loop" if forest else "sklearn")
     got = compiled.predict(x[:40], tuple(pipeline.manifest.outputs))
     for output in pipeline.manifest.outputs:
@@ -151,9 +150,9 @@ def test_other_families_run_scikit_learn_trees_or_estimators_exactly(tmp_path, m
 
 
 def test_a_forest_path_that_disagrees_falls_back_to_scikit_learn(tmp_path, monkeypatch, caplog):
-    pipe, x = _fitted(None, FOREST_CLASSIFIERS[0], "binary strings")
+    pipe, x = _fitted(None, next(c for c in FORESTS if is_classifier(c())), "binary strings")
     pipeline = load_pipeline(write_model_dir(pipe, "m", "1", tmp_path))
-    monkeypatch.setattr(predictor_module, "TREE_DTYPE", np.float16)  # coarser than scikit-learn's
+    monkeypatch.setattr(ensemble, "TREE_DTYPE", np.float16)  # coarser than scikit-learn's
     with caplog.at_level(logging.WARNING, logger="runtime.core.predictor"):
         compiled = compile_predictor(pipeline)
     assert compiled.kind == "sklearn" and "tree-loop fast path for output" in caplog.text
