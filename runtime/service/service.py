@@ -42,11 +42,13 @@ from runtime.observation.observer import Observer, Tracing
 from runtime.policy import auth
 from runtime.policy.resilience import Fallback, Resilience
 from runtime.service.compute import compute
-from runtime.service.loaded import LOADED, Loaded
+from runtime.service.loaded import Loaded
 from runtime.service.lookup import FeatureLookup
 from runtime.service.shadow import Predict, Shadow
 
 logger = logging.getLogger("runtime")
+# The process's loaded models: every service loads into it unless it is given its own (tests).
+LOADED: Loaded[ModelService] = Loaded()
 
 
 class Work(NamedTuple):
@@ -66,7 +68,7 @@ class ModelService:
         options: RuntimeOptions,
         version: str | None = None,
         tracing: Tracing | None = None,
-        loaded: Loaded = LOADED,
+        loaded: Loaded[ModelService] = LOADED,
     ):
         """The model built from its verified pipeline; `load` also opens its feature store and
         registers it among the loaded models."""
@@ -113,7 +115,7 @@ class ModelService:
         options: RuntimeOptions,
         version: str | None = None,
         tracing: Tracing | None = None,
-        loaded: Loaded = LOADED,
+        loaded: Loaded[ModelService] = LOADED,
     ) -> ModelService:
         """The model version in `model_dir`, verified, ready to answer and registered in `loaded`
         (a PipelineError if it cannot serve)."""

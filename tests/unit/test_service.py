@@ -38,7 +38,12 @@ def _options(**extra: Any) -> RuntimeOptions:
 
 
 async def _load(
-    models_dir: Path, name: str, version: str, loaded: Loaded, kind: type[ModelService] = ModelService, **extra: Any
+    models_dir: Path,
+    name: str,
+    version: str,
+    loaded: Loaded[ModelService],
+    kind: type[ModelService] = ModelService,
+    **extra: Any,
 ) -> ModelService:
     return await kind.load(name, models_dir / "diabetes" / version, _options(**extra), loaded=loaded)
 
@@ -66,10 +71,11 @@ def _predictions(answer: Answer) -> list[float]:
 
 def test_a_shipped_model_answers_a_call_as_scikit_learn_predicts(models_dir):
     pipeline = load_pipeline(models_dir / "diabetes" / "2", _options().load_policy())
+    assert pipeline.scaler is not None
     expected = pipeline.model.predict(pipeline.scaler.transform(ROWS))
 
     async def scenario() -> Answer:
-        loaded = Loaded()
+        loaded: Loaded[ModelService] = Loaded()
         service = await _load(models_dir, "diabetes", "2", loaded)
         try:
             assert loaded.get("diabetes") is service
@@ -85,7 +91,7 @@ def test_a_shipped_model_answers_a_call_as_scikit_learn_predicts(models_dir):
 
 def test_the_served_version_is_the_configured_one_else_the_manifests(models_dir):
     async def scenario() -> tuple[str, str]:
-        loaded = Loaded()
+        loaded: Loaded[ModelService] = Loaded()
         stable = await ModelService.load("stable", models_dir / "diabetes" / "2", _options(), "7", loaded=loaded)
         plain = await _load(models_dir, "plain", "2", loaded)
         versions = (await stable.answer(_call())).model_version, (await plain.answer(_call())).model_version
@@ -98,7 +104,7 @@ def test_the_served_version_is_the_configured_one_else_the_manifests(models_dir)
 
 def test_a_failing_model_is_answered_by_its_loaded_fallback(models_dir):
     async def scenario() -> tuple[Answer, Answer]:
-        loaded = Loaded()
+        loaded: Loaded[ModelService] = Loaded()
         backup = await _load(models_dir, "backup", "1", loaded)
         primary = await _load(models_dir, "primary", "2", loaded, _Broken, fallback_model="backup")
         rescued, direct = await primary.answer(_call()), await backup.answer(_call())
@@ -114,7 +120,7 @@ def test_a_failing_model_is_answered_by_its_loaded_fallback(models_dir):
 
 def test_without_its_fallback_loaded_a_failing_model_is_unavailable(models_dir):
     async def scenario() -> None:
-        loaded = Loaded()
+        loaded: Loaded[ModelService] = Loaded()
         primary = await _load(models_dir, "alone", "2", loaded, _Broken, fallback_model="absent")
         try:
             with pytest.raises(ModelUnavailable, match="its fallback 'absent' is not loaded"):
@@ -127,7 +133,7 @@ def test_without_its_fallback_loaded_a_failing_model_is_unavailable(models_dir):
 
 def test_unloading_leaves_the_registry_and_the_fallback_is_gone(models_dir):
     async def scenario() -> None:
-        loaded = Loaded()
+        loaded: Loaded[ModelService] = Loaded()
         backup = await _load(models_dir, "gone-backup", "1", loaded)
         primary = await _load(models_dir, "gone-primary", "2", loaded, _Broken, fallback_model="gone-backup")
         assert (await primary.answer(_call())).model_name == "gone-backup"
@@ -143,7 +149,7 @@ def test_unloading_leaves_the_registry_and_the_fallback_is_gone(models_dir):
 
 def test_a_reload_keeps_the_new_version_registered_when_the_old_one_unloads(models_dir):
     async def scenario() -> None:
-        loaded = Loaded()
+        loaded: Loaded[ModelService] = Loaded()
         old = await _load(models_dir, "reloaded", "1", loaded)
         new = await _load(models_dir, "reloaded", "2", loaded)
         await old.unload()
@@ -186,7 +192,7 @@ def test_the_shadow_is_found_among_the_loaded_models(models_dir):
         return REGISTRY.get_sample_value("pipeline_shadow_events_total", labels) or 0.0
 
     async def scenario() -> float:
-        loaded = Loaded()
+        loaded: Loaded[ModelService] = Loaded()
         candidate = await _load(models_dir, "candidate", "1", loaded)
         primary = await _load(models_dir, "shadowed", "2", loaded, shadow_model="candidate")
         before = evaluated()
