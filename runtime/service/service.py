@@ -131,10 +131,10 @@ class ModelService:
             await service.unload()
             raise
         loaded.add(service)
-        service._started(pipeline, model_dir, time.perf_counter() - started)
+        service._mark_loaded(pipeline, model_dir, time.perf_counter() - started)
         return service
 
-    def _started(self, pipeline: LoadedPipeline, model_dir: Path, load_seconds: float) -> None:
+    def _mark_loaded(self, pipeline: LoadedPipeline, model_dir: Path, load_seconds: float) -> None:
         manifest = pipeline.manifest
         edges = None
         if manifest.kind == "regressor":
