@@ -1,8 +1,10 @@
 """One inference request and its answer as the runtime sees them: plain data, no MLServer.
 
 MLServer's path converts its pydantic types to a Call and an Answer back (runtime.integration.v2);
-the fast path (runtime.integration.fast_path) builds the Call straight from the wire and writes
-the Answer straight to it.
+the fast paths (runtime.integration.fast_path, fast_path_grpc) build the Call straight from the wire
+and write the Answer straight to it. An Answer's headers are the runtime's own response headers,
+set where the service builds the answer (runtime.service.service); every transport writes them
+as they are (REST: HTTP headers, gRPC: trailing metadata), before MLServer's own (CloudEvents).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Answer(NamedTuple):
     model_version: str
     outputs: list[EncodedOutput]
     parameters: dict[str, str]  # response parameters, in order; each a string
+    headers: tuple[tuple[str, str], ...] = ()  # response headers (name, value), in order
 
     def served_by(self, model: str, reason: str) -> Answer:
         """A fallback's answer: which model served it, and why the requested one did not."""

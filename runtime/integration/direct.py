@@ -28,6 +28,7 @@ from runtime.core.call import Answer, Call
 from runtime.core.errors import PipelineError
 from runtime.integration.dataplane import INFERENCE_MIDDLEWARE, MODEL_METRICS, MODEL_REGISTRY, RESPONSE_CACHE, admitted
 from runtime.integration.v2 import as_mlserver_error
+from runtime.service.service import ModelService
 
 # The stand-in request id of a model's response header template (no real value holds a NUL).
 STAND_IN_ID = "\x00request-id"
@@ -80,7 +81,7 @@ class DirectInference:
         """A model of this runtime, fast path on, its own predict in this process."""
         return (
             getattr(model, "fast_path", False)
-            and hasattr(model, "answer")
+            and isinstance(getattr(model, "service", None), ModelService)
             and "predict" not in vars(model)  # MLServer's adaptive batcher replaces it there
             and RESPONSE_CACHE.read(self._data_plane) is None
         )
@@ -100,7 +101,7 @@ class DirectInference:
                 raise ModelNotReady(name, version)
             with model_context(model.settings):
                 try:
-                    answer = await model.answer(call)
+                    answer = await model.service.answer(call)
                 except PipelineError as error:
                     raise as_mlserver_error(error) from None
             metrics.success.inc()
@@ -111,10 +112,10 @@ class DirectInference:
         finally:
             metrics.duration.observe(time.perf_counter() - started)
 
-    def response_headers(self, model: Any, request_id: Any, form: Form) -> tuple[tuple[Any, Any], ...]:
-        """The headers MLServer's inference middleware gives the response (CloudEvents: the
-        server's and the model's names, and the request id when it is not empty), as `form`
-        writes them; `request_id` already in that form."""
+    def response_headers(self, model: Any, answer: Answer, request_id: Any, form: Form) -> tuple[tuple[Any, Any], ...]:
+        """The answer's own headers, then those MLServer's inference middleware gives the response
+        (CloudEvents: the server's and the model's names, and the request id when it is not
+        empty), as `form` writes them and in MLServer's order; `request_id` already in that form."""
         by_form = self._headers.get(model)
         if by_form is None:
             by_form = self._headers[model] = {}
@@ -126,6 +127,8 @@ class DirectInference:
             made = self._middleware_headers(model, STAND_IN_ID)
             pairs = tuple(form(k, v) for k, v in made.items())
             template = by_form[form] = HeaderTemplate(pairs, form("", STAND_IN_ID)[1])
+        if answer.headers:
+            return (*(form(k, v) for k, v in answer.headers), *template.filled(request_id))
         return template.filled(request_id)
 
     def _middleware_headers(self, model: Any, request_id: str) -> dict[str, str]:

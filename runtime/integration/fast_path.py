@@ -238,15 +238,15 @@ class FastInfer:
                 headers,
             )
             answer = await self.direct.infer(model, name, version, call)
-            return 200, _rendered(answer, call.id), self._response_headers(model, call.id)
+            return 200, _rendered(answer, call.id), self._response_headers(model, answer, call.id)
         except PipelineError as error:
             return error.status, encode_to_json_bytes({"error": str(error)}), []
         except MLServerError as error:
             return error.status_code, encode_to_json_bytes({"error": str(error)}), []
 
-    def _response_headers(self, model: Any, request_id: str) -> list[tuple[bytes, bytes]]:
+    def _response_headers(self, model: Any, answer: Answer, request_id: str) -> list[tuple[bytes, bytes]]:
         """direct.response_headers as raw ASGI headers (a list: compression may add to it)."""
-        return list(self.direct.response_headers(model, request_id.encode("latin-1"), _raw_pair))
+        return list(self.direct.response_headers(model, answer, request_id.encode("latin-1"), _raw_pair))
 
     async def _via_data_plane(
         self, request: SimpleRequest, headers: dict[str, str], name: str, version: str | None

@@ -107,8 +107,8 @@ def _prepared(request: pb.ModelInferRequest, context: Any) -> Call:
 def _answered(
     direct: DirectInference, model: Any, answer: Answer, request_id: str, request: pb.ModelInferRequest, context: Any
 ) -> pb.ModelInferResponse:
-    """The answer as the response, the model's response headers as trailing metadata."""
-    trailing = direct.response_headers(model, request_id, _metadata_pair)
+    """The answer as the response, its response headers as trailing metadata."""
+    trailing = direct.response_headers(model, answer, request_id, _metadata_pair)
     if trailing:
         context.set_trailing_metadata(trailing)
     return _response(answer, request_id, raw=bool(request.raw_input_contents))

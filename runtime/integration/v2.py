@@ -57,13 +57,16 @@ def call(request: InferenceRequest, parent: Context | None = None) -> Call:
 
 def response(answer: Answer) -> InferenceResponse:
     """The Answer as MLServer's response; its parameters are strings (MLServer drops list
-    parameters over gRPC)."""
+    parameters over gRPC). Its headers go where MLServer's endpoints take response headers from
+    (`parameters.headers`, which its inference middleware adds the CloudEvents headers to)."""
     built = InferenceResponse(
         model_name=answer.model_name,
         model_version=answer.model_version,
         outputs=[ResponseOutput(name=o.name, shape=o.shape, datatype=o.datatype, data=o.data) for o in answer.outputs],
     )
-    if answer.parameters:
+    if answer.headers:
+        built.parameters = Parameters(**answer.parameters, headers=dict(answer.headers))
+    elif answer.parameters:
         built.parameters = Parameters(**answer.parameters)
     return built
 

@@ -235,16 +235,21 @@ def test_generated_ids_are_what_mlservers_generate_uuid_makes():
         assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
-def test_response_headers_are_mlservers_cloudevents_in_each_form():
+@pytest.mark.parametrize("own", [(), (("x-pipeline-note", "a b"), ("x-other", "2"))])
+def test_response_headers_are_the_answers_then_mlservers_cloudevents_in_each_form(own):
     """direct.response_headers fills a per-model template made by MLServer's own inference
-    middleware; what it gives equals the middleware's headers for that id, pair by pair and in
-    order, for both protocols' forms and for an empty id (which MLServer leaves out)."""
+    middleware, after the answer's own headers; what it gives equals what MLServer's path sends
+    for the same answer (v2.response, then the middleware, then the endpoint's extract_headers),
+    pair by pair and in order, for both protocols' forms and for an empty id (which MLServer
+    leaves out)."""
     from types import SimpleNamespace
 
     from mlserver.cloudevents import CloudEventsMiddleware
     from mlserver.settings import ModelSettings, Settings
+    from mlserver.utils import extract_headers
 
-    from runtime.integration import fast_path_grpc
+    from runtime.core.call import Answer
+    from runtime.integration import fast_path_grpc, v2
     from runtime.integration.direct import DirectInference
     from runtime.integration.fast_path import _raw_pair
 
@@ -256,10 +261,15 @@ def test_response_headers_are_mlservers_cloudevents_in_each_form():
         settings = ModelSettings(name="m", implementation="runtime.model.PipelineRuntime")
 
     model = Model()
+    answer = Answer("m", "1", [], {"served_by": "b:1"}, own)
     for request_id in ("req-7", "f" * 36, ""):
-        expected = direct._middleware_headers(model, request_id)
+        sent = v2.response(answer)
+        sent.id = request_id
+        middleware.response_middleware(sent, model.settings)
+        expected = extract_headers(sent) or {}
         assert (request_id == "") == ("Ce-Id" not in expected)
+        assert list(expected.items())[: len(own)] == list(own) and "Ce-Modelid" in expected
         grpc_form = [fast_path_grpc._metadata_pair(k, v) for k, v in expected.items()]
-        assert list(direct.response_headers(model, request_id, fast_path_grpc._metadata_pair)) == grpc_form
+        assert list(direct.response_headers(model, answer, request_id, fast_path_grpc._metadata_pair)) == grpc_form
         rest_form = [_raw_pair(k, v) for k, v in expected.items()]
-        assert list(direct.response_headers(model, request_id.encode(), _raw_pair)) == rest_form
+        assert list(direct.response_headers(model, answer, request_id.encode(), _raw_pair)) == rest_form

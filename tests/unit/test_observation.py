@@ -98,7 +98,7 @@ def test_an_error_class_defined_after_load_still_counts(models_dir):
     class LateError(InvalidRequest):
         """Defined after the model loaded, so its series was not created at load."""
 
-    runtime._observer.metrics.record(outcome_of(LateError("x")), None, {})
+    runtime.service._observer.metrics.record(outcome_of(LateError("x")), None, {})
     assert _sample("pipeline_requests_total", outcome="late") == 1
 
 
@@ -109,7 +109,7 @@ def test_load_publishes_model_info_and_every_outcome_series(models_dir):
     runtime = _load(models_dir, version="2")
     manifest = json.loads((models_dir / MODEL / "2" / "manifest.json").read_text())
     info = {
-        "predictor": runtime._predictor.kind,
+        "predictor": runtime.service._predictor.kind,
         "model_sha256": manifest["model"]["sha256"],
         "scaler_sha256": manifest["scaler"]["sha256"],
     }
@@ -149,7 +149,7 @@ def test_counters_move_by_the_right_amounts(models_dir):
 
 def test_out_of_distribution_counts(models_dir):
     runtime = _load(models_dir)
-    low, high = runtime._ood.low, runtime._ood.high
+    low, high = runtime.service._ood.low, runtime.service._ood.high
     rows = _rows(3)
     rows[0, 2] = high[2] + 1.0  # bmi above
     rows[1, 2] = low[2] - 1.0  # bmi below
@@ -169,7 +169,7 @@ def test_out_of_distribution_counts(models_dir):
 def test_flags_in_the_response_only_when_asked(models_dir):
     runtime = _load(models_dir)
     rows = _rows(2)
-    rows[1, 0] = runtime._ood.high[0] + 1.0
+    rows[1, 0] = runtime.service._ood.high[0] + 1.0
     assert _predict(runtime, _request(rows)).parameters is None
     flagged = _predict(runtime, _request(rows, ood_flags=True))
     assert json.loads(flagged.parameters.model_extra["ood_flags"]) == [[], ["age"]]
@@ -223,7 +223,7 @@ class _Boom:
 
 def test_internal_error_is_counted_logged_with_traceback_hidden_from_client(models_dir, caplog):
     runtime = _load(models_dir)
-    runtime._predictor = _Boom()
+    runtime.service._predictor = _Boom()
     before = _sample("pipeline_requests_total", outcome=INTERNAL_ERROR)
     with caplog.at_level(logging.DEBUG, logger="runtime"):
         with pytest.raises(RuntimeRequestError, match="internal error") as raised:
@@ -298,7 +298,7 @@ def test_a_refused_request_is_not_a_span_error(models_dir, spans):
 
 def test_an_internal_error_is_a_span_error(models_dir, spans):
     runtime = _load(models_dir)
-    runtime._predictor = _Boom()
+    runtime.service._predictor = _Boom()
     with pytest.raises(RuntimeRequestError, match="internal error"):
         _predict(runtime, _request(_rows(2)))
     finished = _by_name(spans.get_finished_spans())
@@ -313,7 +313,7 @@ def test_no_spans_when_tracing_is_off(models_dir, monkeypatch):
     tracing.runtime_tracing.cache_clear()
     try:
         runtime = _load(models_dir)
-        assert runtime._observer.tracing is None
+        assert runtime.service._observer.tracing is None
         _predict(runtime, _request(_rows(1)))
     finally:
         tracing.runtime_tracing.cache_clear()

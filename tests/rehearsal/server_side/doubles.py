@@ -13,8 +13,12 @@ the rehearsal's Prometheus sees is what a broken version would export. Imported 
 import itertools
 import os
 import threading
+from collections.abc import Callable
+from typing import Any, cast
 
+from runtime.core.predictor import Predictor
 from runtime.model import PipelineRuntime
+from runtime.service.service import ModelService
 
 
 class _Wrapped:
@@ -31,33 +35,49 @@ class _Wrapped:
         return self._predict(self._inner, features, names)
 
 
+def _wrapping(make_predict: Callable[[], Any]) -> type[ModelService]:
+    """The service, its compiled predictor's `predict` replaced once it loaded (its load-time
+    predictions, the regressor's bucket edges, made by the real one)."""
+
+    class WrappedService(ModelService):
+        @classmethod
+        async def load(cls, *args: Any, **kwargs: Any) -> ModelService:
+            service = await super().load(*args, **kwargs)
+            service._predictor = cast(Predictor, _Wrapped(service._predictor, make_predict()))
+            return service
+
+    return WrappedService
+
+
+def _erroring() -> Any:
+    every = int(os.environ["REHEARSAL_ERROR_EVERY"])
+    counter, lock = itertools.count(1), threading.Lock()
+
+    def predict(inner, features, names):  # type: ignore[no-untyped-def]
+        with lock:
+            n = next(counter)
+        if n % every == 0:
+            raise ZeroDivisionError(f"injected fault (every {every}th prediction)")
+        return inner.predict(features, names)
+
+    return predict
+
+
+def _shifted() -> Any:
+    shift = float(os.environ["REHEARSAL_SHIFT"])
+
+    def predict(inner, features, names):  # type: ignore[no-untyped-def]
+        outputs = dict(inner.predict(features, names))
+        if "predict" in outputs:
+            outputs["predict"] = outputs["predict"] + shift
+        return outputs
+
+    return predict
+
+
 class ErroringRuntime(PipelineRuntime):
-    async def load(self) -> bool:
-        ready = await super().load()
-        every = int(os.environ["REHEARSAL_ERROR_EVERY"])
-        counter, lock = itertools.count(1), threading.Lock()
-
-        def predict(inner, features, names):  # type: ignore[no-untyped-def]
-            with lock:
-                n = next(counter)
-            if n % every == 0:
-                raise ZeroDivisionError(f"injected fault (every {every}th prediction)")
-            return inner.predict(features, names)
-
-        self._predictor = _Wrapped(self._predictor, predict)
-        return ready
+    service_type = _wrapping(_erroring)
 
 
 class ShiftedRuntime(PipelineRuntime):
-    async def load(self) -> bool:
-        ready = await super().load()
-        shift = float(os.environ["REHEARSAL_SHIFT"])
-
-        def predict(inner, features, names):  # type: ignore[no-untyped-def]
-            outputs = dict(inner.predict(features, names))
-            if "predict" in outputs:
-                outputs["predict"] = outputs["predict"] + shift
-            return outputs
-
-        self._predictor = _Wrapped(self._predictor, predict)
-        return ready
+    service_type = _wrapping(_shifted)

@@ -11,9 +11,13 @@ The contract still runs first, so a client's mistake still gets its 400. Importe
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
+from runtime.core.predictor import Predictor
 from runtime.model import PipelineRuntime
+from runtime.service.service import ModelService
 
 
 class _Faulty:
@@ -34,15 +38,22 @@ def _sleep() -> None:
     time.sleep(float(os.environ["SLEEPING_RUNTIME_MS"]) / 1000.0)
 
 
+def _faulty(fault: Callable[[], None]) -> type[ModelService]:
+    """The service, its compiled predictor made faulty once it loaded."""
+
+    class FaultyService(ModelService):
+        @classmethod
+        async def load(cls, *args: Any, **kwargs: Any) -> ModelService:
+            service = await super().load(*args, **kwargs)
+            service._predictor = cast(Predictor, _Faulty(service._predictor, fault))
+            return service
+
+    return FaultyService
+
+
 class FailingRuntime(PipelineRuntime):
-    async def load(self) -> bool:
-        ready = await super().load()
-        self._predictor = _Faulty(self._predictor, _fail_while_flagged)
-        return ready
+    service_type = _faulty(_fail_while_flagged)
 
 
 class SleepingRuntime(PipelineRuntime):
-    async def load(self) -> bool:
-        ready = await super().load()
-        self._predictor = _Faulty(self._predictor, _sleep)
-        return ready
+    service_type = _faulty(_sleep)

@@ -14,11 +14,16 @@ import os
 import time
 
 from runtime.model import PipelineRuntime
+from runtime.service.service import ModelService
 
 DELAY_S = float(os.environ.get("SLOW_RUNTIME_DELAY_MS", "20")) / 1000.0
 
 
-class SlowRuntime(PipelineRuntime):
+class SlowService(ModelService):
     def _predict(self, work):  # type: ignore[no-untyped-def]
         time.sleep(DELAY_S)
         return super()._predict(work)
+
+
+class SlowRuntime(PipelineRuntime):
+    service_type = SlowService
