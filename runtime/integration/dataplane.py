@@ -151,9 +151,7 @@ def _admit_infer(original: Callable[..., Any]) -> Callable[..., Any]:
 def _admit_infer_stream(original: Callable[..., Any]) -> Callable[..., Any]:
     async def infer_stream(self, payloads, name, version=None) -> AsyncIterator[Any]:  # type: ignore
         # Admission looks at the first request of the stream (it carries the headers).
-        first = None
-        async for first in payloads:
-            break
+        first = await anext(aiter(payloads), None)
         if first is None:
             return
         policy = await admit(self, first, name, version)

@@ -115,7 +115,8 @@ def raw_buffers(request: pb.ModelInferRequest) -> dict[int, bytes]:
 
 def bytes_elements(name: str, buffer: bytes, count: int) -> list[bytes]:
     """A raw BYTES tensor: each element a 4-byte little-endian length, then that many bytes."""
-    elements, at = [], 0
+    elements: list[bytes] = []
+    at = 0
     while at < len(buffer):
         if at + 4 > len(buffer):
             raise MalformedDataError(f"input '{name}': raw BYTES contents end inside an element's length")

@@ -162,7 +162,7 @@ class HeadGuard(HttpToolsProtocol):
         self._in_head = False
         self._head_deadline = _NO_DEADLINE
         if len(self.headers) > self._max_headers:
-            refusal: Refusal | None = self.limits.too_many_headers()
+            refusal: Refusal = self.limits.too_many_headers()
         else:
             problem = host_problem(self.headers, self.parser.get_http_version)
             if problem is None:
@@ -204,7 +204,7 @@ class HeadGuard(HttpToolsProtocol):
         self.transport.close()
 
     def _note(self, refusal: Refusal) -> None:
-        client = "%s:%d" % self.client if self.client else "an unknown client"
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "an unknown client"
         _REFUSALS.refused(self.port_name, refusal, client)
 
 

@@ -264,7 +264,7 @@ def _families() -> _Families:
 
 def count_refusal(model: str, error: BaseException) -> None:
     """One request refused by admission (runtime.policy.admission), by its error class."""
-    _families().refusals.labels(model, _reason(type(error))).inc()
+    _families().refusals.labels(model, _reason(type(error).__name__)).inc()
 
 
 def count_fallback(model: str, fallback: str, reason: str) -> None:
@@ -289,9 +289,9 @@ def _edge_label(edge: float) -> str:
 
 
 @cache
-def _reason(error_class: type) -> str:
+def _reason(error_class: str) -> str:
     """'FeatureCountError' -> 'feature_count', 'InvalidRequest' -> 'invalid_request'."""
-    name = error_class.__name__.removesuffix("Error") or error_class.__name__
+    name = error_class.removesuffix("Error") or error_class
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
@@ -299,7 +299,7 @@ def outcome_of(error: BaseException | None) -> str:
     if error is None:
         return OK
     if isinstance(error, (errors.InvalidRequest, errors.FeatureStoreUnavailable)):
-        return _reason(type(error))
+        return _reason(type(error).__name__)
     return INTERNAL_ERROR
 
 
@@ -308,7 +308,7 @@ def known_outcomes() -> tuple[str, ...]:
     pending, found = [errors.InvalidRequest, errors.FeatureStoreUnavailable], []
     while pending:
         cls = pending.pop()
-        found.append(_reason(cls))
+        found.append(_reason(cls.__name__))
         pending.extend(cls.__subclasses__())
     return (OK, *sorted(found), INTERNAL_ERROR)
 
@@ -452,7 +452,8 @@ def incrementer(child: Counter) -> Callable[[float], None]:
     request makes one per bucket its predictions fall in. Made once per child; tests/unit/test_shadow
     compares it with `inc`."""
     value = getattr(child, COUNTER_VALUE, None)
-    return value.inc if callable(getattr(value, "inc", None)) else child.inc
+    inc = getattr(value, "inc", None)
+    return inc if callable(inc) else child.inc
 
 
 def observe_many(child: Histogram, values: np.ndarray) -> None:

@@ -25,18 +25,18 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
+from typing import Any
 
 import numpy as np
 
+from runtime.core.drift import ks, psi
 from runtime.observation import metrics
 
 logger = logging.getLogger("runtime.service.shadow")
 
-PSI_BINS = 10
-PSI_EPSILON = 1e-6  # an empty bin would make the index infinite
 # Sampled requests wait at most this long before they are evaluated together. Each tick holds the
 # event loop briefly, and the requests in flight then wait that much: few ticks a second keep the
 # share of requests that wait small enough not to show in p99 (docs/performance.md, "Shadow model").
@@ -52,34 +52,6 @@ Predict = Callable[[np.ndarray], np.ndarray]  # features -> predictions [N]
 # A shadow model's predictions by its name as loaded now; None when it is not (or cannot take the
 # primary's features). Equal results are the same loaded version.
 Find = Callable[[str], Predict | None]
-
-
-def psi(expected: np.ndarray, actual: np.ndarray, bins: int = PSI_BINS) -> float:
-    """Population stability index of `actual` against `expected`, over `expected`'s deciles."""
-    edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)))
-    if len(edges) < 2:
-        return 0.0
-    edges[0], edges[-1] = -np.inf, np.inf
-    return psi_from_counts(np.histogram(expected, edges)[0], np.histogram(actual, edges)[0])
-
-
-def psi_from_counts(expected: Sequence[float], actual: Sequence[float]) -> float:
-    """The same index from counts in the same bins (what metrics hold: rollout analyze)."""
-    e_counts, a_counts = np.asarray(expected, dtype=np.float64), np.asarray(actual, dtype=np.float64)
-    if e_counts.sum() <= 0 or a_counts.sum() <= 0:
-        return 0.0
-    e = e_counts / e_counts.sum() + PSI_EPSILON
-    a = a_counts / a_counts.sum() + PSI_EPSILON
-    return float(np.sum((a - e) * np.log(a / e)))
-
-
-def ks(expected: np.ndarray, actual: np.ndarray) -> float:
-    """The two-sample Kolmogorov-Smirnov statistic, max |ECDF_expected - ECDF_actual|: scipy's
-    statistic without its exact p-value, which costs milliseconds on a window of a thousand."""
-    a, b = np.sort(expected), np.sort(actual)
-    points = np.concatenate([a, b])
-    gap = np.searchsorted(a, points, side="right") / len(a) - np.searchsorted(b, points, side="right") / len(b)
-    return float(np.max(np.abs(gap)))
 
 
 def _on_a_loop() -> bool:
@@ -182,7 +154,7 @@ class Shadow:
             self._version = predict
         return predict
 
-    def _evaluated(self, primary: np.ndarray, requests: int, done: asyncio.Future) -> None:
+    def _evaluated(self, primary: np.ndarray, requests: int, done: asyncio.Future[tuple[np.ndarray, float]]) -> None:
         self._in_flight = False
         try:
             shadowed, seconds = done.result()
@@ -298,17 +270,20 @@ class _Pending:
         self._features, self._predictions = grown_features, grown_predictions
 
 
+_Job = tuple[Future[Any], Callable[..., Any], tuple[object, ...]]  # a future, a function and its arguments
+
+
 class _Worker:
     """One daemon thread running a shadow's predictions (not a ThreadPoolExecutor, whose threads the
     interpreter joins at exit: a hanging shadow would hold up the server's shutdown)."""
 
     def __init__(self, name: str):
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
 
-    def submit(self, fn: Callable, *args: object) -> Future:
-        future: Future = Future()
+    def submit(self, fn: Callable[..., Any], *args: object) -> Future[Any]:
+        future: Future[Any] = Future()
         self._jobs.put((future, fn, args))
         return future
 

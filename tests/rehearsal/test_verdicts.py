@@ -1,6 +1,6 @@
 """`rollout analyze`'s verdicts on synthetic windows (no servers): each check, its threshold, the
 sample-size gates, the decision's precedence, and the statistics against reference implementations
-(Prometheus's histogram_quantile rules, runtime.service.shadow.psi, scipy's chi-square test)."""
+(Prometheus's histogram_quantile rules, runtime.core.drift.psi, scipy's chi-square test)."""
 
 from __future__ import annotations
 
@@ -253,7 +253,7 @@ def test_histogram_quantile_follows_prometheus() -> None:
 
 
 def test_psi_from_counts_is_runtime_shadow_psi_on_binned_samples() -> None:
-    from runtime.service.shadow import PSI_BINS, PSI_EPSILON, psi, psi_from_counts
+    from runtime.core.drift import PSI_BINS, PSI_EPSILON, psi, psi_from_counts
 
     assert PSI_EPSILON == 1e-6
     rng = np.random.default_rng(8)

@@ -17,7 +17,7 @@ from scipy.stats import ks_2samp
 
 from harness.models import MODELS_DIR, pipeline, sample_rows
 from harness.repository import add_model, make_repository, replace_artifacts
-from runtime.service.shadow import psi
+from runtime.core.drift import psi
 from tests.reliability.support import FAILING_RUNTIME, ROW, SLEEPING_RUNTIME, Load, grpc_infer, rest_infer, serve
 
 ROWS = 200

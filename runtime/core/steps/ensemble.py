@@ -81,7 +81,8 @@ def _forest_classifier(model: Any, preceding: Preceding, offered: tuple[str, ...
         return total
 
     def predict(x: np.ndarray) -> np.ndarray:
-        return classes.take(np.argmax(proba(x), axis=1), axis=0)
+        labels: np.ndarray = classes.take(np.argmax(proba(x), axis=1), axis=0)
+        return labels
 
     return {name: fn for name, fn in {PREDICT: predict, PREDICT_PROBA: proba}.items() if name in offered}
 

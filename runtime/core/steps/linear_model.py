@@ -57,7 +57,8 @@ def _softmax(decision: OutputFn) -> OutputFn:
         scores = decision(x)
         scores -= scores.max(axis=1, keepdims=True)
         np.exp(scores, out=scores)
-        return scores / scores.sum(axis=1, keepdims=True)
+        normalised: np.ndarray = scores / scores.sum(axis=1, keepdims=True)
+        return normalised
 
     return proba
 
@@ -67,7 +68,8 @@ def _normalised_sigmoids(decision: OutputFn) -> OutputFn:
 
     def proba(x: np.ndarray) -> np.ndarray:
         scores = 1.0 / (1.0 + np.exp(-decision(x)))
-        return scores / scores.sum(axis=1, keepdims=True)
+        normalised: np.ndarray = scores / scores.sum(axis=1, keepdims=True)
+        return normalised
 
     return proba
 
@@ -117,7 +119,8 @@ def _multiclass(classes: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> t
         return require_finite(x @ weights + bias)
 
     def predict(x: np.ndarray) -> np.ndarray:
-        return classes[np.argmax(decision(x), axis=1)]
+        labels: np.ndarray = classes[np.argmax(decision(x), axis=1)]
+        return labels
 
     return decision, predict
 
