@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pipeline_tools.rollout import canary_rules as rules
-from pipeline_tools.rollout.cli import MODEL_FORMAT
+from pipeline_tools.rollout.patches import MODEL_FORMAT
 from tests.deploy.deploy_support import (
     CANARY_RELEASE,
     OLDEST_RELEASE,

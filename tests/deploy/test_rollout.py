@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from pipeline_tools.rollout import cli as rollout
+from pipeline_tools.rollout import patches
 from tests.deploy.deploy_support import REPO, by_kind, kubectl_merge_patch, render, run_rollout
 from tests.deploy.fake_api import ISVC_PATH, FakeApiServer, serving
 
@@ -39,7 +40,7 @@ def test_rollout_imports_neither_mlserver_nor_the_runtime_model() -> None:
 @pytest.mark.parametrize("argv,body", PATCHES, ids=IDS)
 def test_each_command_builds_its_exact_merge_patch(argv: list[str], body: str) -> None:
     args = rollout.parse_args([*argv, "--mode", "serverless", "--dry-run"])
-    assert json.dumps(rollout.build_patch(args, args.mode)) == body
+    assert json.dumps(patches.build_patch(rollout.change_from(args), args.mode)) == body
 
 
 @pytest.mark.parametrize("bad", ["101", "-1", "ten"])
@@ -47,7 +48,7 @@ def test_canary_percent_outside_0_to_100_is_refused(bad: str, capsys: pytest.Cap
     with pytest.raises(SystemExit):
         rollout.parse_args(["canary", bad])
     with pytest.raises(ValueError):
-        rollout.canary_patch(101)
+        patches.canary_patch(101)
 
 
 @pytest.mark.parametrize("argv,body", PATCHES, ids=IDS)

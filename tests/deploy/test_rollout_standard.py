@@ -14,6 +14,7 @@ import pytest
 
 from pipeline_tools.rollout import canary_rules as rules
 from pipeline_tools.rollout import cli as rollout
+from pipeline_tools.rollout import patches
 from tests.deploy.deploy_support import by_kind, kubectl_merge_patch, render, run_rollout
 from tests.deploy.fake_api import FakeApiServer, serving
 
@@ -49,7 +50,7 @@ PATCHES = {  # id -> (argv, the exact --dry-run output)
 def test_each_command_builds_its_exact_merge_patch(case: str) -> None:
     argv, body = PATCHES[case]
     args = rollout.parse_args([*argv, "--mode", "standard", "--dry-run"])
-    assert json.dumps(rollout.build_patch(args, args.mode)) == body
+    assert json.dumps(patches.build_patch(rollout.change_from(args), args.mode)) == body
 
 
 @pytest.mark.parametrize("case", PATCHES)
@@ -90,12 +91,12 @@ STEPS = [  # (overlay before, command, overlay after)
 @pytest.mark.parametrize("start,argv,end", STEPS, ids=[end for _, _, end in STEPS])
 def test_dry_run_patch_turns_one_overlay_into_the_next(start: str, argv: list[str], end: str, tmp_path: Path) -> None:
     """The command and the overlays describe the same steps; the API server's merge (kubectl's code)
-    and rollout.merge_patch agree; and KServe's rules accept the step."""
+    and patches.merge_patch agree; and KServe's rules accept the step."""
     before = by_kind(render(start), "InferenceService")["diabetes"]
     patch = run_rollout(*argv, "--mode", "standard", "--dry-run").stdout
     patched = kubectl_merge_patch(before, patch, tmp_path)
     assert patched == by_kind(render(end), "InferenceService")["diabetes"]
-    assert rollout.merge_patch(before, json.loads(patch)) == patched
+    assert patches.merge_patch(before, json.loads(patch)) == patched
     assert rules.rollout_problems({**before, "status": {"deploymentMode": "Standard"}}, patched) == []
 
 
@@ -127,7 +128,7 @@ def api_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fake
 
 def dry_run_body(*argv: str) -> dict[str, Any]:
     args = rollout.parse_args([*argv, "--mode", "standard", "--dry-run"])
-    return rollout.build_patch(args, args.mode)
+    return patches.build_patch(rollout.change_from(args), args.mode)
 
 
 def test_status_reports_the_canaries(api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]) -> None:
@@ -247,7 +248,7 @@ def test_the_mode_comes_from_the_annotation_else_the_status(
         isvc["metadata"]["annotations"][rules.DEPLOYMENT_MODE] = annotation
     if status:
         isvc["status"]["deploymentMode"] = status
-    assert rollout.detect_mode(isvc) == mode
+    assert patches.detect_mode(isvc) == mode
 
 
 @pytest.mark.parametrize("annotation", ["ModelMesh", None])
@@ -255,5 +256,5 @@ def test_a_mode_without_canaries_or_no_mode_at_all_is_refused(annotation: str | 
     isvc: dict[str, Any] = {"metadata": {"name": "x", "annotations": {}}}
     if annotation:
         isvc["metadata"]["annotations"][rules.DEPLOYMENT_MODE] = annotation
-    with pytest.raises(rollout.RolloutError, match="no canary rollout"):
-        rollout.detect_mode(isvc)
+    with pytest.raises(patches.RolloutError, match="no canary rollout"):
+        patches.detect_mode(isvc)
