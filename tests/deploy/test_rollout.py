@@ -15,10 +15,12 @@ import pytest
 
 from pipeline_tools.rollout import cli as rollout
 from pipeline_tools.rollout import patches
+from pipeline_tools.rollout.steps import CANARY_PERCENTS
 from tests.deploy.deploy_support import REPO, by_kind, kubectl_merge_patch, render, run_rollout
 from tests.deploy.fake_api import ISVC_PATH, FakeApiServer, serving
 
 V2_URI = "gs://YOUR-BUCKET/pipeline-runtime/models/diabetes/2"
+FIRST = CANARY_PERCENTS[0]  # the Knative canary overlay's step
 PATCHES = [
     (["canary", "10"], '{"spec": {"predictor": {"canaryTrafficPercent": 10}}}'),
     (
@@ -82,7 +84,7 @@ def test_standard_only_options_are_refused_in_serverless_mode(argv: list[str], r
 @pytest.mark.parametrize(
     "start,argv,end",
     [
-        ("base", ["canary", "10", "--storage-uri", V2_URI], "canary"),
+        ("base", ["canary", str(FIRST), "--storage-uri", V2_URI], "canary"),
         ("canary", ["promote"], "promote"),
         ("canary", ["rollback"], "rollback"),
     ],
@@ -98,7 +100,7 @@ def test_dry_run_patch_turns_one_overlay_into_the_next(start: str, argv: list[st
 
 
 def canary_isvc() -> dict[str, Any]:
-    """The canary overlay's diabetes service with the status KServe reports at 10% canary traffic."""
+    """The canary overlay's diabetes service with the status KServe reports at the first step's canary traffic."""
     isvc = by_kind(render("canary"), "InferenceService")["diabetes"]
     isvc["metadata"]["namespace"] = "ml"
     isvc["status"] = {
@@ -112,13 +114,13 @@ def canary_isvc() -> dict[str, Any]:
                 "traffic": [
                     {
                         "revisionName": "diabetes-predictor-00002",
-                        "percent": 10,
+                        "percent": FIRST,
                         "latestRevision": True,
                         "tag": "latest",
                     },
                     {
                         "revisionName": "diabetes-predictor-00001",
-                        "percent": 90,
+                        "percent": 100 - FIRST,
                         "latestRevision": False,
                         "tag": "prev",
                     },
@@ -139,15 +141,15 @@ def api_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fake
 def test_status_reports_the_traffic_split(api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]) -> None:
     assert rollout.main(["status"]) == 0
     status = json.loads(capsys.readouterr().out)
-    assert status["canaryTrafficPercent"] == 10 and status["ready"] == "True"
+    assert status["canaryTrafficPercent"] == FIRST and status["ready"] == "True"
     assert (status["deploymentMode"], status["deploymentModeAnnotation"], status["canaries"]) == (
         "Knative",
         "Knative",
         [],
     )
     assert [(t["revisionName"], t["percent"]) for t in status["traffic"]] == [
-        ("diabetes-predictor-00002", 10),
-        ("diabetes-predictor-00001", 90),
+        ("diabetes-predictor-00002", FIRST),
+        ("diabetes-predictor-00001", 100 - FIRST),
     ]
     assert api_server.requests == [{"method": "GET", "path": ISVC_PATH, "query": "", "type": None, "body": None}]
 

@@ -15,7 +15,16 @@ import pytest
 from pipeline_tools.rollout import canary_rules as rules
 from pipeline_tools.rollout import cli as rollout
 from pipeline_tools.rollout import patches
-from tests.deploy.deploy_support import by_kind, kubectl_merge_patch, render, run_rollout
+from pipeline_tools.rollout.steps import CANARY_PERCENTS
+from tests.deploy.deploy_support import (
+    CANARY_OVERLAYS,
+    FIRST_CANARY,
+    LAST_CANARY,
+    by_kind,
+    kubectl_merge_patch,
+    render,
+    run_rollout,
+)
 from tests.deploy.fake_api import FakeApiServer, serving
 
 V2_URI = "gs://YOUR-BUCKET/pipeline-runtime/models/diabetes/2"
@@ -78,13 +87,15 @@ def test_a_dry_run_it_cannot_make_exactly_is_refused(argv: list[str], code: int,
     assert refusal in out.stderr
 
 
-STEPS = [  # (overlay before, command, overlay after)
+BEFORE_EACH_CANARY = ["standard/dark-launch", *CANARY_OVERLAYS]
+STEPS = [  # (overlay before, command, overlay after): each step of pipeline_tools.rollout.steps
     ("standard/base", PATCHES["dark-launch"][0], "standard/dark-launch"),
-    ("standard/dark-launch", PATCHES["canary-10"][0], "standard/canary-10"),
-    ("standard/canary-10", ["canary", "25", "--storage-uri", V2_URI], "standard/canary-25"),
-    ("standard/canary-25", ["canary", "50", "--storage-uri", V2_URI], "standard/canary-50"),
-    ("standard/canary-50", PATCHES["promote"][0], "standard/promote"),
-    ("standard/canary-50", PATCHES["rollback"][0], "standard/rollback"),
+    *[
+        (before, ["canary", str(percent), "--storage-uri", V2_URI], after)
+        for before, after, percent in zip(BEFORE_EACH_CANARY, CANARY_OVERLAYS, CANARY_PERCENTS, strict=False)
+    ],
+    (LAST_CANARY, PATCHES["promote"][0], "standard/promote"),
+    (LAST_CANARY, PATCHES["rollback"][0], "standard/rollback"),
 ]
 
 
@@ -103,7 +114,7 @@ def test_dry_run_patch_turns_one_overlay_into_the_next(start: str, argv: list[st
 # ---------------------------------------------------------------- against a fake API server
 
 
-def standard_isvc(overlay: str = "standard/canary-10") -> dict[str, Any]:
+def standard_isvc(overlay: str = FIRST_CANARY) -> dict[str, Any]:
     """A Standard-mode diabetes service with the status KServe v0.20.0 reports for its canaries."""
     isvc = by_kind(render(overlay), "InferenceService")["diabetes"]
     isvc["metadata"]["namespace"] = "ml"
@@ -139,8 +150,9 @@ def test_status_reports_the_canaries(api_server: FakeApiServer, capsys: pytest.C
         None,
         None,
     )
-    assert status["canaries"] == [{"name": "v2", "trafficPercent": 10, "storageUri": V2_URI, "replicas": 1}]
-    assert status["canaryStatuses"] == [{"name": "v2", "ready": True, "trafficPercent": 10}]
+    first = CANARY_PERCENTS[0]
+    assert status["canaries"] == [{"name": "v2", "trafficPercent": first, "storageUri": V2_URI, "replicas": 1}]
+    assert status["canaryStatuses"] == [{"name": "v2", "ready": True, "trafficPercent": first}]
 
 
 @pytest.mark.parametrize(
