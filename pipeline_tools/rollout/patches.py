@@ -175,7 +175,7 @@ def detect_mode(isvc: dict[str, Any]) -> str:
 
 def current_canary(isvc: dict[str, Any], name: str | None) -> dict[str, Any]:
     """The canary predictor a Standard-mode step without a storageUri continues from."""
-    canaries = [c.get("predictor", {}) for c in isvc.get("spec", {}).get("canary") or []]
+    canaries: list[dict[str, Any]] = [c.get("predictor", {}) for c in isvc.get("spec", {}).get("canary") or []]
     matching = [c for c in canaries if name in (None, c.get("name"))]
     if len(matching) != 1:
         present = [c.get("name") for c in canaries]

@@ -268,7 +268,7 @@ THIN = ra.Window(_side(1000), _side(20), 60.0, 1_800_000_000.0, "scripted")
 
 
 def _run(target: FakeTarget, windows: list, max_inconclusive: int = 2) -> tuple[int, list[dict]]:
-    out, sleeps = io.StringIO(), []
+    out, sleeps = io.StringIO(), list[float]()
     options = auto.AutoOptions((10, 50, 100), settle_s=3.0, window_s=7.0, max_inconclusive=max_inconclusive)
     with redirect_stdout(out), auto.json_log(sys.stdout):
         code = auto.run_auto_steps(

@@ -87,8 +87,8 @@ def in_package(module: str, packages: tuple[str, ...] | str) -> bool:
 def find_cycle(edges: list[Import]) -> list[Import] | None:
     """One cycle of the graph as the imports that close it, or None (depth-first, iterative)."""
     graph: dict[str, list[Import]] = {}
-    for edge in edges:
-        graph.setdefault(edge.importer, []).append(edge)
+    for each in edges:
+        graph.setdefault(each.importer, []).append(each)
     done: set[str] = set()
     for start in sorted(graph):
         if start in done:
