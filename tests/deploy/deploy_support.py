@@ -320,19 +320,24 @@ def served_model_name(isvc: dict[str, Any]) -> str:
     return env.get("MLSERVER_MODEL_NAME", isvc["metadata"]["name"])
 
 
-# ---------------------------------------------------------------- pipeline_tools.rollout.cli from the outside
+# ---------------------------------------------------------------- the operator tools from the outside
 
 
-def run_rollout(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`python -m pipeline_tools.rollout ARGV` in a fresh interpreter, from the repository root."""
+def run_tool(module: str, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m MODULE ARGV` in a fresh interpreter, from the repository root."""
     return subprocess.run(
-        [sys.executable, "-m", "pipeline_tools.rollout", *argv],
+        [sys.executable, "-m", module, *argv],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=REPO,
         env={**os.environ, **(env or {})},
     )
+
+
+def run_rollout(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m pipeline_tools.rollout ARGV` (pipeline_tools.rollout.cli)."""
+    return run_tool("pipeline_tools.rollout", *argv, env=env)
 
 
 def kubectl_merge_patch(obj: dict[str, Any], patch: str, workdir: Path) -> dict[str, Any]:

@@ -7,22 +7,15 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from pipeline_tools.rollout import auto, overlays
 from pipeline_tools.rollout.steps import CANARY_PERCENTS, DEFAULT_STEPS
-from tests.deploy.deploy_support import CANARY_OVERLAYS, KSERVE, REPO, by_kind, render
+from tests.deploy.deploy_support import CANARY_OVERLAYS, KSERVE, by_kind, render, run_tool
 
 
 def run_overlays(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline_tools.rollout.overlays", *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
+    return run_tool("pipeline_tools.rollout.overlays", *argv)
 
 
 def test_the_committed_overlays_are_the_generated_ones() -> None:
