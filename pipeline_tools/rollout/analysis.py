@@ -139,7 +139,7 @@ def histogram_quantile(q: float, buckets: dict[float, float]) -> float | None:
 def chi_square(first: Sequence[float], second: Sequence[float]) -> tuple[float, int, float]:
     """Pearson's chi-square test of homogeneity on a 2 x K table of counts: (statistic, degrees of
     freedom, p-value). Bins empty on both sides are dropped; p 1.0 with fewer than two bins."""
-    columns = [(a, b) for a, b in zip(first, second) if a + b > 0]
+    columns = [(a, b) for a, b in zip(first, second, strict=False) if a + b > 0]
     n1, n2 = sum(a for a, _ in columns), sum(b for _, b in columns)
     if len(columns) < 2 or n1 <= 0 or n2 <= 0:
         return 0.0, 0, 1.0

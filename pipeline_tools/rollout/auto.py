@@ -4,7 +4,8 @@
     python -m pipeline_tools.rollout.auto analyze --stable-metrics URL... --canary-metrics URL... [--window 60s] ...
     python -m pipeline_tools.rollout.auto [-n NAMESPACE] [--name NAME] auto --steps 10,25,50,100 [--mode M]
         [--storage-uri URI] (source, selection, thresholds) [--settle S] [--window W] [--max-inconclusive N] [--dry-run]
-    python -m pipeline_tools.rollout.auto auto --target nginx --nginx-conf CONF --stable-server H:P --canary-server H:P ...
+    python -m pipeline_tools.rollout.auto auto --target nginx --nginx-conf CONF --stable-server H:P \
+        --canary-server H:P ...
 
 This module is `auto`'s stepping (traffic through a target, pipeline_tools.rollout.targets, e.g.
 10 -> 25 -> 50 -> 100, with an analysis after each step: roll back on the first failed analysis,
@@ -27,7 +28,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,11 +47,12 @@ from pipeline_tools.rollout.analysis import (
     analyze,
     render,
 )
+from pipeline_tools.rollout.patches import SERVERLESS, STANDARD
 from pipeline_tools.rollout.sources import PrometheusSource, ScrapeSource, selector
-from pipeline_tools.rollout.targets import DEFAULT_UPSTREAM, InferenceServiceTarget, NginxTarget, Step, Target
+from pipeline_tools.rollout.steps import DEFAULT_STEPS, PROMOTED, Action, Step, plan_steps
+from pipeline_tools.rollout.targets import DEFAULT_UPSTREAM, InferenceServiceTarget, NginxTarget, Target
 
 DEFAULT_MODEL = "diabetes"
-DEFAULT_STEPS = (10, 25, 50, 100)
 
 logger = logging.getLogger("pipeline_tools.rollout")
 
@@ -65,11 +67,6 @@ class AutoOptions:
     max_inconclusive: int
 
 
-def plan_steps(steps: Sequence[int]) -> list[Step]:
-    """The success path: a canary step for each percent below 100, then promote."""
-    return [Step("canary", p) for p in steps if p < 100] + [Step("promote")]
-
-
 def dry_run(target: Target, options: AutoOptions) -> str:
     """What `auto --dry-run` prints: each patch of the success path in order, with the analysis
     between them, then the rollback patch. Lines that are not a patch start with #."""
@@ -78,13 +75,13 @@ def dry_run(target: Target, options: AutoOptions) -> str:
     for number, step in enumerate(steps, start=1):
         lines.append(f"# step {number}/{len(steps)}: {step} ({target.describe(step)})")
         lines.append(target.plan(step))
-        if step.action == "canary":
+        if step.action == Action.CANARY:
             lines.append(
                 f"# wait {options.settle_s:g}s, then analyze every {options.window_s:g}s: promote -> next step, "
                 f"rollback -> rollback, not enough data -> analyze again (at most {options.max_inconclusive} "
                 "times, then rollback)"
             )
-    rollback = Step("rollback")
+    rollback = Step(Action.ROLLBACK)
     lines.append(f"# on rollback ({target.describe(rollback)})")
     lines.append(target.plan(rollback))
     return "\n".join(lines)
@@ -109,11 +106,11 @@ def run_auto_steps(
             _decision("step_failed", step=number, action=step.action, percent=step.percent, error=str(error))
             return (
                 EXIT_ERROR
-                if step.action == "rollback"
+                if step.action == Action.ROLLBACK
                 else _rollback(target, f"step {step} failed: {error}", EXIT_ERROR)
             )
         _decision("step", step=number, action=step.action, percent=step.percent, target=applied)
-        if step.action == "promote":
+        if step.action == Action.PROMOTE:
             _decision("promote", decision=PROMOTE, exit_code=EXIT_PROMOTE, steps=list(options.steps))
             return EXIT_PROMOTE
         sleep(options.settle_s)
@@ -148,7 +145,7 @@ def run_auto_steps(
 
 def _rollback(target: Target, reason: str, code: int) -> int:
     try:
-        applied = target.apply(Step("rollback"))
+        applied = target.apply(Step(Action.ROLLBACK))
     except Exception as error:  # noqa: BLE001
         _decision("rollback_failed", decision=ROLLBACK, reason=reason, error=str(error), exit_code=EXIT_ERROR)
         return EXIT_ERROR
@@ -216,7 +213,12 @@ def steps(text: str) -> tuple[int, ...]:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of percents") from None
-    if not values or values[-1] != 100 or any(not 0 < v <= 100 for v in values) or list(values) != sorted(set(values)):
+    if (
+        not values
+        or values[-1] != PROMOTED
+        or any(not 0 < v <= PROMOTED for v in values)
+        or list(values) != sorted(set(values))
+    ):
         raise argparse.ArgumentTypeError(f"{text!r}: increasing percents within 1..100, ending in 100 (the promotion)")
     return values
 
@@ -324,7 +326,7 @@ def add_commands(subparsers: Any) -> None:
         "--steps",
         type=steps,
         default=DEFAULT_STEPS,
-        help="canary percents, the last 100 (= promote) (default 10,25,50,100)",
+        help=f"canary percents, the last 100 (= promote) (default {','.join(map(str, DEFAULT_STEPS))})",
     )
     auto.add_argument(
         "--settle", type=duration, default=30.0, help="wait after each step before its window starts (default 30s)"
@@ -345,11 +347,11 @@ def add_commands(subparsers: Any) -> None:
         default="isvc",
         help="the InferenceService (default; -n / --name) or an nginx upstream",
     )
-    isvc = auto.add_argument_group("--target isvc (through pipeline_tools.rollout.cli)")
+    isvc = auto.add_argument_group("--target isvc (the patches of `python -m pipeline_tools.rollout`)")
     isvc.add_argument(
         "--mode",
         dest="isvc_mode",
-        choices=("serverless", "standard"),
+        choices=(SERVERLESS, STANDARD),
         help="the service's deploymentMode (needed with --dry-run)",
     )
     isvc.add_argument("--storage-uri", help="the canary's model (serverless: a new revision at the first step)")
@@ -464,7 +466,7 @@ def run_auto(args: argparse.Namespace) -> int:
             window_s=options.window_s,
             settle_s=options.settle_s,
             source=source.description,
-            target=target.describe(Step("canary", options.steps[0])),
+            target=target.describe(Step(Action.CANARY, options.steps[0])),
         )
         return run_auto_steps(
             target, source, options, thresholds_from(args), report=lambda text: print(text, file=sys.stderr)

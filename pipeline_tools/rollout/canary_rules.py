@@ -11,7 +11,7 @@ Read from kserve/kserve at tag v0.20.0 (commit 1fb781055dd1567164358233e1125142c
   a canary that admission lets through but that cannot work (`controller_problems`).
 
 Messages keep the webhook's wording, so a refusal here reads like the API server's. The webhook stops
-at its first error; these functions report every problem. Only the standard library: pipeline_tools.rollout.cli
+at its first error; these functions report every problem. Only the standard library: pipeline_tools.rollout.patches
 runs them on the object its patch would produce before sending anything, and tests/deploy imports
 them next to in-process gRPC clients (never mlserver).
 """
@@ -205,5 +205,6 @@ def controller_problems(isvc: Obj) -> list[str]:
 
 
 def rollout_problems(old: Obj, new: Obj) -> list[str]:
-    """Everything above for an update from `old` to `new`: what pipeline_tools.rollout.cli checks before it patches."""
+    """Everything above for an update from `old` to `new`: what pipeline_tools.rollout.patches checks
+    before a patch is sent."""
     return webhook_problems(new) + update_problems(old, new) + controller_problems(new)

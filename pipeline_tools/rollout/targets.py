@@ -1,35 +1,27 @@
-"""What a traffic step of `rollout auto` changes, and how: the KServe InferenceService (through
-pipeline_tools.rollout.cli) or the weights of an nginx upstream (as in the local rehearsal, tests/rehearsal).
+"""What a traffic step of `rollout auto` changes, and how: the KServe InferenceService (the patches of
+pipeline_tools.rollout.patches, sent by pipeline_tools.rollout.cluster, as `python -m pipeline_tools.rollout`
+sends them) or the weights of an nginx upstream (as in the local rehearsal, tests/rehearsal).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from pipeline_tools.rollout import cluster
 from pipeline_tools.rollout.analysis import AnalysisError
+from pipeline_tools.rollout.patches import STANDARD, Change, RolloutError, build_patch, rollout_status
+from pipeline_tools.rollout.steps import Action, Step
 
 DEFAULT_UPSTREAM = "pipeline"
-
-
-@dataclass(frozen=True)
-class Step:
-    """One traffic change: `canary` (percent), `promote` or `rollback`."""
-
-    action: str
-    percent: int | None = None
-
-    def __str__(self) -> str:
-        return f"canary {self.percent}%" if self.action == "canary" else self.action
 
 
 class Target(Protocol):
@@ -45,9 +37,9 @@ class Target(Protocol):
 
 @dataclass
 class InferenceServiceTarget:
-    """The KServe InferenceService, through pipeline_tools.rollout.cli: each step is that command's own
-    canary / promote / rollback (its patch, its mode detection, its admission checks, its error
-    handling), run in-process, so this adapter decides nothing about patches itself."""
+    """The KServe InferenceService: each step is exactly what `python -m pipeline_tools.rollout` would do for
+    it (the same patch, mode detection and admission checks), called directly; `describe` names that
+    command, so an operator can repeat or undo a step by hand."""
 
     name: str
     namespace: str | None = None
@@ -55,49 +47,48 @@ class InferenceServiceTarget:
     storage_uri: str | None = None
     canary_name: str | None = None
 
+    def change(self, step: Step) -> Change:
+        if step.action == Action.CANARY or (step.action == Action.PROMOTE and self.mode == STANDARD):
+            return Change(step, self.storage_uri, self.canary_name)
+        # Serverless promote takes no storageUri (the latest revision is promoted); rollback none at all.
+        return Change(step)
+
     def argv(self, step: Step) -> list[str]:
+        """The command line of the same step."""
+        change = self.change(step)
         argv = (["-n", self.namespace] if self.namespace else []) + ["--name", self.name, step.action]
-        if step.action == "canary":
-            argv.append(str(step.percent))
-        standard = self.mode == "standard"
-        if step.action == "canary" or (step.action == "promote" and standard):
-            # Serverless promote takes no storageUri: the latest revision is promoted.
-            argv += ["--storage-uri", self.storage_uri] if self.storage_uri else []
-            argv += ["--canary-name", self.canary_name] if self.canary_name else []
-        argv += ["--mode", self.mode] if self.mode else []
-        return argv
+        argv += [str(step.percent)] if step.action == Action.CANARY else []
+        argv += ["--storage-uri", change.storage_uri] if change.storage_uri else []
+        argv += ["--canary-name", change.canary_name] if change.canary_name else []
+        return argv + (["--mode", self.mode] if self.mode else [])
 
     def describe(self, step: Step) -> str:
         return f"python -m pipeline_tools.rollout {' '.join(self.argv(step))}"
 
-    def _run(self, argv: list[str]) -> tuple[int, str, str]:
-        from pipeline_tools.rollout import (
-            cli as rollout,
-        )  # late: pipeline_tools.rollout.cli may import this module to offer its commands
-
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = rollout.main(argv)
-            except SystemExit as exit_:  # its argument parser refusing the step
-                code = exit_.code if isinstance(exit_.code, int) else 2
-        return code, out.getvalue(), err.getvalue()
-
     def plan(self, step: Step) -> str:
-        code, out, err = self._run(self.argv(step) + ["--dry-run"])
-        if code != 0:
-            raise AnalysisError(f"{self.describe(step)} --dry-run failed: {err.strip()}")
-        return out.strip()
+        if self.mode is None:
+            raise AnalysisError(f"{self.describe(step)}: a plan needs the mode (serverless|standard)")
+        try:
+            return json.dumps(build_patch(self.change(step), self.mode))
+        except RolloutError as error:
+            raise AnalysisError(f"{self.describe(step)} --dry-run failed: {error}") from error
 
     def apply(self, step: Step) -> dict[str, Any]:
-        code, out, err = self._run(self.argv(step))
-        if code != 0:
-            raise AnalysisError(f"{self.describe(step)} failed: {err.strip()}")
         try:
-            status: Any = json.loads(out)
-        except ValueError:
-            status = out.strip()
-        return {"command": self.describe(step), "status": status}
+            api, namespace = cluster.connect(self.namespace)
+            isvc = cluster.apply_change(api, namespace, self.name, self.change(step), self.mode, self._warn)
+        except RolloutError as error:
+            raise AnalysisError(f"{self.describe(step)} failed: {error}") from error
+        except Exception as error:
+            message = cluster.failure(error)
+            if message is None:
+                raise
+            raise AnalysisError(f"{self.describe(step)} failed: {message}") from error
+        return {"command": self.describe(step), "status": rollout_status(isvc)}
+
+    @staticmethod
+    def _warn(message: str) -> None:
+        print(f"rollout auto: warning: {message}", file=sys.stderr)
 
 
 SERVER_LINE = re.compile(r"^(\s*)server\s+(\S+)(\s[^;]*)?;\s*$")
@@ -130,10 +121,10 @@ class NginxTarget:
     error_log: Path | None = None
 
     def weights(self, step: Step) -> dict[str, int | None]:
-        if step.action == "canary":
+        if step.action == Action.CANARY:
             assert step.percent is not None
             return {self.stable: 100 - step.percent, self.canary: step.percent}
-        if step.action == "promote":
+        if step.action == Action.PROMOTE:
             return {self.stable: None, self.canary: 100}
         return {self.stable: 100, self.canary: None}
 

@@ -25,6 +25,9 @@ import jsonschema
 import pytest
 import yaml
 
+from pipeline_tools.rollout.overlays import STANDARD_CANARY
+from pipeline_tools.rollout.steps import CANARY_PERCENTS
+
 REPO = Path(__file__).resolve().parents[2]
 KSERVE = REPO / "kserve"
 CRD_ROOT = KSERVE / "crds"
@@ -41,10 +44,12 @@ OVERLAYS = {
     "rollback": KSERVE / "overlays" / "rollback",
     "ab-test": KSERVE / "overlays" / "ab-test",
 }
-# Standard mode: spec.canary[], in rollout order.
+# Standard mode: spec.canary[], in rollout order; one canary overlay per step of pipeline_tools.rollout.steps.
+CANARY_OVERLAYS = [STANDARD_CANARY.format(percent=p) for p in CANARY_PERCENTS]
+FIRST_CANARY, LAST_CANARY = CANARY_OVERLAYS[0], CANARY_OVERLAYS[-1]
 STANDARD_OVERLAYS = {
-    f"standard/{step}": KSERVE / "standard" / step
-    for step in ("base", "dark-launch", "canary-10", "canary-25", "canary-50", "promote", "rollback")
+    overlay: KSERVE / overlay
+    for overlay in ("standard/base", "standard/dark-launch", *CANARY_OVERLAYS, "standard/promote", "standard/rollback")
 }
 ALL_OVERLAYS = {**OVERLAYS, **STANDARD_OVERLAYS}
 CRD_FILES = {
@@ -315,19 +320,24 @@ def served_model_name(isvc: dict[str, Any]) -> str:
     return env.get("MLSERVER_MODEL_NAME", isvc["metadata"]["name"])
 
 
-# ---------------------------------------------------------------- pipeline_tools.rollout.cli from the outside
+# ---------------------------------------------------------------- the operator tools from the outside
 
 
-def run_rollout(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`python -m pipeline_tools.rollout ARGV` in a fresh interpreter, from the repository root."""
+def run_tool(module: str, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m MODULE ARGV` in a fresh interpreter, from the repository root."""
     return subprocess.run(
-        [sys.executable, "-m", "pipeline_tools.rollout", *argv],
+        [sys.executable, "-m", module, *argv],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=REPO,
         env={**os.environ, **(env or {})},
     )
+
+
+def run_rollout(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m pipeline_tools.rollout ARGV` (pipeline_tools.rollout.cli)."""
+    return run_tool("pipeline_tools.rollout", *argv, env=env)
 
 
 def kubectl_merge_patch(obj: dict[str, Any], patch: str, workdir: Path) -> dict[str, Any]:

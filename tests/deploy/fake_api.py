@@ -1,7 +1,7 @@
-"""A fake Kubernetes API server on loopback holding one InferenceService, for pipeline_tools.rollout.cli's tests.
+"""A fake Kubernetes API server on loopback holding one InferenceService, for the rollout tests.
 
 The real kubernetes client does the HTTP; a PATCH is applied as the API server applies a JSON merge
-patch (pipeline_tools.rollout.cli.merge_patch, which test_rollout_standard.py checks against `kubectl patch`).
+patch (pipeline_tools.rollout.patches.merge_patch, which test_rollout_standard.py checks against `kubectl patch`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from pipeline_tools.rollout.cli import MERGE_PATCH, merge_patch
+from pipeline_tools.rollout.cluster import MERGE_PATCH
+from pipeline_tools.rollout.patches import merge_patch
 
 ISVC_PATH = "/apis/serving.kserve.io/v1beta1/namespaces/ml/inferenceservices/diabetes"
 

@@ -1,8 +1,9 @@
 """pipeline_tools.rollout.canary_rules: each KServe v0.20.0 admission rule for canaries refuses its example, the edge
 cases the webhook accepts pass, and the schema alone would have let most of the examples through.
 
-Every example starts from the rendered kserve/standard/canary-10 overlay (diabetes at version 1, canary
-`v2` at 10%), which passes every rule, and changes one thing.
+Every example starts from the rendered first Standard-mode canary overlay (kserve/standard/canary-<first
+step>: diabetes at version 1, canary `v2` at the first step's percent), which passes every rule, and changes
+one thing.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from pipeline_tools.rollout import canary_rules as rules
-from tests.deploy.deploy_support import CANARY_RELEASE, by_kind, render, schema_errors
+from tests.deploy.deploy_support import CANARY_RELEASE, FIRST_CANARY, by_kind, render, schema_errors
 
 Obj = dict[str, Any]
 MODE = ("metadata", "annotations", rules.DEPLOYMENT_MODE)
@@ -22,7 +23,7 @@ V3_URI = "gs://YOUR-BUCKET/pipeline-runtime/models/diabetes/3"
 
 
 def canary_isvc() -> Obj:
-    return by_kind(render("standard/canary-10"), "InferenceService")["diabetes"]
+    return by_kind(render(FIRST_CANARY), "InferenceService")["diabetes"]
 
 
 def canary(isvc: Obj, index: int = 0) -> Obj:

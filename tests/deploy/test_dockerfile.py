@@ -282,6 +282,47 @@ def test_dockerignore_keeps_exactly_what_the_copies_need() -> None:
         assert is_ignored(heavy, rules), heavy
 
 
+# What an operator runs outside the pod: the pipeline_tools package, and any module that would bring one of
+# its tools back into the served tree (packaging, training, rollout, the canary admission rules).
+OPERATOR_TOOL = re.compile(r"(^|/)pipeline_tools/|(^|/)(package|train|canary_rules|rollout[^/]*)\.py$|(^|/)rollout/")
+
+
+def shipped_files() -> list[str]:
+    """Every file of the build context the final stage copies (paths relative to the repository)."""
+    rules = read_dockerignore()
+    final = read_dockerfile()[-1]
+    return [
+        file
+        for copy in parse_copies(final)
+        if "from" not in copy.flags
+        for source in copy.sources
+        for file in context_files(source, rules)
+    ]
+
+
+def test_the_image_holds_no_operator_tool() -> None:
+    shipped = shipped_files()
+    assert "runtime/model.py" in shipped and "runtime/integration/startup.py" in shipped
+    assert not [f for f in shipped if OPERATOR_TOOL.search(f)]
+    # Not even in the build context: .dockerignore keeps the operator tools out, whatever a COPY says.
+    tools = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "pipeline_tools").rglob("*.py"))
+    assert "pipeline_tools/rollout/cli.py" in tools and "pipeline_tools/train.py" in tools
+    assert all(OPERATOR_TOOL.search(f) for f in tools)
+    assert all(is_ignored(f, read_dockerignore()) for f in tools)
+
+
+def test_the_operator_tool_pattern_catches_a_tool_back_in_the_served_tree() -> None:
+    for path in ("runtime/rollout.py", "runtime/rollout_auto.py", "runtime/train.py", "runtime/package.py"):
+        assert OPERATOR_TOOL.search(path), path
+    for path in ("runtime/canary_rules.py", "runtime/rollout/cli.py", "pipeline_tools/__init__.py"):
+        assert OPERATOR_TOOL.search(path), path
+    assert not [
+        p
+        for p in ("runtime/model.py", "runtime/core/artifacts.py", "models/diabetes/1/manifest.json")
+        if OPERATOR_TOOL.search(p)
+    ]
+
+
 def test_dockerignore_matcher_follows_docker_rules() -> None:
     rules = dockerignore_rules("*\n!keep/\n**/__pycache__\n!keep/__pycache__/wanted.pyc\n")
     assert is_ignored("other/file", rules) and is_ignored("top", rules)

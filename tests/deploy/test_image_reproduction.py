@@ -9,6 +9,8 @@
 - Container environment: the image's ENV, overlaid with the ServingRuntime's env and then the
   InferenceService's (KServe's merge order, {{.Name}} filled in), paths moved under the scratch root and
   ports moved to free loopback ports. Then the ENTRYPOINT runs in the WORKDIR.
+- What the image serves: every module it holds imports in that environment, where neither the operator
+  tools (pipeline_tools) nor the kubernetes package exist.
 Not reproduced: the base image's OS, UID 1000 and file ownership (see docs/deploy.md, "What was validated offline").
 """
 
@@ -258,6 +260,45 @@ def features(rows: int) -> np.ndarray:
     """Rows inside the training range of every feature (the manifest records it)."""
     low, high = (np.array(MANIFEST["feature_ranges"][k]) for k in ("min", "max"))
     return np.random.default_rng(7).uniform(low, high, size=(rows, len(low)))
+
+
+# Imports every module named in argv[1] (JSON), then reports which of the absent packages could be found
+# or were loaded on the way.
+IMPORT_PROBE = """
+import importlib, importlib.util, json, sys
+served = json.loads(sys.argv[1])
+for name in served:
+    importlib.import_module(name)
+absent = ("pipeline_tools", "kubernetes")
+print(json.dumps({
+    "imported": len(served),
+    "findable": [n for n in absent if importlib.util.find_spec(n) is not None],
+    "loaded": sorted({m.split(".")[0] for m in sys.modules} & set(absent)),
+}))
+"""
+
+
+def test_everything_the_image_serves_imports_without_operator_tools_or_kubernetes(
+    image_venv: Path, tmp_path: Path
+) -> None:
+    workdir = replay_final_stage(tmp_path)
+    env = container_env(tmp_path, image_venv, workdir)
+    served = sorted(
+        ".".join(p.relative_to(workdir).with_suffix("").parts).removesuffix(".__init__")
+        for p in (workdir / "runtime").rglob("*.py")
+    )
+    assert {"runtime.model", "runtime.core.predictor", "runtime.integration.startup"} <= set(served)
+    assert not (workdir / "pipeline_tools").exists()
+    done = subprocess.run(
+        [str(image_venv / "bin" / "python"), "-c", IMPORT_PROBE, json.dumps(served)],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"imported": len(served), "findable": [], "loaded": []}
 
 
 def test_the_entrypoint_execs_mlserver_on_the_models_dir(kserve_pod: Container) -> None:

@@ -12,9 +12,13 @@ from typing import Any
 import pytest
 
 from pipeline_tools.rollout import canary_rules as rules
-from pipeline_tools.rollout.cli import MODEL_FORMAT
+from pipeline_tools.rollout.patches import MODEL_FORMAT
+from pipeline_tools.rollout.steps import CANARY_PERCENTS
 from tests.deploy.deploy_support import (
+    CANARY_OVERLAYS,
     CANARY_RELEASE,
+    FIRST_CANARY,
+    LAST_CANARY,
     OLDEST_RELEASE,
     STANDARD_OVERLAYS,
     by_kind,
@@ -32,21 +36,16 @@ SERVICES = ("diabetes", "diabetes-grpc")
 ROLLOUT_STATES: dict[str, tuple[str | None, str, list[tuple[str, str, int, int | None]]]] = {
     "standard/base": (None, "1", []),
     "standard/dark-launch": (None, "1", [("v2", "2", 0, 1)]),
-    "standard/canary-10": (None, "1", [("v2", "2", 10, None)]),
-    "standard/canary-25": (None, "1", [("v2", "2", 25, None)]),
-    "standard/canary-50": (None, "1", [("v2", "2", 50, None)]),
+    **{
+        overlay: (None, "1", [("v2", "2", p, None)])
+        for overlay, p in zip(CANARY_OVERLAYS, CANARY_PERCENTS, strict=True)
+    },
     "standard/promote": ("v2", "2", []),
     "standard/rollback": (None, "1", []),
 }
-# Each step, and the step it is applied over (rollback may follow any canary step; canary-50 here).
-STEPS = [
-    ("standard/base", "standard/dark-launch"),
-    ("standard/dark-launch", "standard/canary-10"),
-    ("standard/canary-10", "standard/canary-25"),
-    ("standard/canary-25", "standard/canary-50"),
-    ("standard/canary-50", "standard/promote"),
-    ("standard/canary-50", "standard/rollback"),
-]
+# Each step, and the step it is applied over (rollback may follow any canary step; the last one here).
+CHAIN = ["standard/base", "standard/dark-launch", *CANARY_OVERLAYS, "standard/promote"]
+STEPS = [*zip(CHAIN, CHAIN[1:], strict=False), (LAST_CANARY, "standard/rollback")]
 
 
 def services(overlay: str) -> dict[str, dict[str, Any]]:
@@ -138,7 +137,7 @@ def test_rollback_restores_the_stable_deployment_exactly() -> None:
 
 
 def test_promotion_keeps_everything_but_the_name_and_the_model() -> None:
-    before, after = services("standard/canary-50")["diabetes"], services("standard/promote")["diabetes"]
+    before, after = services(LAST_CANARY)["diabetes"], services("standard/promote")["diabetes"]
     stable = copy.deepcopy(before["spec"]["predictor"])
     stable["name"] = before["spec"]["canary"][0]["predictor"]["name"]
     stable["model"]["storageUri"] = before["spec"]["canary"][0]["predictor"]["model"]["storageUri"]
@@ -183,7 +182,7 @@ CANARY_MISSPELLINGS = [  # (path to the field, misspelling)
 
 @pytest.mark.parametrize("path,bad", CANARY_MISSPELLINGS, ids=[b for _, b in CANARY_MISSPELLINGS])
 def test_a_misspelled_canary_field_is_rejected(path: str, bad: str) -> None:
-    isvc = services("standard/canary-10")["diabetes"]
+    isvc = services(FIRST_CANARY)["diabetes"]
     parent, key = parent_and_key(isvc, path)
     parent[bad] = parent.pop(key)
     errors = schema_errors(isvc, CANARY_RELEASE)
@@ -199,7 +198,7 @@ def test_a_misspelled_canary_field_is_rejected(path: str, bad: str) -> None:
     ],
 )
 def test_what_the_crd_requires_of_a_canary_is_required(path: str) -> None:
-    isvc = services("standard/canary-10")["diabetes"]
+    isvc = services(FIRST_CANARY)["diabetes"]
     parent, key = parent_and_key(isvc, path)
     del parent[key]
     assert any(f"{key!r} is a required property" in e for e in schema_errors(isvc, CANARY_RELEASE))
@@ -215,13 +214,13 @@ def test_what_the_crd_requires_of_a_canary_is_required(path: str) -> None:
     ids=["missing-version", "wrong-served-name", "other-format"],
 )
 def test_the_canary_model_check_catches_its_mistakes(path: str, value: Any) -> None:
-    objects = render("standard/canary-10")
+    objects = render(FIRST_CANARY)
     parent, key = parent_and_key(by_kind(objects, "InferenceService")["diabetes"], path)
     parent[key] = value
     assert canary_model_problems(objects)
 
 
 def test_the_drain_check_uses_the_grace_period_in_standard_mode() -> None:
-    objects = render("standard/canary-10")
+    objects = render(FIRST_CANARY)
     by_kind(objects, "InferenceService")["diabetes"]["spec"]["predictor"]["terminationGracePeriodSeconds"] = 25
     assert any("terminationGracePeriodSeconds (25s)" in p for check in CHECKS for p in check(objects))

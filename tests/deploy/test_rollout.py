@@ -14,10 +14,13 @@ from typing import Any
 import pytest
 
 from pipeline_tools.rollout import cli as rollout
+from pipeline_tools.rollout import patches
+from pipeline_tools.rollout.steps import CANARY_PERCENTS
 from tests.deploy.deploy_support import REPO, by_kind, kubectl_merge_patch, render, run_rollout
 from tests.deploy.fake_api import ISVC_PATH, FakeApiServer, serving
 
 V2_URI = "gs://YOUR-BUCKET/pipeline-runtime/models/diabetes/2"
+FIRST = CANARY_PERCENTS[0]  # the Knative canary overlay's step
 PATCHES = [
     (["canary", "10"], '{"spec": {"predictor": {"canaryTrafficPercent": 10}}}'),
     (
@@ -39,7 +42,7 @@ def test_rollout_imports_neither_mlserver_nor_the_runtime_model() -> None:
 @pytest.mark.parametrize("argv,body", PATCHES, ids=IDS)
 def test_each_command_builds_its_exact_merge_patch(argv: list[str], body: str) -> None:
     args = rollout.parse_args([*argv, "--mode", "serverless", "--dry-run"])
-    assert json.dumps(rollout.build_patch(args, args.mode)) == body
+    assert json.dumps(patches.build_patch(rollout.change_from(args), args.mode)) == body
 
 
 @pytest.mark.parametrize("bad", ["101", "-1", "ten"])
@@ -47,7 +50,7 @@ def test_canary_percent_outside_0_to_100_is_refused(bad: str, capsys: pytest.Cap
     with pytest.raises(SystemExit):
         rollout.parse_args(["canary", bad])
     with pytest.raises(ValueError):
-        rollout.canary_patch(101)
+        patches.canary_patch(101)
 
 
 @pytest.mark.parametrize("argv,body", PATCHES, ids=IDS)
@@ -81,7 +84,7 @@ def test_standard_only_options_are_refused_in_serverless_mode(argv: list[str], r
 @pytest.mark.parametrize(
     "start,argv,end",
     [
-        ("base", ["canary", "10", "--storage-uri", V2_URI], "canary"),
+        ("base", ["canary", str(FIRST), "--storage-uri", V2_URI], "canary"),
         ("canary", ["promote"], "promote"),
         ("canary", ["rollback"], "rollback"),
     ],
@@ -97,7 +100,7 @@ def test_dry_run_patch_turns_one_overlay_into_the_next(start: str, argv: list[st
 
 
 def canary_isvc() -> dict[str, Any]:
-    """The canary overlay's diabetes service with the status KServe reports at 10% canary traffic."""
+    """The canary overlay's diabetes service with the status KServe reports at the first step's canary traffic."""
     isvc = by_kind(render("canary"), "InferenceService")["diabetes"]
     isvc["metadata"]["namespace"] = "ml"
     isvc["status"] = {
@@ -111,13 +114,13 @@ def canary_isvc() -> dict[str, Any]:
                 "traffic": [
                     {
                         "revisionName": "diabetes-predictor-00002",
-                        "percent": 10,
+                        "percent": FIRST,
                         "latestRevision": True,
                         "tag": "latest",
                     },
                     {
                         "revisionName": "diabetes-predictor-00001",
-                        "percent": 90,
+                        "percent": 100 - FIRST,
                         "latestRevision": False,
                         "tag": "prev",
                     },
@@ -138,15 +141,15 @@ def api_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fake
 def test_status_reports_the_traffic_split(api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]) -> None:
     assert rollout.main(["status"]) == 0
     status = json.loads(capsys.readouterr().out)
-    assert status["canaryTrafficPercent"] == 10 and status["ready"] == "True"
+    assert status["canaryTrafficPercent"] == FIRST and status["ready"] == "True"
     assert (status["deploymentMode"], status["deploymentModeAnnotation"], status["canaries"]) == (
         "Knative",
         "Knative",
         [],
     )
     assert [(t["revisionName"], t["percent"]) for t in status["traffic"]] == [
-        ("diabetes-predictor-00002", 10),
-        ("diabetes-predictor-00001", 90),
+        ("diabetes-predictor-00002", FIRST),
+        ("diabetes-predictor-00001", 100 - FIRST),
     ]
     assert api_server.requests == [{"method": "GET", "path": ISVC_PATH, "query": "", "type": None, "body": None}]
 

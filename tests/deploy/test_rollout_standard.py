@@ -14,7 +14,17 @@ import pytest
 
 from pipeline_tools.rollout import canary_rules as rules
 from pipeline_tools.rollout import cli as rollout
-from tests.deploy.deploy_support import by_kind, kubectl_merge_patch, render, run_rollout
+from pipeline_tools.rollout import patches
+from pipeline_tools.rollout.steps import CANARY_PERCENTS
+from tests.deploy.deploy_support import (
+    CANARY_OVERLAYS,
+    FIRST_CANARY,
+    LAST_CANARY,
+    by_kind,
+    kubectl_merge_patch,
+    render,
+    run_rollout,
+)
 from tests.deploy.fake_api import FakeApiServer, serving
 
 V2_URI = "gs://YOUR-BUCKET/pipeline-runtime/models/diabetes/2"
@@ -49,7 +59,7 @@ PATCHES = {  # id -> (argv, the exact --dry-run output)
 def test_each_command_builds_its_exact_merge_patch(case: str) -> None:
     argv, body = PATCHES[case]
     args = rollout.parse_args([*argv, "--mode", "standard", "--dry-run"])
-    assert json.dumps(rollout.build_patch(args, args.mode)) == body
+    assert json.dumps(patches.build_patch(rollout.change_from(args), args.mode)) == body
 
 
 @pytest.mark.parametrize("case", PATCHES)
@@ -77,32 +87,34 @@ def test_a_dry_run_it_cannot_make_exactly_is_refused(argv: list[str], code: int,
     assert refusal in out.stderr
 
 
-STEPS = [  # (overlay before, command, overlay after)
+BEFORE_EACH_CANARY = ["standard/dark-launch", *CANARY_OVERLAYS]
+STEPS = [  # (overlay before, command, overlay after): each step of pipeline_tools.rollout.steps
     ("standard/base", PATCHES["dark-launch"][0], "standard/dark-launch"),
-    ("standard/dark-launch", PATCHES["canary-10"][0], "standard/canary-10"),
-    ("standard/canary-10", ["canary", "25", "--storage-uri", V2_URI], "standard/canary-25"),
-    ("standard/canary-25", ["canary", "50", "--storage-uri", V2_URI], "standard/canary-50"),
-    ("standard/canary-50", PATCHES["promote"][0], "standard/promote"),
-    ("standard/canary-50", PATCHES["rollback"][0], "standard/rollback"),
+    *[
+        (before, ["canary", str(percent), "--storage-uri", V2_URI], after)
+        for before, after, percent in zip(BEFORE_EACH_CANARY, CANARY_OVERLAYS, CANARY_PERCENTS, strict=False)
+    ],
+    (LAST_CANARY, PATCHES["promote"][0], "standard/promote"),
+    (LAST_CANARY, PATCHES["rollback"][0], "standard/rollback"),
 ]
 
 
 @pytest.mark.parametrize("start,argv,end", STEPS, ids=[end for _, _, end in STEPS])
 def test_dry_run_patch_turns_one_overlay_into_the_next(start: str, argv: list[str], end: str, tmp_path: Path) -> None:
     """The command and the overlays describe the same steps; the API server's merge (kubectl's code)
-    and rollout.merge_patch agree; and KServe's rules accept the step."""
+    and patches.merge_patch agree; and KServe's rules accept the step."""
     before = by_kind(render(start), "InferenceService")["diabetes"]
     patch = run_rollout(*argv, "--mode", "standard", "--dry-run").stdout
     patched = kubectl_merge_patch(before, patch, tmp_path)
     assert patched == by_kind(render(end), "InferenceService")["diabetes"]
-    assert rollout.merge_patch(before, json.loads(patch)) == patched
+    assert patches.merge_patch(before, json.loads(patch)) == patched
     assert rules.rollout_problems({**before, "status": {"deploymentMode": "Standard"}}, patched) == []
 
 
 # ---------------------------------------------------------------- against a fake API server
 
 
-def standard_isvc(overlay: str = "standard/canary-10") -> dict[str, Any]:
+def standard_isvc(overlay: str = FIRST_CANARY) -> dict[str, Any]:
     """A Standard-mode diabetes service with the status KServe v0.20.0 reports for its canaries."""
     isvc = by_kind(render(overlay), "InferenceService")["diabetes"]
     isvc["metadata"]["namespace"] = "ml"
@@ -127,7 +139,7 @@ def api_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fake
 
 def dry_run_body(*argv: str) -> dict[str, Any]:
     args = rollout.parse_args([*argv, "--mode", "standard", "--dry-run"])
-    return rollout.build_patch(args, args.mode)
+    return patches.build_patch(rollout.change_from(args), args.mode)
 
 
 def test_status_reports_the_canaries(api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]) -> None:
@@ -138,8 +150,9 @@ def test_status_reports_the_canaries(api_server: FakeApiServer, capsys: pytest.C
         None,
         None,
     )
-    assert status["canaries"] == [{"name": "v2", "trafficPercent": 10, "storageUri": V2_URI, "replicas": 1}]
-    assert status["canaryStatuses"] == [{"name": "v2", "ready": True, "trafficPercent": 10}]
+    first = CANARY_PERCENTS[0]
+    assert status["canaries"] == [{"name": "v2", "trafficPercent": first, "storageUri": V2_URI, "replicas": 1}]
+    assert status["canaryStatuses"] == [{"name": "v2", "ready": True, "trafficPercent": first}]
 
 
 @pytest.mark.parametrize(
@@ -247,7 +260,7 @@ def test_the_mode_comes_from_the_annotation_else_the_status(
         isvc["metadata"]["annotations"][rules.DEPLOYMENT_MODE] = annotation
     if status:
         isvc["status"]["deploymentMode"] = status
-    assert rollout.detect_mode(isvc) == mode
+    assert patches.detect_mode(isvc) == mode
 
 
 @pytest.mark.parametrize("annotation", ["ModelMesh", None])
@@ -255,5 +268,5 @@ def test_a_mode_without_canaries_or_no_mode_at_all_is_refused(annotation: str | 
     isvc: dict[str, Any] = {"metadata": {"name": "x", "annotations": {}}}
     if annotation:
         isvc["metadata"]["annotations"][rules.DEPLOYMENT_MODE] = annotation
-    with pytest.raises(rollout.RolloutError, match="no canary rollout"):
-        rollout.detect_mode(isvc)
+    with pytest.raises(patches.RolloutError, match="no canary rollout"):
+        patches.detect_mode(isvc)

@@ -1,18 +1,21 @@
 """`rollout auto` without servers: its `--dry-run` output, exactly, for both targets (an nginx
-upstream; the InferenceService through pipeline_tools.rollout.cli's own patches, in both deployment modes);
-its step / analyze / promote-or-rollback loop on scripted analyses; `rollout analyze` end to end on
-fake metrics endpoints; and what the modules may import."""
+upstream; the InferenceService with the patches of pipeline_tools.rollout.patches, in both deployment
+modes); its step / analyze / promote-or-rollback loop on scripted analyses; the InferenceService target
+against a fake Kubernetes API server, step for step the same requests as the command line's; `rollout
+analyze` end to end on fake metrics endpoints; and what the modules may import."""
 
 from __future__ import annotations
 
+import argparse
 import http.server
 import io
 import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import redirect_stdout
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,10 @@ import pytest
 from harness.models import REPO_ROOT
 from harness.nginx import config_text
 from pipeline_tools.rollout import analysis as ra
-from pipeline_tools.rollout import auto, targets
+from pipeline_tools.rollout import auto, patches, targets
 from pipeline_tools.rollout import cli as rollout
+from pipeline_tools.rollout.steps import DEFAULT_STEPS, Action, Step
+from tests.deploy.fake_api import FakeApiServer, serving
 from tests.rehearsal.support import run_cli
 
 V2 = "gs://YOUR-BUCKET/pipeline-runtime/models/diabetes/2"
@@ -134,12 +139,12 @@ def test_dry_run_on_an_inference_service_prints_runtime_rollouts_patches() -> No
 {{"spec": {{"predictor": {{"canaryTrafficPercent": 0}}}}}}
 """
     )
-    patches = [json.loads(line) for line in done.stdout.splitlines() if not line.startswith("#")]
-    assert patches == [
-        rollout.canary_patch(10, V2),
-        rollout.canary_patch(50, V2),
-        rollout.promote_patch(),
-        rollout.rollback_patch(),
+    printed = [json.loads(line) for line in done.stdout.splitlines() if not line.startswith("#")]
+    assert printed == [
+        patches.canary_patch(10, V2),
+        patches.canary_patch(50, V2),
+        patches.promote_patch(),
+        patches.rollback_patch(),
     ]
 
 
@@ -165,11 +170,11 @@ def test_dry_run_in_standard_mode_prints_the_spec_canary_patches() -> None:
 {{"spec": {{"canary": null}}}}
 """
     )
-    patches = [json.loads(line) for line in done.stdout.splitlines() if not line.startswith("#")]
-    assert patches == [
-        rollout.standard_canary_patch(25, V2, "v2"),
-        rollout.standard_promote_patch(V2, "v2"),
-        rollout.standard_rollback_patch(),
+    printed = [json.loads(line) for line in done.stdout.splitlines() if not line.startswith("#")]
+    assert printed == [
+        patches.standard_canary_patch(25, V2, "v2"),
+        patches.standard_promote_patch(V2, "v2"),
+        patches.standard_rollback_patch(),
     ]
 
 
@@ -196,9 +201,10 @@ def test_refused_invocations_exit_2_with_a_reason(argv: list[str], message: str)
 
 @pytest.mark.parametrize("value", ["10,50", "50,10,100", "0,100", "10,10,100", "ten"])
 def test_steps_must_increase_to_100(value: str) -> None:
-    with pytest.raises(Exception):
+    with pytest.raises(argparse.ArgumentTypeError):
         auto.steps(value)
     assert auto.steps("10,25,50,100") == (10, 25, 50, 100)
+    assert auto.steps(",".join(map(str, DEFAULT_STEPS))) == DEFAULT_STEPS  # the default passes its own check
 
 
 def test_durations_and_times() -> None:
@@ -215,13 +221,13 @@ class FakeTarget:
         self.applied: list[str] = []
         self.fail_on = fail_on
 
-    def describe(self, step: targets.Step) -> str:
+    def describe(self, step: Step) -> str:
         return f"fake {step}"
 
-    def plan(self, step: targets.Step) -> str:
+    def plan(self, step: Step) -> str:
         return str(step)
 
-    def apply(self, step: targets.Step) -> dict[str, Any]:
+    def apply(self, step: Step) -> dict[str, Any]:
         if str(step) == self.fail_on:
             raise RuntimeError("the API server said no")
         self.applied.append(str(step))
@@ -262,7 +268,7 @@ THIN = ra.Window(_side(1000), _side(20), 60.0, 1_800_000_000.0, "scripted")
 
 
 def _run(target: FakeTarget, windows: list, max_inconclusive: int = 2) -> tuple[int, list[dict]]:
-    out, sleeps = io.StringIO(), []
+    out, sleeps = io.StringIO(), list[float]()
     options = auto.AutoOptions((10, 50, 100), settle_s=3.0, window_s=7.0, max_inconclusive=max_inconclusive)
     with redirect_stdout(out), auto.json_log(sys.stdout):
         code = auto.run_auto_steps(
@@ -333,30 +339,110 @@ def test_a_step_that_cannot_be_applied_rolls_back_and_exits_2() -> None:
     assert lines[-1]["event"] == "rollback" and lines[-1]["exit_code"] == 2
 
 
-def test_the_cluster_adapter_is_runtime_rollouts_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Live, each step is `python -m pipeline_tools.rollout ...` run in-process: what it prints is logged,
-    a non-zero exit stops the rollout."""
-    calls: list[list[str]] = []
+# ------------------------------------------------------------------------------ the InferenceService target
 
-    def fake_main(argv: list[str]) -> int:
-        calls.append(argv)
-        if argv[-1] == "rollback":
-            print("rollout: 403 Forbidden", file=sys.stderr)
-            return 1
-        print(json.dumps({"name": "diabetes", "canaryTrafficPercent": 10}))
-        return 0
+MODES = {"serverless": "Knative", "standard": "Standard"}
 
-    monkeypatch.setattr(rollout, "main", fake_main)
-    target = targets.InferenceServiceTarget(name="diabetes", namespace="ml", storage_uri=V2)
-    assert target.apply(targets.Step("canary", 10)) == {
-        "command": f"python -m pipeline_tools.rollout -n ml --name diabetes canary 10 --storage-uri {V2}",
-        "status": {"name": "diabetes", "canaryTrafficPercent": 10},
+
+def live_isvc(mode: str) -> dict[str, Any]:
+    """A diabetes InferenceService on version 1 as the API server returns it, in namespace ml."""
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": "diabetes",
+            "namespace": "ml",
+            "annotations": {"serving.kserve.io/deploymentMode": MODES[mode]},
+        },
+        "spec": {
+            "predictor": {
+                "minReplicas": 1,
+                "model": {
+                    "modelFormat": {"name": "sklearn-pipeline", "version": "1"},
+                    "storageUri": "gs://YOUR-BUCKET/pipeline-runtime/models/diabetes/1",
+                },
+            }
+        },
+        "status": {"deploymentMode": MODES[mode], "conditions": [{"type": "Ready", "status": "True"}]},
     }
-    assert calls == [["-n", "ml", "--name", "diabetes", "canary", "10", "--storage-uri", V2]]
-    target = targets.InferenceServiceTarget(name="diabetes")
-    with pytest.raises(ra.AnalysisError, match="403 Forbidden"):
-        target.apply(targets.Step("rollback"))
-    assert calls[-1] == ["--name", "diabetes", "rollback"]  # no --mode: the service's annotation decides
+
+
+@dataclass
+class Cluster:
+    server: FakeApiServer
+    kubeconfig: Path
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, str], Cluster]]:
+    """`cluster(mode, label)`: a fake API server holding the service in that mode, KUBECONFIG pointed at it."""
+    with ExitStack() as stack:
+
+        def start(mode: str, label: str) -> Cluster:
+            kubeconfig = tmp_path / f"{label}.kubeconfig"
+            return Cluster(stack.enter_context(serving(live_isvc(mode), kubeconfig)), kubeconfig)
+
+        yield start
+
+
+def use(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+
+
+@pytest.mark.parametrize("mode", ["serverless", "standard"])
+@pytest.mark.parametrize("last", [Action.PROMOTE, Action.ROLLBACK])
+def test_each_step_sends_what_the_command_line_sends(
+    mode: str,
+    last: Action,
+    cluster: Callable[[str, str], Cluster],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The auto-rollout calls the patch builders and the client itself; every request it makes is the one
+    `python -m pipeline_tools.rollout` (the command its decision log names) makes for that step."""
+    by_auto, by_cli = cluster(mode, "auto"), cluster(mode, "cli")
+    target = targets.InferenceServiceTarget(name="diabetes", mode=mode, storage_uri=V2)
+    run = [Step(Action.CANARY, 10), Step(Action.CANARY, 50), Step(last)]
+    for step in run:
+        use(by_auto, monkeypatch)
+        applied = target.apply(step)
+        use(by_cli, monkeypatch)
+        assert rollout.main(target.argv(step)) == 0
+        assert applied["status"] == json.loads(capsys.readouterr().out)
+        assert applied["command"] == "python -m pipeline_tools.rollout " + " ".join(target.argv(step))
+    assert by_auto.server.requests == by_cli.server.requests
+    assert [r["method"] for r in by_auto.server.requests] == ["GET", "PATCH"] * len(run)
+    assert by_auto.server.isvc == by_cli.server.isvc
+    serverless = {Action.PROMOTE: patches.promote_patch(), Action.ROLLBACK: patches.rollback_patch()}
+    standard = {
+        Action.PROMOTE: patches.standard_promote_patch(V2, "v2"),
+        Action.ROLLBACK: patches.standard_rollback_patch(),
+    }
+    expected = (
+        [patches.canary_patch(10, V2), patches.canary_patch(50, V2), serverless[last]]
+        if mode == "serverless"
+        else [patches.standard_canary_patch(10, V2, "v2"), patches.standard_canary_patch(50, V2, "v2"), standard[last]]
+    )
+    assert [r["body"] for r in by_auto.server.patches()] == expected
+
+
+def test_a_step_the_service_refuses_or_the_api_server_fails_is_an_error(
+    cluster: Callable[[str, str], Cluster], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    serverless = cluster("serverless", "serverless")
+    use(serverless, monkeypatch)
+    server = serverless.server
+    wrong_mode = targets.InferenceServiceTarget(name="diabetes", mode="standard", storage_uri=V2)
+    with pytest.raises(ra.AnalysisError, match="canary 10 .* failed: diabetes runs in serverless mode, not standard"):
+        wrong_mode.apply(Step(Action.CANARY, 10))
+    with pytest.raises(ra.AnalysisError, match="--name nope rollback failed: 404 Not Found"):
+        targets.InferenceServiceTarget(name="nope").apply(Step(Action.ROLLBACK))
+    assert server.patches() == []
+    # A deprecated deploymentMode name is sent on, with the command line's warning.
+    server.isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] = "Serverless"
+    assert targets.InferenceServiceTarget(name="diabetes").apply(Step(Action.ROLLBACK))["status"]["ready"] == "True"
+    assert "kserve#4798" in capsys.readouterr().err
+    assert [p["body"] for p in server.patches()] == [patches.rollback_patch()]
 
 
 # ------------------------------------------------------------------------------ analyze on fake endpoints
@@ -433,11 +519,12 @@ def test_analyze_scrapes_twice_and_exits_with_its_decision(endpoints, canary_err
     assert log["canary"]["predictions"] == {"100": 1299.0, "200": 1299.0, "+Inf": 1299.0}
 
 
-def test_the_modules_import_neither_mlserver_nor_scipy() -> None:
+def test_the_modules_import_neither_mlserver_scipy_nor_kubernetes() -> None:
     probe = (
         "import sys, pipeline_tools.rollout.analysis, pipeline_tools.rollout.sources, pipeline_tools.rollout.targets, "
+        "pipeline_tools.rollout.patches, pipeline_tools.rollout.cluster, pipeline_tools.rollout.cli, "
         "pipeline_tools.rollout.auto as m; m.add_commands; "
-        "print(sorted({'mlserver', 'runtime.model', 'scipy', 'sklearn'} & set(sys.modules)))"
+        "print(sorted({'mlserver', 'runtime.model', 'scipy', 'sklearn', 'kubernetes'} & set(sys.modules)))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert done.stdout.strip() == "[]", done.stderr
@@ -445,7 +532,6 @@ def test_the_modules_import_neither_mlserver_nor_scipy() -> None:
 
 def test_add_commands_registers_analyze_and_auto_on_another_parser() -> None:
     """As pipeline_tools.rollout.cli will: its own global -n/--name, then these commands; `handler` runs them."""
-    import argparse
 
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", "--namespace")
