@@ -12,7 +12,7 @@ the predictions themselves (PSI and a chi-square test of homogeneity on
                                                prediction buckets that cannot be compared
 
 scipy (a dependency of scikit-learn) is imported only where a chi-square p-value is computed, and
-runtime.service.shadow (numpy, the metrics module) only inside the prediction check.
+runtime.core.drift (numpy) only inside the prediction check.
 """
 
 from __future__ import annotations
@@ -321,7 +321,7 @@ def _prediction_checks(s: Side, c: Side, t: Thresholds) -> list[Check]:
     labels = bucket_order(set(s.predictions) | set(c.predictions))
     expected = [s.predictions.get(k, 0.0) for k in labels]
     actual = [c.predictions.get(k, 0.0) for k in labels]
-    from runtime.service.shadow import psi_from_counts  # late: it pulls in numpy and the metrics module
+    from runtime.core.drift import psi_from_counts  # late: it pulls in numpy
 
     psi = psi_from_counts(expected, actual)
     statistic, dof, p = chi_square(expected, actual)

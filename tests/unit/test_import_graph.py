@@ -4,7 +4,9 @@
 - no cycle among the project's modules;
 - mlserver is imported only by the adapter (runtime/model.py) and runtime/integration/;
 - the served package (runtime/) never imports the operator tools (pipeline_tools/), which are not in the image;
-- the serving core (runtime/core) imports nothing from the packages around it.
+- the serving core (runtime/core) imports nothing from the packages around it;
+- the runtime's packages import only to the left in LAYERS (docs/architecture.md, "The direction of imports");
+- the operator tools import only the runtime's framework-free core and its log format.
 
 An import names the module it makes the importer run: `from package import name` is an edge to
 package.name when that is a module, else to the package; `import a.b.c` is an edge to a.b.c.
@@ -31,6 +33,17 @@ AROUND_THE_CORE = (
     "runtime.integration",
     "runtime.model",
 )
+# The runtime's packages, each importing only itself and those to its left.
+LAYERS = (
+    ("runtime.core",),
+    ("runtime.observation",),
+    ("runtime.policy",),
+    ("runtime.features",),
+    ("runtime.edge",),
+    ("runtime.service",),
+    ("runtime.model", "runtime.integration", "runtime"),
+)
+TOOLS_MAY_IMPORT = ("runtime.core", "runtime.observation.logs")
 # Edges of a known cycle that another change removes, (importer, imported) -> that change. They are left
 # out of the cycle search; each must still exist, so an entry goes once its edge does.
 KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {}
@@ -157,6 +170,33 @@ def test_the_served_package_never_imports_the_operator_tools(graph: list[Import]
 
 def test_the_core_imports_nothing_from_the_packages_around_it(graph: list[Import]) -> None:
     offending = [str(i) for i in graph if in_package(i.importer, CORE) and in_package(i.imported, AROUND_THE_CORE)]
+    assert not offending, offending
+
+
+def layer_of(module: str) -> int | None:
+    for index, layer in enumerate(LAYERS):
+        if module in layer or any(in_package(module, (name,)) for name in layer if name != "runtime"):
+            return index
+    return None
+
+
+def test_the_runtime_packages_import_only_to_their_left(graph: list[Import]) -> None:
+    offending = []
+    for i in graph:
+        importer, imported = layer_of(i.importer), layer_of(i.imported)
+        if importer is not None and imported is not None and imported > importer:
+            offending.append(f"{i}: {LAYERS[importer][0]} may not import {LAYERS[imported][0]}")
+    assert not offending, offending
+
+
+def test_the_operator_tools_import_only_the_framework_free_core(graph: list[Import]) -> None:
+    offending = [
+        str(i)
+        for i in graph
+        if in_package(i.importer, "pipeline_tools")
+        and in_package(i.imported, "runtime")
+        and not in_package(i.imported, TOOLS_MAY_IMPORT)
+    ]
     assert not offending, offending
 
 
