@@ -35,7 +35,7 @@ serve-features: venv
 
 # The runtime (which imports mlserver) and the V2 clients of kserve/tritonclient register the
 # same protobuf symbols, so the two kinds of tests run in separate pytest processes.
-test: test-unit test-pins test-packaging test-integration test-features test-deploy test-rehearsal test-reliability test-security test-fuzz
+test: lint test-unit test-pins test-packaging test-integration test-features test-deploy test-rehearsal test-reliability test-security test-fuzz
 
 # ruff (lint and format) and mypy (strict on the serving core and the service), configured in pyproject.toml.
 lint: venv

@@ -117,7 +117,7 @@ async def contract_from_settings(model: Any) -> Contract:
 
 def patches(runtime_class: type) -> list[PatchPoint]:
     def isolate_in_server_process(original: Callable[..., Any]) -> Callable[..., Any]:
-        async def load(self) -> bool:  # type: ignore[no-untyped-def]
+        async def load(self) -> bool:
             ready = await original(self)
             if isinstance(PARALLEL_MODEL.read(self), runtime_class) and batcher_of(self) is not None:
                 isolate(self, await contract_from_settings(self))

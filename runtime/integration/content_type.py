@@ -37,7 +37,7 @@ def _lenient(original: Callable[..., None]) -> Callable[..., None] | None:
         return None  # a FastAPI before 0.132 already reads such a body as JSON: nothing to change
 
     @functools.wraps(original)
-    def __init__(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("strict_content_type", False)
         original(self, *args, **kwargs)
 

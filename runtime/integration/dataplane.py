@@ -141,7 +141,7 @@ async def admitted(model: Any, name: str, headers: dict[str, str], infer: Callab
 
 
 def _admit_infer(original: Callable[..., Any]) -> Callable[..., Any]:
-    async def infer(self, payload, name, version=None):  # type: ignore[no-untyped-def]
+    async def infer(self, payload, name, version=None):
         model = await MODEL_REGISTRY.read(self).get_model(name, version)  # ModelNotFound (404)
         return await admitted(model, name, _headers(payload), lambda: original(self, payload, name, version))
 
@@ -149,7 +149,7 @@ def _admit_infer(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _admit_infer_stream(original: Callable[..., Any]) -> Callable[..., Any]:
-    async def infer_stream(self, payloads, name, version=None) -> AsyncIterator[Any]:  # type: ignore
+    async def infer_stream(self, payloads, name, version=None) -> AsyncIterator[Any]:
         # Admission looks at the first request of the stream (it carries the headers).
         first = await anext(aiter(payloads), None)
         if first is None:
@@ -174,14 +174,14 @@ def _admit_infer_stream(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _not_ready_while_draining(original: Callable[..., Any]) -> Callable[..., Any]:
-    async def ready(self) -> bool:  # type: ignore[no-untyped-def]
+    async def ready(self) -> bool:
         return False if DRAIN.draining else await original(self)
 
     return ready
 
 
 def _model_not_ready_while_draining(original: Callable[..., Any]) -> Callable[..., Any]:
-    async def model_ready(self, name: str, version: str | None = None) -> bool:  # type: ignore
+    async def model_ready(self, name: str, version: str | None = None) -> bool:
         ok = await original(self, name, version)  # ModelNotFound (404) as before
         return ok and not DRAIN.draining
 

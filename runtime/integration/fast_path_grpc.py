@@ -55,7 +55,7 @@ def _direct(servicer: Any) -> DirectInference | None:
 
 
 def _fast_model_infer(original: Callable[..., Any]) -> Callable[..., Any]:
-    async def ModelInfer(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def ModelInfer(self, request, context):  # noqa: N802
         direct = _direct(self)
         model = await _served(direct, SERVICER_DATA_PLANE.read(self), request) if direct is not None else None
         if model is None:
@@ -158,7 +158,7 @@ def _contents(data: list, datatype: str) -> pb.InferTensorContents:
     packed = written(datatype, data)
     if packed is not None:
         return packed
-    return InferTensorContentsConverter.from_types(data, datatype=Datatype(datatype))  # type: ignore[arg-type]
+    return InferTensorContentsConverter.from_types(data, datatype=Datatype(datatype))
 
 
 PATCHES = [

@@ -185,7 +185,7 @@ def decode_request(request: pb.ModelInferRequest) -> types.InferenceRequest:
 
 
 def _to_types(_original: Any) -> Any:
-    def to_types(cls, pb_object):  # type: ignore[no-untyped-def]
+    def to_types(cls, pb_object):
         try:
             return decode_request(pb_object)
         except PipelineError as error:
@@ -198,7 +198,7 @@ def _to_types(_original: Any) -> Any:
 
 
 def _stamp_on_insert(original: Callable[..., Any]) -> Callable[..., Any]:
-    def _InsertHeaders(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    def _InsertHeaders(self, request, context):  # noqa: N802
         payload = original(self, request, context)
         # The peer as "ipv4:127.0.0.1:5678": the address without the port keys the rate limit.
         payload.parameters.headers[PEER_HEADER] = context.peer().rsplit(":", 1)[0]
@@ -242,7 +242,7 @@ class RepositoryLock(grpc.aio.ServerInterceptor):
     def __init__(self, admin: AdminPolicy):
         self._admin = admin
 
-    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    async def intercept_service(self, continuation, handler_call_details):
         if handler_call_details.method.rsplit("/", 1)[-1] in REPOSITORY_METHODS:
             try:
                 self._admin.check(dict(handler_call_details.invocation_metadata or ()))
@@ -252,7 +252,7 @@ class RepositoryLock(grpc.aio.ServerInterceptor):
 
 
 def _refusing(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
-    async def refuse(request, context):  # type: ignore[no-untyped-def]
+    async def refuse(request, context):
         await context.abort(code, message)
 
     return grpc.unary_unary_rpc_method_handler(refuse)
@@ -268,7 +268,7 @@ class _GuardedAio:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._aio, name)
 
-    def server(self, *args, interceptors=(), options=(), **kwargs):  # type: ignore[no-untyped-def]
+    def server(self, *args, interceptors=(), options=(), **kwargs):
         from mlserver.settings import Settings
 
         # The host as the environment sets it (settings.json's, if any, is not visible here: a

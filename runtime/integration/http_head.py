@@ -229,7 +229,7 @@ def _guarded_config(limits: HeadLimits, port_name: str) -> Callable[[Callable[..
     protocol = guarded_protocol(limits, port_name)
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        def _get_config(self):  # type: ignore[no-untyped-def]
+        def _get_config(self):
             config = original(self)
             configure(config, protocol, limits)
             return config

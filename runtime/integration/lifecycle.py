@@ -90,7 +90,7 @@ def _listeners(server: Any) -> Listeners:
 
 def _drain_then_stop(settings: DrainSettings) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def wrap(original_stop: Callable[..., Any]) -> Callable[..., Any]:
-        async def stop(self, sig: int | None = None) -> None:  # type: ignore[no-untyped-def]
+        async def stop(self, sig: int | None = None) -> None:
             if sig is None or sig == signal.SIGQUIT:
                 # Programmatic stop (a model failed at startup) or SIGQUIT: MLServer's own, at once.
                 return await original_stop(self, sig)

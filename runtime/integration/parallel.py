@@ -32,7 +32,7 @@ MODEL = PatchPoint(
 
 
 def _drop_orphans(original: Callable[..., Any]) -> Callable[..., Any]:
-    def resolve(self, response):  # type: ignore[no-untyped-def]
+    def resolve(self, response):
         if response.id not in FUTURES.read(self):
             return None
         return original(self, response)

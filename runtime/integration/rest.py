@@ -46,7 +46,7 @@ _DECISIONS_KEPT = 1024
 
 
 def _stamp_on_insert(original: Callable[[Any, dict[str, str]], Any]) -> Callable[..., Any]:
-    def insert_headers(inference_request, headers):  # type: ignore[no-untyped-def]
+    def insert_headers(inference_request, headers):
         try:
             stamp(headers)
         except PipelineError as error:  # a malformed X-Request-Timeout-Ms: the client's 400
@@ -158,7 +158,7 @@ def _served_through_the_edge(limits: HeadLimits) -> Callable[[Callable[..., Any]
     protocol = http_head.guarded_protocol(limits, "REST")
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        def _get_config(self):  # type: ignore[no-untyped-def]
+        def _get_config(self):
             config = original(self)
             http_head.configure(config, protocol, limits)
             config.app = edge(*(point.read(self) for point in SERVER_STATE))

@@ -42,7 +42,7 @@ def _start_with_the_first_body(send: Send) -> Send:
 
 def _first_event_first(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(original)
-    async def infer_stream(self, raw_request, payload, model_name, model_version=None):  # type: ignore[no-untyped-def]
+    async def infer_stream(self, raw_request, payload, model_name, model_version=None):
         response = await original(self, raw_request, payload, model_name, model_version)
         if isinstance(response, StreamingResponse):
             stream = response.stream_response  # Starlette's, called by response.__call__

@@ -96,7 +96,7 @@ def _carry_traceparent(request: InferenceRequest) -> None:
 
 def patches(runtime_class: type) -> list[PatchPoint]:
     def carry_to_workers(original: Callable[..., Any]) -> Callable[..., Any]:
-        async def predict(self, payload: InferenceRequest) -> InferenceResponse:  # type: ignore
+        async def predict(self, payload: InferenceRequest) -> InferenceResponse:
             if isinstance(PARALLEL_MODEL.read(self), runtime_class):
                 _carry_traceparent(payload)
             return await original(self, payload)

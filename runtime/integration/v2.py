@@ -31,7 +31,7 @@ class RuntimeRequestError(MLServerError):
     def __init__(self, msg: str, status: int = 500):
         super().__init__(msg, status)
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self):
         # Crosses to and from parallel workers by pickle: keep the status.
         return (type(self), (str(self), self.status_code))
 

@@ -529,7 +529,9 @@ def server(tmp_path_factory) -> Iterator[Any]:
     closed_port = free_ports(1)[0]  # nothing listens there: every lookup fails
     env = {
         "MONITORING_TEST_TOKENS": TOKEN,
-        "MONITORING_TEST_DSN": f"host=127.0.0.1 port={closed_port} dbname=none user=none password=none connect_timeout=1",
+        "MONITORING_TEST_DSN": (
+            f"host=127.0.0.1 port={closed_port} dbname=none user=none password=none connect_timeout=1"
+        ),
     }
     models = [(name, None) for name in ("candidate", "backup", "primary", "guarded", "deadline", "store")]
     launched = Server.start(root / "server.log", root=root, models=models, env=env)
@@ -717,7 +719,8 @@ def test_the_check_catches_a_misspelt_metric_label_or_value(prometheus_rule, das
     text = PROMETHEUS_RULE.read_text()
     mistakes = {
         "(pipeline_breaker_state[": "(pipeline_breaker_states[",  # metric
-        'pipeline_shadow_events_total{event=~"error|dropped"}': 'pipeline_shadow_events_total{events=~"error|dropped"}',  # label
+        # a label
+        'pipeline_shadow_events_total{event=~"error|dropped"}': 'pipeline_shadow_events_total{events=~"error|dropped"}',
         'outcome=~"internal_error|': 'outcome=~"internal_eror|',  # value
         "sum by (model, version, stage, le)": "sum by (model, version, phase, le)",  # grouping label
     }
