@@ -92,9 +92,12 @@ train: venv
 	$(PY) -m pipeline_tools.train
 
 # The linear model (the folded fast path, with a shadowed twin beside it), then a random forest.
+# `make bench BASELINE=<git rev>` also runs this runtime as it was at that revision, in the same runs.
+BASELINE ?=
+BENCH_BASELINE = $(if $(BASELINE),--baseline $(BASELINE))
 bench: venv
-	$(PY) -m bench.run --shadow 1 --lookup --rounds 5
-	$(PY) -m bench.run --model forest
+	$(PY) -m bench.run --shadow 1 --lookup --rounds 5 $(BENCH_BASELINE)
+	$(PY) -m bench.run --model forest $(BENCH_BASELINE)
 
 # Regenerate both locks after editing pyproject.toml, with `uv pip compile` (uv is in the dev set): it
 # applies pyproject.toml's [tool.uv] override-dependencies, which lift MLServer 1.7.1's declared

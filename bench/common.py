@@ -26,6 +26,7 @@ from harness.server import Server
 from harness.v2 import json_tensor, pb_2d_request, pb_request, pb_tensor
 
 if TYPE_CHECKING:  # harness.postgres imports psycopg: only a run with --lookup needs it
+    from bench.baseline import Baseline
     from harness.postgres import Postgres
 
 REPO = REPO_ROOT
@@ -148,6 +149,7 @@ def prepare_mlserver_dir(
     copy: bool = False,
     feature_store: dict[str, Any] | None = None,
     variant: str = "",
+    baseline: Baseline | None = None,
 ) -> Path:
     """A model repository for `mlserver start` with one model `diabetes`.
 
@@ -155,18 +157,20 @@ def prepare_mlserver_dir(
     models/diabetes/1, or the forest packaged by pipeline_tools.package, with the batching fields added;
     `feature_store`: the linear model also answers requests by id from that store).
     `variant` names the directory of one more server of the same kind and config.
+    `baseline` (kind "ours"): that revision's runtime/ linked and its settings.json instead of the
+    working tree's, the model directory the same.
     kind "stock": the same scaler + model dumped as one sklearn Pipeline served by mlserver_sklearn,
     with the same settings minus the project's own code (its JSON log formatter and repository
     class); neither server writes a line per request (debug false).
     """
     import joblib
 
-    tags = ("shadow" if shadow else "", "copy" if copy else "", variant)
+    tags = ("shadow" if shadow else "", "copy" if copy else "", variant, baseline.slug if baseline else "")
     root = workdir / "-".join([kind, cfg.slug, *filter(None, tags)])
     if root.exists():
         shutil.rmtree(root)
     if kind == "ours" and model == "linear":
-        make_repository(root, workers=cfg.parallel_workers)
+        _ours_repository(root, cfg, baseline)
         extra: dict[str, Any] = {"max_rows": 10000}
         if shadow:  # diabetes v2 shadowing this share of the requests
             add_model(root, SHADOW_NAME, source=f"{MODEL_NAME}/2", version="2")
@@ -184,7 +188,7 @@ def prepare_mlserver_dir(
     elif kind == "ours":
         from pipeline_tools.package import write_model_dir  # MLServer-free
 
-        make_repository(root, workers=cfg.parallel_workers)
+        _ours_repository(root, cfg, baseline)
         target = write_model_dir(bench_pipeline(model), MODEL_NAME, MODEL_VERSION, root / "models")
         settings_file = target / "model-settings.json"
         settings = json.loads(settings_file.read_text())
@@ -205,6 +209,16 @@ def prepare_mlserver_dir(
     else:
         raise ValueError(kind)
     return root
+
+
+def _ours_repository(root: Path, cfg: MLServerConfig, baseline: Baseline | None) -> None:
+    """An empty repository for this runtime: the working tree's runtime/ and settings.json, or the
+    baseline revision's (linked as runtime/, so the server's `import runtime` finds that copy)."""
+    if baseline is None:
+        make_repository(root, workers=cfg.parallel_workers)
+        return
+    make_repository(root, workers=cfg.parallel_workers, base=baseline.settings(), link_runtime=False)
+    (root / "runtime").symlink_to(baseline.runtime, target_is_directory=True)
 
 
 def prepare_kserve_dir(workdir: Path, model: str = "linear") -> Path:

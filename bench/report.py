@@ -14,6 +14,11 @@ COPY_MARK = " (A/A copy)"  # an identical server beside it: the noise of the sam
 SHADOW_MAX_RPS_LOSS = 0.10  # the issue's target: at most 10 % fewer req/s with the shadow on
 LOOKUP_MARK = " +lookup "  # this runtime answering requests by id from PostgreSQL (bench.run --lookup)
 LOOKUP_LOAD = "1row_c16"  # the one load the lookup servers run (1 id at concurrency 16)
+BASELINE_PREFIX = "ours@"  # server name of this runtime at an earlier revision (bench.run --baseline REV)
+BASELINE_TOLERANCE = 0.05  # the issue's "within 5 % of today": req/s and server CPU per request
+BASELINE_KEYS = ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_req")
+# Server kinds in the order of the scenario table (the baseline's names all share its prefix).
+SERVER_ORDER = ("ours", BASELINE_PREFIX, "stock", "kserve", "floor")
 
 Record = dict[str, Any]  # a bench result, one of its runs or rounds, or a row computed from them (JSON)
 
@@ -346,6 +351,87 @@ def _lookup_lines(result: Record) -> list[str]:
     return lines
 
 
+def baseline_ratios(result: Record) -> list[Record]:
+    """Per protocol and load: this runtime ÷ its baseline revision (bench.run --baseline) in the
+    baseline's config, same run; each metric from each server's best round (highest req/s, lowest p50,
+    p99 and CPU/request), as in the shadow and lookup tables. PASS: req/s >= (1 - tolerance) and server
+    CPU per request <= (1 + tolerance) times the baseline's, and no errors in any round; p99 above
+    1 + tolerance is flagged but does not fail (a best-round p99 is one lucky round). A scenario where
+    either server has no result fails."""
+    about = result["meta"].get("baseline")
+    if not about:
+        return []
+    tol, config, runs = about["tolerance"], about["config"], _ok_runs(result)
+    pairs = [
+        (r["protocol"], r["load"])
+        for r in result["runs"]
+        if r["server"] in ("ours", about["server"]) and r["config"] == config and "load" in r
+    ]
+    out = []
+    for proto, load in sorted(
+        set(pairs), key=lambda p: (list(LOAD_TITLES).index(p[1]), list(PROTO_TITLES).index(p[0]))
+    ):
+        row: Record = {"protocol": proto, "load": load, "config": config}
+        ours = _ours(runs, config, proto, load)
+        base = next(
+            (
+                r
+                for r in runs
+                if r["server"] == about["server"] and (r["config"], r["protocol"], r["load"]) == (config, proto, load)
+            ),
+            None,
+        )
+        if ours is None or base is None:
+            row.update(missing="ours" if ours is None else about["server"], p99_flag=False)
+            row["pass"] = False
+        else:
+            row.update({k: _best_ratio(base, ours, k) for k in BASELINE_KEYS})
+            row["errors"] = ours.get("errors_all_rounds", ours.get("errors", 0))
+            row["baseline_errors"] = base.get("errors_all_rounds", base.get("errors", 0))
+            row["p99_flag"] = row["p99_ms"] > 1 + tol
+            row["pass"] = row["rps"] >= 1 - tol and row["server_cpu_us_per_req"] <= 1 + tol and row["errors"] == 0
+        out.append(row)
+    return out
+
+
+def _baseline_lines(result: Record) -> list[str]:
+    rows = baseline_ratios(result)
+    if not rows:
+        return []
+    about = result["meta"]["baseline"]
+    tol = about["tolerance"]
+    lines = [
+        "",
+        f"## Baseline (ours ÷ {about['server']}, commit {about['commit'][:12]}, {about['config']}, same run)",
+        "",
+        f"This runtime ÷ its code at `{about['rev']}` (that revision's runtime/ and settings.json, the same "
+        "model directory), each from its best round (highest req/s, lowest p50, p99 and CPU/request). PASS: "
+        f"req/s ≥ {1 - tol:.2f} and server CPU/request ≤ {1 + tol:.2f}, no errors; a p99 above {1 + tol:.2f} is "
+        "flagged (p99 ↑) but does not fail: one round's p99 is too noisy to judge by.",
+        "",
+        "| load | proto | req/s | p50 | p99 | CPU/req | errors (ours / baseline) | |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        head = f"| {LOAD_TITLES[r['load']]} | {PROTO_TITLES[r['protocol']]} "
+        if "missing" in r:
+            lines.append(head + f"| | | | | | FAIL: no result from {r['missing']} |")
+            continue
+        verdict = ("PASS" if r["pass"] else "FAIL") + (" (p99 ↑)" if r["p99_flag"] else "")
+        lines.append(
+            head
+            + f"| **{r['rps']:.3f}** | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | **{r['server_cpu_us_per_req']:.3f}** "
+            f"| {r['errors']} / {r['baseline_errors']} | {verdict} |"
+        )
+    passed = sum(r["pass"] for r in rows)
+    lines += ["", f"Baseline: {passed} of {len(rows)} scenarios PASS."]
+    return lines
+
+
+def _server_rank(server: str) -> int:
+    return SERVER_ORDER.index(BASELINE_PREFIX if server.startswith(BASELINE_PREFIX) else server)
+
+
 def _same_config(runs: list[Record], r: Record, server: str = "stock") -> Record | None:
     for s in runs:
         if (
@@ -418,16 +504,18 @@ def markdown(result: Record) -> str:
         "srv CPU µs/req | cli CPU µs/req | bg cores | req/s ÷ stock | p50 ÷ stock | p99 ÷ stock | CPU/req ÷ stock |"
     )
     lines += [head, "|" + "---|" * 4 + "---:|" * 13]
-    order = {"ours": 0, "stock": 1, "kserve": 2, "floor": 3}
     for load in LOAD_TITLES:
         for proto in PROTO_TITLES:
             sel = sorted(
                 (r for r in runs if r["load"] == load and r["protocol"] == proto),
-                key=lambda r: (r["config"] if r["server"] in ("ours", "stock") else "~", order[r["server"]]),
+                key=lambda r: (
+                    r["config"] if r["server"] not in ("kserve", "floor") else "~",
+                    _server_rank(r["server"]),
+                ),
             )
             for r in sel:
                 ratios = ["", "", "", ""]
-                s = _same_config(runs, r) if r["server"] == "ours" else None
+                s = _same_config(runs, r) if _server_rank(r["server"]) < _server_rank("stock") else None
                 if s and s["rps"]:
                     ratios = [
                         f"**{r['rps'] / s['rps']:.2f}**",
@@ -443,6 +531,7 @@ def markdown(result: Record) -> str:
                     f"| {_f(r.get('other_cpu_cores'), 2)} "
                     f"| {' | '.join(ratios)} |"
                 )
+    lines += _baseline_lines(result)
     lines += _floor_lines(result)
     lines += _shadow_lines(result)
     lines += _lookup_lines(result)
@@ -530,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     src = Path(argv[0]) if argv else Path(__file__).parent / "results" / "latest.json"
     result = json.loads(src.read_text())
     result["targets"] = evaluate_targets(result)
+    result["baseline"] = baseline_ratios(result)
     md = markdown(result)
     src.with_suffix(".md").write_text(md)
     src.write_text(json.dumps(result, indent=1, default=float) + "\n")

@@ -4,6 +4,7 @@
     python -m bench.run --quick    # every scenario once, 2 s each (~4 min)
     python -m bench.run --model forest   # a random forest instead of the linear model
     python -m bench.run --lookup         # also: features looked up by id in a throw-away PostgreSQL
+    python -m bench.run --baseline REV   # also: this runtime as it was at git revision REV (ours@REV)
 
 Scenarios: {REST, gRPC} x {1 row @ concurrency 1, 1 row @ 16, 100 rows @ 4}, for this runtime and the
 stock runtime under MLServer settings {parallel_workers 0, default} x {adaptive batching off, on}, and for
@@ -33,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import common, loadgen, report
+from bench import baseline, common, loadgen, report
 from bench.common import MLServerConfig
 from bench.scenarios import (
     CONFIGS,
@@ -81,6 +82,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "PostgreSQL), with its cache warm and with no cache, on the 1row_c16 load (linear model only; "
         "first config only): the lookup's cost over sending the features",
     )
+    p.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run this runtime as it was at git revision REV (its runtime/ and settings.json, same model "
+        "directory), as server ours@REV in the first config, and report ours ÷ ours@REV per scenario",
+    )
+    p.add_argument(
+        "--baseline-tolerance",
+        type=float,
+        default=report.BASELINE_TOLERANCE,
+        metavar="SHARE",
+        help="--baseline passes where ours's req/s >= (1 - SHARE) x and its server CPU/request <= (1 + SHARE) x "
+        "the baseline's (default %(default)s)",
+    )
     p.add_argument("--servers", default=",".join(SERVERS), help="subset of ours,stock,kserve,floor")
     p.add_argument("--configs", default=",".join(CONFIGS), help="subset of " + ",".join(CONFIGS))
     p.add_argument("--loads", default=",".join(LOADS), help="subset of " + ",".join(LOADS))
@@ -98,6 +113,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if bad:
             p.error(f"--{name}: unknown {bad}; choose from {list(allowed)}")
         setattr(a, name, vals)
+    if a.baseline:
+        try:
+            baseline.resolve(a.baseline)
+        except ValueError as e:
+            p.error(str(e))
     return a
 
 
@@ -114,6 +134,15 @@ def lookup_wanted(args: argparse.Namespace) -> bool:
     else:
         return True
     return False
+
+
+def baseline_member(base: baseline.Baseline, cfg: MLServerConfig, workdir: Path, model: str) -> Member:
+    """The baseline revision of this runtime in `cfg`, started as this runtime is; its check proves
+    the server imported the revision's code, not the working tree's."""
+    root = common.prepare_mlserver_dir("ours", workdir, cfg, model, baseline=base)
+    log_path = workdir / "logs" / f"ours-{cfg.slug}-{base.slug}.log"
+    launch = common.mlserver_launcher(root, log_path, env=baseline.BYTECODE_ON)
+    return Member(base.kind, cfg.label, launch, check=base.check_imported)
 
 
 def lookup_members(store: common.FeatureStore, cfg: MLServerConfig, workdir: Path, pipeline: Any) -> list[Member]:
@@ -164,8 +193,24 @@ def main(argv: list[str] | None = None) -> int:
         log(f"  floor {n:>3} rows: p50 {f['p50_us']:.1f} us/call, {f['rps']:.0f} calls/s")
 
     runs: list[dict[str, Any]] = []
-    with contextlib.ExitStack() as stack:  # the feature store's database lives until the group has run
+    baseline_meta: dict[str, Any] | None = None
+    # The feature store's database and the baseline's tree live until the group has run.
+    with contextlib.ExitStack() as stack:
         store = stack.enter_context(common.feature_store(log)) if lookup_wanted(args) else None
+        rev_tree = None
+        if args.baseline and "ours" not in args.servers:
+            log("--baseline ignored: this runtime (ours) is not in --servers")
+        elif args.baseline:
+            rev_tree = stack.enter_context(baseline.extracted(args.baseline, keep=args.keep_workdir))
+            log(f"{rev_tree.kind}: commit {rev_tree.commit} extracted to {rev_tree.root}")
+            baseline_meta = {
+                "server": rev_tree.kind,
+                "rev": rev_tree.rev,
+                "commit": rev_tree.commit,
+                "config": CONFIGS[args.configs[0]].label,
+                "tolerance": args.baseline_tolerance,
+                "server_settings": rev_tree.settings(),
+            }
         group = []
         for cslug in args.configs:
             cfg = CONFIGS[cslug]
@@ -192,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                                 common.mlserver_launcher(root, logs / f"{kind}-{cslug}-copy.log"),
                             )
                         )
+                    if kind == "ours" and rev_tree and cslug == args.configs[0]:
+                        group.append(baseline_member(rev_tree, cfg, workdir, args.model))
                     if kind == "ours" and store and cslug == args.configs[0]:
                         group += lookup_members(store, cfg, workdir, pipeline)
         if "kserve" in args.servers:
@@ -239,8 +286,11 @@ def main(argv: list[str] | None = None) -> int:
             "postgres": store.pg.bin_dir.parent.name,
             "lookup_timeout_ms": common.LOOKUP_TIMEOUT_MS,
         }
+    if baseline_meta:
+        meta["baseline"] = baseline_meta
     result = {"meta": meta, "floor": floor, "runs": runs}
     result["targets"] = report.evaluate_targets(result)
+    result["baseline"] = report.baseline_ratios(result)
     suffix_model = "" if args.model == "linear" else f"-{args.model}"
     base = args.out / f"bench{suffix_model}-{stamp}"
     base.with_suffix(".json").write_text(json.dumps(result, indent=1, default=float) + "\n")

@@ -239,7 +239,9 @@ def measure(
 @dataclass(frozen=True)
 class Member:
     """One server of a group. By default it gets the group's payloads on every load; a lookup server
-    gets its own requests (by id), on the loads they are meant for, and the database it queries."""
+    gets its own requests (by id), on the loads they are meant for, and the database it queries.
+    `check` runs once the pre-flight passed: it raises if the server is not what it claims to be (the
+    baseline's code), else returns what it verified."""
 
     kind: str
     label: str
@@ -247,6 +249,7 @@ class Member:
     payloads: Payloads | None = None  # None: the group's
     loads: tuple[str, ...] | None = None  # None: every load of the run
     store: Callable[[], list[Any]] | None = None  # the database's processes (measure's `store`)
+    check: Callable[[], str] | None = None
 
     def runs(self, load: str) -> bool:
         return self.loads is None or load in self.loads
@@ -267,9 +270,10 @@ def run_group(
         for m, server in started:
             try:
                 server.wait_ready(common.READY_TIMEOUT_S)
-                live.append(
-                    (m, server, preflight(server, f"{m.kind} [{m.label}]", m.payloads or payloads, args.protocols))
-                )
+                pre = preflight(server, f"{m.kind} [{m.label}]", m.payloads or payloads, args.protocols)
+                if m.check:
+                    log(f"{m.kind} [{m.label}] {m.check()}")
+                live.append((m, server, pre))
             except Exception as e:  # noqa: BLE001
                 log(f"{m.kind} [{m.label}] FAILED: {type(e).__name__}: {e}")
                 runs.append({"server": m.kind, "config": m.label, "failed": f"{type(e).__name__}: {e}"[:2000]})

@@ -22,9 +22,10 @@ RUNTIME = "runtime.PipelineRuntime"
 _ADDRESS_KEYS = ("host", "http_port", "grpc_port", "metrics_port")
 
 
-def project_settings() -> dict[str, Any]:
-    """The project's settings.json minus anything that pins addresses or ports."""
-    settings: dict[str, Any] = json.loads((REPO_ROOT / "settings.json").read_text())
+def project_settings(root: Path = REPO_ROOT) -> dict[str, Any]:
+    """The settings.json of the project (or of another checkout of it, `root`) minus anything that
+    pins addresses or ports."""
+    settings: dict[str, Any] = json.loads((root / "settings.json").read_text())
     for key in _ADDRESS_KEYS:
         settings.pop(key, None)
     return settings
