@@ -45,7 +45,7 @@ IDLE_NAMES = re.compile(
 CATEGORIES = [
     (
         "runtime code (ours: runtime/, stock: mlserver_sklearn)",
-        r"^(?!.*site-packages).*/runtime/[^/]+\.py$|/mlserver_sklearn/",
+        r"^(?!.*site-packages).*/runtime/(?:[a-z_]+/)*[a-z_]+\.py$|/mlserver_sklearn/",
     ),
     ("sklearn/numpy internals", r"/(sklearn|numpy|scipy|narwhals|joblib|threadpoolctl)/"),
     ("MLServer codecs", r"/mlserver/codecs/"),
@@ -94,7 +94,7 @@ MARKERS = [
     ("gRPC: protobuf -> InferenceRequest (converters.to_types)", r"mlserver/grpc/converters\.py", "to_types"),
     ("gRPC: InferenceResponse -> protobuf (converters.from_types)", r"mlserver/grpc/converters\.py", "from_types"),
     ("DataPlane.infer (metrics, context, model call)", r"mlserver/handlers/dataplane\.py", "infer"),
-    ("model.predict of the runtime", r"(^|/)runtime/[^/]+\.py$|mlserver_sklearn/sklearn\.py", "predict"),
+    ("model.predict of the runtime", r"(^|/)runtime/model\.py$|mlserver_sklearn/sklearn\.py", "predict"),
     (
         "runtime: the fast path's inference (admission, model metrics, answer)",
         r"runtime/integration/direct\.py",
@@ -113,13 +113,13 @@ MARKERS = [
         "measured",
     ),
     ("runtime: admission (auth, rate, deadline, cap)", r"runtime/integration/dataplane\.py", "_admit"),
-    ("runtime: input contract (decode + checks)", r"runtime/contract\.py", "parse"),
-    ("runtime: out-of-distribution check", r"runtime/ood\.py", "check"),
-    ("runtime: predictor", r"runtime/predictor\.py", "predict"),
+    ("runtime: input contract (decode + checks)", r"runtime/core/contract\.py", "parse"),
+    ("runtime: out-of-distribution check", r"runtime/core/ood\.py", "check"),
+    ("runtime: predictor", r"runtime/core/predictor\.py", "predict"),
     ("runtime: encode (outputs + V2 response)", r"runtime/service/service\.py", "_encode"),
-    ("runtime: observation, metrics + log line", r"runtime/observation\.py", "record"),
-    ("runtime: observation, spans (none without a tracer)", r"runtime/observation\.py", "span"),
-    ("runtime: predictions metric", r"runtime/metrics\.py", "record_predictions"),
+    ("runtime: observation, metrics + log line", r"runtime/observation/observer\.py", "record"),
+    ("runtime: observation, spans (none without a tracer)", r"runtime/observation/observer\.py", "span"),
+    ("runtime: predictions metric", r"runtime/observation/metrics\.py", "record_predictions"),
 ]
 
 
