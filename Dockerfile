@@ -39,7 +39,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     MLSERVER_METRICS_ENDPOINT=/metrics \
     MLSERVER_LOGGING_SETTINGS=./runtime/logging.json \
     MLSERVER_MODEL_REPOSITORY_IMPLEMENTATION=runtime.integration.startup.StartupRepository
-# Graceful drain on SIGTERM (runtime/lifecycle.py): readiness false at once, serve on for the delay,
+# Graceful drain on SIGTERM (runtime/policy/drain.py, installed by runtime/integration/lifecycle.py): readiness false at once, serve on for the delay,
 # close the listeners, let accepted requests finish within the timeout, exit 1 at the hard exit if
 # anything hangs. 5 + 15 < 25 s fits Kubernetes' default 30 s grace period; `docker stop` waits only
 # 10 s before SIGKILL, so run with `--stop-timeout 30` (or `docker stop -t 30`).
