@@ -18,7 +18,7 @@ is not sent), and pipeline_tools.rollout.cluster sends it. `rollout auto` sends 
 read the annotation from) and, in Standard mode, the storageUri of the canary; its output can feed
 `kubectl patch isvc NAME --type merge -p "$(python -m pipeline_tools.rollout ... --dry-run)"`.
 
-This module must not import mlserver (the deploy tests import it next to gRPC clients).
+This module must not import MLServer (the deploy tests import it next to gRPC clients).
 """
 
 from __future__ import annotations
