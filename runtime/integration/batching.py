@@ -34,26 +34,25 @@ from runtime.core.options import RuntimeOptions
 from runtime.core.response import INPUT_NAME
 from runtime.integration import v2
 from runtime.integration.parallel import MODEL as PARALLEL_MODEL
-from runtime.integration.patching import PatchPoint
+from runtime.integration.patching import PatchPoint, read_point
 
 Predict = Callable[[InferenceRequest], Awaitable[InferenceResponse]]
 
 _ISOLATED = "_pipeline_runtime_isolated"
-BATCHER_NAME = PatchPoint(
-    target="mlserver.batching.hooks:_AdaptiveBatchingAttr",
-    why="read, not replaced: the name of the attribute load_batching sets the batcher as, on a model "
-    "whose requests it batches",
-    upstream="none found: one bad request fails its whole adaptive batch",
-    if_removed="(a read) with adaptive batching, one bad request fails every request batched with it",
+_ONE_FAILS_ALL = "with adaptive batching, one bad request fails every request batched with it"
+BATCHER_NAME = read_point(
+    "mlserver.batching.hooks:_AdaptiveBatchingAttr",
+    "the name of the attribute load_batching sets the batcher as, on a model whose requests it batches",
+    "none found: one bad request fails its whole adaptive batch",
+    _ONE_FAILS_ALL,
     kind=str,
+    set_by=None,
 )
-UNBATCHED = PatchPoint(
-    target="mlserver.batching.adaptive:AdaptiveBatcher._predict_fn",
-    why="read, not replaced: the batcher keeps the model's own predict there, which requests asking for "
-    "OOD flags call directly",
-    upstream="none: no public handle on the unbatched predict",
-    if_removed="(a read) requests with ood_flags cannot bypass the batch",
-    set_by="__init__",
+UNBATCHED = read_point(
+    "mlserver.batching.adaptive:AdaptiveBatcher._predict_fn",
+    "the batcher keeps the model's own predict there, which requests asking for OOD flags call directly",
+    "none: no public handle on the unbatched predict",
+    "requests with ood_flags cannot bypass the batch",
 )
 
 
@@ -136,13 +135,13 @@ def patches(runtime_class: type) -> list[PatchPoint]:
             params=("self",),
             apply=isolate_in_server_process,
         ),
-        PatchPoint(
-            target="mlserver.batching.hooks:load_batching",
-            why="read, not replaced: it sets the batcher as the model's instance attribute "
-            "`predict` (the batcher under _AdaptiveBatchingAttr) before load(), where PipelineRuntime.load "
-            "wraps it (parallel_workers 0)",
-            upstream="none found: one bad request fails its whole adaptive batch",
-            if_removed="(a read) with adaptive batching, one bad request fails every request batched with it",
+        read_point(
+            "mlserver.batching.hooks:load_batching",
+            "it sets the batcher as the model's instance attribute `predict` (the batcher under "
+            "_AdaptiveBatchingAttr) before load(), where PipelineRuntime.load wraps it (parallel_workers 0)",
+            "none found: one bad request fails its whole adaptive batch",
+            _ONE_FAILS_ALL,
+            set_by=None,
             params=("model",),
         ),
         BATCHER_NAME,

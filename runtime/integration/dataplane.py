@@ -23,7 +23,7 @@ from mlserver.settings import Settings
 from prometheus_client import Counter, Summary
 
 from runtime.core.errors import DeadlineExceeded, PipelineError
-from runtime.integration.patching import PatchPoint
+from runtime.integration.patching import PatchPoint, read_point
 from runtime.integration.v2 import as_mlserver_error
 from runtime.policy.admission import Policy
 from runtime.policy.drain import STATE as DRAIN
@@ -33,14 +33,8 @@ T = TypeVar("T")
 
 
 def _private(name: str, kind: type, why: str, if_removed: str) -> PatchPoint:
-    return PatchPoint(
-        target=f"mlserver.handlers.dataplane:DataPlane.{name}",
-        why=f"read, not replaced: {why}",
-        upstream="none: the DataPlane has no public handle on it",
-        if_removed=f"(a read) {if_removed}",
-        kind=kind,
-        set_by="__init__",
-    )
+    target = f"mlserver.handlers.dataplane:DataPlane.{name}"
+    return read_point(target, why, "none: the DataPlane has no public handle on it", if_removed, kind=kind)
 
 
 MODEL_REGISTRY = _private(

@@ -50,7 +50,7 @@ from runtime.edge.fast_json import SimpleRequest, read_simple
 from runtime.edge.guard import TARGET
 from runtime.integration.dataplane import MODEL_REGISTRY
 from runtime.integration.direct import DirectInference, new_id
-from runtime.integration.patching import IntegrationError, PatchPoint
+from runtime.integration.patching import IntegrationError, read_point
 from runtime.observation.metrics import fast_path_counter, observer
 from runtime.policy.deadlines import stamp
 
@@ -127,13 +127,12 @@ _REPRODUCED = {
     PrometheusMiddleware: {"app_name", "prefix", "skip_paths"},
     GZipMiddleware: {"minimum_size", "compresslevel"},
 }
-USER_MIDDLEWARE = PatchPoint(
-    target="fastapi.applications:FastAPI.user_middleware",
-    why="read, not replaced: the middleware MLServer added to its app, which the REST fast path reproduces",
-    upstream="none: Starlette keeps the list undocumented",
-    if_removed="(a read) no REST fast path",
+USER_MIDDLEWARE = read_point(
+    "fastapi.applications:FastAPI.user_middleware",
+    "the middleware MLServer added to its app, which the REST fast path reproduces",
+    "none: Starlette keeps the list undocumented",
+    "no REST fast path",
     kind=list,
-    set_by="__init__",
 )
 
 

@@ -27,7 +27,7 @@ from prometheus_client import Counter
 from py_grpc_prometheus import grpc_utils
 from py_grpc_prometheus.prometheus_server_interceptor import PromServerInterceptor as PyGrpcPromInterceptor
 
-from runtime.integration.patching import PatchPoint
+from runtime.integration.patching import PatchPoint, read_point
 from runtime.observation.metrics import observer
 
 _UNARY = grpc_utils.get_method_type(False, False)
@@ -36,15 +36,11 @@ _PY_GRPC = "py_grpc_prometheus.prometheus_server_interceptor:PromServerIntercept
 STARTED, HISTOGRAM = "grpc_server_started_counter", "grpc_server_handled_histogram"
 
 
+_COSTLY = "MLServer's own interceptor measures every gRPC call, at its cost"
+
+
 def _private(target: str, kind: type, why: str) -> PatchPoint:
-    return PatchPoint(
-        target=target,
-        why=f"read, not replaced: {why}",
-        upstream="none: neither interceptor has a public handle on its metrics",
-        if_removed="(a read) MLServer's own interceptor measures every gRPC call, at its cost",
-        kind=kind,
-        set_by="__init__",
-    )
+    return read_point(target, why, "none: neither interceptor has a public handle on its metrics", _COSTLY, kind=kind)
 
 
 INNER = _private(
@@ -63,11 +59,12 @@ WITH_HISTOGRAM = _private(
 )
 LEGACY = _private(f"{_PY_GRPC}._legacy", bool, "its legacy metric names, which this one does not record")
 SKIPS_EXCEPTIONS = _private(f"{_PY_GRPC}._skip_exceptions", bool, "its option to swallow errors, which this one lacks")
-STATUS_CODE = PatchPoint(
-    target="mlserver.grpc.interceptors:PromServerInterceptor._compute_status_code",
-    why="read, not replaced: the status code MLServer's interceptor labels a finished call with",
-    upstream="none: a private method",
-    if_removed="(a read) MLServer's own interceptor measures every gRPC call, at its cost",
+STATUS_CODE = read_point(
+    "mlserver.grpc.interceptors:PromServerInterceptor._compute_status_code",
+    "the status code MLServer's interceptor labels a finished call with",
+    "none: a private method",
+    _COSTLY,
+    set_by=None,
     params=("self", "servicer_context"),
 )
 PATCHES = [INNER, METRICS, HANDLED, WITH_HISTOGRAM, LEGACY, SKIPS_EXCEPTIONS, STATUS_CODE]

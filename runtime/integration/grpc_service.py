@@ -54,7 +54,7 @@ from runtime.edge.body_limits import max_request_bytes
 from runtime.integration import fast_path
 from runtime.integration.grpc_metrics import BoundPromInterceptor
 from runtime.integration.packed import read
-from runtime.integration.patching import PatchPoint
+from runtime.integration.patching import PatchPoint, read_point
 from runtime.integration.v2 import as_mlserver_error
 from runtime.policy.admin import AdminPolicy
 from runtime.policy.admission import PEER_HEADER
@@ -281,13 +281,12 @@ class _GuardedAio:
         return self._aio.server(*args, interceptors=[RepositoryLock(admin), *interceptors], options=limited, **kwargs)
 
 
-SERVICER_DATA_PLANE = PatchPoint(
-    target="mlserver.grpc.servicers:InferenceServicer._data_plane",
-    why="read, not replaced: the DataPlane the gRPC fast path (runtime.integration.fast_path_grpc) answers from",
-    upstream="none: the servicer has no public handle on it",
-    if_removed="(a read) no gRPC fast path",
+SERVICER_DATA_PLANE = read_point(
+    "mlserver.grpc.servicers:InferenceServicer._data_plane",
+    "the DataPlane the gRPC fast path (runtime.integration.fast_path_grpc) answers from",
+    "none: the servicer has no public handle on it",
+    "no gRPC fast path",
     kind=DataPlane,
-    set_by="__init__",
 )
 
 PATCHES = [

@@ -33,7 +33,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from runtime.edge.head_limits import HeadLimits, Refusal, RefusalLog
 from runtime.edge.host import host_problem
-from runtime.integration.patching import PatchPoint
+from runtime.integration.patching import PatchPoint, read_point
 
 _NO_DEADLINE = float("inf")
 _REFUSALS = RefusalLog()
@@ -299,11 +299,12 @@ def patches(limits: HeadLimits | None = None) -> list[PatchPoint]:
         ),
     ]
     return servers + [
-        PatchPoint(
-            target=f"{_UVICORN}.{name}",
-            why=f"read, not replaced: HeadGuard (runtime.integration.http_head) overrides it to {what}, then calls it",
-            upstream="none: uvicorn has no hook in its HTTP protocol",
-            if_removed=f"(a read) {lost}",
+        read_point(
+            f"{_UVICORN}.{name}",
+            f"HeadGuard (runtime.integration.http_head) overrides it to {what}, then calls it",
+            "none: uvicorn has no hook in its HTTP protocol",
+            lost,
+            set_by=None,
             params=params,
         )
         for name, params, what, lost in methods

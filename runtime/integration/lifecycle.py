@@ -30,21 +30,15 @@ from mlserver.grpc import GRPCServer
 from mlserver.rest import RESTServer
 from uvicorn.server import ServerState
 
-from runtime.integration.patching import PatchPoint
+from runtime.integration.patching import PatchPoint, read_point
 from runtime.policy.drain import STATE, DrainSettings, Listeners, drain
 
 logger = logging.getLogger("runtime.lifecycle")
 
 
 def _private(target: str, kind: type, set_by: str, why: str) -> PatchPoint:
-    return PatchPoint(
-        target=target,
-        why=f"read, not replaced: {why}",
-        upstream="none: no public handle on the running servers",
-        if_removed="(a read) the drain cannot close the listeners or see the connections left",
-        kind=kind,
-        set_by=set_by,
-    )
+    lost = "the drain cannot close the listeners or see the connections left"
+    return read_point(target, why, "none: no public handle on the running servers", lost, kind=kind, set_by=set_by)
 
 
 REST = _private("mlserver.server:MLServer._rest_server", RESTServer, "_create_servers", "MLServer's REST server")

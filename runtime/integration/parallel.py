@@ -11,23 +11,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from runtime.integration.patching import PatchPoint
+from runtime.integration.patching import PatchPoint, read_point
 
-FUTURES = PatchPoint(
-    target="mlserver.parallel.dispatcher:AsyncResponses._futures",
-    why="read, not replaced: the calls still waiting for a worker's answer, by id",
-    upstream="SeldonIO/MLServer#1312 (open)",
-    if_removed="(a read) as AsyncResponses.resolve",
+FUTURES = read_point(
+    "mlserver.parallel.dispatcher:AsyncResponses._futures",
+    "the calls still waiting for a worker's answer, by id",
+    "SeldonIO/MLServer#1312 (open)",
+    "as AsyncResponses.resolve",
     kind=dict,
-    set_by="__init__",
 )
-MODEL = PatchPoint(
-    target="mlserver.parallel.model:ParallelModel._model",
-    why="read, not replaced: the model a ParallelModel dispatches to its workers, whose class tells "
-    "batching and tracing it is this runtime's",
-    upstream="none: no public handle on it",
-    if_removed="(a read) as ParallelModel.load and ParallelModel.predict",
-    set_by="__init__",
+MODEL = read_point(
+    "mlserver.parallel.model:ParallelModel._model",
+    "the model a ParallelModel dispatches to its workers, whose class tells batching and tracing it is this runtime's",
+    "none: no public handle on it",
+    "as ParallelModel.load and ParallelModel.predict",
 )
 
 

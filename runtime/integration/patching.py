@@ -136,6 +136,29 @@ def _static(owner: Any, attribute: str) -> Any:
         raise AttributeError(f"{getattr(owner, '__name__', owner)} has no attribute {attribute!r}") from None
 
 
+def read_point(
+    target: str,
+    what: str,
+    upstream: str,
+    lost: str,
+    *,
+    kind: type = object,
+    set_by: str | None = "__init__",
+    params: tuple[str, ...] | None = None,
+) -> PatchPoint:
+    """A point the integration only reads, never replaces: `what` it reads there and what is `lost`
+    without it. Most are attributes each instance gets in `__init__`."""
+    return PatchPoint(
+        target=target,
+        why=f"read, not replaced: {what}",
+        upstream=upstream,
+        if_removed=f"(a read) {lost}",
+        params=params,
+        kind=kind,
+        set_by=set_by,
+    )
+
+
 def mlserver_version() -> str:
     try:
         return metadata.version("mlserver")

@@ -9,7 +9,7 @@ right, only slower and without a word: here each is a point, so the start fails 
 
 from __future__ import annotations
 
-from runtime.integration.patching import PatchPoint
+from runtime.integration.patching import read_point
 from runtime.observation.metrics import COUNTER_VALUE, HISTOGRAM_STATE
 
 # Each attribute runtime.observation.metrics reads: its class, the method that sets it on a child, what it is.
@@ -21,11 +21,11 @@ _STATE = {
 }
 
 PATCHES = [
-    PatchPoint(
-        target=f"prometheus_client.metrics:{owner}.{name}",
-        why=f"read, not replaced: {what} (runtime.observation.metrics)",
-        upstream="prometheus/client_python#733, #1124 (declined: a bulk observe)",
-        if_removed="(a read) the runtime's metrics pay prometheus_client's per-call checks on every request",
+    read_point(
+        f"prometheus_client.metrics:{owner}.{name}",
+        f"{what} (runtime.observation.metrics)",
+        "prometheus/client_python#733, #1124 (declined: a bulk observe)",
+        "the runtime's metrics pay prometheus_client's per-call checks on every request",
         set_by=set_by,
     )
     for name in (*HISTOGRAM_STATE, COUNTER_VALUE)

@@ -33,7 +33,7 @@ from runtime.edge.head_limits import HeadLimits
 from runtime.edge.legacy_api import LegacyPredict, configured_default, is_legacy, legacy_model
 from runtime.integration import fast_path, http_head
 from runtime.integration.dataplane import MODEL_REGISTRY, policy_for
-from runtime.integration.patching import PatchPoint
+from runtime.integration.patching import PatchPoint, read_point
 from runtime.integration.v2 import as_mlserver_error
 from runtime.policy.admin import REPOSITORY_PATH, AdminPolicy
 from runtime.policy.deadlines import stamp
@@ -171,13 +171,12 @@ def _served_through_the_edge(limits: HeadLimits) -> Callable[[Callable[..., Any]
 
 # What the patched _get_config reads of its RESTServer, in edge()'s order.
 SERVER_STATE = tuple(
-    PatchPoint(
-        target=f"mlserver.rest.server:RESTServer.{name}",
-        why=f"read, not replaced: {what}, from which RESTServer._get_config builds the edge",
-        upstream="none: the REST server has no public handle on it",
-        if_removed="(a read) no edge: no request guard, no /predict, no REST fast path",
+    read_point(
+        f"mlserver.rest.server:RESTServer.{name}",
+        f"{what}, from which RESTServer._get_config builds the edge",
+        "none: the REST server has no public handle on it",
+        "no edge: no request guard, no /predict, no REST fast path",
         kind=kind,
-        set_by="__init__",
     )
     for name, what, kind in (
         ("_app", "MLServer's FastAPI app", FastAPI),

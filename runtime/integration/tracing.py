@@ -28,7 +28,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from runtime.integration.parallel import MODEL as PARALLEL_MODEL
-from runtime.integration.patching import PatchPoint
+from runtime.integration.patching import PatchPoint, read_point
 from runtime.observation.observer import Tracing
 
 TRACER_NAME = "pipeline-runtime"
@@ -38,18 +38,18 @@ TRACEPARENT_PARAMETER = "pipeline_traceparent"
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
-TRACER_PROVIDER = PatchPoint(
-    target="mlserver.tracing:_TRACER_PROVIDER",
-    why="read, not replaced: MLServer's TracerProvider has no public getter",
-    upstream="SeldonIO/MLServer#2052 (open)",
-    if_removed="(a read) no runtime spans without parallel workers",
+TRACER_PROVIDER = read_point(
+    "mlserver.tracing:_TRACER_PROVIDER",
+    "MLServer's TracerProvider has no public getter",
+    "SeldonIO/MLServer#2052 (open)",
+    "no runtime spans without parallel workers",
+    set_by=None,
 )
-WORKER_SETTINGS = PatchPoint(
-    target="mlserver.parallel.worker:Worker._settings",
-    why="read, not replaced: a worker process carries the server settings, from which it builds its TracerProvider",
-    upstream="SeldonIO/MLServer#2052 (open)",
-    if_removed="(a read) no runtime spans in parallel workers",
-    set_by="__init__",
+WORKER_SETTINGS = read_point(
+    "mlserver.parallel.worker:Worker._settings",
+    "a worker process carries the server settings, from which it builds its TracerProvider",
+    "SeldonIO/MLServer#2052 (open)",
+    "no runtime spans in parallel workers",
 )
 
 
