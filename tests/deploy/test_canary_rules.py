@@ -40,14 +40,16 @@ def second_canary(isvc: Obj, name: str, first: int, second: int) -> None:
     isvc["spec"]["canary"].append(entry)
 
 
-def set_path(obj: Obj, path: tuple[str, ...], value: Any) -> None:
+def set_path(obj: Obj, path: tuple[str | int, ...], value: Any) -> None:
+    """Set (None: delete) the value at a path of keys and list indices."""
     *parents, last = path
+    node: Any = obj
     for key in parents:
-        obj = obj[key]
+        node = node[key]
     if value is None:
-        del obj[last]
+        del node[last]
     else:
-        obj[last] = value
+        node[last] = value
 
 
 def swap_stable_model_for_a_container(isvc: Obj) -> None:
@@ -58,6 +60,18 @@ def swap_stable_model_for_a_container(isvc: Obj) -> None:
 
 
 Mutation = Callable[[Obj], None]
+
+
+def steps(*mutations: Mutation) -> Mutation:
+    """One mutation made of several, applied in order."""
+
+    def apply(isvc: Obj) -> None:
+        for mutate in mutations:
+            mutate(isvc)
+
+    return apply
+
+
 # id -> (what changes, a part of the webhook's message, whether the strict v0.20.0 schema also refuses it)
 REFUSED: dict[str, tuple[Mutation, str, bool]] = {
     "mode-knative": (
@@ -143,9 +157,9 @@ REFUSED: dict[str, tuple[Mutation, str, bool]] = {
         False,
     ),
     "min-replicas-above-default": (  # the stable's minReplicas unset counts as 1
-        lambda i: (
-            set_path(i, ("spec", "predictor", "minReplicas"), None),
-            set_path(i, ("spec", "canary", 0, "predictor", "minReplicas"), 2),
+        steps(
+            lambda i: set_path(i, ("spec", "predictor", "minReplicas"), None),
+            lambda i: set_path(i, ("spec", "canary", 0, "predictor", "minReplicas"), 2),
         ),
         "minReplicas (2) must not exceed stable predictor minReplicas (1)",
         False,
@@ -173,16 +187,16 @@ def test_each_webhook_rule_refuses_its_example(rule: str) -> None:
 ACCEPTED: dict[str, Mutation] = {
     "legacy-raw-deployment": lambda i: set_path(i, MODE, "RawDeployment"),  # rewritten to Standard first
     "traffic-sum-exactly-100": lambda i: second_canary(i, "v3", 50, 50),
-    "dark-launch-at-0": lambda i: (
-        set_path(i, ("spec", "canary", 0, "trafficPercent"), 0),
-        set_path(i, ("spec", "canary", 0, "predictor", "minReplicas"), 1),
+    "dark-launch-at-0": steps(
+        lambda i: set_path(i, ("spec", "canary", 0, "trafficPercent"), 0),
+        lambda i: set_path(i, ("spec", "canary", 0, "predictor", "minReplicas"), 1),
     ),
     "min-replicas-equal-to-stable": lambda i: set_path(i, ("spec", "canary", 0, "predictor", "minReplicas"), 1),
     "max-replicas-0": lambda i: set_path(i, ("spec", "canary", 0, "predictor", "maxReplicas"), 0),
     "stable-named-differently": lambda i: set_path(i, ("spec", "predictor", "name"), "v1"),
-    "no-canary-in-knative-mode": lambda i: (
-        set_path(i, MODE, "Knative"),
-        set_path(i, ("spec", "canary"), None),
+    "no-canary-in-knative-mode": steps(
+        lambda i: set_path(i, MODE, "Knative"),
+        lambda i: set_path(i, ("spec", "canary"), None),
     ),
 }
 

@@ -240,6 +240,7 @@ def test_healthcheck_asks_the_readiness_endpoint(monkeypatch: pytest.MonkeyPatch
     command = json.loads(healthcheck.split(" CMD ", 1)[1])
     assert command == ["python", "/usr/local/bin/healthcheck.py", "ready"]
     spec = importlib.util.spec_from_file_location("healthcheck", REPO / "deploy" / "healthcheck.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     monkeypatch.setenv("MLSERVER_HTTP_PORT", "8080")

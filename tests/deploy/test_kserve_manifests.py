@@ -186,7 +186,8 @@ def drain_problems(objects: Objects) -> list[str]:
     return problems
 
 
-CHECKS: list[Callable[[Objects], list[str]]] = [
+Check = Callable[[Objects], list[str]]
+CHECKS: list[Check] = [
     canary_problems,
     splitter_problems,
     model_problems,
@@ -292,9 +293,10 @@ def parent_and_key(obj: dict[str, Any], path: str | tuple[str, ...]) -> tuple[An
     """The container and the key a path ends in: `spec.containers.0.env`, or a tuple for dotted keys."""
     keys = path if isinstance(path, tuple) else path.split(".")
     *parents, last = [int(k) if k.isdigit() else k for k in keys]
+    node: Any = obj
     for key in parents:
-        obj = obj[key]
-    return obj, last
+        node = node[key]
+    return node, last
 
 
 def with_value(overlay: str, ref: str, path: str | tuple[str, ...], value: Any) -> Objects:
@@ -346,7 +348,8 @@ def test_an_unknown_kind_or_api_version_is_rejected() -> None:
     assert schema_errors({**isvc, "kind": "Service"})
 
 
-MISTAKES = {  # id -> (the check that must catch it, overlay, object, path, wrong value)
+# id -> (the check that must catch it, overlay, object, path, wrong value)
+MISTAKES: dict[str, tuple[Check, str, str, str | tuple[str, ...], object]] = {
     "canary-110": (
         canary_problems,
         "canary",

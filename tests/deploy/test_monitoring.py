@@ -134,8 +134,8 @@ def run_promtool(promtool: str, *args: str, cwd: Path | None = None) -> subproce
 
 def _extract_rules_module() -> Any:
     spec = importlib.util.spec_from_file_location("extract_rules", MONITORING / "extract_rules.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
     spec.loader.exec_module(module)
     return module
 
@@ -367,10 +367,11 @@ KEYWORDS = AGGREGATORS | GROUPING | {"and", "or", "unless", "bool", "offset", "a
 
 
 def _tokens(expr: str) -> list[tuple[str, str]]:
-    out, pos = [], 0
+    out: list[tuple[str, str]] = []
+    pos = 0
     while pos < len(expr):
         match = _TOKEN.match(expr, pos)
-        if match is None:
+        if match is None or match.lastgroup is None:
             raise AssertionError(f"cannot tokenize PromQL at {expr[pos : pos + 30]!r} in {expr!r}")
         pos = match.end()
         if match.lastgroup not in ("ws", "comment"):

@@ -5,6 +5,7 @@ request that sends the same features; mixed requests; unknown, malformed and mis
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -217,7 +218,7 @@ def test_the_rest_fast_path_answers_lookups_as_mlservers_path_does(pg, tmp_path)
     servers = {}
     for fast in ("1", "0"):
         servers[fast] = launch(tmp_path / f"fast-{fast}", pg, {"by-id": {}}, env={"PIPELINE_FAST_PATH": fast})
-    bodies = [
+    bodies: list[dict[str, Any]] = [
         {"inputs": [{"name": "entity_id", "shape": [2], "datatype": "BYTES", "data": IDS[:2]}]},
         {
             "inputs": [

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
 import requests
@@ -31,7 +32,7 @@ def own_pg():  # its own: the tests stop, kill and restart it
 def server(own_pg, tmp_path_factory):
     common = {"cache_ttl_s": 0, "pool_max": POOL_MAX, "breaker_open_s": BREAKER_OPEN_S, "lookup_timeout_ms": 500}
     defaults = dict.fromkeys(["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"], 0.0)
-    models = {
+    models: dict[str, dict[str, Any] | None] = {
         "by-id": common,
         "busy": {**common, "pool_max_waiting": 8},
         "degrades": {**common, "defaults": defaults, "on_unavailable": "defaults"},

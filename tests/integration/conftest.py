@@ -35,7 +35,7 @@ def receiver() -> Iterator[TraceReceiver]:
 @pytest.fixture(scope="session")
 def fleet(request: pytest.FixtureRequest) -> Iterator[dict[str, Server]]:
     builders = declared_servers(request.session.items, request)
-    if any("server" in item.fixturenames for item in request.session.items):
+    if any(isinstance(item, pytest.Function) and "server" in item.fixturenames for item in request.session.items):
         builders["shipped"] = lambda: _shipped(request)
     servers = launch_all(builders)
     try:

@@ -24,15 +24,11 @@ import sys
 import grpc
 import httpx
 import numpy as np
-from kserve.protocol.infer_type import RequestedOutput
 
-from kserve import (
-    InferenceGRPCClient,
-    InferenceRESTClient,
-    InferInput,
-    InferRequest,
-    RESTConfig,
-)
+# From the defining modules: for mypy, run at the project's root, `kserve` is the manifests' folder.
+from kserve.inference_client import InferenceGRPCClient, InferenceRESTClient, RESTConfig
+from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
+
 from runtime.core.datatypes import NUMERIC_DATATYPES
 
 

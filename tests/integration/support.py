@@ -171,8 +171,10 @@ class KServeWorker:
             stderr=self._stderr,
             cwd=REPO_ROOT,
         )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._stdin, self._stdout = self.proc.stdin, self.proc.stdout
         self._sel = selectors.DefaultSelector()
-        self._sel.register(self.proc.stdout, selectors.EVENT_READ)
+        self._sel.register(self._stdout, selectors.EVENT_READ)
         self.log_path = log_path
         hello = self._read(60.0)
         assert hello.get("ready"), f"kserve worker did not start: {hello}"
@@ -180,7 +182,7 @@ class KServeWorker:
     def _read(self, timeout: float) -> dict:
         if not self._sel.select(timeout):
             raise AssertionError(f"kserve worker gave no answer in {timeout:.0f}s")
-        line = self.proc.stdout.readline()
+        line = self._stdout.readline()
         if not line:
             raise AssertionError(
                 "kserve worker exited; stderr tail:\n"
@@ -189,8 +191,8 @@ class KServeWorker:
         return json.loads(line)
 
     def call(self, msg: dict, timeout: float = REQUEST_TIMEOUT_S + 10) -> dict:
-        self.proc.stdin.write((json.dumps(msg) + "\n").encode())
-        self.proc.stdin.flush()
+        self._stdin.write((json.dumps(msg) + "\n").encode())
+        self._stdin.flush()
         answer = self._read(timeout)
         if not answer.get("ok"):
             AUDIT.check(f"kserve {msg.get('transport')} {msg.get('op')}", answer.get("message"))

@@ -43,8 +43,8 @@ def pair(fleet) -> tuple[Server, Server]:
 
 
 def _answer(server: Server, path: str, body: bytes, content_type: str | None = "application/json") -> tuple:
-    headers = {"Content-Type": content_type} if content_type else {}
-    r = requests.post(server.http_url + path, data=body, headers=headers, timeout=30)
+    sent = {"Content-Type": content_type} if content_type else {}
+    r = requests.post(server.http_url + path, data=body, headers=sent, timeout=30)
     # Every header but the date: MLServer's CloudEvents headers, GZip's vary and content-encoding.
     headers = {k.lower(): _VARYING.sub(b"<varies>", v.encode()) for k, v in r.headers.items() if k.lower() != "date"}
     if headers.get("content-encoding") == b"gzip":  # the generated id compresses as it will
@@ -217,11 +217,11 @@ def test_grpc_answers_and_trailing_metadata_are_the_same(pair, case_id):
     assert seen[0][0][0] != grpc.StatusCode.OK or any(k == "ce-modelid" for k, _ in seen[0][2])
 
 
-SETTINGS = dict(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 
 
 def test_fuzzed_rest_requests_get_the_same_answer(pair):
-    @settings(max_examples=FUZZED_REST, **SETTINGS)
+    @settings(SETTINGS, max_examples=FUZZED_REST)
     @given(case=S.rest_cases())
     def prop(case):
         _same_rest(pair, case.target.rest_path(), case.body, case.content_type)
@@ -230,7 +230,7 @@ def test_fuzzed_rest_requests_get_the_same_answer(pair):
 
 
 def test_fuzzed_grpc_requests_get_the_same_answer(pair):
-    @settings(max_examples=FUZZED_GRPC, **SETTINGS)
+    @settings(SETTINGS, max_examples=FUZZED_GRPC)
     @given(case=S.grpc_cases())
     def prop(case):
         _same_grpc(pair, case.request)

@@ -4,6 +4,7 @@ the same refusals with the same messages, the same auth, plus probabilities for 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ def _predict(server: Server, path: str, body, headers=None) -> requests.Response
 
 
 def _v2(server: Server, model: str, rows: np.ndarray, outputs: list[str]) -> dict:
-    body = {
+    body: dict[str, Any] = {
         "inputs": [{"name": "X", "shape": list(rows.shape), "datatype": "FP64", "data": rows.ravel().tolist()}],
         "outputs": [{"name": o} for o in outputs],
     }

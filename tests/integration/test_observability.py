@@ -23,6 +23,7 @@ from harness.otlp import ReceivedSpan
 from harness.repository import add_model, link_model, make_repository
 from harness.server import Server, metric_series, metric_value
 from harness.v2 import REQUEST_TIMEOUT_S, json_tensor, pb_2d_request
+from runtime.core.artifacts import FeatureRanges
 from tests.integration import support
 
 Z = 3.0  # the diabetes/1 copy's ood_z_threshold: tighter than the default, so the z-test shows
@@ -96,10 +97,16 @@ def _grpc(server: Server, x: np.ndarray, metadata: tuple = (), flags: bool = Fal
     return support.grpc_stub(server).ModelInfer(request, metadata=metadata, timeout=REQUEST_TIMEOUT_S)
 
 
+def _ranges() -> FeatureRanges:
+    ranges = pipeline(MODEL, VERSION).manifest.feature_ranges
+    assert ranges is not None
+    return ranges
+
+
 def _band() -> tuple[np.ndarray, np.ndarray]:
     """The band the runtime should use, from the artifacts: training range narrowed to Z sigma."""
     p = pipeline(MODEL, VERSION)
-    ranges = p.manifest.feature_ranges
+    ranges = _ranges()
     mean, std = p.scaler.mean_, p.scaler.scale_
     low = np.maximum(np.asarray(ranges.min), mean - Z * std)
     high = np.minimum(np.asarray(ranges.max), mean + Z * std)
@@ -116,7 +123,7 @@ def _drifted_rows() -> np.ndarray:
     low, high = _band()
     x = sample_rows(MODEL, 3, offset=40)
     x[0] = (low + high) / 2
-    x[1, 2] = pipeline(MODEL, VERSION).manifest.feature_ranges.max[2] + 0.05
+    x[1, 2] = _ranges().max[2] + 0.05
     x[2, 8] = low[8] - 1e-3
     assert _outside(x)[1, 2] and _outside(x)[2, 8]
     return x
@@ -149,8 +156,8 @@ def test_metrics_move_by_the_right_amounts(obs_server):
         assert resp.status_code == 400, (outcome, resp.text)
     nan_rows = np.zeros((1, 10))
     nan_rows[0, 3] = np.nan
-    outcome = support.grpc_call(obs_server, pb_2d_request(MODEL, nan_rows, version=VERSION))
-    assert not outcome.ok
+    nan_outcome = support.grpc_call(obs_server, pb_2d_request(MODEL, nan_rows, version=VERSION))
+    assert not nan_outcome.ok
     after = obs_server.scrape()
 
     def delta(name: str, **labels: str) -> float:
@@ -180,6 +187,7 @@ def test_model_info(obs_server):
     infos = metric_series(samples, "pipeline_model_info")
     (info,) = [s for s in infos if (s["model"], s["version"]) == (MODEL, VERSION)]
     assert info["model_sha256"] == manifest.model.sha256
+    assert manifest.scaler is not None
     assert info["scaler_sha256"] == manifest.scaler.sha256
     assert info["predictor"] in {"folded-linear", "sklearn"}
     assert metric_value(samples, "pipeline_model_load_seconds", model=MODEL, version=VERSION) > 0

@@ -24,7 +24,7 @@ def batch(datatype: str) -> np.ndarray:
     """[4, F] values of `datatype`: its low extreme, its high extreme, then small values."""
     dtype = NUMERIC_DATATYPES[datatype]
     rng = np.random.default_rng(20240601)
-    small = rng.integers(0, 100, size=(2, F))
+    small: np.ndarray = rng.integers(0, 100, size=(2, F))
     if dtype.kind == "f":
         low, high = -FLOAT_EXTREMES[datatype], FLOAT_EXTREMES[datatype]
         small = small + 0.5  # halves are exact in every float type

@@ -95,6 +95,7 @@ def test_kserve_grpc_health(kserve_clients):
 
 def _expected_outputs(p: Pipeline) -> dict[str, tuple[str, list[int]]]:
     if p.is_classifier:
+        assert p.manifest.classes is not None
         n = len(p.manifest.classes)
         # scikit-learn's shapes: one decision score per row for two classes, one per class beyond.
         return {

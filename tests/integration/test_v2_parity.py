@@ -20,6 +20,7 @@ def parity_rows(model: str, version: str) -> np.ndarray:
     p = pipeline(model, version)
     real = sample_rows(model, DATASET_ROWS[model])
     ranges = p.manifest.feature_ranges
+    assert ranges is not None
     low, high = np.asarray(ranges.min, float), np.asarray(ranges.max, float)
     assert low.shape == high.shape == (p.n_features,)
     rng = np.random.default_rng(12345)

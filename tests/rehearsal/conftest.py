@@ -19,8 +19,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,11 +92,11 @@ def load(nginx: Nginx, prometheus: Prometheus) -> Iterator[support.Load]:
 
 
 @pytest.fixture
-def split(nginx: Nginx, fleet: dict[str, Server]):  # type: ignore[no-untyped-def]
+def split(nginx: Nginx, fleet: dict[str, Server]) -> Callable[[str, int | None], None]:
     """Set the upstream to the stable server and one canary (every other canary down)."""
 
     def set_split(canary: str, canary_weight: int | None = None) -> None:
-        weights = {s.http_hostport: None for s in fleet.values()}
+        weights: dict[str, int | None] = {s.http_hostport: None for s in fleet.values()}
         weights[fleet["stable"].http_hostport] = 100 - (canary_weight or 0)
         weights[fleet[canary].http_hostport] = canary_weight or None
         nginx.set_weights(weights)
@@ -104,7 +105,7 @@ def split(nginx: Nginx, fleet: dict[str, Server]):  # type: ignore[no-untyped-de
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     outcome = yield
     report = outcome.get_result()
     if report.failed:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -450,6 +450,7 @@ def test_a_step_the_service_refuses_or_the_api_server_fails_is_an_error(
 
 class _Metrics(http.server.BaseHTTPRequestHandler):
     pages: list[str] = []
+    url = ""  # each endpoint's own subclass: its address
 
     def do_GET(self) -> None:  # noqa: N802
         body = (self.pages.pop(0) if len(self.pages) > 1 else self.pages[0]).encode()
@@ -476,13 +477,13 @@ def _exposition(version: str, ok: int, errors: int, buckets: dict[str, int]) -> 
 
 
 @pytest.fixture
-def endpoints() -> Iterator[dict[str, type]]:
+def endpoints() -> Iterator[dict[str, type[_Metrics]]]:
     servers, handlers = [], {}
     for side in ("stable", "canary"):
-        handler = type(f"Metrics_{side}", (_Metrics,), {"pages": []})
+        handler = cast(type[_Metrics], type(f"Metrics_{side}", (_Metrics,), {"pages": []}))
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        handler.url = f"http://127.0.0.1:{server.server_address[1]}/metrics"  # type: ignore[attr-defined]
+        handler.url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
         servers.append(server)
         handlers[side] = handler
     yield handlers

@@ -175,7 +175,7 @@ def test_analyze_without_prometheus_scrapes_both_servers(fleet, load, split, can
     assert f"(exit {code})" in done.stdout and "scrapes of" in done.stdout
 
 
-def test_quantiles_agree_with_prometheus_histogram_quantile(prometheus, load) -> None:  # type: ignore[no-untyped-def]
+def test_quantiles_agree_with_prometheus_histogram_quantile(prometheus: Prometheus, load: support.Load) -> None:
     """The latency checks compute histogram_quantile themselves, from bucket increases: the same
     numbers as Prometheus's own function on the same data."""
     at = time.time() - 2

@@ -61,7 +61,7 @@ def rest_infer(
     timeout: float = HTTP_TIMEOUT_S,
 ) -> requests.Response:
     rows = rows or [ROW]
-    body = {
+    body: dict[str, Any] = {
         "inputs": [
             {"name": "X", "shape": [len(rows), len(rows[0])], "datatype": "FP64", "data": [v for r in rows for v in r]}
         ]
@@ -106,6 +106,11 @@ class Outcome:
     kind: str  # "ok", "http-<status>", "grpc-<CODE>", "transport"
     detail: str = ""
     value: float | None = None
+
+    def predicted(self) -> float:
+        """The prediction answered (only an `ok` outcome has one)."""
+        assert self.value is not None, f"{self.kind}: no prediction"
+        return self.value
 
 
 class Load:

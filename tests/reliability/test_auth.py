@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -101,7 +102,7 @@ def test_grpc_inference_checks_the_authorization_metadata(grpc, token, code):
 
 
 def test_the_other_inference_routes_are_guarded_too(server):
-    body = {"inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", "data": support.ROW}]}
+    body: dict[str, Any] = {"inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", "data": support.ROW}]}
     for path in ("/v2/models/diabetes/generate", "/v2/models/diabetes/versions/1/infer"):
         response = requests.post(server.http_url + path, json=body, timeout=10)
         assert response.status_code == 401, (path, response.text)

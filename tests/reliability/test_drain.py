@@ -16,6 +16,7 @@ import functools
 import re
 import signal
 import time
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ LOAD_AFTER_SIGNAL_S = DELAY_S + 1.5
 # Refusals at the transport once the listeners are closed: never an error answer.
 TRANSPORT = {"transport", "grpc-UNAVAILABLE", "grpc-CANCELLED"}
 
-CASES = {
+CASES: dict[str, dict[str, Any]] = {
     # The shipped configuration: parallel_workers 0, the real runtime, compute on the loop.
     "workers-0": dict(workers=0, implementation=RUNTIME, extra={}),
     # 20 ms of compute per request on a 1-thread executor: requests really are in flight.

@@ -151,7 +151,8 @@ def test_a_clients_deadline_is_not_rescued_by_the_fallback(server):
 
 
 def _rest_with_id(server: Server, request_id: str) -> requests.Response:
-    body = {"id": request_id, "inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", "data": support.ROW}]}
+    tensor = {"name": "X", "shape": [1, 10], "datatype": "FP64", "data": support.ROW}
+    body: dict[str, Any] = {"id": request_id, "inputs": [tensor]}
     return requests.post(f"{server.http_url}/v2/models/backup/infer", json=body, timeout=support.HTTP_TIMEOUT_S)
 
 

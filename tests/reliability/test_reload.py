@@ -78,7 +78,7 @@ def test_reload_under_load_fails_nothing_and_keeps_the_old_version_on_a_bad_arti
 
     assert [o for o in outcomes if not o.ok] == [], summary
     assert len(outcomes) > 50
-    values = [(o.started, o.ended, o.value) for o in outcomes]
+    values = [(o.started, o.ended, o.predicted()) for o in outcomes]
     assert all(np.isclose(v, v1, rtol=1e-9) or np.isclose(v, v2, rtol=1e-9) for _, _, v in values)
     assert any(np.isclose(v, v1, rtol=1e-9) for _, _, v in values)
     # Sent after the good reload answered: version 2, also after the refused reload.

@@ -125,7 +125,7 @@ def _p99_ms(server, model: str) -> float:
     outcomes = Load(server, model, rest_clients=2, grpc_clients=2).start(LOAD_S).join()
     assert outcomes and all(o.ok for o in outcomes), {o.kind for o in outcomes}
     expected = float(pipeline("diabetes", "1").predict(np.asarray([ROW]))[0])
-    assert {round(o.value, 9) for o in outcomes} == {round(expected, 9)}  # the primary's answer
+    assert {round(o.predicted(), 9) for o in outcomes} == {round(expected, 9)}  # the primary's answer
     return float(np.percentile([(o.ended - o.started) * 1000 for o in outcomes], 99))
 
 

@@ -10,6 +10,7 @@ import gzip
 import json
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import requests
@@ -23,7 +24,7 @@ LIMIT = 1_000_000
 TOKEN = "edge-inference-7c1d"
 ADMIN = "edge-admin-2b9e"
 ROOT_PATH = "/serving"
-ROW = {"inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", "data": [0.01] * 10}]}
+ROW: dict[str, Any] = {"inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", "data": [0.01] * 10}]}
 
 
 @pytest.fixture(scope="module")

@@ -122,7 +122,7 @@ def test_without_auth_the_peer_address_is_the_client():
 
 def test_the_breaker_opens_on_the_failure_ratio_probes_then_closes():
     clock = _Clock()
-    states = []
+    states: list[str] = []
     breaker = CircuitBreaker(
         "m", failure_ratio=0.5, window=4, min_calls=4, open_s=1.0, probes=2, on_change=states.append, clock=clock
     )

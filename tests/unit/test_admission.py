@@ -153,7 +153,7 @@ def test_offloaded_compute_runs_on_the_compute_thread_with_the_callers_context()
 
 @pytest.mark.parametrize("offload", [True, False])
 def test_compute_refuses_work_whose_deadline_passed_without_running_it(offload):
-    ran = []
+    ran: list[str] = []
     late = {deadlines.DEADLINE_AT: repr(time.time() - 1)}
     with pytest.raises(DeadlineExceeded, match="its computation started"):
         asyncio.run(compute(ran.append, "job", late, offload))
@@ -161,7 +161,7 @@ def test_compute_refuses_work_whose_deadline_passed_without_running_it(offload):
 
 
 def test_the_deadline_is_checked_when_the_compute_thread_picks_the_job_up():
-    ran = []
+    ran: list[str] = []
 
     async def main():
         blocker = asyncio.ensure_future(compute(lambda _: time.sleep(0.3), None, {}, True))
@@ -262,7 +262,7 @@ def test_streams_are_admitted_and_counted_too(dataplane, monkeypatch):
             seen.append(payload)
             yield InferenceResponse(model_name="capped-stream", outputs=[])
 
-    model.predict_stream = predict_stream
+    monkeypatch.setattr(model, "predict_stream", predict_stream, raising=False)
     monkeypatch.setattr(dataplane, "_model_registry", _Registry(model))
 
     async def payloads(n):

@@ -9,6 +9,7 @@ import pickle
 import shutil
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import joblib
 import pytest
@@ -29,7 +30,7 @@ SHIPPED = [("diabetes", "1", 10), ("diabetes", "2", 10), ("breast-cancer", "1", 
 def test_shipped_models_load_and_agree_on_features(models_dir, name, version, features):
     pipeline = load_pipeline(models_dir / name / version)
     assert pipeline.manifest.n_features == features
-    assert pipeline.scaler.n_features_in_ == features
+    assert pipeline.scaler is not None and pipeline.scaler.n_features_in_ == features
     assert pipeline.model.n_features_in_ == features
 
 
@@ -54,7 +55,7 @@ def _replace_artifact(model_dir: Path, role: str, data: bytes, fmt: str, types: 
     """Swap an artifact for `data` and re-pin its hash, as a legitimate publisher would."""
     name = f"{role}.{fmt}"
     (model_dir / name).write_bytes(data)
-    ref = {"file": name, "sha256": sha256_hex(data), "format": fmt}
+    ref: dict[str, Any] = {"file": name, "sha256": sha256_hex(data), "format": fmt}
     if types is not None:
         ref["types"] = types
     _edit_manifest(model_dir, **{role: ref})

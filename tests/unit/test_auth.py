@@ -88,18 +88,25 @@ def test_a_token_file_is_re_read_when_it_changes_and_fails_closed(tmp_path, capl
         missing.check({"authorization": "Bearer two"})
 
 
+def _source(token_file: str | None, token_env: str | None) -> str:
+    """Where the authenticator these options make reads its tokens (auth must be on)."""
+    authenticator = auth.from_options(token_file, token_env)
+    assert authenticator is not None
+    return authenticator.source.description
+
+
 def test_the_models_setting_wins_over_the_server_wide_environment(tmp_path, monkeypatch):
     monkeypatch.delenv(auth.ENV_TOKEN_FILE, raising=False)
     monkeypatch.delenv(auth.ENV_TOKENS, raising=False)
     assert auth.from_options(None, None) is None  # off by default
     monkeypatch.setenv(auth.ENV_TOKENS, "server")
     monkeypatch.setenv("MY_TOKENS", "mine")
-    assert auth.from_options(None, None).source.description == f"environment variable {auth.ENV_TOKENS}"
-    assert auth.from_options(None, "MY_TOKENS").source.description == "environment variable MY_TOKENS"
+    assert _source(None, None) == f"environment variable {auth.ENV_TOKENS}"
+    assert _source(None, "MY_TOKENS") == "environment variable MY_TOKENS"
     (tmp_path / "t").write_text("filed")
-    assert auth.from_options(str(tmp_path / "t"), "MY_TOKENS").source.description.startswith("token file")
+    assert _source(str(tmp_path / "t"), "MY_TOKENS").startswith("token file")
     monkeypatch.setenv(auth.ENV_TOKEN_FILE, str(tmp_path / "t"))
-    assert auth.from_options(None, None).source.description.startswith("token file")
+    assert _source(None, None).startswith("token file")
 
 
 def test_an_auth_setting_without_tokens_fails_the_load(tmp_path, monkeypatch):

@@ -14,18 +14,18 @@ from mlserver.handlers.dataplane import DataPlane
 import runtime.model  # noqa: F401  (installs the patches)
 from runtime.integration import lifecycle
 from runtime.policy import drain as drain_module
-from runtime.policy.drain import STATE, DrainSettings, Listeners
+from runtime.policy.drain import STATE, DrainSettings, DrainState, Listeners
 from runtime.policy.inflight import IN_FLIGHT
 
 
 @pytest.fixture(autouse=True)
 def fresh_state():
     # The patched readiness reads the one STATE object: reset it in place.
-    STATE.__init__()
+    DrainState.__init__(STATE)
     yield
     if STATE.watchdog is not None:
         STATE.watchdog.cancel()
-    STATE.__init__()
+    DrainState.__init__(STATE)
 
 
 def test_drain_settings_default_to_fit_kubernetes_default_grace_period():

@@ -24,7 +24,7 @@ class _Context:
         return None
 
 
-class _Failed(grpc.RpcError, grpc.Call):  # type: ignore[misc]
+class _Failed(grpc.RpcError, grpc.Call):
     def code(self):
         return grpc.StatusCode.INVALID_ARGUMENT
 

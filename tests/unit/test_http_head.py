@@ -35,7 +35,7 @@ class Transport(asyncio.Transport):
         self.written = b""
         self.closed = False
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         assert not self.closed, "written after close"
         self.written += data
 

@@ -12,6 +12,7 @@ import multiprocessing
 import signal
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import mlserver
 import pytest
@@ -249,10 +250,14 @@ def test_install_is_a_no_op_in_a_parallel_worker(monkeypatch):
     assert (DataPlane.infer, MLServer.stop) == before
 
 
+async def _never_served(scope: Any, receive: Any, send: Any) -> None:
+    raise AssertionError("the server is only built, never started")
+
+
 def test_installing_after_uvicorn_took_the_signals_fails_the_start(monkeypatch):
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        server = uvicorn.Server(uvicorn.Config(app=None))
+        server = uvicorn.Server(uvicorn.Config(app=_never_served))
         signal.signal(signal.SIGTERM, server.handle_exit)  # what a started MLServer REST server does
         assert lifecycle.servers_started_before(uvicorn.Server)
         monkeypatch.setattr(integration, "_installed", False)

@@ -8,8 +8,9 @@ import asyncio
 import json
 import logging
 import multiprocessing
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -27,6 +28,7 @@ from sklearn.datasets import load_diabetes
 
 from runtime.core import errors
 from runtime.core.errors import InternalPredictionError, InvalidRequest
+from runtime.core.predictor import Predictor
 from runtime.integration import tracing
 from runtime.integration.v2 import RuntimeRequestError
 from runtime.model import PipelineRuntime
@@ -83,7 +85,7 @@ def test_outcome_is_derived_from_the_error_class():
 
 
 def test_every_client_error_class_has_an_outcome():
-    def leaves(cls: type) -> list[type]:
+    def leaves(cls: type[Exception]) -> list[type[Exception]]:
         return [cls] + [c for sub in cls.__subclasses__() for c in leaves(sub)]
 
     outcomes = known_outcomes()
@@ -223,7 +225,7 @@ class _Boom:
 
 def test_internal_error_is_counted_logged_with_traceback_hidden_from_client(models_dir, caplog):
     runtime = _load(models_dir)
-    runtime.service._predictor = _Boom()
+    runtime.service._predictor = cast(Predictor, _Boom())
     before = _sample("pipeline_requests_total", outcome=INTERNAL_ERROR)
     with caplog.at_level(logging.DEBUG, logger="runtime"):
         with pytest.raises(RuntimeRequestError, match="internal error") as raised:
@@ -254,7 +256,7 @@ def test_request_lines_debug_when_ok_warning_when_refused(models_dir, caplog):
 
 
 @pytest.fixture
-def spans(monkeypatch) -> InMemorySpanExporter:
+def spans(monkeypatch) -> Iterator[InMemorySpanExporter]:
     """MLServer's tracer provider, as set when `tracing_server` is configured, to memory."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -269,6 +271,16 @@ def _by_name(finished: tuple[ReadableSpan, ...]) -> dict[str, ReadableSpan]:
     return {s.name: s for s in finished}
 
 
+def _parent_id(span: ReadableSpan) -> int:
+    assert span.parent is not None, f"{span.name} has no parent"
+    return span.parent.span_id
+
+
+def _attributes(span: ReadableSpan) -> dict[str, Any]:
+    assert span.attributes is not None, f"{span.name} has no attributes"
+    return dict(span.attributes)
+
+
 def test_spans_are_children_of_the_request_span(models_dir, spans):
     runtime = _load(models_dir)
     tracer = mlserver_tracing._TRACER_PROVIDER.get_tracer("test")
@@ -276,13 +288,13 @@ def test_spans_are_children_of_the_request_span(models_dir, spans):
         _predict(runtime, _request(_rows(2)))
     finished = _by_name(spans.get_finished_spans())
     root = finished["predict"]
-    assert root.parent.span_id == request_span.context.span_id
+    assert _parent_id(root) == request_span.context.span_id
     assert root.context.trace_id == request_span.context.trace_id
     for name in ("validate", "transform", "encode"):
-        assert finished[name].parent.span_id == root.context.span_id
+        assert _parent_id(finished[name]) == root.context.span_id
     for name in ("predict", "validate", "transform", "encode"):
         expected = {"model": MODEL, "version": VERSION, "rows": 2, "outcome": "ok"}
-        assert dict(finished[name].attributes) == expected
+        assert _attributes(finished[name]) == expected
 
 
 def test_a_refused_request_is_not_a_span_error(models_dir, spans):
@@ -292,20 +304,20 @@ def test_a_refused_request_is_not_a_span_error(models_dir, spans):
     finished = _by_name(spans.get_finished_spans())
     assert set(finished) == {"predict", "validate"}
     for span in finished.values():
-        assert span.attributes["outcome"] == "feature_count"
+        assert _attributes(span)["outcome"] == "feature_count"
         assert span.status.status_code is StatusCode.UNSET
 
 
 def test_an_internal_error_is_a_span_error(models_dir, spans):
     runtime = _load(models_dir)
-    runtime.service._predictor = _Boom()
+    runtime.service._predictor = cast(Predictor, _Boom())
     with pytest.raises(RuntimeRequestError, match="internal error"):
         _predict(runtime, _request(_rows(2)))
     finished = _by_name(spans.get_finished_spans())
     for name in ("predict", "transform"):
         assert finished[name].status.status_code is StatusCode.ERROR
-        assert finished[name].attributes["outcome"] == INTERNAL_ERROR
-    assert finished["validate"].attributes["outcome"] == "ok"
+        assert _attributes(finished[name])["outcome"] == INTERNAL_ERROR
+    assert _attributes(finished["validate"])["outcome"] == "ok"
 
 
 def test_no_spans_when_tracing_is_off(models_dir, monkeypatch):
@@ -352,7 +364,7 @@ def test_in_a_worker_spans_hang_under_the_carried_request_span(models_dir, monke
     assert tracing.TRACEPARENT_PARAMETER not in request.parameters.model_extra
     root = _by_name(exporter.get_finished_spans())["predict"]
     assert format(root.context.trace_id, "032x") == TRACEPARENT.split("-")[1]
-    assert format(root.parent.span_id, "016x") == TRACEPARENT.split("-")[2]
+    assert format(_parent_id(root), "016x") == TRACEPARENT.split("-")[2]
 
 
 class _Dispatcher:
@@ -368,7 +380,7 @@ class _Dispatcher:
 def _dispatch(model: Any, request: InferenceRequest, span_name: str | None) -> tuple[Any, Any]:
     """What MLServer's ParallelModel sends to a worker, and the request span it ran under."""
     dispatcher = _Dispatcher()
-    parallel = ParallelModel(model, dispatcher)  # type: ignore[arg-type]
+    parallel = ParallelModel(model, dispatcher)
 
     async def run() -> Any:
         if span_name is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ def _detector(low: list[float], high: list[float]) -> OodDetector:
 def test_band_is_the_training_range_narrowed_by_the_z_score(models_dir):
     pipeline = load_pipeline(models_dir / "breast-cancer" / "1")
     ranges = pipeline.manifest.feature_ranges
+    assert ranges is not None and pipeline.scaler is not None
     z = 3.0
     detector = OodDetector.from_pipeline(pipeline, z)
     mean, std = pipeline.scaler.mean_, pipeline.scaler.scale_
@@ -37,6 +39,7 @@ def test_band_is_the_training_range_narrowed_by_the_z_score(models_dir):
 def test_without_z_threshold_or_scaler_the_band_is_the_training_range(models_dir):
     pipeline = load_pipeline(models_dir / "diabetes" / "1")
     ranges = pipeline.manifest.feature_ranges
+    assert ranges is not None
     for detector in (
         OodDetector.from_pipeline(pipeline, None),
         OodDetector.from_pipeline(dataclasses.replace(pipeline, scaler=None), 2.0),
@@ -78,12 +81,13 @@ def test_flags_name_the_features_of_each_row_as_one_json_string():
 
 def test_flags_when_every_row_is_inside():
     report = _detector([0, 0, 0], [1, 1, 1]).check(np.full((3, 3), 0.5), with_flags=True)
+    assert report.flags is not None
     assert json.loads(report.flags) == [[], [], []]
     assert report.per_feature.tolist() == [0, 0, 0]
 
 
 def _request(parameters: dict | None) -> InferenceRequest:
-    body = {"inputs": [{"name": "X", "shape": [1, 1], "datatype": "FP64", "data": [0.0]}]}
+    body: dict[str, Any] = {"inputs": [{"name": "X", "shape": [1, 1], "datatype": "FP64", "data": [0.0]}]}
     if parameters is not None:
         body["parameters"] = parameters
     return InferenceRequest.model_validate(body)
@@ -111,6 +115,7 @@ def test_a_non_boolean_flags_parameter_is_a_client_error(bad):
 def test_flags_travel_in_the_response_parameters():
     detector = _detector([0, 0, 0], [1, 1, 1])
     flagged = detector.check(np.array([[2.0, 0.5, 0.5]]), with_flags=True)
+    assert flagged.flags is not None
     response = v2.response(Answer("m", "1", [], {FLAGS_PARAMETER: flagged.flags}))
     assert json.loads(response.parameters.model_extra[FLAGS_PARAMETER]) == [["a"]]
     unflagged = detector.check(np.array([[2.0, 0.5, 0.5]]), with_flags=False)

@@ -63,6 +63,7 @@ def test_a_pipeline_file_becomes_a_complete_model_directory(tmp_path, capsys, su
         "scaler.skops",
     ]
     loaded = load_pipeline(target)
+    assert loaded.scaler is not None
     np.testing.assert_allclose(loaded.model.predict(loaded.scaler.transform(X)), pipe.predict(X), rtol=1e-12)
     settings = json.loads((target / "model-settings.json").read_text())
     assert settings["implementation"] == "runtime.PipelineRuntime" and settings["parameters"]["version"] == "1"

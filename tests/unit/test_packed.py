@@ -81,8 +81,9 @@ def test_tensor_values_uses_it_and_still_copies_the_rest():
     for n in (4, 400):  # protobuf's copy, then the packed read
         fp64 = pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP64", shape=[n // 4, 4])
         fp64.contents.fp64_contents.extend(range(n))
-        assert grpc_service.tensor_values(fp64, None).tolist() == list(map(float, range(n)))
+        values = grpc_service.tensor_values(fp64, None)
+        assert isinstance(values, np.ndarray) and values.tolist() == list(map(float, range(n)))
     ints = pb.ModelInferRequest.InferInputTensor(name="x", datatype="INT64", shape=[2])
     ints.contents.int64_contents.extend([7, -8])
     got = grpc_service.tensor_values(ints, None)
-    assert got.dtype == np.int64 and got.tolist() == [7, -8]
+    assert isinstance(got, np.ndarray) and got.dtype == np.int64 and got.tolist() == [7, -8]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from runtime.core.artifacts import LoadedPipeline, load_pipeline
 from runtime.core.errors import NonFiniteOutputError
 from runtime.core.predictor import compile_predictor, reference_rows
 from runtime.core.steps import ensemble, linear_model
-from runtime.core.steps.kinds import Estimator
+from runtime.core.steps.kinds import Affine, Estimator
 from runtime.core.steps.registry import ESTIMATORS, TRANSFORMERS
 
 SCALERS = TRANSFORMERS.classes
@@ -54,8 +55,10 @@ def test_shipped_models_use_the_folded_path_and_match_sklearn(models_dir, name, 
 def test_disagreeing_fast_path_falls_back_to_sklearn(models_dir, monkeypatch, caplog):
     real_fold = linear_model.fold
 
-    def skewed_fold(affine, coef, intercept):
-        weights, bias = real_fold(affine, coef, intercept)
+    def skewed_fold(affine: Affine | None, coef: Any, intercept: Any) -> tuple[np.ndarray, np.ndarray]:
+        folded = real_fold(affine, coef, intercept)
+        assert folded is not None
+        weights, bias = folded
         return weights * (1 + 1e-6), bias
 
     monkeypatch.setattr(linear_model, "fold", skewed_fold)
@@ -73,6 +76,7 @@ def test_disagreeing_fast_path_falls_back_to_sklearn(models_dir, monkeypatch, ca
 def test_other_estimators_run_through_sklearn(models_dir):
     pipeline = load_pipeline(models_dir / "diabetes" / "1")
     data = load_diabetes()
+    assert pipeline.scaler is not None
     tree = DecisionTreeRegressor(max_depth=3, random_state=0).fit(pipeline.scaler.transform(data.data), data.target)
     other = LoadedPipeline(manifest=pipeline.manifest, scaler=pipeline.scaler, model=tree)
     compiled = compile_predictor(other)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from prometheus_client import REGISTRY
@@ -178,7 +178,10 @@ def test_every_error_type_is_either_the_models_failure_or_not():
     }
 
 
-def _subclasses(cls: type) -> list[type]:
+E = TypeVar("E", bound=Exception)
+
+
+def _subclasses(cls: type[E]) -> list[type[E]]:
     found = [cls]
     for sub in cls.__subclasses__():
         found.extend(_subclasses(sub))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 
+from runtime.core.drift import psi
 from runtime.observation.metrics import DIFF_BUCKETS, incrementer, observe_many, observer
 from runtime.service import shadow as shadow_module
 from runtime.service.shadow import Shadow, _Pending, _Window
@@ -137,13 +138,18 @@ def test_differences_psi_and_ks_of_a_known_shadow(monkeypatch):
     assert _sample(model, "pipeline_shadow_abs_difference_sum") == pytest.approx(16.0)
     assert _sample(model, "pipeline_shadow_abs_difference_bucket", le="2.0") == 8
     assert _sample(model, "pipeline_shadow_abs_difference_bucket", le="1.0") == 0
-    assert _sample(model, "pipeline_shadow_psi") == pytest.approx(shadow_module.psi(primary, primary + 2))
+    assert _sample(model, "pipeline_shadow_psi") == pytest.approx(psi(primary, primary + 2))
     assert _sample(model, "pipeline_shadow_ks") == pytest.approx(0.25)
 
 
 def test_a_sleeping_shadow_never_holds_up_the_event_loop(monkeypatch):
     monkeypatch.setattr(shadow_module, "TICK_S", 0.01)
-    shadow, model = _shadow(lambda x: (time.sleep(0.3), x[:, 0])[1], queue_size=5)
+
+    def sleeping(x: np.ndarray) -> np.ndarray:
+        time.sleep(0.3)
+        return x[:, 0]
+
+    shadow, model = _shadow(sleeping, queue_size=5)
 
     async def offer_and_measure_lag() -> float:
         worst, until = 0.0, time.monotonic() + 0.8
@@ -161,7 +167,11 @@ def test_a_sleeping_shadow_never_holds_up_the_event_loop(monkeypatch):
 
 
 def test_a_failing_shadow_is_counted():
-    shadow, model = _shadow(lambda x: 1 / 0)
+
+    def failing(x: np.ndarray) -> np.ndarray:
+        raise ZeroDivisionError("division by zero")
+
+    shadow, model = _shadow(failing)
 
     async def offer_then_wait() -> None:
         shadow.offer(np.ones((3, 2)), np.ones(3))
@@ -274,7 +284,7 @@ def test_the_shadow_is_looked_up_for_every_batch(monkeypatch):
     assert _sample(model, "pipeline_shadow_abs_difference_sum") == pytest.approx(4 * 1.0 + 4 * 3.0)
     # The window restarted with the new version: only its 4 pairs (all 3 apart).
     assert _sample(model, "pipeline_shadow_window_rows") == 4
-    assert _sample(model, "pipeline_shadow_psi") == pytest.approx(shadow_module.psi(np.arange(4.0), np.arange(4.0) + 3))
+    assert _sample(model, "pipeline_shadow_psi") == pytest.approx(psi(np.arange(4.0), np.arange(4.0) + 3))
 
 
 def test_the_same_version_found_again_keeps_its_window(monkeypatch):

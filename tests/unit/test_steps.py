@@ -9,7 +9,7 @@ import importlib
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -222,7 +222,7 @@ def _code(path: Path) -> tuple[set[str], set[str]]:
     aside), and the modules it imports."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     docstrings = {
-        id(node.body[0].value)
+        id(cast(ast.Expr, node.body[0]).value)
         for node in ast.walk(tree)
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(node) is not None
     }

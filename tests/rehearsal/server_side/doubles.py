@@ -16,26 +16,32 @@ import threading
 from collections.abc import Callable
 from typing import Any, cast
 
+import numpy as np
+
 from runtime.core.predictor import Predictor
 from runtime.model import PipelineRuntime
 from runtime.service.service import ModelService
+
+Outputs = dict[str, np.ndarray]
+# A replacement `predict`: the real predictor, the features, the output names.
+Predict = Callable[[Predictor, np.ndarray, tuple[str, ...]], Outputs]
 
 
 class _Wrapped:
     """The compiled predictor, with `predict` replaced; everything else delegated."""
 
-    def __init__(self, inner, predict):  # type: ignore[no-untyped-def]
+    def __init__(self, inner: Predictor, predict: Predict) -> None:
         self._inner, self._predict = inner, predict
         self.kind = inner.kind
 
-    def __getattr__(self, name):  # type: ignore[no-untyped-def]
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def predict(self, features, names):  # type: ignore[no-untyped-def]
+    def predict(self, features: np.ndarray, names: tuple[str, ...]) -> Outputs:
         return self._predict(self._inner, features, names)
 
 
-def _wrapping(make_predict: Callable[[], Any]) -> type[ModelService]:
+def _wrapping(make_predict: Callable[[], Predict]) -> type[ModelService]:
     """The service, its compiled predictor's `predict` replaced once it loaded (its load-time
     predictions, the regressor's bucket edges, made by the real one)."""
 
@@ -49,11 +55,11 @@ def _wrapping(make_predict: Callable[[], Any]) -> type[ModelService]:
     return WrappedService
 
 
-def _erroring() -> Any:
+def _erroring() -> Predict:
     every = int(os.environ["REHEARSAL_ERROR_EVERY"])
     counter, lock = itertools.count(1), threading.Lock()
 
-    def predict(inner, features, names):  # type: ignore[no-untyped-def]
+    def predict(inner: Predictor, features: np.ndarray, names: tuple[str, ...]) -> Outputs:
         with lock:
             n = next(counter)
         if n % every == 0:
@@ -63,10 +69,10 @@ def _erroring() -> Any:
     return predict
 
 
-def _shifted() -> Any:
+def _shifted() -> Predict:
     shift = float(os.environ["REHEARSAL_SHIFT"])
 
-    def predict(inner, features, names):  # type: ignore[no-untyped-def]
+    def predict(inner: Predictor, features: np.ndarray, names: tuple[str, ...]) -> Outputs:
         outputs = dict(inner.predict(features, names))
         if "predict" in outputs:
             outputs["predict"] = outputs["predict"] + shift

@@ -15,16 +15,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
+
 from runtime.core.predictor import Predictor
 from runtime.model import PipelineRuntime
 from runtime.service.service import ModelService
 
 
 class _Faulty:
-    def __init__(self, inner, fault):  # type: ignore[no-untyped-def]
+    def __init__(self, inner: Predictor, fault: Callable[[], None]) -> None:
         self.inner, self.kind, self.fault = inner, inner.kind, fault
 
-    def predict(self, features, names):  # type: ignore[no-untyped-def]
+    def predict(self, features: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         self.fault()
         return self.inner.predict(features, names)
 

@@ -13,14 +13,15 @@ it blocks the event loop, with offload the compute thread, with parallel workers
 import os
 import time
 
+from runtime.core.call import Answer
 from runtime.model import PipelineRuntime
-from runtime.service.service import ModelService
+from runtime.service.service import ModelService, Work
 
 DELAY_S = float(os.environ.get("SLOW_RUNTIME_DELAY_MS", "20")) / 1000.0
 
 
 class SlowService(ModelService):
-    def _predict(self, work):  # type: ignore[no-untyped-def]
+    def _predict(self, work: Work) -> Answer:
         time.sleep(DELAY_S)
         return super()._predict(work)
 
