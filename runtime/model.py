@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from mlserver import MLModel
-from mlserver.types import InferenceRequest, InferenceResponse
+from mlserver.types import InferenceRequest, InferenceResponse, MetadataModelResponse
 from mlserver.utils import get_model_uri
 
 from runtime import integration
@@ -55,6 +55,10 @@ class PipelineRuntime(MLModel):
         if service is not None:
             await service.unload()
         return True
+
+    async def metadata(self) -> MetadataModelResponse:
+        """MLServer's metadata plus, for a classifier, its class labels (`parameters.classes`)."""
+        return v2.with_classes(await super().metadata(), self.service.classes)
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         try:

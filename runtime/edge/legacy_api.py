@@ -1,15 +1,20 @@
 """`POST /predict` and `POST /predict/{model}`: the plain JSON API existing callers use, served by
 translating to and from the V2 request the app already serves.
 
-    {"features": [[...], ...]}  ->  {"predictions": [...], "probabilities": [[...], ...],
-                                     "model": "...", "version": "...", "timestamp": "..."}
+    {"features": [[...], ...]}                 rows, the model's columns in its order
+    {"instances": [{"age": 31, ...}, ...]}     records, one object per row, keyed by column
+        ->  {"predictions": [...], "probabilities": [[...], ...], "classes": [...],
+             "model": "...", "version": "...", "timestamp": "..."}
 
-The translated request goes through the same app, so it passes the same admission (auth, rate,
-deadline, cap), contract, metrics and logs, and a mistake gets the same status and message as over
-V2. `probabilities` is there when the model offers `predict_proba`. `/predict` serves the model
-named by PIPELINE_DEFAULT_MODEL. MLServer's own custom handlers do not serve here: they are
-registered per model under a fixed path (two models cannot both own /predict) and call the model
-directly, past MLServer's dataplane and so past admission and its metrics.
+Rows become one [N, F] tensor, records one tensor per column (the model's columns, from its V2
+metadata), their values as sent: the contract judges them, so a wrong value gets the same message
+as over V2. The translated request goes through the same app, so it passes the same admission
+(auth, rate, deadline, cap), contract, metrics and logs, and a mistake gets the same status and
+message as over V2. `probabilities` (with `classes`, the label of each column) is there when the
+model offers `predict_proba`. `/predict` serves the model named by PIPELINE_DEFAULT_MODEL.
+MLServer's own custom handlers do not serve here: they are registered per model under a fixed path
+(two models cannot both own /predict) and call the model directly, past MLServer's dataplane and
+so past admission and its metrics.
 Plain ASGI: it knows nothing of MLServer.
 """
 
@@ -18,6 +23,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,15 +32,39 @@ from runtime.edge.asgi import App, Message, Receive, Scope, Send, json_response,
 
 ENV_DEFAULT_MODEL = "PIPELINE_DEFAULT_MODEL"
 PREFIX = "/predict"
-INPUT = "features"
+ROWS = "features"  # the request's rows, and the name of the tensor they become
+RECORDS = "instances"
+CLASSES = "classes"  # the metadata parameter (runtime.integration.v2) and the answer's key
 METADATA_TTL_S = 5.0  # a reloaded model may offer other outputs
+FORMS = (
+    f'{{"{ROWS}": [[...], ...]}} (one list of numbers per row) '
+    f'or {{"{RECORDS}": [{{"column": value, ...}}, ...]}} (one object per row)'
+)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The app's answer when it would not describe the model."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    error: Any
+
+
+@dataclass(frozen=True)
+class Described:
+    """What /predict needs of a model's V2 metadata."""
+
+    feature_names: tuple[str, ...]
+    offers_proba: bool
+    classes: list[Any] | None
 
 
 class LegacyPredict:
     def __init__(self, app: App, default_model: str | None = None):
         self.app = app
         self.default_model = default_model if default_model is not None else configured_default()
-        self._offers_proba: dict[str, tuple[float, bool]] = {}
+        self._described: dict[str, tuple[float, Described]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = route_path(scope) if scope["type"] == "http" else ""
@@ -50,31 +81,36 @@ class LegacyPredict:
             )
         body = await read_body(receive)
         try:
-            rows = _rows(body)
+            form, table = parse_body(body)
         except ValueError as problem:
             return await json_response(send, 400, {"error": str(problem)})
-        outputs = ["predict"] + (["predict_proba"] if await self._offers(scope, model) else [])
-        v2 = {
-            "inputs": [{"name": INPUT, "shape": [len(rows), _width(rows)], "datatype": "FP64", "data": rows}],
-            "outputs": [{"name": o} for o in outputs],
-        }
+        described = await self._describe(scope, model)
+        if isinstance(described, Refusal):  # no metadata (an unknown model): its refusal is the answer
+            return await json_response(send, described.status, described.error, described.headers)
+        try:
+            inputs = row_inputs(table) if form == ROWS else record_inputs(table, described.feature_names)
+        except ValueError as problem:
+            return await json_response(send, 400, {"error": str(problem)})
+        outputs = ["predict"] + (["predict_proba"] if described.offers_proba else [])
+        v2 = {"inputs": inputs, "outputs": [{"name": o} for o in outputs]}
         status, headers, answer = await _call(
             self.app, scope, "POST", f"/v2/models/{model}/infer", json.dumps(v2).encode()
         )
         if status != 200:
             return await json_response(send, status, json.loads(answer or b"{}"), headers)
-        return await json_response(send, 200, _legacyjson_response(json.loads(answer)), headers)
+        return await json_response(send, 200, legacy_answer(json.loads(answer), described.classes), headers)
 
-    async def _offers(self, scope: Scope, model: str) -> bool:
-        """Whether the model offers predict_proba (its V2 metadata, cached for a few seconds)."""
-        cached = self._offers_proba.get(model)
+    async def _describe(self, scope: Scope, model: str) -> Described | Refusal:
+        """What the model's V2 metadata says /predict needs (cached for a few seconds)."""
+        cached = self._described.get(model)
         if cached is not None and time.monotonic() - cached[0] < METADATA_TTL_S:
             return cached[1]
-        status, _, body = await _call(self.app, scope, "GET", f"/v2/models/{model}", b"")
-        offers = status == 200 and any(o.get("name") == "predict_proba" for o in json.loads(body).get("outputs") or [])
-        if status == 200:
-            self._offers_proba[model] = (time.monotonic(), offers)
-        return offers
+        status, headers, body = await _call(self.app, scope, "GET", f"/v2/models/{model}", b"")
+        if status != 200:
+            return Refusal(status, headers, json.loads(body or b"{}"))
+        found = model_description(json.loads(body))
+        self._described[model] = (time.monotonic(), found)
+        return found
 
 
 def configured_default() -> str | None:
@@ -92,33 +128,86 @@ def legacy_model(path: str, default_model: str | None) -> str | None:
     return path[len(PREFIX) + 1 :] or default_model
 
 
-def _rows(body: bytes) -> list[Any]:
+def model_description(metadata: dict[str, Any]) -> Described:
+    """The model's columns, whether it offers predict_proba and its class labels, from its V2
+    metadata (runtime.core.response describes the input, runtime.integration.v2 adds the classes)."""
+    parameters = [i.get("parameters") or {} for i in metadata.get("inputs") or []]
+    names = next((p["feature_names"] for p in parameters if "feature_names" in p), "")
+    classes = (metadata.get("parameters") or {}).get(CLASSES)
+    return Described(
+        feature_names=tuple(names.split(",")) if names else (),
+        offers_proba=any(o.get("name") == "predict_proba" for o in metadata.get("outputs") or []),
+        classes=json.loads(classes) if classes is not None else None,
+    )
+
+
+def parse_body(body: bytes) -> tuple[str, list[Any]]:
+    """The request's form (rows or records) and its non-empty list of rows."""
     try:
         doc = json.loads(body)
     except RecursionError:  # the guard checks the depth of JSON content types only; /predict reads any
         raise ValueError("body nests too deeply") from None
     except ValueError:
-        raise ValueError('body is not JSON; send {"features": [[...], ...]}') from None
-    if not isinstance(doc, dict) or set(doc) != {"features"}:
-        raise ValueError('body must be exactly {"features": [[...], ...]} (one list of numbers per row)')
-    rows = doc["features"]
-    if not isinstance(rows, list) or not rows or not all(isinstance(r, list) for r in rows):
-        raise ValueError('"features" must be a non-empty list of rows, each a list of numbers')
-    return rows
+        raise ValueError(f"body is not JSON; send {FORMS}") from None
+    if not isinstance(doc, dict) or len(doc) != 1 or not set(doc) <= {ROWS, RECORDS}:
+        keys = ", ".join(f"'{k}'" for k in doc) if isinstance(doc, dict) and doc else "none"
+        raise ValueError(f"body must be exactly {FORMS}; keys sent: {keys}")
+    ((form, table),) = doc.items()
+    if not isinstance(table, list) or not table:
+        raise ValueError(f'"{form}" must be a non-empty list of rows; send {FORMS}')
+    return form, table
 
 
-def _width(rows: list[Any]) -> int:
-    # The first row's: a ragged table is the contract's to name (row and count), as over V2.
-    return len(rows[0])
+def row_inputs(rows: list[Any]) -> list[dict[str, Any]]:
+    for row, values in enumerate(rows):
+        if not isinstance(values, list):
+            raise ValueError(f"input '{ROWS}': row {row}: expected a list of numbers, got {_kind(values)}")
+    # The first row's width: a ragged table is the contract's to name (row and count), as over V2.
+    return [{"name": ROWS, "shape": [len(rows), len(rows[0])], "datatype": "FP64", "data": rows}]
 
 
-def _legacyjson_response(v2: dict[str, Any]) -> dict[str, Any]:
+def record_inputs(records: list[Any], names: Sequence[str]) -> list[dict[str, Any]]:
+    """One tensor per column, in the model's order, its values as sent (the contract judges them)."""
+    known = set(names)
+    for row, record in enumerate(records):
+        where = f"input '{RECORDS}': row {row}"
+        if not isinstance(record, dict):
+            raise ValueError(f"{where}: expected an object of column: value, got {_kind(record)}")
+        unknown = [k for k in record if k not in known]
+        if unknown:
+            raise ValueError(f"{where}: unknown column '{unknown[0]}'; this model's columns: {', '.join(names)}")
+        missing = [n for n in names if n not in record]
+        if missing:
+            raise ValueError(f"{where}: missing column '{missing[0]}' (a missing value is sent as null)")
+    columns = {n: [r[n] for r in records] for n in names}
+    return [{"name": n, "shape": [len(records)], "datatype": _datatype(v), "data": v} for n, v in columns.items()]
+
+
+def _datatype(values: list[Any]) -> str:
+    # A column of strings is BYTES (a string column, else the contract's refusal of one); any other
+    # column is numbers, where the contract names the first value that is not one.
+    sent = [v for v in values if v is not None]
+    return "BYTES" if sent and all(isinstance(v, str) for v in sent) else "FP64"
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, in JSON's words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    kinds: dict[type, str] = {list: "a list", dict: "an object", str: "a string"}
+    return kinds.get(type(value), "a number")
+
+
+def legacy_answer(v2: dict[str, Any], classes: list[Any] | None) -> dict[str, Any]:
     outputs = {o["name"]: o for o in v2["outputs"]}
     answer: dict[str, Any] = {"predictions": outputs["predict"]["data"]}
     proba = outputs.get("predict_proba")
     if proba is not None:
         width = proba["shape"][1]
         answer["probabilities"] = [proba["data"][i : i + width] for i in range(0, len(proba["data"]), width)]
+        answer[CLASSES] = classes
     answer.update(
         model=v2["model_name"],
         version=v2.get("model_version"),

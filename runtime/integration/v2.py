@@ -6,10 +6,13 @@ integration package convert at the edge with these functions, once per request.
 
 from __future__ import annotations
 
+import json
+
 from mlserver.errors import MLServerError
 from mlserver.types import (
     InferenceRequest,
     InferenceResponse,
+    MetadataModelResponse,
     MetadataTensor,
     Parameters,
     ResponseOutput,
@@ -22,6 +25,9 @@ from runtime.core.errors import PipelineError
 from runtime.core.ood import FLAGS_PARAMETER
 from runtime.core.response import TensorDescription
 from runtime.features.entities import SOURCES_PARAMETER
+
+# The model metadata parameter naming a classifier's labels in the order of predict_proba's columns.
+CLASSES_PARAMETER = "classes"
 
 
 class RuntimeRequestError(MLServerError):
@@ -78,3 +84,13 @@ def metadata(description: TensorDescription) -> MetadataTensor:
         shape=description.shape,
         parameters=Parameters(**description.parameters) if description.parameters else None,
     )
+
+
+def with_classes(described: MetadataModelResponse, classes: list[int] | list[str] | None) -> MetadataModelResponse:
+    """The model metadata with the classifier's labels, in the order of its predict_proba columns,
+    as a JSON string: V2 metadata parameters are scalars (MLServer drops a list over gRPC), and
+    JSON keeps integer labels apart from string ones."""
+    if classes is None:
+        return described
+    kept = described.parameters.model_dump(exclude_none=True) if described.parameters else {}
+    return described.model_copy(update={"parameters": Parameters(**kept, **{CLASSES_PARAMETER: json.dumps(classes)})})

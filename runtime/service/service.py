@@ -76,6 +76,7 @@ class ModelService:
         self.name, self.options = name, options
         # The unversioned stable alias still reports the version it actually serves.
         self.version = version or manifest.version
+        self.classes = manifest.classes  # the order of predict_proba's columns (None for a regressor)
         self._loaded = loaded
         # A budget can only be kept if the computation runs beside the event loop.
         self._offload = options.offload or options.fallback_budget_ms is not None
