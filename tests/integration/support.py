@@ -230,7 +230,8 @@ def kserve_outputs(answer: dict) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------ gRPC metadata
-# MLServer's dataplane.proto gives TensorMetadata a `parameters` map (field 4); tritonclient's
+# MLServer's dataplane.proto gives TensorMetadata a `parameters` map (field 4), and the model's
+# metadata one (field 6); tritonclient's
 # and kserve's copies of the V2 proto lack it, so they silently drop the feature names. This
 # decodes the same wire bytes with a private descriptor pool (no global symbols registered).
 
@@ -270,6 +271,13 @@ def _metadata_message_class():
     add_field(meta, "platform", 3, F.TYPE_STRING)
     add_field(meta, "inputs", 4, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".itest_probe.TensorMetadata")
     add_field(meta, "outputs", 5, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".itest_probe.TensorMetadata")
+    meta_entry = meta.nested_type.add(name="ParametersEntry")  # the model's own parameters (classes)
+    meta_entry.options.map_entry = True
+    add_field(meta_entry, "key", 1, F.TYPE_STRING)
+    add_field(meta_entry, "value", 2, F.TYPE_MESSAGE, type_name=".itest_probe.InferParameter")
+    add_field(
+        meta, "parameters", 6, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".itest_probe.ModelMetadataResponse.ParametersEntry"
+    )
 
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)

@@ -3,6 +3,7 @@ the same refusals with the same messages, the same auth, plus probabilities for 
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import requests
 
-from harness.models import REPO_ROOT, sample_rows
+from harness.models import REPO_ROOT, pipeline, sample_rows
 from harness.repository import add_model, link_model, make_repository
 from harness.server import Server
 
@@ -67,6 +68,65 @@ def test_a_classifier_answers_with_probabilities(legacy):
     v2 = _v2(legacy, "breast-cancer", rows, ["predict", "predict_proba"])
     assert doc["predictions"] == v2["predict"]
     assert doc["probabilities"] == [v2["predict_proba"][0:2], v2["predict_proba"][2:4]]
+    # Which column is which class: the fitted estimator's order, as the model metadata says.
+    assert doc["classes"] == pipeline("breast-cancer", "1").model.classes_.tolist()
+    metadata = requests.get(f"{legacy.http_url}/v2/models/breast-cancer", timeout=20).json()
+    assert json.loads(metadata["parameters"]["classes"]) == doc["classes"]
+
+
+def _records(model: str, rows: np.ndarray) -> list[dict[str, float]]:
+    """The rows as records, each with its keys in reverse order (the model's order is the server's job)."""
+    names = pipeline(model, "1").feature_names
+    return [dict(reversed(list(zip(names, row, strict=True)))) for row in rows.tolist()]
+
+
+@pytest.mark.parametrize("model", ["diabetes", "breast-cancer"])
+def test_records_are_answered_as_rows_are(legacy, model):
+    rows = sample_rows(model, 5)
+    by_rows = _predict(legacy, f"/predict/{model}", {"features": rows.tolist()})
+    by_records = _predict(legacy, f"/predict/{model}", {"instances": _records(model, rows)})
+    assert by_rows.status_code == by_records.status_code == 200, by_records.text
+    for key in ("predictions", "probabilities", "classes", "model", "version"):
+        assert by_records.json().get(key) == by_rows.json().get(key), key
+    assert ("classes" in by_records.json()) == (model == "breast-cancer")
+
+
+def _diabetes_records(n: int) -> list[dict[str, Any]]:
+    return _records("diabetes", sample_rows("diabetes", n))
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (
+            lambda r: r[1].update(agee=1.0),
+            "input 'instances': row 1: unknown column 'agee'; this model's columns: age, sex,",
+        ),
+        (lambda r: r[2].pop("bmi"), "input 'instances': row 2: missing column 'bmi'"),
+        (
+            lambda r: r.__setitem__(1, list(r[1].values())),
+            "input 'instances': row 1: expected an object of column: value, got a list",
+        ),
+        (lambda r: r.__setitem__(0, None), "input 'instances': row 0: expected an object of column: value, got null"),
+        # null passes through: the contract judges the column (this model takes no missing value)
+        (lambda r: r[1].update(bmi=None), "input 'bmi': row 1: null"),
+        (lambda r: r[2].update(s6="x"), "input 's6': row 2: expected a number, got a string"),
+    ],
+)
+def test_bad_records_are_refused_naming_row_and_column(legacy, edit, message):
+    records = _diabetes_records(3)
+    edit(records)
+    answer = _predict(legacy, "/predict", {"instances": records})
+    assert answer.status_code == 400 and message in answer.json()["error"], answer.text
+
+
+def test_rows_and_records_do_not_mix(legacy):
+    records = _diabetes_records(1)
+    both = _predict(legacy, "/predict", {"features": sample_rows("diabetes", 1).tolist(), "instances": records})
+    assert both.status_code == 400 and "keys sent: 'features', 'instances'" in both.json()["error"], both.text
+    a_record_as_a_row = _predict(legacy, "/predict", {"features": [[0.0] * 10, records[0]]})
+    assert a_record_as_a_row.status_code == 400, a_record_as_a_row.text
+    assert "input 'features': row 1: expected a list of numbers, got an object" in a_record_as_a_row.json()["error"]
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 
@@ -106,7 +108,7 @@ def _expected_outputs(p: Pipeline) -> dict[str, tuple[str, list[int]]]:
     return {"predict": ("FP64", [-1])}
 
 
-def _check_metadata(meta: dict, model: str, version: str | None, where: str, feature_names: bool = True):
+def _check_metadata(meta: dict, model: str, version: str | None, where: str, parameters: bool = True):
     p = pipeline(model, version or "1")
     assert meta["name"] == model, where
     assert len(meta["inputs"]) == 1, f"{where}: {meta['inputs']}"
@@ -114,11 +116,22 @@ def _check_metadata(meta: dict, model: str, version: str | None, where: str, fea
     assert inp["name"] == "features", where
     assert inp["datatype"] == "FP64", where
     assert [int(d) for d in inp["shape"]] == [-1, p.n_features], where
-    if feature_names:
+    if parameters:
         names = support.parse_feature_names((inp.get("parameters") or {}).get("feature_names"))
         assert names == p.feature_names, where
+        _check_classes(meta.get("parameters") or {}, p, where)
     outs = {o["name"]: (o["datatype"], [int(d) for d in o["shape"]]) for o in meta["outputs"]}
     assert outs == _expected_outputs(p), where
+
+
+def _check_classes(parameters: dict, p: Pipeline, where: str) -> None:
+    """A classifier's labels in the order of its predict_proba columns, as a JSON string (a V2
+    metadata parameter is a scalar); none for a regressor."""
+    if p.is_classifier:
+        # As the fitted estimator orders them: predict_proba's columns.
+        assert json.loads(parameters["classes"]) == p.model.classes_.tolist(), f"{where}: {parameters}"
+    else:
+        assert "classes" not in parameters, f"{where}: {parameters}"
 
 
 @pytest.mark.parametrize(("model", "version"), READY_TARGETS, ids=READY_IDS)
@@ -139,7 +152,7 @@ def test_triton_http_metadata(triton_http, model, version):
 def test_triton_grpc_metadata(triton_grpc, model, version):
     """tritonclient's proto has no TensorMetadata.parameters: names, types and shapes only."""
     meta = triton_grpc.get_model_metadata(model, version or "", as_json=True)
-    _check_metadata(meta, model, version, "triton-grpc", feature_names=False)
+    _check_metadata(meta, model, version, "triton-grpc", parameters=False)
 
 
 @pytest.mark.parametrize(("model", "version"), READY_TARGETS, ids=READY_IDS)
@@ -157,6 +170,7 @@ def test_grpc_metadata_carries_feature_names(server, model, version):
             for t in msg.inputs
         ],
         "outputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in msg.outputs],
+        "parameters": {k: v.string_param for k, v in msg.parameters.items()},
     }
     _check_metadata(meta, model, version, "grpc-parameters")
 
