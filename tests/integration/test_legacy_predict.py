@@ -111,6 +111,11 @@ def _diabetes_records(n: int) -> list[dict[str, Any]]:
         # null passes through: the contract judges the column (this model takes no missing value)
         (lambda r: r[1].update(bmi=None), "input 'bmi': row 1: null"),
         (lambda r: r[2].update(s6="x"), "input 's6': row 2: expected a number, got a string"),
+        (lambda r: r[1].update(bmi={"v": 1}), "input 'bmi': row 1: expected a number, got an object"),
+        (lambda r: r[1].update(bmi=[1.0, 2.0]), "input 'bmi': row 1: expected a number, got a list"),
+        (lambda r: r[0].update(bmi=True), "input 'bmi': row 0: expected a number, got a boolean"),
+        # a column of strings goes as BYTES, for the contract to judge (with a gap, too)
+        (lambda r: [x.update(s6=v) for x, v in zip(r, ["a", None, "b"], strict=True)], "input 's6'"),
     ],
 )
 def test_bad_records_are_refused_naming_row_and_column(legacy, edit, message):
