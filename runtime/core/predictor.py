@@ -4,7 +4,8 @@ The model's entry in the step registry (runtime.core.steps) may declare a fast p
 model folds the scaler before it into its coefficients (one matrix product instead of two
 scikit-learn calls with their input checks), a random forest or extra-trees ensemble runs its own
 trees in a plain loop. Anything else runs scikit-learn's own estimator with the checks our contract
-has already made switched off. Each compiled output is verified against plain scikit-learn at load
+has already made switched off; so does a pipeline packaged whole (the manifest's pipeline form),
+through the Pipeline's own methods. Each compiled output is verified against plain scikit-learn at load
 and dropped, with a log line, if it disagrees.
 """
 
@@ -14,6 +15,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import sklearn
 
 from runtime.core.artifacts import LoadedPipeline
@@ -95,23 +97,39 @@ def reference_rows(pipeline: LoadedPipeline, seed: int) -> np.ndarray:
     if ranges is not None:
         low, high = np.asarray(ranges.min), np.asarray(ranges.max)
         inside = rng.uniform(low, high, size=(REFERENCE_ROWS, low.size))
-        return np.vstack([low, high, (low + high) / 2, inside])
+        return with_gaps(np.vstack([low, high, (low + high) / 2, inside]), pipeline.manifest.may_be_missing)
     standard = rng.normal(size=(REFERENCE_ROWS, n))
     if pipeline.scaler is not None:
-        return np.asarray(pipeline.scaler.inverse_transform(standard), dtype=np.float64)
-    return standard
+        standard = np.asarray(pipeline.scaler.inverse_transform(standard), dtype=np.float64)
+    return with_gaps(standard, pipeline.manifest.may_be_missing)
+
+
+def with_gaps(rows: np.ndarray, missing: tuple[bool, ...]) -> np.ndarray:
+    """The rows plus a copy with every third value of each column that may be missing set to NaN, so
+    a check covers the gaps the contract lets through."""
+    if not any(missing):
+        return rows
+    gapped = rows.copy()
+    for col in np.flatnonzero(missing):
+        gapped[col % 3 :: 3, col] = np.nan
+    return np.vstack([rows, gapped])
 
 
 def _sklearn_outputs(pipeline: LoadedPipeline) -> dict[str, OutputFn]:
     scaler, model = pipeline.scaler, pipeline.model
+    # A pipeline fitted on a DataFrame may select its columns by name (a ColumnTransformer): it gets
+    # one, in the manifest's order; a compiled-form estimator has forgotten its names at load.
+    names = getattr(model, "feature_names_in_", None)
 
     def call(method: str) -> OutputFn:
         bound = getattr(model, method)
 
         def run(features: np.ndarray) -> np.ndarray:
-            # The contract already guarantees a finite float64 [N, F] matrix.
+            # The contract already guarantees a float64 [N, F] matrix, finite but for the allowed gaps.
             with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
                 x = scaler.transform(features) if scaler is not None else features
+                if names is not None:
+                    return np.asarray(bound(pd.DataFrame(x, columns=names, copy=False)))
                 return np.asarray(bound(x))
 
         return run
