@@ -34,14 +34,17 @@ logger = logging.getLogger("runtime.core.artifacts")
 # A type recorded in a manifest is accepted only from this package (or from trusted_types).
 SKLEARN_PREFIX = "sklearn."
 NUMPY_PREFIX = "numpy."
-# numpy types a fitted step holds as data (an imputer's fitted dtype), never as code to run.
-NUMPY_DATA_TYPES = frozenset({"numpy.dtype"})
+# Types outside scikit-learn that fitted scikit-learn steps hold as data: an imputer's fitted dtype, a
+# SplineTransformer's B-splines (with the array conversion they reference), never code that runs more.
+FITTED_DATA_TYPES = frozenset(
+    {"numpy.dtype", "scipy.interpolate._bsplines.BSpline", "scipy._lib.array_api_compat.numpy._aliases.asarray"}
+)
 
 
 def trusted_type(name: str) -> bool:
-    """A scikit-learn type, a numpy data type, or a numpy ufunc (a FunctionTransformer's np.log1p):
-    code that only ever maps arrays to arrays."""
-    if name.startswith(SKLEARN_PREFIX) or name in NUMPY_DATA_TYPES:
+    """A scikit-learn type, a type fitted steps hold as data, or a numpy ufunc (a FunctionTransformer's
+    np.log1p): code that only ever maps arrays to arrays."""
+    if name.startswith(SKLEARN_PREFIX) or name in FITTED_DATA_TYPES:
         return True
     if not name.startswith(NUMPY_PREFIX) or name.count(".") != 1:
         return False
