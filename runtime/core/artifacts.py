@@ -89,6 +89,16 @@ class InputColumn(BaseModel):
     missing: bool = False
 
 
+class ReferenceCheck(BaseModel):
+    """Rows the packager asked the original pipeline, with its answers per output: a pipeline-form model
+    is checked against them at every load, as a compiled one is checked against scikit-learn."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[list[float | None]]  # None: a missing value
+    answers: dict[str, list[Any]]
+
+
 class Manifest(BaseModel):
     """What a model version promises; written by `pipeline_tools.package`, checked at every load."""
 
@@ -110,6 +120,8 @@ class Manifest(BaseModel):
     form: Literal["compiled", "pipeline"] = "compiled"
     # The input schema; a manifest without one has numeric columns none of which may be missing.
     inputs: list[InputColumn] | None = None
+    # The pipeline form's promise: the original pipeline's answers on reference rows.
+    check: ReferenceCheck | None = None
     # Per-feature bands of the out-of-distribution check, and where they came from.
     feature_ranges: FeatureRanges | None = None
     feature_ranges_source: Literal["reference", "scaler", "none"]
@@ -134,6 +146,8 @@ class Manifest(BaseModel):
             raise ValueError("inputs must name the feature_names, in their order")
         if self.form == "pipeline" and self.scaler is not None:
             raise ValueError("a pipeline-form manifest holds its scaler inside the model artifact")
+        if self.check is not None and any(len(row) != n for row in self.check.rows):
+            raise ValueError("check rows must hold one value per feature")
         return self
 
     @property

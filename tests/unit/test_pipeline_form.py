@@ -21,6 +21,7 @@ from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, SplineTrans
 from pipeline_tools.package import PackagingError, write_model_dir
 from pipeline_tools.pipeline_walk import may_be_missing
 from runtime.core.artifacts import MANIFEST_FILE, Manifest, load_pipeline, trusted_type
+from runtime.core.errors import ArtifactError
 from runtime.core.predictor import compile_predictor
 
 X, Y = load_breast_cancer(return_X_y=True)
@@ -140,7 +141,22 @@ def test_the_compiled_form_keeps_its_fast_path(tmp_path):
 def test_a_pipeline_that_fails_on_reference_rows_is_refused(tmp_path):
     # log1p of the standard normal reference rows (no --reference) is NaN below -1.
     pipeline = make_pipeline(FunctionTransformer(np.log1p), LinearRegression()).fit(X, Y)
-    with pytest.raises(PackagingError, match="fails on reference rows .*pass --reference"):
+    with pytest.raises(PackagingError, match="fails on reference rows .*pass --reference") as caught:
         write_model_dir(pipeline, "m", "1", tmp_path)
+    assert "\n" not in str(caught.value)
     assert not (tmp_path / "m" / "1").exists()
     assert write_model_dir(pipeline, "m", "1", tmp_path, reference=X).is_dir()
+
+
+def test_the_original_answers_are_recorded_with_gaps_and_checked_at_every_load(tmp_path):
+    pipeline = make_pipeline(SimpleImputer(), PCA(3), LogisticRegression()).fit(GAPPED, Y)
+    directory = write_model_dir(pipeline, "m", "1", tmp_path)
+    manifest_file = directory / MANIFEST_FILE
+    doc = json.loads(manifest_file.read_text())
+    rows = np.array(doc["check"]["rows"], dtype=np.float64)
+    assert np.isnan(rows).any() and set(doc["check"]["answers"]) == {"predict", "predict_proba", "decision_function"}
+    np.testing.assert_allclose(doc["check"]["answers"]["predict_proba"], pipeline.predict_proba(rows), rtol=1e-12)
+    doc["check"]["answers"]["predict_proba"][0] = [0.5, 0.5]
+    manifest_file.write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match="predict_proba differs from the original's recorded answers"):
+        compile_predictor(load_pipeline(directory))
