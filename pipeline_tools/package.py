@@ -56,7 +56,7 @@ from runtime.core.errors import ArtifactError, first_line
 from runtime.core.outputs import offered_outputs
 from runtime.core.predictor import compile_predictor, reference_rows
 from runtime.core.steps.kinds import Estimator, StepKind, Transformer
-from runtime.core.steps.registry import ESTIMATORS, TRANSFORMERS, UnsupportedStepError
+from runtime.core.steps.registry import ESTIMATORS, TRANSFORMERS
 
 IMPLEMENTATION = "runtime.PipelineRuntime"
 PIPELINE_SUFFIXES = (".joblib", ".pkl", ".pickle", ".skops")
@@ -128,18 +128,14 @@ def split_pipeline(obj: Any) -> Parts:
         )
     if not steps:
         raise PackagingError("the pipeline has no estimator")
-    *leading, (model_name, model) = steps
+    *leading, (_, model) = steps
     estimators = [name for name, step in steps if ESTIMATORS.family(step) is not None]
     if len(estimators) > 1:
         raise PackagingError(f"more than one estimator ({', '.join(estimators)}); package one model")
-    compiled = len(leading) <= 1 and ESTIMATORS.family(model) is not None
-    if not compiled or (leading and TRANSFORMERS.family(leading[0][1]) is None):
+    scaler_kind = TRANSFORMERS.family(leading[0][1]) if len(leading) == 1 else None
+    model_kind = ESTIMATORS.family(model)
+    if model_kind is None or len(leading) > 1 or (leading and scaler_kind is None):
         return _whole(obj if isinstance(obj, Pipeline) else Pipeline(steps))
-    try:
-        scaler_kind = TRANSFORMERS.require(*leading[0]) if leading else None
-        model_kind = ESTIMATORS.require(model_name, model)
-    except UnsupportedStepError as exc:
-        raise PackagingError(str(exc)) from None
     kinds: list[StepKind] = [scaler_kind] if scaler_kind is not None else []
     _check_steps(steps, [*kinds, model_kind])
     return Parts(leading[0][1] if leading else None, model, scaler_kind, model_kind)
