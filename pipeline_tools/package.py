@@ -222,7 +222,11 @@ def feature_ranges(parts: Parts, reference: np.ndarray | None, n: int) -> tuple[
         reference = np.asarray(reference, dtype=np.float64)
         if reference.ndim != 2 or reference.shape[1] != n or not len(reference):
             raise PackagingError(f"the reference data has shape {list(reference.shape)}, expected [rows, {n}]")
-        return FeatureRanges(min=reference.min(axis=0).tolist(), max=reference.max(axis=0).tolist()), "reference"
+        if np.isnan(reference).all(axis=0).any():
+            raise PackagingError("the reference data has a column with no value at all")
+        # A gap in the reference data is a missing value, not a bound.
+        low, high = np.nanmin(reference, axis=0), np.nanmax(reference, axis=0)
+        return FeatureRanges(min=low.tolist(), max=high.tolist()), "reference"
     if parts.scaler_kind is None:
         return None, "none"
     return parts.scaler_kind.ranges(parts.scaler)

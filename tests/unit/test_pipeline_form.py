@@ -160,3 +160,11 @@ def test_the_original_answers_are_recorded_with_gaps_and_checked_at_every_load(t
     manifest_file.write_text(json.dumps(doc))
     with pytest.raises(ArtifactError, match="predict_proba differs from the original's recorded answers"):
         compile_predictor(load_pipeline(directory))
+
+
+def test_reference_data_with_gaps_bounds_the_values_it_has(tmp_path):
+    pipeline = make_pipeline(SimpleImputer(), LogisticRegression()).fit(GAPPED, Y)
+    manifest = load_pipeline(write_model_dir(pipeline, "m", "1", tmp_path, reference=GAPPED)).manifest
+    assert manifest.feature_ranges is not None and manifest.feature_ranges_source == "reference"
+    assert manifest.feature_ranges.min == np.nanmin(GAPPED, axis=0).tolist()
+    assert manifest.feature_ranges.max == np.nanmax(GAPPED, axis=0).tolist()
