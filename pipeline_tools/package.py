@@ -3,10 +3,15 @@
     python -m pipeline_tools.package PIPELINE_FILE --name NAME --version VERSION [--out models]
         [--features a,b,c] [--reference data.csv] [--force]
 
-PIPELINE_FILE holds a fitted `Pipeline` (an optional scaler step, then one estimator), a
-`(scaler, model)` tuple or a bare estimator, saved with joblib/pickle (.joblib, .pkl) or skops
-(.skops). Reading a pickle is the user's own, local act here; the directory written needs no
-pickle again: skops artifacts, with exactly the types they hold recorded in the manifest.
+PIPELINE_FILE holds a fitted scikit-learn `Pipeline`, a `(scaler, model)` tuple or a bare estimator,
+saved with joblib/pickle (.joblib, .pkl) or skops (.skops). An optional registered scaler then a
+registered estimator is packaged in the compiled form (scaler and model artifacts, served by the
+compiled fast paths); any other pipeline of scikit-learn types over numeric columns is packaged whole
+(the pipeline form, served by scikit-learn; the original's answers on reference rows are recorded in
+the manifest and checked at every load).
+Reading a pickle is the user's own, local act here; the directory written needs no pickle again:
+skops artifacts, with exactly the types they hold recorded in the manifest, and the input schema
+(each column's name, kind and whether it may be missing).
 `write_model_dir()` does the same from Python (notebooks, training jobs, pipeline_tools.train).
 """
 
@@ -27,29 +32,37 @@ from typing import Any
 
 import joblib
 import numpy as np
+import pandas as pd
 import sklearn
 import skops.io
 from sklearn.base import is_classifier
 from sklearn.pipeline import Pipeline
 
+from pipeline_tools.pipeline_walk import StepRefusedError, check_steps, may_be_missing
 from runtime.core.artifacts import (
     MANIFEST_FILE,
-    SKLEARN_PREFIX,
     FeatureRanges,
+    LoadedPipeline,
     Manifest,
+    ReferenceCheck,
     class_labels,
+    final_estimator,
     load_pipeline,
     sha256_hex,
+    trusted_type,
     type_path,
 )
-from runtime.core.errors import ArtifactError
-from runtime.core.predictor import compile_predictor
+from runtime.core.errors import ArtifactError, first_line
+from runtime.core.outputs import offered_outputs
+from runtime.core.predictor import compile_predictor, reference_rows
 from runtime.core.steps.kinds import Estimator, StepKind, Transformer
-from runtime.core.steps.registry import ESTIMATORS, TRANSFORMERS, UnsupportedStepError
+from runtime.core.steps.registry import ESTIMATORS, TRANSFORMERS
 
 IMPLEMENTATION = "runtime.PipelineRuntime"
 PIPELINE_SUFFIXES = (".joblib", ".pkl", ".pickle", ".skops")
 CLASSIFIER_OUTPUTS = ("predict_proba", "decision_function")
+# How many reference rows (and the original pipeline's answers) a pipeline-form manifest records.
+CHECK_ROWS = 32
 
 
 class PackagingError(Exception):
@@ -59,10 +72,22 @@ class PackagingError(Exception):
 @dataclass(frozen=True)
 class Parts:
     scaler: Any | None
-    model: Any
-    # Their step registry entries (the scaler's is None without a scaler).
+    model: Any  # the estimator (the pipeline's final step in the pipeline form)
+    # Their step registry entries (the scaler's is None without a scaler; the model's is None for an
+    # estimator the registry does not know, served in the pipeline form).
     scaler_kind: Transformer | None
-    model_kind: Estimator
+    model_kind: Estimator | None
+    # The pipeline form: the whole fitted pipeline, packaged as one artifact; None in the compiled form.
+    whole: Pipeline | None = None
+
+    @property
+    def served(self) -> Any:
+        """What the model artifact holds: the whole pipeline, or the estimator."""
+        return self.whole if self.whole is not None else self.model
+
+    @property
+    def n_features(self) -> int:
+        return int(self.served.n_features_in_)
 
 
 # ------------------------------------------------------------------------------ reading
@@ -77,7 +102,7 @@ def read_pipeline_file(path: Path) -> Any:
     try:
         if path.suffix == ".skops":
             untrusted = skops.io.get_untrusted_types(file=path)
-            foreign = [t for t in untrusted if not t.startswith(SKLEARN_PREFIX)]
+            foreign = [t for t in untrusted if not trusted_type(t)]
             if foreign:
                 raise PackagingError(f"{path}: holds types outside scikit-learn: {foreign}")
             return skops.io.load(path, trusted=untrusted)
@@ -89,7 +114,8 @@ def read_pipeline_file(path: Path) -> Any:
 
 
 def split_pipeline(obj: Any) -> Parts:
-    """(scaler or None, estimator) from a Pipeline, a (scaler, model) tuple or an estimator."""
+    """The compiled form's (scaler or None, estimator) from a Pipeline, a (scaler, model) tuple or an
+    estimator when it has that shape, else the whole pipeline (the pipeline form)."""
     if isinstance(obj, Pipeline):
         steps = [(name, step) for name, step in obj.steps if step not in (None, "passthrough")]
     elif isinstance(obj, (tuple, list)) and len(obj) == 2:
@@ -102,21 +128,29 @@ def split_pipeline(obj: Any) -> Parts:
         )
     if not steps:
         raise PackagingError("the pipeline has no estimator")
-    *leading, (model_name, model) = steps
+    *leading, (_, model) = steps
     estimators = [name for name, step in steps if ESTIMATORS.family(step) is not None]
     if len(estimators) > 1:
         raise PackagingError(f"more than one estimator ({', '.join(estimators)}); package one model")
-    if len(leading) > 1:
-        names = ", ".join(f"'{n}' ({type(s).__name__})" for n, s in leading)
-        raise PackagingError(f"unsupported steps {names}: at most one scaler, then the estimator")
-    try:
-        scaler_kind = TRANSFORMERS.require(*leading[0]) if leading else None
-        model_kind = ESTIMATORS.require(model_name, model)
-    except UnsupportedStepError as exc:
-        raise PackagingError(str(exc)) from None
+    scaler_kind = TRANSFORMERS.family(leading[0][1]) if len(leading) == 1 else None
+    model_kind = ESTIMATORS.family(model)
+    if model_kind is None or len(leading) > 1 or (leading and scaler_kind is None):
+        return _whole(obj if isinstance(obj, Pipeline) else Pipeline(steps))
     kinds: list[StepKind] = [scaler_kind] if scaler_kind is not None else []
     _check_steps(steps, [*kinds, model_kind])
     return Parts(leading[0][1] if leading else None, model, scaler_kind, model_kind)
+
+
+def _whole(pipeline: Pipeline) -> Parts:
+    """The pipeline form, once every object in it is one the runtime can load and serve."""
+    try:
+        check_steps(pipeline)
+    except StepRefusedError as exc:
+        raise PackagingError(str(exc)) from None
+    model = final_estimator(pipeline)
+    if not hasattr(model, "predict"):
+        raise PackagingError(f"the pipeline ends in a {type(model).__name__}, which does not predict")
+    return Parts(None, model, None, ESTIMATORS.of(model), pipeline)
 
 
 def _check_steps(steps: list[tuple[str, Any]], kinds: list[StepKind]) -> None:
@@ -139,12 +173,14 @@ def _check_steps(steps: list[tuple[str, Any]], kinds: list[StepKind]) -> None:
 
 def feature_names(parts: Parts, given: Sequence[str] | None) -> list[str]:
     """The names the pipeline was fitted with, else `given`, else x0..xN-1."""
-    n = parts.model_kind.reads(parts.model)
-    if parts.scaler_kind is not None and parts.scaler_kind.writes(parts.scaler) != n:
-        raise PackagingError(
-            f"the scaler expects {parts.scaler_kind.reads(parts.scaler)} features but the estimator {n}"
-        )
-    fitted = getattr(parts.scaler if parts.scaler is not None else parts.model, "feature_names_in_", None)
+    n = parts.n_features
+    if parts.scaler_kind is not None and parts.model_kind is not None:
+        n = parts.model_kind.reads(parts.model)
+        if parts.scaler_kind.writes(parts.scaler) != n:
+            raise PackagingError(
+                f"the scaler expects {parts.scaler_kind.reads(parts.scaler)} features but the estimator {n}"
+            )
+    fitted = getattr(parts.scaler if parts.scaler is not None else parts.served, "feature_names_in_", None)
     names = [str(f) for f in fitted] if fitted is not None else None
     if given is not None:
         given = [g.strip() for g in given]
@@ -186,7 +222,11 @@ def feature_ranges(parts: Parts, reference: np.ndarray | None, n: int) -> tuple[
         reference = np.asarray(reference, dtype=np.float64)
         if reference.ndim != 2 or reference.shape[1] != n or not len(reference):
             raise PackagingError(f"the reference data has shape {list(reference.shape)}, expected [rows, {n}]")
-        return FeatureRanges(min=reference.min(axis=0).tolist(), max=reference.max(axis=0).tolist()), "reference"
+        if np.isnan(reference).all(axis=0).any():
+            raise PackagingError("the reference data has a column with no value at all")
+        # A gap in the reference data is a missing value, not a bound.
+        low, high = np.nanmin(reference, axis=0), np.nanmax(reference, axis=0)
+        return FeatureRanges(min=low.tolist(), max=high.tolist()), "reference"
     if parts.scaler_kind is None:
         return None, "none"
     return parts.scaler_kind.ranges(parts.scaler)
@@ -198,7 +238,7 @@ def feature_ranges(parts: Parts, reference: np.ndarray | None, n: int) -> tuple[
 def _dump(obj: Any, directory: Path, stem: str) -> dict[str, Any]:
     data = skops.io.dumps(obj)
     types = sorted(skops.io.get_untrusted_types(data=data))
-    foreign = [t for t in types if not t.startswith(SKLEARN_PREFIX)]
+    foreign = [t for t in types if not trusted_type(t)]
     if foreign:
         raise PackagingError(
             f"{type(obj).__name__} holds types outside scikit-learn {foreign}; the runtime would refuse it"
@@ -227,25 +267,27 @@ def build_manifest(
     ranges: tuple[FeatureRanges | None, str],
     directory: Path,
 ) -> Manifest:
-    model = parts.model
-    classifier = is_classifier(model)
+    served = parts.served
+    classifier = is_classifier(served)
     outputs = ["predict"]
     if classifier:
-        outputs += [o for o in CLASSIFIER_OUTPUTS if hasattr(model, o)]
+        outputs += [o for o in CLASSIFIER_OUTPUTS if hasattr(served, o)]
     doc: dict[str, Any] = {
         "name": name,
         "version": version,
         "kind": "classifier" if classifier else "regressor",
-        "estimator": type_path(model),
+        "estimator": type_path(parts.model),
         "feature_names": names,
-        "classes": class_labels(model) if classifier else None,
+        "form": "pipeline" if parts.whole is not None else "compiled",
+        "inputs": [{"name": n, "kind": "numeric", "missing": m} for n, m in zip(names, _missing(parts), strict=True)],
+        "classes": class_labels(served) if classifier else None,
         "outputs": outputs,
         "trained_with": {
             "scikit-learn": sklearn.__version__,
             "numpy": np.__version__,
             "python": platform.python_version(),
         },
-        "model": _dump(model, directory, "model"),
+        "model": _dump(served, directory, "model"),
         "feature_ranges": ranges[0].model_dump() if ranges[0] is not None else None,
         "feature_ranges_source": ranges[1],
     }
@@ -255,6 +297,37 @@ def build_manifest(
         return Manifest.model_validate(doc)
     except ValueError as exc:
         raise PackagingError(f"the pipeline does not make a valid manifest: {exc}") from None
+
+
+def _missing(parts: Parts) -> list[bool]:
+    """Per column, whether it may be missing: as the pipeline walk decides, or in the compiled form
+    where the estimator takes NaN itself (the scalers keep NaN as it is)."""
+    if parts.whole is not None:
+        return may_be_missing(parts.whole, parts.n_features)
+    return [parts.model_kind is not None and parts.model_kind.takes_nan] * parts.n_features
+
+
+def reference_check(parts: Parts, manifest: Manifest) -> ReferenceCheck | None:
+    """The pipeline form's promise: the original pipeline's answers on reference rows (with gaps where
+    the schema allows them), recorded in the manifest and checked at every load."""
+    if parts.whole is None:
+        return None  # the compiled form is checked against scikit-learn at every load
+    rows = reference_rows(LoadedPipeline(manifest, None, parts.whole), seed=0)
+    rows = rows[:: max(1, len(rows) // CHECK_ROWS)]
+    names = getattr(parts.whole, "feature_names_in_", None)
+    original_input = pd.DataFrame(rows, columns=names) if names is not None else rows
+    try:
+        with np.errstate(all="ignore"):
+            answers = {o: np.asarray(getattr(parts.whole, o)(original_input)) for o in offered_outputs(manifest)}
+    except Exception as exc:  # whatever fails, the user gets one line
+        raise PackagingError(
+            f"the pipeline fails on reference rows ({type(exc).__name__}: {first_line(exc)}); "
+            "pass --reference with rows it serves"
+        ) from None
+    return ReferenceCheck(
+        rows=[[None if np.isnan(v) else float(v) for v in row] for row in rows],
+        answers={o: a.tolist() for o, a in answers.items()},
+    )
 
 
 def write_model_dir(
@@ -282,6 +355,9 @@ def write_model_dir(
     try:
         ranges = feature_ranges(parts, reference, len(names))
         manifest = build_manifest(parts, name, version, names, ranges, staging)
+        check = reference_check(parts, manifest)
+        if check is not None:
+            manifest = Manifest.model_validate({**manifest.model_dump(), "check": check.model_dump()})
         _write_json(staging / MANIFEST_FILE, manifest.model_dump(mode="json", exclude_none=True))
         _write_json(staging / "model-settings.json", model_settings(name, version))
         try:

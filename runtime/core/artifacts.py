@@ -1,10 +1,11 @@
 """The model directory: its manifest, artifact hashes and safe loading.
 
 A model version directory holds `manifest.json`, the model artifact and optionally a scaler
-artifact, each in skops format (the default: only types on a trusted list are ever built) or
-joblib (pickle: safe only because its sha256 is pinned). Every artifact is read into memory,
-hashed, compared with the manifest and only then deserialised from those same bytes, so a file
-swapped after the check is never deserialised.
+artifact (the compiled form), or the whole fitted pipeline as one model artifact (the pipeline form,
+for any other pipeline of scikit-learn types), each in skops format (the default: only types on a
+trusted list are ever built) or joblib (pickle: safe only because its sha256 is pinned). Every
+artifact is read into memory, hashed, compared with the manifest and only then deserialised from
+those same bytes, so a file swapped after the check is never deserialised.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import joblib
+import numpy as np
 import sklearn
 import skops.io
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from sklearn.pipeline import Pipeline
 
 from runtime.core.errors import ArtifactError, validation_problems
 
@@ -30,6 +33,22 @@ logger = logging.getLogger("runtime.core.artifacts")
 
 # A type recorded in a manifest is accepted only from this package (or from trusted_types).
 SKLEARN_PREFIX = "sklearn."
+NUMPY_PREFIX = "numpy."
+# Types outside scikit-learn that fitted scikit-learn steps hold as data: an imputer's fitted dtype, a
+# SplineTransformer's B-splines (with the array conversion they reference), never code that runs more.
+FITTED_DATA_TYPES = frozenset(
+    {"numpy.dtype", "scipy.interpolate._bsplines.BSpline", "scipy._lib.array_api_compat.numpy._aliases.asarray"}
+)
+
+
+def trusted_type(name: str) -> bool:
+    """A scikit-learn type, a type fitted steps hold as data, or a numpy ufunc (a FunctionTransformer's
+    np.log1p): code that only ever maps arrays to arrays."""
+    if name.startswith(SKLEARN_PREFIX) or name in FITTED_DATA_TYPES:
+        return True
+    if not name.startswith(NUMPY_PREFIX) or name.count(".") != 1:
+        return False
+    return isinstance(getattr(np, name.removeprefix(NUMPY_PREFIX), None), np.ufunc)
 
 
 class ArtifactRef(BaseModel):
@@ -59,6 +78,27 @@ class FeatureRanges(BaseModel):
     max: list[float]
 
 
+class InputColumn(BaseModel):
+    """One input column of the schema: its name, its kind and whether a value may be missing (sent as
+    JSON null or NaN), which holds only where the pipeline itself fills or takes the gap."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: Literal["numeric"] = "numeric"
+    missing: bool = False
+
+
+class ReferenceCheck(BaseModel):
+    """Rows the packager asked the original pipeline, with its answers per output: a pipeline-form model
+    is checked against them at every load, as a compiled one is checked against scikit-learn."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[list[float | None]]  # None: a missing value
+    answers: dict[str, list[Any]]
+
+
 class Manifest(BaseModel):
     """What a model version promises; written by `pipeline_tools.package`, checked at every load."""
 
@@ -75,6 +115,13 @@ class Manifest(BaseModel):
     trained_with: dict[str, str]
     model: ArtifactRef
     scaler: ArtifactRef | None = None
+    # "compiled": `scaler` (optional) then `model`, the estimator; "pipeline": `model` holds the whole
+    # fitted pipeline (any scikit-learn types) and `estimator` names its final step.
+    form: Literal["compiled", "pipeline"] = "compiled"
+    # The input schema; a manifest without one has numeric columns none of which may be missing.
+    inputs: list[InputColumn] | None = None
+    # The pipeline form's promise: the original pipeline's answers on reference rows.
+    check: ReferenceCheck | None = None
     # Per-feature bands of the out-of-distribution check, and where they came from.
     feature_ranges: FeatureRanges | None = None
     feature_ranges_source: Literal["reference", "scaler", "none"]
@@ -95,7 +142,22 @@ class Manifest(BaseModel):
             raise ValueError("outputs must name predict, and each output once")
         if self.kind == "regressor" and set(self.outputs) != {"predict"}:
             raise ValueError("a regressor offers predict only")
+        if self.inputs is not None and [c.name for c in self.inputs] != self.feature_names:
+            raise ValueError("inputs must name the feature_names, in their order")
+        if self.form == "pipeline" and self.scaler is not None:
+            raise ValueError("a pipeline-form manifest holds its scaler inside the model artifact")
+        if self.check is not None and any(len(row) != n for row in self.check.rows):
+            raise ValueError("check rows must hold one value per feature")
         return self
+
+    @property
+    def columns(self) -> list[InputColumn]:
+        return self.inputs if self.inputs is not None else [InputColumn(name=f) for f in self.feature_names]
+
+    @property
+    def may_be_missing(self) -> tuple[bool, ...]:
+        """Per feature, whether a missing value is accepted there."""
+        return tuple(c.missing for c in self.columns)
 
     @property
     def string_labels(self) -> bool:
@@ -144,7 +206,7 @@ def read_verified(model_dir: Path, ref: ArtifactRef) -> bytes:
 
 def accepted_types(ref: ArtifactRef, policy: LoadPolicy) -> set[str]:
     """The recorded scikit-learn types, plus whatever the model's settings trust explicitly."""
-    recorded = {t for t in ref.types if t.startswith(SKLEARN_PREFIX)}
+    recorded = {t for t in ref.types if trusted_type(t)}
     return recorded | set(policy.extra_trusted_types)
 
 
@@ -194,10 +256,21 @@ def class_labels(model: Any) -> list[Any]:
     return [c.item() if hasattr(c, "item") else c for c in getattr(model, "classes_", [])]
 
 
+def final_estimator(obj: Any) -> Any:
+    """The last step of a (nested) Pipeline; the object itself otherwise."""
+    while isinstance(obj, Pipeline):
+        obj = obj.steps[-1][1]
+    return obj
+
+
 def _check_model(model: Any, manifest: Manifest) -> None:
-    if type_path(model) != manifest.estimator:
+    if manifest.form == "pipeline" and not isinstance(model, Pipeline):
+        raise ArtifactError(f"model {manifest.model.file} is a {type_path(model)}, the manifest says a Pipeline")
+    estimator = final_estimator(model)
+    if type_path(estimator) != manifest.estimator:
+        holds = "is" if estimator is model else "ends in"
         raise ArtifactError(
-            f"model {manifest.model.file} is a {type_path(model)}, the manifest says {manifest.estimator}"
+            f"model {manifest.model.file} {holds} a {type_path(estimator)}, the manifest says {manifest.estimator}"
         )
     missing = [o for o in manifest.outputs if not hasattr(model, o)]
     if missing:
@@ -219,8 +292,10 @@ def load_pipeline(model_dir: Path, policy: LoadPolicy = LoadPolicy()) -> LoadedP
         _check_feature_count(f"scaler {manifest.scaler.file}", scaler, manifest.n_features)
     _check_feature_count(f"model {manifest.model.file}", model, manifest.n_features)
     _check_model(model, manifest)
-    for estimator in (scaler, model):
-        _forget_column_names(estimator)
+    if manifest.form == "compiled":
+        # The pipeline form keeps its names: a ColumnTransformer may select columns by them.
+        for estimator in (scaler, model):
+            _forget_column_names(estimator)
     return LoadedPipeline(manifest=manifest, scaler=scaler, model=model)
 
 

@@ -3,7 +3,10 @@ names the input and, where it applies, the row and column.
 
 Accepted layouts: one 2-D tensor [N, F] under any name, or one 1-D tensor [N] per feature named
 as in the manifest. The fast path is one `np.asarray` over the payload; the slower,
-element-by-element walk runs only to explain a payload the fast path rejected.
+element-by-element walk runs only to explain a payload the fast path rejected. A missing value (JSON
+null, or NaN in float contents) is accepted only in a column the manifest's schema says may be
+missing; it reaches the pipeline as NaN. A payload holding null is read by that slower walk, so a
+model none of whose columns may be missing pays nothing for the rule.
 """
 
 from __future__ import annotations
@@ -62,10 +65,13 @@ class Contract:
     feature_names: tuple[str, ...]
     offered_outputs: tuple[str, ...]
     max_rows: int
+    # Per feature, whether it may be missing; empty when none may.
+    may_be_missing: tuple[bool, ...] = ()
 
     @classmethod
     def for_manifest(cls, manifest: Manifest, max_rows: int) -> Contract:
-        return cls(tuple(manifest.feature_names), offered_outputs(manifest), max_rows)
+        missing = manifest.may_be_missing
+        return cls(tuple(manifest.feature_names), offered_outputs(manifest), max_rows, missing if any(missing) else ())
 
     @property
     def n_features(self) -> int:
@@ -106,7 +112,7 @@ class Contract:
         if cols != self.n_features:
             raise FeatureCountError(f"input '{inp.name}': expected {self.n_features} features (columns), got {cols}")
         self._check_rows(inp.name, rows)
-        return decode_tensor(inp, (rows, cols), self.feature_names)
+        return decode_tensor(inp, (rows, cols), self.feature_names, self.may_be_missing)
 
     def _columns(self, inputs: Sequence[Tensor]) -> np.ndarray:
         for inp in inputs:
@@ -124,7 +130,8 @@ class Contract:
         matrix = np.empty((rows, self.n_features), dtype=np.float64)
         for col, name in enumerate(self.feature_names):
             inp = by_name[name]
-            matrix[:, col] = decode_tensor(inp, (rows,), (name,))
+            missing = self.may_be_missing[col : col + 1]
+            matrix[:, col] = decode_tensor(inp, (rows,), (name,), missing)
         return matrix
 
     def _index_columns(self, inputs: Sequence[Tensor]) -> dict[str, Tensor]:
@@ -183,8 +190,11 @@ def check_request_id(request_id: str | None) -> None:
         raise RequestIdError(f"request id {request_id!r} must be printable ASCII (it is echoed in response headers)")
 
 
-def decode_tensor(inp: Tensor, shape: tuple[int, ...], columns: Sequence[str]) -> np.ndarray:
-    """The tensor's data as a finite float64 array of `shape`, within its datatype's range."""
+def decode_tensor(
+    inp: Tensor, shape: tuple[int, ...], columns: Sequence[str], missing: Sequence[bool] = ()
+) -> np.ndarray:
+    """The tensor's data as a float64 array of `shape`, within its datatype's range, finite but for
+    NaN where `missing` (per column, empty when no column may be missing) allows it."""
     datatype = _numeric_dtype(inp)
     if any(d < 0 for d in shape):
         raise ShapeError(f"input '{inp.name}': shape {list(inp.shape)} has a negative dimension")
@@ -194,11 +204,22 @@ def decode_tensor(inp: Tensor, shape: tuple[int, ...], columns: Sequence[str]) -
     except (ValueError, TypeError):
         raw = None
     if raw is None or raw.dtype.kind not in "fiu" or _holds_booleans(data):
-        _explain_bad_elements(inp.name, data, shape, columns)
-        raise MalformedDataError(f"input '{inp.name}': data is not a rectangular array of numbers")
+        _explain_bad_elements(inp.name, data, shape, columns, missing)
+        raw = _with_gaps(inp.name, data) if any(missing) else None
+        if raw is None:
+            raise MalformedDataError(f"input '{inp.name}': data is not a rectangular array of numbers")
     raw = _reshape(inp.name, raw, shape)
-    _check_range(inp.name, raw, datatype, columns)
+    _check_range(inp.name, raw, datatype, columns, missing)
     return raw.astype(np.float64, copy=False)
+
+
+def _with_gaps(name: str, data: Any) -> np.ndarray | None:
+    """Numbers and nulls, each null already found in a column that may be missing, as float64 with NaN
+    for null; None for data numpy cannot read that way (ragged nesting)."""
+    try:
+        return np.array(data, dtype=np.float64)
+    except (ValueError, TypeError):
+        return None
 
 
 def _holds_booleans(data: Any) -> bool:
@@ -234,14 +255,21 @@ def _position(name: str, index: tuple[int, ...], columns: Sequence[str]) -> str:
     return f"input '{name}': row {row}, column {col} ('{columns[col]}')"
 
 
-def _check_range(name: str, values: np.ndarray, datatype: np.dtype, columns: Sequence[str]) -> None:
+def _check_range(
+    name: str, values: np.ndarray, datatype: np.dtype, columns: Sequence[str], missing: Sequence[bool]
+) -> None:
     if values.dtype.kind == "f":
         finite = np.isfinite(values)
         if not finite.all():
-            index = _first(~finite)
-            raise NonFiniteError(
-                f"{_position(name, index, columns)}: {_describe(values[index])} is not allowed (values must be finite)"
-            )
+            refused = ~finite
+            if missing:
+                refused &= ~(np.isnan(values) & np.asarray(missing, dtype=bool))
+            if refused.any():
+                index = _first(refused)
+                raise NonFiniteError(
+                    f"{_position(name, index, columns)}: {_describe(values[index])} is not allowed "
+                    f"({_finite_rule(columns, index)})"
+                )
     if datatype.kind in "iu":
         _check_integer_range(name, values, datatype, columns)
     elif datatype != np.float64:
@@ -255,9 +283,15 @@ def _check_range(name: str, values: np.ndarray, datatype: np.dtype, columns: Seq
             )
 
 
+def _finite_rule(columns: Sequence[str], index: tuple[int, ...]) -> str:
+    column = columns[index[1]] if len(index) == 2 else columns[0]
+    return f"values must be finite; column '{column}' may not be missing"
+
+
 def _check_integer_range(name: str, values: np.ndarray, datatype: np.dtype, columns: Sequence[str]) -> None:
     if values.dtype.kind == "f":
-        fractional = values != np.trunc(values)
+        # A NaN here is an accepted missing value, not a fraction.
+        fractional = (values != np.trunc(values)) & ~np.isnan(values)
         if fractional.any():
             index = _first(fractional)
             raise ValueRangeError(
@@ -285,8 +319,11 @@ def _describe(value: float) -> str:
     return "NaN" if np.isnan(value) else ("+Inf" if value > 0 else "-Inf")
 
 
-def _explain_bad_elements(name: str, data: Any, shape: tuple[int, ...], columns: Sequence[str]) -> None:
-    """Raise the most specific error for data the fast path could not turn into numbers."""
+def _explain_bad_elements(
+    name: str, data: Any, shape: tuple[int, ...], columns: Sequence[str], missing: Sequence[bool]
+) -> None:
+    """Raise the most specific error for data the fast path could not turn into numbers; a null where
+    `missing` allows it passes."""
     if isinstance(data, np.ndarray):  # gRPC contents arrive as arrays (runtime.integration.grpc)
         data = data.tolist()
     if not isinstance(data, list):
@@ -302,7 +339,10 @@ def _explain_bad_elements(name: str, data: Any, shape: tuple[int, ...], columns:
             if len(values) != width:
                 raise MalformedDataError(f"input '{name}': row {row} has {len(values)} values, expected {width}")
     for index, value in _elements(data, nested, width):
-        _check_element(_position(name, index if len(shape) == 2 else index[:1], columns), value)
+        if value is None and missing and missing[index[1]]:
+            continue
+        where = _position(name, index if len(shape) == 2 else index[:1], columns)
+        _check_element(where, value, columns[index[1]])
 
 
 def _elements(data: list[Any], nested: bool, width: int) -> Iterator[tuple[tuple[int, int], Any]]:
@@ -315,9 +355,9 @@ def _elements(data: list[Any], nested: bool, width: int) -> Iterator[tuple[tuple
             yield divmod(flat, width), value
 
 
-def _check_element(where: str, value: Any) -> None:
+def _check_element(where: str, value: Any, column: str) -> None:
     if value is None:
-        raise NonFiniteError(f"{where}: null is not a number")
+        raise NonFiniteError(f"{where}: null is not a number, and column '{column}' may not be missing")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise MalformedDataError(f"{where}: expected a number, got {_kind(value)}")
     if isinstance(value, int) and not -(2**63) <= value < 2**64:

@@ -226,3 +226,9 @@ def validation_problems(error: Exception) -> str:
     return "; ".join(
         f"'{'.'.join(map(str, e['loc']))}': {e['msg']}" if e["loc"] else e["msg"] for e in problems(include_url=False)
     )
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message up to its first line break: scikit-learn's span paragraphs, a refusal one line."""
+    text = str(error)
+    return text.splitlines()[0] if text else ""

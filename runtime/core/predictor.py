@@ -4,7 +4,10 @@ The model's entry in the step registry (runtime.core.steps) may declare a fast p
 model folds the scaler before it into its coefficients (one matrix product instead of two
 scikit-learn calls with their input checks), a random forest or extra-trees ensemble runs its own
 trees in a plain loop. Anything else runs scikit-learn's own estimator with the checks our contract
-has already made switched off. Each compiled output is verified against plain scikit-learn at load
+has already made switched off; so does a pipeline packaged whole (the manifest's pipeline form),
+through the Pipeline's own methods, checked at load against the original pipeline's answers the
+manifest recorded (allclose: nothing is compiled, but another machine's BLAS may round differently).
+Each compiled output is verified against plain scikit-learn at load
 and dropped, with a log line, if it disagrees.
 """
 
@@ -14,9 +17,11 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import sklearn
 
-from runtime.core.artifacts import LoadedPipeline
+from runtime.core.artifacts import LoadedPipeline, ReferenceCheck
+from runtime.core.errors import ArtifactError, first_line
 from runtime.core.outputs import OutputFn, offered_outputs, require_finite
 from runtime.core.steps.kinds import Preceding
 from runtime.core.steps.registry import ESTIMATORS, TRANSFORMERS
@@ -26,6 +31,8 @@ logger = logging.getLogger("runtime.core.predictor")
 REFERENCE_ROWS = 256
 RTOL = 1e-9
 ATOL = 1e-12
+# The pipeline form against the original's recorded answers.
+CHECK_RTOL, CHECK_ATOL = 1e-7, 1e-10
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,8 @@ def compile_predictor(pipeline: LoadedPipeline, seed: int = 0) -> Predictor:
     """Per output, the fast path's function where it matches scikit-learn on reference rows, else
     scikit-learn's own."""
     plain = _sklearn_outputs(pipeline)
+    if pipeline.manifest.check is not None:
+        _check_recorded(pipeline.manifest.check, Predictor(kind="sklearn", outputs=plain))
     compiled_kind, folded = _fast_path_outputs(pipeline)
     if not folded:
         return Predictor(kind="sklearn", outputs=plain)
@@ -65,6 +74,29 @@ def compile_predictor(pipeline: LoadedPipeline, seed: int = 0) -> Predictor:
             )
     kind = compiled_kind if all(outputs[n] is folded.get(n) for n in outputs) else "sklearn"
     return Predictor(kind=kind, outputs=outputs)
+
+
+def _check_recorded(check: ReferenceCheck, predictor: Predictor) -> None:
+    """The served answers on the recorded rows equal the original pipeline's, or the load fails."""
+    rows = np.array(check.rows, dtype=np.float64)  # null -> NaN: a missing value
+    try:
+        served = predictor.predict(rows, tuple(check.answers))
+    except Exception as exc:  # a model that cannot answer its own reference rows must not serve
+        raise ArtifactError(
+            f"the pipeline fails on its recorded reference rows ({type(exc).__name__}: {first_line(exc)})"
+        ) from None
+    for output, answer in check.answers.items():
+        if not agrees_with_answers(served[output], np.asarray(answer)):
+            raise ArtifactError(f"the pipeline's {output} differs from the original's recorded answers")
+
+
+def agrees_with_answers(got: np.ndarray, want: np.ndarray) -> bool:
+    """Labels exactly, numbers within CHECK_RTOL/ATOL."""
+    if got.shape != want.shape:
+        return False
+    if want.dtype.kind in "fc":
+        return bool(np.allclose(got, want, rtol=CHECK_RTOL, atol=CHECK_ATOL, equal_nan=True))
+    return bool(got.tolist() == want.tolist())
 
 
 def _agrees(reference_fn: OutputFn, candidate: OutputFn, rows: np.ndarray) -> bool:
@@ -95,23 +127,39 @@ def reference_rows(pipeline: LoadedPipeline, seed: int) -> np.ndarray:
     if ranges is not None:
         low, high = np.asarray(ranges.min), np.asarray(ranges.max)
         inside = rng.uniform(low, high, size=(REFERENCE_ROWS, low.size))
-        return np.vstack([low, high, (low + high) / 2, inside])
+        return with_gaps(np.vstack([low, high, (low + high) / 2, inside]), pipeline.manifest.may_be_missing)
     standard = rng.normal(size=(REFERENCE_ROWS, n))
     if pipeline.scaler is not None:
-        return np.asarray(pipeline.scaler.inverse_transform(standard), dtype=np.float64)
-    return standard
+        standard = np.asarray(pipeline.scaler.inverse_transform(standard), dtype=np.float64)
+    return with_gaps(standard, pipeline.manifest.may_be_missing)
+
+
+def with_gaps(rows: np.ndarray, missing: tuple[bool, ...]) -> np.ndarray:
+    """The rows plus a copy with every third value of each column that may be missing set to NaN, so
+    a check covers the gaps the contract lets through."""
+    if not any(missing):
+        return rows
+    gapped = rows.copy()
+    for col in np.flatnonzero(missing):
+        gapped[col % 3 :: 3, col] = np.nan
+    return np.vstack([rows, gapped])
 
 
 def _sklearn_outputs(pipeline: LoadedPipeline) -> dict[str, OutputFn]:
     scaler, model = pipeline.scaler, pipeline.model
+    # A pipeline fitted on a DataFrame may select its columns by name (a ColumnTransformer): it gets
+    # one, in the manifest's order; a compiled-form estimator has forgotten its names at load.
+    names = getattr(model, "feature_names_in_", None)
 
     def call(method: str) -> OutputFn:
         bound = getattr(model, method)
 
         def run(features: np.ndarray) -> np.ndarray:
-            # The contract already guarantees a finite float64 [N, F] matrix.
+            # The contract already guarantees a float64 [N, F] matrix, finite but for the allowed gaps.
             with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
                 x = scaler.transform(features) if scaler is not None else features
+                if names is not None:
+                    return np.asarray(bound(pd.DataFrame(x, columns=names, copy=False)))
                 return np.asarray(bound(x))
 
         return run

@@ -227,3 +227,42 @@ def test_requested_outputs_select_and_unknown_ones_are_refused():
     assert Request(tensor(), outputs=["predict_proba"]).parse_with(contract).outputs == ("predict_proba",)
     with pytest.raises(OutputError, match="unknown output 'transform'; this model offers: predict, predict_proba"):
         Request(tensor(), outputs=["transform"]).parse_with(contract)
+
+
+# Columns 'a' and 'c' may be missing, 'b' may not.
+GAPPY = Contract(NAMES, ("predict",), max_rows=5, may_be_missing=(True, False, True))
+
+
+def test_null_and_nan_become_nan_where_a_column_may_be_missing():
+    parsed = GAPPY.parse(None, Request(tensor(data=[None, 1, 2, 3, 4, float("nan")])).tensors)
+    assert np.isnan(parsed.features[0, 0]) and np.isnan(parsed.features[1, 2])
+    assert parsed.features[~np.isnan(parsed.features)].tolist() == [1, 2, 3, 4]
+
+
+def test_a_column_style_null_is_accepted_in_its_own_column():
+    inputs = columns(a=tensor("a", (2,), data=[None, 1.0]), c=tensor("c", (2,), datatype="INT64", data=[5, None]))
+    parsed = GAPPY.parse(None, Request(*inputs).tensors)
+    assert np.isnan(parsed.features[0, 0]) and np.isnan(parsed.features[1, 2]) and parsed.features[1, 0] == 1.0
+
+
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        ([0, 1, 2, 3, None, 5], "input 'X': row 1, column 1 ('b'): null is not a number, and column 'b' may not"),
+        ([0, 1, 2, 3, float("nan"), 5], "input 'X': row 1, column 1 ('b'): NaN is not allowed"),
+        ([float("inf"), 1, 2, 3, 4, 5], "row 0, column 0 ('a'): +Inf is not allowed"),
+        ([None, 1, 2, 3, "4", 5], "row 1, column 1 ('b'): expected a number, got a string"),
+        ([None, 1, 2, 3, True, 5], "row 1, column 1 ('b'): expected a number, got a boolean"),
+    ],
+    ids=["null", "NaN", "Inf where a gap is allowed", "string", "boolean"],
+)
+def test_only_a_gap_in_a_column_that_may_be_missing_passes(data, message):
+    with pytest.raises(InvalidRequest) as caught:
+        GAPPY.parse(None, Request(tensor(data=data)).tensors)
+    assert message in str(caught.value)
+
+
+def test_a_contract_without_missing_columns_still_refuses_every_gap():
+    for data in ([None, 1, 2, 3, 4, 5], [float("nan"), 1, 2, 3, 4, 5]):
+        with pytest.raises(NonFiniteError, match="row 0, column 0 \\('a'\\)"):
+            CONTRACT.parse(None, Request(tensor(data=data)).tensors)

@@ -76,3 +76,17 @@ def test_more_raw_buffers_than_inputs_without_contents_is_refused():
     request.raw_input_contents.extend([b"\0" * 16, b"\0" * 16])
     with pytest.raises(MalformedDataError, match="2 raw_input_contents for 1 inputs"):
         decode_request(request)
+
+
+@pytest.mark.parametrize("datatype,field", [("FP32", "fp32_contents"), ("FP64", "fp64_contents")])
+def test_nan_in_typed_contents_is_a_gap_only_where_the_column_may_be_missing(datatype, field):
+    request = _request(datatype, [2, 2])
+    getattr(request.inputs[0].contents, field).extend([1.0, float("nan"), float("nan"), 4.0])
+    decoded = ModelInferRequestConverter.to_types(request)
+    call = v2.call(decoded)
+    gappy = Contract(("a", "b"), ("predict",), max_rows=10, may_be_missing=(True, True))
+    features = gappy.parse(call.id, call.inputs, call.outputs).features
+    assert np.isnan(features).tolist() == [[False, True], [True, False]]
+    only_b = Contract(("a", "b"), ("predict",), max_rows=10, may_be_missing=(False, True))
+    with pytest.raises(Exception, match=r"row 1, column 0 \('a'\): NaN is not allowed .*'a' may not be missing"):
+        only_b.parse(call.id, call.inputs, call.outputs)

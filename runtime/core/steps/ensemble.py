@@ -96,6 +96,6 @@ KINDS = (
     Estimator(ExtraTreesClassifier, examples=_SMALL_FOREST, fast_path=FastPath(TREE_LOOP, _forest_classifier)),
     Estimator(GradientBoostingRegressor, examples=({"n_estimators": 20, "random_state": 0},)),
     Estimator(GradientBoostingClassifier, examples=({"n_estimators": 20, "random_state": 0},)),
-    Estimator(HistGradientBoostingRegressor, examples=({"max_iter": 20, "random_state": 0},)),
-    Estimator(HistGradientBoostingClassifier, examples=({"max_iter": 20, "random_state": 0},)),
+    Estimator(HistGradientBoostingRegressor, examples=({"max_iter": 20, "random_state": 0},), takes_nan=True),
+    Estimator(HistGradientBoostingClassifier, examples=({"max_iter": 20, "random_state": 0},), takes_nan=True),
 )

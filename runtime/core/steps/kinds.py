@@ -146,3 +146,5 @@ class Estimator(StepKind):
     """The last step: the model. Without a fast path, scikit-learn's own estimator serves it."""
 
     fast_path: FastPath | None = None
+    # Takes NaN itself as a missing value (HistGradientBoosting): a column it reads may be missing.
+    takes_nan: bool = False
