@@ -169,7 +169,9 @@ class ModelService:
     async def stand_in(self, work: Work, primary: Contract, reason: str) -> Answer:
         """Another model's request (`primary` its contract), answered here as its fallback. Features
         the primary looked up by entity id serve as they are when this model takes the same
-        features; otherwise this model's own store looks them up, in its own feature order."""
+        features; otherwise this model's own store looks them up, in its own feature order. Either
+        way this model's own contract checks them: a gap the primary may take but this model may not
+        is the caller's 400 naming the column (checked per request: a fallback may load later)."""
         if work.looked_up is not None and primary.feature_names != self.contract.feature_names:
             if self._lookup.store is None:
                 raise ModelUnavailable(
