@@ -57,8 +57,10 @@ class PipelineRuntime(MLModel):
         return True
 
     async def metadata(self) -> MetadataModelResponse:
-        """MLServer's metadata plus, for a classifier, its class labels (`parameters.classes`)."""
-        return v2.with_classes(await super().metadata(), self.service.classes)
+        """MLServer's metadata plus, for a classifier, its class labels (`parameters.classes`), and
+        how its answers are computed and checked (`parameters.prediction_path`)."""
+        described = v2.with_classes(await super().metadata(), self.service.classes)
+        return v2.with_prediction_path(described, self.service.prediction_path)
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         try:

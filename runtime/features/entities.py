@@ -112,13 +112,16 @@ def assemble(
     contract: Contract,
     defaults: Mapping[str, float] | None,
 ) -> Assembled:
-    """The feature matrix: given columns, else the looked-up values, else the defaults.
+    """The feature matrix: given columns, else the looked-up values, else the defaults. A NULL is a
+    missing value where the schema allows one, else the entity's want of that feature.
 
     `rows` None: the store is unavailable and the model answers with its defaults."""
     names = contract.feature_names
     matrix = np.empty((len(request.ids), len(names)), dtype=np.float64)
     fallback = tuple(defaults[n] for n in names) if defaults is not None else None
-    needed = [c for c, n in enumerate(names) if n not in request.given]
+    gaps = contract.may_be_missing or (False,) * len(names)
+    # A NULL where the schema lets the column be missing is a gap the pipeline fills itself (NaN).
+    needed = [c for c, n in enumerate(names) if n not in request.given and not gaps[c]]
     sources = []
     for r, entity in enumerate(request.ids):
         row = rows.get(entity) if rows is not None else None
@@ -139,8 +142,9 @@ def assemble(
             sources.append(DEFAULTS)
         else:
             sources.append(CACHE if entity in cached else STORE)
-        matrix[r] = [np.nan if v is None else v for v in row]  # NULLs only in given columns
+        matrix[r] = [np.nan if v is None else v for v in row]  # NULLs: given columns or gaps
     for name, inp in request.given.items():
-        matrix[:, names.index(name)] = decode_tensor(inp, (len(request.ids),), (name,))
+        col = names.index(name)
+        matrix[:, col] = decode_tensor(inp, (len(request.ids),), (name,), gaps[col : col + 1])
     features = Tensor(ENTITY_INPUT, matrix.shape, "FP64", matrix)
     return Assembled(features, tuple(sources), tuple(request.given))

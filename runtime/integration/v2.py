@@ -28,6 +28,8 @@ from runtime.features.entities import SOURCES_PARAMETER
 
 # The model metadata parameter naming a classifier's labels in the order of predict_proba's columns.
 CLASSES_PARAMETER = "classes"
+# ... and naming how the answers are computed and what they were checked against at load.
+PREDICTION_PATH_PARAMETER = "prediction_path"
 
 
 class RuntimeRequestError(MLServerError):
@@ -92,5 +94,14 @@ def with_classes(described: MetadataModelResponse, classes: list[int] | list[str
     JSON keeps integer labels apart from string ones."""
     if classes is None:
         return described
+    return _with_parameter(described, CLASSES_PARAMETER, json.dumps(classes))
+
+
+def with_prediction_path(described: MetadataModelResponse, path: str) -> MetadataModelResponse:
+    """The model metadata with its prediction path (already a JSON string, for the same reason)."""
+    return _with_parameter(described, PREDICTION_PATH_PARAMETER, path)
+
+
+def _with_parameter(described: MetadataModelResponse, name: str, value: str) -> MetadataModelResponse:
     kept = described.parameters.model_dump(exclude_none=True) if described.parameters else {}
-    return described.model_copy(update={"parameters": Parameters(**kept, **{CLASSES_PARAMETER: json.dumps(classes)})})
+    return described.model_copy(update={"parameters": Parameters(**{**kept, name: value})})

@@ -15,6 +15,7 @@ object. The other models a fallback or a shadow names are found in the registry 
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from runtime.core.contract import Contract, flag_parameter
 from runtime.core.errors import ArtifactError, InternalPredictionError, ModelUnavailable, PipelineError
 from runtime.core.ood import FLAGS_PARAMETER, OodDetector, OodReport, wants_flags
 from runtime.core.options import RuntimeOptions
-from runtime.core.predictor import Predictor, compile_predictor, reference_rows
+from runtime.core.predictor import ATOL, CHECK_ATOL, CHECK_RTOL, RTOL, Predictor, compile_predictor, reference_rows
 from runtime.core.response import (
     TensorDescription,
     encode_outputs,
@@ -84,6 +85,7 @@ class ModelService:
         self._specs = output_specs(manifest)
         self.contract = Contract.for_manifest(manifest, options.max_rows)
         self._predictor = compile_predictor(pipeline)
+        self.prediction_path = prediction_path(self._predictor.kind, manifest.check is not None)
         self._ood = OodDetector.from_pipeline(pipeline, options.ood_z_threshold)
         self._observer = Observer(name, self.version, manifest, tracing)
         self.inputs: list[TensorDescription] = [input_description(manifest)]
@@ -169,7 +171,9 @@ class ModelService:
     async def stand_in(self, work: Work, primary: Contract, reason: str) -> Answer:
         """Another model's request (`primary` its contract), answered here as its fallback. Features
         the primary looked up by entity id serve as they are when this model takes the same
-        features; otherwise this model's own store looks them up, in its own feature order."""
+        features; otherwise this model's own store looks them up, in its own feature order. Either
+        way this model's own contract checks them: a gap the primary may take but this model may not
+        is the caller's 400 naming the column (checked per request: a fallback may load later)."""
         if work.looked_up is not None and primary.feature_names != self.contract.feature_names:
             if self._lookup.store is None:
                 raise ModelUnavailable(
@@ -244,6 +248,20 @@ class ModelService:
         parameters = {FLAGS_PARAMETER: ood.flags, entities.SOURCES_PARAMETER: sources}
         present = {k: v for k, v in parameters.items() if v is not None}
         return Answer(self.name, self.version, encode_outputs(results, self._specs), present)
+
+
+def prediction_path(kind: str, recorded: bool) -> str:
+    """How the answers are computed and what they were checked against at load, for the model's
+    metadata as one JSON string: a compiled path against scikit-learn on reference rows; the
+    pipeline form against the original pipeline's recorded answers; scikit-learn's own estimator
+    otherwise, which has nothing to be compared with."""
+    if kind != "sklearn":
+        check = {"verified": "allclose", "against": "scikit-learn", "rtol": RTOL, "atol": ATOL}
+    elif recorded:
+        check = {"verified": "allclose", "against": "original pipeline", "rtol": CHECK_RTOL, "atol": CHECK_ATOL}
+    else:
+        check = {"verified": "none", "against": None}
+    return json.dumps({"path": kind, **check})
 
 
 def _prediction_edges(predictor: Predictor, pipeline: LoadedPipeline, pinned: list[float] | None) -> np.ndarray:

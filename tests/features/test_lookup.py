@@ -88,6 +88,25 @@ def test_an_unknown_id_is_the_callers_mistake_naming_the_id_and_its_row(server, 
     assert "row 0: unknown entity id 'nobody'" in raised.value.message()
 
 
+def test_a_null_in_a_column_that_may_not_be_missing_is_refused_naming_the_entity_and_feature(server, grpc, pg):
+    pg.execute(
+        "INSERT INTO diabetes_features SELECT 'patient-gap', age, sex, NULL, bp, s1, s2, s3, s4, s5, s6 "
+        "FROM diabetes_features WHERE entity_id = 'patient-0003'"
+    )
+    try:
+        response = rest_by_id(server, "by-id", ["patient-0003", "patient-gap"])
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == (
+            "input 'entity_id': row 1: entity 'patient-gap' has no value for feature 'bmi' in the feature store"
+        )
+        with pytest.raises(InferenceServerException) as raised:
+            grpc_by_id(grpc, "by-id", ["patient-gap"])
+        assert raised.value.status() == "StatusCode.INVALID_ARGUMENT"
+        assert "row 0: entity 'patient-gap' has no value for feature 'bmi'" in raised.value.message()
+    finally:
+        pg.execute("DELETE FROM diabetes_features WHERE entity_id = 'patient-gap'")
+
+
 BAD_REQUESTS = [
     (
         "wrong datatype",

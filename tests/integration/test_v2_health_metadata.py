@@ -9,6 +9,7 @@ import pytest
 
 from harness.models import BREAST_CANCER, DIABETES, Pipeline, pipeline
 from harness.v2 import REQUEST_TIMEOUT_S
+from runtime.core.predictor import ATOL, RTOL, compile_predictor
 from tests.integration import support
 
 # (model, version or None for the default/alias)
@@ -120,6 +121,7 @@ def _check_metadata(meta: dict, model: str, version: str | None, where: str, par
         names = support.parse_feature_names((inp.get("parameters") or {}).get("feature_names"))
         assert names == p.feature_names, where
         _check_classes(meta.get("parameters") or {}, p, where)
+        _check_prediction_path(meta.get("parameters") or {}, p, where)
     outs = {o["name"]: (o["datatype"], [int(d) for d in o["shape"]]) for o in meta["outputs"]}
     assert outs == _expected_outputs(p), where
 
@@ -132,6 +134,17 @@ def _check_classes(parameters: dict, p: Pipeline, where: str) -> None:
         assert json.loads(parameters["classes"]) == p.model.classes_.tolist(), f"{where}: {parameters}"
     else:
         assert "classes" not in parameters, f"{where}: {parameters}"
+
+
+def _check_prediction_path(parameters: dict, p: Pipeline, where: str) -> None:
+    """The path the server compiled, as this process compiles the same artifacts, and how it was
+    checked: these shipped models are compiled, so against scikit-learn."""
+    stated = json.loads(parameters["prediction_path"])
+    kind = compile_predictor(p.loaded).kind
+    assert kind != "sklearn" or p.name != DIABETES, f"{where}: diabetes is served compiled"
+    assert stated == {"path": kind, "verified": "allclose", "against": "scikit-learn", "rtol": RTOL, "atol": ATOL}, (
+        f"{where}: {parameters}"
+    )
 
 
 @pytest.mark.parametrize(("model", "version"), READY_TARGETS, ids=READY_IDS)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from runtime.core.contract import Contract, Tensor
-from runtime.core.errors import EntityIdError, FeatureNameError, ShapeError, UnknownEntityError
+from runtime.core.errors import EntityIdError, FeatureNameError, NonFiniteError, ShapeError, UnknownEntityError
 from runtime.features import entities
 from runtime.features.ttl_cache import TTLCache
 
@@ -76,6 +76,23 @@ def test_an_unknown_id_or_a_missing_value_is_a_400_unless_there_are_defaults():
     out = entities.assemble(request, rows, frozenset(), CONTRACT, {"a": 0.0, "b": -1.0, "c": 0.5})
     np.testing.assert_array_equal(out.features.data, [[1.0, -1.0, 3.0], [0.0, -1.0, 0.5]])
     assert out.sources == ("defaults", "defaults")
+
+
+def test_a_null_is_a_gap_only_in_a_column_the_schema_lets_be_missing():
+    gappy = Contract(("a", "b", "c"), ("predict",), max_rows=10, may_be_missing=(False, True, False))
+    rows = {"x": (1.0, None, 3.0), "y": (None, 2.0, 3.0)}
+    request = entities.parse([_ids("x")], gappy, max_ids=3, max_id_bytes=8)
+    out = entities.assemble(request, rows, frozenset(), gappy, {"a": 0.0, "b": -1.0, "c": 0.5})
+    np.testing.assert_array_equal(gappy.parse(None, [out.features]).features, [[1.0, np.nan, 3.0]])
+    assert out.sources == ("store",)
+    request = entities.parse([_ids("y")], gappy, max_ids=3, max_id_bytes=8)
+    with pytest.raises(UnknownEntityError, match="row 0: entity 'y' has no value for feature 'a'"):
+        entities.assemble(request, rows, frozenset(), gappy, None)
+    given_gap = entities.parse([_ids("x"), Tensor("b", [1], "FP64", [None])], gappy, max_ids=3, max_id_bytes=8)
+    assert np.isnan(entities.assemble(given_gap, rows, frozenset(), gappy, None).features.data[0, 1])
+    given_a = entities.parse([_ids("x"), Tensor("a", [1], "FP64", [None])], gappy, max_ids=3, max_id_bytes=8)
+    with pytest.raises(NonFiniteError, match="input 'a': row 0: null is not a number, and column 'a' may not be"):
+        entities.assemble(given_a, rows, frozenset(), gappy, None)
 
 
 def test_a_store_that_is_down_gives_the_defaults_to_every_row():

@@ -5,6 +5,7 @@ models, and unloading. Each test keeps its own registry of loaded models."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -13,15 +14,21 @@ from typing import Any
 
 import numpy as np
 import pytest
+from mlserver.types import MetadataModelResponse, Parameters
 from prometheus_client import REGISTRY
 from sklearn.datasets import load_diabetes
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LinearRegression
+from sklearn.pipeline import make_pipeline
 
+from pipeline_tools.package import write_model_dir
 from runtime.core.artifacts import load_pipeline
 from runtime.core.call import Answer, Call
 from runtime.core.contract import Tensor
-from runtime.core.errors import EntityIdError, InternalPredictionError, ModelUnavailable
+from runtime.core.errors import EntityIdError, InternalPredictionError, ModelUnavailable, NonFiniteError
 from runtime.core.options import RuntimeOptions
 from runtime.core.predictor import Predictor
+from runtime.integration import v2
 from runtime.service.loaded import Loaded
 from runtime.service.service import ModelService
 
@@ -158,6 +165,68 @@ def test_a_reload_keeps_the_new_version_registered_when_the_old_one_unloads(mode
         assert loaded.get("reloaded") is None
 
     asyncio.run(scenario())
+
+
+def test_a_gap_the_fallback_may_not_take_is_refused_by_its_contract_naming_the_column(models_dir, tmp_path):
+    """The fallback is looked up when it is needed, so the rule is the request's: the fallback's own
+    contract checks what it is handed, and a gap where its schema has none is the caller's 400."""
+    diabetes = load_diabetes(as_frame=True)
+    gappy = make_pipeline(SimpleImputer(), LinearRegression()).fit(diabetes.data, diabetes.target)
+    directory = write_model_dir(gappy, "gappy", "1", tmp_path)
+    rows = ROWS.ravel().tolist()
+    rows[3 * ROWS.shape[1] + 2] = None  # row 3, 'bmi'
+    with_gap = Call("gap", [Tensor("X", list(ROWS.shape), "FP64", rows)], [], None, None, None)
+
+    async def scenario() -> Answer:
+        loaded: Loaded[ModelService] = Loaded()
+        backup = await _load(models_dir, "strict-backup", "1", loaded)
+        primary = await _Broken.load("gappy", directory, _options(fallback_model="strict-backup"), loaded=loaded)
+        try:
+            with pytest.raises(
+                NonFiniteError,
+                match=r"row 3, column 2 \('bmi'\): null is not a number, and column 'bmi' may not be missing",
+            ):
+                await primary.answer(with_gap)
+            return await primary.answer(_call())
+        finally:
+            await primary.unload()
+            await backup.unload()
+
+    assert asyncio.run(scenario()).parameters == {"served_by": "strict-backup:1", "fallback_reason": "error"}
+
+
+def test_the_prediction_path_says_what_computes_the_answers_and_what_they_were_checked_against(models_dir, tmp_path):
+    diabetes = load_diabetes(as_frame=True)
+    gappy = make_pipeline(SimpleImputer(), LinearRegression()).fit(diabetes.data, diabetes.target)
+    directory = write_model_dir(gappy, "whole", "1", tmp_path)
+
+    async def scenario() -> tuple[str, str]:
+        whole = await ModelService.load("whole", directory, _options(), loaded=Loaded())
+        compiled = await _load(models_dir, "compiled", "2", Loaded())
+        await whole.unload()
+        await compiled.unload()
+        return whole.prediction_path, compiled.prediction_path
+
+    whole, compiled = map(json.loads, asyncio.run(scenario()))
+    assert whole == {
+        "path": "sklearn",
+        "verified": "allclose",
+        "against": "original pipeline",
+        "rtol": 1e-7,
+        "atol": 1e-10,
+    }
+    assert compiled == {
+        "path": "folded-linear",
+        "verified": "allclose",
+        "against": "scikit-learn",
+        "rtol": 1e-9,
+        "atol": 1e-12,
+    }
+    metadata = MetadataModelResponse(name="m", platform="", parameters=Parameters(content_type="np"))
+    described = v2.with_prediction_path(v2.with_classes(metadata, [0, 1]), json.dumps(whole))
+    assert described.parameters is not None
+    kept = described.parameters.model_dump(exclude_none=True)
+    assert kept == {"content_type": "np", "classes": "[0, 1]", "prediction_path": json.dumps(whole)}
 
 
 def test_a_failing_model_without_a_fallback_is_an_internal_error(models_dir):
