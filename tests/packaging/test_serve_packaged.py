@@ -24,9 +24,9 @@ from harness.repository import make_repository
 from harness.server import Server
 from pipeline_tools.package import write_model_dir
 from runtime.core.steps.registry import ESTIMATORS, TRANSFORMERS
+from tests.packaging.support import assert_same_output
 
 ROWS = 25
-RTOL, ATOL = 1e-9, 1e-12
 
 
 def _diabetes():
@@ -128,14 +128,6 @@ def _expected(case: Case) -> dict[str, np.ndarray]:
     return {o: np.asarray(getattr(case.pipeline, o)(case.x)) for o in outputs}
 
 
-def _assert_same(case: Case, output: str, got: np.ndarray, expected: np.ndarray) -> None:
-    assert got.shape == expected.shape, (case.name, output, got.shape, expected.shape)
-    if expected.dtype.kind in "fc":
-        np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL, err_msg=f"{case.name} {output}")
-    else:
-        assert got.tolist() == expected.tolist(), (case.name, output)
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_rest_answers_what_scikit_learn_answers(server, case):
     expected = _expected(case)
@@ -152,7 +144,7 @@ def test_rest_answers_what_scikit_learn_answers(server, case):
         want = expected[output["name"]]
         if want.dtype.kind in "US":
             assert output["datatype"] == "BYTES"
-        _assert_same(case, output["name"], got, want)
+        assert_same_output(case.name, output["name"], got, want)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -171,4 +163,4 @@ def test_grpc_answers_what_scikit_learn_answers(server, case):
         got = result.as_numpy(output)
         if want.dtype.kind in "US":
             got = np.asarray([v.decode() for v in got.ravel()]).reshape(got.shape)
-        _assert_same(case, output, got, want)
+        assert_same_output(case.name, output, got, want)

@@ -34,9 +34,9 @@ from harness.repository import make_repository
 from harness.server import Server
 from pipeline_tools.package import PackagingError, write_model_dir
 from runtime.core.artifacts import load_pipeline
+from tests.packaging.support import assert_same_output
 
 ROWS = 40
-RTOL, ATOL = 1e-9, 1e-12
 COLUMNS = list("abcdefgh")
 
 
@@ -145,14 +145,6 @@ def _expected(case: Case) -> dict[str, np.ndarray]:
     return {o: np.asarray(getattr(case.pipeline, o)(x)) for o in outputs}
 
 
-def _assert_same(case: Case, output: str, got: np.ndarray, expected: np.ndarray) -> None:
-    assert got.shape == expected.shape, (case.name, output, got.shape, expected.shape)
-    if expected.dtype.kind in "fc":
-        np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL, err_msg=f"{case.name} {output}")
-    else:
-        assert got.tolist() == expected.tolist(), (case.name, output)
-
-
 def _json_rows(x: np.ndarray) -> list[Any]:
     """The rows as JSON data, a missing value as null."""
     return [None if np.isnan(v) else float(v) for v in x.ravel()]
@@ -196,8 +188,8 @@ def test_rest_answers_what_the_pipeline_answers(server, case):
     response = _rest(server, case, case.x, list(expected))
     assert response.status_code == 200, response.text
     for output in response.json()["outputs"]:
-        _assert_same(
-            case, output["name"], np.asarray(output["data"]).reshape(output["shape"]), expected[output["name"]]
+        assert_same_output(
+            case.name, output["name"], np.asarray(output["data"]).reshape(output["shape"]), expected[output["name"]]
         )
 
 
@@ -206,7 +198,7 @@ def test_grpc_answers_what_the_pipeline_answers(server, case):
     expected = _expected(case)
     result = _grpc(server, case, case.x, list(expected))
     for output, want in expected.items():
-        _assert_same(case, output, result.as_numpy(output), want)
+        assert_same_output(case.name, output, result.as_numpy(output), want)
 
 
 def _refusable(case: Case) -> int | None:
