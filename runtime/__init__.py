@@ -1,4 +1,4 @@
-"""pipeline-runtime: a strict, fast MLServer runtime for scikit-learn scaler+model pipelines.
+"""pipeline-runtime: a strict, fast MLServer runtime for scikit-learn pipelines.
 
 `PipelineRuntime` is imported lazily: `pipeline_tools.train` and `pipeline_tools.rollout.cli` must stay importable
 without MLServer, whose protobuf registrations clash with the kserve/tritonclient gRPC clients.

@@ -28,7 +28,7 @@ from runtime.service.service import ModelService
 
 
 class PipelineRuntime(MLModel):
-    """Serves one verified scaler+model pipeline version with a strict input contract."""
+    """Serves one verified scikit-learn pipeline version with a strict input contract."""
 
     # What a subclass serves instead (a test double's variant of the service).
     service_type: ClassVar[type[ModelService]] = ModelService

@@ -60,7 +60,7 @@ class Work(NamedTuple):
 
 
 class ModelService:
-    """Serves one verified scaler+model pipeline version with a strict input contract."""
+    """Serves one verified scikit-learn pipeline version with a strict input contract."""
 
     def __init__(
         self,
