@@ -184,6 +184,13 @@ def p99(latencies: list[float]) -> float:
     return statistics.quantiles(latencies, n=100)[98]
 
 
+WINDOWS = 3
+
+
+def windowed_p99(server: Server, headers: dict[str, str] | None = None) -> float:
+    return statistics.median(p99(normal_latencies(server, headers)) for _ in range(WINDOWS))
+
+
 Attacker = Callable[[Any], int | None]  # until the stop event is set: one hostile request, its status
 
 
@@ -247,9 +254,11 @@ def under_attack(
     after_s: float = 0.0,
     headers: dict[str, str] | None = None,
 ) -> tuple[float, float, int]:
-    """(quiet p99, p99 under `attack`, peak RSS growth in bytes) of a normal client."""
+    """(quiet p99, p99 under `attack`, peak RSS growth in bytes) of a normal client. Each p99 is the
+    median of WINDOWS windows' p99s: one scheduling stall of the shared machine moves one window's
+    p99 (its worst two requests), an attack that slows the server moves every window's."""
     normal_latencies(server, headers)  # warm-up: connections, caches, the model's first call
-    quiet = p99(normal_latencies(server, headers))
+    quiet = windowed_p99(server, headers)
     before = server_rss(server)
     peak = [before]
     with attack:
@@ -264,7 +273,7 @@ def under_attack(
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        attacked = p99(normal_latencies(server, headers))
+        attacked = windowed_p99(server, headers)
         time.sleep(max(0.0, started + after_s - time.monotonic()))
         sampling.set()
         sampler.join(5)
