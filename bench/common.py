@@ -295,44 +295,12 @@ def mlserver_launcher(
 
 def kserve_launcher(model_dir: Path, log_path: Path) -> Launcher:
     """Launches bench/kserve_server.py (KServe's ModelServer) on the harness' ports."""
-    argv = [
-        sys.executable,
-        "-m",
-        "bench.kserve_server",
-        "--model_dir",
-        str(model_dir),
-        "--model_name",
-        MODEL_NAME,
-        "--http_port",
-        "{http_port}",
-        "--grpc_port",
-        "{grpc_port}",
-        "--enable_latency_logging",
-        "false",
-    ]
-    return lambda: Server.launch(
-        log_path, root=REPO, models=[(MODEL_NAME, None)], env=_env({"PYTHONPATH": str(REPO)}), argv=argv
-    )
+    return _module_launcher("bench.kserve_server", model_dir, log_path, "--enable_latency_logging", "false")
 
 
 def floor_launcher(model_dir: Path, log_path: Path) -> Launcher:
     """Launches bench/floor_server.py (bare uvicorn + grpc.aio, cached answers) on the harness' ports."""
-    argv = [
-        sys.executable,
-        "-m",
-        "bench.floor_server",
-        "--model_dir",
-        str(model_dir),
-        "--model_name",
-        MODEL_NAME,
-        "--http_port",
-        "{http_port}",
-        "--grpc_port",
-        "{grpc_port}",
-    ]
-    return lambda: Server.launch(
-        log_path, root=REPO, models=[(MODEL_NAME, None)], env=_env({"PYTHONPATH": str(REPO)}), argv=argv
-    )
+    return _module_launcher("bench.floor_server", model_dir, log_path)
 
 
 @contextlib.contextmanager
@@ -370,3 +338,12 @@ def processes_cpu(processes: list[Any]) -> dict[int, float]:
 
 def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+
+
+def _module_launcher(module: str, model_dir: Path, log_path: Path, *extra: str) -> Launcher:
+    """A Python module of bench/ serving the model on the harness' ports (their placeholders filled in)."""
+    argv = [sys.executable, "-m", module, "--model_dir", str(model_dir), "--model_name", MODEL_NAME]
+    argv += ["--http_port", "{http_port}", "--grpc_port", "{grpc_port}", *extra]
+    return lambda: Server.launch(
+        log_path, root=REPO, models=[(MODEL_NAME, None)], env=_env({"PYTHONPATH": str(REPO)}), argv=argv
+    )

@@ -30,6 +30,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from runtime.core import errors
 from runtime.core.artifacts import Manifest
 from runtime.core.ood import OodReport
+from runtime.observation.buckets import SECONDS_BUCKETS
 
 OK = "ok"
 INTERNAL_ERROR = "internal_error"
@@ -37,24 +38,6 @@ STAGES = ("decode", "validate", "predict", "encode")
 DIFF_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 50, 100)
 REL_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
-SECONDS_BUCKETS = (
-    0.00001,
-    0.000025,
-    0.00005,
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-)
 
 
 @dataclass(frozen=True)

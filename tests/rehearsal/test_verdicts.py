@@ -22,26 +22,9 @@ from pipeline_tools.rollout.analysis import (
     render,
 )
 from pipeline_tools.rollout.sources import ScrapeSource, parse_matchers, selector
+from runtime.observation.buckets import SECONDS_BUCKETS
 
-# runtime.observation.metrics.SECONDS_BUCKETS (not imported: it would load the runtime's metric families).
-SECONDS = (
-    0.00001,
-    0.000025,
-    0.00005,
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-)
+SECONDS = SECONDS_BUCKETS
 EDGES = ["78.923", "99.923", "118.566", "135.019", "152.57", "165.673", "180.017", "200.292", "229.994", "+Inf"]
 
 
