@@ -18,7 +18,6 @@ skops artifacts, with exactly the types they hold recorded in the manifest, and 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -38,23 +37,25 @@ import skops.io
 from sklearn.base import is_classifier
 from sklearn.pipeline import Pipeline
 
-from pipeline_tools.pipeline_walk import StepRefusedError, check_steps, may_be_missing
+from pipeline_tools.pipeline_walk import ColumnFacts, StepRefusedError, check_steps, column_facts
 from runtime.core.artifacts import (
     MANIFEST_FILE,
     FeatureRanges,
+    InputColumn,
     LoadedPipeline,
     Manifest,
     ReferenceCheck,
     class_labels,
     final_estimator,
     load_pipeline,
+    read_manifest,
     sha256_hex,
     trusted_type,
     type_path,
 )
 from runtime.core.errors import ArtifactError, first_line
 from runtime.core.outputs import offered_outputs
-from runtime.core.predictor import compile_predictor, reference_rows
+from runtime.core.predictor import as_frame, compile_predictor, reference_rows
 from runtime.core.steps.kinds import Estimator, StepKind, Transformer
 from runtime.core.steps.registry import ESTIMATORS, TRANSFORMERS
 
@@ -195,41 +196,92 @@ def feature_names(parts: Parts, given: Sequence[str] | None) -> list[str]:
     return names
 
 
-def read_reference_csv(path: Path, names: Sequence[str]) -> np.ndarray:
-    """The CSV's columns named `names` (its header), as a float matrix in that order."""
+def read_reference_csv(path: Path, names: Sequence[str]) -> pd.DataFrame:
+    """The CSV's columns named `names` (its header), in that order: numbers where a column holds only
+    numbers (an empty cell is a missing value), strings otherwise."""
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle))
+        table = pd.read_csv(path, skipinitialspace=True, keep_default_na=False, na_values=[""])
     except OSError as exc:
         raise PackagingError(f"--reference {path}: {exc.strerror}") from None
-    if len(rows) < 2:
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise PackagingError(f"--reference {path}: not a CSV table ({first_line(exc)})") from None
+    if table.empty:
         raise PackagingError(f"--reference {path}: expected a header row and at least one data row")
-    header = [h.strip() for h in rows[0]]
-    missing = [n for n in names if n not in header]
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [n for n in names if n not in table.columns]
     if missing:
-        raise PackagingError(f"--reference {path}: no column for feature(s) {missing}; header: {header}")
-    columns = [header.index(n) for n in names]
-    try:
-        return np.array([[float(row[c]) for c in columns] for row in rows[1:] if row], dtype=np.float64)
-    except (ValueError, IndexError) as exc:
-        raise PackagingError(f"--reference {path}: not a table of numbers ({exc})") from None
+        raise PackagingError(f"--reference {path}: no column for feature(s) {missing}; header: {list(table.columns)}")
+    return table[list(names)]
 
 
-def feature_ranges(parts: Parts, reference: np.ndarray | None, n: int) -> tuple[FeatureRanges | None, str]:
-    """The out-of-distribution bands and their source: the reference data, else what the scaler
-    learned (as its registry entry records it), else none."""
+def reference_frame(reference: np.ndarray | pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """Reference rows as a DataFrame of the features, in order (a matrix is taken as numbers)."""
+    if isinstance(reference, pd.DataFrame):
+        absent = [n for n in names if n not in reference.columns]
+        if absent:
+            raise PackagingError(f"the reference data has no column for feature(s) {absent}")
+        return reference[list(names)]
+    matrix = np.asarray(reference, dtype=np.float64)
+    if matrix.ndim != 2 or matrix.shape[1] != len(names) or not len(matrix):
+        raise PackagingError(f"the reference data has shape {list(matrix.shape)}, expected [rows, {len(names)}]")
+    return pd.DataFrame(matrix, columns=list(names))
+
+
+def feature_ranges(
+    parts: Parts, reference: pd.DataFrame | None, string: Sequence[bool]
+) -> tuple[FeatureRanges | None, str]:
+    """The out-of-distribution bands and their source: the reference data (no band for a string
+    column), else what the scaler learned (as its registry entry records it), else none."""
     if reference is not None:
-        reference = np.asarray(reference, dtype=np.float64)
-        if reference.ndim != 2 or reference.shape[1] != n or not len(reference):
-            raise PackagingError(f"the reference data has shape {list(reference.shape)}, expected [rows, {n}]")
-        if np.isnan(reference).all(axis=0).any():
+        if reference.isna().all(axis=0).any():
             raise PackagingError("the reference data has a column with no value at all")
-        # A gap in the reference data is a missing value, not a bound.
-        low, high = np.nanmin(reference, axis=0), np.nanmax(reference, axis=0)
-        return FeatureRanges(min=low.tolist(), max=high.tolist()), "reference"
+        low: list[float | None] = []
+        high: list[float | None] = []
+        for (name, values), is_string in zip(reference.items(), string, strict=True):
+            if is_string:
+                low.append(None)
+                high.append(None)
+                continue
+            try:
+                numbers = pd.to_numeric(values).astype(np.float64)
+            except (ValueError, TypeError):
+                raise PackagingError(f"the reference column '{name}' is not numbers, as the model's is") from None
+            # A gap in the reference data is a missing value, not a bound.
+            low.append(float(numbers.min()))
+            high.append(float(numbers.max()))
+        return FeatureRanges(min=low, max=high), "reference"
     if parts.scaler_kind is None:
         return None, "none"
     return parts.scaler_kind.ranges(parts.scaler)
+
+
+def input_schema(parts: Parts, names: Sequence[str], reference: pd.DataFrame | None) -> list[InputColumn]:
+    """Each column's kind, whether it may be missing and its categories: as the pipeline tells, a
+    column of strings in the reference data being a string column too."""
+    if parts.whole is not None:
+        facts = column_facts(parts.whole, parts.n_features)
+    else:  # the estimator takes NaN itself, or not (the scalers keep NaN as it is)
+        facts = [ColumnFacts(missing=parts.model_kind is not None and parts.model_kind.takes_nan)] * len(names)
+    columns = []
+    for j, (name, fact) in enumerate(zip(names, facts, strict=True)):
+        string = fact.string or (reference is not None and _holds_strings(reference.iloc[:, j]))
+        categories = fact.categories
+        if string and categories is not None:
+            categories = [str(c) for c in categories]
+        columns.append(
+            InputColumn(
+                name=name,
+                kind="string" if string else "numeric",
+                missing=fact.missing,
+                categories=categories,
+                unseen=fact.unseen if categories is not None else "counted",
+            )
+        )
+    return columns
+
+
+def _holds_strings(values: pd.Series) -> bool:
+    return bool(values.dtype == object and values.map(lambda v: isinstance(v, str)).any())
 
 
 # ------------------------------------------------------------------------------ writing
@@ -266,6 +318,7 @@ def build_manifest(
     names: list[str],
     ranges: tuple[FeatureRanges | None, str],
     directory: Path,
+    schema: list[InputColumn],
 ) -> Manifest:
     served = parts.served
     classifier = is_classifier(served)
@@ -279,7 +332,7 @@ def build_manifest(
         "estimator": type_path(parts.model),
         "feature_names": names,
         "form": "pipeline" if parts.whole is not None else "compiled",
-        "inputs": [{"name": n, "kind": "numeric", "missing": m} for n, m in zip(names, _missing(parts), strict=True)],
+        "inputs": [c.model_dump() for c in schema],
         "classes": class_labels(served) if classifier else None,
         "outputs": outputs,
         "trained_with": {
@@ -299,14 +352,6 @@ def build_manifest(
         raise PackagingError(f"the pipeline does not make a valid manifest: {exc}") from None
 
 
-def _missing(parts: Parts) -> list[bool]:
-    """Per column, whether it may be missing: as the pipeline walk decides, or in the compiled form
-    where the estimator takes NaN itself (the scalers keep NaN as it is)."""
-    if parts.whole is not None:
-        return may_be_missing(parts.whole, parts.n_features)
-    return [parts.model_kind is not None and parts.model_kind.takes_nan] * parts.n_features
-
-
 def reference_check(parts: Parts, manifest: Manifest) -> ReferenceCheck | None:
     """The pipeline form's promise: the original pipeline's answers on reference rows (with gaps where
     the schema allows them), recorded in the manifest and checked at every load."""
@@ -315,7 +360,8 @@ def reference_check(parts: Parts, manifest: Manifest) -> ReferenceCheck | None:
     rows = reference_rows(LoadedPipeline(manifest, None, parts.whole), seed=0)
     rows = rows[:: max(1, len(rows) // CHECK_ROWS)]
     names = getattr(parts.whole, "feature_names_in_", None)
-    original_input = pd.DataFrame(rows, columns=names) if names is not None else rows
+    numeric = [c.kind == "numeric" for c in manifest.columns]
+    original_input = as_frame(rows, names, numeric) if names is not None else rows
     try:
         with np.errstate(all="ignore"):
             answers = {o: np.asarray(getattr(parts.whole, o)(original_input)) for o in offered_outputs(manifest)}
@@ -325,9 +371,15 @@ def reference_check(parts: Parts, manifest: Manifest) -> ReferenceCheck | None:
             "pass --reference with rows it serves"
         ) from None
     return ReferenceCheck(
-        rows=[[None if np.isnan(v) else float(v) for v in row] for row in rows],
+        rows=[[_recorded(v) for v in row] for row in rows.tolist()],
         answers={o: a.tolist() for o, a in answers.items()},
     )
+
+
+def _recorded(value: Any) -> float | str | None:
+    if isinstance(value, str):
+        return value
+    return None if np.isnan(value) else float(value)
 
 
 def write_model_dir(
@@ -337,7 +389,7 @@ def write_model_dir(
     out: Path = Path("models"),
     *,
     features: Sequence[str] | None = None,
-    reference: np.ndarray | None = None,
+    reference: np.ndarray | pd.DataFrame | None = None,
     force: bool = False,
 ) -> Path:
     """Write out/NAME/VERSION complete (artifacts, manifest.json, model-settings.json), load it
@@ -353,8 +405,10 @@ def write_model_dir(
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=target.parent))
     try:
-        ranges = feature_ranges(parts, reference, len(names))
-        manifest = build_manifest(parts, name, version, names, ranges, staging)
+        frame = reference_frame(reference, names) if reference is not None else None
+        schema = input_schema(parts, names, frame)
+        ranges = feature_ranges(parts, frame, [c.kind == "string" for c in schema])
+        manifest = build_manifest(parts, name, version, names, ranges, staging, schema)
         check = reference_check(parts, manifest)
         if check is not None:
             manifest = Manifest.model_validate({**manifest.model_dump(), "check": check.model_dump()})
@@ -373,22 +427,42 @@ def write_model_dir(
     return target
 
 
-def example_row(model_dir: Path) -> list[float]:
+def example_row(model_dir: Path) -> list[Any]:
     """A plausible row for the printed curl call: the middle of the ranges, else the scaler's
-    centre, else zeros."""
+    centre, else zeros; a categorical column's first category."""
     loaded = load_pipeline(model_dir)
-    ranges = loaded.manifest.feature_ranges
+    manifest = loaded.manifest
+    ranges = manifest.feature_ranges
     if ranges is not None:
-        return [round((lo + hi) / 2, 6) for lo, hi in zip(ranges.min, ranges.max, strict=True)]
-    zeros = np.zeros((1, loaded.manifest.n_features))
-    if loaded.scaler is not None:
-        return [round(float(v), 6) for v in loaded.scaler.inverse_transform(zeros)[0]]
-    return zeros[0].tolist()
+        row: list[Any] = [
+            0.0 if lo is None or hi is None else round((lo + hi) / 2, 6)
+            for lo, hi in zip(ranges.min, ranges.max, strict=True)
+        ]
+    else:
+        zeros = np.zeros((1, manifest.n_features))
+        centre = loaded.scaler.inverse_transform(zeros)[0] if loaded.scaler is not None else zeros[0]
+        row = [round(float(v), 6) for v in centre]
+    for j, column in enumerate(manifest.columns):
+        if column.categories:
+            row[j] = column.categories[0]
+    return row
+
+
+def example_body(model_dir: Path) -> dict[str, Any]:
+    """A V2 request of one example row: one [1, F] tensor, or one tensor per column with strings."""
+    row = example_row(model_dir)
+    manifest = read_manifest(model_dir)
+    if not manifest.has_strings:
+        return {"inputs": [{"name": "features", "shape": [1, len(row)], "datatype": "FP64", "data": row}]}
+    tensors = [
+        {"name": c.name, "shape": [1], "datatype": "BYTES" if c.kind == "string" else "FP64", "data": [v]}
+        for c, v in zip(manifest.columns, row, strict=True)
+    ]
+    return {"inputs": tensors}
 
 
 def curl_command(model_dir: Path, name: str, version: str, port: int = 8080) -> str:
-    row = example_row(model_dir)
-    body = {"inputs": [{"name": "features", "shape": [1, len(row)], "datatype": "FP64", "data": row}]}
+    body = example_body(model_dir)
     return (
         f"curl -s localhost:{port}/v2/models/{name}/versions/{version}/infer "
         f"-H 'content-type: application/json' -d '{json.dumps(body)}'"

@@ -1,5 +1,5 @@
 """A fitted pipeline packaged whole (the manifest's pipeline form): every object in it checked, and
-which of its input columns may be missing.
+what it tells about each input column (whether it may be missing, holds strings, is categorical).
 
 Every step must be a scikit-learn type, fitted, and accepted by its step registry entry where it has
 one. A FunctionTransformer is accepted only with numpy ufuncs: its function is code the runtime would
@@ -8,24 +8,27 @@ load and run, and only a ufunc is known to do nothing but map arrays to arrays.
 A column may be missing when the first step that reads it (past the scalers, which keep NaN as it is)
 fills the gap itself (an imputer) or takes NaN as a value (an estimator whose registry entry says so).
 Anything else, including the columns a ColumnTransformer passes through, may not be missing.
+An encoder (one-hot, ordinal, target) makes its columns categorical: strings where it learned strings,
+its training categories recorded, an unseen value refused where it would raise on one; an imputer in
+front of it (one column to one) passes its categories through.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import KNNImputer, MissingIndicator, SimpleImputer
 from sklearn.pipeline import FeatureUnion, Pipeline
-from sklearn.preprocessing import FunctionTransformer
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, TargetEncoder
 
 from runtime.core.artifacts import SKLEARN_PREFIX
 from runtime.core.steps.kinds import fitted_by_sklearn
 from runtime.core.steps.registry import ESTIMATORS, TRANSFORMERS
 
-IMPUTERS = (SimpleImputer, KNNImputer, MissingIndicator)
 SKIPPED = (None, "passthrough", "drop")
 
 
@@ -72,39 +75,116 @@ def check_steps(pipeline: Any) -> None:
             raise StepRefusedError(f"{label} is not fitted; fit it first")
 
 
-def may_be_missing(step: Any, n: int) -> list[bool]:
-    """Per input column of `step` (n of them), whether a missing value (NaN) may reach it."""
+@dataclass(frozen=True)
+class ColumnFacts:
+    """What the pipeline tells about one input column: whether a gap may reach it, whether it holds
+    strings, and, for a categorical column, its training categories and what an unseen value does."""
+
+    missing: bool = False
+    string: bool = False
+    categories: list[Any] | None = None
+    unseen: str = "counted"  # or "refused": the encoder raises on an unseen value
+
+
+def column_facts(step: Any, n: int) -> list[ColumnFacts]:
+    """Per input column of `step` (n of them), what the first step that reads it decides."""
     if isinstance(step, Pipeline):
-        for _, inner in step.steps:
-            if inner in SKIPPED or TRANSFORMERS.of(inner) is not None:
-                continue  # the scalers keep NaN as NaN: what follows decides
-            return may_be_missing(inner, n)
-        return [False] * n
+        return _pipeline(step.steps, n)
     if isinstance(step, ColumnTransformer):
         return _column_transformer(step, n)
     if isinstance(step, FeatureUnion):
-        branches = [may_be_missing(s, n) for _, s in step.transformer_list if s not in SKIPPED]
-        return [all(column) for column in zip(*branches, strict=True)] if branches else [False] * n
-    if isinstance(step, IMPUTERS):
-        return [_is_nan(step.missing_values)] * n
+        branches = [column_facts(s, n) for _, s in step.transformer_list if s not in SKIPPED]
+        return [_union(column) for column in zip(*branches, strict=True)] if branches else [ColumnFacts()] * n
+    reader = next((read for cls, read in COLUMN_READERS.items() if isinstance(step, cls)), None)
+    if reader is not None:
+        return reader(step, n)
     kind = ESTIMATORS.of(step)
-    return [kind is not None and kind.takes_nan] * n
+    return [ColumnFacts(missing=kind is not None and kind.takes_nan)] * n
 
 
-def _column_transformer(step: ColumnTransformer, n: int) -> list[bool]:
-    missing = [False] * n
+def may_be_missing(step: Any, n: int) -> list[bool]:
+    """Per input column of `step`, whether a missing value (NaN) may reach it."""
+    return [facts.missing for facts in column_facts(step, n)]
+
+
+def _pipeline(pipeline_steps: list[tuple[str, Any]], n: int) -> list[ColumnFacts]:
+    for index, (_, inner) in enumerate(pipeline_steps):
+        if inner in SKIPPED or TRANSFORMERS.of(inner) is not None:
+            continue  # the scalers keep NaN as NaN: what follows decides
+        facts = column_facts(inner, n)
+        if isinstance(inner, SimpleImputer) and not inner.add_indicator and _keeps_columns(inner):
+            # The imputer fills the gaps one column to one: the categories are the next step's.
+            after = _pipeline(pipeline_steps[index + 1 :], n)
+            string = inner.statistics_.dtype == object
+            return [replace(a, missing=f.missing, string=a.string or string) for f, a in zip(facts, after, strict=True)]
+        return facts
+    return [ColumnFacts()] * n
+
+
+def _keeps_columns(imputer: SimpleImputer) -> bool:
+    """Whether every column comes out of the imputer (scikit-learn drops one it saw only gaps in)."""
+    statistics = imputer.statistics_
+    return bool(imputer.keep_empty_features or statistics.dtype == object or not np.isnan(statistics).any())
+
+
+def _union(branches: tuple[ColumnFacts, ...]) -> ColumnFacts:
+    """A column every branch of a FeatureUnion reads: a gap must suit them all, an unseen value too."""
+    categorical = [b for b in branches if b.categories is not None]
+    return ColumnFacts(
+        missing=all(b.missing for b in branches),
+        string=any(b.string for b in branches),
+        categories=categorical[0].categories if categorical else None,
+        unseen="refused" if any(b.unseen == "refused" for b in branches) else "counted",
+    )
+
+
+def _imputer(step: Any, n: int) -> list[ColumnFacts]:
+    string = isinstance(step, SimpleImputer) and step.statistics_.dtype == object
+    return [ColumnFacts(missing=_is_nan(step.missing_values), string=string)] * n
+
+
+def _encoder(step: Any, n: int) -> list[ColumnFacts]:
+    """An encoder's columns: categorical, strings where it learned strings; a gap is taken where it
+    saw one in training (a category of its own), an unseen value refused where it would raise."""
+    handle = getattr(step, "handle_unknown", "value")
+    refuses = handle == "error" and not isinstance(step, TargetEncoder)
+    facts = []
+    for categories in step.categories_:
+        seen = [c for c in categories.tolist() if not _is_nan(c) and c is not None]
+        gap_seen = len(seen) < len(categories)
+        if isinstance(step, OrdinalEncoder) and _is_nan(step.encoded_missing_value):
+            gap_seen = False  # passed on as NaN: the step after it would have to take it
+        string = any(isinstance(c, str) for c in seen)
+        values = [str(c) for c in seen] if string else [float(c) for c in seen]
+        facts.append(ColumnFacts(gap_seen, string, values, "refused" if refuses else "counted"))
+    return facts
+
+
+# The steps that read input columns themselves and what they decide about them, by type.
+COLUMN_READERS: dict[type, Callable[[Any, int], list[ColumnFacts]]] = {
+    SimpleImputer: _imputer,
+    KNNImputer: _imputer,
+    MissingIndicator: _imputer,
+    OneHotEncoder: _encoder,
+    OrdinalEncoder: _encoder,
+    TargetEncoder: _encoder,
+}
+
+
+def _column_transformer(step: ColumnTransformer, n: int) -> list[ColumnFacts]:
+    facts = [ColumnFacts()] * n
     indices: dict[str, Any] = step._transformer_to_input_indices
     for name, transformer, _ in step.transformers_:
         columns = list(indices.get(name, []))
         if transformer == "drop":
-            flags = [True] * len(columns)  # never read
+            inner = [ColumnFacts(missing=True)] * len(columns)  # never read
         elif transformer == "passthrough":
-            flags = [False] * len(columns)
+            inner = [ColumnFacts()] * len(columns)
         else:
-            flags = may_be_missing(transformer, len(columns))
-        for column, flag in zip(columns, flags, strict=True):
-            missing[column] = flag
-    return missing
+            inner = column_facts(transformer, len(columns))
+        for column, flag in zip(columns, inner, strict=True):
+            facts[column] = flag
+    return facts
 
 
 def _is_nan(value: Any) -> bool:

@@ -74,19 +74,35 @@ class LoadPolicy:
 class FeatureRanges(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    min: list[float]
-    max: list[float]
+    # None for a string column, which has no range.
+    min: list[float | None]
+    max: list[float | None]
 
 
 class InputColumn(BaseModel):
-    """One input column of the schema: its name, its kind and whether a value may be missing (sent as
-    JSON null or NaN), which holds only where the pipeline itself fills or takes the gap."""
+    """One input column of the schema: its name, its kind (numbers, or strings sent as BYTES), whether
+    a value may be missing (sent as JSON null or NaN), which holds only where the pipeline itself fills
+    or takes the gap, and for a categorical column the categories seen in training, outside which a
+    value is refused (`unseen: "refused"`, where the encoder would raise) or served and counted as out of
+    distribution (`"counted"`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    kind: Literal["numeric"] = "numeric"
+    kind: Literal["numeric", "string"] = "numeric"
     missing: bool = False
+    categories: list[str] | list[float] | None = None
+    unseen: Literal["refused", "counted"] = "counted"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InputColumn:
+        if self.categories is not None:
+            numbers = all(isinstance(c, (int, float)) for c in self.categories)
+            if numbers == (self.kind == "string") and self.categories:
+                raise ValueError(f"column '{self.name}': categories must be of the column's kind ({self.kind})")
+        elif self.unseen == "refused":
+            raise ValueError(f"column '{self.name}': unseen values can only be refused given the categories")
+        return self
 
 
 class ReferenceCheck(BaseModel):
@@ -95,7 +111,7 @@ class ReferenceCheck(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    rows: list[list[float | None]]  # None: a missing value
+    rows: list[list[float | str | None]]  # None: a missing value
     answers: dict[str, list[Any]]
 
 
@@ -148,6 +164,8 @@ class Manifest(BaseModel):
             raise ValueError("a pipeline-form manifest holds its scaler inside the model artifact")
         if self.check is not None and any(len(row) != n for row in self.check.rows):
             raise ValueError("check rows must hold one value per feature")
+        if self.form == "compiled" and self.has_strings:
+            raise ValueError("string columns are served in the pipeline form only")
         return self
 
     @property
@@ -158,6 +176,11 @@ class Manifest(BaseModel):
     def may_be_missing(self) -> tuple[bool, ...]:
         """Per feature, whether a missing value is accepted there."""
         return tuple(c.missing for c in self.columns)
+
+    @property
+    def has_strings(self) -> bool:
+        """Whether any input column holds strings: requests then come one tensor per column."""
+        return any(c.kind == "string" for c in self.columns)
 
     @property
     def string_labels(self) -> bool:

@@ -1,8 +1,13 @@
 """The input contract: a V2 request becomes one validated float64 matrix, or an error that
 names the input and, where it applies, the row and column.
 
-Accepted layouts: one 2-D tensor [N, F] under any name, or one 1-D tensor [N] per feature named
-as in the manifest. The fast path is one `np.asarray` over the payload; the slower,
+Accepted layouts: one 2-D tensor [N, F] under any name when every column is numeric, or one tensor
+[N] (or [N, 1], as MLServer's PandasCodec sends a DataFrame) per column named as in the manifest:
+a numeric datatype for a numeric column, BYTES (UTF-8 strings) for a string column. A model with
+string columns gets an object matrix (floats in numeric columns, str in string ones, NaN for a gap);
+every other model a float64 one. A value outside a categorical column's training categories is refused
+where the schema says the pipeline would raise on it. The fast path is one `np.asarray` over the
+payload; the slower,
 element-by-element walk runs only to explain a payload the fast path rejected. A missing value (JSON
 null, or NaN in float contents) is accepted only in a column the manifest's schema says may be
 missing; it reaches the pipeline as NaN. A payload holding null is read by that slower walk, so a
@@ -19,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from runtime.core.artifacts import Manifest
+from runtime.core.artifacts import InputColumn, Manifest
 from runtime.core.datatypes import NUMERIC_DATATYPES, NUMERIC_HINT, v2_name
 from runtime.core.errors import (
     BatchSizeError,
+    CategoryError,
     DatatypeError,
     FeatureCountError,
     FeatureNameError,
@@ -56,8 +62,17 @@ class Tensor:
 
 @dataclass(frozen=True)
 class ParsedRequest:
-    features: np.ndarray  # float64 [N, F], finite
+    # float64 [N, F], finite but for allowed gaps (NaN); object [N, F] for a model with string columns
+    features: np.ndarray
     outputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Categories:
+    """A categorical column whose unseen values the pipeline would raise on: the values it takes."""
+
+    allowed: frozenset[Any]
+    shown: str  # the first few, for the refusal's message
 
 
 @dataclass(frozen=True)
@@ -67,11 +82,24 @@ class Contract:
     max_rows: int
     # Per feature, whether it may be missing; empty when none may.
     may_be_missing: tuple[bool, ...] = ()
+    # Per feature, whether it holds strings (BYTES); empty when every column is numeric.
+    string_columns: tuple[bool, ...] = ()
+    # Per feature, the categories outside which a value is refused (None: any value); empty when none.
+    categories: tuple[Categories | None, ...] = ()
 
     @classmethod
     def for_manifest(cls, manifest: Manifest, max_rows: int) -> Contract:
         missing = manifest.may_be_missing
-        return cls(tuple(manifest.feature_names), offered_outputs(manifest), max_rows, missing if any(missing) else ())
+        strings = tuple(c.kind == "string" for c in manifest.columns)
+        refused = tuple(_refused_categories(c) for c in manifest.columns)
+        return cls(
+            tuple(manifest.feature_names),
+            offered_outputs(manifest),
+            max_rows,
+            missing if any(missing) else (),
+            strings if any(strings) else (),
+            refused if any(r is not None for r in refused) else (),
+        )
 
     @property
     def n_features(self) -> int:
@@ -94,6 +122,14 @@ class Contract:
     def _features(self, inputs: Sequence[Tensor]) -> np.ndarray:
         if not inputs:
             raise InputLayoutError(self._layout_hint("no inputs"))
+        if self._column_style(inputs):
+            return self._columns(inputs)
+        if self.string_columns:
+            strings = ", ".join(f"'{n}'" for n, s in zip(self.feature_names, self.string_columns, strict=True) if s)
+            raise InputLayoutError(
+                f"this model has string column(s) {strings}: send one tensor per column, named by the column "
+                "(BYTES for a string column, a numeric datatype otherwise)"
+            )
         matrices = [i for i in inputs if len(i.shape) == 2]
         if len(matrices) > 1:
             names = ", ".join(f"'{i.name}'" for i in matrices)
@@ -104,7 +140,17 @@ class Contract:
             return self._matrix(matrices[0])
         return self._columns(inputs)
 
+    def _column_style(self, inputs: Sequence[Tensor]) -> bool:
+        """One tensor per column: every input 1-D, or each [N] or [N, 1] under a feature's name
+        (PandasCodec's layout; a one-feature model's [N, 1] matrix reads the same either way)."""
+        if all(len(i.shape) == 1 for i in inputs):
+            return True
+        names = set(self.feature_names)
+        return all(i.name in names and (len(i.shape) == 1 or list(i.shape[1:]) == [1]) for i in inputs)
+
     def _layout_hint(self, problem: str) -> str:
+        if self.string_columns:
+            return f"{problem}; send one tensor [N] per column, named by the column (BYTES for a string column)"
         return f"{problem}; send one [N, {self.n_features}] tensor or one 1-D tensor per feature"
 
     def _matrix(self, inp: Tensor) -> np.ndarray:
@@ -116,7 +162,7 @@ class Contract:
 
     def _columns(self, inputs: Sequence[Tensor]) -> np.ndarray:
         for inp in inputs:
-            if len(inp.shape) != 1:
+            if len(inp.shape) != 1 and list(inp.shape[1:]) != [1]:
                 raise ShapeError(
                     f"input '{inp.name}': shape {list(inp.shape)} has {len(inp.shape)} dimensions; "
                     f"expected [N, {self.n_features}] or, per feature, [N]"
@@ -127,11 +173,18 @@ class Contract:
             if inp.shape[0] != rows:
                 raise ShapeError(f"input '{inp.name}' has {inp.shape[0]} rows but input '{inputs[0].name}' has {rows}")
         self._check_rows(inputs[0].name, rows)
-        matrix = np.empty((rows, self.n_features), dtype=np.float64)
+        matrix = np.empty((rows, self.n_features), dtype=object if self.string_columns else np.float64)
         for col, name in enumerate(self.feature_names):
             inp = by_name[name]
             missing = self.may_be_missing[col : col + 1]
-            matrix[:, col] = decode_tensor(inp, (rows,), (name,), missing)
+            shape = tuple(inp.shape)  # [N] or [N, 1]: one value per row either way
+            if self.string_columns and self.string_columns[col]:
+                values = decode_strings(inp, shape, name, bool(missing and missing[0]))
+            else:
+                values = decode_tensor(inp, shape, (name,), missing).reshape(rows)
+            if self.categories and self.categories[col] is not None:
+                _check_categories(name, values, self.categories[col])  # type: ignore[arg-type]
+            matrix[:, col] = values
         return matrix
 
     def _index_columns(self, inputs: Sequence[Tensor]) -> dict[str, Tensor]:
@@ -188,6 +241,67 @@ def check_request_id(request_id: str | None) -> None:
             )
     if not (request_id.isascii() and request_id.isprintable()):
         raise RequestIdError(f"request id {request_id!r} must be printable ASCII (it is echoed in response headers)")
+
+
+def decode_strings(inp: Tensor, shape: tuple[int, ...], column: str, missing: bool) -> np.ndarray:
+    """A string column's values: an object array [N] of str, NaN for a gap where `missing` allows it.
+    REST sends JSON strings, gRPC bytes (UTF-8)."""
+    if inp.datatype != "BYTES":
+        raise DatatypeError(
+            f"input '{inp.name}': datatype {inp.datatype}, but column '{column}' holds strings; send it as BYTES"
+        )
+    if any(d < 0 for d in shape):
+        raise ShapeError(f"input '{inp.name}': shape {list(shape)} has a negative dimension")
+    data = inp.data.tolist() if isinstance(inp.data, np.ndarray) else inp.data
+    if not isinstance(data, list):
+        raise MalformedDataError(f"input '{inp.name}': data must be a list of strings")
+    if len(shape) == 2 and any(isinstance(v, list) for v in data):
+        if not all(isinstance(v, list) and len(v) == 1 for v in data):
+            raise MalformedDataError(f"input '{inp.name}': data is not nested as its shape {list(shape)} says")
+        data = [v[0] for v in data]
+    if len(data) != shape[0]:
+        raise ShapeError(f"input '{inp.name}': shape {list(shape)} holds {shape[0]} values but data has {len(data)}")
+    values = np.empty(len(data), dtype=object)
+    for row, value in enumerate(data):
+        values[row] = _string(inp.name, row, value, column, missing)
+    return values
+
+
+def _string(name: str, row: int, value: Any, column: str, missing: bool) -> Any:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedDataError(f"input '{name}': row {row}: the bytes are not UTF-8 text") from None
+    if value is None:
+        if missing:
+            return np.nan
+        raise NonFiniteError(f"input '{name}': row {row}: null, and column '{column}' may not be missing")
+    raise MalformedDataError(f"input '{name}': row {row}: expected a string, got {_kind(value)}")
+
+
+SHOWN_CATEGORIES = 5
+
+
+def _refused_categories(column: InputColumn) -> Categories | None:
+    if column.unseen != "refused" or column.categories is None:
+        return None
+    cats = column.categories
+    shown = ", ".join(repr(c) for c in cats[:SHOWN_CATEGORIES])
+    more = len(cats) - SHOWN_CATEGORIES
+    return Categories(frozenset(cats), shown + (f" and {more} more" if more > 0 else ""))
+
+
+def _check_categories(name: str, values: np.ndarray, categories: Categories) -> None:
+    """Every value is a training category or an allowed gap (NaN)."""
+    for row, value in enumerate(values.tolist()):
+        if value not in categories.allowed and value == value:  # NaN != NaN: a gap, decided before
+            raise CategoryError(
+                f"input '{name}': row {row}: {value!r} is not a category this model was trained on; "
+                f"column '{name}' takes {categories.shown}"
+            )
 
 
 def decode_tensor(
@@ -373,4 +487,6 @@ def _kind(value: Any) -> str:
         return "a string"
     if isinstance(value, dict):
         return "an object"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
     return f"a {type(value).__name__}"

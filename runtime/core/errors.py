@@ -59,6 +59,10 @@ class ValueRangeError(InvalidRequest):
     """A value that does not fit the declared datatype (e.g. 300 as INT8)."""
 
 
+class CategoryError(InvalidRequest):
+    """A value outside a categorical column's training categories, where the pipeline would raise."""
+
+
 class NonFiniteError(InvalidRequest):
     """NaN, +-Inf or JSON null."""
 

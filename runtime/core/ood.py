@@ -39,6 +39,8 @@ class OodDetector:
     feature_names: tuple[str, ...]
     low: np.ndarray  # float64 [F]
     high: np.ndarray  # float64 [F]
+    # The numeric columns' indices, for a model with string columns (whose bands are unbounded).
+    numeric: np.ndarray | None = None
 
     @cached_property
     def _clean(self) -> OodReport:
@@ -52,15 +54,20 @@ class OodDetector:
         ranges = pipeline.manifest.feature_ranges
         n = pipeline.manifest.n_features
         # A model packaged without ranges has no band but the scaler's, if any.
-        low = np.full(n, -np.inf) if ranges is None else np.asarray(ranges.min, dtype=np.float64)
-        high = np.full(n, np.inf) if ranges is None else np.asarray(ranges.max, dtype=np.float64)
+        low = np.full(n, -np.inf) if ranges is None else _band(ranges.min, -np.inf)
+        high = np.full(n, np.inf) if ranges is None else _band(ranges.max, np.inf)
         moments = _training_moments(pipeline.scaler)
         if moments is not None and z_threshold is not None:
             low = np.maximum(low, moments.mean - z_threshold * moments.std)
             high = np.minimum(high, moments.mean + z_threshold * moments.std)
-        return cls(tuple(pipeline.manifest.feature_names), low, high)
+        numeric = None
+        if pipeline.manifest.has_strings:
+            numeric = np.array([j for j, c in enumerate(pipeline.manifest.columns) if c.kind == "numeric"], dtype=int)
+        return cls(tuple(pipeline.manifest.feature_names), low, high, numeric)
 
     def check(self, features: np.ndarray, with_flags: bool) -> OodReport:
+        if self.numeric is not None:
+            features = self._numbers(features)
         outside = np.less(features, self.low)
         outside |= np.greater(features, self.high)
         # count_nonzero without an axis is a plain C loop, cheaper than .any().
@@ -75,11 +82,21 @@ class OodDetector:
         flags = self._flags(len(features), rows, cols) if with_flags else None
         return OodReport(per_feature, flagged_rows, flags)
 
+    def _numbers(self, features: np.ndarray) -> np.ndarray:
+        """An object matrix's numeric columns as float64, the string columns as 0 (unbounded bands)."""
+        numbers = np.zeros(features.shape, dtype=np.float64)
+        numbers[:, self.numeric] = features[:, self.numeric].astype(np.float64)
+        return numbers
+
     def _flags(self, n_rows: int, rows: np.ndarray, cols: np.ndarray) -> str:
         per_row: list[list[str]] = [[] for _ in range(n_rows)]
         for row, col in zip(rows.tolist(), cols.tolist(), strict=True):  # only the flagged values
             per_row[row].append(self.feature_names[col])
         return _encode_flags(per_row)
+
+
+def _band(bounds: list[float | None], unbounded: float) -> np.ndarray:
+    return np.array([unbounded if b is None else b for b in bounds], dtype=np.float64)
 
 
 def _training_moments(scaler: Any | None) -> Moments | None:

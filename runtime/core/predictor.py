@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import sklearn
 
-from runtime.core.artifacts import LoadedPipeline, ReferenceCheck
+from runtime.core.artifacts import LoadedPipeline, Manifest, ReferenceCheck
 from runtime.core.errors import ArtifactError, first_line
 from runtime.core.outputs import OutputFn, offered_outputs, require_finite
 from runtime.core.steps.kinds import Preceding
@@ -57,7 +58,7 @@ def compile_predictor(pipeline: LoadedPipeline, seed: int = 0) -> Predictor:
     scikit-learn's own."""
     plain = _sklearn_outputs(pipeline)
     if pipeline.manifest.check is not None:
-        _check_recorded(pipeline.manifest.check, Predictor(kind="sklearn", outputs=plain))
+        _check_recorded(pipeline.manifest, Predictor(kind="sklearn", outputs=plain))
     compiled_kind, folded = _fast_path_outputs(pipeline)
     if not folded:
         return Predictor(kind="sklearn", outputs=plain)
@@ -76,9 +77,19 @@ def compile_predictor(pipeline: LoadedPipeline, seed: int = 0) -> Predictor:
     return Predictor(kind=kind, outputs=outputs)
 
 
-def _check_recorded(check: ReferenceCheck, predictor: Predictor) -> None:
+def recorded_rows(check: ReferenceCheck, manifest: Manifest) -> np.ndarray:
+    """The recorded rows as the contract hands them over: float64 with NaN for null, or for a model with
+    string columns an object matrix (floats, str, NaN for null)."""
+    if not manifest.has_strings:
+        return np.array(check.rows, dtype=np.float64)
+    return np.array([[np.nan if v is None else v for v in row] for row in check.rows], dtype=object)
+
+
+def _check_recorded(manifest: Manifest, predictor: Predictor) -> None:
     """The served answers on the recorded rows equal the original pipeline's, or the load fails."""
-    rows = np.array(check.rows, dtype=np.float64)  # null -> NaN: a missing value
+    check = manifest.check
+    assert check is not None
+    rows = recorded_rows(check, manifest)
     try:
         served = predictor.predict(rows, tuple(check.answers))
     except Exception as exc:  # a model that cannot answer its own reference rows must not serve
@@ -120,18 +131,42 @@ def _same(expected: np.ndarray, got: np.ndarray) -> bool:
 
 def reference_rows(pipeline: LoadedPipeline, seed: int) -> np.ndarray:
     """Rows to check the compiled path on: inside the manifest's per-feature ranges (with their
-    corners) when it has them, else drawn around what the scaler learned, else standard normal."""
+    corners) when it has them, else drawn around what the scaler learned, else standard normal; a
+    categorical column cycles through its categories (and one unseen value, where unseen values are
+    served); a column that may be missing also gets gaps. Object rows for a model with string columns."""
+    manifest = pipeline.manifest
+    numbers = _numeric_reference(pipeline, seed)
+    if not any(c.categories is not None or c.kind == "string" for c in manifest.columns):
+        return with_gaps(numbers, manifest.may_be_missing)
+    rows = numbers.astype(object) if manifest.has_strings else numbers
+    for j, column in enumerate(manifest.columns):
+        values: list[Any] = list(column.categories or [])
+        if column.unseen == "counted" or not values:
+            values.append(UNSEEN_STRING if column.kind == "string" else UNSEEN_NUMBER)
+        rows[:, j] = [values[i % len(values)] for i in range(len(rows))]
+    return with_gaps(rows, manifest.may_be_missing)
+
+
+# Values no training set holds: a categorical column's reference rows include one, where the pipeline
+# serves unseen values, so the check covers how it treats them.
+UNSEEN_STRING = "\x00unseen"
+UNSEEN_NUMBER = -987654321.0
+
+
+def _numeric_reference(pipeline: LoadedPipeline, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     ranges = pipeline.manifest.feature_ranges
     n = pipeline.manifest.n_features
     if ranges is not None:
-        low, high = np.asarray(ranges.min), np.asarray(ranges.max)
+        # A string column has no range: its values are set from its categories.
+        low = np.array([0.0 if v is None else v for v in ranges.min])
+        high = np.array([0.0 if v is None else v for v in ranges.max])
         inside = rng.uniform(low, high, size=(REFERENCE_ROWS, low.size))
-        return with_gaps(np.vstack([low, high, (low + high) / 2, inside]), pipeline.manifest.may_be_missing)
+        return np.vstack([low, high, (low + high) / 2, inside])
     standard = rng.normal(size=(REFERENCE_ROWS, n))
     if pipeline.scaler is not None:
         standard = np.asarray(pipeline.scaler.inverse_transform(standard), dtype=np.float64)
-    return with_gaps(standard, pipeline.manifest.may_be_missing)
+    return standard
 
 
 def with_gaps(rows: np.ndarray, missing: tuple[bool, ...]) -> np.ndarray:
@@ -150,6 +185,7 @@ def _sklearn_outputs(pipeline: LoadedPipeline) -> dict[str, OutputFn]:
     # A pipeline fitted on a DataFrame may select its columns by name (a ColumnTransformer): it gets
     # one, in the manifest's order; a compiled-form estimator has forgotten its names at load.
     names = getattr(model, "feature_names_in_", None)
+    numeric = [c.kind == "numeric" for c in pipeline.manifest.columns]
 
     def call(method: str) -> OutputFn:
         bound = getattr(model, method)
@@ -159,12 +195,24 @@ def _sklearn_outputs(pipeline: LoadedPipeline) -> dict[str, OutputFn]:
             with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
                 x = scaler.transform(features) if scaler is not None else features
                 if names is not None:
-                    return np.asarray(bound(pd.DataFrame(x, columns=names, copy=False)))
+                    return np.asarray(bound(as_frame(x, names, numeric)))
                 return np.asarray(bound(x))
 
         return run
 
     return {name: call(name) for name in offered_outputs(pipeline.manifest)}
+
+
+def as_frame(features: np.ndarray, names: Any, numeric: list[bool]) -> pd.DataFrame:
+    """The validated matrix as the DataFrame a pipeline fitted on one takes: float64 numeric columns
+    and, for a model with string columns, object ones holding str (NaN for a gap)."""
+    if features.dtype != object:
+        return pd.DataFrame(features, columns=names, copy=False)
+    columns = {
+        name: features[:, j].astype(np.float64) if is_numeric else features[:, j]
+        for j, (name, is_numeric) in enumerate(zip(names, numeric, strict=True))
+    }
+    return pd.DataFrame(columns, copy=False)
 
 
 def _fast_path_outputs(pipeline: LoadedPipeline) -> tuple[str, dict[str, OutputFn]]:

@@ -3,12 +3,13 @@ results are encoded as V2 tensors (plain data; the adapter wraps them in MLServe
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from runtime.core.artifacts import Manifest
+from runtime.core.artifacts import InputColumn, Manifest
 from runtime.core.outputs import DECISION_FUNCTION, PREDICT, PREDICT_PROBA, offered_outputs
 
 INPUT_NAME = "features"
@@ -57,14 +58,28 @@ def output_specs(manifest: Manifest) -> dict[str, OutputSpec]:
     return {name: specs[name] for name in offered_outputs(manifest)}
 
 
-def input_description(manifest: Manifest) -> TensorDescription:
-    return TensorDescription(
+def input_descriptions(manifest: Manifest) -> list[TensorDescription]:
+    """One [N, F] FP64 tensor when every column is numeric (one [N] tensor per column is taken too);
+    else one [N] tensor per column, BYTES for a string column."""
+    if manifest.has_strings:
+        return [_column_description(c) for c in manifest.columns]
+    matrix = TensorDescription(
         name=INPUT_NAME,
         datatype="FP64",
         shape=[-1, manifest.n_features],
         # A string, not a list: MLServer drops list parameters from gRPC metadata.
         parameters={"feature_names": ",".join(manifest.feature_names)},
     )
+    return [matrix]
+
+
+def _column_description(column: InputColumn) -> TensorDescription:
+    parameters: dict[str, Any] = {"may_be_missing": column.missing}
+    if column.categories is not None:
+        # A JSON string, not a list: MLServer drops list parameters from gRPC metadata.
+        parameters["categories"] = json.dumps(column.categories)
+        parameters["unseen"] = column.unseen
+    return TensorDescription(column.name, "BYTES" if column.kind == "string" else "FP64", [-1], parameters)
 
 
 def output_descriptions(specs: dict[str, OutputSpec]) -> list[TensorDescription]:

@@ -3,7 +3,8 @@ straight to plain tensors, without FastAPI's routing and pydantic's validation i
 
 Simple means: a JSON object with `inputs` (and optionally a string `id`, `outputs` naming outputs
 and boolean `ood_flags` / `feature_sources` parameters), each input exactly `name`, `shape`
-(integers), a numeric `datatype` and `data` (a list), or the BYTES `entity_id` of strings.
+(integers), a numeric `datatype` and `data` (a list), or BYTES `data` of strings and nulls (a string
+column, flat or one per row as [N, 1]; the BYTES `entity_id`).
 Anything else, including every malformed body, is None: MLServer's own path serves it, so a
 mistake gets exactly the answer it always got. The values themselves are checked by the input
 contract, the same code for both paths.
@@ -19,7 +20,6 @@ import orjson
 
 from runtime.core.contract import Tensor
 from runtime.core.datatypes import NUMERIC_DATATYPES
-from runtime.features.entities import ENTITY_INPUT
 
 _REQUEST_KEYS = frozenset({"id", "inputs", "outputs", "parameters"})
 _TENSOR_KEYS = frozenset({"name", "shape", "datatype", "data"})
@@ -93,14 +93,21 @@ def _tensor(item: Any) -> Tensor | None:
     if not isinstance(item, dict) or item.keys() != _TENSOR_KEYS:
         return None
     name, shape, datatype, data = item["name"], item["shape"], item["datatype"], item["data"]
-    if name == ENTITY_INPUT and datatype == "BYTES":
-        if not isinstance(data, list) or not all(isinstance(v, str) for v in data):
+    if datatype == "BYTES" and isinstance(name, str):
+        if not isinstance(data, list) or not all(_string_or_null(v) for v in data):
             return None
     elif not (isinstance(name, str) and isinstance(datatype, str) and datatype in NUMERIC_DATATYPES):
         return None
     if not isinstance(shape, list) or not all(type(d) is int for d in shape) or not isinstance(data, list):
         return None
     return Tensor(name, shape, datatype, data)
+
+
+def _string_or_null(value: Any) -> bool:
+    """A string column's element: a string or null, or a list of one (PandasCodec's [N, 1])."""
+    if isinstance(value, list):
+        return len(value) == 1 and (value[0] is None or isinstance(value[0], str))
+    return value is None or isinstance(value, str)
 
 
 def _output_names(outputs: Any) -> list[str] | None:

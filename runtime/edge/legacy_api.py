@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from runtime.edge.asgi import App, Message, Receive, Scope, Send, json_response, read_body, route_path
@@ -58,6 +59,8 @@ class Described:
     feature_names: tuple[str, ...]
     offers_proba: bool
     classes: list[Any] | None
+    # Each column's datatype, for a model with string columns (which takes one tensor per column).
+    column_datatypes: dict[str, str] = field(default_factory=dict)
 
 
 class LegacyPredict:
@@ -88,7 +91,11 @@ class LegacyPredict:
         if isinstance(described, Refusal):  # no metadata (an unknown model): its refusal is the answer
             return await json_response(send, described.status, described.error, described.headers)
         try:
-            inputs = row_inputs(table) if form == ROWS else record_inputs(table, described.feature_names)
+            if form == ROWS and not described.column_datatypes:
+                inputs = row_inputs(table)
+            else:
+                records = _as_records(table, described.feature_names) if form == ROWS else table
+                inputs = record_inputs(records, described.feature_names, described.column_datatypes)
         except ValueError as problem:
             return await json_response(send, 400, {"error": str(problem)})
         outputs = ["predict"] + (["predict_proba"] if described.offers_proba else [])
@@ -131,11 +138,15 @@ def legacy_model(path: str, default_model: str | None) -> str | None:
 def model_description(metadata: dict[str, Any]) -> Described:
     """The model's columns, whether it offers predict_proba and its class labels, from its V2
     metadata (runtime.core.response describes the input, runtime.integration.v2 adds the classes)."""
-    parameters = [i.get("parameters") or {} for i in metadata.get("inputs") or []]
+    inputs = metadata.get("inputs") or []
+    parameters = [i.get("parameters") or {} for i in inputs]
     names = next((p["feature_names"] for p in parameters if "feature_names" in p), "")
     classes = (metadata.get("parameters") or {}).get(CLASSES)
+    # A model with string columns describes one tensor per column, with its datatype.
+    columns = {} if names else {i.get("name", ""): i.get("datatype", "FP64") for i in inputs}
     return Described(
-        feature_names=tuple(names.split(",")) if names else (),
+        feature_names=tuple(names.split(",")) if names else tuple(columns),
+        column_datatypes=columns,
         offers_proba=any(o.get("name") == "predict_proba" for o in metadata.get("outputs") or []),
         classes=json.loads(classes) if classes is not None else None,
     )
@@ -166,8 +177,21 @@ def row_inputs(rows: list[Any]) -> list[dict[str, Any]]:
     return [{"name": ROWS, "shape": [len(rows), len(rows[0])], "datatype": "FP64", "data": rows}]
 
 
-def record_inputs(records: list[Any], names: Sequence[str]) -> list[dict[str, Any]]:
-    """One tensor per column, in the model's order, its values as sent (the contract judges them)."""
+def _as_records(rows: list[Any], names: Sequence[str]) -> list[Any]:
+    """Rows of a model with string columns, as records: it takes one tensor per column."""
+    for row, values in enumerate(rows):
+        if not isinstance(values, list):
+            raise ValueError(f"input '{ROWS}': row {row}: expected a list of values, got {_kind(values)}")
+        if len(values) != len(names):
+            raise ValueError(f"input '{ROWS}': row {row} has {len(values)} values, expected {len(names)}")
+    return [dict(zip(names, values, strict=True)) for values in rows]
+
+
+def record_inputs(
+    records: list[Any], names: Sequence[str], datatypes: Mapping[str, str] = MappingProxyType({})
+) -> list[dict[str, Any]]:
+    """One tensor per column, in the model's order, its values as sent (the contract judges them), of
+    the column's datatype where the model describes one, else as the values look."""
     known = set(names)
     for row, record in enumerate(records):
         where = f"input '{RECORDS}': row {row}"
@@ -180,7 +204,10 @@ def record_inputs(records: list[Any], names: Sequence[str]) -> list[dict[str, An
         if missing:
             raise ValueError(f"{where}: missing column '{missing[0]}' (a missing value is sent as null)")
     columns = {n: [r[n] for r in records] for n in names}
-    return [{"name": n, "shape": [len(records)], "datatype": _datatype(v), "data": v} for n, v in columns.items()]
+    return [
+        {"name": n, "shape": [len(records)], "datatype": datatypes.get(n) or _datatype(v), "data": v}
+        for n, v in columns.items()
+    ]
 
 
 def _datatype(values: list[Any]) -> str:

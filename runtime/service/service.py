@@ -33,7 +33,7 @@ from runtime.core.predictor import ATOL, CHECK_ATOL, CHECK_RTOL, RTOL, Predictor
 from runtime.core.response import (
     TensorDescription,
     encode_outputs,
-    input_description,
+    input_descriptions,
     output_descriptions,
     output_specs,
 )
@@ -88,7 +88,7 @@ class ModelService:
         self.prediction_path = prediction_path(self._predictor.kind, manifest.check is not None)
         self._ood = OodDetector.from_pipeline(pipeline, options.ood_z_threshold)
         self._observer = Observer(name, self.version, manifest, tracing)
-        self.inputs: list[TensorDescription] = [input_description(manifest)]
+        self.inputs: list[TensorDescription] = input_descriptions(manifest)
         self.outputs: list[TensorDescription] = output_descriptions(self._specs)
         self._shadow: Shadow | None = None
         if options.shadow_model:
