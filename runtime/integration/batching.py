@@ -80,7 +80,7 @@ def isolate(model: Any, contract: Contract) -> None:
             parsed = contract.parse(call.id, call.inputs, call.outputs)
         except PipelineError as error:
             raise v2.as_mlserver_error(error) from None
-        response = await batched(canonical_request(payload, parsed))
+        response = await batched(canonical_request(payload, parsed, contract))
         # The batch answers the union of the outputs its requests asked for.
         response.outputs = [o for o in response.outputs if o.name in parsed.outputs]
         return response
@@ -89,21 +89,31 @@ def isolate(model: Any, contract: Contract) -> None:
     model.predict = predict
 
 
-def canonical_request(payload: InferenceRequest, parsed: ParsedRequest) -> InferenceRequest:
-    """The validated request as one FP64 [N, F] tensor; already checked, so not re-validated."""
-    rows, cols = parsed.features.shape
-    tensor = RequestInput.model_construct(
-        name=INPUT_NAME,
-        shape=[rows, cols],
-        datatype="FP64",
-        parameters=None,
-        data=TensorData.model_construct(root=parsed.features.ravel().tolist()),
-    )
+def canonical_request(payload: InferenceRequest, parsed: ParsedRequest, contract: Contract) -> InferenceRequest:
+    """The validated request as one FP64 [N, F] tensor, or for a model with string columns one [N]
+    tensor per column (BYTES for strings, a gap as null); already checked, so not re-validated."""
+    features = parsed.features
+    rows, cols = features.shape
+    if features.dtype != object:
+        inputs = [_tensor(INPUT_NAME, [rows, cols], "FP64", features.ravel().tolist())]
+    else:
+        inputs = [
+            _tensor(name, [rows], "BYTES", [None if v != v else v for v in features[:, j].tolist()])
+            if contract.string_columns[j]
+            else _tensor(name, [rows], "FP64", features[:, j].astype(float).tolist())
+            for j, name in enumerate(contract.feature_names)
+        ]
     return InferenceRequest.model_construct(
         id=payload.id,
         parameters=payload.parameters,
-        inputs=[tensor],
+        inputs=inputs,
         outputs=payload.outputs,
+    )
+
+
+def _tensor(name: str, shape: list[int], datatype: str, data: list[Any]) -> RequestInput:
+    return RequestInput.model_construct(
+        name=name, shape=shape, datatype=datatype, parameters=None, data=TensorData.model_construct(root=data)
     )
 
 

@@ -10,15 +10,23 @@ counts model calls, moves by less than the number of good requests.
 from __future__ import annotations
 
 import functools
+import json
 import threading
 
 import numpy as np
+import pandas as pd
 import pytest
 import requests
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
 
 from harness.models import DIABETES, assert_parity, pipeline, sample_rows
 from harness.repository import add_model, make_repository
 from harness.server import Server
+from pipeline_tools.package import write_model_dir
 from tests.integration import support
 
 MODEL, VERSION = DIABETES, "1"
@@ -43,8 +51,34 @@ def _launch(request: pytest.FixtureRequest, workers: int) -> Server:
     return Server.launch(root / "server.log", root=root, models=[(MODEL, VERSION)])
 
 
+MIXED = "mixed"
+
+
+def _mixed_pipeline() -> Pipeline:
+    """Numbers with gaps and a string column: the contract hands it an object matrix, and batched
+    requests travel one tensor per column."""
+    rng = np.random.default_rng(3)
+    table = pd.DataFrame({"age": rng.normal(40, 10, 200), "city": rng.choice(["paris", "rome", "oslo"], 200)})
+    table.loc[::9, "age"] = np.nan
+    prep = ColumnTransformer(
+        [("num", SimpleImputer(), ["age"]), ("cat", OneHotEncoder(handle_unknown="error"), ["city"])]
+    )
+    target = (table["city"] == "rome") | (table["age"] > 45)
+    return Pipeline([("prep", prep), ("clf", LogisticRegression())]).fit(table, target)
+
+
+def _launch_mixed(request: pytest.FixtureRequest) -> Server:
+    root = make_repository(request.getfixturevalue("tmp_path_factory").mktemp("batching") / "repo", workers=0)
+    write_model_dir(_mixed_pipeline(), MIXED, "1", root / "models")
+    settings_path = root / "models" / MIXED / "1" / "model-settings.json"
+    settings = json.loads(settings_path.read_text())
+    settings_path.write_text(json.dumps({**settings, "max_batch_size": 32, "max_batch_time": 0.5}))
+    return Server.launch(root / "server.log", root=root, models=[(MIXED, "1")])
+
+
 # Launched with the suite's other servers (conftest.fleet).
 SERVERS = {f"batching-{mode}": functools.partial(_launch, workers=w) for mode, w in WORKERS.items()}
+SERVERS["batching-mixed"] = _launch_mixed
 
 
 @pytest.fixture(params=list(WORKERS))
@@ -122,3 +156,51 @@ def test_a_bad_request_fails_alone_in_a_batch(batching_server):
     server.stop()
     assert server.proc.returncode is not None
     server.log_records(strict=True)
+
+
+def test_string_columns_batch_one_tensor_per_column_and_a_bad_one_fails_alone(fleet):
+    server = fleet["batching-mixed"]
+    model = _mixed_pipeline()
+    rows = [
+        pd.DataFrame({"age": [30.0 + i, np.nan][: i % 2 + 1], "city": ["rome", "oslo"][: i % 2 + 1]}) for i in range(6)
+    ]
+    cases: list[tuple[str, dict, pd.DataFrame | None]] = []
+    for i, frame in enumerate(rows):
+        shape = [len(frame), 1] if i % 2 else [len(frame)]  # PandasCodec's [N, 1] beside plain [N]
+        age = [None if np.isnan(v) else v for v in frame["age"]]
+        inputs = [
+            {"name": "age", "shape": shape, "datatype": "FP64", "data": age},
+            {"name": "city", "shape": shape, "datatype": "BYTES", "data": frame["city"].tolist()},
+        ]
+        cases.append((f"good-{i}", {"inputs": inputs}, frame))
+    unseen = [
+        {"name": "age", "shape": [1], "datatype": "FP64", "data": [3.0]},
+        {"name": "city", "shape": [1], "datatype": "BYTES", "data": ["lima"]},
+    ]
+    cases.append(("unseen", {"inputs": unseen}, None))
+    ok_calls = {"name": "pipeline_requests_total", "outcome": "ok", "model": MIXED}
+    before = server.metric(**ok_calls)
+    url = f"{server.http_url}/v2/models/{MIXED}/versions/1/infer"
+    start = threading.Barrier(len(cases))
+    responses: dict[str, requests.Response] = {}
+
+    def send(label: str, body: dict) -> None:
+        start.wait(timeout=30)
+        responses[label] = requests.post(url, json=body, timeout=30)
+
+    threads = [threading.Thread(target=send, args=(label, body)) for label, body, _ in cases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for label, _, frame in cases:
+        if frame is None:
+            continue
+        response = responses[label]
+        assert response.status_code == 200, f"{label}: {response.status_code} {response.text}"
+        (output,) = response.json()["outputs"]
+        assert output["data"] == model.predict(frame).astype(int).tolist(), label
+    assert responses["unseen"].status_code == 400
+    support.assert_mentions(responses["unseen"].json()["error"], ["'city'", "row 0", "'lima'", "'oslo'"])
+    model_calls = server.metric(**ok_calls) - before
+    assert 1 <= model_calls < 6, f"{model_calls} model calls: the requests were not batched"
