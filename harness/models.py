@@ -78,8 +78,8 @@ def shipped_models() -> dict[str, ShippedModel]:
             default_version=aliases.get(name, ordered[-1]),
             kind=m.kind,
             features=tuple(m.feature_names),
-            low=tuple(m.feature_ranges.min),
-            high=tuple(m.feature_ranges.max),
+            low=tuple(m.feature_ranges.band()[0].tolist()),
+            high=tuple(m.feature_ranges.band()[1].tolist()),
             outputs=tuple(m.outputs),
         )
     return out

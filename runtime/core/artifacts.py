@@ -78,6 +78,12 @@ class FeatureRanges(BaseModel):
     min: list[float | None]
     max: list[float | None]
 
+    def band(self) -> tuple[np.ndarray, np.ndarray]:
+        """The bounds as float64 arrays, unbounded (-inf, +inf) for a string column."""
+        low = np.array([-np.inf if v is None else v for v in self.min], dtype=np.float64)
+        high = np.array([np.inf if v is None else v for v in self.max], dtype=np.float64)
+        return low, high
+
 
 class InputColumn(BaseModel):
     """One input column of the schema: its name, its kind (numbers, or strings sent as BYTES), whether

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -77,7 +78,9 @@ def _launch_mixed(request: pytest.FixtureRequest) -> Server:
 
 
 # Launched with the suite's other servers (conftest.fleet).
-SERVERS = {f"batching-{mode}": functools.partial(_launch, workers=w) for mode, w in WORKERS.items()}
+SERVERS: dict[str, Callable[[pytest.FixtureRequest], Server]] = {
+    f"batching-{mode}": functools.partial(_launch, workers=w) for mode, w in WORKERS.items()
+}
 SERVERS["batching-mixed"] = _launch_mixed
 
 

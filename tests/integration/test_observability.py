@@ -123,7 +123,7 @@ def _drifted_rows() -> np.ndarray:
     low, high = _band()
     x = sample_rows(MODEL, 3, offset=40)
     x[0] = (low + high) / 2
-    x[1, 2] = _ranges().max[2] + 0.05
+    x[1, 2] = _ranges().band()[1][2] + 0.05
     x[2, 8] = low[8] - 1e-3
     assert _outside(x)[1, 2] and _outside(x)[2, 8]
     return x
