@@ -1,10 +1,13 @@
 """The REST fast path's request reader: a V2 body in the one simple form this runtime serves most,
 straight to plain tensors, without FastAPI's routing and pydantic's validation in between.
 
-Simple means: a JSON object with `inputs` (and optionally a string `id`, `outputs` naming outputs
-and boolean `ood_flags` / `feature_sources` parameters), each input exactly `name`, `shape`
+Simple means: a JSON object with `inputs` (and optionally a string `id`, `outputs` naming outputs,
+boolean `ood_flags` / `feature_sources` parameters and a string `content_type`, which the runtime
+reads no more than MLServer's path does: PandasCodec's "pd" and "str" mark a DataFrame sent one
+tensor per column), each input exactly `name`, `shape`
 (integers), a numeric `datatype` and `data` (a list), or BYTES `data` of strings and nulls (a string
-column, flat or one per row as [N, 1]; the BYTES `entity_id`).
+column, flat or one per row as [N, 1]; the BYTES `entity_id`), and optionally `parameters` holding
+only a string `content_type`.
 Anything else, including every malformed body, is None: MLServer's own path serves it, so a
 mistake gets exactly the answer it always got. The values themselves are checked by the input
 contract, the same code for both paths.
@@ -25,6 +28,8 @@ _REQUEST_KEYS = frozenset({"id", "inputs", "outputs", "parameters"})
 _TENSOR_KEYS = frozenset({"name", "shape", "datatype", "data"})
 # Request parameters the runtime reads; as booleans, MLServer's own parsing leaves them unchanged.
 _FLAGS = frozenset({"ood_flags", "feature_sources"})
+# A codec's name (PandasCodec's "pd", StringCodec's "str"): a string MLServer's path passes by too.
+_CONTENT_TYPE = "content_type"
 
 
 @dataclass(frozen=True)
@@ -50,9 +55,10 @@ def read_simple(body: bytes) -> SimpleRequest | None:
         return None
     tensors = [_tensor(i) for i in inputs]
     names = _output_names(outputs)
-    flags = document.get("parameters", {})
-    if not tensors or None in tensors or names is None or not _simple_flags(flags):
+    parameters = document.get("parameters", {})
+    if not tensors or None in tensors or names is None or not _simple_parameters(parameters):
         return None
+    flags = {k: v for k, v in parameters.items() if k != _CONTENT_TYPE}
     if not _may_hold_booleans(body):
         # No JSON boolean anywhere, so none among the numbers: the contract's check for them
         # (per value, in Python) is not needed once the data is a numpy array.
@@ -81,16 +87,18 @@ def _as_array(tensor: Tensor) -> Tensor:
     return Tensor(tensor.name, tensor.shape, tensor.datatype, array) if array.dtype.kind in "fiu" else tensor
 
 
-def _simple_flags(parameters: Any) -> bool:
-    return (
-        isinstance(parameters, dict)
-        and parameters.keys() <= _FLAGS
-        and all(type(v) is bool for v in parameters.values())
-    )
+def _simple_parameters(parameters: Any) -> bool:
+    """Boolean flags and a string content type, nothing else."""
+    if not isinstance(parameters, dict) or not parameters.keys() <= _FLAGS | {_CONTENT_TYPE}:
+        return False
+    return all(type(v) is str if k == _CONTENT_TYPE else type(v) is bool for k, v in parameters.items())
 
 
 def _tensor(item: Any) -> Tensor | None:
-    if not isinstance(item, dict) or item.keys() != _TENSOR_KEYS:
+    if not isinstance(item, dict) or item.keys() - {"parameters"} != _TENSOR_KEYS:
+        return None
+    parameters = item.get("parameters", {})
+    if not _simple_parameters(parameters) or parameters.keys() & _FLAGS:  # a tensor's: a content type only
         return None
     name, shape, datatype, data = item["name"], item["shape"], item["datatype"], item["data"]
     if datatype == "BYTES" and isinstance(name, str):

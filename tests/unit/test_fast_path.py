@@ -87,9 +87,10 @@ def test_a_boolean_among_the_numbers_is_still_refused_by_the_contract():
         b"[]",
         b'{"inputs": []}',
         json.dumps({"inputs": [X], "parameters": {"ood_flags": "yes"}}).encode(),
-        json.dumps({"inputs": [X], "parameters": {"content_type": "np"}}).encode(),
+        json.dumps({"inputs": [X], "parameters": {"content_type": 3}}).encode(),
         json.dumps({"inputs": [{"name": "entity_id", "shape": [1], "datatype": "BYTES", "data": [1]}]}).encode(),
-        json.dumps({"inputs": [{**X, "parameters": {}}]}).encode(),
+        json.dumps({"inputs": [{**X, "parameters": {"content_type": "np", "other": 1}}]}).encode(),
+        json.dumps({"inputs": [{**X, "parameters": {"ood_flags": True}}]}).encode(),
         json.dumps({"inputs": [{**X, "datatype": "BYTES"}]}).encode(),
         json.dumps({"inputs": [{**X, "shape": [1, True]}]}).encode(),
         json.dumps({"id": 3, "inputs": [X]}).encode(),
@@ -99,6 +100,21 @@ def test_a_boolean_among_the_numbers_is_still_refused_by_the_contract():
 )
 def test_anything_else_is_left_to_mlserver(body):
     assert read_simple(body) is None
+
+
+def test_a_dataframe_sent_as_pandas_codec_does_takes_the_fast_path():
+    """PandasCodec's request: content types named, one [N, 1] tensor per column, BYTES for strings."""
+    city = {"name": "city", "shape": [2, 1], "datatype": "BYTES", "parameters": {"content_type": "str"}}
+    body = {
+        "parameters": {"content_type": "pd", "ood_flags": True},
+        "inputs": [
+            {**city, "data": ["paris", None]},
+            {"name": "age", "shape": [2, 1], "datatype": "FP64", "data": [1, 2]},
+        ],
+    }
+    request = read_simple(json.dumps(body).encode())
+    assert request is not None and request.flags == {"ood_flags": True}
+    assert [t.data for t in request.inputs][0] == ["paris", None]
 
 
 class _Model:
