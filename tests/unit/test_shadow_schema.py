@@ -119,6 +119,11 @@ def test_an_incompatible_shadow_gets_nothing_its_requests_counted_and_the_reason
     monkeypatch.setattr(shadow_module, "TICK_S", 0.01)
     registry, model = _Registry(), f"unit-schema-{next(_names)}"
     handed: list[np.ndarray] = []
+
+    def predict(features: np.ndarray) -> np.ndarray:
+        handed.append(features)
+        return np.array(["yes"] * len(features))
+
     registry.mismatch = REASON
     shadow = Shadow(model, "candidate", True, 1.0, 100, 10, find=registry.find)
     rows = np.array([[30.0, np.nan, "rome"]], dtype=object)
@@ -128,7 +133,7 @@ def test_an_incompatible_shadow_gets_nothing_its_requests_counted_and_the_reason
             shadow.offer(rows, np.array(["yes"]))
             await _until(model, "incompatible", n)
         registry.mismatch = None  # reloaded with a compatible schema
-        registry.predict = lambda x: handed.append(x) or np.array(["yes"] * len(x))
+        registry.predict = predict
         shadow.offer(rows, np.array(["yes"]))
         await _until(model, "evaluated", 1)
 
