@@ -174,7 +174,7 @@ class OodDetector:
         """Per row, its flagged columns' names; `gaps`: per flagged value, whether it is a gap."""
         per_row: list[list[str]] = [[] for _ in range(n_rows)]
         gap = gaps.tolist() if gaps is not None else [False] * len(rows)
-        names = (self.feature_names, self._missing_flags)
+        names = (self.feature_names, self._missing_flags)  # indexed by "is a gap": False 0, True 1
         for row, col, missing in zip(rows.tolist(), cols.tolist(), gap, strict=True):  # only the flagged values
             per_row[row].append(names[missing][col])
         return _encode_flags(per_row)
