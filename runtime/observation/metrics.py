@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import time
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any
@@ -29,7 +29,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from runtime.core import errors
 from runtime.core.artifacts import Manifest
-from runtime.core.ood import OodReport
+from runtime.core.ood import ColumnChecks, OodReport
 from runtime.observation.buckets import SECONDS_BUCKETS
 
 OK = "ok"
@@ -51,6 +51,8 @@ class _Families:
     load_timestamp: Gauge
     ood_values: Counter
     ood_rows: Counter
+    ood_unseen: Counter
+    ood_missing: Counter
     refusals: Counter
     rate_limited: Counter
     fallbacks: Counter
@@ -125,8 +127,20 @@ def _families() -> _Families:
         ),
         ood_rows=Counter(
             "pipeline_ood_rows",
-            "Input rows with at least one value outside the training band.",
+            "Input rows with at least one value outside the training band or an unseen category.",
             per_model,
+        ),
+        # Series only for the columns they apply to: categorical ones whose unseen values are served.
+        ood_unseen=Counter(
+            "pipeline_ood_unseen_values",
+            "Values of a categorical input column outside its training categories (served), per feature.",
+            per_model + ["feature"],
+        ),
+        # Series only for the columns the schema lets be missing.
+        ood_missing=Counter(
+            "pipeline_ood_missing_values",
+            "Missing input values (null or NaN), per feature.",
+            per_model + ["feature"],
         ),
         # Only `model` (an existing model's name: unknown ones are a 404 first) and the reason.
         refusals=Counter(
@@ -147,7 +161,8 @@ def _families() -> _Families:
             ["model", "fallback", "reason"],
         ),
         # event: evaluated (requests), compared, agreed (rows, classifiers), error, dropped (buffer full),
-        # skipped (requests: the shadow model was not loaded when their batch came).
+        # skipped (requests: the shadow model was not loaded when their batch came), incompatible
+        # (requests: it was, but its input schema might refuse the primary's features).
         shadow_events=Counter(
             "pipeline_shadow_events",
             "Shadow evaluations of this model's requests, by event.",
@@ -302,7 +317,9 @@ def known_outcomes() -> tuple[str, ...]:
 class ModelMetrics:
     """One model version's metric children, bound once so a request does no label lookups."""
 
-    def __init__(self, model: str, version: str, features: tuple[str, ...]):
+    def __init__(self, model: str, version: str, features: tuple[str, ...], columns: ColumnChecks | None = None):
+        """`columns`: the model's categorical columns whose unseen values it serves and the columns
+        that may be missing, counted per feature too."""
         families = _families()
         self._labels = (model, version)
         self._requests = {o: families.requests.labels(model, version, o) for o in known_outcomes()}
@@ -310,6 +327,10 @@ class ModelMetrics:
         self._stages = {s: observer(families.stage_seconds.labels(model, version, s)) for s in STAGES}
         self._ood_values = tuple(families.ood_values.labels(model, version, f) for f in features)
         self._ood_rows = families.ood_rows.labels(model, version)
+        categorical = [col for col, _ in columns.categories] if columns is not None else []
+        gaps = columns.gaps.tolist() if columns is not None else []
+        self._ood_unseen = {j: families.ood_unseen.labels(model, version, features[j]) for j in categorical}
+        self._ood_missing = {j: families.ood_missing.labels(model, version, features[j]) for j in gaps}
 
     def loaded(self, manifest: Manifest, predictor: str, seconds: float) -> None:
         families = _families()
@@ -355,11 +376,19 @@ class ModelMetrics:
                 inc(count)
 
     def record_ood(self, report: OodReport) -> None:
+        if report.missing is not None:
+            _count_per_feature(self._ood_missing, report.missing)
         if not report.rows:
             return
-        for feature in np.flatnonzero(report.per_feature):  # only the features that had any
-            self._ood_values[feature].inc(int(report.per_feature[feature]))
+        _count_per_feature(self._ood_values, report.per_feature)
+        if report.unseen is not None:
+            _count_per_feature(self._ood_unseen, report.unseen)
         self._ood_rows.inc(report.rows)
+
+
+def _count_per_feature(children: Sequence[Counter] | dict[int, Counter], counts: np.ndarray) -> None:
+    for feature in np.flatnonzero(counts).tolist():  # only the features that had any
+        children[feature].inc(int(counts[feature]))
 
 
 class ShadowMetrics:
@@ -369,7 +398,7 @@ class ShadowMetrics:
         families = _families()
         self._events = {
             e: families.shadow_events.labels(model, shadow, e)
-            for e in ("evaluated", "compared", "agreed", "error", "dropped", "skipped")
+            for e in ("evaluated", "compared", "agreed", "error", "dropped", "skipped", "incompatible")
         }
         self._seconds = families.shadow_seconds.labels(model, shadow)
         self._abs_diff = families.shadow_abs_diff.labels(model, shadow)

@@ -24,7 +24,7 @@ from opentelemetry.trace import Status, StatusCode, Tracer
 
 from runtime.core.artifacts import Manifest
 from runtime.core.errors import FeatureStoreUnavailable
-from runtime.core.ood import OodReport
+from runtime.core.ood import ColumnChecks, OodReport
 from runtime.observation.logs import log_request
 from runtime.observation.metrics import INTERNAL_ERROR, ModelMetrics, outcome_of
 
@@ -54,7 +54,8 @@ class Observer:
 
     def __init__(self, model: str, version: str, manifest: Manifest, tracing: Tracing | None):
         self.model, self.version = model, version
-        self.metrics = ModelMetrics(model, version, tuple(manifest.feature_names))
+        columns = ColumnChecks.for_columns(manifest.columns)
+        self.metrics = ModelMetrics(model, version, tuple(manifest.feature_names), columns)
         self.tracing = tracing
 
     def observe(self, request_id: str | None, parent: Context | None = None) -> Observation:

@@ -45,7 +45,7 @@ from runtime.policy.resilience import Fallback, Resilience
 from runtime.service.compute import compute
 from runtime.service.loaded import Loaded
 from runtime.service.lookup import FeatureLookup
-from runtime.service.shadow import Predict, Shadow
+from runtime.service.shadow import Predict, Shadow, ShadowMismatch, schema_mismatch
 
 logger = logging.getLogger("runtime")
 # The process's loaded models: every service loads into it unless it is given its own (tests).
@@ -236,10 +236,15 @@ class ModelService:
 
     def _shadow_predictions(self, name: str) -> Predict | None:
         """Model `name` as loaded now, as this model's shadow: looked up for every batch, so an
-        unloaded shadow is skipped and a reloaded one is its new version (runtime.service.shadow)."""
+        unloaded shadow is skipped and a reloaded one is its new version; one whose contract might
+        refuse this model's features is refused (ShadowMismatch), never handed them
+        (runtime.service.shadow)."""
         other = self._loaded.get(name)
-        if other is None or other.contract.n_features != self.contract.n_features:
+        if other is None:
             return None
+        mismatch = schema_mismatch(self.contract, other.contract)
+        if mismatch is not None:
+            raise ShadowMismatch(mismatch)
         return other.predictions
 
     def _encode(self, results: dict[str, np.ndarray], ood: OodReport, sources: str | None) -> Answer:

@@ -10,7 +10,11 @@ once per tick on everything that arrived meanwhile, so a slow or hanging shadow 
 own next batch (meanwhile the buffer fills and drops).
 The shadow model is looked up by name for every batch (the adapter's `find`), never held: an
 unloaded shadow's batches are skipped and counted, and a reloaded one is the new version at once,
-its window of predictions restarted with it.
+its window of predictions restarted with it. A shadow is handed a batch only if its own contract
+would have accepted every request the primary's accepted (`schema_mismatch`: the same columns in the
+same order and kinds, a gap wherever the primary takes one, no category it refuses that the primary
+lets through); otherwise its batches are skipped and counted as `incompatible`, and the reason logged
+once.
 Exported (runtime.observation.metrics): agreement (classifiers) or absolute and relative differences
 (regressors), the shadow's latency per batch and errors, drops, and over a sliding window of
 predictions a population stability index and a two-sample Kolmogorov-Smirnov statistic.
@@ -28,10 +32,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from runtime.core.contract import Contract
 from runtime.core.drift import ks, psi
 from runtime.observation import metrics
 
@@ -49,9 +54,55 @@ STATS_EVERY_S = 1.0  # PSI/KS recomputed at most this often under load, and once
 ROWS_PER_TICK = 4096
 
 Predict = Callable[[np.ndarray], np.ndarray]  # features -> predictions [N]
-# A shadow model's predictions by its name as loaded now; None when it is not (or cannot take the
-# primary's features). Equal results are the same loaded version.
+# A shadow model's predictions by its name as loaded now; None when it is not loaded, ShadowMismatch
+# raised when it is but cannot take the primary's features. Equal results are the same loaded version.
 Find = Callable[[str], Predict | None]
+
+
+class ShadowMismatch(Exception):
+    """The shadow is loaded but its contract might refuse the primary's features; the message says why."""
+
+
+def schema_mismatch(primary: Contract, shadow: Contract) -> str | None:
+    """Why `shadow`'s contract might refuse features `primary`'s accepted; None when it takes them all."""
+    if shadow.feature_names != primary.feature_names:
+        return (
+            f"it takes features {', '.join(shadow.feature_names)}; the primary sends {', '.join(primary.feature_names)}"
+        )
+    problems = [
+        f"column '{name}' {problem}"
+        for name, p, s in zip(primary.feature_names, _columns(primary), _columns(shadow), strict=True)
+        for problem in _column_problems(p, s)
+    ]
+    return "; ".join(problems) or None
+
+
+class _Column(NamedTuple):
+    kind: str
+    missing: bool  # may be missing
+    allowed: frozenset[Any] | None  # the categories outside which a value is refused; None: any value
+
+
+def _columns(contract: Contract) -> list[_Column]:
+    n = contract.n_features
+    strings = contract.string_columns or (False,) * n
+    missing = contract.may_be_missing or (False,) * n
+    refused = contract.categories or (None,) * n
+    return [
+        _Column("string" if s else "numeric", m, None if r is None else r.allowed)
+        for s, m, r in zip(strings, missing, refused, strict=True)
+    ]
+
+
+def _column_problems(primary: _Column, shadow: _Column) -> list[str]:
+    problems = []
+    if primary.kind != shadow.kind:
+        problems.append(f"is {shadow.kind} for the shadow, {primary.kind} for the primary")
+    if primary.missing and not shadow.missing:
+        problems.append("may be missing for the primary, not for the shadow")
+    if shadow.allowed is not None and (primary.allowed is None or not primary.allowed <= shadow.allowed):
+        problems.append("has categories the shadow refuses and the primary takes")
+    return problems
 
 
 def _on_a_loop() -> bool:
@@ -74,6 +125,7 @@ class Shadow:
         self._stale, self._stats_at = False, 0.0
         self._metrics = metrics.ShadowMetrics(model, shadow)
         self._version: Predict | None = None  # the shadow version the window's pairs come from
+        self._mismatch: str | None = None  # why the shadow found last cannot take the primary's features
         self._worker = _Worker(f"shadow-{model}")
         self._tick_handle: asyncio.TimerHandle | None = None
         self._in_flight = False  # one batch at the shadow at a time
@@ -126,7 +178,7 @@ class Shadow:
         predict = self._found() if self._pending.requests else None
         if predict is None:
             if self._pending.requests:
-                self._metrics.count("skipped", self._pending.clear())
+                self._metrics.count("incompatible" if self._mismatch else "skipped", self._pending.clear())
             if self._stale:  # traffic paused: the window's last state
                 self._publish_stats()
             return
@@ -137,15 +189,24 @@ class Shadow:
         done.add_done_callback(partial(self._evaluated, primary, requests))
 
     def _found(self) -> Predict | None:
-        """The shadow as loaded now; a new version restarts the window PSI and KS are taken over."""
-        predict = None if self._closed else self._find(self.shadow)
-        if predict is None:
-            if self._version is not None:
+        """The shadow as loaded now, if it takes the primary's features; a new version restarts the
+        window PSI and KS are taken over."""
+        try:
+            predict = None if self._closed else self._find(self.shadow)
+        except ShadowMismatch as mismatch:
+            if str(mismatch) != self._mismatch:  # once per reason, not per tick
                 logger.warning(
-                    "shadow %s of %s is not loaded (or takes other features): its batches are skipped",
+                    "shadow %s of %s cannot take its features (%s): its batches are skipped",
                     self.shadow,
                     self.model,
+                    mismatch,
                 )
+            self._mismatch, self._version = str(mismatch), None
+            return None
+        self._mismatch = None
+        if predict is None:
+            if self._version is not None:
+                logger.warning("shadow %s of %s is not loaded: its batches are skipped", self.shadow, self.model)
             self._version = None
             return None
         if predict != self._version:

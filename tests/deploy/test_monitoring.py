@@ -513,8 +513,12 @@ TOKEN = "monitoring-test-token"
 def server(tmp_path_factory) -> Iterator[Any]:
     from harness.repository import add_model, make_repository
     from harness.server import Server, free_ports
+    from tests.ood_models import write_mixed
 
-    root = make_repository(tmp_path_factory.mktemp("monitoring") / "repo", workers=0)
+    tmp = tmp_path_factory.mktemp("monitoring")
+    root = make_repository(tmp / "repo", workers=0)
+    # A mixed-type model: the per-column OOD series (unseen categories, missing values) exist from load.
+    shutil.copytree(write_mixed(tmp / "packaged", "mixed"), root / "models" / "mixed")
     add_model(root, "candidate", source="diabetes/2")
     add_model(root, "backup")
     add_model(root, "primary", extra=SHADOW_BREAKER_FALLBACK)
@@ -534,7 +538,7 @@ def server(tmp_path_factory) -> Iterator[Any]:
             f"host=127.0.0.1 port={closed_port} dbname=none user=none password=none connect_timeout=1"
         ),
     }
-    models = [(name, None) for name in ("candidate", "backup", "primary", "guarded", "deadline", "store")]
+    models = [(name, None) for name in ("candidate", "backup", "primary", "guarded", "deadline", "store", "mixed")]
     launched = Server.start(root / "server.log", root=root, models=models, env=env)
     try:
         yield launched
