@@ -106,8 +106,7 @@ class OodDetector:
         ranges = pipeline.manifest.feature_ranges
         n = pipeline.manifest.n_features
         # A model packaged without ranges has no band but the scaler's, if any.
-        low = np.full(n, -np.inf) if ranges is None else _band(ranges.min, -np.inf)
-        high = np.full(n, np.inf) if ranges is None else _band(ranges.max, np.inf)
+        low, high = (np.full(n, -np.inf), np.full(n, np.inf)) if ranges is None else ranges.band()
         moments = _training_moments(pipeline.scaler)
         if moments is not None and z_threshold is not None:
             low = np.maximum(low, moments.mean - z_threshold * moments.std)
@@ -185,10 +184,6 @@ def _counts(mask: np.ndarray | None) -> np.ndarray | None:
     if mask is None or not np.count_nonzero(mask):
         return None
     return np.asarray(np.count_nonzero(mask, axis=0))
-
-
-def _band(bounds: list[float | None], unbounded: float) -> np.ndarray:
-    return np.array([unbounded if b is None else b for b in bounds], dtype=np.float64)
 
 
 def _training_moments(scaler: Any | None) -> Moments | None:
