@@ -98,6 +98,7 @@ BENCH_BASELINE = $(if $(BASELINE),--baseline $(BASELINE))
 bench: venv
 	$(PY) -m bench.run --shadow 1 --lookup --rounds 5 $(BENCH_BASELINE)
 	$(PY) -m bench.run --model forest $(BENCH_BASELINE)
+	$(PY) -m bench.run --model columns $(BENCH_BASELINE)
 
 # Regenerate both locks after editing pyproject.toml, with `uv pip compile` (uv is in the dev set): it
 # applies pyproject.toml's [tool.uv] override-dependencies, which lift MLServer 1.7.1's declared

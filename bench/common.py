@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from harness.models import DIABETES, REPO_ROOT, pipeline, sample_rows
 from harness.repository import add_model, make_repository, project_settings
@@ -48,17 +49,26 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 # What the benchmark serves under the name `diabetes`: the shipped linear model (the folded fast
-# path), or a random forest fitted here on the same data (scikit-learn's own estimator).
-BENCH_MODELS = ("linear", "forest")
+# path), a random forest fitted here on the same data (scikit-learn's own estimator), or `columns`:
+# a mixed-type table (numeric and string columns) through a ColumnTransformer into gradient boosting,
+# sent as MLServer's PandasCodec request (one tensor per column).
+@dataclass(frozen=True)
+class BenchModel:
+    """What varies by bench model: the fitted pipeline, n request rows and the request built from them."""
+
+    pipeline: Callable[[], Any]
+    rows: Callable[[int], Any]  # float64 [n, F] or a DataFrame of n rows
+    rest_body: Callable[[Any], bytes]
+    grpc_request: Callable[[Any], Any]
 
 
 def bench_pipeline(model: str = "linear") -> Any:
-    """The benchmark model's scaler + model as one fitted scikit-learn Pipeline."""
-    if model == "linear":
-        return pipeline(MODEL_NAME, MODEL_VERSION).sklearn_pipeline()
-    if model == "forest":
-        return _forest()
-    raise ValueError(model)
+    """The benchmark model as one fitted scikit-learn Pipeline."""
+    return BENCH_MODELS[model].pipeline()
+
+
+def _linear() -> Any:
+    return pipeline(MODEL_NAME, MODEL_VERSION).sklearn_pipeline()
 
 
 @functools.lru_cache(maxsize=1)
@@ -87,6 +97,110 @@ def rest_body(X: np.ndarray) -> bytes:
 def grpc_request(X: np.ndarray) -> Any:
     """The same request as a ModelInferRequest (typed fp64_contents)."""
     return pb_2d_request(MODEL_NAME, X, name="input-0")
+
+
+# ---------------------------------------------------------------- the `columns` model
+
+COLUMNS_NUMERIC = ("age", "income", "tenure", "score")
+COLUMNS_STRING = {
+    "city": ("paris", "rome", "london", "berlin", "madrid"),
+    "plan": ("basic", "plus", "pro"),
+    "channel": ("web", "store", "phone", "partner"),
+}
+COLUMNS_TABLE_ROWS = 2000
+# A column's V2 datatype in the PandasCodec request, by numpy dtype kind (float, object = str).
+_PANDAS_DATATYPES = {"f": "FP64", "O": "BYTES"}
+
+
+@functools.lru_cache(maxsize=1)
+def columns_table() -> tuple[pd.DataFrame, np.ndarray]:
+    """A deterministic synthetic table (4 numeric, 3 string columns) and a 0/1 label that depends on
+    both kinds, so the fitted trees split on the one-hot columns too."""
+    rng = np.random.default_rng(0)
+    n = COLUMNS_TABLE_ROWS
+    frame = pd.DataFrame(
+        {
+            "age": rng.normal(40, 12, n).round(1),
+            "income": rng.lognormal(10.5, 0.5, n).round(2),
+            "tenure": rng.uniform(0, 20, n).round(2),
+            "score": rng.normal(0, 1, n).round(3),
+            **{name: rng.choice(values, n) for name, values in COLUMNS_STRING.items()},
+        }
+    )
+    logit = (
+        0.05 * (frame.age - 40)
+        + 0.8 * frame.score
+        - 0.04 * frame.tenure
+        + 1.0 * (frame.plan == "pro")
+        - 0.7 * (frame.channel == "phone")
+        + 0.5 * (frame.city == "berlin")
+        + rng.normal(0, 1, n)
+    )
+    return frame, (logit > 0).to_numpy(dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=1)
+def _columns() -> Any:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    prep = ColumnTransformer(
+        [
+            ("num", StandardScaler(), list(COLUMNS_NUMERIC)),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), list(COLUMNS_STRING)),
+        ]
+    )
+    model = Pipeline([("prep", prep), ("clf", GradientBoostingClassifier(n_estimators=100, random_state=0))])
+    return model.fit(*columns_table())
+
+
+def columns_rows(n: int) -> pd.DataFrame:
+    """The first n rows of the table (a fresh frame)."""
+    return columns_table()[0].iloc[:n].reset_index(drop=True)
+
+
+def _pandas_columns(frame: pd.DataFrame) -> Iterator[tuple[str, str, list[Any]]]:
+    """(name, V2 datatype, values) per column, as PandasCodec encodes them."""
+    for name in frame.columns:
+        column = frame[name]
+        yield str(name), _PANDAS_DATATYPES[column.dtype.kind], column.tolist()
+
+
+def pandas_rest_body(frame: pd.DataFrame) -> bytes:
+    """The V2 JSON request `mlserver.codecs.PandasCodec.encode_request(frame)` produces: content type
+    "pd", one [N, 1] tensor per column, string columns BYTES with content type "str"."""
+    inputs = []
+    for name, datatype, values in _pandas_columns(frame):
+        tensor: dict[str, Any] = {"name": name, "shape": [len(values), 1], "datatype": datatype}
+        if datatype == "BYTES":
+            tensor["parameters"] = {"content_type": "str"}
+        inputs.append({**tensor, "data": values})
+    body = {"parameters": {"content_type": "pd"}, "inputs": inputs}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def pandas_grpc_request(frame: pd.DataFrame) -> Any:
+    """The same as a ModelInferRequest (what MLServer's converter makes of that request): typed
+    fp64_contents, bytes_contents for strings, the content types as string parameters."""
+    tensors = []
+    for name, datatype, values in _pandas_columns(frame):
+        encoded = [v.encode() for v in values] if datatype == "BYTES" else values
+        tensor = pb_tensor(name, [len(values), 1], datatype, encoded)
+        if datatype == "BYTES":
+            tensor.parameters["content_type"].string_param = "str"
+        tensors.append(tensor)
+    request = pb_request(MODEL_NAME, tensors)
+    request.parameters["content_type"].string_param = "pd"
+    return request
+
+
+BENCH_MODELS = {
+    "linear": BenchModel(_linear, bench_rows, rest_body, grpc_request),
+    "forest": BenchModel(_forest, bench_rows, rest_body, grpc_request),
+    "columns": BenchModel(_columns, columns_rows, pandas_rest_body, pandas_grpc_request),
+}
 
 
 def lookup_rest_body(entity_id: str) -> bytes:
@@ -154,7 +268,7 @@ def prepare_mlserver_dir(
     """A model repository for `mlserver start` with one model `diabetes`.
 
     kind "ours": harness.repository (runtime/ linked, the project's settings.json, a copy of
-    models/diabetes/1, or the forest packaged by pipeline_tools.package, with the batching fields added;
+    models/diabetes/1, or the other models packaged by pipeline_tools.package, with the batching fields added;
     `feature_store`: the linear model also answers requests by id from that store).
     `variant` names the directory of one more server of the same kind and config.
     `baseline` (kind "ours"): that revision's runtime/ linked and its settings.json instead of the

@@ -5,7 +5,8 @@
 One process, one uvloop event loop, as MLServer runs them: uvicorn (httptools) with a bare ASGI app
 on the REST port and a grpc.aio server with one generic handler on the gRPC port, both answering
 V2 inference for the bench's model from a cache of whole response bytes keyed by the request's
-bytes (a miss runs the scikit-learn pipeline once). No routing, validation, middleware, interceptor,
+bytes (a miss runs the scikit-learn pipeline once, on a DataFrame when the request has one tensor
+per column). No routing, validation, middleware, interceptor,
 metrics or logs: nothing any runtime inside MLServer (or KServe) could skip, only what none can.
 Its req/s and CPU per request are the ceiling of any model server built on uvicorn and grpc.aio
 here; bench.report sets them beside the issue's targets. Readiness routes answer 200 / ready.
@@ -23,6 +24,7 @@ from typing import Any
 import grpc
 import joblib
 import numpy as np
+import pandas as pd
 import uvicorn
 import uvloop
 from tritonclient.grpc import service_pb2
@@ -42,8 +44,8 @@ class Answers:
     def rest(self, body: bytes) -> bytes:
         answer = self._rest.get(body)
         if answer is None:
-            (tensor,) = json.loads(body)["inputs"]
-            predictions = self._predict(np.asarray(tensor["data"], dtype=np.float64).reshape(tensor["shape"]))
+            tensors = [(t["name"], t["shape"], t["data"]) for t in json.loads(body)["inputs"]]
+            predictions = self._predict(_features(tensors))
             answer = self._rest[body] = json.dumps(
                 {
                     "model_name": self._name,
@@ -63,17 +65,32 @@ class Answers:
         answer = self._grpc.get(message)
         if answer is None:
             request = service_pb2.ModelInferRequest.FromString(message)
-            (tensor,) = request.inputs
-            features = np.asarray(tensor.contents.fp64_contents, dtype=np.float64).reshape(list(tensor.shape))
-            predictions = self._predict(features)
+            tensors = [(t.name, list(t.shape), _contents(t)) for t in request.inputs]
+            predictions = self._predict(_features(tensors))
             response = service_pb2.ModelInferResponse(model_name=self._name, id=request.id)
             output = response.outputs.add(name="predict", datatype="FP64", shape=[len(predictions)])
             output.contents.fp64_contents.extend(predictions.tolist())
             answer = self._grpc[message] = response.SerializeToString()
         return answer
 
-    def _predict(self, features: np.ndarray) -> np.ndarray:
+    def _predict(self, features: Any) -> np.ndarray:
         return np.asarray(self._pipeline.predict(features), dtype=np.float64).ravel()
+
+
+def _features(tensors: list[tuple[str, list[int], list[Any]]]) -> Any:
+    """One [N, F] tensor as a float64 matrix; one tensor per column (the PandasCodec request of the
+    `columns` model) as a DataFrame of those columns."""
+    if len(tensors) == 1:
+        ((_, shape, data),) = tensors
+        return np.asarray(data, dtype=np.float64).reshape(shape)
+    return pd.DataFrame({name: data for name, _, data in tensors})
+
+
+def _contents(tensor: Any) -> list[Any]:
+    """A gRPC input tensor's typed contents: FP64 values, or BYTES decoded to str."""
+    if tensor.datatype == "BYTES":
+        return [value.decode() for value in tensor.contents.bytes_contents]
+    return list(tensor.contents.fp64_contents)
 
 
 def rest_app(answers: Answers) -> Callable[..., Any]:

@@ -47,68 +47,107 @@ def _best(runs: list[Record], server: str, proto: str, load: str, key: str, lowe
     return (min if lower else max)(cands, key=lambda r: r[key])
 
 
+def _target(
+    name: str,
+    o: Record | None,
+    s: Record | None,
+    key: str,
+    threshold: float,
+    higher_is_better: bool,
+    vs: str = "stock",
+) -> list[Record]:
+    """One target row, ours against `vs` on `key` (none where either side has no result)."""
+    if not o or not s or not s[key]:
+        return []
+    ratio = o[key] / s[key]
+    return [
+        {
+            "target": name,
+            "metric": key,
+            "ours": o[key],
+            "ours_config": o["config"],
+            vs: s[key],
+            f"{vs}_config": s["config"],
+            "vs": vs,
+            "ratio": ratio,
+            "threshold": threshold,
+            "higher_is_better": higher_is_better,
+            "pass": ratio >= threshold if higher_is_better else ratio <= threshold,
+        }
+    ]
+
+
+def _linear_targets(runs: list[Record], protos: list[str]) -> list[Record]:
+    """The shipped linear model (the folded fast path): against stock and KServe, by protocol."""
+    return [t for proto in protos for t in _linear_targets_of(runs, proto)]
+
+
+def _linear_targets_of(runs: list[Record], proto: str) -> list[Record]:
+    P, out = PROTO_TITLES[proto], []
+    o, s = _best(runs, "ours", proto, "1row_c16", "rps"), _best(runs, "stock", proto, "1row_c16", "rps")
+    out += _target(f"{P} 1 row c=16: req/s >= 2x stock", o, s, "rps", 2.0, True)
+    o, s = (_best(runs, k, proto, "1row_c16", "p99_ms", lower=True) for k in ("ours", "stock"))
+    out += _target(f"{P} 1 row c=16: p99 <= 0.5x stock", o, s, "p99_ms", 0.5, False)
+    o, s = (_best(runs, k, proto, "1row_c1", "p50_ms", lower=True) for k in ("ours", "stock"))
+    out += _target(f"{P} 1 row c=1: p50 <= 0.5x stock", o, s, "p50_ms", 0.5, False)
+    o, s = (_best(runs, k, proto, "100rows_c4", "rows_per_s") for k in ("ours", "stock"))
+    out += _target(f"{P} 100 rows c=4: rows/s >= 2x stock", o, s, "rows_per_s", 2.0, True)
+    for load in LOAD_TITLES:
+        o, k = _best(runs, "ours", proto, load, "rps"), _best(runs, "kserve", proto, load, "rps")
+        out += _target(f"{P} {LOAD_TITLES[load]}: req/s >= 1.5x KServe", o, k, "rps", 1.5, True, vs="kserve")
+    for load in LOAD_TITLES:
+        o, s = (_best(runs, k, proto, load, "server_cpu_us_per_req", lower=True) for k in ("ours", "stock"))
+        out += _target(
+            f"{P} {LOAD_TITLES[load]}: server CPU/req <= 0.4x stock", o, s, "server_cpu_us_per_req", 0.4, False
+        )
+    return out
+
+
+def _forest_targets(runs: list[Record], protos: list[str]) -> list[Record]:
+    """A model the runtime serves with scikit-learn itself: the target is never being slower."""
+    out = []
+    for proto in protos:
+        for load in LOAD_TITLES:
+            title = f"{PROTO_TITLES[proto]} {LOAD_TITLES[load]}"
+            o, s = _best(runs, "ours", proto, load, "rps"), _best(runs, "stock", proto, load, "rps")
+            out += _target(f"{title}: req/s >= 1x stock", o, s, "rps", 1.0, True)
+            o, s = (_best(runs, k, proto, load, "p50_ms", lower=True) for k in ("ours", "stock"))
+            out += _target(f"{title}: p50 <= 1x stock", o, s, "p50_ms", 1.0, False)
+    return out
+
+
+# Issue 26: this runtime's best req/s over the stock runtime's best (sent PandasCodec requests) per load.
+COLUMNS_RPS_TARGETS = {"1row_c1": 2.0, "1row_c16": 2.0, "100rows_c4": 1.5}
+
+
+def _columns_targets(runs: list[Record], protos: list[str]) -> list[Record]:
+    """The mixed-type pipeline (bench.run --model columns): req/s against stock's best config, by
+    load with the protocols side by side."""
+    out = []
+    for load, threshold in COLUMNS_RPS_TARGETS.items():
+        for proto in protos:  # REST and gRPC of a load side by side
+            o, s = _best(runs, "ours", proto, load, "rps"), _best(runs, "stock", proto, load, "rps")
+            out += _target(
+                f"{PROTO_TITLES[proto]} {LOAD_TITLES[load]}: req/s >= {threshold:g}x stock",
+                o,
+                s,
+                "rps",
+                threshold,
+                True,
+            )
+    return out
+
+
+# The targets each bench model (bench.run --model) is held to.
+MODEL_TARGETS = {"linear": _linear_targets, "forest": _forest_targets, "columns": _columns_targets}
+
+
 def evaluate_targets(result: Record) -> list[Record]:
-    """The issue's targets, each comparing each server in the settings it runs best with for that
+    """The model's targets, each comparing each server in the settings it runs best with for that
     metric (max req/s or rows/s, min p50 or p99), in the same run."""
     runs = _ok_runs(result)
-    out: list[Record] = []
-
-    def add(
-        name: str,
-        o: Record | None,
-        s: Record | None,
-        key: str,
-        threshold: float,
-        higher_is_better: bool,
-        vs: str = "stock",
-    ) -> None:
-        if not o or not s or not s[key]:
-            return
-        ratio = o[key] / s[key]
-        out.append(
-            {
-                "target": name,
-                "metric": key,
-                "ours": o[key],
-                "ours_config": o["config"],
-                vs: s[key],
-                f"{vs}_config": s["config"],
-                "vs": vs,
-                "ratio": ratio,
-                "threshold": threshold,
-                "higher_is_better": higher_is_better,
-                "pass": ratio >= threshold if higher_is_better else ratio <= threshold,
-            }
-        )
-
     protos = sorted({r["protocol"] for r in runs}, key=lambda p: list(PROTO_TITLES).index(p))
-    if result["meta"].get("model") == "forest":
-        # A model the runtime serves with scikit-learn itself: the target is never being slower.
-        for proto in protos:
-            for load in LOAD_TITLES:
-                title = f"{PROTO_TITLES[proto]} {LOAD_TITLES[load]}"
-                o, s = _best(runs, "ours", proto, load, "rps"), _best(runs, "stock", proto, load, "rps")
-                add(f"{title}: req/s >= 1x stock", o, s, "rps", 1.0, True)
-                o, s = (_best(runs, k, proto, load, "p50_ms", lower=True) for k in ("ours", "stock"))
-                add(f"{title}: p50 <= 1x stock", o, s, "p50_ms", 1.0, False)
-        return out
-    for proto in protos:
-        P = PROTO_TITLES[proto]
-        o, s = _best(runs, "ours", proto, "1row_c16", "rps"), _best(runs, "stock", proto, "1row_c16", "rps")
-        add(f"{P} 1 row c=16: req/s >= 2x stock", o, s, "rps", 2.0, True)
-        o, s = (_best(runs, k, proto, "1row_c16", "p99_ms", lower=True) for k in ("ours", "stock"))
-        add(f"{P} 1 row c=16: p99 <= 0.5x stock", o, s, "p99_ms", 0.5, False)
-        o, s = (_best(runs, k, proto, "1row_c1", "p50_ms", lower=True) for k in ("ours", "stock"))
-        add(f"{P} 1 row c=1: p50 <= 0.5x stock", o, s, "p50_ms", 0.5, False)
-        o, s = (_best(runs, k, proto, "100rows_c4", "rows_per_s") for k in ("ours", "stock"))
-        add(f"{P} 100 rows c=4: rows/s >= 2x stock", o, s, "rows_per_s", 2.0, True)
-        for load in LOAD_TITLES:
-            o, k = _best(runs, "ours", proto, load, "rps"), _best(runs, "kserve", proto, load, "rps")
-            add(f"{P} {LOAD_TITLES[load]}: req/s >= 1.5x KServe", o, k, "rps", 1.5, True, vs="kserve")
-        for load in LOAD_TITLES:
-            o, s = (_best(runs, k, proto, load, "server_cpu_us_per_req", lower=True) for k in ("ours", "stock"))
-            add(f"{P} {LOAD_TITLES[load]}: server CPU/req <= 0.4x stock", o, s, "server_cpu_us_per_req", 0.4, False)
-    return out
+    return MODEL_TARGETS[result["meta"].get("model", "linear")](runs, protos)
 
 
 def _paired(base: Record, other: Record, key: str) -> list[float]:

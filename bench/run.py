@@ -3,6 +3,7 @@
     python -m bench.run            # full run: 3 rounds x 2 s per scenario, best round kept (~8 min)
     python -m bench.run --quick    # every scenario once, 2 s each (~4 min)
     python -m bench.run --model forest   # a random forest instead of the linear model
+    python -m bench.run --model columns  # mixed numeric/string columns, PandasCodec requests
     python -m bench.run --lookup         # also: features looked up by id in a throw-away PostgreSQL
     python -m bench.run --baseline REV   # also: this runtime as it was at git revision REV (ours@REV)
 
@@ -14,8 +15,8 @@ stack can beat). All servers (8 MLServer + KServe + the floor) are started toget
 them in turn,
 back to back, in several short rounds, and the best round per server and scenario is kept, so drift in
 the shared machine's load hits every server and config alike. Only one server is ever under load.
-Outputs bench/results/bench[-forest]-<stamp>.{json,md,png} and latest[-forest].*. This is the command line; the
-scenarios themselves are bench/scenarios.py.
+Outputs bench/results/bench[-MODEL]-<stamp>.{json,md,png} and latest[-MODEL].* (no suffix: linear).
+This is the command line; the scenarios themselves are bench/scenarios.py.
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=common.BENCH_MODELS,
         default="linear",
         help="linear: the shipped diabetes model (folded fast path); forest: a random forest "
-        "on the same data (scikit-learn's own estimator), the same fitted object for every server",
+        "on the same data (scikit-learn's own estimator), the same fitted object for every server; columns: "
+        "a ColumnTransformer (scaler on 4 numeric, one-hot on 3 string columns) then GradientBoosting, "
+        "sent as MLServer's PandasCodec request (one [N, 1] tensor per column)",
     )
     p.add_argument(
         "--shadow",
@@ -185,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.time()
     pipeline = common.bench_pipeline(args.model)
     row_counts = sorted({LOADS[load][0] for load in args.loads})
-    payloads = Payloads(workdir, pipeline, row_counts)
+    payloads = Payloads(workdir, pipeline, row_counts, args.model)
 
     log("in-process floor (pipeline.predict) ...")
     floor = {str(n): loadgen.floor(pipeline.predict, payloads.items[n].X, 1.0) for n in row_counts}

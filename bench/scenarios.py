@@ -52,7 +52,7 @@ class Payload:
     """One request: the features, where wrk and h2load read its bodies, the ModelInferRequest, and
     what the server must answer."""
 
-    X: np.ndarray
+    X: Any  # float64 [N, F], or a DataFrame (the `columns` model)
     rest: Path  # the JSON body
     grpc: Path  # the gRPC body, framed
     request: Any  # the ModelInferRequest
@@ -62,11 +62,12 @@ class Payload:
 class Payloads:
     """Per row count: the JSON body, the gRPC body (framed) and the expected predictions."""
 
-    def __init__(self, workdir: Path, pipeline: Any, row_counts: Iterable[int]) -> None:
+    def __init__(self, workdir: Path, pipeline: Any, row_counts: Iterable[int], model: str = "linear") -> None:
         self.items: dict[int, Payload] = {}
+        form = common.BENCH_MODELS[model]
         for n in row_counts:
-            X = common.bench_rows(n)
-            self.items[n] = _payload(workdir, f"body-{n}", X, pipeline, common.rest_body(X), common.grpc_request(X))
+            X = form.rows(n)
+            self.items[n] = _payload(workdir, f"body-{n}", X, pipeline, form.rest_body(X), form.grpc_request(X))
 
     @classmethod
     def lookup(cls, workdir: Path, pipeline: Any, entity_id: str) -> Payloads:
@@ -80,7 +81,7 @@ class Payloads:
         return payloads
 
 
-def _payload(workdir: Path, stem: str, X: np.ndarray, pipeline: Any, rest_body: bytes, request: Any) -> Payload:
+def _payload(workdir: Path, stem: str, X: Any, pipeline: Any, rest_body: bytes, request: Any) -> Payload:
     """The request bodies written where wrk and h2load read them, and what the server must answer."""
     rest, grpc = workdir / f"{stem}.json", workdir / f"{stem}.grpc"
     rest.write_bytes(rest_body)
