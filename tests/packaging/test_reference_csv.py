@@ -104,6 +104,17 @@ def test_gaps_are_not_bounds_and_string_columns_have_no_range(tmp_path):
     }
 
 
+def test_the_recorded_check_rows_keep_the_numeric_columns_numbers(tmp_path):
+    frame, y = _mixed_frame()
+    target = write_model_dir(_mixed_pipeline().fit(frame, y), "m", "1", tmp_path / "models", reference=frame)
+    manifest = _manifest(target)
+    for j, name in enumerate(["age", "income"]):
+        low, high = manifest["feature_ranges"]["min"][j], manifest["feature_ranges"]["max"][j]
+        values = [row[j] for row in manifest["check"]["rows"] if row[j] is not None]
+        assert len(set(values)) > 10 and all(low <= v <= high for v in values), name
+    assert {row[2] for row in manifest["check"]["rows"]} == {"oslo", "paris", "rome"}
+
+
 def test_a_column_with_no_value_is_refused(tmp_path):
     frame, y = _mixed_frame()
     frame["income"] = np.nan
