@@ -233,8 +233,9 @@ def feature_ranges(
     """The out-of-distribution bands and their source: the reference data (no band for a string
     column), else what the scaler learned (as its registry entry records it), else none."""
     if reference is not None:
-        if reference.isna().all(axis=0).any():
-            raise PackagingError("the reference data has a column with no value at all")
+        empty = [f"'{n}'" for n, gaps in reference.isna().all(axis=0).items() if gaps]
+        if empty:
+            raise PackagingError(f"the reference data has no value at all in column(s) {', '.join(empty)}")
         low: list[float | None] = []
         high: list[float | None] = []
         for (name, values), is_string in zip(reference.items(), string, strict=True):
@@ -265,6 +266,8 @@ def input_schema(parts: Parts, names: Sequence[str], reference: pd.DataFrame | N
     columns = []
     for j, (name, fact) in enumerate(zip(names, facts, strict=True)):
         string = fact.string or (reference is not None and _holds_strings(reference.iloc[:, j]))
+        if string and parts.whole is None:  # the compiled form reads numbers in every column
+            raise PackagingError(f"the reference column '{name}' holds text, but the model reads numbers there")
         categories = fact.categories
         if string and categories is not None:
             categories = [str(c) for c in categories]
@@ -429,7 +432,7 @@ def write_model_dir(
 
 def example_row(model_dir: Path) -> list[Any]:
     """A plausible row for the printed curl call: the middle of the ranges, else the scaler's
-    centre, else zeros; a categorical column's first category."""
+    centre, else zeros; a categorical column's first category, a string column's some text."""
     loaded = load_pipeline(model_dir)
     manifest = loaded.manifest
     ranges = manifest.feature_ranges
@@ -445,7 +448,12 @@ def example_row(model_dir: Path) -> list[Any]:
     for j, column in enumerate(manifest.columns):
         if column.categories:
             row[j] = column.categories[0]
+        elif column.kind == "string":  # no range and no categories: any text is taken
+            row[j] = EXAMPLE_TEXT
     return row
+
+
+EXAMPLE_TEXT = "text"
 
 
 def example_body(model_dir: Path) -> dict[str, Any]:

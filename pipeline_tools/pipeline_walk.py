@@ -188,4 +188,4 @@ def _column_transformer(step: ColumnTransformer, n: int) -> list[ColumnFacts]:
 
 
 def _is_nan(value: Any) -> bool:
-    return isinstance(value, float) and np.isnan(value)
+    return isinstance(value, float) and bool(np.isnan(value))

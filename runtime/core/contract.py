@@ -158,7 +158,12 @@ class Contract:
         if cols != self.n_features:
             raise FeatureCountError(f"input '{inp.name}': expected {self.n_features} features (columns), got {cols}")
         self._check_rows(inp.name, rows)
-        return decode_tensor(inp, (rows, cols), self.feature_names, self.may_be_missing)
+        matrix = decode_tensor(inp, (rows, cols), self.feature_names, self.may_be_missing)
+        # A numeric categorical column is refused outside its categories in this layout too.
+        for col, categories in enumerate(self.categories):
+            if categories is not None:
+                _check_categories(inp.name, matrix[:, col], categories, self.feature_names, col)
+        return matrix
 
     def _columns(self, inputs: Sequence[Tensor]) -> np.ndarray:
         for inp in inputs:
@@ -183,7 +188,7 @@ class Contract:
             else:
                 values = decode_tensor(inp, shape, (name,), missing).reshape(rows)
             if self.categories and self.categories[col] is not None:
-                _check_categories(name, values, self.categories[col])  # type: ignore[arg-type]
+                _check_categories(name, values, self.categories[col], (name,))  # type: ignore[arg-type]
             matrix[:, col] = values
         return matrix
 
@@ -192,9 +197,11 @@ class Contract:
         by_name: dict[str, Tensor] = {}
         for inp in inputs:
             if inp.name not in known:
+                # A model with string columns takes no [N, F] matrix: not offered as the alternative.
+                matrix = "" if self.string_columns else f" (or one [N, {self.n_features}] tensor)"
+                known_names = ", ".join(self.feature_names)
                 raise FeatureNameError(
-                    f"input '{inp.name}': unknown feature name; expected one of: "
-                    f"{', '.join(self.feature_names)} (or one [N, {self.n_features}] tensor)"
+                    f"input '{inp.name}': unknown feature name; expected one of: {known_names}{matrix}"
                 )
             if inp.name in by_name:
                 raise FeatureNameError(f"input '{inp.name}': feature given more than once")
@@ -294,13 +301,17 @@ def _refused_categories(column: InputColumn) -> Categories | None:
     return Categories(frozenset(cats), shown + (f" and {more} more" if more > 0 else ""))
 
 
-def _check_categories(name: str, values: np.ndarray, categories: Categories) -> None:
-    """Every value is a training category or an allowed gap (NaN)."""
+def _check_categories(
+    name: str, values: np.ndarray, categories: Categories, columns: Sequence[str], col: int | None = None
+) -> None:
+    """Every value is a training category or an allowed gap (NaN); `col` is the column's index in a 2-D
+    input (None for a column's own tensor, whose `columns` is its one name)."""
     for row, value in enumerate(values.tolist()):
         if value not in categories.allowed and value == value:  # NaN != NaN: a gap, decided before
+            index = (row,) if col is None else (row, col)
             raise CategoryError(
-                f"input '{name}': row {row}: {value!r} is not a category this model was trained on; "
-                f"column '{name}' takes {categories.shown}"
+                f"{_position(name, index, columns)}: {value!r} is not a category this model was trained on; "
+                f"column '{columns[col or 0]}' takes {categories.shown}"
             )
 
 

@@ -140,6 +140,8 @@ def reference_rows(pipeline: LoadedPipeline, seed: int) -> np.ndarray:
         return with_gaps(numbers, manifest.may_be_missing)
     rows = numbers.astype(object) if manifest.has_strings else numbers
     for j, column in enumerate(manifest.columns):
+        if column.kind == "numeric" and column.categories is None:
+            continue  # a plain numeric column keeps its numbers
         values: list[Any] = list(column.categories or [])
         if column.unseen == "counted" or not values:
             values.append(UNSEEN_STRING if column.kind == "string" else UNSEEN_NUMBER)
