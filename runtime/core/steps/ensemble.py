@@ -88,12 +88,15 @@ def _forest_classifier(model: Any, preceding: Preceding, offered: tuple[str, ...
 
 
 _SMALL_FOREST = ({"n_estimators": 10, "random_state": 0},)
+# The trees' float32 comparisons and the forest's sums in its own order: the same bits.
+_FOREST_REGRESSOR = FastPath(TREE_LOOP, _forest_regressor, bit_identical=True)
+_FOREST_CLASSIFIER = FastPath(TREE_LOOP, _forest_classifier, bit_identical=True)
 
 KINDS = (
-    Estimator(RandomForestRegressor, examples=_SMALL_FOREST, fast_path=FastPath(TREE_LOOP, _forest_regressor)),
-    Estimator(ExtraTreesRegressor, examples=_SMALL_FOREST, fast_path=FastPath(TREE_LOOP, _forest_regressor)),
-    Estimator(RandomForestClassifier, examples=_SMALL_FOREST, fast_path=FastPath(TREE_LOOP, _forest_classifier)),
-    Estimator(ExtraTreesClassifier, examples=_SMALL_FOREST, fast_path=FastPath(TREE_LOOP, _forest_classifier)),
+    Estimator(RandomForestRegressor, examples=_SMALL_FOREST, fast_path=_FOREST_REGRESSOR),
+    Estimator(ExtraTreesRegressor, examples=_SMALL_FOREST, fast_path=_FOREST_REGRESSOR),
+    Estimator(RandomForestClassifier, examples=_SMALL_FOREST, fast_path=_FOREST_CLASSIFIER),
+    Estimator(ExtraTreesClassifier, examples=_SMALL_FOREST, fast_path=_FOREST_CLASSIFIER),
     Estimator(GradientBoostingRegressor, examples=({"n_estimators": 20, "random_state": 0},)),
     Estimator(GradientBoostingClassifier, examples=({"n_estimators": 20, "random_state": 0},)),
     Estimator(HistGradientBoostingRegressor, examples=({"max_iter": 20, "random_state": 0},), takes_nan=True),
