@@ -73,7 +73,7 @@ def compile_predictor(pipeline: LoadedPipeline, seed: int = 0) -> Predictor:
     if pipeline.manifest.check is not None:
         _check_recorded(pipeline.manifest, Predictor(kind="sklearn", outputs=plain))
     if pipeline.manifest.form == "pipeline":
-        compiled = _compiled_pipeline(pipeline, plain, reference_rows(pipeline, seed))
+        compiled = _compiled_pipeline(pipeline, plain, seed)
         return compiled if compiled is not None else Predictor(kind="sklearn", outputs=plain)
     compiled_kind, folded = _fast_path_outputs(pipeline)
     if not folded:
@@ -129,12 +129,8 @@ def agrees_with_answers(got: np.ndarray, want: np.ndarray) -> bool:
 def _agrees(reference_fn: OutputFn, candidate: OutputFn, rows: np.ndarray) -> bool:
     with np.errstate(over="ignore", invalid="ignore"):
         expected = reference_fn(rows)
-        try:
-            got = candidate(rows)
-        except Exception:  # a compiled path that cannot even run is a disagreement
-            logger.exception("compiled path failed on the reference rows")
-            return False
-    return _same(expected, got)
+    got = _attempt(candidate, rows)
+    return got is not None and _same(expected, got)
 
 
 def _same(expected: np.ndarray, got: np.ndarray) -> bool:
@@ -241,7 +237,7 @@ def _fast_path_outputs(pipeline: LoadedPipeline) -> tuple[str, dict[str, OutputF
     return kind.fast_path.name, kind.fast_path.build(pipeline.model, preceding, offered_outputs(pipeline.manifest))
 
 
-def _compiled_pipeline(pipeline: LoadedPipeline, plain: dict[str, OutputFn], rows: np.ndarray) -> Predictor | None:
+def _compiled_pipeline(pipeline: LoadedPipeline, plain: dict[str, OutputFn], seed: int) -> Predictor | None:
     """The pipeline's preprocessing compiled and, per output, the first of the estimator's fast path
     and its own method that is bit-identical to the Pipeline on the reference rows; None (scikit-learn
     serves the whole model) where a step does not compile or an output has no such candidate."""
@@ -252,18 +248,16 @@ def _compiled_pipeline(pipeline: LoadedPipeline, plain: dict[str, OutputFn], row
     except NotCompiled as reason:
         logger.info("%s is served by scikit-learn's pipeline: %s", manifest.name, reason)
         return None
-    try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            prepared = compiled.prepare(rows)
-    except Exception:  # a compiled path that cannot even run is a disagreement
-        logger.exception("compiled preprocessing failed on the reference rows")
-        prepared = None
+    rows = reference_rows(pipeline, seed)
+    prepared = _attempt(compiled.prepare, rows)
     outputs: dict[str, OutputFn] = {}
     for name in offered_outputs(manifest):
         chosen = None
         if prepared is not None:
+            with np.errstate(over="ignore", invalid="ignore"):
+                expected = plain[name](rows)
             candidates = _estimator_candidates(compiled.estimator, prepared.shape[1], name)
-            chosen = next((fn for fn in candidates if _bit_identical(plain[name], rows, fn, prepared)), None)
+            chosen = next((fn for fn in candidates if _same_bits(expected, _attempt(fn, prepared))), None)
         if chosen is None:
             logger.warning(
                 "%s: the compiled pipeline's %s is not bit-identical to scikit-learn's; serving the pipeline",
@@ -273,6 +267,20 @@ def _compiled_pipeline(pipeline: LoadedPipeline, plain: dict[str, OutputFn], row
             return None
         outputs[name] = chosen
     return Predictor(kind=COMPILED_PIPELINE, outputs=outputs, prepare=compiled.prepare)
+
+
+def _attempt(fn: OutputFn, x: np.ndarray) -> np.ndarray | None:
+    """fn(x), or None (logged) where the compiled code cannot even run: a disagreement."""
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return fn(x)
+    except Exception:
+        logger.exception("compiled path failed on the reference rows")
+        return None
+
+
+def _same_bits(expected: np.ndarray, got: np.ndarray | None) -> bool:
+    return got is not None and expected.shape == got.shape and bool(np.array_equal(expected, got))
 
 
 def _estimator_candidates(estimator: Any, n_features: int, output: str) -> list[OutputFn]:
@@ -292,14 +300,3 @@ def _estimator_candidates(estimator: Any, n_features: int, output: str) -> list[
 
     candidates.append(own)
     return candidates
-
-
-def _bit_identical(reference_fn: OutputFn, rows: np.ndarray, candidate: OutputFn, prepared: np.ndarray) -> bool:
-    with np.errstate(over="ignore", invalid="ignore"):
-        expected = reference_fn(rows)
-        try:
-            got = candidate(prepared)
-        except Exception:  # a candidate that cannot run is no match
-            logger.exception("compiled estimator failed on the reference rows")
-            return False
-    return expected.shape == got.shape and bool(np.array_equal(expected, got))
