@@ -60,21 +60,24 @@ Compile = Callable[[Any, Block], tuple[Fn, Block]]
 
 @dataclass(frozen=True)
 class CompiledPipeline:
-    """The pipeline's preprocessing as one function, and the final estimator that takes its output."""
+    """The pipeline's preprocessing as one function, and the final estimator that takes its output.
+    `sparse`: scikit-learn hands the estimator a sparse matrix of these values, which only a path that
+    compares values (trees) answers bit for bit as it does; arithmetic may sum them otherwise."""
 
     prepare: Fn
     estimator: Any
+    sparse: bool
 
 
 def compile_pipeline(pipeline: Pipeline, inputs: Block) -> CompiledPipeline:
     """The Pipeline's steps before its estimator, compiled; raises NotCompiled."""
     *steps, (_, estimator) = pipeline.steps
     prepare, block = _chain([step for _, step in steps], inputs)
-    if block.sparse or not block.numeric:
-        raise NotCompiled(f"{_name(estimator)} would take a sparse or non-numeric matrix")
+    if not block.numeric:
+        raise NotCompiled(f"{_name(estimator)} would take string columns")
     if hasattr(estimator, "feature_names_in_") or getattr(estimator, "n_features_in_", block.width) != block.width:
         raise NotCompiled(f"{_name(estimator)} was fitted on other columns than the steps before it write")
-    return CompiledPipeline(prepare, estimator)
+    return CompiledPipeline(prepare, estimator, block.sparse)
 
 
 def compile_step(step: Any, block: Block) -> tuple[Fn, Block]:
@@ -143,9 +146,8 @@ def _registered_arithmetic(step: Any, block: Block) -> tuple[Fn, Block]:
 
 
 def _column_transformer(ct: Any, block: Block) -> tuple[Fn, Block]:
-    """Each transformer on its columns, stacked in the fitted order (the remainder last)."""
-    if ct.sparse_output_:
-        raise NotCompiled("ColumnTransformer outputs a sparse matrix")
+    """Each transformer on its columns, stacked in the fitted order (the remainder last): the values of
+    scikit-learn's dense stack, or of its sparse one (marked sparse)."""
     if ct.transformer_weights:
         raise NotCompiled("ColumnTransformer has transformer_weights")
     parts: list[tuple[Fn, Block]] = []
@@ -166,7 +168,9 @@ def _column_transformer(ct: Any, block: Block) -> tuple[Fn, Block]:
         parts.append((_selecting(np.asarray(positions, dtype=np.intp), selected.numeric, fn), out))
     if not parts:
         raise NotCompiled("ColumnTransformer selects no columns")
-    stacked = Block(strings=tuple(s for _, out in parts for s in out.strings))
+    stacked = Block(strings=tuple(s for _, out in parts for s in out.strings), sparse=bool(ct.sparse_output_))
+    if stacked.sparse and not stacked.numeric:
+        raise NotCompiled("ColumnTransformer stacks string columns into a sparse matrix")
     fns = [fn for fn, _ in parts]
 
     def run(x: np.ndarray) -> np.ndarray:

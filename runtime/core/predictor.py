@@ -256,7 +256,7 @@ def _compiled_pipeline(pipeline: LoadedPipeline, plain: dict[str, OutputFn], see
         if prepared is not None:
             with np.errstate(over="ignore", invalid="ignore"):
                 expected = plain[name](rows)
-            candidates = _estimator_candidates(compiled.estimator, prepared.shape[1], name)
+            candidates = _estimator_candidates(compiled.estimator, prepared.shape[1], name, compiled.sparse)
             chosen = next((fn for fn in candidates if _same_bits(expected, _attempt(fn, prepared))), None)
         if chosen is None:
             logger.warning(
@@ -283,15 +283,18 @@ def _same_bits(expected: np.ndarray, got: np.ndarray | None) -> bool:
     return got is not None and expected.shape == got.shape and bool(np.array_equal(expected, got))
 
 
-def _estimator_candidates(estimator: Any, n_features: int, output: str) -> list[OutputFn]:
+def _estimator_candidates(estimator: Any, n_features: int, output: str, sparse: bool) -> list[OutputFn]:
     """The estimator's output over the compiled matrix: its registry fast path where that computes
     scikit-learn's bits, then its own method with scikit-learn's checks (already made by the contract
-    and the compiled steps) off."""
+    and the compiled steps) off, unless the pipeline hands the estimator a sparse matrix (then its own
+    arithmetic on the dense one may round otherwise)."""
     candidates: list[OutputFn] = []
     kind = ESTIMATORS.of(estimator)
     if kind is not None and kind.fast_path is not None and kind.fast_path.bit_identical:
         fast = kind.fast_path.build(estimator, Preceding(n_features, None, None), (output,))
         candidates.extend(fn for name, fn in fast.items() if name == output)
+    if sparse:
+        return candidates
     method = getattr(estimator, output)
 
     def own(x: np.ndarray) -> np.ndarray:
