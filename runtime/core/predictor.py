@@ -9,6 +9,12 @@ through the Pipeline's own methods, checked at load against the original pipelin
 manifest recorded (allclose: nothing is compiled, but another machine's BLAS may round differently).
 Each compiled output is verified against plain scikit-learn at load
 and dropped, with a log line, if it disagrees.
+
+A pipeline-form model whose every step compiles (runtime.core.columns: a ColumnTransformer of
+scalers, imputers and encoders, ...) is served compiled: the preprocessing in numpy, then the final
+estimator's fast path or its own method, without the DataFrame and the per-step checks. It is served
+so only when every output is bit-identical to the Pipeline's own on the reference rows; else the
+whole model stays on scikit-learn's path.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import pandas as pd
 import sklearn
 
 from runtime.core.artifacts import LoadedPipeline, Manifest, ReferenceCheck
+from runtime.core.columns import Block, NotCompiled, compile_pipeline
 from runtime.core.errors import ArtifactError, first_line
 from runtime.core.outputs import OutputFn, offered_outputs, require_finite
 from runtime.core.steps.kinds import Preceding
@@ -34,19 +41,25 @@ RTOL = 1e-9
 ATOL = 1e-12
 # The pipeline form against the original's recorded answers.
 CHECK_RTOL, CHECK_ATOL = 1e-7, 1e-10
+# A pipeline-form model whose preprocessing compiles, bit-identical to the Pipeline.
+COMPILED_PIPELINE = "compiled-pipeline"
 
 
 @dataclass(frozen=True)
 class Predictor:
     """Named output functions over a validated float64 matrix."""
 
-    kind: str  # "folded-linear" or "tree-loop" when every output is compiled, else "sklearn"
+    # "folded-linear", "tree-loop" or "compiled-pipeline" when every output is compiled, else "sklearn"
+    kind: str
     outputs: dict[str, OutputFn]
+    # Computed once per request before the outputs (a compiled pipeline's preprocessing).
+    prepare: OutputFn | None = None
 
     def predict(self, features: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         # Overflow is detected below and refused; numpy's warning would only add a log line.
         with np.errstate(over="ignore", invalid="ignore"):
-            results = {name: self.outputs[name](features) for name in names}
+            x = self.prepare(features) if self.prepare is not None else features
+            results = {name: self.outputs[name](x) for name in names}
         for values in results.values():
             if values.dtype.kind == "f":
                 require_finite(values)
@@ -59,6 +72,9 @@ def compile_predictor(pipeline: LoadedPipeline, seed: int = 0) -> Predictor:
     plain = _sklearn_outputs(pipeline)
     if pipeline.manifest.check is not None:
         _check_recorded(pipeline.manifest, Predictor(kind="sklearn", outputs=plain))
+    if pipeline.manifest.form == "pipeline":
+        compiled = _compiled_pipeline(pipeline, plain, seed)
+        return compiled if compiled is not None else Predictor(kind="sklearn", outputs=plain)
     compiled_kind, folded = _fast_path_outputs(pipeline)
     if not folded:
         return Predictor(kind="sklearn", outputs=plain)
@@ -113,12 +129,8 @@ def agrees_with_answers(got: np.ndarray, want: np.ndarray) -> bool:
 def _agrees(reference_fn: OutputFn, candidate: OutputFn, rows: np.ndarray) -> bool:
     with np.errstate(over="ignore", invalid="ignore"):
         expected = reference_fn(rows)
-        try:
-            got = candidate(rows)
-        except Exception:  # a compiled path that cannot even run is a disagreement
-            logger.exception("compiled path failed on the reference rows")
-            return False
-    return _same(expected, got)
+    got = _attempt(candidate, rows)
+    return got is not None and _same(expected, got)
 
 
 def _same(expected: np.ndarray, got: np.ndarray) -> bool:
@@ -225,3 +237,71 @@ def _fast_path_outputs(pipeline: LoadedPipeline) -> tuple[str, dict[str, OutputF
     scaler = pipeline.scaler
     preceding = Preceding(pipeline.manifest.n_features, scaler, TRANSFORMERS.of(scaler) if scaler is not None else None)
     return kind.fast_path.name, kind.fast_path.build(pipeline.model, preceding, offered_outputs(pipeline.manifest))
+
+
+def _compiled_pipeline(pipeline: LoadedPipeline, plain: dict[str, OutputFn], seed: int) -> Predictor | None:
+    """The pipeline's preprocessing compiled and, per output, the first of the estimator's fast path
+    and its own method that is bit-identical to the Pipeline on the reference rows; None (scikit-learn
+    serves the whole model) where a step does not compile or an output has no such candidate."""
+    manifest = pipeline.manifest
+    names = tuple(manifest.feature_names) if hasattr(pipeline.model, "feature_names_in_") else None
+    try:
+        compiled = compile_pipeline(pipeline.model, Block(tuple(c.kind == "string" for c in manifest.columns), names))
+    except NotCompiled as reason:
+        logger.info("%s is served by scikit-learn's pipeline: %s", manifest.name, reason)
+        return None
+    rows = reference_rows(pipeline, seed)
+    prepared = _attempt(compiled.prepare, rows)
+    outputs: dict[str, OutputFn] = {}
+    for name in offered_outputs(manifest):
+        chosen = None
+        if prepared is not None:
+            with np.errstate(over="ignore", invalid="ignore"):
+                expected = plain[name](rows)
+            candidates = _estimator_candidates(compiled.estimator, prepared.shape[1], name, compiled.sparse)
+            chosen = next((fn for fn in candidates if _same_bits(expected, _attempt(fn, prepared))), None)
+        if chosen is None:
+            logger.warning(
+                "%s: the compiled pipeline's %s is not bit-identical to scikit-learn's; serving the pipeline",
+                manifest.name,
+                name,
+            )
+            return None
+        outputs[name] = chosen
+    return Predictor(kind=COMPILED_PIPELINE, outputs=outputs, prepare=compiled.prepare)
+
+
+def _attempt(fn: OutputFn, x: np.ndarray) -> np.ndarray | None:
+    """fn(x), or None (logged) where the compiled code cannot even run: a disagreement."""
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return fn(x)
+    except Exception:
+        logger.exception("compiled path failed on the reference rows")
+        return None
+
+
+def _same_bits(expected: np.ndarray, got: np.ndarray | None) -> bool:
+    return got is not None and expected.shape == got.shape and bool(np.array_equal(expected, got))
+
+
+def _estimator_candidates(estimator: Any, n_features: int, output: str, sparse: bool) -> list[OutputFn]:
+    """The estimator's output over the compiled matrix: its registry fast path where that computes
+    scikit-learn's bits, then its own method with scikit-learn's checks (already made by the contract
+    and the compiled steps) off, unless the pipeline hands the estimator a sparse matrix (then its own
+    arithmetic on the dense one may round otherwise)."""
+    candidates: list[OutputFn] = []
+    kind = ESTIMATORS.of(estimator)
+    if kind is not None and kind.fast_path is not None and kind.fast_path.bit_identical:
+        fast = kind.fast_path.build(estimator, Preceding(n_features, None, None), (output,))
+        candidates.extend(fn for name, fn in fast.items() if name == output)
+    if sparse:
+        return candidates
+    method = getattr(estimator, output)
+
+    def own(x: np.ndarray) -> np.ndarray:
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            return np.asarray(method(x))
+
+    candidates.append(own)
+    return candidates

@@ -29,7 +29,16 @@ from runtime.core.contract import Contract, flag_parameter
 from runtime.core.errors import ArtifactError, InternalPredictionError, ModelUnavailable, PipelineError
 from runtime.core.ood import FLAGS_PARAMETER, OodDetector, OodReport, wants_flags
 from runtime.core.options import RuntimeOptions
-from runtime.core.predictor import ATOL, CHECK_ATOL, CHECK_RTOL, RTOL, Predictor, compile_predictor, reference_rows
+from runtime.core.predictor import (
+    ATOL,
+    CHECK_ATOL,
+    CHECK_RTOL,
+    COMPILED_PIPELINE,
+    RTOL,
+    Predictor,
+    compile_predictor,
+    reference_rows,
+)
 from runtime.core.response import (
     TensorDescription,
     encode_outputs,
@@ -257,10 +266,14 @@ class ModelService:
 
 def prediction_path(kind: str, recorded: bool) -> str:
     """How the answers are computed and what they were checked against at load, for the model's
-    metadata as one JSON string: a compiled path against scikit-learn on reference rows; the
-    pipeline form against the original pipeline's recorded answers; scikit-learn's own estimator
-    otherwise, which has nothing to be compared with."""
-    if kind != "sklearn":
+    metadata as one JSON string: a compiled pipeline bit for bit against the scikit-learn pipeline it
+    compiles; another compiled path against scikit-learn on reference rows; the pipeline form against
+    the original pipeline's recorded answers; scikit-learn's own estimator otherwise, which has nothing
+    to be compared with."""
+    check: dict[str, object]
+    if kind == COMPILED_PIPELINE:
+        check = {"verified": "bit-identical", "against": "scikit-learn pipeline"}
+    elif kind != "sklearn":
         check = {"verified": "allclose", "against": "scikit-learn", "rtol": RTOL, "atol": ATOL}
     elif recorded:
         check = {"verified": "allclose", "against": "original pipeline", "rtol": CHECK_RTOL, "atol": CHECK_ATOL}

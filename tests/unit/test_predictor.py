@@ -146,8 +146,8 @@ def test_other_families_run_scikit_learn_trees_or_estimators_exactly(tmp_path, m
     pipe, x = _fitted(SCALERS[1], model_class, "multiclass ints")
     pipeline = load_pipeline(write_model_dir(pipe, "m", "1", tmp_path))
     compiled = compile_predictor(pipeline)
-    forest = model_class in FORESTS
-    assert compiled.kind == ("tree-loop" if forest else "sklearn")
+    fast_path = KINDS[model_class].fast_path
+    assert compiled.kind == (fast_path.name if fast_path is not None else "sklearn")
     got = compiled.predict(x[:40], tuple(pipeline.manifest.outputs))
     for output in pipeline.manifest.outputs:
         np.testing.assert_array_equal(got[output], getattr(pipe, output)(x[:40]))

@@ -20,6 +20,7 @@ from sklearn.datasets import load_diabetes
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import SplineTransformer
 
 from pipeline_tools.package import write_model_dir
 from runtime.core.artifacts import load_pipeline
@@ -171,7 +172,9 @@ def test_a_gap_the_fallback_may_not_take_is_refused_by_its_contract_naming_the_c
     """The fallback is looked up when it is needed, so the rule is the request's: the fallback's own
     contract checks what it is handed, and a gap where its schema has none is the caller's 400."""
     diabetes = load_diabetes(as_frame=True)
-    gappy = make_pipeline(SimpleImputer(), LinearRegression()).fit(diabetes.data, diabetes.target)
+    # A spline has no compiled form: the pipeline serves itself, checked against its recorded answers.
+    gappy = make_pipeline(SimpleImputer(), SplineTransformer(n_knots=4), LinearRegression())
+    gappy.fit(diabetes.data, diabetes.target)
     directory = write_model_dir(gappy, "gappy", "1", tmp_path)
     rows = ROWS.ravel().tolist()
     rows[3 * ROWS.shape[1] + 2] = None  # row 3, 'bmi'
@@ -197,7 +200,9 @@ def test_a_gap_the_fallback_may_not_take_is_refused_by_its_contract_naming_the_c
 
 def test_the_prediction_path_says_what_computes_the_answers_and_what_they_were_checked_against(models_dir, tmp_path):
     diabetes = load_diabetes(as_frame=True)
-    gappy = make_pipeline(SimpleImputer(), LinearRegression()).fit(diabetes.data, diabetes.target)
+    # A spline has no compiled form: the pipeline serves itself, checked against its recorded answers.
+    gappy = make_pipeline(SimpleImputer(), SplineTransformer(n_knots=4), LinearRegression())
+    gappy.fit(diabetes.data, diabetes.target)
     directory = write_model_dir(gappy, "whole", "1", tmp_path)
 
     async def scenario() -> tuple[str, str]:

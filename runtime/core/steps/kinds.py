@@ -38,6 +38,30 @@ class Affine:
 
 
 @dataclass(frozen=True, eq=False)
+class Arithmetic:
+    """A per-column map operation by operation, as scikit-learn's own transform computes it:
+    ((x - subtract) / divide) * multiply + add, a part None where the step skips it. Unlike `Affine`
+    (one product and one sum, which rounds differently), its results are bit-identical to the step's."""
+
+    subtract: np.ndarray | None = None
+    divide: np.ndarray | None = None
+    multiply: np.ndarray | None = None
+    add: np.ndarray | None = None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        # New arrays, never the caller's: a compiled step must not write into its input.
+        if self.subtract is not None:
+            x = x - self.subtract
+        if self.divide is not None:
+            x = x / self.divide
+        if self.multiply is not None:
+            x = x * self.multiply
+        if self.add is not None:
+            x = x + self.add
+        return x
+
+
+@dataclass(frozen=True, eq=False)
 class Moments:
     """The training mean and standard deviation of each input column."""
 
@@ -65,6 +89,10 @@ def every_column(step: Any) -> int:
 
 
 def not_affine(step: Any) -> Affine | None:
+    return None
+
+
+def not_exact(step: Any) -> Arithmetic | None:
     return None
 
 
@@ -101,6 +129,9 @@ class Transformer(StepKind):
     writes: Callable[[Any], int] = every_column
     # The step as x * scale + offset per column, or None where it is not affine (then nothing folds).
     affine: Callable[[Any], Affine | None] = not_affine
+    # The step's transform as scikit-learn computes it, for a bit-identical compiled pipeline; None
+    # where it is not such a map (then the pipeline is served by scikit-learn).
+    exact: Callable[[Any], Arithmetic | None] = not_exact
     # The band the packager records in the manifest, with its source, when no reference data is given.
     ranges: Callable[[Any], tuple[FeatureRanges | None, RangesSource]] = no_ranges
     # Training moments the runtime narrows that band with (a z-score test), if the step kept them.
@@ -139,6 +170,10 @@ class FastPath:
 
     name: str  # the predictor kind reported when every output is compiled ("folded-linear", ...)
     build: Build
+    # Computes each row as scikit-learn does, operation by operation and independent of the other
+    # rows (no matrix product, whose rounding BLAS may vary with the batch), so agreeing bit for bit
+    # on the reference rows means agreeing on every request: a compiled pipeline may end in it.
+    bit_identical: bool = False
 
 
 @dataclass(frozen=True)
