@@ -13,39 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import GradientBoostingClassifier
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from bench.common import bench_pipeline, columns_table
 from pipeline_tools.package import write_model_dir
 from runtime.core.artifacts import load_pipeline
 from runtime.core.predictor import as_frame, compile_predictor
 
-NUMERIC = ["age", "income", "tenure", "score"]
-STRINGS = {"city": ["paris", "rome", "london", "berlin", "madrid"], "plan": ["free", "pro", "team"]}
 OUTPUTS = ("predict", "predict_proba")
-
-
-def columns_model(rows: int = 2000, seed: int = 0) -> tuple[Pipeline, pd.DataFrame]:
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({name: rng.normal(50, 15, rows) for name in NUMERIC})
-    for name, values in STRINGS.items():
-        frame[name] = rng.choice(values, rows)
-    y = ((frame.age > 50) ^ (frame.city == "rome")).astype(int)
-    pipeline = Pipeline(
-        [
-            (
-                "prep",
-                ColumnTransformer(
-                    [("num", StandardScaler(), NUMERIC), ("cat", OneHotEncoder(handle_unknown="ignore"), list(STRINGS))]
-                ),
-            ),
-            ("clf", GradientBoostingClassifier(random_state=0)),
-        ]
-    )
-    return pipeline.fit(frame, y), frame
 
 
 def per_call_us(fn: Callable[[], object], repeat: int = 7) -> float:
@@ -56,7 +30,7 @@ def per_call_us(fn: Callable[[], object], repeat: int = 7) -> float:
 
 
 def main() -> None:
-    pipeline, frame = columns_model()
+    pipeline, frame = bench_pipeline("columns"), columns_table()[0]
     with tempfile.TemporaryDirectory() as tmp:
         loaded = load_pipeline(write_model_dir(pipeline, "columns", "1", Path(tmp)))
     compiled = compile_predictor(loaded)

@@ -83,8 +83,8 @@ def compile_pipeline(pipeline: Pipeline, inputs: Block) -> CompiledPipeline:
 def compile_step(step: Any, block: Block) -> tuple[Fn, Block]:
     if block.sparse:
         raise NotCompiled(f"{_name(step)} would take a sparse matrix")
-    if getattr(step, "_sklearn_output_config", {}).get("transform", "default") != "default":
-        raise NotCompiled(f"{_name(step)} is set to output a DataFrame")
+    # A step set to output a DataFrame hands on the same values; where a later step would select
+    # columns of it by name, the block (unnamed) does not compile.
     return _compiler_of(step)(step, block)
 
 
@@ -156,7 +156,7 @@ def _column_transformer(ct: Any, block: Block) -> tuple[Fn, Block]:
             continue
         if np.isscalar(columns):
             raise NotCompiled(f"ColumnTransformer's {name!r} selects one column as a vector")
-        positions = _positions(ct, name, block)
+        positions = _positions(ct, _input_indices(ct, columns), block)
         if not positions:
             continue
         selected = Block(
@@ -179,10 +179,28 @@ def _column_transformer(ct: Any, block: Block) -> tuple[Fn, Block]:
     return run, stacked
 
 
-def _positions(ct: Any, name: str, block: Block) -> list[int]:
+def _input_indices(ct: Any, columns: Any) -> list[int]:
+    """The input columns a fitted transformer's column selection names, as indices: names, integers
+    or a boolean mask (a callable or slice selection does not compile)."""
+    if callable(columns) or isinstance(columns, slice):
+        raise NotCompiled("ColumnTransformer selects columns by a callable or a slice")
+    n = int(ct.n_features_in_)
+    selection = np.asarray(list(columns))
+    if selection.dtype == bool and len(selection) == n:
+        return [int(i) for i in np.flatnonzero(selection)]
+    if selection.dtype.kind in "iu" and all(-n <= i < n for i in selection.tolist()):
+        return [int(i) % n for i in selection.tolist()]
+    fitted = getattr(ct, "feature_names_in_", None)
+    if selection.dtype.kind in "UO" and fitted is not None:
+        names = [str(f) for f in fitted]
+        if all(isinstance(c, str) and c in names for c in selection.tolist()):
+            return [names.index(c) for c in selection.tolist()]
+    raise NotCompiled(f"ColumnTransformer selects columns as {selection.tolist()[:5]!r}")
+
+
+def _positions(ct: Any, indices: list[int], block: Block) -> list[int]:
     """The block's columns a fitted transformer reads: by name where the ColumnTransformer was fitted
     on a DataFrame and is handed one (as scikit-learn selects them), else by position."""
-    indices = [int(i) for i in ct._transformer_to_input_indices[name]]
     fitted_names = getattr(ct, "feature_names_in_", None)
     if fitted_names is None or block.names is None:
         if fitted_names is not None or ct.n_features_in_ != block.width:
@@ -238,12 +256,15 @@ def _simple_imputer(imputer: Any, block: Block) -> tuple[Fn, Block]:
     if any(s != s for s in statistics.tolist()):
         # scikit-learn drops (or keeps empty) a column it learned nothing for.
         raise NotCompiled("SimpleImputer learned no value for a column")
-    fill = statistics.astype(imputer._fill_dtype, copy=False)
     if block.numeric:
-        if fill.dtype != np.float64:
-            raise NotCompiled(f"SimpleImputer fills {fill.dtype} values")
+        # scikit-learn fills in the dtype it was fitted on (an integer column's mean truncated): the
+        # check at load finds such an imputer differs, and scikit-learn serves it.
+        try:
+            fill = statistics.astype(np.float64)
+        except (TypeError, ValueError):
+            raise NotCompiled("SimpleImputer fills numeric columns with text") from None
         return (lambda x: np.where(np.isnan(x), fill, x)), _unnamed(block)
-    filler = fill.astype(object)
+    filler = statistics.astype(object)
 
     def run(x: np.ndarray) -> np.ndarray:
         # As scikit-learn's mask of an object array: a value unequal to itself (NaN) is missing.
@@ -261,7 +282,7 @@ def _indexer(categories: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """Values -> their index in the fitted categories (NaN to a missing category where one was seen),
     UNKNOWN for any other value."""
     values = categories.tolist()
-    missing = next((i for i, v in enumerate(values) if v is None or v != v), UNKNOWN)
+    missing = _missing_position(categories)
     if categories.dtype.kind in "iuf":
         known = categories[: len(values) if missing == UNKNOWN else missing].astype(np.float64)
         if missing not in (UNKNOWN, len(values) - 1) or np.any(np.diff(known) <= 0):
@@ -281,6 +302,11 @@ def _indexer(categories: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     return index
 
 
+def _missing_position(categories: np.ndarray) -> int:
+    """Where the fitted categories hold the missing one (NaN or None, seen in training), else UNKNOWN."""
+    return next((i for i, v in enumerate(categories.tolist()) if v is None or v != v), UNKNOWN)
+
+
 def _numeric_indexer(known: np.ndarray, missing: int) -> Callable[[np.ndarray], np.ndarray]:
     def index(column: np.ndarray) -> np.ndarray:
         x = np.asarray(column, dtype=np.float64)
@@ -294,7 +320,8 @@ def _numeric_indexer(known: np.ndarray, missing: int) -> Callable[[np.ndarray], 
 
 
 def _indexers(encoder: Any, block: Block) -> list[Callable[[np.ndarray], np.ndarray]]:
-    if getattr(encoder, "_infrequent_enabled", False):
+    max_categories, min_frequency = encoder.get_params()["max_categories"], encoder.get_params()["min_frequency"]
+    if (max_categories is not None and max_categories >= 1) or min_frequency is not None:
         raise NotCompiled(f"{_name(encoder)} groups infrequent categories")
     if np.dtype(encoder.dtype) != np.float64:
         raise NotCompiled(f"{_name(encoder)} outputs {np.dtype(encoder.dtype)}")
@@ -337,7 +364,8 @@ def _ordinal(encoder: Any, block: Block) -> tuple[Fn, Block]:
     if encoder.handle_unknown not in ("use_encoded_value", "error"):
         raise NotCompiled(f"OrdinalEncoder(handle_unknown={encoder.handle_unknown!r})")
     indexers = _indexers(encoder, block)
-    missing = {int(k): int(v) for k, v in encoder._missing_indices.items()}
+    positions = [_missing_position(np.asarray(c)) for c in encoder.categories_]
+    missing = {j: p for j, p in enumerate(positions) if p != UNKNOWN}
     refuse_unknown = encoder.handle_unknown == "error"
 
     def run(x: np.ndarray) -> np.ndarray:

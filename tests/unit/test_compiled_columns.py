@@ -158,14 +158,6 @@ CASES: dict[str, tuple[Callable[[], Pipeline], bool, bool]] = {
         False,
         False,
     ),
-    "sparse-stack-gradient-boosting": (
-        lambda: make_pipeline(
-            _ct(("num", StandardScaler(), NUM), ("cat", OneHotEncoder(), ["city", "plan"]), sparse_threshold=1.0),
-            GradientBoostingClassifier(n_estimators=20, random_state=0),
-        ),
-        False,
-        False,
-    ),
     "sparse-onehot-forest": (
         lambda: make_pipeline(
             _ct(
