@@ -115,7 +115,7 @@ def _pipeline(pipeline_steps: list[tuple[str, Any]], n: int) -> list[ColumnFacts
         if isinstance(inner, SimpleImputer) and not inner.add_indicator and _keeps_columns(inner):
             # The imputer fills the gaps one column to one: the categories are the next step's.
             after = _pipeline(pipeline_steps[index + 1 :], n)
-            string = inner.statistics_.dtype == object
+            string = _fills_text(inner)
             return [replace(a, missing=f.missing, string=a.string or string) for f, a in zip(facts, after, strict=True)]
         return facts
     return [ColumnFacts()] * n
@@ -125,6 +125,11 @@ def _keeps_columns(imputer: SimpleImputer) -> bool:
     """Whether every column comes out of the imputer (scikit-learn drops one it saw only gaps in)."""
     statistics = imputer.statistics_
     return bool(imputer.keep_empty_features or statistics.dtype == object or not np.isnan(statistics).any())
+
+
+def _fills_text(imputer: SimpleImputer) -> bool:
+    """Whether the imputer fills text: its statistics are objects for a constant fill of numbers too."""
+    return any(isinstance(v, str) for v in imputer.statistics_.tolist())
 
 
 def _union(branches: tuple[ColumnFacts, ...]) -> ColumnFacts:
@@ -139,7 +144,7 @@ def _union(branches: tuple[ColumnFacts, ...]) -> ColumnFacts:
 
 
 def _imputer(step: Any, n: int) -> list[ColumnFacts]:
-    string = isinstance(step, SimpleImputer) and step.statistics_.dtype == object
+    string = isinstance(step, SimpleImputer) and _fills_text(step)
     return [ColumnFacts(missing=_is_nan(step.missing_values), string=string)] * n
 
 

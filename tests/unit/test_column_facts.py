@@ -197,3 +197,12 @@ def test_an_estimator_that_takes_nan_makes_every_column_missing():
     numbers = FRAME[["age", "rooms"]]
     assert facts(HistGradientBoostingClassifier(max_iter=5), numbers) == [ColumnFacts(missing=True)] * 2
     assert facts(LogisticRegression(), numbers) == [NUMBER] * 2
+
+
+def test_a_constant_fill_of_numbers_keeps_its_columns_numeric():
+    """scikit-learn keeps a constant fill's statistics as objects even for numbers."""
+    table = pd.DataFrame({"a": [1.0, np.nan, 3.0], "b": [4.0, 5.0, np.nan]})
+    imputer = SimpleImputer(strategy="constant", fill_value=0.0).fit(table)
+    assert imputer.statistics_.dtype == object
+    assert [f.string for f in column_facts(imputer, 2)] == [False, False]
+    assert [f.missing for f in column_facts(imputer, 2)] == [True, True]
