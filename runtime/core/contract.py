@@ -274,7 +274,7 @@ def _string(name: str, row: int, value: Any, column: str, missing: bool) -> Any:
         try:
             return value.decode("utf-8")
         except UnicodeDecodeError:
-            raise MalformedDataError(f"input '{name}': row {row}: the bytes are not UTF-8 text") from None
+            raise MalformedDataError(f"input '{name}': row {row}: the bytes {value!r:.60} are not UTF-8 text") from None
     if value is None:
         if missing:
             return np.nan
@@ -484,7 +484,7 @@ def _kind(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     if isinstance(value, str):
-        return "a string"
+        return f"a string ({value!r:.60})"
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, (int, float)):

@@ -266,3 +266,21 @@ def test_a_contract_without_missing_columns_still_refuses_every_gap():
     for data in ([None, 1, 2, 3, 4, 5], [float("nan"), 1, 2, 3, 4, 5]):
         with pytest.raises(NonFiniteError, match="row 0, column 0 \\('a'\\)"):
             CONTRACT.parse(None, Request(tensor(data=data)).tensors)
+
+
+MIXED = Contract(feature_names=("age", "city"), offered_outputs=("predict",), max_rows=5, string_columns=(False, True))
+
+
+@pytest.mark.parametrize(
+    "age,city,message",
+    [
+        ([30.0, "forty"], ["paris", "rome"], "input 'age': row 1: expected a number, got a string ('forty')"),
+        ([30.0, 40.0], [b"paris", b"r\xffme"], r"input 'city': row 1: the bytes b'r\xffme' are not UTF-8 text"),
+    ],
+    ids=["string in a numeric column", "bytes that are not UTF-8"],
+)
+def test_a_bad_value_in_a_column_is_named_in_the_refusal(age, city, message):
+    inputs = [tensor("age", (2,), data=age), tensor("city", (2,), datatype="BYTES", data=city)]
+    with pytest.raises(MalformedDataError) as refused:
+        Request(*inputs).parse_with(MIXED)
+    assert str(refused.value) == message
