@@ -274,7 +274,8 @@ def _string(name: str, row: int, value: Any, column: str, missing: bool) -> Any:
         try:
             return value.decode("utf-8")
         except UnicodeDecodeError:
-            raise MalformedDataError(f"input '{name}': row {row}: the bytes {value!r:.60} are not UTF-8 text") from None
+            shown = value[:SHOWN_BYTES]
+            raise MalformedDataError(f"input '{name}': row {row}: the bytes {shown!r} are not UTF-8 text") from None
     if value is None:
         if missing:
             return np.nan
@@ -283,6 +284,9 @@ def _string(name: str, row: int, value: Any, column: str, missing: bool) -> Any:
 
 
 SHOWN_CATEGORIES = 5
+# How much of a refused value a message repeats (a value may be megabytes long).
+SHOWN_CHARS = 60
+SHOWN_BYTES = 32
 
 
 def _refused_categories(column: InputColumn) -> Categories | None:
@@ -299,7 +303,7 @@ def _check_categories(name: str, values: np.ndarray, categories: Categories) -> 
     for row, value in enumerate(values.tolist()):
         if value not in categories.allowed and value == value:  # NaN != NaN: a gap, decided before
             raise CategoryError(
-                f"input '{name}': row {row}: {value!r} is not a category this model was trained on; "
+                f"input '{name}': row {row}: {value!r:.{SHOWN_CHARS}} is not a category this model was trained on; "
                 f"column '{name}' takes {categories.shown}"
             )
 
@@ -484,7 +488,7 @@ def _kind(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     if isinstance(value, str):
-        return f"a string ({value!r:.60})"
+        return f"a string ({value!r:.{SHOWN_CHARS}})"
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, (int, float)):
