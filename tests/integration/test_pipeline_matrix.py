@@ -9,6 +9,7 @@ column); a FunctionTransformer of arbitrary code refused by the packager in one 
 
 from __future__ import annotations
 
+import json
 import struct
 import subprocess
 import sys
@@ -228,12 +229,17 @@ def test_metadata_describes_each_column(matrix, name):
     if case.numeric_only:  # one [N, F] tensor (per-column tensors are taken too), its columns named
         (matrix_input,) = doc["inputs"]
         assert (matrix_input["datatype"], matrix_input["shape"]) == ("FP64", [-1, len(case.columns)]), doc
-        assert support.parse_feature_names(matrix_input["parameters"]["feature_names"]) == list(case.columns)
+        parameters = matrix_input["parameters"]
+        assert support.parse_feature_names(parameters["feature_names"]) == list(case.columns)
+        gaps = parameters.get("may_be_missing")
+        assert (support.parse_feature_names(gaps) if gaps else []) == list(case.missing), parameters
     else:
         inputs = {i["name"]: (i["datatype"], i["parameters"]["may_be_missing"]) for i in doc["inputs"]}
         assert inputs == {c: ("BYTES" if c in STRINGS else "FP64", c in case.missing) for c in case.columns}, doc
     parameters = doc.get("parameters") or {}
-    assert parameters.get("prediction_path"), parameters
+    # Compiled or handed to scikit-learn, every matrix model was checked at load against an original.
+    path = json.loads(parameters["prediction_path"])
+    assert path["path"] and path["verified"] == "allclose", path
     if case.classifier:
         classes = parameters.get("classes")
         classes = classes if isinstance(classes, list) else support.parse_feature_names(classes)
