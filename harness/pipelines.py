@@ -120,10 +120,11 @@ class Case:
         return ("predict", "predict_proba") if self.classifier else ("predict",)
 
     def fitted(self) -> Any:
-        return _fitted(self)
+        """Fitted once per what the fit depends on (a renamed copy of a case shares it)."""
+        return _fitted(self.build, self.columns, self.train_gaps, self.classifier)
 
     def training(self) -> pd.DataFrame:
-        return with_gaps(table(TRAIN_ROWS, SEED), self.train_gaps)[list(self.columns)]
+        return _training(self.columns, self.train_gaps)
 
     def rows(self, n: int, seed: int = SEED + 1, string_gaps: bool = True) -> pd.DataFrame:
         """n request rows: gaps where the schema allows them (in string columns too unless not
@@ -133,11 +134,14 @@ class Case:
         return frame[list(self.columns)]
 
 
+def _training(columns: tuple[str, ...], gaps: tuple[str, ...]) -> pd.DataFrame:
+    return with_gaps(table(TRAIN_ROWS, SEED), gaps)[list(columns)]
+
+
 @cache
-def _fitted(case: Case) -> Any:
-    x = case.training()
-    y = labels(table(TRAIN_ROWS, SEED)) if case.classifier else target(table(TRAIN_ROWS, SEED))
-    return case.build().fit(x, y)
+def _fitted(build: Callable[[], Any], columns: tuple[str, ...], gaps: tuple[str, ...], classifier: bool) -> Any:
+    full = table(TRAIN_ROWS, SEED)
+    return build().fit(_training(columns, gaps), labels(full) if classifier else target(full))
 
 
 def _nested() -> Pipeline:

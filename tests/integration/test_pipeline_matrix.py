@@ -14,6 +14,8 @@ import struct
 import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import cloudpickle
@@ -33,13 +35,22 @@ from tests.integration import support
 
 ROWS = 200
 VERSION = "1"
+BATCHED = CASES["nested"]
+BATCHED_NAME = "nested-batched"
+BATCHING = {"max_batch_size": 16, "max_batch_time": 0.05}
+BATCH_REQUESTS = 12
 
 
 def _launch(request: pytest.FixtureRequest) -> Server:
     root = make_repository(request.getfixturevalue("tmp_path_factory").mktemp("matrix") / "repo")
     for case in MATRIX:
         write_model_dir(case.fitted(), case.name, VERSION, root / "models", reference=case.training())
-    return Server.launch(root / "server.log", root=root, models=[(c.name, VERSION) for c in MATRIX])
+    # The model with string columns and gaps again, its requests merged by MLServer's adaptive batcher.
+    batched = write_model_dir(BATCHED.fitted(), BATCHED_NAME, VERSION, root / "models")
+    settings = json.loads((batched / "model-settings.json").read_text())
+    (batched / "model-settings.json").write_text(json.dumps({**settings, **BATCHING}))
+    models = [(c.name, VERSION) for c in MATRIX] + [(BATCHED_NAME, VERSION)]
+    return Server.launch(root / "server.log", root=root, models=models)
 
 
 SERVERS = {"matrix": _launch}
@@ -257,6 +268,17 @@ def test_the_schema_says_which_columns_may_be_missing(matrix):
         assert may == set(case.missing), (case.name, may)
         refused = {c["name"] for c in manifest["inputs"] if c.get("unseen") == "refused"}
         assert refused == set(case.refused), (case.name, refused)
+
+
+def test_requests_merged_by_adaptive_batching_answer_as_the_pipeline(matrix):
+    """String columns with gaps, sent side by side in both column layouts, each answered alone."""
+    case = replace(BATCHED, name=BATCHED_NAME)
+    sends = [rest_columns if i % 2 else rest_pandas_columns for i in range(BATCH_REQUESTS)]
+    batches = [case.rows(5, seed=100 + i) for i in range(BATCH_REQUESTS)]
+    with ThreadPoolExecutor(BATCH_REQUESTS) as pool:
+        answers = list(pool.map(lambda sent: sent[0](matrix, case, sent[1]), zip(sends, batches, strict=True)))
+    for rows, answer in zip(batches, answers, strict=True):
+        _assert_same(case, answer, rows, "batched")
 
 
 # ------------------------------------------------------------------------------ bad inputs
