@@ -489,6 +489,8 @@ def _kind(value: Any) -> str:
         return "a list"
     if isinstance(value, str):
         return f"a string ({value!r:.{SHOWN_CHARS}})"
+    if isinstance(value, bytes):  # gRPC bytes_contents in a numeric tensor
+        return f"a string ({value[:SHOWN_BYTES]!r})"
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, (int, float)):

@@ -396,6 +396,10 @@ GRPC_BAD: dict[str, tuple[Any, list[str]]] = {
         _bad_grpc({"age": pb_tensor("age", [3], "BYTES", [b"a", b"b", b"c"])}),
         ["'age'", "BYTES"],
     ),
+    "string-in-numeric-column": (
+        _bad_grpc({"age": pb_tensor("age", [3], "FP64", [b"30", b"forty", b"50"], field_name="bytes_contents")}),
+        ["'age'", "row 0", "b'30'"],
+    ),
     "unknown-column": (
         _bad_grpc({}, (pb_tensor("colour", [3], "BYTES", [b"red"] * 3),)),
         ["'colour'", "unknown"],

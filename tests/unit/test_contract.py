@@ -282,6 +282,7 @@ LONG_BYTES = b"\xff" * 1000
     "age,city,message",
     [
         ([30.0, "forty"], ["paris", "rome"], "input 'age': row 1: expected a number, got a string ('forty')"),
+        ([30.0, b"forty"], ["paris", "rome"], "input 'age': row 1: expected a number, got a string (b'forty')"),
         ([30.0, 40.0], [b"paris", b"r\xffme"], r"input 'city': row 1: the bytes b'r\xffme' are not UTF-8 text"),
         (
             [30.0, 40.0],
@@ -291,7 +292,13 @@ LONG_BYTES = b"\xff" * 1000
         ),
         ([30.0, 40.0], [LONG_BYTES, b"rome"], f"row 0: the bytes {LONG_BYTES[:32]!r} are not UTF-8 text"),
     ],
-    ids=["string in a numeric column", "bytes that are not UTF-8", "a long unseen value", "long bytes"],
+    ids=[
+        "string in a numeric column",
+        "bytes in a numeric column",
+        "bytes that are not UTF-8",
+        "a long unseen value",
+        "long bytes",
+    ],
 )
 def test_a_bad_value_in_a_column_is_named_in_the_refusal(age, city, message):
     """The value itself, cut short where it is long (a message must not repeat megabytes)."""
