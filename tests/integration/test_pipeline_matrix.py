@@ -1,10 +1,12 @@
 """Issue 26's acceptance matrix: the pipelines users really have (harness.pipelines.MATRIX), each
 packaged with write_model_dir, all served by one real `mlserver start`, answered over REST (plain JSON,
-one tensor per column; numeric-only models also one [N, F] tensor), gRPC (typed contents and raw
-contents) and /predict records exactly as the fitted pipeline answers 200 rows with gaps and unseen
-categories where its schema allows them; every bad input of the per-column contract refused on both
-protocols with a message naming input, row and value (the input of a per-column tensor is its
-column); a FunctionTransformer of arbitrary code refused by the packager in one line.
+one tensor per column, [N] or PandasCodec's [N, 1]; numeric-only models also one [N, F] tensor), gRPC
+(typed contents and tritonclient's raw contents) and /predict records exactly as the fitted pipeline
+answers 200 rows with gaps and unseen categories where its schema allows them (a string gap only where
+JSON null can carry it: gRPC's BYTES cannot), also with its requests merged by adaptive batching; the
+metadata describing each column; every bad input of the per-column contract refused on both protocols
+with a message naming input, row and value (the input of a per-column tensor is its column); a
+FunctionTransformer of arbitrary code refused by the packager in one line.
 """
 
 from __future__ import annotations
