@@ -139,10 +139,12 @@ def rest_matrix(server: Server, case: Case, rows: pd.DataFrame) -> dict[str, Any
     return _rest(server, case, [{"name": "X", "shape": list(rows.shape), "datatype": "FP64", "data": data}])
 
 
-def _typed(column: str, values: pd.Series) -> Any:
+def _typed(column: str, values: pd.Series, shape: tuple[int, ...] = ()) -> Any:
+    """One column as a typed tensor, [N] unless `shape` (PandasCodec's [N, 1])."""
+    dims = list(shape or (len(values),))
     if column in STRINGS:
-        return pb_tensor(column, [len(values)], "BYTES", [str(v).encode() for v in values])
-    return pb_tensor(column, [len(values)], "FP64", values.astype(np.float64).tolist())
+        return pb_tensor(column, dims, "BYTES", [str(v).encode() for v in values])
+    return pb_tensor(column, dims, "FP64", values.astype(np.float64).tolist())
 
 
 def _grpc(server: Server, case: Case, inputs: list[Any]) -> dict[str, Any]:
@@ -153,6 +155,10 @@ def _grpc(server: Server, case: Case, inputs: list[Any]) -> dict[str, Any]:
 
 def grpc_typed_columns(server: Server, case: Case, rows: pd.DataFrame) -> dict[str, Any]:
     return _grpc(server, case, [_typed(c, rows[c]) for c in rows.columns])
+
+
+def grpc_pandas_columns(server: Server, case: Case, rows: pd.DataFrame) -> dict[str, Any]:
+    return _grpc(server, case, [_typed(c, rows[c], (len(rows), 1)) for c in rows.columns])
 
 
 def grpc_typed_matrix(server: Server, case: Case, rows: pd.DataFrame) -> dict[str, Any]:
@@ -200,6 +206,7 @@ FORMS: dict[str, tuple[Callable[..., dict[str, Any]], bool, bool]] = {
     "rest-pandas-columns": (rest_pandas_columns, False, False),
     "rest-matrix": (rest_matrix, False, True),
     "grpc-typed-columns": (grpc_typed_columns, True, False),
+    "grpc-pandas-columns": (grpc_pandas_columns, True, False),
     "grpc-typed-matrix": (grpc_typed_matrix, True, True),
     "grpc-raw-columns": (grpc_raw_columns, True, False),
     "predict-records": (predict_records, False, False),
@@ -436,6 +443,27 @@ def test_grpc_refuses(matrix, case_id):
         f"{case_id}: {outcome.code.name if outcome.code else 'OK'}: {outcome.details[:500]}"
     )
     support.assert_mentions(outcome.details, fragments, case_id)
+
+
+PREDICT_BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
+    "missing-column": ({"age": 30, "tenure": 3, "city": "paris"}, ["'plan'", "row 0", "missing"]),
+    "unknown-column": (
+        {"age": 30, "tenure": 3, "city": "paris", "plan": "pro", "colour": "red"},
+        ["'colour'", "row 0", "unknown"],
+    ),
+    "unseen-category": ({"age": 30, "tenure": 3, "city": "tokyo", "plan": "pro"}, ["'city'", "row 0", "'tokyo'"]),
+    "null-where-not-missing": ({"age": None, "tenure": 3, "city": "rome", "plan": "pro"}, ["'age'", "row 0", "null"]),
+    "number-in-string-column": ({"age": 30, "tenure": 3, "city": 5, "plan": "pro"}, ["'city'", "row 0", "5"]),
+}
+
+
+@pytest.mark.parametrize("case_id", list(PREDICT_BAD))
+def test_predict_records_refuse(matrix, case_id):
+    record, fragments = PREDICT_BAD[case_id]
+    resp = requests.post(f"{matrix.http_url}/predict/{BAD.name}", json={"instances": [record]}, timeout=30)
+    support.AUDIT.check(f"/predict/{BAD.name}", resp.content)
+    assert resp.status_code == 400, f"{case_id}: {resp.status_code} {resp.text[:500]}"
+    support.assert_mentions(resp.json()["error"], fragments, case_id)
 
 
 def test_refusals_leave_the_model_serving(matrix, triton):
