@@ -281,7 +281,8 @@ def _string(name: str, row: int, value: Any, column: str, missing: bool) -> Any:
         try:
             return value.decode("utf-8")
         except UnicodeDecodeError:
-            raise MalformedDataError(f"input '{name}': row {row}: the bytes are not UTF-8 text") from None
+            shown = value[:SHOWN_BYTES]
+            raise MalformedDataError(f"input '{name}': row {row}: the bytes {shown!r} are not UTF-8 text") from None
     if value is None:
         if missing:
             return np.nan
@@ -290,6 +291,9 @@ def _string(name: str, row: int, value: Any, column: str, missing: bool) -> Any:
 
 
 SHOWN_CATEGORIES = 5
+# How much of a refused value a message repeats (a value may be megabytes long).
+SHOWN_CHARS = 60
+SHOWN_BYTES = 32
 
 
 def _refused_categories(column: InputColumn) -> Categories | None:
@@ -310,8 +314,8 @@ def _check_categories(
         if value not in categories.allowed and value == value:  # NaN != NaN: a gap, decided before
             index = (row,) if col is None else (row, col)
             raise CategoryError(
-                f"{_position(name, index, columns)}: {value!r} is not a category this model was trained on; "
-                f"column '{columns[col or 0]}' takes {categories.shown}"
+                f"{_position(name, index, columns)}: {value!r:.{SHOWN_CHARS}} is not a category this model was "
+                f"trained on; column '{columns[col or 0]}' takes {categories.shown}"
             )
 
 
@@ -495,7 +499,9 @@ def _kind(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     if isinstance(value, str):
-        return "a string"
+        return f"a string ({value!r:.{SHOWN_CHARS}})"
+    if isinstance(value, bytes):  # gRPC bytes_contents in a numeric tensor
+        return f"a string ({value[:SHOWN_BYTES]!r})"
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, (int, float)):

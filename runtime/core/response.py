@@ -63,14 +63,12 @@ def input_descriptions(manifest: Manifest) -> list[TensorDescription]:
     else one [N] tensor per column, BYTES for a string column."""
     if manifest.has_strings:
         return [_column_description(c) for c in manifest.columns]
-    matrix = TensorDescription(
-        name=INPUT_NAME,
-        datatype="FP64",
-        shape=[-1, manifest.n_features],
-        # A string, not a list: MLServer drops list parameters from gRPC metadata.
-        parameters={"feature_names": ",".join(manifest.feature_names)},
-    )
-    return [matrix]
+    # Strings, not lists: MLServer drops list parameters from gRPC metadata.
+    parameters = {"feature_names": ",".join(manifest.feature_names)}
+    gaps = [c.name for c in manifest.columns if c.missing]
+    if gaps:  # which columns take null / NaN (per column, as a string column's tensor says it)
+        parameters["may_be_missing"] = ",".join(gaps)
+    return [TensorDescription(INPUT_NAME, "FP64", [-1, manifest.n_features], parameters)]
 
 
 def _column_description(column: InputColumn) -> TensorDescription:

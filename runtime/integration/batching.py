@@ -3,8 +3,9 @@
 MLServer merges concurrent requests into one before the model sees them, so one bad request
 would fail every request batched with it. Each request is therefore checked against the input
 contract *before* it joins a batch: a bad one fails alone with its own 400, a good one enters
-the batch in one canonical form (a single FP64 [N, F] tensor named `features`), whatever
-layout the client used, so requests in different layouts still merge.
+the batch in one canonical form (a single FP64 [N, F] tensor named `features`; for a model with
+string columns one tensor per column), whatever layout the client used, so requests in different
+layouts still merge.
 
 MLServer 1.7.1 installs its batcher as an instance attribute `predict` (mlserver/batching/
 hooks.py `load_batching`, the batcher itself under the name in its private `_AdaptiveBatchingAttr`)
@@ -22,6 +23,7 @@ from functools import wraps
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from mlserver.batching import hooks
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput, TensorData
 from mlserver.utils import get_model_uri
@@ -90,19 +92,18 @@ def isolate(model: Any, contract: Contract) -> None:
 
 
 def canonical_request(payload: InferenceRequest, parsed: ParsedRequest, contract: Contract) -> InferenceRequest:
-    """The validated request as one FP64 [N, F] tensor, or for a model with string columns one [N]
-    tensor per column (BYTES for strings, a gap as null); already checked, so not re-validated."""
+    """The validated request in one canonical form (already checked, so not re-validated): one FP64
+    [N, F] tensor, or for a model with string columns (which takes no matrix) one tensor [N] per
+    column, BYTES for a string column, its gaps null."""
     features = parsed.features
     rows, cols = features.shape
-    if features.dtype != object:
-        inputs = [_tensor(INPUT_NAME, [rows, cols], "FP64", features.ravel().tolist())]
-    else:
+    if contract.string_columns:
         inputs = [
-            _tensor(name, [rows], "BYTES", [None if v != v else v for v in features[:, j].tolist()])
-            if contract.string_columns[j]
-            else _tensor(name, [rows], "FP64", features[:, j].astype(float).tolist())
-            for j, name in enumerate(contract.feature_names)
+            _tensor(name, [rows], "BYTES" if string else "FP64", _values(features[:, j], string))
+            for j, (name, string) in enumerate(zip(contract.feature_names, contract.string_columns, strict=True))
         ]
+    else:
+        inputs = [_tensor(INPUT_NAME, [rows, cols], "FP64", features.ravel().tolist())]
     return InferenceRequest.model_construct(
         id=payload.id,
         parameters=payload.parameters,
@@ -115,6 +116,12 @@ def _tensor(name: str, shape: list[int], datatype: str, data: list[Any]) -> Requ
     return RequestInput.model_construct(
         name=name, shape=shape, datatype=datatype, parameters=None, data=TensorData.model_construct(root=data)
     )
+
+
+def _values(column: np.ndarray, string: bool) -> list[Any]:
+    """A column of the object matrix: a string column's gaps (NaN) as null, which BYTES takes."""
+    values = column.tolist()
+    return [v if isinstance(v, str) else None for v in values] if string else values
 
 
 async def contract_from_settings(model: Any) -> Contract:

@@ -158,7 +158,7 @@ def _contents(data: list, datatype: str) -> pb.InferTensorContents:
     packed = written(datatype, data)
     if packed is not None:
         return packed
-    return InferTensorContentsConverter.from_types(data, datatype=Datatype(datatype))
+    return InferTensorContentsConverter.from_types(v2.wire_data(datatype, data), datatype=Datatype(datatype))
 
 
 PATCHES = [

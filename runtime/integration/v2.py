@@ -7,6 +7,7 @@ integration package convert at the edge with these functions, once per request.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from mlserver.errors import MLServerError
 from mlserver.types import (
@@ -70,13 +71,24 @@ def response(answer: Answer) -> InferenceResponse:
     built = InferenceResponse(
         model_name=answer.model_name,
         model_version=answer.model_version,
-        outputs=[ResponseOutput(name=o.name, shape=o.shape, datatype=o.datatype, data=o.data) for o in answer.outputs],
+        outputs=[
+            ResponseOutput(name=o.name, shape=o.shape, datatype=o.datatype, data=wire_data(o.datatype, o.data))
+            for o in answer.outputs
+        ],
     )
     if answer.headers:
         built.parameters = Parameters(**answer.parameters, headers=dict(answer.headers))
     elif answer.parameters:
         built.parameters = Parameters(**answer.parameters)
     return built
+
+
+def wire_data(datatype: str, data: list[Any]) -> list[Any]:
+    """A tensor's values as MLServer's own codecs give them: a BYTES tensor (string labels, str in an
+    Answer) as UTF-8 bytes, which MLServer's gRPC converter requires and its REST renders as str."""
+    if datatype != "BYTES":
+        return data
+    return [v.encode("utf-8") if isinstance(v, str) else v for v in data]
 
 
 def metadata(description: TensorDescription) -> MetadataTensor:

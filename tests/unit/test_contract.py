@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.core.contract import Contract, ParsedRequest, Tensor
+from runtime.core.contract import Categories, Contract, ParsedRequest, Tensor
 from runtime.core.errors import (
     BatchSizeError,
     DatatypeError,
@@ -266,3 +266,43 @@ def test_a_contract_without_missing_columns_still_refuses_every_gap():
     for data in ([None, 1, 2, 3, 4, 5], [float("nan"), 1, 2, 3, 4, 5]):
         with pytest.raises(NonFiniteError, match="row 0, column 0 \\('a'\\)"):
             CONTRACT.parse(None, Request(tensor(data=data)).tensors)
+
+
+MIXED = Contract(
+    feature_names=("age", "city"),
+    offered_outputs=("predict",),
+    max_rows=5,
+    string_columns=(False, True),
+    categories=(None, Categories(frozenset({"paris", "rome"}), "'paris', 'rome'")),
+)
+LONG_BYTES = b"\xff" * 1000
+
+
+@pytest.mark.parametrize(
+    "age,city,message",
+    [
+        ([30.0, "forty"], ["paris", "rome"], "input 'age': row 1: expected a number, got a string ('forty')"),
+        ([30.0, b"forty"], ["paris", "rome"], "input 'age': row 1: expected a number, got a string (b'forty')"),
+        ([30.0, 40.0], [b"paris", b"r\xffme"], r"input 'city': row 1: the bytes b'r\xffme' are not UTF-8 text"),
+        (
+            [30.0, 40.0],
+            ["x" * 10_000, "rome"],
+            f"input 'city': row 0: '{'x' * 59} is not a category this model was trained on; "
+            "column 'city' takes 'paris', 'rome'",
+        ),
+        ([30.0, 40.0], [LONG_BYTES, b"rome"], f"row 0: the bytes {LONG_BYTES[:32]!r} are not UTF-8 text"),
+    ],
+    ids=[
+        "string in a numeric column",
+        "bytes in a numeric column",
+        "bytes that are not UTF-8",
+        "a long unseen value",
+        "long bytes",
+    ],
+)
+def test_a_bad_value_in_a_column_is_named_in_the_refusal(age, city, message):
+    """The value itself, cut short where it is long (a message must not repeat megabytes)."""
+    inputs = [tensor("age", (2,), data=age), tensor("city", (2,), datatype="BYTES", data=city)]
+    with pytest.raises(InvalidRequest) as refused:
+        Request(*inputs).parse_with(MIXED)
+    assert str(refused.value).endswith(message)

@@ -175,7 +175,7 @@ REFUSED = [
         "bytes that are not UTF-8",
         columns(note=Tensor("note", [2], "BYTES", [b"first", b"\xff\xfe"])),
         MalformedDataError,
-        "input 'note': row 1: the bytes are not UTF-8 text",
+        "input 'note': row 1: the bytes b'\\xff\\xfe' are not UTF-8 text",
     ),
     (
         "null in a numeric column that may not be missing",

@@ -90,3 +90,25 @@ def test_nan_in_typed_contents_is_a_gap_only_where_the_column_may_be_missing(dat
     only_b = Contract(("a", "b"), ("predict",), max_rows=10, may_be_missing=(False, True))
     with pytest.raises(Exception, match=r"row 1, column 0 \('a'\): NaN is not allowed .*'a' may not be missing"):
         only_b.parse(call.id, call.inputs, call.outputs)
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_string_labels_answer_over_grpc_as_utf8_bytes(raw):
+    """A string label (str in the Answer) goes out as UTF-8 in bytes_contents or the raw buffer, through
+    the fast path's encoder and MLServer's converter alike (which refuses str in bytes_contents)."""
+    from mlserver.grpc.converters import ModelInferResponseConverter
+
+    from runtime.core.call import Answer
+    from runtime.core.response import EncodedOutput
+    from runtime.integration import fast_path_grpc
+
+    answer = Answer("m", "1", [EncodedOutput("predict", [2], "BYTES", ["churn", "señal"])], {}, ())
+    expected = [b"churn", "señal".encode()]
+    for built in (
+        fast_path_grpc._response(answer, "req-1", raw=raw),
+        ModelInferResponseConverter.from_types(v2.response(answer), use_raw=raw),
+    ):
+        if raw:
+            assert built.raw_output_contents[0] == b"".join(len(v).to_bytes(4, "little") + v for v in expected)
+        else:
+            assert list(built.outputs[0].contents.bytes_contents) == expected

@@ -168,3 +168,17 @@ def test_reference_data_with_gaps_bounds_the_values_it_has(tmp_path):
     assert manifest.feature_ranges is not None and manifest.feature_ranges_source == "reference"
     assert manifest.feature_ranges.min == np.nanmin(GAPPED, axis=0).tolist()
     assert manifest.feature_ranges.max == np.nanmax(GAPPED, axis=0).tolist()
+
+
+def test_the_metadata_of_a_numeric_model_names_the_columns_that_may_be_missing(tmp_path):
+    """One [N, F] tensor still describes a numeric model; a client learns from it which columns take a gap."""
+    from runtime.core.response import input_descriptions
+
+    frame = pd.DataFrame(GAPPED, columns=list("abcdef"))
+    imputed = ColumnTransformer([("imp", SimpleImputer(), ["a", "b"])], remainder="passthrough")
+    loaded, _ = _served(tmp_path, make_pipeline(imputed, LogisticRegression()).fit(frame, Y), X)
+    (described,) = input_descriptions(loaded.manifest)
+    assert (described.name, described.shape) == ("features", [-1, 6])
+    assert described.parameters == {"feature_names": "a,b,c,d,e,f", "may_be_missing": "a,b"}
+    plain, _ = _served(tmp_path / "plain", make_pipeline(StandardScaler(), LogisticRegression()).fit(X, Y), X)
+    assert "may_be_missing" not in input_descriptions(plain.manifest)[0].parameters
