@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from runtime.core.errors import ArtifactError
 from runtime.core.options import FeatureStoreOptions
-from runtime.features.source import Failure, Row, SourceUnavailable
+from runtime.features.source import Failure, Row, SourceUnavailable, Value
 
 logger = logging.getLogger("runtime.features.postgres")
 
@@ -140,4 +140,12 @@ class PostgresSource:
             async with asyncio.timeout_at(asyncio.get_running_loop().time() + deadline - time.monotonic()):
                 cursor = await conn.execute(self._query, (list(ids),), prepare=True)  # a list: psycopg's array
                 found = await cursor.fetchall()
-        return {str(key): tuple(None if v is None else float(v) for v in values) for key, *values in found}
+        return {str(key): tuple(map(_value, values)) for key, *values in found}
+
+
+def _value(value: object) -> Value:
+    """TEXT as str, NULL as None, any number (double precision, numeric, integer) as float; whether
+    it fits its column is the request's check (runtime.features.entities), naming the entity."""
+    if value is None or isinstance(value, str):
+        return value
+    return float(value)  # type: ignore[arg-type]
