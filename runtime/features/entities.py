@@ -146,7 +146,7 @@ def assemble(
                     f"input '{ENTITY_INPUT}': row {r}: entity {entity!r} has no value for feature "
                     f"'{missing}' in the feature store"
                 )
-            row = tuple(fallback[c] if v is None else v for c, v in enumerate(row))
+            row = tuple(fallback[c] if v is None and not gaps[c] else v for c, v in enumerate(row))
             sources.append(DEFAULTS)
         else:
             sources.append(CACHE if entity in cached else STORE)
