@@ -644,13 +644,19 @@ def _other_shapes(old: list[int], huge: bool = False) -> st.SearchStrategy[list[
     )
 
 
+def _same_values(draft: _DraftShape, old: list[int], new: list[int]) -> bool:
+    """Whether `new` reads the same as `old`: unchanged, or a column [N] sent as [N, 1] (PandasCodec's
+    layout, which the contract takes under a feature's name)."""
+    return new == old or (draft.valid.layout == "columns" and new == [*old, 1])
+
+
 def m_shape(draft: RestDraft, draw: st.DrawFn) -> tuple[str, str]:
     t = draw(st.sampled_from(draft.body["inputs"]))
     old = list(t["shape"])
     new = draw(_other_shapes(old))
-    if new == old:
-        return OK, "shape unchanged"
     t["shape"] = new
+    if _same_values(draft, old, new):
+        return OK, "shape unchanged or [N, 1]"
     return REJECT, "shape changed"
 
 
@@ -1215,10 +1221,10 @@ def g_shape(draft: GrpcDraft, draw: st.DrawFn) -> tuple[str, str]:
     t = draw(st.sampled_from(list(draft.request.inputs)))
     old = list(t.shape)
     new = draw(_other_shapes(old, huge=True))
-    if new == old:
-        return OK, "shape unchanged"
     del t.shape[:]
     t.shape.extend(new)
+    if _same_values(draft, old, new):
+        return OK, "shape unchanged or [N, 1]"
     return REJECT, "shape changed"
 
 
@@ -1447,7 +1453,7 @@ def g_layout(draft: GrpcDraft, draw: st.DrawFn) -> tuple[str, str]:
     t = req.inputs[0]
     shape = list(t.shape)
     del t.shape[:]
-    t.shape.extend([1] + shape)
+    t.shape.extend([1, *shape] if len(shape) == 2 else [1, *shape, 1])  # ([1, N] would be a [N, 1] column for N=1)
     return REJECT, "3-D input"
 
 

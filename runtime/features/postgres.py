@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
@@ -144,8 +145,11 @@ class PostgresSource:
 
 
 def _value(value: object) -> Value:
-    """TEXT as str, NULL as None, any number (double precision, numeric, integer) as float; whether
-    it fits its column is the request's check (runtime.features.entities), naming the entity."""
-    if value is None or isinstance(value, str):
-        return value
-    return float(value)  # type: ignore[arg-type]
+    """NULL as None, a number (double precision, numeric, integer, boolean) as float, anything else
+    (TEXT, a date, ...) as its text; whether it fits its column is the request's check
+    (runtime.features.entities), naming the entity and the feature."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float, Decimal)):
+        return float(value)
+    return str(value)

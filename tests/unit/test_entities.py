@@ -11,6 +11,7 @@ import pytest
 
 from runtime.core.contract import Categories, Contract, Tensor
 from runtime.core.errors import (
+    ArtifactError,
     CategoryError,
     DatatypeError,
     EntityIdError,
@@ -19,7 +20,9 @@ from runtime.core.errors import (
     ShapeError,
     UnknownEntityError,
 )
+from runtime.core.options import FeatureStoreOptions
 from runtime.features import entities
+from runtime.features.store import FeatureStore
 from runtime.features.ttl_cache import TTLCache
 
 CONTRACT = Contract(("a", "b", "c"), ("predict",), max_rows=10)
@@ -173,3 +176,9 @@ def test_a_null_or_an_unseen_category_in_a_string_column_is_refused_and_defaults
     unseen = entities.assemble(_mixed(), {"x": (1.0, "a"), "y": (1.0, "zz")}, frozenset(), MIXED, None)
     with pytest.raises(CategoryError, match="input 's': row 1: 'zz' is not a category"):
         MIXED.parse(None, unseen.inputs)
+
+
+def test_defaults_without_a_value_for_every_feature_are_refused_at_load():
+    options = FeatureStoreOptions(dsn_env="NEVER_READ", table="features", defaults={"n": 0.0})
+    with pytest.raises(ArtifactError, match=r"feature_store.defaults: no value for feature\(s\) s"):
+        FeatureStore("m", options, ("n", "s"))
