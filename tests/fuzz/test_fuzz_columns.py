@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from harness import fuzz as fs
 from harness import strategies as S
 
-EXAMPLES = int(os.environ.get("FUZZ_COLUMN_EXAMPLES", 400))
+EXAMPLES = int(os.environ.get("FUZZ_COLUMN_EXAMPLES", 250))
 CI = settings(settings.get_profile("fuzz-ci"), max_examples=EXAMPLES)
 
 
