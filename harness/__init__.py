@@ -8,6 +8,7 @@ runtime.model or runtime.integration; servers run as subprocesses.
     harness.server      Server (`mlserver start .` on free loopback ports), free_ports()
     harness.repository  throwaway model repositories (settings.json + model dirs from models/)
     harness.models      the shipped models: catalogue, artifacts, expected predictions, parity
+    harness.mixed_model a small model with string columns and gaps, packaged on demand
     harness.v2          V2 request/response helpers (JSON tensors, gRPC protos)
     harness.strategies  hypothesis strategies for raw V2 requests
     harness.fuzz        sends fuzz cases and judges the answers

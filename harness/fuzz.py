@@ -23,6 +23,7 @@ Both   no error text may carry a traceback; OK cases must answer with the pipeli
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
@@ -35,8 +36,10 @@ import requests
 from hypothesis import HealthCheck, Phase, settings
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from harness import mixed_model
 from harness import strategies as S
-from harness.models import pipeline
+from harness.models import MODELS_DIR, REPO_ROOT, pipeline, served_models
+from harness.repository import link_model, make_repository
 from harness.server import Server
 from harness.v2 import good_grpc_request_works, good_rest_request_works, pb_outputs
 
@@ -65,6 +68,26 @@ def use_private_hypothesis_dir(directory: Path) -> None:
 
     directory.mkdir(parents=True, exist_ok=True)
     configuration.set_hypothesis_home_dir(directory)
+
+
+# ---- the server ----------------------------------------------------------------------------
+
+
+def fuzz_repository(root: Path) -> list[tuple[str, str | None]]:
+    """A repository at `root` serving what the project serves (the shipped models, linked, and the
+    unversioned alias) plus a model with string columns (harness.mixed_model, packaged here); the
+    (name, version) pairs the server must report ready."""
+    make_repository(root)
+    for model in sorted(p.name for p in MODELS_DIR.iterdir() if p.is_dir()):
+        link_model(root, model)
+    shutil.copy(REPO_ROOT / "model-settings.json", root / "model-settings.json")
+    mixed_model.write(root / "models")
+    return [*served_models(), (mixed_model.NAME, S.MIXED_VERSION)]
+
+
+def start_fuzz_server(root: Path) -> Server:
+    models = fuzz_repository(root)
+    return Server.start(root / "mlserver.log", root=root, models=models)
 
 
 # ---- outcomes -------------------------------------------------------------------------------
@@ -160,7 +183,7 @@ class Client:
 
     def send(self, case: S.AnyCase) -> Outcome:
         if isinstance(case, S.RestCase):
-            return self.rest(case.target.rest_path(), case.body, case.content_type)
+            return self.rest(case.url_path(), case.body, case.content_type)
         return self.grpc(case.request)
 
 
@@ -207,9 +230,14 @@ def _decode_grpc_outputs(case: S.AnyCase, outcome: Outcome) -> tuple[dict[str, n
 
 def _check_success(case: S.AnyCase, outcome: Outcome, stats: Stats) -> None:
     target = case.target
-    spec = target.spec
-    if not target.served or spec is None:
+    if not target.served:
         _fail(case, outcome, "success for a model/version that is not served")
+    if case.answers is not None:
+        _check_answers(case, outcome, case.answers)
+        return
+    spec = target.spec
+    if spec is None:
+        _fail(case, outcome, "success for a model without an oracle")
     if isinstance(case, S.RestCase):
         arrays, datatypes = _decode_rest_outputs(case, outcome)
         name, version = outcome.json.get("model_name"), outcome.json.get("model_version")
@@ -260,6 +288,50 @@ def _check_success(case: S.AnyCase, outcome: Outcome, stats: Stats) -> None:
             assert case.x is not None  # an OK case carries the matrix the server predicts on
             if not isinstance(per_row, list) or len(per_row) != len(case.x):
                 _fail(case, outcome, f"ood_flags asked for, got {flags!r}")
+
+
+ANSWER_RTOL, ANSWER_ATOL = 1e-9, 1e-12  # a pipeline-form model answers with scikit-learn itself
+LABEL_MARGIN = 1e-9  # a label whose decision is this close to 0 may go either way
+
+
+def _answered(case: S.AnyCase, outcome: Outcome) -> dict[str, np.ndarray]:
+    """The outputs of a 200/OK: V2's outputs, or /predict's predictions and probabilities."""
+    if isinstance(case, S.RestCase) and case.path is not None:
+        body = outcome.json if isinstance(outcome.json, dict) else {}
+        try:
+            return {
+                "predict": np.asarray(body["predictions"], dtype=np.float64),
+                "predict_proba": np.asarray(body["probabilities"], dtype=np.float64),
+            }
+        except (KeyError, TypeError, ValueError) as exc:
+            _fail(case, outcome, f"/predict answered without numeric predictions and probabilities ({exc})")
+    if isinstance(case, S.RestCase):
+        arrays = _decode_rest_outputs(case, outcome)[0]
+        name, version = outcome.json.get("model_name"), outcome.json.get("model_version")
+    else:
+        arrays = _decode_grpc_outputs(case, outcome)[0]
+        name, version = outcome.response.model_name, outcome.response.model_version
+    if (name, version) != (case.target.model, case.target.resolved_version):
+        _fail(case, outcome, f"answered as {name!r} version {version!r}")
+    return arrays
+
+
+def _check_answers(case: S.AnyCase, outcome: Outcome, answers: dict[str, np.ndarray]) -> None:
+    """The answer equals the pipeline's own on the rows the request holds (labels where they are clear)."""
+    got = _answered(case, outcome)
+    if set(got) != set(case.outputs):
+        _fail(case, outcome, f"outputs {sorted(got)}, expected {sorted(case.outputs)}")
+    clear = np.abs(answers["decision_function"]) > LABEL_MARGIN
+    for name in case.outputs:
+        want = answers[name].astype(np.float64)
+        if got[name].shape != want.shape:
+            _fail(case, outcome, f"{name}: shape {list(got[name].shape)}, the pipeline's {list(want.shape)}")
+        if name == "predict":
+            same = np.array_equal(got[name][clear], want[clear])
+        else:
+            same = np.allclose(got[name], want, rtol=ANSWER_RTOL, atol=ANSWER_ATOL)
+        if not same:
+            _fail(case, outcome, f"{name} {got[name].tolist()} != the pipeline's {want.tolist()}")
 
 
 def _check_predictions(case: S.AnyCase, outcome: Outcome, arrays: dict[str, np.ndarray]) -> None:
@@ -322,6 +394,8 @@ def judge(case: S.AnyCase, outcome: Outcome, stats: Stats) -> str:
         _check_no_traceback(case, outcome, outcome.message if not rest else outcome.text)
         if case.expect == S.OK:
             _fail(case, outcome, "a valid request was refused")
+        if case.message and case.message not in outcome.message:
+            _fail(case, outcome, f"refused, but not with the contract's message {case.message!r}")
     else:
         if rest:
             _check_no_traceback(case, outcome, outcome.text)

@@ -35,7 +35,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -395,15 +395,23 @@ def load_feature_table(pg: Postgres, table: str = "diabetes_features", n: int | 
     features = shipped_models()[DIABETES].features
     rows = dataset(DIABETES)[:n].tolist()
     ids = [f"patient-{i:04d}" for i in range(len(rows))]
+    load_table(pg, table, [(f, "double precision") for f in features], zip(ids, rows))
+    return ids
+
+
+def load_table(
+    pg: Postgres, table: str, columns: Sequence[tuple[str, str]], rows: Iterable[tuple[str, Sequence[Any]]]
+) -> None:
+    """A table `entity_id text primary key` plus `columns` (name, SQL type), holding `rows` (id, values;
+    None is NULL). Replaces the table if it exists, in one transaction."""
     name = sql.Identifier(table)
-    columns = sql.SQL(", ").join(sql.SQL("{} double precision").format(sql.Identifier(f)) for f in features)
+    typed = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in columns)
     with pg._connect() as conn, conn.transaction():  # readers see the old table or the whole new one
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(name))
-        conn.execute(sql.SQL("CREATE TABLE {} (entity_id text PRIMARY KEY, {})").format(name, columns))
+        conn.execute(sql.SQL("CREATE TABLE {} (entity_id text PRIMARY KEY, {})").format(name, typed))
         with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} FROM STDIN").format(name)) as copy:
-            for entity_id, row in zip(ids, rows):
-                copy.write_row([entity_id, *row])
-    return ids
+            for entity_id, values in rows:
+                copy.write_row([entity_id, *values])
 
 
 # ------------------------------------------------------------------------------ command line

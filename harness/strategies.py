@@ -32,6 +32,7 @@ from urllib.parse import quote
 import numpy as np
 from hypothesis import strategies as st
 
+from harness import mixed_model
 from harness.models import ShippedModel, shipped_models
 from harness.v2 import GRPC_CONTENTS_FIELD, raw_dtype
 from harness.v2 import pb as _pb
@@ -75,16 +76,25 @@ class Target:
         return shipped_models().get(self.model)
 
     @property
-    def served(self) -> bool:
+    def versions(self) -> tuple[str, ...]:
+        """The versions the fuzz server serves under this name (harness.fuzz.fuzz_repository)."""
+        if self.model == mixed_model.NAME:
+            return (MIXED_VERSION,)
         spec = self.spec
-        return spec is not None and (self.version is None or self.version in spec.versions)
+        return spec.versions if spec is not None else ()
+
+    @property
+    def served(self) -> bool:
+        return bool(self.versions) and (self.version is None or self.version in self.versions)
 
     @property
     def resolved_version(self) -> str | None:
-        spec = self.spec
-        if not self.served or spec is None:
+        if not self.served:
             return None
-        return self.version if self.version is not None else spec.default_version
+        spec = self.spec
+        if self.version is not None:
+            return self.version
+        return spec.default_version if spec is not None else self.versions[-1]
 
     def rest_path(self) -> str:
         name = quote(self.model, safe="")
@@ -117,12 +127,20 @@ class Case:
     outputs: tuple[str, ...] = ()
     # Whether the request asks for ood flags (then the response carries a parameter).
     flags: bool = False
+    # A model with string columns: the pipeline's own answers for an OK case (`outputs` says which
+    # must come back), and for a REJECT case a part of the message the contract gives.
+    answers: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    message: str = ""
 
 
 @dataclass
 class RestCase(Case):
     body: bytes = b""
     content_type: str | None = "application/json"
+    path: str | None = None  # another route than the target's V2 infer path (/predict/...)
+
+    def url_path(self) -> str:
+        return self.path or self.target.rest_path()
 
     def __repr__(self) -> str:
         text = self.body.decode("utf-8", errors="backslashreplace")
@@ -130,7 +148,7 @@ class RestCase(Case):
             text = text[:2000] + f"...<{len(text) - 4000} chars>..." + text[-2000:]
         return (
             f"RestCase(expect={self.expect}, notes={list(self.notes)}, "
-            f"POST {self.target.rest_path()}, content_type={self.content_type!r}, "
+            f"POST {self.url_path()}, content_type={self.content_type!r}, "
             f"body={text})"
         )
 
@@ -626,13 +644,19 @@ def _other_shapes(old: list[int], huge: bool = False) -> st.SearchStrategy[list[
     )
 
 
+def _same_values(draft: _DraftShape, old: list[int], new: list[int]) -> bool:
+    """Whether `new` reads the same as `old`: unchanged, or a column [N] sent as [N, 1] (PandasCodec's
+    layout, which the contract takes under a feature's name)."""
+    return new == old or (draft.valid.layout == "columns" and new == [*old, 1])
+
+
 def m_shape(draft: RestDraft, draw: st.DrawFn) -> tuple[str, str]:
     t = draw(st.sampled_from(draft.body["inputs"]))
     old = list(t["shape"])
     new = draw(_other_shapes(old))
-    if new == old:
-        return OK, "shape unchanged"
     t["shape"] = new
+    if _same_values(draft, old, new):
+        return OK, "shape unchanged or [N, 1]"
     return REJECT, "shape changed"
 
 
@@ -1197,10 +1221,10 @@ def g_shape(draft: GrpcDraft, draw: st.DrawFn) -> tuple[str, str]:
     t = draw(st.sampled_from(list(draft.request.inputs)))
     old = list(t.shape)
     new = draw(_other_shapes(old, huge=True))
-    if new == old:
-        return OK, "shape unchanged"
     del t.shape[:]
     t.shape.extend(new)
+    if _same_values(draft, old, new):
+        return OK, "shape unchanged or [N, 1]"
     return REJECT, "shape changed"
 
 
@@ -1429,7 +1453,7 @@ def g_layout(draft: GrpcDraft, draw: st.DrawFn) -> tuple[str, str]:
     t = req.inputs[0]
     shape = list(t.shape)
     del t.shape[:]
-    t.shape.extend([1] + shape)
+    t.shape.extend([1, *shape] if len(shape) == 2 else [1, *shape, 1])  # ([1, N] would be a [N, 1] column for N=1)
     return REJECT, "3-D input"
 
 
@@ -1502,3 +1526,414 @@ def grpc_chaos(draw: st.DrawFn) -> GrpcCase:
 @cache
 def grpc_cases() -> st.SearchStrategy[GrpcCase]:
     return _weighted((3, grpc_structured()), (1, grpc_chaos()))
+
+
+# ============================================================================================
+# A model with string columns (harness.mixed_model): one tensor per column, BYTES for strings
+# ============================================================================================
+#
+# Valid requests send every column as its own tensor, [N] or PandasCodec's [N, 1], in any order,
+# numeric columns in any numeric datatype with gaps (JSON null, NaN in float contents) where the
+# schema allows them, string columns as BYTES with gaps (REST null) and unseen values where allowed;
+# the server must answer what the pipeline itself answers on those rows. Each invalid request breaks
+# one rule of the contract and must be refused with the contract's message (`Case.message`, a part of
+# the error text). /predict records of the same rows go the same way.
+
+MIXED_VERSION = "1"
+MIXED_OUTPUTS = ("predict", "predict_proba", "decision_function")
+LEGACY_OUTPUTS = ("predict", "predict_proba")  # /predict answers predictions and probabilities
+MIXED_NUMERIC_DATATYPES = ("FP64", "FP32", "INT64", "INT32")
+FLOAT_DATATYPES = ("FP64", "FP32")
+# Names that are not the model's columns, for an extra column (never entity_id: a lookup by id).
+ODD_COLUMNS = st.one_of(
+    st.sampled_from(["zip", "Age", "city ", "X", "features"]),
+    names.filter(lambda s: s and s not in mixed_model.COLUMNS and s != "entity_id"),
+)
+
+
+@cache
+def mixed_pipeline() -> Any:
+    """The fitted pipeline the mixed model was packaged from (harness.mixed_model is deterministic)."""
+    return mixed_model.pipeline()
+
+
+def mixed_targets() -> tuple[Target, ...]:
+    return (Target(mixed_model.NAME, None), Target(mixed_model.NAME, MIXED_VERSION))
+
+
+@dataclass
+class MixedColumn:
+    """One column's tensor before it is written: values flat, None for a gap, bytes only on gRPC."""
+
+    name: str
+    datatype: str  # BYTES for a string column
+    shape: list[int]
+    values: list[Any]
+
+
+@dataclass
+class MixedDraft:
+    target: Target
+    columns: list[MixedColumn]  # as sent, in this order
+    outputs: list[str] | None  # None: none asked (predict)
+    frame: Any  # pandas DataFrame: the rows as the server must read them, for the pipeline's answer
+    nest: bool  # REST: an [N, 1] column's data written as [[v], ...]
+
+    def column(self, name: str) -> MixedColumn:
+        return next(c for c in self.columns if c.name == name)
+
+    @property
+    def n(self) -> int:
+        return len(self.frame)
+
+    def answers(self) -> dict[str, np.ndarray]:
+        """The pipeline's own answers on the rows (decision_function always: it says which labels are
+        too close to call)."""
+        p = mixed_pipeline()
+        return {name: np.asarray(getattr(p, name)(self.frame)) for name in MIXED_OUTPUTS}
+
+
+def _gap(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _numeric_column(name: str, values: np.ndarray, datatype: str) -> tuple[list[Any], np.ndarray]:
+    """The values as sent in `datatype` (None for a gap) and as the server reads them (float64, NaN)."""
+    gaps = np.isnan(values)
+    cast = _as_dtype(np.where(gaps, 0.0, values), datatype)
+    read = cast.astype(np.float64)
+    read[gaps] = np.nan
+    return [None if g else v for g, v in zip(gaps.tolist(), cast.tolist())], read
+
+
+@st.composite
+def mixed_requests(draw: st.DrawFn, protocol: str, max_rows: int = 5) -> MixedDraft:
+    """A valid per-column request (before writing) and the rows the pipeline must be asked."""
+    n = draw(st.integers(1, max_rows))
+    frame = mixed_model.rows(n, seed=draw(st.integers(0, 2**16)), gaps=False)
+    datatypes = {c: draw(st.sampled_from(MIXED_NUMERIC_DATATYPES)) for c in mixed_model.NUMERIC}
+    for _ in range(draw(st.integers(0, 4))):  # a few cells drawn by hypothesis: gaps, unseen plans, extremes
+        r, name = draw(st.integers(0, n - 1)), draw(st.sampled_from(("age", "income", "score", "plan")))
+        if name == "plan":  # gRPC's BYTES cannot hold a gap
+            frame.loc[r, name] = draw(st.one_of(st.just(np.nan), small_text) if protocol == "rest" else small_text)
+        elif name in mixed_model.MAY_BE_MISSING and draw(st.booleans()):
+            frame.loc[r, name] = np.nan
+            if protocol == "grpc" and datatypes[name] not in FLOAT_DATATYPES:
+                datatypes[name] = "FP64"  # a gap is NaN in float contents
+        else:
+            frame.loc[r, name] = draw(valid_scalar(datatypes[name]))
+    columns = {}
+    for name in mixed_model.NUMERIC:
+        sent, read = _numeric_column(name, frame[name].to_numpy(dtype=np.float64), datatypes[name])
+        frame[name] = read
+        columns[name] = MixedColumn(name, datatypes[name], [n], sent)
+    for name in mixed_model.STRINGS:
+        columns[name] = MixedColumn(name, "BYTES", [n], [None if _gap(v) else v for v in frame[name]])
+    for column in columns.values():
+        if draw(st.booleans()):
+            column.shape = [n, 1]  # PandasCodec's layout
+    order = draw(st.permutations(mixed_model.COLUMNS))
+    outputs = draw(st.one_of(st.none(), st.lists(st.sampled_from(MIXED_OUTPUTS), max_size=3)))
+    target = draw(st.sampled_from(mixed_targets()))
+    return MixedDraft(target, [columns[c] for c in order], outputs, frame, draw(st.booleans()))
+
+
+MixedMutation = Callable[[MixedDraft, st.DrawFn], tuple[str, str]]  # -> (note, the contract's message)
+
+
+def _cell(draft: MixedDraft, draw: st.DrawFn, among: Sequence[str]) -> tuple[MixedColumn, int]:
+    return draft.column(draw(st.sampled_from(tuple(among)))), draw(st.integers(0, draft.n - 1))
+
+
+def _where(column: MixedColumn, r: int) -> str:
+    """How the contract names a cell: a numeric [N, 1] column is read as a one-column matrix."""
+    if column.datatype != "BYTES" and len(column.shape) == 2:
+        return f"input '{column.name}': row {r}, column 0 ('{column.name}')"
+    return f"input '{column.name}': row {r}"
+
+
+def x_string_as_numbers(draft: MixedDraft, draw: st.DrawFn) -> tuple[str, str]:
+    column = draft.column(draw(st.sampled_from(mixed_model.STRINGS)))
+    column.datatype = draw(st.sampled_from(MIXED_NUMERIC_DATATYPES))
+    column.values = list(range(draft.n))
+    name = column.name
+    return "string column in a numeric datatype", (
+        f"input '{name}': datatype {column.datatype}, but column '{name}' holds strings; send it as BYTES"
+    )
+
+
+def x_numbers_as_bytes(draft: MixedDraft, draw: st.DrawFn) -> tuple[str, str]:
+    column = draft.column(draw(st.sampled_from(mixed_model.NUMERIC)))
+    column.datatype, column.values = "BYTES", [str(v) for v in column.values]
+    return "numeric column as BYTES", f"input '{column.name}': datatype BYTES is not supported"
+
+
+def x_text_in_numbers(draft: MixedDraft, draw: st.DrawFn) -> tuple[str, str]:
+    column, r = _cell(draft, draw, mixed_model.NUMERIC)
+    column.values[r] = draw(small_text)
+    return "text in a numeric column", f"{_where(column, r)}: expected a number, got a string"
+
+
+def x_number_in_strings(draft: MixedDraft, draw: st.DrawFn) -> tuple[str, str]:
+    column, r = _cell(draft, draw, mixed_model.STRINGS)
+    column.values[r] = draw(st.one_of(st.integers(-(2**31), 2**31), st.floats(-1e6, 1e6), st.booleans()))
+    return "a number in a string column", f"input '{column.name}': row {r}: expected a string, got "
+
+
+def x_null_where_none_may_be(draft: MixedDraft, draw: st.DrawFn) -> tuple[str, str]:
+    column, r = _cell(draft, draw, ("score", "city"))
+    column.values[r] = None
+    rule = "null is not a number, and" if column.name == "score" else "null, and"
+    return "null where none may be", f"{_where(column, r)}: {rule} column '{column.name}' may not be missing"
+
+
+def x_nan_where_none_may_be(draft: MixedDraft, draw: st.DrawFn) -> tuple[str, str]:
+    column, r = _cell(draft, draw, ("score",))
+    if column.datatype not in FLOAT_DATATYPES:
+        column.datatype = "FP64"
+    column.values[r] = math.nan
+    return "NaN where none may be", f"{_where(column, r)}: NaN is not allowed"
+
+
+def x_unseen_city(draft: MixedDraft, draw: st.DrawFn) -> tuple[str, str]:
+    column, r = _cell(draft, draw, ("city",))
+    value = draw(small_text.filter(lambda s: s not in mixed_model.CITIES))
+    column.values[r] = value
+    return "an unseen category where refused", f"input 'city': row {r}: {value!r} is not a category"
+
+
+def x_not_utf8(draft: MixedDraft, draw: st.DrawFn) -> tuple[str, str]:
+    column, r = _cell(draft, draw, mixed_model.STRINGS)
+    column.values[r] = b"\xff" + draw(st.binary(max_size=6))
+    return "bytes that are not UTF-8", f"input '{column.name}': row {r}: the bytes are not UTF-8 text"
+
+
+def x_wide_column(draft: MixedDraft, draw: st.DrawFn) -> tuple[str, str]:
+    column = draft.column(draw(st.sampled_from(mixed_model.COLUMNS)))
+    column.shape, column.values = [draft.n, 2], [v for v in column.values for _ in range(2)]
+    return "a column of shape [N, 2]", "send one tensor per column"
+
+
+def x_rows_disagree(draft: MixedDraft, draw: st.DrawFn) -> tuple[str, str]:
+    column = draft.column(draw(st.sampled_from(mixed_model.COLUMNS)))
+    column.values = [*column.values, column.values[0]]
+    column.shape = [draft.n + 1, *column.shape[1:]]
+    return "columns of different lengths", "rows but input"
+
+
+def x_missing_column(draft: MixedDraft, draw: st.DrawFn) -> tuple[str, str]:
+    column = draft.columns.pop(draw(st.integers(0, len(draft.columns) - 1)))
+    return "a missing column", f"missing feature input(s): '{column.name}'"
+
+
+def x_extra_column(draft: MixedDraft, draw: st.DrawFn) -> tuple[str, str]:
+    name = draw(ODD_COLUMNS)
+    one_d = all(len(c.shape) == 1 for c in draft.columns)
+    extra = MixedColumn(name, "BYTES", [draft.n], ["x"] * draft.n)
+    draft.columns.insert(draw(st.integers(0, len(draft.columns))), extra)
+    # Beside an [N, 1] column, a tensor that is no column makes the layout unreadable as columns.
+    return "an extra column", f"input '{name}': unknown feature name" if one_d else "send one tensor per column"
+
+
+def x_twice(draft: MixedDraft, draw: st.DrawFn) -> tuple[str, str]:
+    column = draft.column(draw(st.sampled_from(mixed_model.COLUMNS)))
+    draft.columns.append(MixedColumn(column.name, column.datatype, list(column.shape), list(column.values)))
+    return "a column twice", f"input '{column.name}': feature given more than once"
+
+
+def x_one_matrix(draft: MixedDraft, draw: st.DrawFn) -> tuple[str, str]:
+    numeric = [draft.column(c) for c in mixed_model.NUMERIC]
+    rows = [[0.0 if _gap(v) else float(v) for v in row] for row in zip(*(c.values for c in numeric))]
+    draft.columns = [c for c in draft.columns if c not in numeric]
+    draft.columns.insert(0, MixedColumn("X", "FP64", [draft.n, len(numeric)], [v for row in rows for v in row]))
+    return "the numeric columns as one matrix", "send one tensor per column"
+
+
+BOTH_MUTATIONS: list[MixedMutation] = [
+    x_string_as_numbers,
+    x_numbers_as_bytes,
+    x_unseen_city,
+    x_wide_column,
+    x_rows_disagree,
+    x_missing_column,
+    x_extra_column,
+    x_twice,
+    x_one_matrix,
+]
+MIXED_MUTATIONS: dict[str, list[MixedMutation]] = {
+    "rest": [*BOTH_MUTATIONS, x_text_in_numbers, x_number_in_strings, x_null_where_none_may_be],
+    "grpc": [*BOTH_MUTATIONS, x_nan_where_none_may_be, x_not_utf8],
+}
+
+
+def _mixed_case(draw: st.DrawFn, protocol: str) -> tuple[MixedDraft, str, tuple[str, ...], str]:
+    """A valid draft, half the time broken by one mutation: (draft, expect, notes, message)."""
+    draft = draw(mixed_requests(protocol))
+    if draw(st.booleans()):
+        return draft, OK, ("valid per-column",), ""
+    mutation = draw(st.sampled_from(MIXED_MUTATIONS[protocol]))
+    note, message = mutation(draft, draw)
+    return draft, REJECT, (note,), message
+
+
+def _expected(draft: MixedDraft, expect: str, answered: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The Case fields of the oracle (OK cases only): the outputs that must come back (`answered`, else
+    those the draft asks for) and the pipeline's answers."""
+    if expect != OK:
+        return {}
+    outputs = answered or (tuple(dict.fromkeys(draft.outputs)) if draft.outputs else ("predict",))
+    return {"outputs": outputs, "answers": draft.answers()}
+
+
+def _rest_data(column: MixedColumn, nest: bool) -> list[Any]:
+    values = [None if _gap(v) else v for v in column.values]
+    if len(column.shape) == 2 and nest:
+        width = column.shape[1]
+        return [values[i : i + width] for i in range(0, len(values), width)]
+    return values
+
+
+@st.composite
+def mixed_rest_cases(draw: st.DrawFn) -> RestCase:
+    draft, expect, notes, message = _mixed_case(draw, "rest")
+    inputs = [
+        {"name": c.name, "shape": c.shape, "datatype": c.datatype, "data": _rest_data(c, draft.nest)}
+        for c in draft.columns
+    ]
+    body: dict[str, Any] = {"inputs": inputs}
+    if draft.outputs is not None:
+        body["outputs"] = [{"name": o} for o in draft.outputs]
+    return RestCase(
+        "rest",
+        draft.target,
+        expect,
+        notes,
+        **_expected(draft, expect),
+        message=message,
+        body=dumps(body).encode(),
+    )
+
+
+def _bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode("utf-8")
+
+
+def _raw_contents(column: MixedColumn) -> bytes:
+    if column.datatype == "BYTES":
+        return b"".join(len(b).to_bytes(4, "little") + b for b in map(_bytes, column.values))
+    return _float_values(column).astype(raw_dtype(column.datatype)).tobytes()
+
+
+def _float_values(column: MixedColumn) -> np.ndarray:
+    return np.array([math.nan if _gap(v) else v for v in column.values], dtype=np.float64)
+
+
+@st.composite
+def mixed_grpc_cases(draw: st.DrawFn) -> GrpcCase:
+    draft, expect, notes, message = _mixed_case(draw, "grpc")
+    pb = _pb()
+    req = pb.ModelInferRequest(model_name=draft.target.model, model_version=draft.target.version or "")
+    raw = draw(st.booleans())
+    for column in draft.columns:
+        tensor = req.inputs.add(name=column.name, datatype=column.datatype, shape=column.shape)
+        if raw:
+            req.raw_input_contents.append(_raw_contents(column))
+        elif column.datatype == "BYTES":
+            tensor.contents.bytes_contents.extend(map(_bytes, column.values))
+        else:
+            values = _float_values(column).astype(NUMERIC_DATATYPES[column.datatype]).tolist()
+            getattr(tensor.contents, GRPC_CONTENTS_FIELD[column.datatype]).extend(values)
+    for o in draft.outputs or ():
+        req.outputs.add(name=o)
+    return GrpcCase("grpc", draft.target, expect, notes, **_expected(draft, expect), message=message, request=req)
+
+
+# ---- /predict records ({"instances": [...]}) and rows ({"features": [...]}) of the same model
+
+LegacyMutation = Callable[[list[Any], st.DrawFn], tuple[str, str]]
+
+
+def _record_cell(records: list[Any], draw: st.DrawFn, among: Sequence[str]) -> tuple[int, str]:
+    return draw(st.integers(0, len(records) - 1)), draw(st.sampled_from(tuple(among)))
+
+
+def r_unknown_key(records: list[Any], draw: st.DrawFn) -> tuple[str, str]:
+    r, key = draw(st.integers(0, len(records) - 1)), draw(ODD_COLUMNS)
+    records[r][key] = 1.0
+    return "an unknown column", f"input 'instances': row {r}: unknown column '{key}'"
+
+
+def r_missing_key(records: list[Any], draw: st.DrawFn) -> tuple[str, str]:
+    r, name = _record_cell(records, draw, mixed_model.COLUMNS)
+    del records[r][name]
+    return "a missing column", f"input 'instances': row {r}: missing column '{name}'"
+
+
+def r_text_in_numbers(records: list[Any], draw: st.DrawFn) -> tuple[str, str]:
+    r, name = _record_cell(records, draw, mixed_model.NUMERIC)
+    records[r][name] = draw(small_text)
+    return "text in a numeric column", f"input '{name}': row {r}: expected a number, got a string"
+
+
+def r_number_in_strings(records: list[Any], draw: st.DrawFn) -> tuple[str, str]:
+    r, name = _record_cell(records, draw, mixed_model.STRINGS)
+    records[r][name] = draw(st.one_of(st.integers(-1000, 1000), st.floats(-1e6, 1e6)))
+    return "a number in a string column", f"input '{name}': row {r}: expected a string, got "
+
+
+def r_null_where_none_may_be(records: list[Any], draw: st.DrawFn) -> tuple[str, str]:
+    r, name = _record_cell(records, draw, ("score", "city"))
+    records[r][name] = None
+    return "null where none may be", f"input '{name}': row {r}: null"
+
+
+def r_unseen_city(records: list[Any], draw: st.DrawFn) -> tuple[str, str]:
+    r = draw(st.integers(0, len(records) - 1))
+    value = draw(small_text.filter(lambda s: s not in mixed_model.CITIES))
+    records[r]["city"] = value
+    return "an unseen category where refused", f"input 'city': row {r}: {value!r} is not a category"
+
+
+def r_not_an_object(records: list[Any], draw: st.DrawFn) -> tuple[str, str]:
+    r = draw(st.integers(0, len(records) - 1))
+    records[r] = draw(st.one_of(st.lists(st.integers(0, 9), max_size=5), st.integers(), small_text, st.none()))
+    return "a record that is no object", f"input 'instances': row {r}: expected an object of column: value"
+
+
+LEGACY_MUTATIONS: list[LegacyMutation] = [
+    r_unknown_key,
+    r_missing_key,
+    r_text_in_numbers,
+    r_number_in_strings,
+    r_null_where_none_may_be,
+    r_unseen_city,
+    r_not_an_object,
+]
+
+
+@st.composite
+def legacy_mixed_cases(draw: st.DrawFn) -> RestCase:
+    """POST /predict/<mixed> with records (or rows, in the model's column order), valid or broken once."""
+    draft = draw(mixed_requests("rest"))
+    values = {c.name: [None if _gap(v) else v for v in c.values] for c in draft.columns}
+    order = [c.name for c in draft.columns]  # records' keys in any order
+    records: list[Any] = [{name: values[name][r] for name in order} for r in range(draft.n)]
+    expect, notes, message = OK, ("valid records",), ""
+    if draw(st.booleans()):
+        mutation = draw(st.sampled_from(LEGACY_MUTATIONS))
+        note, message = mutation(records, draw)
+        expect, notes = REJECT, (note,)
+    body: dict[str, Any] = {"instances": records}
+    if expect == OK and draw(st.booleans()):
+        body = {"features": [[record[c] for c in mixed_model.COLUMNS] for record in records]}
+        notes = ("valid rows",)
+    return RestCase(
+        "rest",
+        Target(mixed_model.NAME, None),
+        expect,
+        notes,
+        **_expected(draft, expect, LEGACY_OUTPUTS),
+        message=message,
+        body=dumps(body).encode(),
+        path=f"/predict/{mixed_model.NAME}",
+    )

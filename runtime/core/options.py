@@ -127,7 +127,7 @@ class FeatureStoreOptions(BaseModel):
     cache_entries: int = Field(10_000, ge=1, description="Rows the cache holds at most.")
     max_ids: int = Field(1000, ge=1, description="Entity ids per request at most.")
     max_id_bytes: int = Field(128, ge=1, description="Longest entity id accepted (UTF-8 bytes).")
-    defaults: dict[str, float] | None = Field(
+    defaults: dict[str, float | str] | None = Field(
         None,
         description="A value for every feature: an unknown id gets these (its row flagged) instead of a 400.",
     )

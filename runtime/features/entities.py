@@ -1,5 +1,7 @@
 """Requests by entity id: the `entity_id` input, the rows the feature store returned for it, and
-any features sent beside it, assembled into the one matrix the input contract then checks.
+any features sent beside it, assembled into the inputs the input contract then checks: one matrix
+for a model of numeric columns, one tensor per column (BYTES for strings) for a model with string
+columns, a store's NULL becoming a gap (null or NaN) and its TEXT a string.
 
 The rule for mixed requests: a feature input sent beside `entity_id` (a 1-D tensor [N] named after
 a feature) replaces that feature's looked-up values in every row; the other features come from
@@ -17,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from runtime.core.contract import Contract, Tensor, decode_tensor
-from runtime.core.errors import EntityIdError, FeatureNameError, ShapeError, UnknownEntityError
+from runtime.core.errors import DatatypeError, EntityIdError, FeatureNameError, ShapeError, UnknownEntityError
+from runtime.features.source import Row, Value
 
 ENTITY_INPUT = "entity_id"
 SOURCES_PARAMETER = "feature_sources"  # request: ask for them; response: where each row came from
@@ -32,7 +35,9 @@ class EntityRequest:
 
 @dataclass(frozen=True)
 class Assembled:
-    features: Tensor  # FP64 [N, F] in the model's feature order, for the contract
+    # What the contract then checks: one FP64 [N, F] matrix in the model's feature order, or for a
+    # model with string columns one tensor [N] per column (runtime.core.contract).
+    inputs: tuple[Tensor, ...]
     sources: tuple[str, ...]  # per row: store, cache or defaults
     given: tuple[str, ...]  # the features the caller sent
 
@@ -107,44 +112,88 @@ def _id(where: str, row: int, value: Any, max_bytes: int) -> str:
 
 def assemble(
     request: EntityRequest,
-    rows: Mapping[str, tuple[float | None, ...]] | None,
+    rows: Mapping[str, Row] | None,
     cached: frozenset[str],
     contract: Contract,
-    defaults: Mapping[str, float] | None,
+    defaults: Mapping[str, Value] | None,
 ) -> Assembled:
-    """The feature matrix: given columns, else the looked-up values, else the defaults. A NULL is a
-    missing value where the schema allows one, else the entity's want of that feature.
+    """The features in the form the contract takes for this model: given columns, else the looked-up
+    values, else the defaults. A NULL is a missing value where the schema allows one, else the
+    entity's want of that feature; a value of the wrong kind for its column (TEXT in a numeric one, a
+    number in a string one) is the entity's 400 naming the feature.
 
     `rows` None: the store is unavailable and the model answers with its defaults."""
     names = contract.feature_names
-    matrix = np.empty((len(request.ids), len(names)), dtype=np.float64)
     fallback = tuple(defaults[n] for n in names) if defaults is not None else None
     gaps = contract.may_be_missing or (False,) * len(names)
-    # A NULL where the schema lets the column be missing is a gap the pipeline fills itself (NaN).
-    needed = [c for c, n in enumerate(names) if n not in request.given and not gaps[c]]
+    strings = contract.string_columns or (False,) * len(names)
+    # A NULL where the schema lets the column be missing is a gap the pipeline fills itself.
+    looked_up = [c for c, n in enumerate(names) if n not in request.given]
+    needed = [c for c in looked_up if not gaps[c]]
+    table: list[Row] = []
     sources = []
     for r, entity in enumerate(request.ids):
         row = rows.get(entity) if rows is not None else None
         if row is None:
             if fallback is None:
                 raise UnknownEntityError(f"input '{ENTITY_INPUT}': row {r}: unknown entity id {entity!r}")
-            matrix[r] = fallback
+            row = fallback
             sources.append(DEFAULTS)
-            continue
-        if any(row[c] is None for c in needed):
+        elif any(row[c] is None for c in needed):
             if fallback is None:
                 missing = next(names[c] for c in needed if row[c] is None)
                 raise UnknownEntityError(
                     f"input '{ENTITY_INPUT}': row {r}: entity {entity!r} has no value for feature "
                     f"'{missing}' in the feature store"
                 )
-            row = tuple(fallback[c] if v is None else v for c, v in enumerate(row))
+            row = tuple(fallback[c] if v is None and not gaps[c] else v for c, v in enumerate(row))
             sources.append(DEFAULTS)
         else:
             sources.append(CACHE if entity in cached else STORE)
-        matrix[r] = [np.nan if v is None else v for v in row]  # NULLs: given columns or gaps
+        _check_kinds(r, entity, row, looked_up, names, strings)
+        table.append(row)
+    inputs = _columns(request, table, contract) if contract.string_columns else _matrix(request, table, contract)
+    return Assembled(inputs, tuple(sources), tuple(request.given))
+
+
+def _check_kinds(
+    r: int, entity: str, row: Row, columns: Sequence[int], names: Sequence[str], strings: Sequence[bool]
+) -> None:
+    """Text only in string columns, numbers only in numeric ones (a store's column of the wrong type)."""
+    for c in columns:
+        value = row[c]
+        if value is not None and isinstance(value, str) != strings[c]:
+            found, kind = ("the text", "numeric") if isinstance(value, str) else ("the number", "string")
+            raise DatatypeError(
+                f"input '{ENTITY_INPUT}': row {r}: entity {entity!r} has {found} {value!r:.40} for feature "
+                f"'{names[c]}', a {kind} column"
+            )
+
+
+def _matrix(request: EntityRequest, table: Sequence[Row], contract: Contract) -> tuple[Tensor, ...]:
+    """A model of numeric columns: one FP64 [N, F] matrix, NaN for a gap, the given columns decoded in."""
+    names, gaps = contract.feature_names, contract.may_be_missing or (False,) * contract.n_features
+    # Past the kind check a looked-up value is a number or NULL; a given column's is replaced below.
+    matrix = np.array(
+        [[np.nan if v is None or isinstance(v, str) else v for v in row] for row in table], dtype=np.float64
+    )
     for name, inp in request.given.items():
         col = names.index(name)
         matrix[:, col] = decode_tensor(inp, (len(request.ids),), (name,), gaps[col : col + 1])
-    features = Tensor(ENTITY_INPUT, matrix.shape, "FP64", matrix)
-    return Assembled(features, tuple(sources), tuple(request.given))
+    return (Tensor(ENTITY_INPUT, matrix.shape, "FP64", matrix),)
+
+
+def _columns(request: EntityRequest, table: Sequence[Row], contract: Contract) -> tuple[Tensor, ...]:
+    """A model with string columns: one tensor [N] per column, as a caller would send it (BYTES of str
+    or None for a string column, FP64 with NaN for a numeric one); a given column as the caller sent it."""
+    inputs = []
+    for c, (name, string) in enumerate(zip(contract.feature_names, contract.string_columns, strict=True)):
+        given = request.given.get(name)
+        if given is not None:
+            inputs.append(given)
+        elif string:
+            inputs.append(Tensor(name, (len(table),), "BYTES", [row[c] for row in table]))
+        else:
+            values = np.array([np.nan if row[c] is None else row[c] for row in table], dtype=np.float64)
+            inputs.append(Tensor(name, values.shape, "FP64", values))
+    return tuple(inputs)

@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
@@ -26,7 +27,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from runtime.core.errors import ArtifactError
 from runtime.core.options import FeatureStoreOptions
-from runtime.features.source import Failure, Row, SourceUnavailable
+from runtime.features.source import Failure, Row, SourceUnavailable, Value
 
 logger = logging.getLogger("runtime.features.postgres")
 
@@ -140,4 +141,15 @@ class PostgresSource:
             async with asyncio.timeout_at(asyncio.get_running_loop().time() + deadline - time.monotonic()):
                 cursor = await conn.execute(self._query, (list(ids),), prepare=True)  # a list: psycopg's array
                 found = await cursor.fetchall()
-        return {str(key): tuple(None if v is None else float(v) for v in values) for key, *values in found}
+        return {str(key): tuple(map(_value, values)) for key, *values in found}
+
+
+def _value(value: object) -> Value:
+    """NULL as None, a number (double precision, numeric, integer, boolean) as float, anything else
+    (TEXT, a date, ...) as its text; whether it fits its column is the request's check
+    (runtime.features.entities), naming the entity and the feature."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float, Decimal)):
+        return float(value)
+    return str(value)

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import Protocol
 
-Row = tuple[float | None, ...]  # one entity's values in the model's feature order; None: NULL
+Value = float | str | None  # a number, a text (for a string column) or None (NULL)
+Row = tuple[Value, ...]  # one entity's values in the model's feature order, as the backend holds them
 
 
 class Failure(StrEnum):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from runtime.core.errors import FeatureStoreUnavailable
+from runtime.core.errors import ArtifactError, FeatureStoreUnavailable
 from runtime.core.options import FeatureStoreOptions
 from runtime.features.postgres import PostgresSource
 from runtime.features.source import FeatureSource, SourceUnavailable
@@ -33,6 +33,9 @@ class FeatureStore:
         source: FeatureSource | None = None,
     ):
         """`source`: the backend; None: the PostgreSQL table `options` names."""
+        missing = [f for f in feature_names if options.defaults is not None and f not in options.defaults]
+        if missing:  # refused at load, not as each request's KeyError
+            raise ArtifactError(f"feature_store.defaults: no value for feature(s) {', '.join(missing)}")
         self.model, self.options = model, options
         self._metrics = metrics.FeatureStoreMetrics(model)
         if source is None:

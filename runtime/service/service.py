@@ -219,7 +219,7 @@ class ModelService:
             with self._observer.observe(call.id, call.parent) as obs:
                 with obs.span("validate"):
                     with_flags = wants_flags(call.ood_flags)
-                    inputs = [looked_up.features] if looked_up else call.inputs
+                    inputs = looked_up.inputs if looked_up else call.inputs
                     parsed = obs.timed("decode", self.contract.parse, call.id, inputs, call.outputs)
                     obs.rows = len(parsed.features)
                     ood = obs.timed("validate", self._ood.check, parsed.features, with_flags)

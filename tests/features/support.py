@@ -4,7 +4,7 @@ up there. Like every client-side suite this never imports mlserver (the protobuf
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +44,15 @@ def launch(
     settings: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
     workers: int | None = 0,
+    source: str = "diabetes/1",
 ) -> Server:
-    """A repository with diabetes v1 under each name in `models` (its feature_store overrides;
-    None: a plain feature-vector model), launched."""
+    """A repository with diabetes v1 (or `source`, a model version directory) under each name in
+    `models` (its feature_store overrides; None: a plain feature-vector model), launched."""
     make_repository(root, workers=workers, settings=settings)
     dsn_file = pg.write_dsn_file(root / "features.dsn")
     for name, overrides in models.items():
         extra = store_options(dsn_file, **overrides) if overrides is not None else {}
-        add_model(root, name, extra=extra)
+        add_model(root, name, source=source, extra=extra)
     return Server.launch(root / "server.log", root=root, models=[(m, None) for m in (ready or models)], env=env)
 
 
@@ -69,12 +70,15 @@ def rest_by_id(
     session: requests.Session | None = None,
     headers: dict | None = None,
     timeout: float = HTTP_TIMEOUT_S,
+    outputs: Sequence[str] = (),
 ) -> requests.Response:
     body: dict[str, Any] = {
         "inputs": [{"name": "entity_id", "shape": [len(ids)], "datatype": "BYTES", "data": ids}, *(extra_inputs or [])]
     }
     if parameters:
         body["parameters"] = parameters
+    if outputs:
+        body["outputs"] = [{"name": o} for o in outputs]
     return (session or requests).post(
         f"{server.http_url}/v2/models/{model}/infer", json=body, headers=headers or {}, timeout=timeout
     )
@@ -91,12 +95,22 @@ def grpc_by_id(
     ids: list[str],
     columns: dict[str, np.ndarray] | None = None,
     timeout: float | None = None,
+    outputs: Sequence[str] = (),
 ) -> tgrpc.InferResult:
-    tensor = tgrpc.InferInput("entity_id", [len(ids)], "BYTES")
-    tensor.set_data_from_numpy(np.array([i.encode() for i in ids], dtype=np.object_))
-    inputs = [tensor]
+    """`columns` beside the ids: FP64, or BYTES for an array of strings."""
+    inputs = [_grpc_strings("entity_id", ids)]
     for name, values in (columns or {}).items():
+        if np.asarray(values).dtype.kind in "OUS":
+            inputs.append(_grpc_strings(name, list(values)))
+            continue
         column = tgrpc.InferInput(name, [len(values)], "FP64")
         column.set_data_from_numpy(np.asarray(values, dtype=np.float64))
         inputs.append(column)
-    return client.infer(model, inputs, client_timeout=timeout)
+    requested = [tgrpc.InferRequestedOutput(o) for o in outputs] or None
+    return client.infer(model, inputs, outputs=requested, client_timeout=timeout)
+
+
+def _grpc_strings(name: str, values: Sequence[str]) -> tgrpc.InferInput:
+    tensor = tgrpc.InferInput(name, [len(values)], "BYTES")
+    tensor.set_data_from_numpy(np.array([v.encode() for v in values], dtype=np.object_))
+    return tensor

@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 
 from harness import fuzz as fs
-from harness.server import Server, log_tail_sections
+from harness.server import log_tail_sections
 
 _TABLES: list[tuple[str, str]] = []  # (test, its answers table) for the terminal summary
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    srv = Server.start(tmp_path_factory.mktemp("mlserver") / "mlserver.log")
+    """The shipped models and one with string columns (harness.fuzz.fuzz_repository)."""
+    srv = fs.start_fuzz_server(tmp_path_factory.mktemp("mlserver"))
     try:
         yield srv
     finally:
