@@ -18,16 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
 
+from harness import mixed_model
 from harness.models import DIABETES, assert_parity, pipeline, sample_rows
 from harness.repository import add_model, make_repository
 from harness.server import Server
-from pipeline_tools.package import write_model_dir
 from tests.integration import support
 
 MODEL, VERSION = DIABETES, "1"
@@ -52,29 +47,13 @@ def _launch(request: pytest.FixtureRequest, workers: int) -> Server:
     return Server.launch(root / "server.log", root=root, models=[(MODEL, VERSION)])
 
 
-MIXED = "mixed"
-
-
-def _mixed_pipeline() -> Pipeline:
-    """Numbers with gaps and a string column: the contract hands it an object matrix, and batched
-    requests travel one tensor per column."""
-    rng = np.random.default_rng(3)
-    table = pd.DataFrame({"age": rng.normal(40, 10, 200), "city": rng.choice(["paris", "rome", "oslo"], 200)})
-    table.loc[::9, "age"] = np.nan
-    prep = ColumnTransformer(
-        [("num", SimpleImputer(), ["age"]), ("cat", OneHotEncoder(handle_unknown="error"), ["city"])]
-    )
-    target = (table["city"] == "rome") | (table["age"] > 45)
-    return Pipeline([("prep", prep), ("clf", LogisticRegression())]).fit(table, target)
-
-
 def _launch_mixed(request: pytest.FixtureRequest) -> Server:
+    """harness.mixed_model (string columns, gaps) batching as diabetes/1 does."""
     root = make_repository(request.getfixturevalue("tmp_path_factory").mktemp("batching") / "repo", workers=0)
-    write_model_dir(_mixed_pipeline(), MIXED, "1", root / "models")
-    settings_path = root / "models" / MIXED / "1" / "model-settings.json"
+    settings_path = mixed_model.write(root / "models") / "model-settings.json"
     settings = json.loads(settings_path.read_text())
     settings_path.write_text(json.dumps({**settings, "max_batch_size": 32, "max_batch_time": 0.5}))
-    return Server.launch(root / "server.log", root=root, models=[(MIXED, "1")])
+    return Server.launch(root / "server.log", root=root, models=[(mixed_model.NAME, "1")])
 
 
 # Launched with the suite's other servers (conftest.fleet).
@@ -161,29 +140,30 @@ def test_a_bad_request_fails_alone_in_a_batch(batching_server):
     server.log_records(strict=True)
 
 
+def _column_tensors(frame: pd.DataFrame, shape: list[int]) -> list[dict]:
+    def values(name: str) -> list:
+        return [None if v is None or v != v else v for v in frame[name].tolist()]
+
+    strings = set(mixed_model.STRINGS)
+    return [
+        {"name": n, "shape": shape, "datatype": "BYTES" if n in strings else "FP64", "data": values(n)}
+        for n in mixed_model.COLUMNS
+    ]
+
+
 def test_string_columns_batch_one_tensor_per_column_and_a_bad_one_fails_alone(fleet):
     server = fleet["batching-mixed"]
-    model = _mixed_pipeline()
-    rows = [
-        pd.DataFrame({"age": [30.0 + i, np.nan][: i % 2 + 1], "city": ["rome", "oslo"][: i % 2 + 1]}) for i in range(6)
-    ]
+    model = mixed_model.pipeline()
     cases: list[tuple[str, dict, pd.DataFrame | None]] = []
-    for i, frame in enumerate(rows):
+    for i in range(6):
+        frame = mixed_model.rows(i % 2 + 1, seed=10 + i)
         shape = [len(frame), 1] if i % 2 else [len(frame)]  # PandasCodec's [N, 1] beside plain [N]
-        age = [None if np.isnan(v) else v for v in frame["age"]]
-        inputs = [
-            {"name": "age", "shape": shape, "datatype": "FP64", "data": age},
-            {"name": "city", "shape": shape, "datatype": "BYTES", "data": frame["city"].tolist()},
-        ]
-        cases.append((f"good-{i}", {"inputs": inputs}, frame))
-    unseen = [
-        {"name": "age", "shape": [1], "datatype": "FP64", "data": [3.0]},
-        {"name": "city", "shape": [1], "datatype": "BYTES", "data": ["lima"]},
-    ]
-    cases.append(("unseen", {"inputs": unseen}, None))
-    ok_calls = {"name": "pipeline_requests_total", "outcome": "ok", "model": MIXED}
+        cases.append((f"good-{i}", {"inputs": _column_tensors(frame, shape)}, frame))
+    unseen = mixed_model.rows(1, seed=3, gaps=False).assign(city="lima")
+    cases.append(("unseen", {"inputs": _column_tensors(unseen, [1])}, None))
+    ok_calls = {"name": "pipeline_requests_total", "outcome": "ok", "model": mixed_model.NAME}
     before = server.metric(**ok_calls)
-    url = f"{server.http_url}/v2/models/{MIXED}/versions/1/infer"
+    url = f"{server.http_url}/v2/models/{mixed_model.NAME}/versions/1/infer"
     start = threading.Barrier(len(cases))
     responses: dict[str, requests.Response] = {}
 
@@ -202,7 +182,7 @@ def test_string_columns_batch_one_tensor_per_column_and_a_bad_one_fails_alone(fl
         response = responses[label]
         assert response.status_code == 200, f"{label}: {response.status_code} {response.text}"
         (output,) = response.json()["outputs"]
-        assert output["data"] == model.predict(frame).astype(int).tolist(), label
+        assert output["data"] == model.predict(frame).tolist(), label
     assert responses["unseen"].status_code == 400
     support.assert_mentions(responses["unseen"].json()["error"], ["'city'", "row 0", "'lima'", "'oslo'"])
     model_calls = server.metric(**ok_calls) - before
