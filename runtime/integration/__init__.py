@@ -2,8 +2,9 @@
 one explicit `install()`.
 
 One module per surface: rest, content_type, rest_stream, grpc_service, grpc_metrics, fast_path,
-fast_path_grpc, dataplane, lifecycle, parallel, batching, tracing, http_head, prometheus_internals
-(and direct, packed, log_format, v2: no points of their own). A point replaces or wraps its target,
+fast_path_grpc, dataplane, lifecycle, parallel, batching, tracing, http_head, prometheus_internals,
+boosting (scikit-learn's, read for a fast path) (and direct, packed, log_format, v2: no points of
+their own). A point replaces or wraps its target,
 or only reads it: every private attribute of another library the integration reads is one, read
 through it. `patch_points()` lists every point; the table in docs/integration.md and tests/pins list the
 same ones.
@@ -17,6 +18,7 @@ import threading
 
 from runtime.integration import (
     batching,
+    boosting,
     content_type,
     dataplane,
     fast_path,
@@ -59,6 +61,7 @@ def patch_points(runtime_class: type, drain: DrainSettings | None = None) -> lis
         *tracing.patches(runtime_class),
         *http_head.patches(),
         *prometheus_internals.PATCHES,
+        *boosting.POINTS,
     ]
 
 
@@ -78,18 +81,22 @@ def install(runtime_class: type) -> None:
     """Patch this process once (MLServer re-imports the runtime's module on every model load).
 
     In a parallel worker nothing is patched: it hosts no server, and MLServer's pool owns its
-    life cycle. Any point that does not match fails the start (IntegrationError, one line).
+    life cycle; it serves models, so it reads scikit-learn's boosting internals all the same. Any
+    point that does not match fails the start (IntegrationError, one line).
     """
     global _installed
-    if multiprocessing.parent_process() is not None:
-        return
     with _lock:
         if _installed:
+            return
+        if multiprocessing.parent_process() is not None:
+            boosting.install()
+            _installed = True
             return
         drain = DrainSettings.from_env()
         try:
             _check_not_too_late()
             install_all(patch_points(runtime_class, drain))
+            boosting.install()
         except IntegrationError as error:
             logger.critical("%s", error)
             raise

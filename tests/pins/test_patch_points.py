@@ -10,6 +10,7 @@ This process talks to them with plain HTTP and tritonclient only: it must not im
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import signal
@@ -25,6 +26,10 @@ import numpy as np
 import pytest
 import requests
 import tritonclient.grpc as tgrpc
+from sklearn.datasets import load_diabetes
+from sklearn.ensemble import GradientBoostingRegressor
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
@@ -32,6 +37,7 @@ from harness.models import REPO_ROOT, sample_rows
 from harness.otlp import ReceivedSpan, TraceReceiver
 from harness.repository import add_model, make_repository
 from harness.server import Server, served
+from pipeline_tools.package import write_model_dir
 from tests.reliability.support import SLOW_RUNTIME
 from tests.security.support import closed_within, connect, exchange, head, read_response
 
@@ -81,11 +87,13 @@ def servers(tmp_path_factory, receiver):
     }
 
     inproc = make_repository(base / "workers-0", workers=0, settings=tracing)
+    write_model_dir(_boosted(), "boosted", "1", inproc / "models")
     add_model(inproc, "plain")
     add_model(inproc, "guarded", extra={"auth_token_env": "PIN_TOKENS"})
     add_model(inproc, "batched", settings=BATCHING)
 
     pooled = make_repository(base / "workers-1", workers=1, settings=tracing)
+    write_model_dir(_boosted(), "boosted", "1", pooled / "models")
     add_model(pooled, "plain")
     add_model(pooled, "batched", settings=BATCHING)
     add_model(pooled, "slow", implementation=SLOW_RUNTIME)
@@ -111,19 +119,27 @@ def servers(tmp_path_factory, receiver):
             base / "workers-0.log",
             root=inproc,
             env=inproc_env,
-            models=[("plain", None), ("guarded", None), ("batched", None)],
+            models=[("plain", None), ("guarded", None), ("batched", None), ("boosted", None)],
         ),
         "workers-1": Server.launch(
             base / "workers-1.log",
             root=pooled,
             env=pooled_env,
-            models=[("plain", None), ("batched", None), ("slow", None)],
+            models=[("plain", None), ("batched", None), ("slow", None), ("boosted", None)],
         ),
         "drained": Server.launch(
             base / "drained.log", root=drained, env=drain_env, models=[("plain", None), ("slow", None)]
         ),
     }
     yield from served(launched)
+
+
+@functools.cache
+def _boosted() -> Pipeline:
+    data = load_diabetes()
+    return make_pipeline(StandardScaler(), GradientBoostingRegressor(n_estimators=30, random_state=0)).fit(
+        data.data, data.target
+    )
 
 
 def _rows(n: int, request_id: str | None = None) -> dict:
@@ -355,6 +371,22 @@ def test_grpc_calls_count_in_mlservers_grpc_metrics(servers):
     assert _grpc_infer(server, "plain").as_numpy("predict").shape == (1,)
     _grpc_refusal(server, "guarded")
     assert counts() == (before[0] + 2, before[1] + 1, before[2] + 1, before[3] + 2)
+
+
+@pins("sklearn.ensemble._gradient_boosting:predict_stages")
+@pins("sklearn.ensemble._gb:BaseGradientBoosting._raw_predict_init")
+@pins("sklearn.ensemble._gb:BaseGradientBoosting._loss")
+def test_gradient_boosting_runs_scikit_learns_stage_loop_in_the_server_and_in_workers(servers):
+    """Both servers (one computing in-process, one in a parallel worker) serve the model on the boosted
+    path, and its answers are scikit-learn's, bit for bit."""
+    rows = sample_rows("diabetes", 5)
+    for name in ("workers-0", "workers-1"):
+        server = servers[name]
+        metadata = requests.get(f"{server.http_url}/v2/models/boosted", timeout=20).json()
+        assert json.loads(metadata["parameters"]["prediction_path"])["path"] == "boosted-stages", name
+        body = {"inputs": [{"name": "X", "shape": [5, 10], "datatype": "FP64", "data": rows.ravel().tolist()}]}
+        answer = _rest(server, "boosted", body).json()["outputs"][0]["data"]
+        assert answer == _boosted().predict(rows).tolist(), name
 
 
 @pins("prometheus_client.metrics:Histogram._upper_bounds")

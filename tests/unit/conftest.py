@@ -13,3 +13,12 @@ MODELS = ROOT / "models"
 @pytest.fixture
 def models_dir() -> Path:
     return MODELS
+
+
+@pytest.fixture(scope="session", autouse=True)
+def boosting_stage_loop() -> None:
+    """scikit-learn's stage loop, as every serving process has it once the integration is installed
+    (runtime.integration.boosting): the registry's boosted fast path is tested as it serves."""
+    from runtime.integration import boosting
+
+    boosting.install()
