@@ -1704,8 +1704,9 @@ def x_unseen_city(draft: MixedDraft, draw: st.DrawFn) -> tuple[str, str]:
 
 def x_not_utf8(draft: MixedDraft, draw: st.DrawFn) -> tuple[str, str]:
     column, r = _cell(draft, draw, mixed_model.STRINGS)
-    column.values[r] = b"\xff" + draw(st.binary(max_size=6))
-    return "bytes that are not UTF-8", f"input '{column.name}': row {r}: the bytes are not UTF-8 text"
+    value = b"\xff" + draw(st.binary(max_size=6))
+    column.values[r] = value
+    return "bytes that are not UTF-8", f"input '{column.name}': row {r}: the bytes {value!r} are not UTF-8 text"
 
 
 def x_wide_column(draft: MixedDraft, draw: st.DrawFn) -> tuple[str, str]:
@@ -1796,11 +1797,14 @@ def _rest_data(column: MixedColumn, nest: bool) -> list[Any]:
 @st.composite
 def mixed_rest_cases(draw: st.DrawFn) -> RestCase:
     draft, expect, notes, message = _mixed_case(draw, "rest")
+    # As PandasCodec sends a DataFrame: its content types named, which change nothing.
+    codec = draw(st.booleans())
     inputs = [
         {"name": c.name, "shape": c.shape, "datatype": c.datatype, "data": _rest_data(c, draft.nest)}
+        | ({"parameters": {"content_type": "str"}} if codec and c.datatype == "BYTES" else {})
         for c in draft.columns
     ]
-    body: dict[str, Any] = {"inputs": inputs}
+    body: dict[str, Any] = {"inputs": inputs} | ({"parameters": {"content_type": "pd"}} if codec else {})
     if draft.outputs is not None:
         body["outputs"] = [{"name": o} for o in draft.outputs]
     return RestCase(
@@ -1833,9 +1837,13 @@ def mixed_grpc_cases(draw: st.DrawFn) -> GrpcCase:
     draft, expect, notes, message = _mixed_case(draw, "grpc")
     pb = _pb()
     req = pb.ModelInferRequest(model_name=draft.target.model, model_version=draft.target.version or "")
-    raw = draw(st.booleans())
+    raw, codec = draw(st.booleans()), draw(st.booleans())
+    if codec:  # as PandasCodec sends a DataFrame: its content types named, which change nothing
+        req.parameters["content_type"].string_param = "pd"
     for column in draft.columns:
         tensor = req.inputs.add(name=column.name, datatype=column.datatype, shape=column.shape)
+        if codec and column.datatype == "BYTES":
+            tensor.parameters["content_type"].string_param = "str"
         if raw:
             req.raw_input_contents.append(_raw_contents(column))
         elif column.datatype == "BYTES":

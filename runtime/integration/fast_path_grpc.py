@@ -43,6 +43,7 @@ from runtime.policy.admission import PEER_HEADER
 from runtime.policy.deadlines import stamp
 
 _TAKEN = fast_path_counter("grpc")
+_CONTENT_TYPE = "content_type"
 _DIRECT: weakref.WeakKeyDictionary[Any, DirectInference | None] = weakref.WeakKeyDictionary()
 
 
@@ -120,8 +121,10 @@ def _metadata_pair(name: str, value: str) -> tuple[str, str]:
 
 def _decoded(request: pb.ModelInferRequest) -> Call:
     """The request as decode_request and v2.call would make it, without building MLServer's
-    request when no parameters need MLServer's parsing (the common request has none)."""
-    if request.parameters or any(i.parameters for i in request.inputs) or any(o.parameters for o in request.outputs):
+    request when no parameters need MLServer's parsing (the common request has none, or only a codec's
+    content type)."""
+    plain = all(_codec_only(p) for p in (request.parameters, *(i.parameters for i in request.inputs)))
+    if not plain or any(o.parameters for o in request.outputs):
         return v2.call(decode_request(request))
     raw = raw_buffers(request)
     inputs = [
@@ -129,6 +132,12 @@ def _decoded(request: pb.ModelInferRequest) -> Call:
         for index, inp in enumerate(request.inputs)
     ]
     return Call(request.id, inputs, [o.name for o in request.outputs], None, None, None)
+
+
+def _codec_only(parameters: Any) -> bool:
+    """No parameters, or only a string `content_type` (PandasCodec's "pd", StringCodec's "str"), which
+    the runtime reads no more than MLServer's path does."""
+    return all(key == _CONTENT_TYPE and value.HasField("string_param") for key, value in parameters.items())
 
 
 def _response(answer: Answer, request_id: str, raw: bool) -> pb.ModelInferResponse:

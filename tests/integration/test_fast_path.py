@@ -13,9 +13,11 @@ import grpc
 import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from harness import strategies as S
-from harness.models import BREAST_CANCER, DIABETES, sample_rows, served_models
+from harness.fuzz import fuzz_repository
+from harness.models import BREAST_CANCER, DIABETES, sample_rows
 from harness.server import Server
 from harness.v2 import json_tensor, pb_2d_request, pb_request, pb_tensor
 from tests.integration import support
@@ -28,9 +30,11 @@ _VARYING = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f
 
 
 def _launch(request: pytest.FixtureRequest, fast: bool) -> Server:
-    log_dir = request.getfixturevalue("tmp_path_factory").mktemp("fast-on" if fast else "fast-off")
+    """The shipped models and a model with string columns (harness.mixed_model)."""
+    root = request.getfixturevalue("tmp_path_factory").mktemp("fast-on" if fast else "fast-off") / "repo"
+    models = fuzz_repository(root)
     return Server.launch(
-        log_dir / "mlserver.log", models=served_models(), env={"PIPELINE_FAST_PATH": "1" if fast else "0"}
+        root / "mlserver.log", root=root, models=models, env={"PIPELINE_FAST_PATH": "1" if fast else "0"}
     )
 
 
@@ -227,6 +231,28 @@ def test_fuzzed_rest_requests_get_the_same_answer(pair):
         _same_rest(pair, case.target.rest_path(), case.body, case.content_type)
 
     prop()
+
+
+MIXED_REST = 600
+MIXED_GRPC = 300
+
+
+def test_fuzzed_requests_to_a_model_with_string_columns_get_the_same_answer(pair):
+    """Per-column tensors (PandasCodec's [N, 1] and content types too), gaps, unseen categories and
+    every way the fuzzers break them; /predict rows and records."""
+
+    @settings(SETTINGS, max_examples=MIXED_REST)
+    @given(case=st.one_of(S.mixed_rest_cases(), S.legacy_mixed_cases()))
+    def rest(case):
+        _same_rest(pair, case.url_path(), case.body, case.content_type)
+
+    @settings(SETTINGS, max_examples=MIXED_GRPC)
+    @given(case=S.mixed_grpc_cases())
+    def grpc_(case):
+        _same_grpc(pair, case.request)
+
+    rest()
+    grpc_()
 
 
 def test_fuzzed_grpc_requests_get_the_same_answer(pair):
