@@ -33,7 +33,8 @@ from typing import Any, NoReturn
 import grpc
 import numpy as np
 import requests
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from harness import mixed_model
@@ -461,6 +462,23 @@ class FuzzSession:
 
     def close(self) -> None:
         self.client.close()
+
+    def fuzz(self, protocol: str, strategy: st.SearchStrategy[Any], examples: int) -> Stats:
+        """`examples` cases drawn from `strategy` (the fuzz-ci profile), each sent and judged, then a
+        health check; AssertionError on a violation, a failed health check or a short run."""
+
+        @settings(settings.get_profile("fuzz-ci"), max_examples=examples)
+        @given(case=strategy)
+        def prop(case: S.AnyCase) -> None:
+            self.run(case)
+
+        prop()
+        self.health(f"after the {protocol} fuzz")
+        assert self.stats.health_checks >= 1
+        assert not self.stats.health_failures, "\n".join(self.stats.health_failures)
+        # Every example really reached the server (hypothesis may stop early only on a failure).
+        assert self.stats.examples[protocol] >= examples, dict(self.stats.examples)
+        return self.stats
 
     def run(self, case: S.AnyCase) -> None:
         """Send one case and judge the answer (raises AssertionError on a violation)."""

@@ -36,6 +36,7 @@ from harness import mixed_model
 from harness.models import ShippedModel, shipped_models
 from harness.v2 import GRPC_CONTENTS_FIELD, raw_dtype
 from harness.v2 import pb as _pb
+from runtime.core.contract import SHOWN_CHARS
 from runtime.core.datatypes import NUMERIC_DATATYPES
 
 OK, REJECT, ANY = "ok", "reject", "any"
@@ -1699,7 +1700,7 @@ def x_unseen_city(draft: MixedDraft, draw: st.DrawFn) -> tuple[str, str]:
     column, r = _cell(draft, draw, ("city",))
     value = draw(small_text.filter(lambda s: s not in mixed_model.CITIES))
     column.values[r] = value
-    return "an unseen category where refused", f"input 'city': row {r}: {value!r} is not a category"
+    return "an unseen category where refused", f"input 'city': row {r}: {value!r:.{SHOWN_CHARS}} is not a category"
 
 
 def x_not_utf8(draft: MixedDraft, draw: st.DrawFn) -> tuple[str, str]:
@@ -1899,7 +1900,7 @@ def r_unseen_city(records: list[Any], draw: st.DrawFn) -> tuple[str, str]:
     r = draw(st.integers(0, len(records) - 1))
     value = draw(small_text.filter(lambda s: s not in mixed_model.CITIES))
     records[r]["city"] = value
-    return "an unseen category where refused", f"input 'city': row {r}: {value!r} is not a category"
+    return "an unseen category where refused", f"input 'city': row {r}: {value!r:.{SHOWN_CHARS}} is not a category"
 
 
 def r_not_an_object(records: list[Any], draw: st.DrawFn) -> tuple[str, str]:

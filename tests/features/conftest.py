@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import tritonclient.grpc as tgrpc
 
 from harness.postgres import Postgres
 from tests.features.support import cluster
@@ -14,3 +15,11 @@ from tests.features.support import cluster
 @pytest.fixture(scope="session")
 def pg() -> Iterator[Postgres]:
     yield from cluster()
+
+
+@pytest.fixture(scope="module")
+def grpc(server) -> Iterator[tgrpc.InferenceServerClient]:
+    """A tritonclient gRPC client of the module's `server`."""
+    client = tgrpc.InferenceServerClient(url=server.grpc_url)
+    yield client
+    client.close()

@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-import tritonclient.grpc as tgrpc
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import make_pipeline
@@ -52,13 +51,6 @@ def server(pg, tmp_path_factory, small):
         add_model(root, name, implementation=FAILING_RUNTIME, extra={**store_options(dsn), "fallback_model": fallback})
     ready = ["small", "small-storeless", "twin", "primary", "twin-primary", "stranded"]
     yield from served(launch(root, env={"FAILING_RUNTIME_FLAG": str(flag)}, ready=ready))
-
-
-@pytest.fixture(scope="module")
-def grpc(server):
-    client = tgrpc.InferenceServerClient(url=server.grpc_url)
-    yield client
-    client.close()
 
 
 def test_a_fallback_with_other_features_looks_them_up_in_its_own_store(server, grpc, small):

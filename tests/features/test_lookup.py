@@ -33,13 +33,6 @@ def server(pg, tmp_path_factory):
     yield from served(server)
 
 
-@pytest.fixture(scope="module")
-def grpc(server):
-    client = tgrpc.InferenceServerClient(url=server.grpc_url)
-    yield client
-    client.close()
-
-
 def _predictions(response) -> list[float]:
     assert response.status_code == 200, response.text
     return response.json()["outputs"][0]["data"]

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import tritonclient.grpc as tgrpc
 from tritonclient.utils import InferenceServerException
 
 from harness import mixed_model
@@ -73,13 +72,6 @@ def server(pg, tmp_path_factory):
     }
     server = launch(root / "repo", pg, models, source=str(model_dir))
     yield from served(server)
-
-
-@pytest.fixture(scope="module")
-def grpc(server):
-    client = tgrpc.InferenceServerClient(url=server.grpc_url)
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")

@@ -14,27 +14,16 @@ from __future__ import annotations
 import os
 
 import pytest
-from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness import fuzz as fs
 from harness import strategies as S
 
 EXAMPLES = int(os.environ.get("FUZZ_COLUMN_EXAMPLES", 250))
-CI = settings(settings.get_profile("fuzz-ci"), max_examples=EXAMPLES)
 
 
 def _fuzz(session: fs.FuzzSession, protocol: str, strategy: st.SearchStrategy[S.AnyCase]) -> None:
-    @CI
-    @given(case=strategy)
-    def prop(case):
-        session.run(case)
-
-    prop()
-    session.health(f"after the {protocol} column fuzz")
-    stats = session.stats
-    assert not stats.health_failures, "\n".join(stats.health_failures)
-    assert stats.examples[protocol] >= EXAMPLES, dict(stats.examples)
+    stats = session.fuzz(protocol, strategy, EXAMPLES)
     # Both kinds of case reached the server and were judged (hypothesis drew each often).
     for expect in (S.OK, S.REJECT):
         assert sum(n for (p, e, _), n in stats.outcomes.items() if (p, e) == (protocol, expect)) >= EXAMPLES // 5

@@ -90,8 +90,9 @@ def _bodies() -> list[tuple[str, dict, np.ndarray | None]]:
     return cases
 
 
-def _send_together(server: Server, cases) -> dict[str, requests.Response]:
-    url = f"{server.http_url}/v2/models/{MODEL}/versions/{VERSION}/infer"
+def _send_together(server: Server, cases, model: str = MODEL) -> dict[str, requests.Response]:
+    """Every case's body at once (a barrier), to `model`'s version 1 as V2 REST."""
+    url = f"{server.http_url}/v2/models/{model}/versions/{VERSION}/infer"
     start = threading.Barrier(len(cases))
     responses: dict[str, requests.Response] = {}
 
@@ -163,19 +164,7 @@ def test_string_columns_batch_one_tensor_per_column_and_a_bad_one_fails_alone(fl
     cases.append(("unseen", {"inputs": _column_tensors(unseen, [1])}, None))
     ok_calls = {"name": "pipeline_requests_total", "outcome": "ok", "model": mixed_model.NAME}
     before = server.metric(**ok_calls)
-    url = f"{server.http_url}/v2/models/{mixed_model.NAME}/versions/1/infer"
-    start = threading.Barrier(len(cases))
-    responses: dict[str, requests.Response] = {}
-
-    def send(label: str, body: dict) -> None:
-        start.wait(timeout=30)
-        responses[label] = requests.post(url, json=body, timeout=30)
-
-    threads = [threading.Thread(target=send, args=(label, body)) for label, body, _ in cases]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    responses = _send_together(server, cases, mixed_model.NAME)
     for label, _, frame in cases:
         if frame is None:
             continue
