@@ -305,13 +305,15 @@ def test_the_v1_model_list_takes_the_repository_apis_lock(servers, server_name):
 
 def test_v1_refusals_come_from_the_head_before_the_body_is_read(servers):
     server = servers["authed"]
-    for method, path, status in (
-        ("POST", V1_PREDICT, 401),
-        ("POST", "/v1/models/no-such-model:predict", 404),
-        ("POST", "/v1//models", 404),
-        ("GET", "/v1/models", 401),
+    authed = {"Authorization": f"Bearer {TOKEN}"}
+    for method, path, headers, status in (
+        ("POST", V1_PREDICT, {}, 401),
+        ("POST", V1_PREDICT, authed, 413),  # over the body limit, as declared
+        ("POST", "/v1/models/no-such-model:predict", authed, 404),
+        ("POST", "/v1//models", {}, 404),
+        ("GET", "/v1/models", authed, 401),  # an inference token is no admin token
     ):
-        head = _head(server, path, {"Content-Length": str(64 * 1024 * 1024)}, method)
+        head = _head(server, path, {**headers, "Content-Length": str(64 * 1024 * 1024)}, method)
         got, answer, took = _exchange(server, head, [b"0" * 65536])
         assert got == status and took < 1.0, (path, got, answer, took)
 
