@@ -2,7 +2,7 @@
 
 - `RESTServer._get_config`: uvicorn serves the edge, not MLServer's FastAPI app directly:
   runtime.edge.guard's RequestGuard (routes, the repository API's lock, bearer tokens and body
-  limits decided before the body is read), then runtime.edge.legacy_api's POST /predict, then (unless
+  limits decided before the body is read), then V1 (runtime.edge.v1_api) and POST /predict (legacy_api), then (unless
   off) the V2 fast path, then MLServer's app. Outside FastAPI, a request the edge answers passes
   none of its and Starlette's per-request layers (FastAPI >= 0.13x adds a telemetry check and two
   middlewares to every request). The guard asks the app's own router which route a request takes,
@@ -31,6 +31,7 @@ from runtime.edge.body_limits import BodyLimits
 from runtime.edge.guard import INFERENCE, OTHER, REPOSITORY, Authorize, RequestGuard, Route, Router
 from runtime.edge.head_limits import HeadLimits
 from runtime.edge.legacy_api import LegacyPredict, configured_default, is_legacy, legacy_model
+from runtime.edge.v1_api import V1Api, v1_route
 from runtime.integration import fast_path, http_head
 from runtime.integration.dataplane import MODEL_REGISTRY, policy_for
 from runtime.integration.patching import PatchPoint, read_point
@@ -81,6 +82,9 @@ def router_of(app: Any, default_model: str | None) -> Router:
         path = route_path(scope)
         if is_legacy(path):
             return Route(INFERENCE, legacy_model(path, default_model))
+        v1 = v1_route(path)
+        if v1 is not None:
+            return v1
         found = _matched(routes, scope) or _matched(routes, _other_slash(scope))
         if found is None:
             return None
@@ -136,7 +140,7 @@ def authorizer(data_plane: Any) -> Authorize:
 
 
 def edge(app: Any, settings: Any, data_plane: Any) -> App:
-    """The ASGI app uvicorn serves: guard -> /predict -> fast path (unless off) -> MLServer's app."""
+    """The ASGI app uvicorn serves: guard -> V1 -> /predict -> fast path (unless off) -> MLServer's app."""
     admin = AdminPolicy.from_env(settings.host)
     admin.announce()
     default_model = configured_default()
@@ -144,7 +148,7 @@ def edge(app: Any, settings: Any, data_plane: Any) -> App:
     layers = fast_path.layers(app) if fast_path.enabled(settings) else None
     if layers is not None:
         inner = fast_path.FastInfer(app, data_plane=data_plane, layers=layers)
-    inner = LegacyPredict(inner, default_model=default_model)
+    inner = V1Api(LegacyPredict(inner, default_model=default_model))
     return RequestGuard(
         inner,
         limits=BodyLimits.from_env(),

@@ -1,5 +1,5 @@
-"""Drives kserve 0.16's V2 clients (InferenceRESTClient, InferenceGRPCClient) on behalf of the
-test process.
+"""Drives kserve 0.16's V2 clients (InferenceRESTClient, InferenceGRPCClient) and its V1 REST client
+(InferenceRESTClient with protocol "v1") on behalf of the test process.
 
 kserve's generated gRPC module and tritonclient's register the same protobuf symbols
 (`inference.ServerLiveRequest`, ...), so one Python process cannot import both. The tests use
@@ -11,6 +11,8 @@ Request:  {"op": "infer", "transport": "rest"|"grpc", "model": str, "version": s
            "inputs": [{"name", "shape", "datatype", "data", "binary": bool}],
            "outputs": [str, ...]}
           {"op": "health", "transport": "rest"|"grpc", "checks": [["live"], ["model", name]]}
+          {"op": "v1_predict", "transport": "rest", "model": str, "instances": [...]}  -> "predictions"
+          {"op": "v1_ready", "transport": "rest", "model": str}                        -> "ready"
 Answer:   {"ok": true, ...} or {"ok": false, "status": int|str, "message": str}
 """
 
@@ -69,6 +71,7 @@ class Worker:
     def __init__(self, http_url: str, grpc_url: str):
         self.http_url = http_url
         self.rest = InferenceRESTClient(RESTConfig(protocol="v2", timeout=60, retries=0))
+        self.rest_v1 = InferenceRESTClient(RESTConfig(protocol="v1", timeout=60, retries=0))
         self.grpc = InferenceGRPCClient(grpc_url, timeout=60, retries=0)
 
     async def handle(self, msg: dict) -> dict:
@@ -86,6 +89,11 @@ class Worker:
                 else:
                     resp = await self.grpc.infer(req)
                 return encode_response(resp)
+            if op == "v1_predict":  # a dict in, a dict out: the V1 protocol's JSON as it is
+                answer = await self.rest_v1.infer(self.http_url, {"instances": msg["instances"]}, msg["model"])
+                return {"ok": True, **answer}
+            if op == "v1_ready":
+                return {"ok": True, "ready": await self.rest_v1.is_model_ready(self.http_url, msg["model"])}
             if op == "health":
                 checks = [await self.check(transport, c) for c in msg["checks"]]
                 return {"ok": True, "checks": checks}
@@ -123,6 +131,7 @@ class Worker:
 
     async def close(self) -> None:
         await self.rest.close()
+        await self.rest_v1.close()
         await self.grpc.close()
 
 

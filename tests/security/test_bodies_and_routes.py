@@ -25,6 +25,13 @@ TOKEN = "edge-inference-7c1d"
 ADMIN = "edge-admin-2b9e"
 ROOT_PATH = "/serving"
 ROW: dict[str, Any] = {"inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", "data": [0.01] * 10}]}
+V1_PREDICT = "/v1/models/diabetes:predict"
+# The same row as each inference entry takes it.
+BODIES: dict[str, Any] = {
+    "/v2/models/diabetes/infer": ROW,
+    "/predict/diabetes": {"features": [[0.01] * 10]},
+    V1_PREDICT: {"instances": [[0.01] * 10]},
+}
 
 
 @pytest.fixture(scope="module")
@@ -110,13 +117,12 @@ def test_an_authenticated_compressed_bomb_is_a_413_once_it_inflates_past_the_lim
 @pytest.mark.parametrize(
     "coding,compress", [("gzip", gzip.compress), ("deflate", zlib.compress), ("x-gzip", gzip.compress)]
 )
-@pytest.mark.parametrize("path", ["/v2/models/diabetes/infer", "/predict/diabetes"])
+@pytest.mark.parametrize("path", BODIES)
 def test_a_compressed_request_is_served_inflated(servers, coding, compress, path):
     server = servers["authed"]
-    body = ROW if path.startswith("/v2") else {"features": [[0.01] * 10]}
     response = requests.post(
         server.http_url + path,
-        data=compress(json.dumps(body).encode()),
+        data=compress(json.dumps(BODIES[path]).encode()),
         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json", "Content-Encoding": coding},
         timeout=20,
     )
@@ -232,10 +238,84 @@ def test_the_repository_api_answers_the_admin_under_a_root_path(servers):
 
 def test_an_unknown_route_or_model_is_a_404_before_the_body_is_read(servers):
     server = servers["authed"]
-    for path in ("/nowhere", "/v2/models/no-such-model/infer"):
+    for path in (
+        "/nowhere",
+        "/v2/models/no-such-model/infer",
+        "/v1/models/no-such-model:predict",
+        "/v1//models/diabetes:predict",
+        "/v1/models/diabetes/:predict",
+    ):
         head = _head(server, path, {"Content-Length": str(64 * 1024 * 1024)})
         status, answer, took = _exchange(server, head, [b"0" * 65536])
         assert status == 404 and took < 1.0, (path, status, answer)
+
+
+# KServe's V1 routes: the guard takes the path apart as the V1 layer does, so no spelling reaches a
+# model's predictions without its token, and each answers as the plain spelling of its route does.
+# Path as sent -> status with the model's token.
+V1_TRICKS = {
+    V1_PREDICT: 200,
+    "/v1/models/diabetes%3Apredict": 200,  # percent-encoded ':': the same route, decoded
+    "/v1/models/%64iabetes:predict": 200,
+    "/v1/models/diabetes:predict?x=1": 200,
+    "/v1/models/diabetes:PREDICT": 405,  # the verb is case-sensitive: a model's status, GET only
+    "/v1/models/diabetes": 405,
+    "/v1//models/diabetes:predict": 404,
+    "//v1/models/diabetes:predict": 404,
+    "/v1/models//diabetes:predict": 404,
+    "/V1/models/diabetes:predict": 404,
+    "/v1/models/diabetes%2F:predict": 404,  # a decoded '/' is no model name
+    "/v1/models/./diabetes:predict": 404,
+    "/v1/models/diabetes:predict/": 404,
+}
+
+
+@pytest.mark.parametrize("path", V1_TRICKS)
+@pytest.mark.parametrize("token", [None, "wrong", TOKEN])
+def test_v1_predictions_need_the_token_whatever_the_spelling(servers, path, token):
+    body = json.dumps(BODIES[V1_PREDICT]).encode()
+    headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+    headers |= {"Authorization": f"Bearer {token}"} if token else {}
+    status, answer, _ = _exchange(servers["authed"], _head(servers["authed"], path, headers), [body])
+    served = V1_TRICKS[path]
+    assert status == (served if token == TOKEN or served != 200 else 401), (path, status, answer)
+    assert "error" in answer or status == 200, (path, answer)
+
+
+@pytest.mark.parametrize("prefix", ["", ROOT_PATH])
+def test_v1_answers_under_a_root_path_as_v2_does(servers, prefix):
+    server = servers["rooted"]
+    v2 = requests.post(f"{server.http_url}{prefix}/v2/models/diabetes/infer", json=ROW, timeout=20)
+    v1 = requests.post(f"{server.http_url}{prefix}{V1_PREDICT}", json=BODIES[V1_PREDICT], timeout=20)
+    assert v1.status_code == v2.status_code, (v1.text, v2.text)
+    status = requests.get(f"{server.http_url}{prefix}/v1/models/diabetes", timeout=20)
+    assert status.status_code == v2.status_code and (status.status_code == 404 or status.json()["ready"])
+
+
+@pytest.mark.parametrize("server_name", ["authed", "rooted"])
+def test_the_v1_model_list_takes_the_repository_apis_lock(servers, server_name):
+    server = servers[server_name]
+    for token in (None, "wrong", TOKEN):  # an inference token is no admin token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        refused = requests.get(server.http_url + "/v1/models", headers=headers, timeout=20)
+        assert refused.status_code == 401 and "admin token" in refused.json()["error"], (token, refused.text)
+    listed = requests.get(server.http_url + "/v1/models", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=20)
+    assert listed.status_code == 200 and listed.json() == {"models": ["diabetes"]}, listed.text
+
+
+def test_v1_refusals_come_from_the_head_before_the_body_is_read(servers):
+    server = servers["authed"]
+    authed = {"Authorization": f"Bearer {TOKEN}"}
+    for method, path, headers, status in (
+        ("POST", V1_PREDICT, {}, 401),
+        ("POST", V1_PREDICT, authed, 413),  # over the body limit, as declared
+        ("POST", "/v1/models/no-such-model:predict", authed, 404),
+        ("POST", "/v1//models", {}, 404),
+        ("GET", "/v1/models", authed, 401),  # an inference token is no admin token
+    ):
+        head = _head(server, path, {**headers, "Content-Length": str(64 * 1024 * 1024)}, method)
+        got, answer, took = _exchange(server, head, [b"0" * 65536])
+        assert got == status and took < 1.0, (path, got, answer, took)
 
 
 # --- 6. nesting -------------------------------------------------------------------------------------
@@ -250,6 +330,8 @@ DEEP = b'{"inputs": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
         ("open", "/v2/models/diabetes/versions/1/infer", {}),
         ("open", "/predict/diabetes", {}),
         ("open", "/predict", {}),
+        ("open", V1_PREDICT, {}),
+        ("authed", V1_PREDICT, {"Authorization": f"Bearer {TOKEN}"}),
         ("open", "/v2/repository/index", {}),
         ("open", "/v2/repository/models/diabetes/load", {}),
         ("authed", "/v2/models/diabetes/infer", {"Authorization": f"Bearer {TOKEN}"}),

@@ -1,6 +1,6 @@
-"""/predict's translation (runtime.edge.legacy_api): rows and records to V2 inputs, each bad body
-refused with a message naming the row and the column, and the model's metadata read for its
-columns and class order."""
+"""/predict's translation (runtime.edge.legacy_api over runtime.edge.v2_bridge): rows and records to
+V2 inputs, each bad body refused with a message naming the row and the column, and the model's
+metadata read for its columns and class order."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from runtime.edge.legacy_api import legacy_answer, model_description, parse_body, record_inputs, row_inputs
+from runtime.edge.legacy_api import FORMS, legacy_answer
+from runtime.edge.v2_bridge import Answered, model_description, parse_body, record_inputs, row_inputs
 
 NAMES = ("age", "bmi", "city")
 
@@ -19,9 +20,9 @@ def _body(doc: object) -> bytes:
 
 def test_records_become_one_column_per_feature_in_the_models_order():
     records = [{"city": "paris", "bmi": 0.05, "age": 31}, {"bmi": None, "age": 40, "city": None}]
-    form, table = parse_body(_body({"instances": records}))
+    form, table = parse_body(_body({"instances": records}), FORMS)
     assert form == "instances"
-    assert record_inputs(table, NAMES) == [
+    assert record_inputs(table, NAMES, "instances") == [
         {"name": "age", "shape": [2], "datatype": "FP64", "data": [31, 40]},
         {"name": "bmi", "shape": [2], "datatype": "FP64", "data": [0.05, None]},  # null passed through
         {"name": "city", "shape": [2], "datatype": "BYTES", "data": ["paris", None]},
@@ -29,14 +30,14 @@ def test_records_become_one_column_per_feature_in_the_models_order():
 
 
 def test_a_column_mixing_numbers_and_strings_goes_as_numbers_for_the_contract_to_refuse():
-    (age,) = record_inputs([{"age": 1}, {"age": "x"}], ("age",))
+    (age,) = record_inputs([{"age": 1}, {"age": "x"}], ("age",), "instances")
     assert (age["datatype"], age["data"]) == ("FP64", [1, "x"])
 
 
 def test_rows_stay_one_matrix():
-    form, table = parse_body(_body({"features": [[1, 2, 3], [4, 5, 6]]}))
+    form, table = parse_body(_body({"features": [[1, 2, 3], [4, 5, 6]]}), FORMS)
     assert form == "features"
-    assert row_inputs(table) == [
+    assert row_inputs(table, "features") == [
         {"name": "features", "shape": [2, 3], "datatype": "FP64", "data": [[1, 2, 3], [4, 5, 6]]}
     ]
 
@@ -62,7 +63,7 @@ def test_rows_stay_one_matrix():
 )
 def test_bad_records_are_refused_naming_row_and_column(records, message):
     with pytest.raises(ValueError) as refused:
-        record_inputs(records, NAMES)
+        record_inputs(records, NAMES, "instances")
     assert str(refused.value) == message
 
 
@@ -80,13 +81,13 @@ def test_bad_records_are_refused_naming_row_and_column(records, message):
 )
 def test_bad_bodies_are_refused(body, message):
     with pytest.raises(ValueError) as refused:
-        parse_body(body)
+        parse_body(body, FORMS)
     assert message in str(refused.value)
 
 
 def test_a_record_among_rows_is_refused_naming_the_row():
     with pytest.raises(ValueError, match=r"input 'features': row 1: expected a list of numbers, got an object"):
-        row_inputs([[1, 2], {"age": 1}])
+        row_inputs([[1, 2], {"age": 1}], "features")
 
 
 def test_the_metadata_gives_columns_outputs_and_class_order():
@@ -110,7 +111,7 @@ def test_the_answer_names_the_class_of_each_probability_column():
             {"name": "predict_proba", "shape": [2, 2], "data": [0.25, 0.75, 0.5, 0.5]},
         ],
     }
-    answer = legacy_answer(v2, [0, 1])
+    answer = legacy_answer(Answered([], v2), [0, 1])
     assert answer["probabilities"] == [[0.25, 0.75], [0.5, 0.5]] and answer["classes"] == [0, 1]
     regression = {"model_name": "m", "outputs": [{"name": "predict", "shape": [1], "data": [2.5]}]}
-    assert "classes" not in legacy_answer(regression, None)
+    assert "classes" not in legacy_answer(Answered([], regression), None)
