@@ -56,8 +56,9 @@ test-packaging: venv
 
 # A newcomer's first hour on a fresh copy of the repository: the README's commands as written (its
 # curl lines parsed out of it), a model packaged without --reference, `make serve` and Ctrl-C, and
-# `make serve-features` (PostgreSQL, as test-features).
+# `make serve-features` (PostgreSQL, installed first as for test-features: not within a server's start-up).
 test-newcomer: venv
+	$(PY) -m harness.postgres --ensure-installed
 	$(PY) -m pytest -q tests/newcomer
 
 test-integration: venv

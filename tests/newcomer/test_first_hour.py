@@ -45,8 +45,8 @@ BROKEN = "broken"
 CTRL_C_LIMIT_S = 1.0
 SIGTERM_LIMIT_S = 3.0  # the server's stop, then the feature store's PostgreSQL
 FEATURES_MODEL = "diabetes-by-id"  # harness.feature_demo's, served by `make serve-features` only
-# An outer `make test` passes its own state down; the newcomer's make runs on its own.
-MAKE_STATE = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
+# Not the newcomer's: an outer `make test`'s state, and a pod's (CI may run in one; a laptop is not).
+NOT_A_SHELLS = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "KUBERNETES_SERVICE_HOST", "KUBECONFIG")
 
 
 # ---- the README, read as a newcomer reads it --------------------------------------------------
@@ -128,8 +128,8 @@ def fresh_copy(target: Path) -> Path:
 
 
 def newcomer_env() -> dict[str, str]:
-    """A shell's environment: nothing of the runtime's, MLServer's or an outer make's."""
-    return {k: v for k, v in clean_environ().items() if k not in MAKE_STATE}
+    """A laptop shell's environment: nothing of the runtime's, MLServer's, an outer make's or a pod's."""
+    return {k: v for k, v in clean_environ().items() if k not in NOT_A_SHELLS}
 
 
 def run(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -244,6 +244,23 @@ def test_the_packagers_hint_runs_and_answers_what_it_printed(copy: Copy, make_se
     row = json.loads(words[words.index("-d") + 1])
     area = next(t for t in row["inputs"] if t["name"] == "area")["data"][0]
     assert 20 < area < 150  # the imputer's mean of the training areas, not zero
+
+
+def test_the_class_order_is_where_the_readme_says(make_serve: Server) -> None:
+    metadata = requests.get(f"{make_serve.http_url}/v2/models/breast-cancer", timeout=10).json()
+    classes = json.loads(metadata["parameters"]["classes"])
+    row = {"features": [np.zeros(30).tolist()]}
+    answer = requests.post(f"{make_serve.http_url}/predict/breast-cancer", json=row, timeout=10).json()
+    assert classes == answer["classes"] == [0, 1] and len(answer["probabilities"][0]) == len(classes)
+
+
+def test_rollout_without_a_name_or_a_cluster_says_what_to_do(copy: Copy) -> None:
+    rollout = ".venv/bin/python -m pipeline_tools.rollout"
+    unnamed = run(f"{rollout} status", copy.root)
+    assert unnamed.returncode == 2 and "needs --name NAME" in unnamed.stderr, unnamed.stderr
+    nowhere = run(f"KUBECONFIG=/nonexistent {rollout} --name diabetes status", copy.root)
+    assert nowhere.returncode == 1, nowhere.stderr
+    assert "no usable kubeconfig" in nowhere.stderr and "--dry-run --mode" in nowhere.stderr, nowhere.stderr
 
 
 def test_the_hint_follows_the_port_make_serve_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
