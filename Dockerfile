@@ -48,8 +48,8 @@ ENV PIPELINE_DRAIN_DELAY_S=5 \
     PIPELINE_DRAIN_HARD_EXIT_S=25
 WORKDIR /opt/mlserver
 # Baked-in models for standalone use: MLSERVER_MODELS_DIR=/opt/mlserver serves exactly what
-# `make serve` serves (settings.json, the stable alias model-settings.json and every models/ version).
-COPY settings.json model-settings.json ./
+# `make serve` serves (settings.json and models/: every version, and the stable alias beside diabetes's).
+COPY settings.json ./
 COPY models/ ./models/
 COPY runtime/ ./runtime/
 COPY --chmod=0755 deploy/docker-entrypoint.sh deploy/healthcheck.py /usr/local/bin/

@@ -16,7 +16,7 @@ export MLSERVER_METRICS_PORT ?= 8082
 # The model POST /predict answers (POST /predict/{model} names any other).
 export PIPELINE_DEFAULT_MODEL ?= diabetes
 
-.PHONY: venv serve serve-features test lint test-unit test-pins test-packaging test-integration test-features test-rehearsal test-deploy test-reliability test-security test-fuzz train bench lock sbom clean
+.PHONY: venv serve serve-features test lint test-unit test-pins test-packaging test-newcomer test-integration test-features test-rehearsal test-deploy test-reliability test-security test-fuzz train bench lock sbom clean
 
 venv: $(STAMP)
 
@@ -35,7 +35,7 @@ serve-features: venv
 
 # The runtime (which imports mlserver) and the V2 clients of kserve/tritonclient register the
 # same protobuf symbols, so the two kinds of tests run in separate pytest processes.
-test: lint test-unit test-pins test-packaging test-integration test-features test-deploy test-rehearsal test-reliability test-security test-fuzz
+test: lint test-unit test-pins test-packaging test-newcomer test-integration test-features test-deploy test-rehearsal test-reliability test-security test-fuzz
 
 # ruff (lint and format) and mypy (strict on the serving core and the service), configured in pyproject.toml.
 lint: venv
@@ -53,6 +53,13 @@ test-pins: venv
 # Your own pipelines: every scaler and model family packaged, served and compared with scikit-learn.
 test-packaging: venv
 	$(PY) -m pytest -q tests/packaging
+
+# A newcomer's first hour on a fresh copy of the repository: the README's commands as written (its
+# curl lines parsed out of it), a model packaged without --reference, `make serve` and Ctrl-C, and
+# `make serve-features` (PostgreSQL, installed first as for test-features: not within a server's start-up).
+test-newcomer: venv
+	$(PY) -m harness.postgres --ensure-installed
+	$(PY) -m pytest -q tests/newcomer
 
 test-integration: venv
 	$(PY) -m pytest -q tests/integration

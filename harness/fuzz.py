@@ -23,7 +23,6 @@ Both   no error text may carry a traceback; OK cases must answer with the pipeli
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from harness import mixed_model
 from harness import strategies as S
-from harness.models import MODELS_DIR, REPO_ROOT, pipeline, served_models
+from harness.models import MODELS_DIR, pipeline, served_models
 from harness.repository import link_model, make_repository
 from harness.server import Server
 from harness.v2 import good_grpc_request_works, good_rest_request_works, pb_outputs
@@ -75,13 +74,12 @@ def use_private_hypothesis_dir(directory: Path) -> None:
 
 
 def fuzz_repository(root: Path) -> list[tuple[str, str | None]]:
-    """A repository at `root` serving what the project serves (the shipped models, linked, and the
-    unversioned alias) plus a model with string columns (harness.mixed_model, packaged here); the
+    """A repository at `root` serving what the project serves (the shipped models linked, the
+    unversioned alias beside its versions) plus a model with string columns (harness.mixed_model, packaged here); the
     (name, version) pairs the server must report ready."""
     make_repository(root)
     for model in sorted(p.name for p in MODELS_DIR.iterdir() if p.is_dir()):
         link_model(root, model)
-    shutil.copy(REPO_ROOT / "model-settings.json", root / "model-settings.json")
     mixed_model.write(root / "models")
     return [*served_models(), (mixed_model.NAME, S.MIXED_VERSION)]
 

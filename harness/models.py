@@ -42,7 +42,7 @@ class ShippedModel:
 
 
 def _version_dirs() -> list[tuple[str, str, Path]]:
-    """(name, version, directory) of every model-settings.json under models/."""
+    """(name, version, directory) of every model-settings.json under models/<name>/<version>/."""
     out = []
     for ms in sorted(MODELS_DIR.glob("*/*/model-settings.json")):
         cfg = json.loads(ms.read_text())
@@ -50,36 +50,56 @@ def _version_dirs() -> list[tuple[str, str, Path]]:
     return out
 
 
+def alias_files() -> list[Path]:
+    """The unversioned aliases: a model-settings.json in models/<name>/ beside the versions, whose
+    uri names the version a request naming none gets (MLServer would otherwise pick the newest).
+    There, its folder is the model's name, so MLServer has no name/folder mismatch to warn about."""
+    return sorted(MODELS_DIR.glob("*/model-settings.json"))
+
+
 def _aliases() -> dict[str, str]:
-    """Unversioned aliases (the top-level model-settings.json): name -> the version dir served."""
-    top = REPO_ROOT / "model-settings.json"
-    if not top.exists():
-        return {}
-    cfg = json.loads(top.read_text())
-    return {cfg["name"]: Path(cfg["parameters"]["uri"]).name}
+    """Unversioned aliases: name -> the version directory served."""
+    out = {}
+    for ms in alias_files():
+        cfg = json.loads(ms.read_text())
+        out[cfg.get("name") or ms.parent.name] = Path(cfg["parameters"]["uri"]).name
+    return out
+
+
+def _describable(manifests: list[Manifest]) -> bool:
+    """Whether the harness can draw rows for a model: every version with the same features, all
+    numeric, with ranges. A model packaged without them (e.g. a user's, without --reference) is
+    still served; the harness just does not generate requests for it."""
+    first = manifests[0]
+    return all(
+        m.feature_ranges is not None and not m.has_strings and m.feature_names == first.feature_names for m in manifests
+    )
 
 
 @cache
 def shipped_models() -> dict[str, ShippedModel]:
-    found: dict[str, tuple[list[str], Manifest]] = {}
+    """The models under models/ the harness drives (_describable), by name."""
+    found: dict[str, list[tuple[str, Manifest]]] = {}
     for name, version, directory in _version_dirs():
-        manifest = read_manifest(directory)
-        versions, first = found.setdefault(name, ([], manifest))
-        versions.append(version)
-        assert manifest.feature_names == first.feature_names, directory
+        found.setdefault(name, []).append((version, read_manifest(directory)))
     aliases = _aliases()
     out = {}
-    for name, (versions, m) in found.items():
-        assert m.feature_ranges is not None, f"{name}: the manifest has no feature_ranges"
-        ordered = tuple(sorted(versions, key=lambda v: (len(v), v)))
+    for name, versions in found.items():
+        manifests = [m for _, m in versions]
+        if not _describable(manifests):
+            continue
+        m = manifests[0]
+        assert m.feature_ranges is not None  # _describable
+        low, high = m.feature_ranges.band()
+        ordered = tuple(sorted((v for v, _ in versions), key=lambda v: (len(v), v)))
         out[name] = ShippedModel(
             name=name,
             versions=ordered,
             default_version=aliases.get(name, ordered[-1]),
             kind=m.kind,
             features=tuple(m.feature_names),
-            low=tuple(m.feature_ranges.band()[0].tolist()),
-            high=tuple(m.feature_ranges.band()[1].tolist()),
+            low=tuple(low.tolist()),
+            high=tuple(high.tolist()),
             outputs=tuple(m.outputs),
         )
     return out

@@ -13,6 +13,8 @@ Reading a pickle is the user's own, local act here; the directory written needs 
 skops artifacts, with exactly the types they hold recorded in the manifest, and the input schema
 (each column's name, kind and whether it may be missing).
 `write_model_dir()` does the same from Python (notebooks, training jobs, pipeline_tools.train).
+The command then prints a curl call for the port `make serve` listens on, with a realistic row (from
+--reference, else the training statistics) and the answer the runtime computes for it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import sys
 import tempfile
@@ -37,7 +40,7 @@ import skops.io
 from sklearn.base import is_classifier
 from sklearn.pipeline import Pipeline
 
-from pipeline_tools.pipeline_walk import ColumnFacts, StepRefusedError, check_steps, column_facts
+from pipeline_tools.pipeline_walk import ColumnFacts, StepRefusedError, check_steps, column_facts, typical_values
 from runtime.core.artifacts import (
     MANIFEST_FILE,
     FeatureRanges,
@@ -48,14 +51,15 @@ from runtime.core.artifacts import (
     class_labels,
     final_estimator,
     load_pipeline,
-    read_manifest,
     sha256_hex,
     trusted_type,
     type_path,
 )
-from runtime.core.errors import ArtifactError, first_line
+from runtime.core.contract import Contract, Tensor
+from runtime.core.errors import ArtifactError, PipelineError, first_line
 from runtime.core.outputs import offered_outputs
 from runtime.core.predictor import as_frame, compile_predictor, reference_rows
+from runtime.core.response import encode_outputs, output_specs
 from runtime.core.steps.kinds import Estimator, StepKind, Transformer
 from runtime.core.steps.registry import ESTIMATORS, TRANSFORMERS
 
@@ -64,6 +68,7 @@ PIPELINE_SUFFIXES = (".joblib", ".pkl", ".pickle", ".skops")
 CLASSIFIER_OUTPUTS = ("predict_proba", "decision_function")
 # How many reference rows (and the original pipeline's answers) a pipeline-form manifest records.
 CHECK_ROWS = 32
+MAX_ROWS = 10_000  # parameters.extra.max_rows of the model-settings.json written
 
 
 class PackagingError(Exception):
@@ -310,7 +315,7 @@ def model_settings(name: str, version: str) -> dict[str, Any]:
     return {
         "name": name,
         "implementation": IMPLEMENTATION,
-        "parameters": {"version": version, "uri": ".", "extra": {"max_rows": 10000}},
+        "parameters": {"version": version, "uri": ".", "extra": {"max_rows": MAX_ROWS}},
     }
 
 
@@ -430,36 +435,72 @@ def write_model_dir(
     return target
 
 
-def example_row(model_dir: Path) -> list[Any]:
-    """A plausible row for the printed curl call: the middle of the ranges, else the scaler's
-    centre, else zeros; a categorical column's first category, a string column's some text."""
-    loaded = load_pipeline(model_dir)
+# `make serve` listens where MLSERVER_HTTP_PORT says, 8080 unless set (the Makefile's `?=`): the hint
+# follows the same variable, so an exported port reaches both.
+DEFAULT_HTTP_PORT = 8080
+EXAMPLE_TEXT = "text"  # a string column with no categories takes any text
+
+
+def serve_port() -> int:
+    return int(os.environ.get("MLSERVER_HTTP_PORT") or DEFAULT_HTTP_PORT)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One row for the printed curl call, where it comes from, and the runtime's answer to it."""
+
+    row: list[Any]
+    source: str
+    body: dict[str, Any]
+    answer: str  # the outputs the runtime computes for it, as JSON, or why it would refuse the row
+
+
+def example_row(loaded: LoadedPipeline, reference: pd.DataFrame | None = None) -> tuple[list[Any], str]:
+    """A realistic row and where it comes from: the first complete row of the reference data, else
+    the training statistics (the ranges' middle, an imputer's fill, a scaler's centre; a categorical
+    column's first category), else zeros, said so."""
     manifest = loaded.manifest
+    if reference is not None:
+        complete = reference.dropna()
+        first = (complete if len(complete) else reference).iloc[0]
+        return [_json_value(v) for v in first.tolist()], "the first complete row of --reference"
+    compiled = [s for s in (loaded.scaler, loaded.model) if s is not None]
+    steps = [loaded.model] if manifest.form == "pipeline" else compiled
+    typical = typical_values(steps, manifest.n_features)
     ranges = manifest.feature_ranges
-    if ranges is not None:
-        row: list[Any] = [
-            0.0 if lo is None or hi is None else round((lo + hi) / 2, 6)
-            for lo, hi in zip(ranges.min, ranges.max, strict=True)
-        ]
-    else:
-        zeros = np.zeros((1, manifest.n_features))
-        centre = loaded.scaler.inverse_transform(zeros)[0] if loaded.scaler is not None else zeros[0]
-        row = [round(float(v), 6) for v in centre]
-    for j, column in enumerate(manifest.columns):
+    unbounded: list[float | None] = [None] * manifest.n_features
+    lows, highs = (ranges.min, ranges.max) if ranges is not None else (unbounded, unbounded)
+    row: list[Any] = []
+    for column, low, high, usual in zip(manifest.columns, lows, highs, typical, strict=True):
         if column.categories:
-            row[j] = column.categories[0]
-        elif column.kind == "string":  # no range and no categories: any text is taken
-            row[j] = EXAMPLE_TEXT
-    return row
+            row.append(column.categories[0])
+        elif column.kind == "string":
+            row.append(usual if isinstance(usual, str) else EXAMPLE_TEXT)
+        elif low is not None and high is not None:
+            row.append(_short((low + high) / 2))
+        else:
+            row.append(_short(usual) if isinstance(usual, float) else None)
+    if None not in row:
+        return row, "the training statistics"
+    return [0.0 if v is None else v for v in row], (
+        "zeros where the model learned no statistics; pass --reference data.csv for a realistic row"
+    )
 
 
-EXAMPLE_TEXT = "text"
+def _short(value: float) -> float:
+    """Six significant digits: a row a person reads and types."""
+    return float(f"{value:.6g}")
 
 
-def example_body(model_dir: Path) -> dict[str, Any]:
-    """A V2 request of one example row: one [1, F] tensor, or one tensor per column with strings."""
-    row = example_row(model_dir)
-    manifest = read_manifest(model_dir)
+def _json_value(value: Any) -> Any:
+    """A reference cell as JSON: str, a float, or null for a gap."""
+    if isinstance(value, str):
+        return value
+    return None if pd.isna(value) else float(value)
+
+
+def example_body(manifest: Manifest, row: list[Any]) -> dict[str, Any]:
+    """A V2 request of one row: one [1, F] tensor, or one tensor per column with strings."""
     if not manifest.has_strings:
         return {"inputs": [{"name": "features", "shape": [1, len(row)], "datatype": "FP64", "data": row}]}
     tensors = [
@@ -469,12 +510,38 @@ def example_body(model_dir: Path) -> dict[str, Any]:
     return {"inputs": tensors}
 
 
-def curl_command(model_dir: Path, name: str, version: str, port: int = 8080) -> str:
-    body = example_body(model_dir)
+def runtime_answer(loaded: LoadedPipeline, body: dict[str, Any]) -> str:
+    """The outputs the runtime's own contract and predictor give for the body, as the server sends them."""
+    manifest = loaded.manifest
+    try:
+        parsed = Contract.for_manifest(manifest, MAX_ROWS).parse(None, [Tensor(**t) for t in body["inputs"]])
+        results = compile_predictor(loaded).predict(parsed.features, parsed.outputs)
+    except PipelineError as exc:
+        return f"refused: {exc}"
+    outputs = [vars(o) for o in encode_outputs(results, output_specs(manifest))]
+    return json.dumps({"outputs": outputs}, separators=(",", ":"))
+
+
+def example(model_dir: Path, reference: pd.DataFrame | None = None) -> Example:
+    loaded = load_pipeline(model_dir)
+    row, source = example_row(loaded, reference)
+    body = example_body(loaded.manifest, row)
+    return Example(row, source, body, runtime_answer(loaded, body))
+
+
+def curl_command(body: dict[str, Any], name: str, version: str, port: int) -> str:
     return (
         f"curl -s localhost:{port}/v2/models/{name}/versions/{version}/infer "
-        f"-H 'content-type: application/json' -d '{json.dumps(body)}'"
+        f"-H 'content-type: application/json' -d {shlex.quote(json.dumps(body))}"
     )
+
+
+def print_hint(target: Path, name: str, version: str, reference: pd.DataFrame | None) -> None:
+    shown = example(target, reference)
+    print("serve it with `make serve` (or `mlserver start .`), then:")
+    print(curl_command(shown.body, name, version, serve_port()))
+    print(f"# the row: {shown.source}; the runtime answers it with")
+    print(f"# {shown.answer}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -505,8 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {target}")
-    print("serve it with `make serve` (or `mlserver start .`), then:")
-    print(curl_command(target, args.name, args.version))
+    print_hint(target, args.name, args.version, reference)
     return 0
 
 

@@ -11,12 +11,14 @@ Anything else, including the columns a ColumnTransformer passes through, may not
 An encoder (one-hot, ordinal, target) makes its columns categorical: strings where it learned strings,
 its training categories recorded, an unseen value refused where it would raise on one; an imputer in
 front of it (one column to one) passes its categories through.
+What the first step that reads a column learned of it in training (an imputer's fill, a leading
+scaler's centre) is the column's typical value: the packager's example row when it has no reference data.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -26,7 +28,7 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, TargetEncoder
 
 from runtime.core.artifacts import SKLEARN_PREFIX
-from runtime.core.steps.kinds import fitted_by_sklearn
+from runtime.core.steps.kinds import Transformer, fitted_by_sklearn
 from runtime.core.steps.registry import ESTIMATORS, TRANSFORMERS
 
 SKIPPED = (None, "passthrough", "drop")
@@ -84,6 +86,9 @@ class ColumnFacts:
     string: bool = False
     categories: list[Any] | None = None
     unseen: str = "counted"  # or "refused": the encoder raises on an unseen value
+    # In the input's units: an imputer's fill, a leading scaler's centre. An example for a person, not
+    # a rule of the contract: two columns with the same rules are equal whatever their typical values.
+    typical: float | str | None = field(default=None, compare=False)
 
 
 def column_facts(step: Any, n: int) -> list[ColumnFacts]:
@@ -107,18 +112,48 @@ def may_be_missing(step: Any, n: int) -> list[bool]:
     return [facts.missing for facts in column_facts(step, n)]
 
 
+def typical_values(pipeline_steps: list[Any], n: int) -> list[float | str | None]:
+    """Per input column of the steps in order (n columns), its typical value (ColumnFacts.typical)."""
+    return [f.typical for f in _pipeline([(str(i), step) for i, step in enumerate(pipeline_steps)], n)]
+
+
 def _pipeline(pipeline_steps: list[tuple[str, Any]], n: int) -> list[ColumnFacts]:
+    centre: list[float] | None = None
     for index, (_, inner) in enumerate(pipeline_steps):
-        if inner in SKIPPED or TRANSFORMERS.of(inner) is not None:
-            continue  # the scalers keep NaN as NaN: what follows decides
+        if inner in SKIPPED:
+            continue
+        scaler = TRANSFORMERS.of(inner)
+        if scaler is not None:
+            # The scalers keep NaN as NaN: what follows decides; but only the first one's centre is
+            # in the input's units.
+            centre = centre or _centre(scaler, inner, n)
+            continue
         facts = column_facts(inner, n)
         if isinstance(inner, SimpleImputer) and not inner.add_indicator and _keeps_columns(inner):
             # The imputer fills the gaps one column to one: the categories are the next step's.
             after = _pipeline(pipeline_steps[index + 1 :], n)
             string = _fills_text(inner)
-            return [replace(a, missing=f.missing, string=a.string or string) for f, a in zip(facts, after, strict=True)]
+            facts = [
+                replace(a, missing=f.missing, string=a.string or string, typical=f.typical)
+                for f, a in zip(facts, after, strict=True)
+            ]
+        return _centred(facts, centre)
+    return _centred([ColumnFacts()] * n, centre)
+
+
+def _centre(kind: Transformer, scaler: Any, n: int) -> list[float]:
+    """The middle of what the scaler learned: its band's, else what it maps to zero (the mean)."""
+    ranges, _ = kind.ranges(scaler)
+    if ranges is not None:
+        low, high = ranges.band()
+        return [float(v) for v in (low + high) / 2]
+    return [float(v) for v in scaler.inverse_transform(np.zeros((1, n)))[0]]
+
+
+def _centred(facts: list[ColumnFacts], centre: list[float] | None) -> list[ColumnFacts]:
+    if centre is None:
         return facts
-    return [ColumnFacts()] * n
+    return [replace(f, typical=c) for f, c in zip(facts, centre, strict=True)]
 
 
 def _keeps_columns(imputer: SimpleImputer) -> bool:
@@ -135,17 +170,26 @@ def _fills_text(imputer: SimpleImputer) -> bool:
 def _union(branches: tuple[ColumnFacts, ...]) -> ColumnFacts:
     """A column every branch of a FeatureUnion reads: a gap must suit them all, an unseen value too."""
     categorical = [b for b in branches if b.categories is not None]
+    typical = [b.typical for b in branches if b.typical is not None]
     return ColumnFacts(
         missing=all(b.missing for b in branches),
         string=any(b.string for b in branches),
         categories=categorical[0].categories if categorical else None,
         unseen="refused" if any(b.unseen == "refused" for b in branches) else "counted",
+        typical=typical[0] if typical else None,
     )
 
 
 def _imputer(step: Any, n: int) -> list[ColumnFacts]:
     string = isinstance(step, SimpleImputer) and _fills_text(step)
-    return [ColumnFacts(missing=_is_nan(step.missing_values), string=string)] * n
+    missing = _is_nan(step.missing_values)
+    fills = _fills(step) if isinstance(step, SimpleImputer) and _keeps_columns(step) else [None] * n
+    return [ColumnFacts(missing=missing, string=string, typical=fill) for fill in fills]
+
+
+def _fills(imputer: SimpleImputer) -> list[float | str | None]:
+    """What the imputer fills each column's gaps with (its mean, median, most frequent or constant)."""
+    return [v if isinstance(v, str) else None if _is_nan(float(v)) else float(v) for v in imputer.statistics_.tolist()]
 
 
 def _encoder(step: Any, n: int) -> list[ColumnFacts]:

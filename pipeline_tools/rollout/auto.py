@@ -2,7 +2,7 @@
 
     python -m pipeline_tools.rollout.auto analyze --prometheus URL [--window 60s] [--end TIME] [selection] [thresholds]
     python -m pipeline_tools.rollout.auto analyze --stable-metrics URL... --canary-metrics URL... [--window 60s] ...
-    python -m pipeline_tools.rollout.auto [-n NAMESPACE] [--name NAME] auto --steps 10,25,50,100 [--mode M]
+    python -m pipeline_tools.rollout.auto [-n NAMESPACE] --name NAME auto --steps 10,25,50,100 [--mode M]
         [--storage-uri URI] (source, selection, thresholds) [--settle S] [--window W] [--max-inconclusive N] [--dry-run]
     python -m pipeline_tools.rollout.auto auto --target nginx --nginx-conf CONF --stable-server H:P \
         --canary-server H:P ...
@@ -439,8 +439,11 @@ def target_from(args: argparse.Namespace) -> Target:
         raise AnalysisError(
             "--dry-run needs --mode serverless|standard: without a cluster there is no annotation to read"
         )
+    name = getattr(args, "name", None)
+    if not name:
+        raise AnalysisError("--target isvc needs --name NAME: the InferenceService (e.g. --name diabetes)")
     return InferenceServiceTarget(
-        name=getattr(args, "name", None) or DEFAULT_MODEL,
+        name=name,
         namespace=getattr(args, "namespace", None),
         mode=args.isvc_mode,
         storage_uri=args.storage_uri,
@@ -451,11 +454,11 @@ def target_from(args: argparse.Namespace) -> Target:
 def run_auto(args: argparse.Namespace) -> int:
     options = AutoOptions(args.steps, args.settle, args.window, max(1, args.max_inconclusive))
     try:
-        target = target_from(args)
         if args.auto_dry_run:
-            print(dry_run(target, options))
+            print(dry_run(target_from(args), options))
             return 0
         source = source_from(args)
+        target = target_from(args)
     except AnalysisError as error:
         print(f"rollout auto: {error}", file=sys.stderr)
         return EXIT_ERROR
@@ -478,9 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     the same global options as pipeline_tools.rollout.cli."""
     parser = argparse.ArgumentParser(prog="python -m pipeline_tools.rollout.auto", description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--namespace", help="auto --target isvc: default the kubeconfig context's namespace")
-    parser.add_argument(
-        "--name", default=DEFAULT_MODEL, help=f"auto --target isvc: the InferenceService (default {DEFAULT_MODEL})"
-    )
+    parser.add_argument("--name", help="auto --target isvc: the InferenceService (its metadata.name)")
     add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.handler(args)

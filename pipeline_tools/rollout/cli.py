@@ -1,9 +1,9 @@
 """Canary rollout of a KServe InferenceService from the command line, in either deployment mode.
 
-    python -m pipeline_tools.rollout [-n NAMESPACE] [--name NAME] status
-    python -m pipeline_tools.rollout [-n NAMESPACE] [--name NAME] canary PERCENT [--storage-uri URI] [--canary-name N]
-    python -m pipeline_tools.rollout [-n NAMESPACE] [--name NAME] promote [--storage-uri URI] [--canary-name N]
-    python -m pipeline_tools.rollout [-n NAMESPACE] [--name NAME] rollback
+    python -m pipeline_tools.rollout [-n NAMESPACE] --name NAME status
+    python -m pipeline_tools.rollout [-n NAMESPACE] --name NAME canary PERCENT [--storage-uri URI] [--canary-name N]
+    python -m pipeline_tools.rollout [-n NAMESPACE] --name NAME promote [--storage-uri URI] [--canary-name N]
+    python -m pipeline_tools.rollout [-n NAMESPACE] --name NAME rollback
     python -m pipeline_tools.rollout analyze ...   /   python -m pipeline_tools.rollout auto ...
         (both pipeline_tools.rollout.auto)
     (canary, promote and rollback also take --mode serverless|standard and --dry-run)
@@ -14,6 +14,8 @@ Standard mode. Each command is one step: its JSON merge patch comes from pipelin
 which checks it against KServe v0.20.0's admission rules on the object just read (a patch they refuse
 is not sent), and pipeline_tools.rollout.cluster sends it. `rollout auto` sends the very same patches.
 
+`--name` names the InferenceService a command reads or changes (its manifest's metadata.name); there is
+no default, so a command never acts on a service it was not told about (a dry run changes none).
 `--dry-run` prints that exact patch and contacts nothing, so it needs `--mode` (there is no object to
 read the annotation from) and, in Standard mode, the storageUri of the canary; its output can feed
 `kubectl patch isvc NAME --type merge -p "$(python -m pipeline_tools.rollout ... --dry-run)"`.
@@ -40,7 +42,11 @@ from pipeline_tools.rollout.patches import (
 )
 from pipeline_tools.rollout.steps import Action, Step
 
-DEFAULT_NAME = "diabetes"
+# What a command that cannot reach a cluster tells the user to do.
+NO_CLUSTER_HINT = (
+    "point KUBECONFIG (or ~/.kube/config) at the cluster serving the InferenceService, or print the patch "
+    "without one: --dry-run --mode serverless|standard"
+)
 
 
 def percent(text: str) -> int:
@@ -60,7 +66,7 @@ def dns_label(text: str) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipeline_tools.rollout", description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--namespace", help="default: the kubeconfig context's namespace")
-    parser.add_argument("--name", default=DEFAULT_NAME, help=f"InferenceService name (default {DEFAULT_NAME})")
+    parser.add_argument("--name", help="the InferenceService's name (its metadata.name); required unless --dry-run")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("status", help="print the predictor's revisions or canaries as JSON")
     canary = commands.add_parser("canary", help="send PERCENT of the traffic to the new version")
@@ -83,6 +89,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         )
     rollout_auto.add_commands(commands)  # analyze, auto
     args = parser.parse_args(argv)
+    if args.name is None and not hasattr(args, "handler") and not getattr(args, "dry_run", False):
+        parser.error(f"{args.command} needs --name NAME: the InferenceService to act on (e.g. --name diabetes)")
     if getattr(args, "dry_run", False) and args.mode is None:
         # Guessing would repeat kserve#5335: a Serverless patch on a Standard service is silently ignored.
         parser.error("--dry-run needs --mode serverless|standard: without a cluster there is no annotation to read")
@@ -114,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
 
 def dry_run(args: argparse.Namespace) -> int:
     patch = build_patch(change_from(args), args.mode)
-    target = f"{cluster.PLURAL}.{cluster.GROUP}/{args.name} in namespace {args.namespace or '(kubeconfig default)'}"
+    namespace = args.namespace or "(kubeconfig default)"
+    target = f"{cluster.PLURAL}.{cluster.GROUP}/{args.name or 'NAME'} in namespace {namespace}"
     print(
         f"rollout: dry run, {args.mode} mode, merge patch for {target} (not checked against it):",
         file=sys.stderr,
@@ -131,6 +140,8 @@ def live(args: argparse.Namespace) -> int:
         if message is None:
             raise
         print(f"rollout: {message}", file=sys.stderr)
+        if cluster.no_configuration(error):
+            print(f"rollout: {NO_CLUSTER_HINT}", file=sys.stderr)
     return 1
 
 

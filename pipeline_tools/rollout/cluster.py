@@ -36,8 +36,14 @@ def connect(namespace: str | None) -> tuple[Any, str]:
         config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
         _, context = config.list_kube_config_contexts(config_file=kubeconfig)
         default_namespace = context.get("context", {}).get("namespace", "default")
-    except config.ConfigException:
-        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException as no_kubeconfig:
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            # The in-cluster loader's own words ("Service host/port is not set") say nothing to a user.
+            where = kubeconfig or "~/.kube/config"
+            problem = f"no usable kubeconfig ({where}: {no_kubeconfig}) and not inside a pod"
+            raise config.ConfigException(problem) from None
         default_namespace = SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
     return client.CustomObjectsApi(client.ApiClient(configuration)), namespace or default_namespace
 
@@ -67,6 +73,13 @@ def apply_change(
     nothing sent) and send it; the service as the API server returns it."""
     isvc = get_isvc(api, namespace, name)
     return patch_isvc(api, namespace, name, checked_patch(change, isvc, mode, warn))
+
+
+def no_configuration(error: Exception) -> bool:
+    """Whether the error is that there is no cluster to talk to (no kubeconfig, not in a pod)."""
+    from kubernetes.config import ConfigException
+
+    return isinstance(error, ConfigException)
 
 
 def failure(error: Exception) -> str | None:

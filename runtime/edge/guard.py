@@ -69,8 +69,9 @@ class RequestGuard:
             return await self.app(scope, receive, send)
         scope = _with_peer(scope)
         try:
-            await self._head(scope)
-            admitted = await self._body(scope, receive)
+            route = await self._head(scope)
+            needs_body = route.kind == INFERENCE and scope["method"] == "POST"
+            admitted = await self._body(scope, receive, needs_body=needs_body)
         except PipelineError as refused:
             return await _refuse(send, refused)
         if admitted is None:  # the client left while sending its body
@@ -78,8 +79,8 @@ class RequestGuard:
         scope, receive = admitted
         await self.app(scope, receive, _retry_after_on_429(send))
 
-    async def _head(self, scope: Scope) -> None:
-        """Refuse from the head, or return; `scope` is this request's own copy (_with_peer)."""
+    async def _head(self, scope: Scope) -> Route:
+        """Refuse from the head, or return the route; `scope` is this request's own copy (_with_peer)."""
         route = self.router(scope)
         if route is None:
             raise RouteNotFound(f"{scope['method']} {route_path(scope)}: no such route")
@@ -87,10 +88,12 @@ class RequestGuard:
             self.admin.check(credentials(scope["headers"]))
         elif route.kind == INFERENCE and route.model is not None:
             scope[TARGET] = await self.authorize(route.model, route.version, scope["headers"])
+        return route
 
-    async def _body(self, scope: Scope, receive: Receive) -> tuple[Scope, Receive] | None:
+    async def _body(self, scope: Scope, receive: Receive, *, needs_body: bool) -> tuple[Scope, Receive] | None:
         """The scope and a `receive` replaying the body read under the limits; None if the client
-        disconnected first."""
+        disconnected first. An inference request `needs_body`: without one it is refused here, in the
+        runtime's words (FastAPI's would be a list of pydantic's "missing" errors)."""
         declared, coding = framing(scope["headers"])
         limits = self.limits
         if declared is not None and declared > limits.max_bytes:
@@ -106,6 +109,11 @@ class RequestGuard:
             body = await _read(BodyReader(limits, coding), message, receive)
             if body is None:
                 return None
+        if needs_body and not body.strip():
+            raise MalformedBody(
+                f"{scope['method']} {route_path(scope)}: the request has no body; send a JSON inference "
+                "request (a file given to curl as -d @FILE must exist)"
+            )
         if body and not json_depth.within(body, limits.max_json_depth) and _may_be_json(scope):
             raise MalformedBody(
                 f"the JSON body nests deeper than {limits.max_json_depth} levels, "

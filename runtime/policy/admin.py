@@ -50,7 +50,12 @@ class AdminPolicy:
             return cls("off", f"inference needs a token but no admin token is set ({ENV_ADMIN_TOKENS})")
         if not _loopback(host):
             return cls("off", f"listening on {host} without an admin token ({ENV_ADMIN_TOKENS})")
-        return cls("open", f"listening on loopback {host} without an admin token")
+        # The one warning of a default start: the user's to act on, so it says how.
+        return cls(
+            "open",
+            f"listening on loopback {host} without an admin token: anyone on this machine may load and "
+            f"unload models; set {ENV_ADMIN_TOKENS} (or {ENV_ADMIN_API}=off) to close it",
+        )
 
     def announce(self) -> None:
         level = logging.WARNING if self.mode == "open" else logging.INFO

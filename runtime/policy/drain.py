@@ -9,6 +9,8 @@ On SIGTERM:
      PIPELINE_DRAIN_HARD_EXIT_S whatever happens (set the pod's grace period above it).
 SIGINT (Ctrl-C) drains the same way with no delay; a second SIGINT stops at once. SIGQUIT stops
 at once. runtime.integration.lifecycle connects this to MLServer.
+The delay exists for Kubernetes (endpoints update after the pod is told to stop): in a pod
+(KUBERNETES_SERVICE_HOST set) it defaults to 5 s, elsewhere to 0, so a local server stops at once.
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ logger = logging.getLogger("runtime.lifecycle")
 ENV_DELAY = "PIPELINE_DRAIN_DELAY_S"
 ENV_TIMEOUT = "PIPELINE_DRAIN_TIMEOUT_S"
 ENV_HARD_EXIT = "PIPELINE_DRAIN_HARD_EXIT_S"
+# Kubernetes sets it in every container: the drain delay's default depends on it.
+ENV_IN_POD = "KUBERNETES_SERVICE_HOST"
 # Defaults fit Kubernetes' default terminationGracePeriodSeconds (30 s): 5 + 15 + 5 = 25 s.
 DEFAULT_DELAY_S = 5.0
+LOCAL_DELAY_S = 0.0  # nothing routes to a local server by endpoints: no reason to wait
 DEFAULT_TIMEOUT_S = 15.0
 HARD_EXIT_MARGIN_S = 5.0
 POLL_S = 0.05
@@ -47,7 +52,7 @@ class DrainSettings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> DrainSettings:
         env = dict(os.environ) if env is None else env
-        delay = _seconds(env, ENV_DELAY, DEFAULT_DELAY_S)
+        delay = _seconds(env, ENV_DELAY, DEFAULT_DELAY_S if env.get(ENV_IN_POD) else LOCAL_DELAY_S)
         timeout = _seconds(env, ENV_TIMEOUT, DEFAULT_TIMEOUT_S)
         hard_exit = _seconds(env, ENV_HARD_EXIT, delay + timeout + HARD_EXIT_MARGIN_S)
         return cls(delay, timeout, max(hard_exit, delay + timeout))

@@ -231,7 +231,7 @@ def test_final_stage_runs_mlserver_as_uid_1000_group_0_without_build_tools() -> 
     copies = parse_copies(final)
     assert [(c.flags, c.sources) for c in copies if "from" in c.flags] == [({"from": "build"}, ["/opt/venv"])]
     workdir_copies = {s for c in copies if not c.dest.startswith("/") for s in c.sources}
-    assert {"runtime/", "settings.json", "model-settings.json", "models/"} <= workdir_copies
+    assert {"runtime/", "settings.json", "models/"} <= workdir_copies
     assert json.loads(instructions(final, "ENTRYPOINT")[0]) == ["docker-entrypoint.sh"]
 
 

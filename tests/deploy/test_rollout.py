@@ -139,7 +139,7 @@ def api_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fake
 
 
 def test_status_reports_the_traffic_split(api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]) -> None:
-    assert rollout.main(["status"]) == 0
+    assert rollout.main(["--name", "diabetes", "status"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["canaryTrafficPercent"] == FIRST and status["ready"] == "True"
     assert (status["deploymentMode"], status["deploymentModeAnnotation"], status["canaries"]) == (
@@ -158,7 +158,7 @@ def test_status_reports_the_traffic_split(api_server: FakeApiServer, capsys: pyt
 def test_each_command_reads_the_service_then_sends_the_dry_run_patch(
     argv: list[str], body: str, api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert rollout.main(argv) == 0
+    assert rollout.main(["--name", "diabetes", *argv]) == 0
     get, patch = api_server.requests
     assert (get["method"], get["path"]) == ("GET", ISVC_PATH)
     assert (patch["method"], patch["path"], patch["type"]) == (
@@ -173,7 +173,7 @@ def test_each_command_reads_the_service_then_sends_the_dry_run_patch(
 
 
 def test_promote_removes_the_field_on_the_server(api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]) -> None:
-    assert rollout.main(["promote"]) == 0
+    assert rollout.main(["--name", "diabetes", "promote"]) == 0
     assert "canaryTrafficPercent" not in api_server.isvc["spec"]["predictor"]
 
 
@@ -186,7 +186,7 @@ def test_the_deprecated_name_or_the_recorded_status_also_mean_serverless(
         del annotations["serving.kserve.io/deploymentMode"]  # then status.deploymentMode decides
     else:
         annotations["serving.kserve.io/deploymentMode"] = annotation
-    assert rollout.main(["rollback"]) == 0
+    assert rollout.main(["--name", "diabetes", "rollback"]) == 0
     assert [p["body"] for p in api_server.patches()] == [json.loads(PATCHES[3][1])]
     # KServe 0.16 would refuse the update of a service still annotated with the deprecated name.
     assert ("kserve#4798" in capsys.readouterr().err) == (annotation == "Serverless")
@@ -195,7 +195,7 @@ def test_the_deprecated_name_or_the_recorded_status_also_mean_serverless(
 def test_a_mode_the_service_does_not_run_in_is_refused(
     api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert rollout.main(["rollback", "--mode", "standard"]) == 1
+    assert rollout.main(["--name", "diabetes", "rollback", "--mode", "standard"]) == 1
     assert "runs in serverless mode, not standard" in capsys.readouterr().err
     assert api_server.patches() == []
 
@@ -203,7 +203,7 @@ def test_a_mode_the_service_does_not_run_in_is_refused(
 def test_a_patch_kserve_would_refuse_is_not_sent(api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]) -> None:
     # KServe ran it in Standard mode; its webhook refuses any update annotated otherwise.
     api_server.isvc["status"]["deploymentMode"] = "Standard"
-    assert rollout.main(["canary", "20"]) == 1
+    assert rollout.main(["--name", "diabetes", "canary", "20"]) == 1
     err = capsys.readouterr().err
     assert "deploymentMode cannot be changed from 'Standard' to 'Knative'" in err and "nothing was sent" in err
     assert api_server.patches() == []
@@ -219,5 +219,5 @@ def test_an_unknown_service_fails_with_the_api_error(
 def test_explicit_namespace_wins_over_the_kubeconfig(
     api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert rollout.main(["-n", "other", "status"]) == 1
+    assert rollout.main(["--name", "diabetes", "-n", "other", "status"]) == 1
     assert api_server.requests[0]["path"] == ISVC_PATH.replace("/ml/", "/other/")

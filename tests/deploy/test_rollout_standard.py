@@ -143,7 +143,7 @@ def dry_run_body(*argv: str) -> dict[str, Any]:
 
 
 def test_status_reports_the_canaries(api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]) -> None:
-    assert rollout.main(["status"]) == 0
+    assert rollout.main(["--name", "diabetes", "status"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert (status["deploymentMode"], status["predictorName"], status["canaryTrafficPercent"]) == (
         "Standard",
@@ -168,7 +168,7 @@ def test_status_reports_the_canaries(api_server: FakeApiServer, capsys: pytest.C
 def test_each_command_sends_the_patch_a_dry_run_prints(
     argv: list[str], same_as: list[str], api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert rollout.main(argv) == 0
+    assert rollout.main(["--name", "diabetes", *argv]) == 0
     (patch,) = api_server.patches()
     assert (patch["type"], patch["query"]) == ("application/merge-patch+json", "fieldValidation=Strict")
     assert patch["body"] == dry_run_body(*same_as)
@@ -178,7 +178,7 @@ def test_each_command_sends_the_patch_a_dry_run_prints(
 def test_promote_and_rollback_leave_the_overlays_spec_on_the_server(
     command: str, overlay: str, api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert rollout.main([command]) == 0
+    assert rollout.main(["--name", "diabetes", command]) == 0
     assert api_server.isvc["spec"] == by_kind(render(overlay), "InferenceService")["diabetes"]["spec"]
 
 
@@ -190,12 +190,12 @@ def test_the_deprecated_name_or_the_recorded_status_also_mean_standard(
     if annotation is None:
         # status.deploymentMode says Standard, but KServe refuses canaries without the annotation.
         del annotations[rules.DEPLOYMENT_MODE]
-        assert rollout.main(["canary", "25"]) == 1
+        assert rollout.main(["--name", "diabetes", "canary", "25"]) == 1
         assert "only supported in Standard deployment mode" in capsys.readouterr().err
         assert api_server.patches() == []
     else:
         annotations[rules.DEPLOYMENT_MODE] = annotation
-        assert rollout.main(["canary", "25"]) == 0
+        assert rollout.main(["--name", "diabetes", "canary", "25"]) == 0
         assert [p["body"] for p in api_server.patches()] == [dry_run_body("canary", "25", "--storage-uri", V2_URI)]
 
 
@@ -207,7 +207,7 @@ def test_re_canarying_the_promoted_version_is_refused(
     api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     api_server.isvc = standard_isvc("standard/promote")  # the stable predictor is now named v2
-    assert rollout.main(["canary", "10", "--storage-uri", V2_URI]) == 1
+    assert rollout.main(["--name", "diabetes", "canary", "10", "--storage-uri", V2_URI]) == 1
     assert refused(api_server, capsys.readouterr().err, "'v2' conflicts with stable predictor name")
 
 
@@ -215,7 +215,7 @@ def test_a_dark_launch_on_a_stable_without_replicas_is_refused(
     api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     api_server.isvc["spec"]["predictor"]["minReplicas"] = 0
-    assert rollout.main(["canary", "0"]) == 1
+    assert rollout.main(["--name", "diabetes", "canary", "0"]) == 1
     assert refused(
         api_server,
         capsys.readouterr().err,
@@ -227,7 +227,7 @@ def test_without_a_canary_there_is_nothing_to_continue_or_promote(
     api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     api_server.isvc = standard_isvc("standard/base")
-    assert rollout.main(["promote"]) == 1
+    assert rollout.main(["--name", "diabetes", "promote"]) == 1
     assert "has canaries []: pass --storage-uri" in capsys.readouterr().err
     assert api_server.patches() == []
 
@@ -236,7 +236,7 @@ def test_a_serverless_step_on_a_standard_service_is_refused(
     api_server: FakeApiServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The very mistake of kserve#5335: canaryTrafficPercent on a Standard service is silently ignored.
-    assert rollout.main(["canary", "10", "--mode", "serverless"]) == 1
+    assert rollout.main(["--name", "diabetes", "canary", "10", "--mode", "serverless"]) == 1
     assert "runs in standard mode, not serverless" in capsys.readouterr().err
     assert api_server.patches() == []
 

@@ -149,7 +149,8 @@ def test_dry_run_on_an_inference_service_prints_runtime_rollouts_patches() -> No
 
 
 def test_dry_run_in_standard_mode_prints_the_spec_canary_patches() -> None:
-    done = run_cli("-n", "ml", "auto", "--dry-run", "--mode", "standard", "--storage-uri", V2, "--steps", "25,100")
+    isvc = ("-n", "ml", "--name", "diabetes")
+    done = run_cli(*isvc, "auto", "--dry-run", "--mode", "standard", "--storage-uri", V2, "--steps", "25,100")
     assert done.returncode == 0, done.stderr
     command = "python -m pipeline_tools.rollout -n ml --name diabetes"
     fmt = '{"name": "sklearn-pipeline", "version": "1"}'

@@ -29,15 +29,21 @@ def fresh_state():
 
 
 def test_drain_settings_default_to_fit_kubernetes_default_grace_period():
-    settings = DrainSettings.from_env({})
+    settings = DrainSettings.from_env({drain_module.ENV_IN_POD: "10.96.0.1"})
     assert (settings.delay_s, settings.timeout_s, settings.hard_exit_s) == (5.0, 15.0, 25.0)
     assert settings.hard_exit_s < 30  # terminationGracePeriodSeconds' default
+
+
+def test_outside_a_pod_the_drain_has_no_delay_unless_set():
+    assert DrainSettings.from_env({}).delay_s == 0.0
+    assert DrainSettings.from_env({drain_module.ENV_DELAY: "2"}).delay_s == 2.0
 
 
 def test_drain_settings_from_the_environment_and_bad_values():
     env = {drain_module.ENV_DELAY: "1", drain_module.ENV_TIMEOUT: "2.5", drain_module.ENV_HARD_EXIT: "10"}
     assert DrainSettings.from_env(env) == DrainSettings(1.0, 2.5, 10.0)
-    bad = DrainSettings.from_env({drain_module.ENV_DELAY: "soon", drain_module.ENV_TIMEOUT: "-1"})
+    bad_env = {drain_module.ENV_DELAY: "soon", drain_module.ENV_TIMEOUT: "-1", drain_module.ENV_IN_POD: "10.96.0.1"}
+    bad = DrainSettings.from_env(bad_env)
     assert (bad.delay_s, bad.timeout_s) == (drain_module.DEFAULT_DELAY_S, drain_module.DEFAULT_TIMEOUT_S)
     # The hard exit never comes before the drain could finish.
     short = DrainSettings.from_env({drain_module.ENV_DELAY: "4", drain_module.ENV_HARD_EXIT: "1"})
