@@ -375,6 +375,8 @@ class BinaryTensors:
         except InvalidRequest as refused:
             return await json_response(send, refused.status, {"error": str(refused)})
         if decoded is None:
+            if not _readable(scope["headers"], body):
+                return await json_response(send, 400, {"error": _NEITHER})
             return await self.app(scope, replay(body, receive), send)
         plain = json_body(decoded)
         headers = _plain_headers(scope["headers"], len(plain), header_length is not None, decoded.outputs.wanted)
@@ -387,6 +389,27 @@ class BinaryTensors:
             )
         finally:
             _PENDING.reset(token)
+
+
+_NEITHER = (
+    "the body is neither JSON nor V2 binary tensors: send JSON, or the tensors' bytes after a JSON "
+    "header whose length Inference-Header-Content-Length gives"
+)
+
+
+def _readable(headers: RawHeaders, body: bytes) -> bool:
+    """False for a body FastAPI would validate as bytes (a content type it does not parse as JSON)
+    that is not UTF-8: its 422 cannot render such bytes (a 500), so it is refused here: a binary
+    body sent without its header length, say."""
+    content_type = _header(headers, b"content-type")
+    media = (content_type or b"application/json").split(b";")[0].strip().lower()
+    if media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json")):
+        return True
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _header(headers: RawHeaders, name: bytes) -> bytes | None:

@@ -106,8 +106,8 @@ class Clients:
             {o["name"]: res.as_numpy(o["name"]) for o in js["outputs"]},
         )
 
-    def _triton_http_binary(self, *args) -> Result:
-        return self._triton_http(*args, binary=True)
+    def _triton_http_binary(self, model, version, tensors, datatype, outputs) -> Result:
+        return self._triton_http(model, version, tensors, datatype, outputs, binary=True)
 
     def _triton_grpc(self, model, version, tensors, datatype, outputs) -> Result:
         import tritonclient.grpc as grpcclient

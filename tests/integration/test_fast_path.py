@@ -293,7 +293,8 @@ BINARY = {
 @pytest.mark.parametrize("case_id", list(BINARY))
 def test_binary_requests_get_the_same_answer(pair, case_id):
     model, (body, headers) = BINARY[case_id]
-    for content_type in (None, "application/octet-stream"):
+    # A binary body is read whatever its content type; a JSON one only as JSON (FastAPI's rule).
+    for content_type in (None, "application/octet-stream" if headers else "application/json"):
         status, answer_headers, _ = _same_rest(pair, f"/v2/models/{model}/infer", body, content_type, headers)
         assert status == (400 if case_id == "NaN where none may be" else 200)
         # An answer with binary outputs says where its JSON ends.

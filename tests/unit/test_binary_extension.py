@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import numpy as np
 import pytest
@@ -75,7 +76,9 @@ def test_a_broken_binary_body_is_refused_naming_the_input(size, chunk, length, w
 
 
 def test_bytes_elements_are_checked():
-    document = {"inputs": [{"name": "c", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": 11}}]}
+    document: dict[str, Any] = {
+        "inputs": [{"name": "c", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": 11}}]
+    }
     with pytest.raises(InvalidRequest, match=re.escape("input 'c': row 1: the bytes b'\\xff' are not UTF-8 text")):
         decode(*_body(document, _strings("ab") + b"\x01\0\0\0\xff"))
     document["inputs"][0]["parameters"]["binary_data_size"] = 6
@@ -92,7 +95,9 @@ def test_answers_carry_the_chosen_outputs_in_binary():
             {"name": "label", "shape": [2], "datatype": "BYTES", "data": ["a", "bé"]},
         ],
     }
-    body, length = encode_answer(json.dumps(answer).encode(), OutputChoice(True, {"predict_proba": False}))
+    encoded = encode_answer(json.dumps(answer).encode(), OutputChoice(True, {"predict_proba": False}))
+    assert encoded is not None
+    body, length = encoded
     header = json.loads(body[:length])
     assert [o.get("parameters") for o in header["outputs"]] == [
         {"binary_data_size": 16},
