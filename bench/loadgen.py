@@ -30,6 +30,7 @@ wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
+%(headers)s
 
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -87,10 +88,18 @@ def _run_child(cmd: list[str], timeout: float) -> tuple[subprocess.CompletedProc
 
 
 def run_wrk(
-    url: str, body_path: Path, concurrency: int, duration: float, workdir: Path, timeout_s: float = 5.0
+    url: str,
+    body_path: Path,
+    concurrency: int,
+    duration: float,
+    workdir: Path,
+    timeout_s: float = 5.0,
+    headers: dict[str, str] | None = None,
 ) -> LoadResult:
+    """`headers` are set after (over) the JSON content type: a binary body's, say."""
     script = workdir / f"wrk-{body_path.stem}.lua"
-    script.write_text(WRK_LUA % {"body": str(body_path)})
+    lines = "\n".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in (headers or {}).items())
+    script.write_text(WRK_LUA % {"body": str(body_path), "headers": lines})
     threads = min(2, concurrency)
     cmd = [
         "wrk",

@@ -122,8 +122,8 @@ class Client:
         self.session.close()
         self.channel.close()
 
-    def rest(self, path: str, body: bytes, content_type: str | None) -> Outcome:
-        headers = {"Content-Type": content_type} if content_type else {}
+    def rest(self, path: str, body: bytes, content_type: str | None, more: dict[str, str] | None = None) -> Outcome:
+        headers = ({"Content-Type": content_type} if content_type else {}) | (more or {})
         started = time.perf_counter()
         resp = None
         for attempt in (1, 2):
@@ -182,7 +182,7 @@ class Client:
 
     def send(self, case: S.AnyCase) -> Outcome:
         if isinstance(case, S.RestCase):
-            return self.rest(case.url_path(), case.body, case.content_type)
+            return self.rest(case.url_path(), case.body, case.content_type, case.headers)
         return self.grpc(case.request)
 
 

@@ -139,6 +139,7 @@ class RestCase(Case):
     body: bytes = b""
     content_type: str | None = "application/json"
     path: str | None = None  # another route than the target's V2 infer path (/predict/...)
+    headers: dict[str, str] = field(default_factory=dict)  # more request headers (binary bodies' header length)
 
     def url_path(self) -> str:
         return self.path or self.target.rest_path()
@@ -149,7 +150,7 @@ class RestCase(Case):
             text = text[:2000] + f"...<{len(text) - 4000} chars>..." + text[-2000:]
         return (
             f"RestCase(expect={self.expect}, notes={list(self.notes)}, "
-            f"POST {self.url_path()}, content_type={self.content_type!r}, "
+            f"POST {self.url_path()}, content_type={self.content_type!r}, headers={self.headers}, "
             f"body={text})"
         )
 
@@ -1102,7 +1103,176 @@ def _weighted(draw: st.DrawFn, *families: tuple[int, st.SearchStrategy[T]]) -> T
 
 @cache
 def rest_cases() -> st.SearchStrategy[RestCase]:
-    return _weighted((3, rest_structured()), (1, rest_chaos()), (1, rest_raw_text()))
+    return _weighted((3, rest_structured()), (1, rest_chaos()), (1, rest_raw_text()), (1, rest_binary()))
+
+
+# ============================================================================================
+# REST: V2's binary tensor extension (runtime.edge.binary; tritonclient.http's default)
+# ============================================================================================
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+@dataclass
+class BinaryDraft:
+    """A binary body before it is written: the JSON header's object, each binary input's bytes."""
+
+    document: dict[str, Any]
+    chunks: list[bytes]
+    header_length: str | None = None  # sent instead of the header's true length
+    send_length: bool = True  # False: no Inference-Header-Content-Length at all
+    tail: bytes = b""  # bytes after the last input's
+    cut: int = 0  # bytes cut off the end of the body
+
+    def binary_inputs(self) -> list[dict[str, Any]]:
+        return [i for i in self.document["inputs"] if "binary_data_size" in i.get("parameters", {})]
+
+    def encode(self) -> tuple[bytes, dict[str, str]]:
+        header = dumps(self.document).encode("utf-8")
+        body = header + b"".join(self.chunks) + self.tail
+        body = body[: len(body) - self.cut]
+        length = self.header_length if self.header_length is not None else str(len(header))
+        return body, ({HEADER_LENGTH: length} if self.send_length else {})
+
+
+def _binary_draft(
+    draw: st.DrawFn, inputs: list[dict[str, Any]], raw: list[bytes], rest: dict[str, Any], forced: set[int]
+) -> BinaryDraft:
+    """Inputs in binary where `forced` or a draw says so (at least one), the others in JSON."""
+    chosen = [i in forced or draw(st.booleans()) for i in range(len(inputs))]
+    chosen[0] = chosen[0] or not any(chosen)
+    chunks = []
+    for item, chunk, binary in zip(inputs, raw, chosen):
+        if binary:
+            del item["data"]
+            item["parameters"] = {**item.get("parameters", {}), "binary_data_size": len(chunk)}
+            chunks.append(chunk)
+    return BinaryDraft({**rest, "inputs": inputs}, chunks)
+
+
+BinaryMutation = Callable[[BinaryDraft, st.DrawFn], str]
+
+
+def b_size(draft: BinaryDraft, draw: st.DrawFn) -> str:
+    item = draw(st.sampled_from(draft.binary_inputs()))
+    size = item["parameters"]["binary_data_size"]
+    item["parameters"]["binary_data_size"] = draw(st.integers(0, size + 16).filter(lambda k: k != size))
+    return "binary_data_size does not match shape x datatype"
+
+
+def b_size_value(draft: BinaryDraft, draw: st.DrawFn) -> str:
+    item = draw(st.sampled_from(draft.binary_inputs()))
+    item["parameters"]["binary_data_size"] = draw(st.sampled_from(["16", -1, True, 1.5, None, [8]]))
+    return "binary_data_size not a number of bytes"
+
+
+def b_cut(draft: BinaryDraft, draw: st.DrawFn) -> str:
+    draft.cut = draw(st.integers(1, sum(map(len, draft.chunks))))
+    return "the last binary input runs past the end of the body"
+
+
+def b_tail(draft: BinaryDraft, draw: st.DrawFn) -> str:
+    draft.tail = draw(st.binary(min_size=1, max_size=16))
+    return "bytes after the last binary input"
+
+
+def b_header_past_body(draft: BinaryDraft, draw: st.DrawFn) -> str:
+    body, _ = draft.encode()
+    draft.header_length = str(len(body) + draw(st.integers(1, 2**40)))
+    return "a header length past the body"
+
+
+def b_header_off(draft: BinaryDraft, draw: st.DrawFn) -> str:
+    header = len(dumps(draft.document).encode("utf-8"))
+    draft.header_length = str(header + draw(st.integers(-header, sum(map(len, draft.chunks))).filter(bool)))
+    return "a header length inside the JSON or the binary data"
+
+
+def b_header_not_a_number(draft: BinaryDraft, draw: st.DrawFn) -> str:
+    draft.header_length = draw(st.sampled_from(["-1", "1e3", "0x10", "twelve", "12 13", "+12"]))
+    return "a header length that is not a number"
+
+
+def b_no_header(draft: BinaryDraft, draw: st.DrawFn) -> str:
+    draft.send_length = False
+    return "binary inputs without a header length"
+
+
+def b_data_too(draft: BinaryDraft, draw: st.DrawFn) -> str:
+    item = draw(st.sampled_from(draft.binary_inputs()))
+    item["data"] = [0]
+    return "a binary input with data as well"
+
+
+def b_datatype(draft: BinaryDraft, draw: st.DrawFn) -> str:
+    item = draw(st.sampled_from(draft.binary_inputs()))
+    item["datatype"] = draw(st.one_of(st.sampled_from(["BOOL", "BF16", "FP8", "STRING"]), unknown_datatype()))
+    return "a binary input of a datatype without a size"
+
+
+def b_output_flag(draft: BinaryDraft, draw: st.DrawFn) -> str:
+    if draw(st.booleans()):
+        draft.document["parameters"] = {**draft.document.get("parameters", {}), "binary_data_output": "yes"}
+    else:
+        draft.document["outputs"] = [
+            {"name": "predict", "parameters": {"binary_data": draw(st.sampled_from([1, "true", None]))}}
+        ]
+    return "binary_data(_output) not a boolean"
+
+
+BINARY_MUTATIONS: list[BinaryMutation] = [
+    b_size,
+    b_size_value,
+    b_cut,
+    b_tail,
+    b_header_past_body,
+    b_header_off,
+    b_header_not_a_number,
+    b_no_header,
+    b_data_too,
+    b_datatype,
+    b_output_flag,
+]
+
+
+def _binary_case(draw: st.DrawFn, draft: BinaryDraft, case: RestCase) -> RestCase:
+    """The case with the draft's body, a third of the time broken by one mutation (then a certain 4xx)."""
+    if draw(st.integers(0, 2)) == 0:
+        note = draw(st.sampled_from(BINARY_MUTATIONS))(draft, draw)
+        case.expect, case.notes, case.x, case.outputs, case.answers, case.message = REJECT, (note,), None, (), None, ""
+    else:
+        case.notes = (*case.notes, "binary inputs")
+    case.body, case.headers = draft.encode()
+    return case
+
+
+@st.composite
+def rest_binary(draw: st.DrawFn) -> RestCase:
+    """A valid request for a shipped model with some or all inputs in binary, or one broken so."""
+    valid = draw(valid_requests("rest"))
+    rest = _rest_draft(draw, valid).body
+    raw = [t.values.astype(raw_dtype(t.datatype)).tobytes() for t in valid.tensors]
+    draft = _binary_draft(draw, rest.pop("inputs"), raw, rest, set())
+    case = _rest_case_from(RestDraft(valid, valid.target, {}, False), OK, [], valid)
+    # tritonclient.http sends no content type; others send JSON's or octet-stream.
+    case.content_type = draw(st.sampled_from((None, "application/json", "application/octet-stream")))
+    return _binary_case(draw, draft, case)
+
+
+@st.composite
+def mixed_binary_cases(draw: st.DrawFn) -> RestCase:
+    """The model with string columns: BYTES columns length-prefixed, gaps NaN (as gRPC's raw
+    contents carry them), some columns binary and some JSON; or broken as rest_binary breaks them."""
+    mixed, expect, notes, message = _mixed_case(draw, "grpc")
+    inputs = [
+        {"name": c.name, "shape": c.shape, "datatype": c.datatype, "data": _rest_data(c, False)} for c in mixed.columns
+    ]
+    # A value JSON would change (NaN becomes null, bytes that are not UTF-8 cannot be sent): binary.
+    forced = {i for i, c in enumerate(mixed.columns) if any(isinstance(v, bytes) or _nan(v) for v in c.values)}
+    rest: dict[str, Any] = {"outputs": [{"name": o} for o in mixed.outputs]} if mixed.outputs is not None else {}
+    draft = _binary_draft(draw, inputs, [_raw_contents(c) for c in mixed.columns], rest, forced)
+    case = RestCase("rest", mixed.target, expect, notes, **_expected(mixed, expect), message=message)
+    return _binary_case(draw, draft, case)
 
 
 # ============================================================================================
@@ -1592,6 +1762,10 @@ class MixedDraft:
         too close to call)."""
         p = mixed_pipeline()
         return {name: np.asarray(getattr(p, name)(self.frame)) for name in MIXED_OUTPUTS}
+
+
+def _nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 def _gap(value: Any) -> bool:

@@ -1,6 +1,8 @@
 """The REST fast path's request reader: a V2 body in the one simple form this runtime serves most,
 straight to plain tensors, without FastAPI's routing and pydantic's validation in between.
 
+A binary request (runtime.edge.binary) arrives here parsed, its binary inputs' data decoded.
+
 Simple means: a JSON object with `inputs` (and optionally a string `id`, `outputs` naming outputs,
 boolean `ood_flags` / `feature_sources` parameters and a string `content_type`, which the runtime
 reads no more than MLServer's path does: PandasCodec's "pd" and "str" mark a DataFrame sent one
@@ -46,6 +48,13 @@ def read_simple(body: bytes) -> SimpleRequest | None:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
+    return simple_request(document, _may_hold_booleans(body))
+
+
+def simple_request(document: Any, may_hold_booleans: bool = True) -> SimpleRequest | None:
+    """A parsed request (runtime.edge.binary's: binary inputs' data already numpy arrays, or lists
+    of str), if it is in the simple form; else None. Without `may_hold_booleans`, numeric JSON data
+    becomes numpy arrays here."""
     if not isinstance(document, dict) or not document.keys() <= _REQUEST_KEYS:
         return None
     request_id = document.get("id")
@@ -59,7 +68,7 @@ def read_simple(body: bytes) -> SimpleRequest | None:
     if not tensors or None in tensors or names is None or not _simple_parameters(parameters):
         return None
     flags = {k: v for k, v in parameters.items() if k != _CONTENT_TYPE}
-    if not _may_hold_booleans(body):
+    if not may_hold_booleans:
         # No JSON boolean anywhere, so none among the numbers: the contract's check for them
         # (per value, in Python) is not needed once the data is a numpy array.
         tensors = [_as_array(t) for t in tensors]  # type: ignore[arg-type]
@@ -106,7 +115,9 @@ def _tensor(item: Any) -> Tensor | None:
             return None
     elif not (isinstance(name, str) and isinstance(datatype, str) and datatype in NUMERIC_DATATYPES):
         return None
-    if not isinstance(shape, list) or not all(type(d) is int for d in shape) or not isinstance(data, list):
+    if not isinstance(shape, list) or not all(type(d) is int for d in shape):
+        return None
+    if not isinstance(data, list | np.ndarray):  # an array: a binary input's values (runtime.edge.binary)
         return None
     return Tensor(name, shape, datatype, data)
 

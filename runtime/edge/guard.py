@@ -9,7 +9,8 @@ Everything that can refuse a request from its head does so before a byte of the 
 The route is the one the app's router will take (the root path and every spelling the router
 accepts included), given by the integration as a `Router`. The body is then read here, once,
 under the limits (runtime.edge.body_reader: a compressed body is inflated as it arrives, 413 as soon as
-it passes the limit), its JSON nesting checked (runtime.edge.json_depth, 400), and handed on inflated
+it passes the limit), its JSON nesting checked (runtime.edge.json_depth, 400; a binary body's JSON
+header only, runtime.edge.binary), and handed on inflated
 as one message. Plain ASGI: it knows nothing of MLServer.
 """
 
@@ -33,6 +34,7 @@ from runtime.edge.asgi import (
     replay,
     route_path,
 )
+from runtime.edge.binary import json_header
 from runtime.edge.body_limits import ENV_MAX_JSON_DEPTH, ENV_MAX_REQUEST_BYTES, BodyLimits
 from runtime.edge.body_reader import BodyReader
 from runtime.edge.framing import framing
@@ -114,7 +116,7 @@ class RequestGuard:
                 f"{scope['method']} {route_path(scope)}: the request has no body; send a JSON inference "
                 "request (a file given to curl as -d @FILE must exist)"
             )
-        if body and not json_depth.within(body, limits.max_json_depth) and _may_be_json(scope):
+        if body and not _within_depth(scope, body, limits.max_json_depth):
             raise MalformedBody(
                 f"the JSON body nests deeper than {limits.max_json_depth} levels, "
                 f"this server's limit ({ENV_MAX_JSON_DEPTH})"
@@ -139,6 +141,15 @@ async def _read(reader: BodyReader, first: Message, receive: Receive) -> bytes |
         message = await receive()
         if message["type"] != "http.request":
             return None
+
+
+def _within_depth(scope: Scope, body: bytes, limit: int) -> bool:
+    """Whether the body's JSON nests no deeper than `limit`: a binary body's JSON header (its
+    values are bytes, not brackets), else the whole body when a parser behind may read it as JSON."""
+    header = json_header(scope["headers"], body)
+    if header is not None:
+        return json_depth.within(header, limit)
+    return json_depth.within(body, limit) or not _may_be_json(scope)
 
 
 def _may_be_json(scope: Scope) -> bool:

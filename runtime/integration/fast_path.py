@@ -4,7 +4,8 @@ and, for a model served in this process, MLServer's pydantic types and DataPlane
 One ASGI middleware, inside the request guard and POST /predict (runtime.edge.guard,
 runtime.edge.legacy_api) and in front of MLServer's FastAPI app (runtime.integration.rest). It takes
 `POST /v2/models/{name}[/versions/{v}]/infer` for a model of this runtime whose fast path is on,
-with a body in the simple form (runtime.edge.fast_json), and does what the layers it skips do:
+with a body in the simple form (runtime.edge.fast_json; a binary one decoded by runtime.edge.binary,
+in front), and does what the layers it skips do:
 - MLServer's REST request metrics: starlette_exporter's PrometheusMiddleware, with that
   middleware's own metric objects (requests in progress, requests and their duration by route
   template and status), and its GZip middleware (a body of 500 bytes or more gets
@@ -30,7 +31,6 @@ import gzip
 import io
 import logging
 import os
-import re
 import time
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -46,7 +46,8 @@ from starlette_exporter import PrometheusMiddleware
 from runtime.core.call import Answer, Call
 from runtime.core.errors import PipelineError
 from runtime.edge.asgi import App, Receive, Scope, Send, read_body, replay
-from runtime.edge.fast_json import SimpleRequest, read_simple
+from runtime.edge.binary import DECODED, INFER
+from runtime.edge.fast_json import SimpleRequest, read_simple, simple_request
 from runtime.edge.guard import TARGET
 from runtime.integration.dataplane import MODEL_REGISTRY
 from runtime.integration.direct import DirectInference, new_id
@@ -57,7 +58,6 @@ from runtime.policy.deadlines import stamp
 logger = logging.getLogger("runtime.integration")
 
 ENV_FAST_PATH = "PIPELINE_FAST_PATH"
-_INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 # The routes of MLServer's app the fast path answers for: its metrics label requests with these.
 ROUTES = ("/v2/models/{model_name}/infer", "/v2/models/{model_name}/versions/{model_version}/infer")
 _JSON = (b"content-type", b"application/json")
@@ -171,7 +171,7 @@ class FastInfer:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        match = _INFER.match(scope["path"]) if scope["type"] == "http" else None
+        match = INFER.match(scope["path"]) if scope["type"] == "http" else None
         if (
             match is None
             or scope["method"] != "POST"
@@ -183,10 +183,16 @@ class FastInfer:
         model = await self._model(scope, name, version)
         if model is None:
             return await self.app(scope, receive, send)
-        body = await read_body(receive)
-        request = read_simple(body)
-        if request is None:
-            return await self.app(scope, replay(body, receive), send)
+        decoded = scope.get(DECODED)
+        if decoded is not None:  # a binary request, decoded at the edge; its JSON form is in `receive`
+            request = simple_request(decoded.document)
+            if request is None:
+                return await self.app(scope, receive, send)
+        else:
+            body = await read_body(receive)
+            request = read_simple(body)
+            if request is None:
+                return await self.app(scope, replay(body, receive), send)
         self.taken.inc()
         metrics = self.metrics
         if metrics is not None and any(p.fullmatch(scope["path"]) for p in metrics.skip_paths):

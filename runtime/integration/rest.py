@@ -2,7 +2,8 @@
 
 - `RESTServer._get_config`: uvicorn serves the edge, not MLServer's FastAPI app directly:
   runtime.edge.guard's RequestGuard (routes, the repository API's lock, bearer tokens and body
-  limits decided before the body is read), then V1 (runtime.edge.v1_api) and POST /predict (legacy_api), then (unless
+  limits decided before the body is read), then runtime.edge.binary (V2's binary tensor extension,
+  decoded for both paths behind), then V1 (runtime.edge.v1_api) and POST /predict (legacy_api), then (unless
   off) the V2 fast path, then MLServer's app. Outside FastAPI, a request the edge answers passes
   none of its and Starlette's per-request layers (FastAPI >= 0.13x adds a telemetry check and two
   middlewares to every request). The guard asks the app's own router which route a request takes,
@@ -10,7 +11,8 @@
   config gets uvicorn's guarded protocol (runtime.integration.http_head). MLServer offers no
   setting for either.
 - `insert_headers`: MLServer records no arrival time, and it is the one step of its REST endpoints
-  that sees every inference request with its transport headers before the model is looked up.
+  that sees every inference request with its transport headers before the model is looked up; a
+  binary request's decoded inputs go in there too (MLServer 1.7.1 has no binary extension).
 - the REST server's private app, settings and DataPlane, read where the edge is built.
 """
 
@@ -23,10 +25,12 @@ from fastapi import FastAPI
 from mlserver.errors import MLServerError
 from mlserver.handlers.dataplane import DataPlane
 from mlserver.settings import Settings
+from mlserver.types import TensorData
 from starlette.routing import Match
 
 from runtime.core.errors import PipelineError, RouteNotFound
 from runtime.edge.asgi import App, RawHeaders, Scope, credentials, route_path
+from runtime.edge.binary import BinaryTensors, pending_inputs
 from runtime.edge.body_limits import BodyLimits
 from runtime.edge.guard import INFERENCE, OTHER, REPOSITORY, Authorize, RequestGuard, Route, Router
 from runtime.edge.head_limits import HeadLimits
@@ -52,9 +56,19 @@ def _stamp_on_insert(original: Callable[[Any, dict[str, str]], Any]) -> Callable
             stamp(headers)
         except PipelineError as error:  # a malformed X-Request-Timeout-Ms: the client's 400
             raise as_mlserver_error(error) from None
+        _put_in_binary_inputs(inference_request)
         return original(inference_request, headers)
 
     return insert_headers
+
+
+def _put_in_binary_inputs(inference_request: Any) -> None:
+    """A binary request's inputs came as `data: []` (runtime.edge.binary): their values, decoded at
+    the edge, go in as numpy arrays (lists of str for BYTES), as the gRPC path hands raw contents."""
+    inputs = inference_request.inputs
+    for index, values in pending_inputs().items():
+        if index < len(inputs):
+            inputs[index].data = TensorData.model_construct(root=values)
 
 
 def router_of(app: Any, default_model: str | None) -> Router:
@@ -140,7 +154,8 @@ def authorizer(data_plane: Any) -> Authorize:
 
 
 def edge(app: Any, settings: Any, data_plane: Any) -> App:
-    """The ASGI app uvicorn serves: guard -> V1 -> /predict -> fast path (unless off) -> MLServer's app."""
+    """The ASGI app uvicorn serves: guard -> binary tensors -> V1 -> /predict -> fast path (unless off) ->
+    MLServer's app."""
     admin = AdminPolicy.from_env(settings.host)
     admin.announce()
     default_model = configured_default()
@@ -148,7 +163,7 @@ def edge(app: Any, settings: Any, data_plane: Any) -> App:
     layers = fast_path.layers(app) if fast_path.enabled(settings) else None
     if layers is not None:
         inner = fast_path.FastInfer(app, data_plane=data_plane, layers=layers)
-    inner = V1Api(LegacyPredict(inner, default_model=default_model))
+    inner = BinaryTensors(V1Api(LegacyPredict(inner, default_model=default_model)))
     return RequestGuard(
         inner,
         limits=BodyLimits.from_env(),
@@ -197,7 +212,8 @@ def patches(limits: HeadLimits | None = None) -> list[PatchPoint]:
             why="uvicorn serves the edge in front of MLServer's app: the request guard (from the request "
             "head: unknown routes 404, the repository API's admin token, an inference model's bearer "
             "token; then the body read under PIPELINE_MAX_REQUEST_BYTES, inflated as it arrives, its JSON "
-            "depth bounded), POST /predict (runtime.edge.legacy_api) and the V2 fast path "
+            "depth bounded), V2's binary tensor extension (runtime.edge.binary), POST /predict "
+            "(runtime.edge.legacy_api) and the V2 fast path "
             "(runtime.integration.fast_path); and the REST server's " + http_head.CONFIG_WHY,
             upstream="none found: no body size limit and no auth on the repository API; MLServer inflates "
             "a gzip body whole (mlserver.rest.requests); " + http_head.CONFIG_UPSTREAM,
@@ -209,9 +225,11 @@ def patches(limits: HeadLimits | None = None) -> list[PatchPoint]:
         PatchPoint(
             target="mlserver.rest.endpoints:insert_headers",
             why="stamp the arrival time and the X-Request-Timeout-Ms deadline (a module global, "
-            "looked up per request by Endpoints.infer / infer_stream)",
-            upstream="none: MLServer has no request hook before the dataplane",
-            if_removed="X-Request-Timeout-Ms and request_timeout_ms are ignored over REST (no 504)",
+            "looked up per request by Endpoints.infer / infer_stream), and put in a binary request's inputs "
+            "as the edge decoded them (runtime.edge.binary)",
+            upstream="none: MLServer has no request hook before the dataplane, and no binary tensor extension",
+            if_removed="X-Request-Timeout-Ms and request_timeout_ms are ignored over REST (no 504); binary "
+            "inputs (tritonclient.http's default) reach MLServer's path empty",
             params=("inference_request", "headers"),
             apply=_stamp_on_insert,
         ),

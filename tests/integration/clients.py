@@ -1,5 +1,6 @@
-"""One call shape for the five V2 clients the suite drives, so every good-path test can run over
-all of them: plain REST JSON (requests), tritonclient.http, tritonclient.grpc, and kserve's
+"""One call shape for the six V2 clients the suite drives, so every good-path test can run over
+all of them: plain REST JSON (requests), tritonclient.http (JSON tensors, and binary ones as it sends
+by default), tritonclient.grpc, and kserve's
 InferenceRESTClient (v2) / InferenceGRPCClient (through kserve_worker.py).
 """
 
@@ -17,7 +18,9 @@ from harness.v2 import REQUEST_TIMEOUT_S, json_tensor, rest_outputs
 from runtime.core.datatypes import NUMERIC_DATATYPES
 from tests.integration import support
 
-CLIENTS = ["rest-json", "triton-http", "triton-grpc", "kserve-rest", "kserve-grpc"]
+# triton-http: tritonclient.http with binary_data=False (JSON tensors; outputs in binary when none
+# is named, as tritonclient asks then); triton-http-binary: its defaults, every tensor in binary.
+CLIENTS = ["rest-json", "triton-http", "triton-http-binary", "triton-grpc", "kserve-rest", "kserve-grpc"]
 GRPC_CLIENTS = {"triton-grpc", "kserve-grpc"}
 UNREPORTED = "<client does not report model_version>"
 
@@ -83,16 +86,16 @@ class Clients:
         )
 
     # -- tritonclient ----------------------------------------------------------------------
-    def _triton_http(self, model, version, tensors, datatype, outputs) -> Result:
+    def _triton_http(self, model, version, tensors, datatype, outputs, binary: bool = False) -> Result:
         import tritonclient.http as httpclient
 
         client = self.fixture("triton_http")
         inputs = []
         for n, a in tensors:
             inp = httpclient.InferInput(n, list(a.shape), datatype)
-            inp.set_data_from_numpy(a, binary_data=False)
+            inp.set_data_from_numpy(a, binary_data=binary)
             inputs.append(inp)
-        outs = [httpclient.InferRequestedOutput(o, binary_data=False) for o in outputs] or None
+        outs = [httpclient.InferRequestedOutput(o, binary_data=binary) for o in outputs] or None
         res = client.infer(model, inputs, model_version=version or "", outputs=outs)
         js = res.get_response()
         support.AUDIT.check(f"triton-http {model}", json.dumps(js))
@@ -102,6 +105,9 @@ class Clients:
             {o["name"]: o["datatype"] for o in js["outputs"]},
             {o["name"]: res.as_numpy(o["name"]) for o in js["outputs"]},
         )
+
+    def _triton_http_binary(self, model, version, tensors, datatype, outputs) -> Result:
+        return self._triton_http(model, version, tensors, datatype, outputs, binary=True)
 
     def _triton_grpc(self, model, version, tensors, datatype, outputs) -> Result:
         import tritonclient.grpc as grpcclient

@@ -2,7 +2,8 @@
 sent to a server with it on and to one with it off (PIPELINE_FAST_PATH=0) gets the same status,
 headers and body, generated request ids and the date aside. The corpus: every bad-input case of the
 contract table on both protocols, good requests in every layout and datatype, /predict bodies,
-and a few thousand fuzzed requests (harness.strategies)."""
+V2's binary tensor extension (binary inputs, mixed with JSON ones, binary outputs, broken binary
+bodies), and a few thousand fuzzed requests (harness.strategies, binary bodies among them)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,18 @@ import json
 import re
 
 import grpc
+import numpy as np
 import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness import mixed_model
 from harness import strategies as S
 from harness.fuzz import fuzz_repository
 from harness.models import BREAST_CANCER, DIABETES, sample_rows
 from harness.server import Server
-from harness.v2 import json_tensor, pb_2d_request, pb_request, pb_tensor
+from harness.v2 import json_tensor, pb_2d_request, pb_request, pb_tensor, raw_dtype
 from tests.integration import support
 from tests.integration.test_v2_bad_inputs import GRPC_CASES, REST_CASES
 
@@ -46,8 +49,10 @@ def pair(fleet) -> tuple[Server, Server]:
     return fleet["fast-on"], fleet["fast-off"]
 
 
-def _answer(server: Server, path: str, body: bytes, content_type: str | None = "application/json") -> tuple:
-    sent = {"Content-Type": content_type} if content_type else {}
+def _answer(
+    server: Server, path: str, body: bytes, content_type: str | None = "application/json", more: dict | None = None
+) -> tuple:
+    sent = ({"Content-Type": content_type} if content_type else {}) | (more or {})
     r = requests.post(server.http_url + path, data=body, headers=sent, timeout=30)
     # Every header but the date: MLServer's CloudEvents headers, GZip's vary and content-encoding.
     headers = {k.lower(): _VARYING.sub(b"<varies>", v.encode()) for k, v in r.headers.items() if k.lower() != "date"}
@@ -56,9 +61,12 @@ def _answer(server: Server, path: str, body: bytes, content_type: str | None = "
     return r.status_code, headers, _VARYING.sub(b"<varies>", r.content)
 
 
-def _same_rest(pair, path: str, body: bytes, content_type: str | None = "application/json") -> None:
-    on, off = (_answer(s, path, body, content_type) for s in pair)
-    assert on == off, f"POST {path} {body[:300]!r}"
+def _same_rest(
+    pair, path: str, body: bytes, content_type: str | None = "application/json", more: dict | None = None
+) -> tuple:
+    on, off = (_answer(s, path, body, content_type, more) for s in pair)
+    assert on == off, f"POST {path} {more} {body[:300]!r}"
+    return on
 
 
 def _same_grpc(pair, request) -> None:
@@ -188,6 +196,157 @@ def test_repeated_headers_count_as_the_first(pair):
     assert answers[0] == answers[1]
 
 
+def _binary(document: dict, values: dict[str, np.ndarray | list[str]]) -> tuple[bytes, dict[str, str]]:
+    """The V2 binary extension's body: each named input's values after the JSON, the others in JSON."""
+    chunks = []
+    for item in document["inputs"]:
+        if item["name"] in values:
+            chunk = _raw(values[item["name"]], item["datatype"])
+            item["parameters"] = {"binary_data_size": len(chunk)}
+            chunks.append(chunk)
+    return S.BinaryDraft(document, chunks).encode()
+
+
+def _raw(values: np.ndarray | list[str], datatype: str) -> bytes:
+    if datatype == "BYTES":
+        return b"".join(len(v.encode()).to_bytes(4, "little") + v.encode() for v in values)
+    return np.asarray(values).astype(raw_dtype(datatype)).tobytes()
+
+
+def _mixed_columns(frame) -> list[dict]:
+    return [
+        {"name": c, "shape": [len(frame)], "datatype": "BYTES" if c in mixed_model.STRINGS else "FP64"}
+        for c in mixed_model.COLUMNS
+    ]
+
+
+_X = sample_rows(DIABETES, 3)
+_CANCER = sample_rows(BREAST_CANCER, 4)
+_FRAME = mixed_model.rows(6, seed=4).assign(plan=lambda f: f["plan"].fillna("pro"))  # BYTES carry no gap
+_NAMES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
+BINARY = {
+    "2-D FP64": (DIABETES, _binary({"inputs": [{"name": "X", "shape": [3, 10], "datatype": "FP64"}]}, {"X": _X})),
+    "FP32 columns, half in JSON": (
+        DIABETES,
+        _binary(
+            {
+                "id": "mine",
+                "inputs": [
+                    {"name": n, "shape": [3], "datatype": "FP32"}
+                    | ({} if i % 2 else {"data": _X[:, i].astype(np.float32).tolist()})
+                    for i, n in enumerate(_NAMES)
+                ],
+            },
+            {n: _X[:, i] for i, n in enumerate(_NAMES) if i % 2},
+        ),
+    ),
+    "outputs binary and JSON": (
+        BREAST_CANCER,
+        _binary(
+            {
+                "inputs": [{"name": "X", "shape": [4, 30], "datatype": "FP64"}],
+                "outputs": [
+                    {"name": "predict_proba", "parameters": {"binary_data": True}},
+                    {"name": "predict", "parameters": {"binary_data": False}},
+                ],
+            },
+            {"X": _CANCER},
+        ),
+    ),
+    "every output binary, OOD flags": (
+        BREAST_CANCER,
+        _binary(
+            {
+                "inputs": [{"name": "X", "shape": [4, 30], "datatype": "INT64"}],
+                "parameters": {"binary_data_output": True, "ood_flags": True},
+            },
+            {"X": (_CANCER * 100).astype(np.int64)},
+        ),
+    ),
+    "string columns, gaps NaN": (
+        mixed_model.NAME,
+        _binary(
+            {"inputs": _mixed_columns(_FRAME), "parameters": {"binary_data_output": True}},
+            {c: _FRAME[c].tolist() for c in mixed_model.STRINGS}
+            | {c: _FRAME[c].to_numpy(np.float64) for c in mixed_model.NUMERIC},
+        ),
+    ),
+    "NaN where none may be": (
+        DIABETES,
+        _binary({"inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64"}]}, {"X": np.full((1, 10), np.nan)}),
+    ),
+    "JSON inputs, binary outputs": (
+        DIABETES,
+        (
+            json.dumps(
+                {
+                    "inputs": [json_tensor("X", _X)],
+                    "outputs": [{"name": "predict", "parameters": {"binary_data": True}}],
+                }
+            ).encode(),
+            {},
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("case_id", list(BINARY))
+def test_binary_requests_get_the_same_answer(pair, case_id):
+    model, (body, headers) = BINARY[case_id]
+    # A binary body is read whatever its content type; a JSON one only as JSON (FastAPI's rule).
+    for content_type in (None, "application/octet-stream" if headers else "application/json"):
+        status, answer_headers, _ = _same_rest(pair, f"/v2/models/{model}/infer", body, content_type, headers)
+        assert status == (400 if case_id == "NaN where none may be" else 200)
+        # An answer with binary outputs says where its JSON ends.
+        assert ("inference-header-content-length" in answer_headers) == ("binary" in case_id or "string" in case_id)
+
+
+BROKEN = {
+    "a size that does not match": (
+        "binary_data_size",
+        lambda b, h: (b.replace(b'"binary_data_size":240', b'"binary_data_size":232', 1), h),
+    ),
+    "an input past the end": ("past the end", lambda b, h: (b[:-8], h)),
+    "a header length past the body": ("past the end", lambda b, h: (b, {S.HEADER_LENGTH: str(len(b) + 1)})),
+    "bytes no input claims": ("claimed by no input", lambda b, h: (b + b"\x00" * 8, h)),
+}
+
+
+@pytest.mark.parametrize("case_id", list(BROKEN))
+def test_broken_binary_bodies_are_refused_alike_naming_the_input(pair, case_id):
+    words, breaking = BROKEN[case_id]
+    body, headers = breaking(*BINARY["2-D FP64"][1])
+    status, _, content = _same_rest(pair, f"/v2/models/{DIABETES}/infer", body, None, headers)
+    assert status == 400 and words.encode() in content, content
+    if case_id in ("a size that does not match", "an input past the end"):
+        assert b"input 'X'" in content
+
+
+def test_tritonclient_http_defaults_on_string_columns(pair):
+    """tritonclient.http as it comes (every tensor in binary, BYTES length-prefixed, gaps NaN) on
+    the model with string columns: the pipeline's own answers, fast path on and off."""
+    import tritonclient.http as httpclient
+
+    frame = mixed_model.rows(40, seed=9).assign(plan=lambda f: f["plan"].fillna("team"))
+    expected = mixed_model.pipeline()
+    for server in pair:
+        client = httpclient.InferenceServerClient(url=server.http_hostport, network_timeout=30)
+        try:
+            inputs = []
+            for column in mixed_model.COLUMNS:
+                strings = column in mixed_model.STRINGS
+                tensor = httpclient.InferInput(column, [len(frame)], "BYTES" if strings else "FP64")
+                tensor.set_data_from_numpy(frame[column].to_numpy(object if strings else np.float64))
+                inputs.append(tensor)
+            outputs = [httpclient.InferRequestedOutput(o) for o in ("predict", "predict_proba")]
+            result = client.infer(mixed_model.NAME, inputs, outputs=outputs)
+        finally:
+            client.close()
+        assert all("binary_data_size" in o["parameters"] for o in result.get_response()["outputs"])
+        np.testing.assert_array_equal(result.as_numpy("predict"), expected.predict(frame))
+        np.testing.assert_allclose(result.as_numpy("predict_proba"), expected.predict_proba(frame), rtol=1e-9)
+
+
 GRPC_GOOD = {
     "typed, no id": pb_2d_request(DIABETES, sample_rows(DIABETES, 2)),
     "an id, a version": pb_2d_request(DIABETES, sample_rows(DIABETES, 1), version="2"),
@@ -228,7 +387,7 @@ def test_fuzzed_rest_requests_get_the_same_answer(pair):
     @settings(SETTINGS, max_examples=FUZZED_REST)
     @given(case=S.rest_cases())
     def prop(case):
-        _same_rest(pair, case.target.rest_path(), case.body, case.content_type)
+        _same_rest(pair, case.target.rest_path(), case.body, case.content_type, case.headers)
 
     prop()
 
@@ -242,9 +401,9 @@ def test_fuzzed_requests_to_a_model_with_string_columns_get_the_same_answer(pair
     every way the fuzzers break them; /predict rows and records."""
 
     @settings(SETTINGS, max_examples=MIXED_REST)
-    @given(case=st.one_of(S.mixed_rest_cases(), S.legacy_mixed_cases()))
+    @given(case=st.one_of(S.mixed_rest_cases(), S.legacy_mixed_cases(), S.mixed_binary_cases()))
     def rest(case):
-        _same_rest(pair, case.url_path(), case.body, case.content_type)
+        _same_rest(pair, case.url_path(), case.body, case.content_type, case.headers)
 
     @settings(SETTINGS, max_examples=MIXED_GRPC)
     @given(case=S.mixed_grpc_cases())

@@ -95,7 +95,7 @@ def test_column_style_with_a_different_datatype_per_feature(clients, server, cli
     assert_parity(got, expected(x))
 
 
-@pytest.mark.parametrize("client", ["kserve-rest", "kserve-grpc", "triton-http"])
+@pytest.mark.parametrize("client", ["kserve-rest", "kserve-grpc", "triton-http", "triton-http-binary"])
 def test_other_clients_send_integer_and_fp32(clients, client):
     rng = np.random.default_rng(3)
     x = rng.integers(0, 100, size=(3, F)).astype(np.float64)
