@@ -98,7 +98,8 @@ test-deploy: venv
 train: venv
 	$(PY) -m pipeline_tools.train
 
-# The linear model (the folded fast path, with a shadowed twin beside it), then a random forest.
+# The linear model (the folded fast path, with a shadowed twin beside it), a random forest, the mixed
+# `columns` model, then 10,000-row requests (binary and JSON) at concurrency 2.
 # `make bench BASELINE=<git rev>` also runs this runtime as it was at that revision, in the same runs.
 BASELINE ?=
 BENCH_BASELINE = $(if $(BASELINE),--baseline $(BASELINE))
@@ -106,6 +107,7 @@ bench: venv
 	$(PY) -m bench.run --shadow 1 --lookup --rounds 5 $(BENCH_BASELINE)
 	$(PY) -m bench.run --model forest $(BENCH_BASELINE)
 	$(PY) -m bench.run --model columns $(BENCH_BASELINE)
+	$(PY) -m bench.large_batch
 
 # Regenerate both locks after editing pyproject.toml, with `uv pip compile` (uv is in the dev set): it
 # applies pyproject.toml's [tool.uv] override-dependencies, which lift MLServer 1.7.1's declared
