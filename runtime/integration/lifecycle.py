@@ -97,7 +97,10 @@ def _drain_then_stop(settings: DrainSettings) -> Callable[[Callable[..., Any]], 
                 STATE.sigint_seen = STATE.sigint_seen or sig == signal.SIGINT
                 return None
             await drain(_listeners(self), sig, settings)
-            await original_stop(self, sig)
+            # The drain has set uvicorn's should_exit: a SIGINT handed on would now be uvicorn's
+            # second Ctrl-C (handle_exit: force_exit), cancelling its lifespan mid-shutdown with a
+            # traceback logged at ERROR. The drain is done either way: stop as for SIGTERM.
+            await original_stop(self, signal.SIGTERM if sig == signal.SIGINT else sig)
 
         return stop
 

@@ -159,3 +159,24 @@ def test_stop_drains_once_and_sigquit_or_a_second_sigint_stop_at_once(monkeypatc
         ("stop", signal.SIGINT),
         ("stop", signal.SIGQUIT),
     ]
+
+
+def test_a_ctrl_c_drain_stops_mlserver_as_for_sigterm(monkeypatch):
+    """After the drain has set uvicorn's should_exit, a SIGINT handed on would be uvicorn's second
+    Ctrl-C (force_exit: its lifespan cancelled, a traceback logged at ERROR)."""
+    calls = []
+
+    async def original(self, sig=None):
+        calls.append(("stop", sig))
+
+    async def drain(listeners, sig, settings):
+        STATE.draining = True
+        STATE.sigint_seen = sig == signal.SIGINT
+        calls.append(("drain", sig))
+
+    monkeypatch.setattr(lifecycle, "drain", drain)
+    monkeypatch.setattr(lifecycle, "_listeners", lambda server: None)
+    monkeypatch.setattr(STATE, "draining", False)
+    stop = lifecycle._drain_then_stop(DrainSettings(0, 0, 1))(original)
+    asyncio.run(stop(object(), signal.SIGINT))
+    assert calls == [("drain", signal.SIGINT), ("stop", signal.SIGTERM)]
