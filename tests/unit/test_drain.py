@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from mlserver.handlers.dataplane import DataPlane
@@ -127,8 +128,9 @@ def test_the_drain_gives_up_waiting_after_its_timeout(monkeypatch):
     assert 0.3 <= asyncio.run(main()) < 1.5
 
 
-def test_stop_drains_once_and_sigquit_or_a_second_sigint_stop_at_once(monkeypatch):
-    calls = []
+def _recording_stop(monkeypatch) -> tuple[Any, list[tuple[str, Any]]]:
+    """The patch's wrapper around a recorder instead of MLServer's stop, and what it records."""
+    calls: list[tuple[str, Any]] = []
 
     async def original(self, sig=None):
         calls.append(("stop", sig))
@@ -138,10 +140,15 @@ def test_stop_drains_once_and_sigquit_or_a_second_sigint_stop_at_once(monkeypatc
         STATE.sigint_seen = sig == signal.SIGINT
         calls.append(("drain", sig))
 
-    # The patch's wrapper around a recorder instead of MLServer's stop.
     monkeypatch.setattr(lifecycle, "drain", drain)
     monkeypatch.setattr(lifecycle, "_listeners", lambda server: None)
-    stop, server = lifecycle._drain_then_stop(DrainSettings(0, 0, 1))(original), object()
+    monkeypatch.setattr(STATE, "draining", False)
+    return lifecycle._drain_then_stop(DrainSettings(0, 0, 1))(original), calls
+
+
+def test_stop_drains_once_and_sigquit_or_a_second_sigint_stop_at_once(monkeypatch):
+    stop, calls = _recording_stop(monkeypatch)
+    server = object()
 
     async def main():
         await stop(server, None)  # programmatic (a model failed at startup): straight through
@@ -164,19 +171,6 @@ def test_stop_drains_once_and_sigquit_or_a_second_sigint_stop_at_once(monkeypatc
 def test_a_ctrl_c_drain_stops_mlserver_as_for_sigterm(monkeypatch):
     """After the drain has set uvicorn's should_exit, a SIGINT handed on would be uvicorn's second
     Ctrl-C (force_exit: its lifespan cancelled, a traceback logged at ERROR)."""
-    calls = []
-
-    async def original(self, sig=None):
-        calls.append(("stop", sig))
-
-    async def drain(listeners, sig, settings):
-        STATE.draining = True
-        STATE.sigint_seen = sig == signal.SIGINT
-        calls.append(("drain", sig))
-
-    monkeypatch.setattr(lifecycle, "drain", drain)
-    monkeypatch.setattr(lifecycle, "_listeners", lambda server: None)
-    monkeypatch.setattr(STATE, "draining", False)
-    stop = lifecycle._drain_then_stop(DrainSettings(0, 0, 1))(original)
+    stop, calls = _recording_stop(monkeypatch)
     asyncio.run(stop(object(), signal.SIGINT))
     assert calls == [("drain", signal.SIGINT), ("stop", signal.SIGTERM)]
