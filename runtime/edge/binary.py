@@ -69,6 +69,8 @@ EVERY_OUTPUT = "binary_data_output"
 # The routes the extension applies to: V2 inference (MLServer's two /infer routes).
 INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 _PREFIX = 4  # a BYTES element's length: uint32, little-endian
+_WORD = OUTPUT.encode()  # in both parameters' names
+_Y_AT, _Y_HOPS = _WORD.index(b"y"), 64
 _SHOWN_BYTES = 32
 _OCTETS = b"application/octet-stream"
 _DROPPED = frozenset({b"content-length", b"content-type", HEADER_LENGTH})
@@ -120,7 +122,7 @@ def decode(body: bytes, header_length: bytes | None) -> Decoded | None:
     """The request, if it uses the extension (a header length, or a binary_data parameter);
     None for a plain JSON body, which goes on untouched. InvalidRequest for a broken one."""
     if header_length is None:
-        if OUTPUT.encode() not in body:  # a substring search: no JSON body pays for a parse
+        if not _mentions_binary(body):  # no JSON body pays for a parse
             return None
         try:
             document = orjson.loads(body)
@@ -145,6 +147,20 @@ def decode(body: bytes, header_length: bytes | None) -> Decoded | None:
     if binary is None and not stripped and not values:
         return None
     return Decoded(document, values, outputs)
+
+
+def _mentions_binary(body: bytes) -> bool:
+    """Whether `binary_data` is in the body. Its 'y' is rare in a V2 body (each input's "datatype"
+    has one), so hopping from 'y' to 'y' with memchr settles most bodies several times faster than a
+    substring search reads a large one; a body with many is searched whole."""
+    at = body.find(b"y", _Y_AT)
+    for _ in range(_Y_HOPS):
+        if at < 0:
+            return False
+        if body.startswith(_WORD, at - _Y_AT):
+            return True
+        at = body.find(b"y", at + 1)
+    return _WORD in body
 
 
 def json_body(decoded: Decoded) -> bytes:

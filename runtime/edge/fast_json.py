@@ -2,6 +2,9 @@
 straight to plain tensors, without FastAPI's routing and pydantic's validation in between.
 
 A binary request (runtime.edge.binary) arrives here parsed, its binary inputs' data decoded.
+A JSON body is parsed by simdjson, which reads a numeric input's flat `data` straight into a numpy
+array (no Python float per value: 10,000 rows decode in about half orjson's time); everything else
+becomes the Python values orjson would give.
 
 Simple means: a JSON object with `inputs` (and optionally a string `id`, `outputs` naming outputs,
 boolean `ood_flags` / `feature_sources` parameters and a string `content_type`, which the runtime
@@ -21,10 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
+import simdjson
 
 from runtime.core.contract import Tensor
 from runtime.core.datatypes import NUMERIC_DATATYPES
+from runtime.edge.json_depth import count_up_to
 
 _REQUEST_KEYS = frozenset({"id", "inputs", "outputs", "parameters"})
 _TENSOR_KEYS = frozenset({"name", "shape", "datatype", "data"})
@@ -32,6 +36,7 @@ _TENSOR_KEYS = frozenset({"name", "shape", "datatype", "data"})
 _FLAGS = frozenset({"ood_flags", "feature_sources"})
 # A codec's name (PandasCodec's "pd", StringCodec's "str"): a string MLServer's path passes by too.
 _CONTENT_TYPE = "content_type"
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -44,11 +49,74 @@ class SimpleRequest:
 
 def read_simple(body: bytes) -> SimpleRequest | None:
     """The request, if it is in the simple form; else None."""
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
+    if body.startswith(_BOM):  # simdjson skips it; orjson, so MLServer, refuses the body
         return None
-    return simple_request(document, _may_hold_booleans(body))
+    try:
+        root = simdjson.Parser().parse(body)
+    except (ValueError, RuntimeError):  # not JSON or not UTF-8; a number past 64 bits or a double's range
+        return None
+    return simple_request(_document(root, body), _may_hold_booleans(body))
+
+
+def _document(root: Any, body: bytes) -> Any:
+    """The parsed body as orjson gives it (duplicate keys: the last wins), but each numeric input's
+    `data` a numpy array when it is a flat list of numbers."""
+    if not isinstance(root, simdjson.Object) or _repeats_a_key(root):
+        return _plain(root)
+    document = {key: _plain(root[key]) for key in root.keys() if key != "inputs"}
+    inputs = root.get("inputs")
+    if isinstance(inputs, simdjson.Array):
+        flat = _no_nested_lists(body, root, inputs)
+        document["inputs"] = [_input(item, flat) for item in inputs]
+    elif "inputs" in root:
+        document["inputs"] = _plain(inputs)
+    return document
+
+
+def _no_nested_lists(body: bytes, root: simdjson.Object, inputs: simdjson.Array) -> bool:
+    """Whether the body's only lists are the request's own: `inputs`, each input's `shape` and `data`,
+    `outputs`. Each holds a '[', so a body with no more '[' than those holds no other list anywhere,
+    nor one nested in any data (which as_buffer would read flattened)."""
+    own = 1 + isinstance(root.get("outputs"), simdjson.Array)
+    for item in inputs:
+        if isinstance(item, simdjson.Object):
+            own += isinstance(item.get("shape"), simdjson.Array) + isinstance(item.get("data"), simdjson.Array)
+    return count_up_to(body, b"[", own + 1) <= own
+
+
+def _input(item: Any, flat: bool) -> Any:
+    if not flat or not isinstance(item, simdjson.Object) or _repeats_a_key(item):
+        return _plain(item)
+    return {key: _data(item) if key == "data" else _plain(item[key]) for key in item.keys()}
+
+
+def _data(item: simdjson.Object) -> Any:
+    """A numeric input's flat list of numbers as numpy reads it in place (float64 for a float
+    datatype, int64 for an integer one, as np.asarray would give); any other data as a list, for the
+    contract to check or explain."""
+    data, datatype = item["data"], item.get("datatype")
+    dtype = NUMERIC_DATATYPES.get(datatype) if isinstance(datatype, str) else None
+    if dtype is None or not isinstance(data, simdjson.Array):
+        return _plain(data)
+    floats = dtype.kind == "f"
+    try:
+        buffer = data.as_buffer(of_type="d" if floats else "i")
+    except (TypeError, ValueError):  # null, true/false or text among them; a fraction or past int64
+        return data.as_list()
+    return np.frombuffer(buffer, dtype=np.float64 if floats else np.int64)
+
+
+def _repeats_a_key(value: simdjson.Object) -> bool:
+    keys = list(value.keys())
+    return len(set(keys)) != len(keys)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, simdjson.Object):
+        return value.as_dict()
+    if isinstance(value, simdjson.Array):
+        return value.as_list()
+    return value
 
 
 def simple_request(document: Any, may_hold_booleans: bool = True) -> SimpleRequest | None:

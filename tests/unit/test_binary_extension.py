@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from runtime.core.errors import InvalidRequest
-from runtime.edge.binary import OutputChoice, decode, encode_answer, json_body
+from runtime.edge.binary import OutputChoice, _mentions_binary, decode, encode_answer, json_body
 
 
 def _body(document: dict, *chunks: bytes) -> tuple[bytes, bytes]:
@@ -107,3 +107,21 @@ def test_answers_carry_the_chosen_outputs_in_binary():
     assert header["outputs"][1]["data"] == [0.25, 0.75, 1.0, 0.0]
     assert body[length:] == np.array([1, 0], "<i8").tobytes() + _strings("a", "bé")
     assert encode_answer(json.dumps(answer).encode(), OutputChoice(False, {})) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"binary_data",
+        b"inary_data",
+        b"binary_dat",
+        b"yyyyybinary_data",
+        b"y" * 100 + b"binary_data",  # past the hops: the whole body is searched
+        b"y" * 100,
+        b'{"inputs": [{"datatype": "FP64"}], "parameters": {"binary_data_output": true}}',
+        b'{"inputs": [{"datatype": "FP64", "data": [1]}]}',
+    ],
+)
+def test_the_hops_over_y_find_binary_data_as_a_substring_search_does(body):
+    assert _mentions_binary(body) == (b"binary_data" in body)

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from mlserver.errors import ModelNotFound
 from mlserver.types import InferenceResponse, ResponseOutput
@@ -19,7 +20,7 @@ from starlette.routing import Route
 from starlette_exporter import PrometheusMiddleware
 
 import runtime.model  # noqa: F401  (installs the integration, as loading the runtime does)
-from runtime.core.contract import Contract
+from runtime.core.contract import Contract, Tensor, decode_tensor
 from runtime.core.errors import PipelineError
 from runtime.edge.asgi import read_body
 from runtime.edge.fast_json import _may_hold_booleans, read_simple
@@ -47,8 +48,67 @@ def test_the_simple_form_is_read(document):
     body = json.dumps(document).encode()
     request = read_simple(body)
     assert request is not None and np.asarray(request.inputs[-1].data).tolist() == [1.0, 2.0]
-    # Numbers come as numpy arrays unless a JSON boolean anywhere could be among them.
-    assert isinstance(request.inputs[-1].data, np.ndarray) == (b"true" not in body and b"false" not in body)
+    # A flat list of numbers comes as a numpy array, whatever else the body holds.
+    assert isinstance(request.inputs[-1].data, np.ndarray)
+
+
+_RNG = np.random.default_rng(7)
+_NUMBERS = [repr(float(v)) for v in _RNG.normal(0, 1, 300)] + [f"{v:.25e}" for v in _RNG.normal(0, 1e-200, 100)]
+
+
+def _decoded(tensor: Tensor, shape: tuple[int, ...], missing: bool) -> tuple[str, Any]:
+    """What the contract makes of a tensor: its float64 values, bit for bit, or its refusal."""
+    columns = tuple(f"c{i}" for i in range(shape[-1])) if len(shape) == 2 else (tensor.name,)
+    try:
+        return "values", decode_tensor(tensor, shape, columns, [missing] * len(columns)).tobytes()
+    except PipelineError as refused:
+        return "refused", str(refused)
+
+
+@pytest.mark.parametrize(
+    "data, datatype, shape",
+    [
+        ("[1, 2.5, -0, -0.0, 1E2, 3e-7]", "FP64", (6,)),
+        ("[" + ",".join(_NUMBERS) + "]", "FP64", (400,)),
+        ("[" + ",".join(_NUMBERS) + "]", "FP32", (400,)),
+        ("[" + ",".join(_NUMBERS) + "]", "FP64", (200, 2)),
+        ("[1, 2, 3, 9223372036854775807, -9223372036854775808]", "INT64", (5,)),
+        ("[1, 2.5]", "INT32", (2,)),
+        ("[18446744073709551615, 1]", "UINT64", (2,)),
+        ("[18446744073709551615, 1]", "FP64", (2,)),
+        ("[[1, 2], [3, 4]]", "FP64", (2, 2)),
+        ("[[1, 2], [3, 4]]", "FP64", (4,)),
+        ("[[1], [2, 3]]", "FP64", (3,)),
+        ("[1, [2]]", "FP64", (2,)),
+        ("[[1, 2], []]", "FP64", (2,)),
+        ("[1, null]", "FP64", (2,)),
+        ("[1, true]", "FP64", (2,)),
+        ('[1, "2"]', "FP64", (2,)),
+        ("[1e308, -1e308]", "FP32", (2,)),
+        ("[]", "FP64", (0,)),
+    ],
+)
+@pytest.mark.parametrize("missing", [False, True])
+def test_numbers_read_in_place_decode_as_orjsons_values_do(data, datatype, shape, missing):
+    """simdjson reads a flat list of numbers straight into numpy; anything else (nesting, gaps,
+    booleans, text) comes as orjson's list. Either way the contract decodes what MLServer's path
+    (orjson's values) gives: the same float64 values bit for bit, or the same refusal."""
+    for names in (("X", "Y"), ("X[", "Y]")):  # a '[' in a string: nested data must not be read flat
+        first = f'{{"name": "{names[0]}", "shape": {list(shape)}, "datatype": "{datatype}", "data": {data}}}'
+        second = f'{{"name": "{names[1]}", "shape": [2], "datatype": "FP64", "data": [1, 2]}}'
+        body = f'{{"inputs": [{first}, {second}], "outputs": [{{"name": "p"}}]}}'.encode()
+        request = read_simple(body)
+        assert request is not None
+        expected = [Tensor(i["name"], i["shape"], i["datatype"], i["data"]) for i in orjson.loads(body)["inputs"]]
+        for got, plain in zip(request.inputs, expected, strict=True):
+            form = tuple(plain.shape)
+            assert _decoded(got, form, missing) == _decoded(plain, form, missing)
+
+
+def test_a_repeated_key_is_read_as_orjson_reads_it_the_last_wins():
+    body = b'{"inputs": [{"name": "X", "shape": [2], "datatype": "FP64", "data": [1, 2], "data": [3.5, 4]}]}'
+    request = read_simple(body)
+    assert request is not None and request.inputs[0].data.tolist() == [3.5, 4.0]
 
 
 @pytest.mark.parametrize(
@@ -96,6 +156,7 @@ def test_a_boolean_among_the_numbers_is_still_refused_by_the_contract():
         json.dumps({"id": 3, "inputs": [X]}).encode(),
         json.dumps({"inputs": [X], "outputs": [{"name": "p", "parameters": {}}]}).encode(),
         b'{"inputs": [{"name": "X", "shape": [1, 1], "datatype": "FP64", "data": [NaN]}]}',
+        b"\xef\xbb\xbf" + json.dumps({"inputs": [X]}).encode(),  # a BOM: orjson (MLServer's parser) refuses it
     ],
 )
 def test_anything_else_is_left_to_mlserver(body):

@@ -181,6 +181,12 @@ def test_many_siblings_that_hide_a_deep_branch_are_found():
     assert json_depth.within(body, 71)
 
 
+@pytest.mark.parametrize("data", [b"", b"[", b"[[[", b"a[b[c", b"[" * 100, b"x" * 1000 + b"[]" * 3])
+@pytest.mark.parametrize("cap", [0, 1, 2, 5, 1000])
+def test_counting_stops_at_the_cap(data, cap):
+    assert json_depth.count_up_to(data, b"[", cap) == min(data.count(b"["), cap)
+
+
 # --- the guard ------------------------------------------------------------------------------------
 
 
