@@ -20,6 +20,7 @@ contract, the same code for both paths.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ _FLAGS = frozenset({"ood_flags", "feature_sources"})
 # A codec's name (PandasCodec's "pd", StringCodec's "str"): a string MLServer's path passes by too.
 _CONTENT_TYPE = "content_type"
 _BOM = b"\xef\xbb\xbf"
+_PARSERS = threading.local()
 
 
 @dataclass(frozen=True)
@@ -51,11 +53,25 @@ def read_simple(body: bytes) -> SimpleRequest | None:
     """The request, if it is in the simple form; else None."""
     if body.startswith(_BOM):  # simdjson skips it; orjson, so MLServer, refuses the body
         return None
-    try:
-        root = simdjson.Parser().parse(body)
-    except (ValueError, RuntimeError):  # not JSON or not UTF-8; a number past 64 bits or a double's range
-        return None
-    return simple_request(_document(root, body), _may_hold_booleans(body))
+    root = _parsed(body)
+    return None if root is None else simple_request(_document(root, body), _may_hold_booleans(body))
+
+
+def _parsed(body: bytes) -> Any:
+    """The body as simdjson's proxies, or None when it is not JSON simdjson reads (not UTF-8, a
+    number past 64 bits or a double's range). This thread's parser keeps its buffers from one body
+    to the next; one that a proxy still holds (an error's traceback, say) is replaced."""
+    for fresh in (False, True):
+        parser: simdjson.Parser | None = None if fresh else getattr(_PARSERS, "parser", None)
+        if parser is None:
+            parser = _PARSERS.parser = simdjson.Parser()
+        try:
+            return parser.parse(body)
+        except ValueError:
+            return None
+        except RuntimeError:  # a parser still in use, or an integer past 64 bits: a fresh one tells
+            continue
+    return None
 
 
 def _document(root: Any, body: bytes) -> Any:

@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import threading
 
+from runtime import allocator
 from runtime.integration import (
     batching,
     boosting,
@@ -88,6 +89,7 @@ def install(runtime_class: type) -> None:
     with _lock:
         if _installed:
             return
+        kept = allocator.keep_freed_memory()
         if multiprocessing.parent_process() is not None:
             boosting.install()
             _installed = True
@@ -102,8 +104,10 @@ def install(runtime_class: type) -> None:
             raise
         _installed = True
         logger.info(
-            "MLServer integration installed; graceful drain: delay %.1fs, timeout %.1fs, hard exit after %.1fs",
+            "MLServer integration installed; graceful drain: delay %.1fs, timeout %.1fs, hard exit after %.1fs; "
+            "allocator: %s",
             drain.delay_s,
             drain.timeout_s,
             drain.hard_exit_s,
+            "freed memory kept for the next request (runtime.allocator)" if kept else "as set up by the environment",
         )

@@ -23,7 +23,7 @@ import runtime.model  # noqa: F401  (installs the integration, as loading the ru
 from runtime.core.contract import Contract, Tensor, decode_tensor
 from runtime.core.errors import PipelineError
 from runtime.edge.asgi import read_body
-from runtime.edge.fast_json import _may_hold_booleans, read_simple
+from runtime.edge.fast_json import _may_hold_booleans, _parsed, read_simple
 from runtime.integration.fast_path import ROUTES, Compression, FastInfer, Layers, enabled, layers
 from runtime.integration.patching import IntegrationError
 
@@ -103,6 +103,12 @@ def test_numbers_read_in_place_decode_as_orjsons_values_do(data, datatype, shape
         for got, plain in zip(request.inputs, expected, strict=True):
             form = tuple(plain.shape)
             assert _decoded(got, form, missing) == _decoded(plain, form, missing)
+
+
+def test_a_parser_still_held_by_a_proxy_is_replaced():
+    held = _parsed(json.dumps({"inputs": [X]}).encode())  # as an error's traceback might hold one
+    request = read_simple(json.dumps({"inputs": [X]}).encode())
+    assert held is not None and request is not None and request.inputs[0].data.tolist() == [1.0, 2.0]
 
 
 def test_a_repeated_key_is_read_as_orjson_reads_it_the_last_wins():
