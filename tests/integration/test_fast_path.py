@@ -135,6 +135,49 @@ def test_good_requests_get_the_same_answer(pair, case_id):
     _same_rest(pair, "/predict/" + model, _body({"features": sample_rows(model, 2).tolist()}))
 
 
+def _large(rows: int = 1000, name: str = "X", datatype: str = "FP64", edit=None, nested: bool = False) -> bytes:
+    """A body past fast_json.IN_PLACE_FROM_BYTES (simdjson reads its numbers in place), `edit`
+    changing its flat list of values (as JSON text) first."""
+    X = sample_rows(DIABETES, rows)
+    values = [json.dumps(v) for v in X.ravel().tolist()]
+    if edit is not None:
+        edit(values)
+    if nested:
+        data = "[" + ",".join("[" + ",".join(values[r * 10 : r * 10 + 10]) + "]" for r in range(rows)) + "]"
+    else:
+        data = "[" + ",".join(values) + "]"
+    tensor = f'{{"name": "{name}", "shape": [{rows}, 10], "datatype": "{datatype}", "data": {data}}}'
+    return f'{{"inputs": [{tensor}]}}'.encode()
+
+
+def _set(index: int, text: str):
+    def edit(values: list[str]) -> None:
+        values[index] = text
+
+    return edit
+
+
+LARGE = {
+    "flat": _large(),
+    "nested": _large(nested=True),
+    "a '[' in a name": _large(name="X[0]"),
+    "a gap at row 700": _large(edit=_set(7003, "null")),
+    "a boolean at row 700": _large(edit=_set(7003, "true")),
+    "text at row 700": _large(edit=_set(7003, '"1.5"')),
+    "ragged": _large(nested=True, edit=lambda v: v.pop(7003)),
+    "INT64, a fraction": _large(datatype="INT64", edit=lambda v: v.__setitem__(slice(None), ["1"] * 9999 + ["1.5"])),
+    "an integer past 64 bits": _large(edit=_set(5, "123456789012345678901234567890")),
+    "a number past a double": _large(edit=_set(5, "1e400")),
+    "a byte order mark": b"\xef\xbb\xbf" + _large(),
+}
+
+
+@pytest.mark.parametrize("case_id", list(LARGE))
+def test_large_bodies_get_the_same_answer(pair, case_id):
+    """Bodies the fast path parses with simdjson (numbers read in place), MLServer's path with orjson."""
+    _same_rest(pair, f"/v2/models/{DIABETES}/infer", LARGE[case_id])
+
+
 def test_headers_and_deadlines_are_honoured_the_same(pair):
     body = _body(GOOD["2-D FP64"][1])
     for headers in (
