@@ -146,18 +146,21 @@ def measure(
             url = f"{servers[(kind, label)].http_url}/v2/models/{MODEL_NAME}/infer"
             if round_ == 0 and args.warmup:
                 loadgen.run_wrk(url, path, CONCURRENCY, args.warmup, workdir, timeout_s=30, headers=headers)
+            before = common.cpu_snapshot(servers[(kind, label)])
             res = loadgen.run_wrk(url, path, CONCURRENCY, args.duration, workdir, timeout_s=30, headers=headers)
+            cpu_s = common.cpu_delta(before, common.cpu_snapshot(servers[(kind, label)]))
             record = {
                 "server": kind,
                 "config": label,
                 "body": name,
                 "rows_per_s": res.rps * ROWS,
                 "p50_ms": res.p50_ms,
+                "server_cpu_ms_per_req": 1e3 * cpu_s / max(res.completed, 1),
                 "errors": res.errors,
             }
             log(
                 f"  {kind:5} {label:12} {name:6} {record['rows_per_s']:12,.0f} rows/s "
-                f"p50 {res.p50_ms:8.1f} ms err {res.errors}"
+                f"p50 {res.p50_ms:8.1f} ms server CPU {record['server_cpu_ms_per_req']:6.2f} ms/req err {res.errors}"
             )
             key = (kind, label, name)
             if res.errors == 0 and record["rows_per_s"] > best.get(key, {}).get("rows_per_s", -1.0):
