@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import chain
 from math import prod
 from typing import Any
@@ -143,10 +144,16 @@ class Contract:
     def _column_style(self, inputs: Sequence[Tensor]) -> bool:
         """One tensor per column: every input 1-D, or each [N] or [N, 1] under a feature's name
         (PandasCodec's layout; a one-feature model's [N, 1] matrix reads the same either way)."""
+        if len(inputs) == 1 and len(inputs[0].shape) == 2 and inputs[0].shape[1] != 1:
+            return False  # the common [N, F] matrix, settled without a pass over the names
         if all(len(i.shape) == 1 for i in inputs):
             return True
-        names = set(self.feature_names)
+        names = self._names
         return all(i.name in names and (len(i.shape) == 1 or list(i.shape[1:]) == [1]) for i in inputs)
+
+    @cached_property
+    def _names(self) -> frozenset[str]:
+        return frozenset(self.feature_names)
 
     def _layout_hint(self, problem: str) -> str:
         if self.string_columns:
@@ -193,7 +200,7 @@ class Contract:
         return matrix
 
     def _index_columns(self, inputs: Sequence[Tensor]) -> dict[str, Tensor]:
-        known = set(self.feature_names)
+        known = self._names
         by_name: dict[str, Tensor] = {}
         for inp in inputs:
             if inp.name not in known:
