@@ -313,8 +313,11 @@ def stop(server: Server, send: Callable[[], None], timeout_s: float = 20.0) -> f
 
 
 def test_ctrl_c_stops_make_serve_at_once(make_serve: Server) -> None:
+    """At once and quietly: the whole session's log (every test above ran against this server) holds
+    no traceback, from the start to the stop."""
     took = ctrl_c(make_serve)
     assert took < CTRL_C_LIMIT_S, (took, make_serve.log_tail())
+    assert "Traceback" not in make_serve.log_text(), make_serve.log_tail()
 
 
 # ---- make serve-features ------------------------------------------------------------------------
