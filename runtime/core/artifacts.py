@@ -207,8 +207,8 @@ class LoadedPipeline:
     manifest: Manifest
     scaler: Any | None
     model: Any
-    # Set by load_pipeline: what was verified, the manifest (its artifacts' hashes included) but for
-    # the name and version it is served under. None for a pipeline assembled otherwise.
+    # Set by load_pipeline: the sha256 of what was verified, the manifest (its artifacts' hashes
+    # included) but for the name and version it is served under. None for a pipeline assembled otherwise.
     verified: str | None = None
 
 
@@ -303,14 +303,16 @@ def _deserialise(model_dir: Path, ref: ArtifactRef, data: bytes, accepted: set[s
     if ref.format == "joblib":
         return joblib.load(io.BytesIO(data))
     skops = _skops_io()
-    untrusted = [t for t in skops.get_untrusted_types(data=data) if t not in accepted]
-    if untrusted:
-        raise ArtifactError(
-            f"{model_dir / ref.file}: refusing untrusted types {untrusted}: the manifest does not "
-            "record them as scikit-learn types (package the model with `python -m pipeline_tools.package`); "
-            "add them to parameters.extra.trusted_types only if you trust this artifact's author"
-        )
-    return skops.loads(data, trusted=sorted(accepted))
+    try:
+        # skops audits the whole tree before it builds anything, trusting its defaults and `accepted`.
+        return skops.loads(data, trusted=sorted(accepted))
+    except skops.exceptions.UntrustedTypesFoundException:
+        untrusted = [t for t in skops.get_untrusted_types(data=data) if t not in accepted]
+    raise ArtifactError(
+        f"{model_dir / ref.file}: refusing untrusted types {untrusted}: the manifest does not "
+        "record them as scikit-learn types (package the model with `python -m pipeline_tools.package`); "
+        "add them to parameters.extra.trusted_types only if you trust this artifact's author"
+    )
 
 
 def _minor(version: str) -> str:
@@ -380,7 +382,7 @@ def load_pipeline(model_dir: Path, policy: LoadPolicy = LoadPolicy()) -> LoadedP
         _check_feature_count(f"scaler {manifest.scaler.file}", scaler, manifest.n_features)
     _check_feature_count(f"model {manifest.model.file}", model, manifest.n_features)
     _check_model(model, manifest)
-    verified = manifest.model_dump_json(exclude={"name", "version"})
+    verified = sha256_hex(manifest.model_dump_json(exclude={"name", "version"}).encode())
     return LoadedPipeline(manifest=manifest, scaler=scaler, model=model, verified=verified)
 
 

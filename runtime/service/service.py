@@ -94,9 +94,6 @@ class ModelService:
         self._specs = output_specs(manifest)
         self.contract = Contract.for_manifest(manifest, options.max_rows)
         self._predictor = shared_predictor(pipeline)
-        # Held while this model is loaded: another model loaded from the same artifact bytes shares
-        # these verified objects instead of deserialising them again (runtime.core.artifacts).
-        self._artifacts = (pipeline.scaler, pipeline.model)
         self.prediction_path = prediction_path(self._predictor.kind, manifest.check is not None)
         self._ood = OodDetector.from_pipeline(pipeline, options.ood_z_threshold)
         self._observer = Observer(name, self.version, manifest, tracing)
