@@ -5,7 +5,8 @@ artifact (the compiled form), or the whole fitted pipeline as one model artifact
 for any other pipeline of scikit-learn types), each in skops format (the default: only types on a
 trusted list are ever built) or joblib (pickle: safe only because its sha256 is pinned). Every
 artifact is read into memory, hashed, compared with the manifest and only then deserialised from
-those same bytes, so a file swapped after the check is never deserialised.
+those same bytes, so a file swapped after the check is never deserialised; bytes another loaded
+model was already verified and deserialised from (the same sha256) give that model's object.
 """
 
 from __future__ import annotations
