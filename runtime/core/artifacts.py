@@ -5,23 +5,28 @@ artifact (the compiled form), or the whole fitted pipeline as one model artifact
 for any other pipeline of scikit-learn types), each in skops format (the default: only types on a
 trusted list are ever built) or joblib (pickle: safe only because its sha256 is pinned). Every
 artifact is read into memory, hashed, compared with the manifest and only then deserialised from
-those same bytes, so a file swapped after the check is never deserialised.
+those same bytes, so a file swapped after the check is never deserialised; bytes another loaded
+model was already verified and deserialised from (the same sha256) give that model's object.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
+import sys
+import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
 import joblib
 import numpy as np
 import sklearn
-import skops.io
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from sklearn.pipeline import Pipeline
 
@@ -202,6 +207,9 @@ class LoadedPipeline:
     manifest: Manifest
     scaler: Any | None
     model: Any
+    # Set by load_pipeline: the sha256 of what was verified, the manifest (its artifacts' hashes
+    # included) but for the name and version it is served under. None for a pipeline assembled otherwise.
+    verified: str | None = None
 
 
 def sha256_hex(data: bytes) -> str:
@@ -239,19 +247,71 @@ def accepted_types(ref: ArtifactRef, policy: LoadPolicy) -> set[str]:
     return recorded | set(policy.extra_trusted_types)
 
 
-def _load_verified(model_dir: Path, ref: ArtifactRef, policy: LoadPolicy) -> Any:
+@contextlib.contextmanager
+def _pytest_hidden() -> Iterator[None]:
+    """pytest, where installed (a development environment) and not yet imported, made unimportable."""
+    if "pytest" in sys.modules:
+        yield
+        return
+    sys.modules["pytest"] = None  # type: ignore[assignment]  # None: `import pytest` raises ImportError
+    try:
+        yield
+    finally:
+        del sys.modules["pytest"]
+
+
+def _import_skops_io() -> ModuleType:
+    """skops.io with pytest hidden: skops.io lists every scikit-learn estimator at import, through
+    scikit-learn's test helpers, which import pytest where it is installed; serving never uses them."""
+    try:
+        with _pytest_hidden():
+            import skops.io
+    except ImportError as exc:
+        raise ArtifactError(f"skops artifacts need skops.io, which cannot be imported: {exc}") from None
+    return sys.modules[skops.io.__name__]
+
+
+# At import, not at the first skops artifact: a model's load timer measures its own load (not
+# skops' import), and a missing or broken skops fails the start.
+_skops_io = _import_skops_io()
+
+
+# A verified artifact's object by (sha256, format, accepted types, manifest form): deserialising is a
+# function of the bytes (hashed at every load) and the types accepted, so models loaded from the same
+# bytes (copies of one version, one pipeline under many names) share one object, never modified once
+# loaded; weak, so it goes with the last model holding it.
+_VERIFIED: weakref.WeakValueDictionary[tuple[str, str, frozenset[str], str], Any] = weakref.WeakValueDictionary()
+
+
+def _load_verified(model_dir: Path, ref: ArtifactRef, policy: LoadPolicy, form: str) -> Any:
     data = read_verified(model_dir, ref)
+    accepted = accepted_types(ref, policy) if ref.format == "skops" else set()
+    key = (ref.sha256, ref.format, frozenset(accepted), form)
+    cached = _VERIFIED.get(key)
+    if cached is not None:
+        return cached
+    loaded = _deserialise(model_dir, ref, data, accepted)
+    if form == "compiled":
+        # The pipeline form keeps its names: a ColumnTransformer may select columns by them.
+        _forget_column_names(loaded)
+    with contextlib.suppress(TypeError):  # an object that cannot be referenced weakly is not shared
+        _VERIFIED[key] = loaded
+    return loaded
+
+
+def _deserialise(model_dir: Path, ref: ArtifactRef, data: bytes, accepted: set[str]) -> Any:
     if ref.format == "joblib":
         return joblib.load(io.BytesIO(data))
-    accepted = accepted_types(ref, policy)
-    untrusted = [t for t in skops.io.get_untrusted_types(data=data) if t not in accepted]
-    if untrusted:
-        raise ArtifactError(
-            f"{model_dir / ref.file}: refusing untrusted types {untrusted}: the manifest does not "
-            "record them as scikit-learn types (package the model with `python -m pipeline_tools.package`); "
-            "add them to parameters.extra.trusted_types only if you trust this artifact's author"
-        )
-    return skops.io.loads(data, trusted=sorted(accepted))
+    try:
+        # skops audits the whole tree before it builds anything, trusting its defaults and `accepted`.
+        return _skops_io.loads(data, trusted=sorted(accepted))
+    except _skops_io.exceptions.UntrustedTypesFoundException:
+        untrusted = [t for t in _skops_io.get_untrusted_types(data=data) if t not in accepted]
+    raise ArtifactError(
+        f"{model_dir / ref.file}: refusing untrusted types {untrusted}: the manifest does not "
+        "record them as scikit-learn types (package the model with `python -m pipeline_tools.package`); "
+        "add them to parameters.extra.trusted_types only if you trust this artifact's author"
+    )
 
 
 def _minor(version: str) -> str:
@@ -315,17 +375,14 @@ def load_pipeline(model_dir: Path, policy: LoadPolicy = LoadPolicy()) -> LoadedP
     """Verify and load one model version directory, or raise ArtifactError naming the problem."""
     manifest = read_manifest(model_dir)
     check_sklearn_version(manifest, policy)
-    scaler = _load_verified(model_dir, manifest.scaler, policy) if manifest.scaler else None
-    model = _load_verified(model_dir, manifest.model, policy)
+    scaler = _load_verified(model_dir, manifest.scaler, policy, manifest.form) if manifest.scaler else None
+    model = _load_verified(model_dir, manifest.model, policy, manifest.form)
     if manifest.scaler is not None:
         _check_feature_count(f"scaler {manifest.scaler.file}", scaler, manifest.n_features)
     _check_feature_count(f"model {manifest.model.file}", model, manifest.n_features)
     _check_model(model, manifest)
-    if manifest.form == "compiled":
-        # The pipeline form keeps its names: a ColumnTransformer may select columns by them.
-        for estimator in (scaler, model):
-            _forget_column_names(estimator)
-    return LoadedPipeline(manifest=manifest, scaler=scaler, model=model)
+    verified = sha256_hex(manifest.model_dump_json(exclude={"name", "version"}).encode())
+    return LoadedPipeline(manifest=manifest, scaler=scaler, model=model, verified=verified)
 
 
 def _forget_column_names(estimator: Any) -> None:

@@ -20,6 +20,7 @@ whole model stays on scikit-learn's path.
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,25 @@ class Predictor:
             if values.dtype.kind == "f":
                 require_finite(values)
         return results
+
+
+# Compiled predictors by the verified content and seed they were compiled and checked from
+# (LoadedPipeline.verified): a model loaded from the same content (same artifact bytes, by their
+# hashes) shares the predictor another model already checked, the same result; weak, so it goes
+# with the last model serving it.
+_SHARED: weakref.WeakValueDictionary[tuple[str, int], Predictor] = weakref.WeakValueDictionary()
+
+
+def shared_predictor(pipeline: LoadedPipeline, seed: int = 0) -> Predictor:
+    """compile_predictor's, or the one already compiled from the same verified content."""
+    if pipeline.verified is None:
+        return compile_predictor(pipeline, seed)
+    key = (pipeline.verified, seed)
+    predictor = _SHARED.get(key)
+    if predictor is None:
+        predictor = compile_predictor(pipeline, seed)
+        _SHARED[key] = predictor
+    return predictor
 
 
 def compile_predictor(pipeline: LoadedPipeline, seed: int = 0) -> Predictor:

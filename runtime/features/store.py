@@ -16,12 +16,23 @@ from collections.abc import Sequence
 
 from runtime.core.errors import ArtifactError, FeatureStoreUnavailable
 from runtime.core.options import FeatureStoreOptions
-from runtime.features.postgres import PostgresSource
 from runtime.features.source import FeatureSource, SourceUnavailable
 from runtime.features.ttl_cache import TTLCache
 from runtime.features.wrappers import BreakerGuardedSource, CachingSource, Fetched, MeteredSource
 from runtime.observation import metrics
 from runtime.policy.breaker import STATE_VALUES, CircuitBreaker
+
+
+def _postgres_source(
+    model: str, options: FeatureStoreOptions, feature_names: Sequence[str], store_metrics: metrics.FeatureStoreMetrics
+) -> FeatureSource:
+    """The PostgreSQL table `options` names; a missing or broken psycopg fails this model's load."""
+    try:
+        # Imported here, not at start: psycopg is only needed by a model with a feature store.
+        from runtime.features.postgres import PostgresSource
+    except ImportError as exc:
+        raise ArtifactError(f"feature_store needs psycopg and psycopg_pool, which cannot be imported: {exc}") from None
+    return PostgresSource(model, options, feature_names, on_pool_stats=store_metrics.pool)
 
 
 class FeatureStore:
@@ -39,7 +50,7 @@ class FeatureStore:
         self.model, self.options = model, options
         self._metrics = metrics.FeatureStoreMetrics(model)
         if source is None:
-            source = PostgresSource(model, options, feature_names, on_pool_stats=self._metrics.pool)
+            source = _postgres_source(model, options, feature_names, self._metrics)
         self._breaker = CircuitBreaker(
             source.description,
             options.breaker_failure_ratio,

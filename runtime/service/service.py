@@ -36,8 +36,8 @@ from runtime.core.predictor import (
     COMPILED_PIPELINE,
     RTOL,
     Predictor,
-    compile_predictor,
     reference_rows,
+    shared_predictor,
 )
 from runtime.core.response import (
     TensorDescription,
@@ -93,7 +93,7 @@ class ModelService:
         self._resilience = Resilience(name, options)
         self._specs = output_specs(manifest)
         self.contract = Contract.for_manifest(manifest, options.max_rows)
-        self._predictor = compile_predictor(pipeline)
+        self._predictor = shared_predictor(pipeline)
         self.prediction_path = prediction_path(self._predictor.kind, manifest.check is not None)
         self._ood = OodDetector.from_pipeline(pipeline, options.ood_z_threshold)
         self._observer = Observer(name, self.version, manifest, tracing)
