@@ -4,6 +4,7 @@ server on rows and sweep), same run, every point as ours ÷ stock with PASS/FAIL
     python -m bench.growth                         # every axis (~25 min on 2 cores)
     python -m bench.growth --quick                 # each axis shortened, pw0 only (~6 min)
     python -m bench.growth --axes rows,cold        # a subset of rows,sweep,models,cold,overload
+    python -m bench.growth --report bench/results/growth-<stamp>.json   # re-judge and redraw a saved run
 
 Writes bench/results/growth-<stamp>.{json,md} and growth-<stamp>-<axis>.png; exits 1 when a point FAILs.
 """
@@ -47,6 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=int, help="seconds per wrk point and round (default 2, quick 1)")
     p.add_argument("--rounds", type=int, help="rounds per wrk point, best kept (default 2, quick 1)")
     p.add_argument("--out", type=Path, default=common.RESULTS)
+    p.add_argument("--report", type=Path, metavar="JSON", help="measure nothing: re-judge and redraw this saved run")
     p.add_argument("--keep-workdir", action="store_true", help="keep the model repositories and server logs")
     a = p.parse_args(argv)
     a.axes = [x for x in a.axes.split(",") if x]
@@ -60,6 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:  # a saved run judged and drawn again (after a change to the targets or charts)
+        return publish(json.loads(args.report.read_text()), args.report.with_suffix(""))
     # A kill unwinds like Ctrl-C: every server started is stopped on the way out.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     tools = loadgen.ensure_tools(log)
@@ -96,12 +100,17 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         close_workdir(workdir, args.keep_workdir)
     meta.update(wall_s=round(time.time() - started), loadavg_end=os.getloadavg())
-    result: dict[str, Any] = {"meta": meta, "axes": results, "verdicts": targets.evaluate(results)}
     args.out.mkdir(parents=True, exist_ok=True)
-    base = args.out / f"growth-{stamp}"
+    return publish({"meta": meta, "axes": results}, args.out / f"growth-{stamp}")
+
+
+def publish(result: dict[str, Any], base: Path) -> int:
+    """Verdicts, JSON, Markdown and charts at `base` (.json, .md, -<axis>.png); the verdicts printed."""
+    stamp = result["meta"]["stamp"]
+    result["verdicts"] = targets.evaluate(result["axes"])
     result["charts"] = {
         axis: str(path)
-        for axis, records in results.items()
+        for axis, records in result["axes"].items()
         if (path := report.chart(axis, records, stamp, Path(f"{base}-{axis}.png")))
     }
     base.with_suffix(".json").write_text(json.dumps(result, indent=1, default=float) + "\n")
@@ -109,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     for v in result["verdicts"]:
         print(report.verdict_line(v))
     failed = report.fails(result["verdicts"])
-    log(f"{len(failed)} FAIL; wrote {base}.json/.md and {len(result['charts'])} chart(s) in {meta['wall_s']} s")
+    log(f"{len(failed)} FAIL; wrote {base}.json/.md and {len(result['charts'])} chart(s)")
     return 1 if failed else 0
 
 

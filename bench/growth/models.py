@@ -64,7 +64,7 @@ def summary(count: int, kind: str, config: str, recs: list[dict[str, Any]]) -> d
     """Median time to ready, the lowest memory (the least disturbed) and the best req/s of the rounds."""
     return {
         "axis": "models",
-        "point": f"{count} models",
+        "point": f"{count} model" + ("s" if count > 1 else ""),
         "models": count,
         "server": kind,
         "config": config,

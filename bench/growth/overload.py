@@ -76,7 +76,7 @@ def measure_capacity(
     """Each server's best goodput over the rounds, from the same CLIENTS connections with no rate
     set (each sends its next request once answered), rounds rotating who goes first."""
     capacity: dict[tuple[str, str], float] = {}
-    seconds = settings.duration + 1  # h2load's whole seconds; a 1 s round is mostly ramp
+    seconds = 2 * settings.duration + 1  # longer than a wrk point: the estimate sets every offered rate
     for r in range(settings.rounds):
         for c, server in fleet.rotated(live, r):
             if r == 0:  # always: a server's first second under load is far below its capacity

@@ -121,7 +121,7 @@ def per_model_rss(records: list[Record], server: str, count: int) -> tuple[float
 def models_targets(records: list[Record]) -> list[Record]:
     out: list[Record] = []
     for count in sorted({r["models"] for r in records}):
-        point = f"{count} models"
+        point = f"{count} model" + ("s" if count > 1 else "")
         judged = count == MODELS_JUDGED
         o, s = (per_model_rss(records, k, count) for k in ("ours", "stock"))
         out += verdict("models", point, "RSS/model MB", o, s, "stock", 1.0 if judged else None, False)
@@ -146,8 +146,16 @@ def other_5xx(statuses: dict[str, int]) -> int:
     return sum(n for code, n in statuses.items() if int(code) >= 500 and int(code) not in ALLOWED_5XX)
 
 
+def best_seen(records: list[Record], server: str) -> float:
+    """A server's capacity as judged: the closed-loop estimate the offered rates were derived from,
+    or the highest goodput it showed at any offered rate if that was higher (on a shared machine
+    the estimate can come out low; the larger one makes the target no easier)."""
+    mine = [r for r in records if r["server"] == server]
+    return max([r["capacity_rps"] for r in mine] + [r["goodput_rps"] for r in mine])
+
+
 def overload_targets(records: list[Record]) -> list[Record]:
-    """Per server at 2x: goodput / capacity, p99 at 2x / p99 at 1x, 5xx other than 503 (this
+    """Per server at 2x: goodput / capacity (best_seen), p99 at 2x / p99 at 1x, 5xx other than 503 (this
     runtime's judged, stock's for information); ours ÷ stock goodput at every multiple."""
     out: list[Record] = []
     at = {(r["server"], r["multiple"]): r for r in records}
@@ -163,7 +171,7 @@ def overload_targets(records: list[Record]) -> list[Record]:
             point,
             "goodput / capacity",
             good,
-            (two["capacity_rps"], two["config"]),
+            (best_seen(records, server), two["config"]),
             "capacity",
             GOODPUT_SHARE if judged else None,
             True,

@@ -55,7 +55,7 @@ def test_models_judges_the_memory_a_model_adds_at_100() -> None:
     rss, ready = by_metric(rows, "RSS/model MB"), by_metric(rows, "time to ready")
     assert (rss["ours"], rss["other"], rss["pass"]) == (1.0, 0.5, False)
     assert ready["pass"] is True
-    assert all(r["pass"] is None for r in targets.models_targets(records) if r["point"] == "1 models")
+    assert all(r["pass"] is None for r in targets.models_targets(records) if r["point"] == "1 model")
 
 
 def test_overload_at_twice_capacity() -> None:
@@ -73,11 +73,23 @@ def test_overload_at_twice_capacity() -> None:
     records = [rec("ours", 1.0, 1000.0, 10.0, {"200": 1}), rec("ours", 2.0, 899.0, 31.0, {"200": 1, "503": 5})]
     records += [rec("stock", 1.0, 500.0, 10.0, {"200": 1}), rec("stock", 2.0, 100.0, 90.0, {"200": 1, "500": 3})]
     rows = targets.overload_targets(records)
+    (good,) = [r for r in rows if r["point"] == "ours at 2x" and r["metric"] == "goodput / capacity"]
+    assert good["other"] == 1000.0  # the estimate: no goodput above it
     ours = {r["metric"]: r["pass"] for r in rows if r["point"] == "ours at 2x"}
     assert ours == {"goodput / capacity": False, "p99 / p99 at 1x": False, "5xx other than 503": True}
     stock = {r["metric"]: r["pass"] for r in rows if r["point"] == "stock at 2x"}
     assert set(stock.values()) == {None}  # stock's own numbers are shown, not judged
     assert [r["ours"] for r in rows if r["point"] == "stock at 2x" and r["metric"] == "5xx other than 503"] == [3]
+
+
+def test_overload_judges_against_the_best_goodput_seen_when_above_the_estimate() -> None:
+    records = [
+        {"server": "ours", "config": "pw=0", "multiple": m, "capacity_rps": 1000.0, "goodput_rps": g}
+        | {"p99_ms": 10.0, "statuses": {"200": 1}}
+        for m, g in ((1.0, 1000.0), (1.5, 1500.0), (2.0, 1300.0))
+    ]
+    (good,) = [r for r in targets.overload_targets(records) if r["metric"] == "goodput / capacity"]
+    assert good["other"] == 1500.0 and good["pass"] is False  # 1300 / 1500 < 0.9
 
 
 def test_top_level_imports_are_summed_once() -> None:
