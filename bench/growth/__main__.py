@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
 def publish(result: dict[str, Any], base: Path) -> int:
     """Verdicts, JSON, Markdown and charts at `base` (.json, .md, -<axis>.png); the verdicts printed."""
     stamp = result["meta"]["stamp"]
+    if "models" in result["axes"]:
+        result["axes"]["models"] = [models.resummarise(r) for r in result["axes"]["models"]]
     result["verdicts"] = targets.evaluate(result["axes"])
     result["charts"] = {
         axis: str(path)
