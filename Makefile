@@ -100,7 +100,7 @@ train: venv
 
 # The linear model (the folded fast path, with a shadowed twin beside it), a random forest, the mixed
 # `columns` model, then 10,000-row requests (binary and JSON) at concurrency 2, then the growth axes
-# (rows per request, trees and features, models per server, cold start, overload: ~25 min; while
+# (rows per request, trees and features, models per server, cold start, overload: ~20 min; while
 # developing, `python -m bench.growth --quick` (~6 min) or `--axes rows,cold`).
 # `make bench BASELINE=<git rev>` also runs this runtime as it was at that revision, in the same runs.
 BASELINE ?=

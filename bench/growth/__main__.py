@@ -1,7 +1,7 @@
 """Performance as the work grows (issue 28): this runtime vs stock mlserver-sklearn (and KServe's
 server on rows and sweep), same run, every point as ours ÷ stock with PASS/FAIL.
 
-    python -m bench.growth                         # every axis (~25 min on 2 cores)
+    python -m bench.growth                         # every axis (~20 min on 2 cores)
     python -m bench.growth --quick                 # each axis shortened, pw0 only (~6 min)
     python -m bench.growth --axes rows,cold        # a subset of rows,sweep,models,cold,overload
     python -m bench.growth --report bench/results/growth-<stamp>.json   # re-judge and redraw a saved run
