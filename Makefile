@@ -99,7 +99,9 @@ train: venv
 	$(PY) -m pipeline_tools.train
 
 # The linear model (the folded fast path, with a shadowed twin beside it), a random forest, the mixed
-# `columns` model, then 10,000-row requests (binary and JSON) at concurrency 2.
+# `columns` model, then 10,000-row requests (binary and JSON) at concurrency 2, then the growth axes
+# (rows per request, trees and features, models per server, cold start, overload: ~20 min; while
+# developing, `python -m bench.growth --quick` (~6 min) or `--axes rows,cold`).
 # `make bench BASELINE=<git rev>` also runs this runtime as it was at that revision, in the same runs.
 BASELINE ?=
 BENCH_BASELINE = $(if $(BASELINE),--baseline $(BASELINE))
@@ -108,6 +110,7 @@ bench: venv
 	$(PY) -m bench.run --model forest $(BENCH_BASELINE)
 	$(PY) -m bench.run --model columns $(BENCH_BASELINE)
 	$(PY) -m bench.large_batch
+	$(PY) -m bench.growth
 
 # Regenerate both locks after editing pyproject.toml, with `uv pip compile` (uv is in the dev set): it
 # applies pyproject.toml's [tool.uv] override-dependencies, which lift MLServer 1.7.1's declared

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -277,8 +277,6 @@ def prepare_mlserver_dir(
     with the same settings minus the project's own code (its JSON log formatter and repository
     class); neither server writes a line per request (debug false).
     """
-    import joblib
-
     tags = ("shadow" if shadow else "", "copy" if copy else "", variant, baseline.slug if baseline else "")
     root = workdir / "-".join([kind, cfg.slug, *filter(None, tags)])
     if root.exists():
@@ -308,21 +306,34 @@ def prepare_mlserver_dir(
         settings = json.loads(settings_file.read_text())
         settings_file.write_text(json.dumps({**settings, **cfg.batching_settings()}, indent=2) + "\n")
     elif kind == "stock":
-        stock = {k: v for k, v in base_server_settings().items() if "runtime" not in str(v)}
-        make_repository(root, workers=cfg.parallel_workers, base=stock, link_runtime=False)
-        model_dir = root / MODEL_NAME
-        model_dir.mkdir()
-        joblib.dump(bench_pipeline(model), model_dir / "model.joblib")
-        ms = {
-            "name": MODEL_NAME,
-            "implementation": "mlserver_sklearn.SKLearnModel",
-            "parameters": {"uri": "./model.joblib", "version": MODEL_VERSION},
-            **cfg.batching_settings(),
-        }
-        (model_dir / "model-settings.json").write_text(json.dumps(ms, indent=2) + "\n")
+        make_repository(root, workers=cfg.parallel_workers, base=stock_server_settings(), link_runtime=False)
+        add_stock_model(root, MODEL_NAME, bench_pipeline(model), cfg)
     else:
         raise ValueError(kind)
     return root
+
+
+def stock_server_settings() -> dict[str, Any]:
+    """The stock runtime's settings.json: the project's minus its own code (the JSON log formatter
+    and repository class)."""
+    return {k: v for k, v in base_server_settings().items() if "runtime" not in str(v)}
+
+
+def add_stock_model(root: Path, name: str, fitted: Any, cfg: MLServerConfig) -> Path:
+    """root/<name>: the fitted pipeline as one `model.joblib` served by mlserver_sklearn."""
+    import joblib
+
+    model_dir = root / name
+    model_dir.mkdir()
+    joblib.dump(fitted, model_dir / "model.joblib")
+    ms = {
+        "name": name,
+        "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib", "version": MODEL_VERSION},
+        **cfg.batching_settings(),
+    }
+    (model_dir / "model-settings.json").write_text(json.dumps(ms, indent=2) + "\n")
+    return model_dir
 
 
 def _ours_repository(root: Path, cfg: MLServerConfig, baseline: Baseline | None) -> None:
@@ -335,14 +346,15 @@ def _ours_repository(root: Path, cfg: MLServerConfig, baseline: Baseline | None)
     (root / "runtime").symlink_to(baseline.runtime, target_is_directory=True)
 
 
-def prepare_kserve_dir(workdir: Path, model: str = "linear") -> Path:
+def prepare_kserve_dir(workdir: Path, model: str = "linear", fitted: Any = None, tag: str = "") -> Path:
+    """KServe's model directory: `fitted` (default: the bench model) as model.joblib."""
     import joblib
 
-    root = workdir / "kserve-model"
+    root = workdir / "-".join(filter(None, ("kserve-model", tag)))
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    joblib.dump(bench_pipeline(model), root / "model.joblib")
+    joblib.dump(bench_pipeline(model) if fitted is None else fitted, root / "model.joblib")
     return root
 
 
@@ -401,10 +413,16 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def mlserver_launcher(
-    model_root: Path, log_path: Path, argv: list[str] | None = None, env: dict[str, str] | None = None
+    model_root: Path,
+    log_path: Path,
+    argv: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    models: Sequence[str] = (MODEL_NAME,),
 ) -> Launcher:
-    """Launches `mlserver start .` in model_root (or `argv`, e.g. the profiled server)."""
-    return lambda: Server.launch(log_path, root=model_root, models=[(MODEL_NAME, None)], env=_env(env), argv=argv)
+    """Launches `mlserver start .` in model_root (or `argv`, e.g. the profiled server); ready once
+    `models` are."""
+    served = [(name, None) for name in models]
+    return lambda: Server.launch(log_path, root=model_root, models=served, env=_env(env), argv=argv)
 
 
 def kserve_launcher(model_dir: Path, log_path: Path) -> Launcher:

@@ -66,9 +66,11 @@ def predictions(body: bytes, header_length: str | None) -> np.ndarray:
     return np.frombuffer(body[length:], dtype="<f8")
 
 
-def check(server: Server, body: bytes, headers: dict[str, str], expected: np.ndarray, what: str) -> None:
+def check(
+    server: Server, body: bytes, headers: dict[str, str], expected: np.ndarray, what: str, model: str = MODEL_NAME
+) -> None:
     request = urllib.request.Request(
-        f"{server.http_url}/v2/models/{MODEL_NAME}/infer",
+        f"{server.http_url}/v2/models/{model}/infer",
         data=body,
         headers={"Content-Type": "application/json"} | headers,
     )

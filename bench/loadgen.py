@@ -17,7 +17,7 @@ import resource
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
 %(headers)s
+%(request)s
 
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -39,6 +40,15 @@ done = function(summary, latency, requests)
     '"err_status":%%d,"err_timeout":%%d,"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,"mean_us":%%.1f,"max_us":%%d}\n',
     summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean, latency.max))
+end
+"""
+# Each request to the next of these paths in turn (per wrk thread): one load spread over many models.
+WRK_ROUND_ROBIN = r"""
+local paths = {%(paths)s}
+local i = 0
+request = function()
+  i = i %% #paths + 1
+  return wrk.format(nil, paths[i])
 end
 """
 
@@ -95,11 +105,14 @@ def run_wrk(
     workdir: Path,
     timeout_s: float = 5.0,
     headers: dict[str, str] | None = None,
+    paths: Sequence[str] = (),
 ) -> LoadResult:
-    """`headers` are set after (over) the JSON content type: a binary body's, say."""
+    """`headers` are set after (over) the JSON content type: a binary body's, say. `paths`: each
+    request goes to the next of them in turn (instead of the url's path)."""
     script = workdir / f"wrk-{body_path.stem}.lua"
     lines = "\n".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in (headers or {}).items())
-    script.write_text(WRK_LUA % {"body": str(body_path), "headers": lines})
+    request = WRK_ROUND_ROBIN % {"paths": ",".join(json.dumps(p) for p in paths)} if paths else ""
+    script.write_text(WRK_LUA % {"body": str(body_path), "headers": lines, "request": request})
     threads = min(2, concurrency)
     cmd = [
         "wrk",
