@@ -123,21 +123,24 @@ def _decoded(request: pb.ModelInferRequest) -> Call:
     """The request as decode_request and v2.call would make it, without building MLServer's
     request when no parameters need MLServer's parsing (the common request has none, or only a codec's
     content type)."""
-    plain = all(_codec_only(p) for p in (request.parameters, *(i.parameters for i in request.inputs)))
+    tensors = request.inputs
+    plain = _codec_only(request.parameters) and all(_codec_only(i.parameters) for i in tensors)
     if not plain or any(o.parameters for o in request.outputs):
         return v2.call(decode_request(request))
     raw = raw_buffers(request)
     inputs = [
-        Tensor(inp.name, list(inp.shape), inp.datatype, tensor_values(inp, raw.get(index)))
-        for index, inp in enumerate(request.inputs)
+        Tensor(inp.name, list(inp.shape), inp.datatype, tensor_values(inp, raw.get(index) if raw else None))
+        for index, inp in enumerate(tensors)
     ]
     return Call(request.id, inputs, [o.name for o in request.outputs], None, None, None)
 
 
 def _codec_only(parameters: Any) -> bool:
     """No parameters, or only a string `content_type` (PandasCodec's "pd", StringCodec's "str"), which
-    the runtime reads no more than MLServer's path does."""
-    return all(key == _CONTENT_TYPE and value.HasField("string_param") for key, value in parameters.items())
+    the runtime reads no more than MLServer's path does. A map's keys are unique: at most that one."""
+    return not parameters or (
+        len(parameters) == 1 and _CONTENT_TYPE in parameters and parameters[_CONTENT_TYPE].HasField("string_param")
+    )
 
 
 def _response(answer: Answer, request_id: str, raw: bool) -> pb.ModelInferResponse:
