@@ -149,7 +149,7 @@ class Contract:
         if all(len(i.shape) == 1 for i in inputs):
             return True
         names = self._names
-        return all(i.name in names and (len(i.shape) == 1 or list(i.shape[1:]) == [1]) for i in inputs)
+        return all(i.name in names and _one_per_row(i.shape) for i in inputs)
 
     @cached_property
     def _names(self) -> frozenset[str]:
@@ -174,7 +174,7 @@ class Contract:
 
     def _columns(self, inputs: Sequence[Tensor]) -> np.ndarray:
         for inp in inputs:
-            if len(inp.shape) != 1 and list(inp.shape[1:]) != [1]:
+            if not _one_per_row(inp.shape):
                 raise ShapeError(
                     f"input '{inp.name}': shape {list(inp.shape)} has {len(inp.shape)} dimensions; "
                     f"expected [N, {self.n_features}] or, per feature, [N]"
@@ -268,6 +268,11 @@ class Contract:
             raise BatchSizeError(
                 f"input '{name}': {rows} rows exceed this model's limit of {self.max_rows} rows per request"
             )
+
+
+def _one_per_row(shape: Sequence[int]) -> bool:
+    """[N] or [N, 1]."""
+    return len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)
 
 
 def flag_parameter(name: str, value: object) -> bool:
