@@ -224,7 +224,8 @@ class Contract:
             if values is None or (allowed is not None and not allowed.issuperset(_listed(values))):
                 return None
             matrix[:, col] = values
-        if floats and not np.isfinite(np.concatenate(floats)).all():
+        # logical_and.reduce: ndarray.all() without its Python-level wrapper.
+        if floats and not np.logical_and.reduce(np.isfinite(np.concatenate(floats))):
             return None  # a gap or a non-finite value: allowed or refused column by column
         return matrix
 

@@ -170,7 +170,16 @@ def _contents(data: list, datatype: str) -> pb.InferTensorContents:
     packed = written(datatype, data)
     if packed is not None:
         return packed
+    field = _CONTENTS_FIELDS.get(datatype)
+    if field is not None:
+        return pb.InferTensorContents(**{field: v2.wire_data(datatype, data)})
     return InferTensorContentsConverter.from_types(v2.wire_data(datatype, data), datatype=Datatype(datatype))
+
+
+# The contents field MLServer's converter fills for the datatypes this runtime answers with (FP64,
+# INT64, BYTES: runtime.core.response), written without its enum and keyword round trip; any other
+# datatype goes through the converter.
+_CONTENTS_FIELDS = {"FP64": "fp64_contents", "INT64": "int64_contents", "BYTES": "bytes_contents"}
 
 
 PATCHES = [
