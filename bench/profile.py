@@ -2,6 +2,7 @@
 
     python -m bench.profile                      # ours + stock, REST + gRPC, 1 row c=16 and 100 rows c=4
     python -m bench.profile --servers ours --loads 1row_c16 --duration 4
+    python -m bench.profile --model columns --protocols grpc --loads 1row_c16   # another bench model
 
 For each server (parallel_workers 0, no adaptive batching, so everything runs on the event-loop thread):
 1. an unprofiled run of each scenario gives req/s and the server's CPU µs per request (psutil);
@@ -233,7 +234,7 @@ def analyse(prof_path: Path, requests: int) -> dict[str, Any]:
 
 def profile_server(kind: str, args: argparse.Namespace, workdir: Path, payloads: Payloads) -> list[dict[str, Any]]:
     cfg = MLServerConfig(parallel_workers=0, batching=False)
-    root = common.prepare_mlserver_dir(kind, workdir, cfg)
+    root = common.prepare_mlserver_dir(kind, workdir, cfg, args.model)
     logs = workdir / "logs"
     scenarios = [(p, load) for p in args.protocols for load in args.loads]
     out: dict[tuple[str, str], dict[str, Any]] = {
@@ -293,8 +294,9 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         f"# Server profile {meta['stamp']}",
         "",
-        f"Command: `{meta['command']}`. parallel_workers 0, no adaptive batching, {meta['duration_s']} s per "
-        "scenario. cProfile on the event-loop thread; 'share' = share of the profiled Python time; "
+        f"Command: `{meta['command']}`; model {meta['model']}. parallel_workers 0, no adaptive batching, "
+        f"{meta['duration_s']} s per scenario. cProfile on the event-loop thread; 'share' = share of the profiled "
+        "Python time; "
         "'µs/req' = share × the unprofiled server CPU µs per request (process tree, psutil). cProfile "
         "inflates call-heavy code, so read shares as indicative.",
         "",
@@ -341,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m bench.profile", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    p.add_argument("--model", choices=common.BENCH_MODELS, default="linear", help="the bench model (bench.run's)")
     p.add_argument("--servers", default="ours,stock")
     p.add_argument("--protocols", default="rest,grpc")
     p.add_argument("--loads", default="1row_c16,100rows_c4")
@@ -359,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     args.protocols = [pr for pr in args.protocols if tools["wrk" if pr == "rest" else "h2load"]]
 
     workdir = Path(tempfile.mkdtemp(prefix="pipeline-profile-"))
-    payloads = Payloads(workdir, common.bench_pipeline(), sorted({LOADS[load][0] for load in args.loads}))
+    row_counts = sorted({LOADS[load][0] for load in args.loads})
+    payloads = Payloads(workdir, common.bench_pipeline(args.model), row_counts, args.model)
     results: list[dict[str, Any]] = []
     for kind in args.servers:
         try:
@@ -371,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         "stamp": time.strftime("%Y%m%d-%H%M%S"),
         "command": "python -m bench.profile " + " ".join(argv if argv is not None else sys.argv[1:]),
         "duration_s": args.duration,
+        "model": args.model,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     md = markdown(results, meta)

@@ -174,7 +174,8 @@ def _column_transformer(ct: Any, block: Block) -> tuple[Fn, Block]:
     fns = [fn for fn, _ in parts]
 
     def run(x: np.ndarray) -> np.ndarray:
-        return np.hstack([fn(x) for fn in fns])
+        # np.hstack's own result for these 2-D blocks, without its per-call argument handling.
+        return np.concatenate([fn(x) for fn in fns], axis=1)
 
     return run, stacked
 
@@ -346,14 +347,18 @@ def _one_hot(encoder: Any, block: Block) -> tuple[Fn, Block]:
     refuse_unknown = encoder.handle_unknown == "error"
 
     def run(x: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(x), total), dtype=np.float64)
-        rows = np.arange(len(x))
+        # Every column's codes first, then the ones set at once: each numpy call is paid per request,
+        # not per column.
+        codes = np.empty((len(x), len(indexers)), dtype=np.intp)
         for j, index in enumerate(indexers):
-            codes = index(x[:, j])
-            known = codes != UNKNOWN
-            if refuse_unknown and not known.all():
-                raise _unknown_error(encoder, j)
-            out[rows[known], offsets[j] + codes[known]] = 1.0
+            codes[:, j] = index(x[:, j])
+        known = codes != UNKNOWN
+        if refuse_unknown and not known.all():
+            raise _unknown_error(encoder, int(np.flatnonzero(~known.all(axis=0))[0]))
+        out = np.zeros((len(x), total), dtype=np.float64)
+        # Each known value's position in the flat output: its row's start, its column's offset, its code.
+        at = np.arange(0, len(x) * total, total, dtype=np.intp)[:, None] + offsets + codes
+        out.reshape(-1)[at[known]] = 1.0
         return out
 
     return run, Block(strings=(False,) * total, sparse=bool(encoder.sparse_output))

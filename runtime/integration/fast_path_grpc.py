@@ -123,21 +123,24 @@ def _decoded(request: pb.ModelInferRequest) -> Call:
     """The request as decode_request and v2.call would make it, without building MLServer's
     request when no parameters need MLServer's parsing (the common request has none, or only a codec's
     content type)."""
-    plain = all(_codec_only(p) for p in (request.parameters, *(i.parameters for i in request.inputs)))
+    tensors = request.inputs
+    plain = _codec_only(request.parameters) and all(_codec_only(i.parameters) for i in tensors)
     if not plain or any(o.parameters for o in request.outputs):
         return v2.call(decode_request(request))
     raw = raw_buffers(request)
     inputs = [
-        Tensor(inp.name, list(inp.shape), inp.datatype, tensor_values(inp, raw.get(index)))
-        for index, inp in enumerate(request.inputs)
+        Tensor(inp.name, list(inp.shape), inp.datatype, tensor_values(inp, raw.get(index) if raw else None))
+        for index, inp in enumerate(tensors)
     ]
     return Call(request.id, inputs, [o.name for o in request.outputs], None, None, None)
 
 
 def _codec_only(parameters: Any) -> bool:
     """No parameters, or only a string `content_type` (PandasCodec's "pd", StringCodec's "str"), which
-    the runtime reads no more than MLServer's path does."""
-    return all(key == _CONTENT_TYPE and value.HasField("string_param") for key, value in parameters.items())
+    the runtime reads no more than MLServer's path does. A map's keys are unique: at most that one."""
+    return not parameters or (
+        len(parameters) == 1 and _CONTENT_TYPE in parameters and parameters[_CONTENT_TYPE].HasField("string_param")
+    )
 
 
 def _response(answer: Answer, request_id: str, raw: bool) -> pb.ModelInferResponse:
@@ -167,7 +170,16 @@ def _contents(data: list, datatype: str) -> pb.InferTensorContents:
     packed = written(datatype, data)
     if packed is not None:
         return packed
+    field = _CONTENTS_FIELDS.get(datatype)
+    if field is not None:
+        return pb.InferTensorContents(**{field: v2.wire_data(datatype, data)})
     return InferTensorContentsConverter.from_types(v2.wire_data(datatype, data), datatype=Datatype(datatype))
+
+
+# The contents field MLServer's converter fills for the datatypes this runtime answers with (FP64,
+# INT64, BYTES: runtime.core.response), written without its enum and keyword round trip; any other
+# datatype goes through the converter.
+_CONTENTS_FIELDS = {"FP64": "fp64_contents", "INT64": "int64_contents", "BYTES": "bytes_contents"}
 
 
 PATCHES = [

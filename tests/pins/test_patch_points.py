@@ -374,6 +374,7 @@ def test_grpc_calls_count_in_mlservers_grpc_metrics(servers):
 
 
 @pins("sklearn.ensemble._gradient_boosting:predict_stages")
+@pins("sklearn.ensemble._gradient_boosting:_predict_regression_tree_stages_sparse")
 @pins("sklearn.ensemble._gb:BaseGradientBoosting._raw_predict_init")
 @pins("sklearn.ensemble._gb:BaseGradientBoosting._loss")
 def test_gradient_boosting_runs_scikit_learns_stage_loop_in_the_server_and_in_workers(servers):

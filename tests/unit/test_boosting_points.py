@@ -29,12 +29,15 @@ def test_without_the_stage_loop_there_is_no_boosted_path(monkeypatch):
     assert set(_fast_outputs(model, ("predict",))) == {"predict"}
 
 
+# One row and the most the loop by row takes, then the dense loop's.
+@pytest.mark.parametrize("rows", [1, boosting.FEW_ROWS, boosting.FEW_ROWS + 1, None])
 @pytest.mark.parametrize("classes", [2, 3])
-def test_the_stage_loop_answers_scikit_learns_bits(classes):
+def test_the_stage_loop_answers_scikit_learns_bits(classes, rows):
     x, y = load_diabetes(return_X_y=True)
     labels = np.digitize(y, np.quantile(y, np.linspace(0, 1, classes + 1)[1:-1]))
     model = GradientBoostingClassifier(n_estimators=10, random_state=0).fit(x, labels)
     boosting.install()
     outputs = _fast_outputs(model, ("predict", "predict_proba", "decision_function"))
+    x = x[:rows]
     for name, fn in outputs.items():
         assert np.array_equal(fn(x), getattr(model, name)(x)), name

@@ -314,3 +314,55 @@ def test_an_unseen_numeric_category_in_an_n_by_f_matrix_is_refused_naming_the_co
 def test_a_gap_passes_the_category_check_where_the_column_may_be_missing():
     got = parse(columns(city=Tensor("city", [2], "BYTES", [None, "vienna"])))
     assert math.isnan(got[0, 2]) and got[1, 2] == "vienna"
+
+
+PLAIN = [
+    [31.5, 1200.0, "paris", "first", 1.0, "red"],
+    [40.0, 800.0, "rome", "second", 3.0, "green"],
+]
+
+
+def plain_columns(shape: list[int], strings_as_bytes: bool) -> list[Tensor]:
+    """The common request as the gRPC fast path and REST's fast path hand it over: numeric columns as
+    numpy arrays in FP64 tensors, strings as bytes or str."""
+    cells = list(zip(*PLAIN, strict=True))
+    tensors = []
+    for column, values in zip(SCHEMA, cells, strict=True):
+        if column.kind == "string":
+            data: Any = [v.encode() for v in values] if strings_as_bytes else list(values)
+            tensors.append(Tensor(column.name, shape, "BYTES", data))
+        else:
+            # age and rooms as floats, income as integers (JSON integers in an FP64 column)
+            dtype = np.int64 if column.name == "income" else np.float64
+            tensors.append(Tensor(column.name, shape, "FP64", np.array(values, dtype=dtype).reshape(shape)))
+    return tensors
+
+
+@pytest.mark.parametrize("shape", [[2], [2, 1]])
+@pytest.mark.parametrize("strings_as_bytes", [True, False])
+def test_a_plain_request_is_read_in_one_pass_into_the_matrix_the_column_walk_makes(shape, strings_as_bytes):
+    inputs = plain_columns(shape, strings_as_bytes)
+    by_name = {t.name: t for t in inputs}
+    plain = CONTRACT._plain_columns(by_name, 2)
+    assert plain is not None
+    same(plain, PLAIN)
+    same(CONTRACT._walked_columns(by_name, 2), PLAIN)
+    same(parse(inputs), PLAIN)
+
+
+@pytest.mark.parametrize(
+    "column, tensor",
+    [
+        ("age", Tensor("age", [2], "FP64", np.array([31.5, np.nan]))),  # a gap
+        ("income", Tensor("income", [2], "FP64", np.array([1.0, np.inf]))),  # refused
+        ("income", Tensor("income", [2], "INT64", np.array([1, 2]))),  # another datatype: range checks
+        ("rooms", Tensor("rooms", [2], "FP64", np.array([1.0, 4.0]))),  # outside its categories
+        ("city", Tensor("city", [2], "BYTES", [b"paris", b"\xff"])),  # not UTF-8
+        ("city", Tensor("city", [2], "BYTES", ["paris", "oslo"])),  # unseen, refused
+        ("note", Tensor("note", [2], "BYTES", ["first", None])),  # a gap
+        ("note", Tensor("note", [2, 1], "BYTES", [["first"], ["second"]])),  # nested
+    ],
+)
+def test_anything_but_a_plain_request_is_left_to_the_column_walk(column, tensor):
+    by_name = {t.name: t for t in plain_columns([2], True)} | {column: tensor}
+    assert CONTRACT._plain_columns(by_name, 2) is None

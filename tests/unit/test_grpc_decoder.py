@@ -112,3 +112,17 @@ def test_string_labels_answer_over_grpc_as_utf8_bytes(raw):
             assert built.raw_output_contents[0] == b"".join(len(v).to_bytes(4, "little") + v for v in expected)
         else:
             assert list(built.outputs[0].contents.bytes_contents) == expected
+
+
+@pytest.mark.parametrize(
+    "datatype, data",
+    [("INT64", [0, -3]), ("FP64", [0.5, -0.0]), ("FP64", [0.25] * 9), ("BYTES", ["churn", "señal"]), ("INT32", [7])],
+)
+def test_the_fast_paths_output_contents_are_mlservers_converters(datatype, data):
+    from mlserver.grpc.converters import InferTensorContentsConverter
+    from mlserver.types import Datatype
+
+    from runtime.integration import fast_path_grpc
+
+    expected = InferTensorContentsConverter.from_types(v2.wire_data(datatype, data), datatype=Datatype(datatype))
+    assert fast_path_grpc._contents(data, datatype).SerializeToString() == expected.SerializeToString()
