@@ -128,7 +128,10 @@ def _pipeline(pipeline_steps: list[tuple[str, Any]], n: int) -> list[ColumnFacts
             # in the input's units.
             centre = centre or _centre(scaler, inner, n)
             continue
-        facts = column_facts(inner, n)
+        if isinstance(inner, ColumnTransformer):
+            facts = _column_transformer(inner, n, passed_gaps=_takes_gaps(pipeline_steps[index + 1 :]))
+        else:
+            facts = column_facts(inner, n)
         if isinstance(inner, SimpleImputer) and not inner.add_indicator and _keeps_columns(inner):
             # The imputer fills the gaps one column to one: the categories are the next step's.
             after = _pipeline(pipeline_steps[index + 1 :], n)
@@ -220,20 +223,35 @@ COLUMN_READERS: dict[type, Callable[[Any, int], list[ColumnFacts]]] = {
 }
 
 
-def _column_transformer(step: ColumnTransformer, n: int) -> list[ColumnFacts]:
+def _takes_gaps(rest: list[tuple[str, Any]]) -> bool:
+    """Whether every column the rest of a pipeline reads may hold a gap (HistGradientBoosting, say):
+    then a column a ColumnTransformer passes through as it is may hold one too."""
+    width = next((getattr(step, "n_features_in_", None) for _, step in rest if step not in SKIPPED), None)
+    return width is not None and all(f.missing for f in _pipeline(rest, width))
+
+
+def _column_transformer(step: ColumnTransformer, n: int, passed_gaps: bool = False) -> list[ColumnFacts]:
+    """Per input column, what the transformer reading it decides; a column passed through as it is
+    (a "passthrough" transformer or remainder) may hold a gap when what follows takes one (`passed_gaps`)."""
     facts = [ColumnFacts()] * n
     indices: dict[str, Any] = step._transformer_to_input_indices
     for name, transformer, _ in step.transformers_:
         columns = list(indices.get(name, []))
         if transformer == "drop":
             inner = [ColumnFacts(missing=True)] * len(columns)  # never read
-        elif transformer == "passthrough":
-            inner = [ColumnFacts()] * len(columns)
+        elif transformer == "passthrough" or _is_identity(transformer):
+            inner = [ColumnFacts(missing=passed_gaps)] * len(columns)
         else:
             inner = column_facts(transformer, len(columns))
         for column, flag in zip(columns, inner, strict=True):
             facts[column] = flag
     return facts
+
+
+def _is_identity(transformer: Any) -> bool:
+    """A FunctionTransformer without a function: how a fitted ColumnTransformer holds a passthrough
+    remainder."""
+    return isinstance(transformer, FunctionTransformer) and transformer.func is None and not transformer.validate
 
 
 def _is_nan(value: Any) -> bool:

@@ -179,7 +179,15 @@ def test_column_transformer_remainder_passthrough_and_a_transformer():
     passthrough = facts(Pipeline([("prep", _prep("passthrough")), ("clf", LogisticRegression())]), FRAME)
     assert passthrough[2] == NUMBER  # reaches the model as it is: no gap
     taking = facts(Pipeline([("prep", _prep("passthrough")), ("clf", HistGradientBoostingClassifier())]), FRAME)
-    assert taking[2] == NUMBER  # the ColumnTransformer decides, not the estimator behind it
+    assert taking[2] == ColumnFacts(missing=True)  # passed through as it is to a model that takes gaps
+    # Through a scaler (which keeps NaN) to a model that takes gaps, too; not when one column behind does not.
+    scaled = Pipeline(
+        [("prep", _prep("passthrough")), ("s", StandardScaler()), ("clf", HistGradientBoostingClassifier())]
+    )
+    assert facts(scaled, FRAME)[2] == ColumnFacts(missing=True)
+    inner = ColumnTransformer([("n", StandardScaler(), [0])], remainder="passthrough")
+    partly = Pipeline([("prep", _prep("passthrough")), ("more", inner), ("clf", LogisticRegression())])
+    assert facts(partly, FRAME)[2] == NUMBER
     imputed = facts(_prep(SimpleImputer()), FRAME)
     assert imputed[2] == ColumnFacts(missing=True)
 
