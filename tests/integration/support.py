@@ -301,3 +301,19 @@ def parse_feature_names(value: Any) -> list[str]:
     if value.startswith("["):
         return [str(v) for v in json.loads(value)]
     return [v.strip() for v in value.split(",")]
+
+
+def records(names: Iterable[str], rows: np.ndarray) -> list[dict[str, Any]]:
+    """Rows as records, each with its keys in reverse order (the model's order is the server's job):
+    the table `/predict` and KServe's V1 take as `instances`."""
+    names = list(names)
+    return [dict(reversed(list(zip(names, row, strict=True)))) for row in rows.tolist()]
+
+
+def assert_grpc_refused(outcome: Any, fragments: Iterable[Any], where: str) -> None:
+    """A gRPC call refused as a bad input (INVALID_ARGUMENT), its details naming each fragment."""
+    got = outcome.code.name if outcome.code else "OK"
+    assert outcome.code == grpc.StatusCode.INVALID_ARGUMENT, (
+        f"{where}: expected INVALID_ARGUMENT, got {got}: {outcome.details[:500]}"
+    )
+    assert_mentions(outcome.details, fragments, where)

@@ -14,6 +14,7 @@ import requests
 from harness.models import REPO_ROOT, pipeline, sample_rows
 from harness.repository import add_model, link_model, make_repository
 from harness.server import Server
+from tests.integration import support
 
 TOKEN = "legacy-token-2c7e"
 
@@ -74,10 +75,8 @@ def test_a_classifier_answers_with_probabilities(legacy):
     assert json.loads(metadata["parameters"]["classes"]) == doc["classes"]
 
 
-def _records(model: str, rows: np.ndarray) -> list[dict[str, float]]:
-    """The rows as records, each with its keys in reverse order (the model's order is the server's job)."""
-    names = pipeline(model, "1").feature_names
-    return [dict(reversed(list(zip(names, row, strict=True)))) for row in rows.tolist()]
+def _records(model: str, rows: np.ndarray) -> list[dict[str, Any]]:
+    return support.records(pipeline(model, "1").feature_names, rows)
 
 
 @pytest.mark.parametrize("model", ["diabetes", "breast-cancer"])

@@ -60,11 +60,6 @@ def _v2_infer(server: Server, model: str, body: Any, headers: dict[str, str] | N
     return requests.post(f"{server.http_url}/v2/models/{model}/infer", json=body, headers=headers, timeout=TIMEOUT_S)
 
 
-def _records(names: list[str], rows: np.ndarray) -> list[dict[str, float]]:
-    """Rows as records, each with its keys in reverse order (the model's order is the server's job)."""
-    return [dict(reversed(list(zip(names, row, strict=True)))) for row in rows.tolist()]
-
-
 def _json_table(frame: pd.DataFrame) -> list[list[Any]]:
     """A DataFrame's rows as JSON rows: null for a gap, in numbers and strings alike."""
     return [[None if isinstance(v, float) and math.isnan(v) else v for v in row] for row in frame.itertuples(False)]
@@ -81,7 +76,7 @@ def test_every_shipped_model_answers_v1_as_its_pipeline(server, name):
     assert by_rows.status_code == 200, by_rows.text
     assert set(by_rows.json()) == {"predictions"}
     assert_parity(by_rows.json()["predictions"], expected)
-    by_records = _predict(server, name, {"instances": _records(default_pipeline(name).feature_names, rows)})
+    by_records = _predict(server, name, {"instances": support.records(default_pipeline(name).feature_names, rows)})
     assert by_records.status_code == 200, by_records.text
     assert by_records.json() == by_rows.json()
     as_inputs = _predict(server, name, {"inputs": rows.tolist()})  # KServe's other key for the instances
@@ -157,7 +152,7 @@ def test_rows_of_a_string_model_must_hold_every_column(v1):
 
 
 def _diabetes_records(n: int) -> list[dict[str, Any]]:
-    return _records(pipeline("diabetes", "1").feature_names, sample_rows("diabetes", n))
+    return support.records(pipeline("diabetes", "1").feature_names, sample_rows("diabetes", n))
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import grpc
 import numpy as np
 import pytest
 
@@ -333,11 +332,7 @@ GRPC_CASES: dict[str, tuple[Any, list[Any]]] = {
 def test_grpc_bad_input(server, case_id):
     request, fragments = GRPC_CASES[case_id]
     outcome = support.grpc_call(server, request)
-    assert outcome.code == grpc.StatusCode.INVALID_ARGUMENT, (
-        f"{case_id}: expected INVALID_ARGUMENT, got "
-        f"{outcome.code.name if outcome.code else 'OK'}: {outcome.details[:500]}"
-    )
-    support.assert_mentions(outcome.details, fragments, case_id)
+    support.assert_grpc_refused(outcome, fragments, case_id)
     good_grpc_request_works(support.grpc_stub(server))
 
 
