@@ -12,6 +12,7 @@ model was already verified and deserialised from (the same sha256) give that mod
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -260,20 +261,19 @@ def _pytest_hidden() -> Iterator[None]:
         del sys.modules["pytest"]
 
 
-def _import_skops_io() -> ModuleType:
-    """skops.io with pytest hidden: skops.io lists every scikit-learn estimator at import, through
-    scikit-learn's test helpers, which import pytest where it is installed; serving never uses them."""
+@functools.cache
+def skops_io() -> ModuleType:
+    """skops.io, with pytest hidden: skops.io lists every scikit-learn estimator at import, through
+    scikit-learn's test helpers, which import pytest where it is installed; serving never uses them.
+    The server imports it at start, before any model loads (runtime.integration.install, with a
+    faster module lookup), so a model's load timer measures its own load and a missing or broken
+    skops fails the start; other users (the packaging tools, tests) import it at first use."""
     try:
         with _pytest_hidden():
             import skops.io
     except ImportError as exc:
         raise ArtifactError(f"skops artifacts need skops.io, which cannot be imported: {exc}") from None
     return sys.modules[skops.io.__name__]
-
-
-# At import, not at the first skops artifact: a model's load timer measures its own load (not
-# skops' import), and a missing or broken skops fails the start.
-_skops_io = _import_skops_io()
 
 
 # A verified artifact's object by (sha256, format, accepted types, manifest form): deserialising is a
@@ -302,11 +302,12 @@ def _load_verified(model_dir: Path, ref: ArtifactRef, policy: LoadPolicy, form: 
 def _deserialise(model_dir: Path, ref: ArtifactRef, data: bytes, accepted: set[str]) -> Any:
     if ref.format == "joblib":
         return joblib.load(io.BytesIO(data))
+    skops = skops_io()
     try:
         # skops audits the whole tree before it builds anything, trusting its defaults and `accepted`.
-        return _skops_io.loads(data, trusted=sorted(accepted))
-    except _skops_io.exceptions.UntrustedTypesFoundException:
-        untrusted = [t for t in _skops_io.get_untrusted_types(data=data) if t not in accepted]
+        return skops.loads(data, trusted=sorted(accepted))
+    except skops.exceptions.UntrustedTypesFoundException:
+        untrusted = [t for t in skops.get_untrusted_types(data=data) if t not in accepted]
     raise ArtifactError(
         f"{model_dir / ref.file}: refusing untrusted types {untrusted}: the manifest does not "
         "record them as scikit-learn types (package the model with `python -m pipeline_tools.package`); "

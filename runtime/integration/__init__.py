@@ -3,8 +3,8 @@ one explicit `install()`.
 
 One module per surface: rest, content_type, rest_stream, grpc_service, grpc_metrics, fast_path,
 fast_path_grpc, dataplane, lifecycle, parallel, batching, tracing, http_head, prometheus_internals,
-boosting (scikit-learn's, read for a fast path) (and direct, packed, log_format, v2: no points of
-their own). A point replaces or wraps its target,
+boosting (scikit-learn's, read for a fast path), skops_lookup (skops', replaced before its import)
+(and direct, packed, log_format, v2: no points of their own). A point replaces or wraps its target,
 or only reads it: every private attribute of another library the integration reads is one, read
 through it. `patch_points()` lists every point; the table in docs/integration.md and tests/pins list the
 same ones.
@@ -17,6 +17,7 @@ import multiprocessing
 import threading
 
 from runtime import allocator
+from runtime.core import artifacts
 from runtime.integration import (
     batching,
     boosting,
@@ -32,6 +33,7 @@ from runtime.integration import (
     prometheus_internals,
     rest,
     rest_stream,
+    skops_lookup,
     tracing,
 )
 from runtime.integration.patching import IntegrationError, PatchPoint, install_all
@@ -63,6 +65,7 @@ def patch_points(runtime_class: type, drain: DrainSettings | None = None) -> lis
         *http_head.patches(),
         *prometheus_internals.PATCHES,
         *boosting.POINTS,
+        skops_lookup.POINT,
     ]
 
 
@@ -81,8 +84,9 @@ def _check_not_too_late() -> None:
 def install(runtime_class: type) -> None:
     """Patch this process once (MLServer re-imports the runtime's module on every model load).
 
-    In a parallel worker nothing is patched: it hosts no server, and MLServer's pool owns its
-    life cycle; it serves models, so it reads scikit-learn's boosting internals all the same. Any
+    In a parallel worker no server is patched: it hosts no server, and MLServer's pool owns its
+    life cycle; it serves models, so it reads scikit-learn's boosting internals and imports skops
+    with the faster lookup all the same. Any
     point that does not match fails the start (IntegrationError, one line).
     """
     global _installed
@@ -90,19 +94,21 @@ def install(runtime_class: type) -> None:
         if _installed:
             return
         kept = allocator.keep_freed_memory()
-        if multiprocessing.parent_process() is not None:
-            boosting.install()
-            _installed = True
-            return
+        in_worker = multiprocessing.parent_process() is not None
         drain = DrainSettings.from_env()
         try:
-            _check_not_too_late()
-            install_all(patch_points(runtime_class, drain))
+            # First: skops.io is imported here, before any model loads, with its faster lookup.
+            skops_lookup.install(artifacts.skops_io)
+            if not in_worker:
+                _check_not_too_late()
+                install_all(patch_points(runtime_class, drain))
             boosting.install()
         except IntegrationError as error:
             logger.critical("%s", error)
             raise
         _installed = True
+        if in_worker:
+            return
         logger.info(
             "MLServer integration installed; graceful drain: delay %.1fs, timeout %.1fs, hard exit after %.1fs; "
             "allocator: %s",

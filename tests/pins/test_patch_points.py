@@ -390,6 +390,28 @@ def test_gradient_boosting_runs_scikit_learns_stage_loop_in_the_server_and_in_wo
         assert answer == _boosted().predict(rows).tolist(), name
 
 
+@pins("skops.io._utils:whichmodule")
+def test_the_server_imports_skops_with_the_lookup_and_the_same_trusted_types():
+    """In a fresh process, as `mlserver start` does: the runtime's integration imports skops.io with
+    this lookup in place, and every default trusted-type list skops builds equals skops' own."""
+    lists = (
+        "import hashlib, json, skops.io._trusted_types as t; "
+        "found = json.dumps([getattr(t, n) for n in sorted(dir(t)) if n.isupper()], default=repr); "
+        "print(len(found), hashlib.sha256(found.encode()).hexdigest())"
+    )
+    served = (
+        "import mlserver.cli.main, runtime.model, skops.io._utils as u, runtime.integration.skops_lookup as s; "
+        "assert u.whichmodule is s.whichmodule; " + lists
+    )
+    own = "import mlserver.cli.main; from runtime.core.artifacts import skops_io; skops_io(); " + lists
+    answers = [
+        subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        for code in (served, own)
+    ]
+    assert [a.returncode for a in answers] == [0, 0], [a.stderr[-2000:] for a in answers]
+    assert answers[0].stdout == answers[1].stdout
+
+
 @pins("prometheus_client.metrics:Histogram._upper_bounds")
 @pins("prometheus_client.metrics:Histogram._buckets")
 @pins("prometheus_client.metrics:Histogram._sum")

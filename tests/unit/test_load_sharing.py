@@ -58,8 +58,9 @@ def test_every_load_hashes_its_bytes_even_when_shared(models_dir, tmp_path):
 
 def test_a_missing_skops_fails_naming_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "skops.io", None)  # None: `import skops.io` raises ImportError
+    artifacts.skops_io.cache_clear()  # imported afresh, as at a start
     with pytest.raises(ArtifactError, match="skops artifacts need skops.io"):
-        artifacts._import_skops_io()
+        artifacts.skops_io()
 
 
 def test_a_missing_psycopg_fails_the_feature_store_naming_it(monkeypatch):
