@@ -167,8 +167,9 @@ POINT = PatchPoint(
         "answers, checked against skops' code"
     ),
     upstream=(
-        "none filed: skops 0.16 already avoids raising in Python; CPython 3.12 stops building the "
-        "AttributeError of a missing module attribute (python/cpython#106560)"
+        "skops-dev/skops#542 (closed: the slow ufunc lookup at skops.io's import, seen under a debugger; "
+        "its cost grows with the modules loaded before it); CPython 3.12 stops building the AttributeError "
+        "of a missing module attribute"
     ),
     if_removed="every start (and parallel worker) spends ~0.3-0.4 s more importing skops.io",
     params=("obj", "name"),
