@@ -198,6 +198,9 @@ class _SwapAfterExec(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return created
 
     def exec_module(self, module: types.ModuleType) -> None:
+        module.__loader__ = self._loader  # the module keeps its real loader (source lookups, reloads)
+        if module.__spec__ is not None:
+            module.__spec__.loader = self._loader
         self._loader.exec_module(module)
         _replace(module)
 

@@ -401,7 +401,7 @@ def test_the_server_imports_skops_with_the_lookup_and_the_same_trusted_types():
     )
     served = (
         "import mlserver.cli.main, runtime.model, skops.io._utils as u, runtime.integration.skops_lookup as s; "
-        "assert u.whichmodule is s.whichmodule; " + lists
+        "assert u.whichmodule is s.whichmodule and type(u.__loader__).__name__ == 'SourceFileLoader'; " + lists
     )
     own = "import mlserver.cli.main; from runtime.core.artifacts import skops_io; skops_io(); " + lists
     answers = [
