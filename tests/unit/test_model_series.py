@@ -19,6 +19,7 @@ import numpy as np
 from prometheus_client import REGISTRY, generate_latest
 
 from harness.models import REPO_ROOT
+from runtime.core.options import RuntimeOptions
 from runtime.observation.metrics import STAGES, ModelMetrics, _families, known_outcomes
 from runtime.service.service import _freeze_loaded
 
@@ -148,3 +149,9 @@ def test_the_loads_cyclic_garbage_is_collected_before_the_rest_is_frozen():
     _freeze_loaded()
     assert gone() is None
     assert gc.get_freeze_count() > 0
+
+
+def test_models_configured_alike_share_their_options():
+    first = RuntimeOptions.from_extra({"max_rows": 7, "ood_z_threshold": 3.0})
+    assert RuntimeOptions.from_extra({"ood_z_threshold": 3.0, "max_rows": 7}) is first
+    assert RuntimeOptions.from_extra({"max_rows": 8}).max_rows == 8
