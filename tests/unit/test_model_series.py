@@ -1,14 +1,17 @@
 """What each model version's load leaves behind: its metric series exist from the load (at 0, each
 exactly once on /metrics) but are bound to prometheus_client children at their first use, in
 process; with parallel workers every series is bound at load, so the workers' files show them;
-and the load's cyclic garbage is collected before the loaded objects are frozen."""
+the load's cyclic garbage is collected before the loaded objects are frozen; and copies of one
+version, configured alike, share what is a function of their content and settings."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -21,7 +24,8 @@ from prometheus_client import REGISTRY, generate_latest
 from harness.models import REPO_ROOT
 from runtime.core.options import RuntimeOptions
 from runtime.observation.metrics import STAGES, ModelMetrics, _families, known_outcomes
-from runtime.service.service import _freeze_loaded
+from runtime.service.loaded import Loaded
+from runtime.service.service import ModelService, _freeze_loaded
 
 _names = itertools.count()
 FEATURES = ("a", "b")
@@ -155,3 +159,20 @@ def test_models_configured_alike_share_their_options():
     first = RuntimeOptions.from_extra({"max_rows": 7, "ood_z_threshold": 3.0})
     assert RuntimeOptions.from_extra({"ood_z_threshold": 3.0, "max_rows": 7}) is first
     assert RuntimeOptions.from_extra({"max_rows": 8}).max_rows == 8
+
+
+def test_copies_of_one_version_share_their_predictor_buckets_and_options(models_dir, tmp_path):
+    """What is a function of the verified content and the settings is made once for all the copies:
+    the checked predictor with its predictions' deciles (the regressor's buckets), the options."""
+    services = []
+    for i in range(5):
+        copy = tmp_path / f"copy-{i}"
+        shutil.copytree(models_dir / "diabetes" / "1", copy)
+        options = RuntimeOptions.from_extra({"max_rows": 100})
+        services.append(asyncio.run(ModelService.load(f"copy-{i}", copy, options, loaded=Loaded())))
+    first = services[0]
+    assert first._predictor.deciles is not None and len(first._predictor.deciles) == 9
+    for service in services[1:]:
+        assert service._predictor is first._predictor and service.options is first.options
+        assert service._observer.metrics._edges is first._predictor.deciles
+    assert _sample("pipeline_prediction_bucket_total", "copy-4", bucket="+Inf") == 0
