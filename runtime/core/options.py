@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import weakref
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -251,13 +253,25 @@ class RuntimeOptions(AdmissionOptions):
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any] | None) -> RuntimeOptions:
+        """The options of these settings, shared by the models configured alike (frozen)."""
+        key = (cls, json.dumps(extra or {}, sort_keys=True, default=repr))
+        shared = _SHARED_OPTIONS.get(key)
+        if shared is not None:
+            return shared
         try:
-            return cls.model_validate(extra or {})
+            options = cls.model_validate(extra or {})
         except ValidationError as exc:
             raise ArtifactError(f"invalid parameters.extra: {validation_problems(exc)}") from None
+        _SHARED_OPTIONS[key] = options
+        return options
 
     def load_policy(self) -> LoadPolicy:
         return LoadPolicy(
             extra_trusted_types=tuple(self.trusted_types),
             allow_sklearn_version_mismatch=self.allow_sklearn_version_mismatch,
         )
+
+
+# RuntimeOptions by their settings' JSON: a fleet of models configured alike holds one object (~1.2 KiB
+# a model otherwise); weak, so it goes with the last model holding it.
+_SHARED_OPTIONS: weakref.WeakValueDictionary[tuple[type, str], RuntimeOptions] = weakref.WeakValueDictionary()

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import logging
 import weakref
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import cache, partial
 from typing import Any
 
 import numpy as np
@@ -55,6 +57,9 @@ class Predictor:
     outputs: dict[str, OutputFn]
     # Computed once per request before the outputs (a compiled pipeline's preprocessing).
     prepare: OutputFn | None = None
+    # A regressor's: the deciles of its predictions on the reference rows, computed with the check (the
+    # buckets its predictions are counted in unless pinned, runtime.service), shared like the predictor.
+    deciles: np.ndarray | None = field(default=None, compare=False)
 
     def predict(self, features: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         # Overflow is detected below and refused; numpy's warning would only add a log line.
@@ -88,17 +93,26 @@ def shared_predictor(pipeline: LoadedPipeline, seed: int = 0) -> Predictor:
 
 def compile_predictor(pipeline: LoadedPipeline, seed: int = 0) -> Predictor:
     """Per output, the fast path's function where it matches scikit-learn on reference rows, else
-    scikit-learn's own."""
+    scikit-learn's own; a regressor's with the deciles of its predictions on those rows."""
+    rows = cache(partial(reference_rows, pipeline, seed))  # made once, where needed
+    predictor = _checked(pipeline, rows)
+    if pipeline.manifest.kind != "regressor" or "predict" not in predictor.outputs:
+        return predictor
+    values = predictor.predict(rows(), ("predict",))["predict"]
+    return replace(predictor, deciles=np.unique(np.quantile(values, np.linspace(0.1, 0.9, 9)).round(6)))
+
+
+def _checked(pipeline: LoadedPipeline, rows: Callable[[], np.ndarray]) -> Predictor:
     plain = _sklearn_outputs(pipeline)
     if pipeline.manifest.check is not None:
         _check_recorded(pipeline.manifest, Predictor(kind="sklearn", outputs=plain))
     if pipeline.manifest.form == "pipeline":
-        compiled = _compiled_pipeline(pipeline, plain, seed)
+        compiled = _compiled_pipeline(pipeline, plain, rows)
         return compiled if compiled is not None else Predictor(kind="sklearn", outputs=plain)
     compiled_kind, folded = _fast_path_outputs(pipeline)
     if not folded:
         return Predictor(kind="sklearn", outputs=plain)
-    reference = reference_rows(pipeline, seed)
+    reference = rows()
     outputs = dict(plain)
     for name, fn in folded.items():
         if _agrees(plain[name], fn, reference):
@@ -259,7 +273,9 @@ def _fast_path_outputs(pipeline: LoadedPipeline) -> tuple[str, dict[str, OutputF
     return kind.fast_path.name, kind.fast_path.build(pipeline.model, preceding, offered_outputs(pipeline.manifest))
 
 
-def _compiled_pipeline(pipeline: LoadedPipeline, plain: dict[str, OutputFn], seed: int) -> Predictor | None:
+def _compiled_pipeline(
+    pipeline: LoadedPipeline, plain: dict[str, OutputFn], reference: Callable[[], np.ndarray]
+) -> Predictor | None:
     """The pipeline's preprocessing compiled and, per output, the first of the estimator's fast path
     and its own method that is bit-identical to the Pipeline on the reference rows; None (scikit-learn
     serves the whole model) where a step does not compile or an output has no such candidate."""
@@ -270,7 +286,7 @@ def _compiled_pipeline(pipeline: LoadedPipeline, plain: dict[str, OutputFn], see
     except NotCompiled as reason:
         logger.info("%s is served by scikit-learn's pipeline: %s", manifest.name, reason)
         return None
-    rows = reference_rows(pipeline, seed)
+    rows = reference()
     prepared = _attempt(compiled.prepare, rows)
     outputs: dict[str, OutputFn] = {}
     for name in offered_outputs(manifest):

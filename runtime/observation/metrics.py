@@ -11,7 +11,13 @@ The metrics live in prometheus_client's default registry, created lazily at the 
 
 Label values are bounded by the server, never by a client: model and version come from the
 model settings, features from the manifest, outcomes from the error classes and stages from
-the code. Each model version binds its label children once, at load.
+the code.
+
+Each model version's series exist from its load, at 0 (so `rate()` and `increase()` see every
+increment), but its children are bound at their first use (`DeclaredFamily`): most series of a
+version are never used (the refusals' outcomes, features never out of range), and a child costs
+0.6 KiB (a counter) to 4.4 KiB (a histogram) and ~10 µs to bind, ~48 KiB and ~0.5 ms a model
+(docs/performance.md, "Growth").
 """
 
 from __future__ import annotations
@@ -19,13 +25,15 @@ from __future__ import annotations
 import re
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, values
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import Metric
 
 from runtime.core import errors
 from runtime.core.artifacts import Manifest
@@ -40,19 +48,105 @@ REL_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 
 
+# ------------------------------------------------------------------------- series declared at load
+
+
+class Declared(NamedTuple):
+    """One model version's series of a family: each one's own label values (after the version's),
+    a gauge's value, and when they were declared."""
+
+    suffixes: tuple[tuple[str, ...], ...]
+    value: float
+    created: float
+
+
+class DeclaredFamily:
+    """A metric family whose per-model series exist from the model's load without a child each.
+
+    Registered in the family's place: `/metrics` shows the family's children, then every declared
+    series that has no child yet as the samples of a zero-valued `template` (a gauge: its declared
+    value) with the series' labels and `_created` at its declaration. The first use binds the child
+    (`bind`), which shows from then on, its count from 0 (its `_created` the first use's time: it
+    was 0 until then). With parallel workers `/metrics` reads the workers' multiprocess files, not
+    this collector: there (`template` None) declaring binds every child at once, as before.
+    """
+
+    def __init__(self, family: MetricWrapperBase, template: MetricWrapperBase | None, labelnames: tuple[str, ...]):
+        self.family = family
+        self._template = template
+        self._labelnames = labelnames
+        self._declared: dict[tuple[str, ...], Declared] = {}
+        self._bound: set[tuple[str, ...]] = set()
+
+    def declare(self, prefix: tuple[str, ...], suffixes: tuple[tuple[str, ...], ...], value: float = 0.0) -> None:
+        """The series prefix + each suffix exist from now on, at 0 (a gauge: at `value`)."""
+        if self._template is None:
+            for suffix in suffixes:
+                child = self.bind(*prefix, *suffix)
+                if value:
+                    child.set(value)
+            return
+        self._declared[prefix] = Declared(suffixes, value, time.time())
+
+    def bind(self, *labels: str) -> Any:
+        """The child of these label values, from now on exported as itself."""
+        # Marked before it exists: collect may then miss the series for one scrape, never show it twice.
+        self._bound.add(labels)
+        return self.family.labels(*labels)
+
+    def describe(self) -> Iterable[Metric]:
+        return self.family.describe()
+
+    def collect(self) -> Iterable[Metric]:
+        metrics = list(self.family.collect())
+        if self._template is None or not self._declared:
+            return metrics
+        (metric,) = metrics
+        zero = next(iter(self._template.collect())).samples
+        for prefix, declared in list(self._declared.items()):
+            for suffix in declared.suffixes:
+                labels = prefix + suffix
+                if labels in self._bound:  # read after the family's children were: see bind
+                    continue
+                named = dict(zip(self._labelnames, labels, strict=True))
+                for sample in zero:
+                    value = declared.created if sample.name.endswith("_created") else declared.value
+                    metric.samples.append(sample._replace(labels={**named, **sample.labels}, value=value))
+        return metrics
+
+
+def _declaring(
+    cls: type[MetricWrapperBase], name: str, documentation: str, labelnames: list[str], **kwargs: Any
+) -> DeclaredFamily:
+    """`cls`'s family, registered as a DeclaredFamily; its zero template only where this process's
+    own registry is what `/metrics` shows (no multiprocess values: those would export it too)."""
+    family = cls(name, documentation, labelnames, registry=None, **kwargs)
+    in_process = values.ValueClass is values.MutexValue
+    template = cls(name, documentation, registry=None, **kwargs) if in_process else None
+    declared = DeclaredFamily(family, template, tuple(labelnames))
+    REGISTRY.register(declared)  # a Collector: collect() and describe()
+    return declared
+
+
+@lru_cache(maxsize=256)
+def each(values: tuple[str, ...]) -> tuple[tuple[str], ...]:
+    """One suffix per value, shared by the models that declare the same values (a schema's features)."""
+    return tuple((v,) for v in values)
+
+
 @dataclass(frozen=True)
 class _Families:
-    requests: Counter
-    rows: Histogram
-    predictions: Counter
-    stage_seconds: Histogram
-    model_info: Gauge
-    load_seconds: Gauge
-    load_timestamp: Gauge
-    ood_values: Counter
-    ood_rows: Counter
-    ood_unseen: Counter
-    ood_missing: Counter
+    requests: DeclaredFamily
+    rows: DeclaredFamily
+    predictions: DeclaredFamily
+    stage_seconds: DeclaredFamily
+    model_info: DeclaredFamily
+    load_seconds: DeclaredFamily
+    load_timestamp: DeclaredFamily
+    ood_values: DeclaredFamily
+    ood_rows: DeclaredFamily
+    ood_unseen: DeclaredFamily
+    ood_missing: DeclaredFamily
     refusals: Counter
     rate_limited: Counter
     fallbacks: Counter
@@ -78,12 +172,14 @@ def _families() -> _Families:
     per_model = ["model", "version"]
     # Gauges: across parallel workers, the largest value (every worker loads every model).
     return _Families(
-        requests=Counter(
+        requests=_declaring(
+            Counter,
             "pipeline_requests",
             "Inference requests seen by the runtime, by outcome.",
             per_model + ["outcome"],
         ),
-        rows=Histogram(
+        rows=_declaring(
+            Histogram,
             "pipeline_request_rows",
             "Rows per request whose inputs decoded (all OOD-checked).",
             per_model,
@@ -91,53 +187,62 @@ def _families() -> _Families:
         ),
         # bucket: a regressor's bucket upper edge ("+Inf" last) or a classifier's class label,
         # both from the model (bounded), never from a client.
-        predictions=Counter(
+        predictions=_declaring(
+            Counter,
             "pipeline_prediction_bucket",
             "Predicted values by bucket (regressors) or class (classifiers).",
             per_model + ["bucket"],
         ),
-        stage_seconds=Histogram(
+        stage_seconds=_declaring(
+            Histogram,
             "pipeline_stage_seconds",
             "Time spent per request in each stage of the runtime.",
             per_model + ["stage"],
             buckets=SECONDS_BUCKETS,
         ),
-        model_info=Gauge(
+        model_info=_declaring(
+            Gauge,
             "pipeline_model_info",
             "The loaded model version (always 1); artifacts in labels.",
             per_model + ["predictor", "model_sha256", "scaler_sha256"],
             multiprocess_mode="max",
         ),
-        load_seconds=Gauge(
+        load_seconds=_declaring(
+            Gauge,
             "pipeline_model_load_seconds",
             "How long loading and verifying the model took.",
             per_model,
             multiprocess_mode="max",
         ),
-        load_timestamp=Gauge(
+        load_timestamp=_declaring(
+            Gauge,
             "pipeline_model_load_timestamp_seconds",
             "When the model was loaded (Unix time).",
             per_model,
             multiprocess_mode="max",
         ),
-        ood_values=Counter(
+        ood_values=_declaring(
+            Counter,
             "pipeline_ood_values",
             "Input values outside the training band, per feature.",
             per_model + ["feature"],
         ),
-        ood_rows=Counter(
+        ood_rows=_declaring(
+            Counter,
             "pipeline_ood_rows",
             "Input rows with at least one value outside the training band or an unseen category.",
             per_model,
         ),
         # Series only for the columns they apply to: categorical ones whose unseen values are served.
-        ood_unseen=Counter(
+        ood_unseen=_declaring(
+            Counter,
             "pipeline_ood_unseen_values",
             "Values of a categorical input column outside its training categories (served), per feature.",
             per_model + ["feature"],
         ),
         # Series only for the columns the schema lets be missing.
-        ood_missing=Counter(
+        ood_missing=_declaring(
+            Counter,
             "pipeline_ood_missing_values",
             "Missing input values (null or NaN), per feature.",
             per_model + ["feature"],
@@ -314,51 +419,95 @@ def known_outcomes() -> tuple[str, ...]:
 # ------------------------------------------------------------------------------ one model version
 
 
+class _Children(dict[Any, Any]):
+    """One model version's children of one family by key (a label value, or its index), each bound
+    at its first use and wrapped for the request path (`observer`, `incrementer`); a dict, so a
+    request finds a bound one with no call."""
+
+    __slots__ = ("_family", "_prefix", "_suffix", "_wrap")
+
+    def __init__(
+        self,
+        family: DeclaredFamily,
+        prefix: tuple[str, ...],
+        suffix: Callable[[Any], tuple[str, ...]],
+        wrap: Callable[[Any], Any],
+    ):
+        super().__init__()
+        self._family, self._prefix, self._suffix, self._wrap = family, prefix, suffix, wrap
+
+    def __missing__(self, key: Any) -> Any:
+        child = self[key] = self._wrap(self._family.bind(*self._prefix, *self._suffix(key)))
+        return child
+
+
+def _same(child: Any) -> Any:
+    return child
+
+
+def _label(value: str) -> tuple[str]:
+    return (value,)
+
+
+def _unlabelled(key: Any) -> tuple[()]:
+    return ()
+
+
 class ModelMetrics:
-    """One model version's metric children, bound once so a request does no label lookups."""
+    """One model version's series, declared at load (each shows 0 from then on) and bound at first
+    use, so a request does at most one dict lookup per series."""
 
     def __init__(self, model: str, version: str, features: tuple[str, ...], columns: ColumnChecks | None = None):
         """`columns`: the model's categorical columns whose unseen values it serves and the columns
         that may be missing, counted per feature too."""
         families = _families()
-        self._labels = (model, version)
-        self._requests = {o: families.requests.labels(model, version, o) for o in known_outcomes()}
-        self._rows = observer(families.rows.labels(model, version))
-        self._stages = {s: observer(families.stage_seconds.labels(model, version, s)) for s in STAGES}
-        self._ood_values = tuple(families.ood_values.labels(model, version, f) for f in features)
-        self._ood_rows = families.ood_rows.labels(model, version)
+        self._labels = labels = (model, version)
+        by_feature = each(features).__getitem__  # a column's index -> its feature label
+        self._requests = _Children(families.requests, labels, _label, incrementer)
+        self._rows = _Children(families.rows, labels, _unlabelled, observer)
+        self._stages = _Children(families.stage_seconds, labels, _label, observer)
+        self._ood_values = _Children(families.ood_values, labels, by_feature, _same)
+        self._ood_rows = _Children(families.ood_rows, labels, _unlabelled, _same)
+        self._ood_unseen = _Children(families.ood_unseen, labels, by_feature, _same)
+        self._ood_missing = _Children(families.ood_missing, labels, by_feature, _same)
         categorical = [col for col, _ in columns.categories] if columns is not None else []
         gaps = columns.gaps.tolist() if columns is not None else []
-        self._ood_unseen = {j: families.ood_unseen.labels(model, version, features[j]) for j in categorical}
-        self._ood_missing = {j: families.ood_missing.labels(model, version, features[j]) for j in gaps}
+        families.requests.declare(labels, each(known_outcomes()))
+        families.rows.declare(labels, ((),))
+        families.stage_seconds.declare(labels, each(STAGES))
+        families.ood_values.declare(labels, each(features))
+        families.ood_rows.declare(labels, ((),))
+        families.ood_unseen.declare(labels, each(tuple(features[j] for j in categorical)))
+        families.ood_missing.declare(labels, each(tuple(features[j] for j in gaps)))
 
     def loaded(self, manifest: Manifest, predictor: str, seconds: float) -> None:
         families = _families()
         artifacts = (manifest.model.sha256, manifest.scaler.sha256 if manifest.scaler else "")
-        families.model_info.labels(*self._labels, predictor, *artifacts).set(1)
-        families.load_seconds.labels(*self._labels).set(seconds)
-        families.load_timestamp.labels(*self._labels).set(time.time())
+        families.model_info.declare(self._labels, ((predictor, *artifacts),), 1)
+        families.load_seconds.declare(self._labels, ((),), seconds)
+        families.load_timestamp.declare(self._labels, ((),), time.time())
 
     def record(self, outcome: str, rows: int | None, stage_seconds: dict[str, float]) -> None:
-        child = self._requests.get(outcome)
-        if child is None:  # an InvalidRequest subclass defined after this model loaded
-            child = _families().requests.labels(*self._labels, outcome)
-        child.inc()
+        # An outcome not declared at load (an InvalidRequest subclass defined later) is bound all the same.
+        self._requests[outcome](1)
         if rows is not None:
-            self._rows(rows)
+            self._rows[()](rows)
         for stage, seconds in stage_seconds.items():
             self._stages[stage](seconds)
 
     def bind_predictions(self, edges: np.ndarray | None, classes: list | None) -> None:
         """What the predictions are counted by: a regressor's bucket edges or a classifier's
-        classes, with every series created at load (a version that never predicts a class still
+        classes, every series declared at load (a version that never predicts a class still
         shows 0)."""
         families = _families()
         self._edges = edges
         self._edge_list = edges.tolist() if edges is not None else []
         self._class_index = {c: i for i, c in enumerate(classes or [])}
         labels = [_edge_label(e) for e in edges] + ["+Inf"] if edges is not None else [str(c) for c in classes or []]
-        self._predictions = [incrementer(families.predictions.labels(*self._labels, label)) for label in labels]
+        buckets = each(tuple(labels))
+        families.predictions.declare(self._labels, buckets)
+        self._bucket_count = len(buckets)
+        self._predictions = _Children(families.predictions, self._labels, buckets.__getitem__, incrementer)
 
     def record_predictions(self, values: np.ndarray) -> None:
         if len(values) == 1:  # the common request: one row, no numpy round trip
@@ -370,10 +519,10 @@ class ModelMetrics:
             index = np.searchsorted(self._edges, values, side="left")  # le semantics, like a histogram
         else:
             index = np.fromiter((self._class_index[v] for v in values.tolist()), dtype=np.intp, count=len(values))
-        counts = np.bincount(index, minlength=len(self._predictions)).tolist()
-        for inc, count in zip(self._predictions, counts):
+        counts = np.bincount(index, minlength=self._bucket_count).tolist()
+        for i, count in enumerate(counts):
             if count:
-                inc(count)
+                self._predictions[i](count)
 
     def record_ood(self, report: OodReport) -> None:
         if report.missing is not None:
@@ -383,10 +532,10 @@ class ModelMetrics:
         _count_per_feature(self._ood_values, report.per_feature)
         if report.unseen is not None:
             _count_per_feature(self._ood_unseen, report.unseen)
-        self._ood_rows.inc(report.rows)
+        self._ood_rows[()].inc(report.rows)
 
 
-def _count_per_feature(children: Sequence[Counter] | dict[int, Counter], counts: np.ndarray) -> None:
+def _count_per_feature(children: dict[int, Counter], counts: np.ndarray) -> None:
     for feature in np.flatnonzero(counts).tolist():  # only the features that had any
         children[feature].inc(int(counts[feature]))
 

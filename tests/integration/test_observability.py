@@ -24,6 +24,7 @@ from harness.repository import add_model, link_model, make_repository
 from harness.server import Server, metric_series, metric_value
 from harness.v2 import REQUEST_TIMEOUT_S, json_tensor, pb_2d_request
 from runtime.core.artifacts import FeatureRanges
+from runtime.observation.metrics import STAGES, known_outcomes
 from tests.integration import support
 
 Z = 3.0  # the diabetes/1 copy's ood_z_threshold: tighter than the default, so the z-test shows
@@ -193,6 +194,29 @@ def test_model_info(obs_server):
     assert metric_value(samples, "pipeline_model_load_seconds", model=MODEL, version=VERSION) > 0
     served = {(s["model"], s["version"]) for s in metric_series(samples, "pipeline_model_info")}
     assert served == {(MODEL, VERSION), (MODEL, BENCH_VERSION), (BREAST_CANCER, "1")}
+
+
+def test_every_series_the_dashboards_and_alerts_read_exists_once_from_load(obs_server):
+    """In process the series are declared at load and bound at first use, with parallel workers bound
+    at load: either way each loaded version's outcomes, stages, rows and OOD series are on /metrics
+    (0 until used, whatever the other tests sent), each exactly once."""
+    text = requests.get(obs_server.metrics_url, timeout=30).text
+    samples = obs_server.scrape()
+    served = {(s["model"], s["version"]) for s in metric_series(samples, "pipeline_model_info")}
+    assert len(served) == 3
+
+    def has(name: str, model: str, version: str, **labels: str) -> bool:
+        return (name, frozenset({"model": model, "version": version, **labels}.items())) in samples
+
+    for model, version in served:
+        for outcome in known_outcomes():
+            assert has("pipeline_requests_total", model, version, outcome=outcome), (model, version, outcome)
+        for stage in STAGES:
+            assert has("pipeline_stage_seconds_count", model, version, stage=stage), (model, version, stage)
+        assert has("pipeline_request_rows_count", model, version) and has("pipeline_ood_rows_total", model, version)
+        assert metric_series(samples, "pipeline_prediction_bucket_total")
+    series = [line.rsplit(" ", 1)[0] for line in text.splitlines() if line.startswith("pipeline_")]
+    assert len(series) == len(set(series))
 
 
 # -------------------------------------------------------------------------- out-of-distribution
