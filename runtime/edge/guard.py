@@ -67,6 +67,9 @@ Router = Callable[[Scope], Route | None]  # None: nothing answers this method an
 # not look it up again. The raw headers: a model without a token never has them decoded.
 Authorize = Callable[[str, str | None, RawHeaders], Awaitable[object]]
 TARGET = "pipeline.target"
+# The in-flight slot a request already holds when it gets here: taken by the server's protocol as
+# its head was parsed (runtime.integration.http_head); released here like one taken here.
+SLOT = "pipeline.slot"
 
 
 class RequestGuard:
@@ -82,9 +85,9 @@ class RequestGuard:
             return await self.app(scope, receive, send)
         route = self.router(scope)
         try:
-            slot = _slot(route, scope)
+            slot = scope.get(SLOT) or _slot(route, scope)
         except Full as full:
-            return await _overloaded(send, full.message, scope["headers"])
+            return await overloaded(send, full.message, scope["headers"])
         except PipelineError as refused:  # a full model's bearer token, checked before its 503
             return await _refuse(send, refused)
         sending = _Sending(send)
@@ -234,7 +237,7 @@ def _slot(route: Route | None, scope: Scope) -> Key | None:
     return GATE.hold((route.model, route.version), lambda: credentials(scope["headers"]))
 
 
-async def _overloaded(send: Send, message: bytes, headers: RawHeaders) -> None:
+async def overloaded(send: Send, message: bytes, headers: RawHeaders) -> None:
     """The cap's 503, canned: nothing of the body read or parsed. The connection stays open when
     what is left of the body is small (the server discards it as it arrives: cheaper than the
     client's new connection); a large or unframed one closes it rather than be read for nothing."""
