@@ -339,8 +339,9 @@ def patches(limits: HeadLimits | None = None) -> list[PatchPoint]:
         (
             "on_headers_complete",
             ("self",),
-            "check the header count and Host, with a refusal as the ASGI app it reads from self.app",
-            "no Host check; too many headers are served",
+            "check the header count and Host, and take a capped model's in-flight slot or refuse it 503 "
+            "(runtime.policy.gate), with a refusal as the ASGI app it reads from self.app",
+            "no Host check; too many headers are served; the cap is decided a task later, in the request guard",
         ),
         (
             "on_message_complete",
