@@ -249,6 +249,10 @@ async def overloaded(send: Send, message: bytes, headers: RawHeaders) -> None:
 
 
 def _drained_cheaply(headers: RawHeaders) -> bool:
+    if any(k.lower() == b"expect" for k, _ in headers):
+        # The client waits for 100 Continue before it sends its body, and may never send it after
+        # a final answer: its next head would be read as this body.
+        return False
     try:
         length = framing(headers).length
     except PipelineError:  # a head that does not say how long its body is

@@ -143,14 +143,16 @@ def test_a_slot_taken_by_the_protocol_is_released_by_the_guard(capped):
 
 
 @pytest.mark.parametrize(
-    "length,closes",
-    [(2, False), (64 * 1024, False), (64 * 1024 + 1, True), (None, True)],
+    "length,expect,closes",
+    [(2, False, False), (64 * 1024, False, False), (64 * 1024 + 1, False, True), (None, False, True), (2, True, True)],
 )
-def test_the_canned_503_keeps_the_connection_unless_a_large_body_is_left_unread(capped, length, closes):
+def test_the_canned_503_keeps_the_connection_unless_a_large_body_is_left_unread(capped, length, expect, closes):
     key = GATE.hold(("g-guard", None), dict)  # the model is full
     try:
         app = App()
         headers = [(b"transfer-encoding", b"chunked")] if length is None else []
+        if expect:  # the body waits for a 100 Continue that a refusal never sends
+            headers += [(b"content-length", str(length).encode()), (b"expect", b"100-continue")]
         sent = _drive(app, headers=headers, body=b"x" * (length or 0))
     finally:
         GATE.release(key, True)  # type: ignore[arg-type]
