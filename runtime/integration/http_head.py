@@ -87,7 +87,7 @@ class _Overloaded:
         await overloaded(send, self.message, scope["headers"])
 
 
-def _NO_CREDENTIALS() -> dict[str, str]:
+def _credentials_from_the_guard() -> dict[str, str]:
     raise Unauthenticated("asked for by the request guard")
 
 
@@ -211,7 +211,7 @@ class HeadGuard(HttpToolsProtocol):
             return _headers_complete(self)
         name, version = (part.decode("latin-1") if part is not None else None for part in match.groups())
         try:
-            slot = GATE.hold((str(name), version), _NO_CREDENTIALS)
+            slot = GATE.hold((str(name), version), _credentials_from_the_guard)
         except Full as full:
             app, self.app = self.app, _Overloaded(full.message)
             try:

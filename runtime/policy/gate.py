@@ -1,8 +1,8 @@
 """The in-flight cap (`max_in_flight`) decided from a REST request's head, before its body is read.
 
-Why: a refusal decided after the body is read and parsed costs about what an answer costs. Offered
-twice its capacity, a capped server then spent its time refusing: clients refused at once send their
-next request at once, and goodput fell to a tenth of capacity (docs/performance.md, overload).
+Why: a refusal decided after the body is read and parsed costs about what an answer costs, and
+under overload a refused client sends its next request at once: the refusals take the time the
+answers need (docs/performance.md, overload). A refusal is decided from the request head.
 
 A REST request for a capped model takes its slot here, from the route its head names (the edge's
 runtime.edge.guard, first thing), and holds it until the edge is done with it: its response sent,
