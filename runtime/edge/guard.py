@@ -2,9 +2,13 @@
 
 Everything that can refuse a request from its head does so before a byte of the body is read:
 
-    no route answers the path (404) -> the repository API's lock (401/403) -> an inference
+    a capped model's in-flight cap reached (its bearer token, 401, then 503: runtime.policy.gate)
+    -> no route answers the path (404) -> the repository API's lock (401/403) -> an inference
     route's model and its bearer token (404/401) -> the body's framing and coding (400/415/501)
     -> a declared length above the limit (413)
+
+A request the cap admits holds its slot until this middleware is done with it (answered, failed
+or the client gone).
 
 The route is the one the app's router will take (the root path and every spelling the router
 accepts included), given by the integration as a `Router`. The body is then read here, once,
@@ -20,7 +24,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
-from runtime.core.errors import MalformedBody, PipelineError, RequestTooLarge, RouteNotFound
+from runtime.core.errors import MalformedBody, Overloaded, PipelineError, RequestTooLarge, RouteNotFound
 from runtime.edge import json_depth
 from runtime.edge.asgi import (
     App,
@@ -39,9 +43,16 @@ from runtime.edge.body_limits import ENV_MAX_JSON_DEPTH, ENV_MAX_REQUEST_BYTES, 
 from runtime.edge.body_reader import BodyReader
 from runtime.edge.framing import framing
 from runtime.policy.admin import AdminPolicy
-from runtime.policy.admission import PEER_HEADER
+from runtime.policy.admission import HELD, PEER_HEADER
+from runtime.policy.gate import GATE, Full
+from runtime.policy.inflight import Key
 
 INFERENCE, REPOSITORY, OTHER = "inference", "repository", "other"
+# A refused request's body up to this size is read and discarded, to keep its connection open.
+DRAIN_MAX_BYTES = 64 * 1024
+RETRY_AFTER = (b"retry-after", b"1")
+_JSON = (b"content-type", b"application/json")
+_CLOSE = (b"connection", b"close")
 
 
 class Route(NamedTuple):
@@ -56,6 +67,9 @@ Router = Callable[[Scope], Route | None]  # None: nothing answers this method an
 # not look it up again. The raw headers: a model without a token never has them decoded.
 Authorize = Callable[[str, str | None, RawHeaders], Awaitable[object]]
 TARGET = "pipeline.target"
+# The in-flight slot a request already holds when it gets here: taken by the server's protocol as
+# its head was parsed (runtime.integration.http_head); released here like one taken here.
+SLOT = "pipeline.slot"
 
 
 class RequestGuard:
@@ -69,9 +83,27 @@ class RequestGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        route = self.router(scope)
+        try:
+            slot = scope.get(SLOT) or _slot(route, scope)
+        except Full as full:
+            return await overloaded(send, full.message, scope["headers"])
+        except PipelineError as refused:  # a full model's bearer token, checked before its 503
+            return await _refuse(send, refused)
+        sending = _Sending(send)
+        if slot is None:
+            return await self._guarded(route, scope, receive, sending)
+        held = HELD.set(slot)
+        try:
+            await self._guarded(route, scope, receive, sending)
+        finally:  # answered, failed or the client left: the slot is free again
+            HELD.reset(held)
+            GATE.release(slot, 0 < sending.status < 400)
+
+    async def _guarded(self, route: Route | None, scope: Scope, receive: Receive, send: Send) -> None:
         scope = _with_peer(scope)
         try:
-            route = await self._head(scope)
+            route = await self._head(route, scope)
             needs_body = route.kind == INFERENCE and scope["method"] == "POST"
             admitted = await self._body(scope, receive, needs_body=needs_body)
         except PipelineError as refused:
@@ -79,11 +111,10 @@ class RequestGuard:
         if admitted is None:  # the client left while sending its body
             return None
         scope, receive = admitted
-        await self.app(scope, receive, _retry_after_on_429(send))
+        await self.app(scope, receive, send)
 
-    async def _head(self, scope: Scope) -> Route:
+    async def _head(self, route: Route | None, scope: Scope) -> Route:
         """Refuse from the head, or return the route; `scope` is this request's own copy (_with_peer)."""
-        route = self.router(scope)
         if route is None:
             raise RouteNotFound(f"{scope['method']} {route_path(scope)}: no such route")
         if route.kind == REPOSITORY:
@@ -179,18 +210,56 @@ def _with_peer(scope: Scope) -> Scope:
     return {**scope, "headers": headers}
 
 
-def _retry_after_on_429(send: Send) -> Send:
-    """A 429 (runtime.policy.admission's rate limit) tells the client when to come back, in whole
-    seconds as HTTP wants them; the message has the exact wait."""
+class _Sending:
+    """The app's `send`, keeping the response's status (whether a held slot ends ok). A 429
+    (runtime.policy.admission's rate limit) tells the client when to come back, in whole seconds as
+    HTTP wants them; the message has the exact wait."""
 
-    async def sending(message: Message) -> None:
-        if message["type"] == "http.response.start" and message.get("status") == 429:
-            message = {**message, "headers": [*message.get("headers", []), (b"retry-after", b"1")]}
-        await send(message)
+    __slots__ = ("send", "status")
 
-    return sending
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 0  # no response started
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message.get("status", 200)
+            if self.status == 429:
+                message = {**message, "headers": [*message.get("headers", []), RETRY_AFTER]}
+        await self.send(message)
+
+
+def _slot(route: Route | None, scope: Scope) -> Key | None:
+    """The in-flight slot a POST to a capped model's inference route takes from its head
+    (runtime.policy.gate), or None: not capped here (admission counts it), or Full."""
+    if route is None or route.kind != INFERENCE or route.model is None or scope["method"] != "POST":
+        return None
+    return GATE.hold((route.model, route.version), lambda: credentials(scope["headers"]))
+
+
+async def overloaded(send: Send, message: bytes, headers: RawHeaders) -> None:
+    """The cap's 503, canned: nothing of the body read or parsed. The connection stays open when
+    what is left of the body is small (the server discards it as it arrives: cheaper than the
+    client's new connection); a large or unframed one closes it rather than be read for nothing."""
+    fields = [_JSON, (b"content-length", str(len(message)).encode()), RETRY_AFTER]
+    if not _drained_cheaply(headers):
+        fields.append(_CLOSE)
+    await send({"type": "http.response.start", "status": Overloaded.status, "headers": fields})
+    await send({"type": "http.response.body", "body": message})
+
+
+def _drained_cheaply(headers: RawHeaders) -> bool:
+    if any(k.lower() == b"expect" for k, _ in headers):
+        # The client waits for 100 Continue before it sends its body, and may never send it after
+        # a final answer: its next head would be read as this body.
+        return False
+    try:
+        length = framing(headers).length
+    except PipelineError:  # a head that does not say how long its body is
+        return False
+    return length is not None and length <= DRAIN_MAX_BYTES
 
 
 async def _refuse(send: Send, refused: PipelineError) -> None:
     # Close: the rest of a refused body is never read.
-    await json_response(send, refused.status, {"error": str(refused)}, [(b"connection", b"close")])
+    await json_response(send, refused.status, {"error": str(refused)}, [_CLOSE])

@@ -121,7 +121,9 @@ async def admitted(model: Any, name: str, headers: dict[str, str], infer: Callab
     DataPlane.infer does around MLServer's, for the fast path's own inference too."""
     policy = policy_for(model)
     _admit(policy, headers)
-    IN_FLIGHT.enter(policy.key)
+    counted = not policy.holds_slot()  # else the REST edge counts it, until its response is sent
+    if counted:
+        IN_FLIGHT.enter(policy.key)
     ok = False
     try:
         result = await infer()
@@ -131,7 +133,8 @@ async def admitted(model: Any, name: str, headers: dict[str, str], infer: Callab
         _count_refusal(name, error)
         raise
     finally:
-        IN_FLIGHT.leave(policy.key, ok)
+        if counted:
+            IN_FLIGHT.leave(policy.key, ok)
 
 
 def _admit_infer(original: Callable[..., Any]) -> Callable[..., Any]:

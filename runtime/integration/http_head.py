@@ -24,6 +24,7 @@ accepts a protocol class, so each server gets `HeadGuard`, a subclass of uvicorn
 from __future__ import annotations
 
 import asyncio
+import re
 import weakref
 from collections.abc import Callable
 from http import HTTPStatus
@@ -31,11 +32,16 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from runtime.core.errors import Unauthenticated
+from runtime.edge.guard import SLOT, overloaded
 from runtime.edge.head_limits import HeadLimits, Refusal, RefusalLog
 from runtime.edge.host import host_problem
 from runtime.integration.patching import PatchPoint, read_point
+from runtime.policy.gate import GATE, Full
 
 _NO_DEADLINE = float("inf")
+# A V2 inference target with no query and no percent-encoding: the gate's routes as uvicorn's path.
+_INFER = re.compile(rb"^/v2/models/([^/?%]+)(?:/versions/([^/?%]+))?/infer$")
 _REFUSALS = RefusalLog()
 # How often a server looks for overdue heads, at most: a head is closed within this past its limit.
 _CLOCK_PERIOD_S = 1.0
@@ -67,6 +73,22 @@ class _Answer:
         body = self.refusal.body()
         await send({"type": "http.response.start", "status": self.refusal.status, "headers": _headers(body)})
         await send({"type": "http.response.body", "body": body})
+
+
+class _Overloaded:
+    """The ASGI app run for a request the in-flight cap refuses from its head: the canned 503."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: bytes) -> None:
+        self.message = message
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await overloaded(send, self.message, scope["headers"])
+
+
+def _credentials_from_the_guard() -> dict[str, str]:
+    raise Unauthenticated("asked for by the request guard")
 
 
 class _HeadClock:
@@ -104,6 +126,7 @@ _message_complete = HttpToolsProtocol.on_message_complete
 class HeadGuard(HttpToolsProtocol):
     limits: ClassVar[HeadLimits] = HeadLimits()
     port_name: ClassVar[str] = "REST"
+    gated: ClassVar[bool] = False  # the in-flight cap from the head: the REST port, whose guard releases it
     # limits' two numbers read on every request, one attribute lookup away
     _max_head_bytes: ClassVar[int] = limits.max_head_bytes
     _max_headers: ClassVar[int] = limits.max_headers
@@ -166,7 +189,7 @@ class HeadGuard(HttpToolsProtocol):
         else:
             problem = host_problem(self.headers, self.parser.get_http_version)
             if problem is None:
-                return _headers_complete(self)
+                return self._gated() if self.gated else _headers_complete(self)
             refusal = Refusal(400, problem)
         self._note(refusal)
         app, self.app = self.app, _Answer(refusal)
@@ -174,6 +197,33 @@ class HeadGuard(HttpToolsProtocol):
             _headers_complete(self)
         finally:
             self.app = app
+
+    def _gated(self) -> None:
+        """A POST to a capped model's V2 inference route takes its in-flight slot here, as its
+        head completes (runtime.policy.gate), or is refused with the canned 503: the request guard
+        then releases the slot. Left to the guard (at the request's start): a pipelined request
+        (uvicorn may never start it if the client leaves), a percent-encoded or rooted path, a
+        model with bearer tokens (their 401 comes first) and any route the gate has not learned."""
+        if self.parser.get_method() != b"POST" or (self.cycle is not None and not self.cycle.response_complete):
+            return _headers_complete(self)
+        match = _INFER.match(self.url)
+        if match is None or self.root_path:
+            return _headers_complete(self)
+        name, version = (part.decode("latin-1") if part is not None else None for part in match.groups())
+        try:
+            slot = GATE.hold((str(name), version), _credentials_from_the_guard)
+        except Full as full:
+            app, self.app = self.app, _Overloaded(full.message)
+            try:
+                return _headers_complete(self)
+            finally:
+                self.app = app
+        except Unauthenticated:  # the model wants a token: the guard asks for it
+            return _headers_complete(self)
+        if slot is not None:
+            scope: dict[str, Any] = self.scope  # type: ignore[assignment]
+            scope[SLOT] = slot  # uvicorn's scope for this request, read when its task runs
+        _headers_complete(self)
 
     def on_message_complete(self) -> None:
         self._in_head = True
@@ -212,6 +262,7 @@ def guarded_protocol(limits: HeadLimits, port_name: str) -> type[HeadGuard]:
     attributes = {
         "limits": limits,
         "port_name": port_name,
+        "gated": port_name == "REST",
         "_max_head_bytes": limits.max_head_bytes,
         "_max_headers": limits.max_headers,
     }
@@ -288,8 +339,9 @@ def patches(limits: HeadLimits | None = None) -> list[PatchPoint]:
         (
             "on_headers_complete",
             ("self",),
-            "check the header count and Host, with a refusal as the ASGI app it reads from self.app",
-            "no Host check; too many headers are served",
+            "check the header count and Host, and take a capped model's in-flight slot or refuse it 503 "
+            "(runtime.policy.gate), with a refusal as the ASGI app it reads from self.app",
+            "no Host check; too many headers are served; the cap is decided a task later, in the request guard",
         ),
         (
             "on_message_complete",

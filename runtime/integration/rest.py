@@ -42,6 +42,7 @@ from runtime.integration.patching import PatchPoint, read_point
 from runtime.integration.v2 import as_mlserver_error
 from runtime.policy.admin import REPOSITORY_PATH, AdminPolicy
 from runtime.policy.deadlines import stamp
+from runtime.policy.gate import GATE
 
 # MLServer's inference routes end so (infer, generate, and their streams); its repository API's
 # routes start with REPOSITORY_PATH.
@@ -146,6 +147,7 @@ def authorizer(data_plane: Any) -> Authorize:
                 raise RouteNotFound(str(error)) from None
             return None  # not ours to decide from the head: MLServer's path answers
         policy = policy_for(model)
+        GATE.learn((name, version), policy)  # the cap, decided from the next heads on this route
         if policy.authenticator is not None:
             policy.authenticate(credentials(headers))
         return model

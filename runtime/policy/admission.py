@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,10 @@ logger = logging.getLogger("runtime.policy.admission")
 REFUSALS = (Overloaded, DeadlineExceeded, RateLimited)
 # The transports stamp the peer address here (a client's own value is overwritten).
 PEER_HEADER = "x-pipeline-peer"
+# The model whose in-flight slot the current request already holds: set by the REST edge for the
+# request's own task (runtime.policy.gate), which decided the cap from the head and counts the
+# request until its response is sent. Admission then neither checks the cap nor counts it again.
+HELD: ContextVar[Key | None] = ContextVar("pipeline_inflight_slot", default=None)
 
 
 @dataclass(frozen=True)
@@ -90,11 +95,15 @@ class Policy:
             settle_deadline(headers, self.options.request_timeout_ms)
             check_deadline(headers, "the request was admitted")
             cap = self.options.max_in_flight
-            if cap and IN_FLIGHT.per_model[self.key] >= cap:
+            if cap and not self.holds_slot() and IN_FLIGHT.per_model[self.key] >= cap:
                 raise Overloaded(f"model '{self.name}' already has {cap} request(s) in flight, its limit; retry later")
         except REFUSALS as error:
             REFUSED.add(self.name, error)
             raise
+
+    def holds_slot(self) -> bool:
+        """Whether the current request is counted in flight for this model already (by the edge)."""
+        return HELD.get() == self.key
 
     def _limit(self, client: str) -> None:
         wait = self.limiter.take(client)  # type: ignore[union-attr]
