@@ -120,11 +120,7 @@ def whichmodule(obj: Any, name: str) -> str:
     return "__main__" if place is None else modules.names[place]
 
 
-def _not_installed(obj: Any, name: str) -> str:
-    raise IntegrationError(f"{POINT.target} is asked before install() read skops' own")
-
-
-_original: Callable[[Any, str], str] = _not_installed  # skops' own, for the names it alone handles
+_original: Callable[[Any, str], str] | None = None  # skops' own, once replaced
 
 
 def check_code(function: Any) -> None:
@@ -135,10 +131,12 @@ def check_code(function: Any) -> None:
 
 
 def original() -> Callable[[Any, str], str]:
-    """skops' own whichmodule (for tests and for the names only it handles)."""
-    if _original is _not_installed and MODULE in sys.modules:
-        return sys.modules[MODULE].whichmodule
-    return _original
+    """skops' own whichmodule (for the names only it handles, and for tests): the one replaced, else
+    the one skops.io holds."""
+    if _original is not None:
+        return _original
+    found: Callable[[Any, str], str] = sys.modules[MODULE].whichmodule
+    return found
 
 
 def _replace(module: types.ModuleType) -> None:
